@@ -1,0 +1,1 @@
+"""Provider batch jobs: the state machine arrives with the batch issue."""

@@ -1,0 +1,49 @@
+"""Encryption at rest for provider API keys.
+
+MultiFernet: the first key in LLMOPS_ENCRYPTION_KEYS encrypts, every key
+decrypts, so keys can be rotated by prepending a new one and re-encrypting.
+The keys come from the environment, never from the database.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+
+
+class DecryptionError(Exception):
+    """The ciphertext was not made by any of the configured keys."""
+
+
+@cache
+def _fernet(keys: tuple[str, ...]) -> MultiFernet:
+    return MultiFernet([Fernet(key.encode()) for key in keys])
+
+
+def _current() -> MultiFernet:
+    return _fernet(tuple(settings.ENCRYPTION_KEYS))
+
+
+def encrypt(plaintext: str) -> str:
+    return _current().encrypt(plaintext.encode()).decode()
+
+
+def decrypt(ciphertext: str) -> str:
+    try:
+        return _current().decrypt(ciphertext.encode()).decode()
+    except InvalidToken:
+        raise DecryptionError(
+            "cannot decrypt: none of LLMOPS_ENCRYPTION_KEYS matches this value"
+        ) from None
+
+
+def reencrypt(ciphertext: str) -> str:
+    """The same secret encrypted under the current primary key (for rotation)."""
+    try:
+        return _current().rotate(ciphertext.encode()).decode()
+    except InvalidToken:
+        raise DecryptionError(
+            "cannot rotate: none of LLMOPS_ENCRYPTION_KEYS matches this value"
+        ) from None

@@ -1,0 +1,207 @@
+"""`make run`: prepare the database and start the whole stack in the foreground.
+
+daphne (HTTP + websockets), one django-q2 cluster and the provider simulator run
+as child processes, each in its own process group so that stopping this
+command (Ctrl-C or SIGTERM) stops every process they started, workers included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from llmops.demo import demo_seed
+
+READY_TIMEOUT_S = 180
+STOP_GRACE_S = 10
+
+
+class Command(BaseCommand):
+    help = "Migrate, seed the demo and run daphne, a worker cluster and the provider simulator."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=settings.LLMOPS_HOST, help="daphne bind address")
+        parser.add_argument("--port", type=int, default=settings.LLMOPS_PORT)
+        parser.add_argument("--sim-host", default=settings.LLMOPS_SIM_HOST)
+        parser.add_argument("--sim-port", type=int, default=settings.LLMOPS_SIM_PORT)
+        parser.add_argument(
+            "--no-simulator",
+            action="store_true",
+            help="Do not start the simulator (providers point at LLMOPS_SIMULATOR_URL).",
+        )
+
+    def handle(self, *args, **options):
+        host, port = options["host"], options["port"]
+        sim_host, sim_port = options["sim_host"], options["sim_port"]
+        run_simulator = not options["no_simulator"]
+
+        self.stdout.write("Preparing: migrate, collectstatic, seed_demo …")
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        credentials = self._local_credentials()
+        simulator_url = (
+            f"http://{_reachable(sim_host)}:{sim_port}"
+            if run_simulator
+            else settings.LLMOPS_SIMULATOR_URL
+        )
+        demo_seed(
+            simulator_url=simulator_url,
+            admin_password=credentials["admin_password"],
+            api_key=credentials["api_key"],
+        )
+
+        manage = str(Path(settings.BASE_DIR) / "manage.py")
+        commands = {
+            "daphne": [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                host,
+                "-p",
+                str(port),
+                *(
+                    ["--proxy-headers"]
+                    if getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+                    else []
+                ),
+                "llmops.asgi:application",
+            ],
+            "worker": [sys.executable, manage, "qcluster"],
+        }
+        if run_simulator:
+            commands["simulator"] = [
+                sys.executable,
+                manage,
+                "simulator",
+                "--host",
+                sim_host,
+                "--port",
+                str(sim_port),
+            ]
+
+        stop_requested = False
+
+        def request_stop(signum, frame):
+            nonlocal stop_requested
+            stop_requested = True
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+
+        children: dict[str, subprocess.Popen] = {}
+        exit_code = 0
+        try:
+            for name, command in commands.items():
+                # A new session per child: Ctrl-C reaches only us, and we stop
+                # each child's whole group (qcluster forks its workers).
+                children[name] = subprocess.Popen(command, start_new_session=True)  # noqa: S603
+            base = f"http://{_reachable(host)}:{port}"
+            exit_code = self._wait_ready(base, children, lambda: stop_requested)
+            if exit_code == 0 and not stop_requested:
+                self._banner(base, simulator_url if run_simulator else None, credentials)
+                while not stop_requested:
+                    dead = [n for n, p in children.items() if p.poll() is not None]
+                    if dead:
+                        self.stderr.write(f"{', '.join(dead)} exited; stopping everything.")
+                        exit_code = 1
+                        break
+                    time.sleep(0.3)
+        finally:
+            self._stop(children)
+        if exit_code:
+            sys.exit(exit_code)
+
+    def _local_credentials(self) -> dict[str, str]:
+        """Random local admin password and demo API key, made once and kept in the data dir."""
+        path = Path(settings.DATA_DIR) / "demo-credentials.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        credentials = {
+            "admin_password": secrets.token_urlsafe(12),
+            "api_key": "llm_demo_" + secrets.token_urlsafe(24),
+        }
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(credentials))
+        return credentials
+
+    def _wait_ready(self, base: str, children: dict[str, subprocess.Popen], stopped) -> int:
+        self.stdout.write(f"Starting {', '.join(children)} … waiting for {base}/healthz")
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last_report = None
+        while time.monotonic() < deadline and not stopped():
+            dead = [name for name, proc in children.items() if proc.poll() is not None]
+            if dead:
+                self.stderr.write(f"{', '.join(dead)} exited during start-up.")
+                return 1
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:  # noqa: S310
+                    if response.status == 200:
+                        return 0
+            except urllib.error.HTTPError as exc:
+                last_report = exc.read().decode(errors="replace")
+            except OSError:
+                pass
+            time.sleep(0.5)
+        if not stopped():
+            self.stderr.write(
+                f"Not healthy after {READY_TIMEOUT_S} s; still running. Last report: {last_report}"
+            )
+        return 0
+
+    def _banner(self, base: str, simulator_url: str | None, credentials: dict[str, str]) -> None:
+        key = credentials["api_key"]
+        lines = [
+            "",
+            self.style.SUCCESS("llmops is running"),
+            f"  App        {base}/",
+            f"  Admin      {base}/admin/    login: admin / {credentials['admin_password']}",
+            f"  API docs   {base}/api/docs",
+            f"  Health     {base}/healthz",
+        ]
+        if simulator_url:
+            lines.append(
+                f"  Simulator  {simulator_url}  (OpenAI {simulator_url}/openai/v1, "
+                f"Anthropic {simulator_url}/anthropic)"
+            )
+        lines += [
+            f"  API key    {key}   (team acme, role admin)",
+            f'  Try        curl -H "Authorization: Bearer {key}" {base}/api/v1/workloads',
+            "Press Ctrl-C to stop.",
+            "",
+        ]
+        self.stdout.write("\n".join(lines))
+
+    def _stop(self, children: dict[str, subprocess.Popen]) -> None:
+        for proc in children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in children.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        # Anything left in a child's group (a stuck worker, an orphan) is killed.
+        for proc in children.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if children:
+            self.stdout.write("Stopped " + ", ".join(children) + ".")
+
+
+def _reachable(host: str) -> str:
+    """An address a local client can use for a bind address."""
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104

@@ -1,0 +1,294 @@
+"""Settings for llmops, driven by environment variables (see README "Configuration").
+
+Local defaults need nothing: SQLite in WAL mode, the django-q2 ORM broker, the
+in-memory channel layer. `DATABASE_URL` switches to PostgreSQL and `REDIS_URL`
+to Redis for channels, the task broker and the cache. `LLMOPS_DEBUG=false` is
+production mode and refuses to start without the secrets it needs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from llmops.env import Env, redact_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = Env()
+
+DEBUG = env.bool("LLMOPS_DEBUG", True)
+DATA_DIR = Path(env.str("LLMOPS_DATA_DIR", str(BASE_DIR / "var")))
+DATA_DIR.mkdir(parents=True, exist_ok=True)  # SQLite and the file cache live here
+
+_DEV_SECRET_KEY = "django-insecure-llmops-local-development-key-do-not-use-in-production"  # noqa: S105
+SECRET_KEY = env.str("LLMOPS_SECRET_KEY") or (_DEV_SECRET_KEY if DEBUG else None)
+if not SECRET_KEY:
+    raise ImproperlyConfigured("LLMOPS_SECRET_KEY must be set when LLMOPS_DEBUG is false")
+if not DEBUG and (len(SECRET_KEY) < 50 or SECRET_KEY.startswith("django-insecure")):
+    raise ImproperlyConfigured(
+        "LLMOPS_SECRET_KEY must be at least 50 random characters in production"
+    )
+
+
+def _fernet_keys() -> list[str]:
+    """Keys that encrypt provider API keys at rest; the first encrypts, all decrypt (rotation)."""
+    keys = env.list("LLMOPS_ENCRYPTION_KEYS", [])
+    if not keys:
+        if not DEBUG:
+            raise ImproperlyConfigured(
+                "LLMOPS_ENCRYPTION_KEYS must be set when LLMOPS_DEBUG is false "
+                "(comma-separated Fernet keys; generate one with "
+                "`python manage.py generate_encryption_key`)"
+            )
+        # A stable local key so a developer's encrypted rows survive restarts.
+        digest = hashlib.sha256(f"llmops-fernet:{SECRET_KEY}".encode()).digest()
+        return [base64.urlsafe_b64encode(digest).decode()]
+    for position, key in enumerate(keys, start=1):
+        try:
+            if len(base64.urlsafe_b64decode(key.encode())) != 32:
+                raise ValueError
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"LLMOPS_ENCRYPTION_KEYS: key #{position} is not a Fernet key "
+                "(32 url-safe base64-encoded bytes)"
+            ) from None
+    return keys
+
+
+ENCRYPTION_KEYS = _fernet_keys()
+
+ALLOWED_HOSTS = env.list("LLMOPS_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("LLMOPS_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",  # first, so `runserver` is the ASGI one
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_q",
+    "channels",
+    "llmops",
+    "routing",
+    "billing",
+    "batches",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "llmops.urls"
+ASGI_APPLICATION = "llmops.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------
+DATABASE_URL = env.url(
+    "DATABASE_URL",
+    f"sqlite:///{DATA_DIR / 'llmops.sqlite3'}",
+    schemes=("sqlite", "postgres", "postgresql"),
+)
+try:
+    _db = dj_database_url.parse(DATABASE_URL)
+except Exception as exc:  # the library raises several types; all mean "bad URL"
+    raise ImproperlyConfigured(
+        f"DATABASE_URL is not valid ({exc}): {redact_url(DATABASE_URL)}"
+    ) from None
+
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # Checked on this machine (platform-notes): without WAL + IMMEDIATE + a busy
+    # timeout, a burst of django-q2 tasks loses results to "database is locked".
+    _db["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": (
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
+        ),
+    }
+else:
+    # Under ASGI each sync_to_async thread holds its own connection; persistent
+    # connections would pile up, so close them per request and health-check reuse.
+    _db["CONN_MAX_AGE"] = 0
+    _db["CONN_HEALTH_CHECKS"] = True
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: channels, tasks, cache ----------------------------------------------
+REDIS_URL = env.url("REDIS_URL", None, schemes=("redis", "rediss", "unix"))
+
+Q_CLUSTER = {
+    "name": "llmops",
+    "workers": env.int("LLMOPS_Q_WORKERS", 2, min=1, max=64),
+    # `retry` must exceed `timeout` or a slow task runs twice; finite attempts and
+    # no catch-up, because the reconciler (not the queue) owns re-running work.
+    "timeout": 60,
+    "retry": 120,
+    "max_attempts": 1,
+    "catch_up": False,
+    "save_limit": 250,
+    "ack_failures": True,
+    "label": "Task queue",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+else:
+    Q_CLUSTER.update({"orm": "default", "poll": 0.5})
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # django-q2 publishes cluster heartbeats through the cache; a file cache is
+    # shared by every process on this machine without writing to SQLite.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(DATA_DIR / "cache"),
+        }
+    }
+
+# --- Auth, i18n, static -----------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/admin/login/"
+# Server-side: a new API key is shown once through a message and must not ride in a cookie.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+# --- Security (production mode passes `check --deploy` with no warnings) ----------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+if not DEBUG:
+    SECURE_SSL_REDIRECT = env.bool("LLMOPS_SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("LLMOPS_HSTS_SECONDS", 31_536_000, min=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("LLMOPS_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env.bool("LLMOPS_HSTS_PRELOAD", True)
+    if env.bool("LLMOPS_BEHIND_TLS_PROXY", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- API ---------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "routing.auth.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        *(["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
+    ],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "llmops API",
+    "DESCRIPTION": (
+        "Native API of llmops. Authenticate with `Authorization: Bearer <api key>`; "
+        "every object is scoped to the key's team."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- llmops ------------------------------------------------------------------------
+# `manage.py run` (make run): where daphne and the simulator listen.
+LLMOPS_HOST = env.str("LLMOPS_HOST", "127.0.0.1")
+LLMOPS_PORT = env.int("LLMOPS_PORT", 8000, min=1, max=65535)
+LLMOPS_SIM_HOST = env.str("LLMOPS_SIM_HOST", LLMOPS_HOST)
+LLMOPS_SIM_PORT = env.int("LLMOPS_SIM_PORT", 8100, min=1, max=65535)
+# Where `seed_demo` points the demo providers (the built-in simulator).
+_sim_reach_host = "127.0.0.1" if LLMOPS_SIM_HOST in ("0.0.0.0", "::") else LLMOPS_SIM_HOST  # noqa: S104
+LLMOPS_SIMULATOR_URL = env.url(
+    "LLMOPS_SIMULATOR_URL", f"http://{_sim_reach_host}:{LLMOPS_SIM_PORT}", schemes=("http", "https")
+).rstrip("/")
+# /healthz probes each provider at most this often; the result is cached.
+LLMOPS_PROVIDER_PROBE_TTL = env.int("LLMOPS_PROVIDER_PROBE_TTL", 15, min=0, max=3600)
+# A worker cluster counts as up if its last heartbeat is younger than this.
+LLMOPS_WORKER_HEARTBEAT_MAX_AGE = env.int("LLMOPS_WORKER_HEARTBEAT_MAX_AGE", 30, min=1)
+
+LOG_LEVEL = env.choice(
+    "LLMOPS_LOG_LEVEL", "INFO", ("debug", "info", "warning", "error", "critical")
+).upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        # One line per event, key=value: greppable, and no request bodies or
+        # prompts are ever put in a log record.
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "daphne": {"level": "WARNING" if LOG_LEVEL == "INFO" else LOG_LEVEL},
+    },
+}

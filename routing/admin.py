@@ -1,0 +1,234 @@
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from routing.models import (
+    ApiKey,
+    LlmModel,
+    PolicyModel,
+    Provider,
+    Request,
+    RoutingPolicy,
+    Team,
+    Workload,
+)
+from routing.services import api_key_create, api_key_revoke
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "member_count", "created_at"]
+    search_fields = ["slug", "name"]
+    prepopulated_fields = {"slug": ["name"]}
+    filter_horizontal = ["members"]
+
+    def get_queryset(self, request):
+        from django.db.models import Count
+
+        return super().get_queryset(request).annotate(_members=Count("members", distinct=True))
+
+    @admin.display(description="members", ordering="_members")
+    def member_count(self, obj: Team) -> int:
+        return obj._members
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "team",
+        "role",
+        "prefix_display",
+        "is_active",
+        "last_used_at",
+        "created_at",
+    ]
+    list_filter = ["team", "role", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix", "team__slug"]
+    list_select_related = ["team"]
+    readonly_fields = ["prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke"]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["team", "name", "role"]
+        return [
+            "team",
+            "name",
+            "role",
+            "prefix",
+            "created_by",
+            "created_at",
+            "last_used_at",
+            "revoked_at",
+        ]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A key's team is part of its identity: moving it would hand one team's
+        # traffic history to another.
+        return [*self.readonly_fields, "team"] if obj else self.readonly_fields
+
+    @admin.display(description="prefix")
+    def prefix_display(self, obj: ApiKey) -> str:
+        return f"{obj.prefix}…"
+
+    @admin.display(boolean=True, description="active")
+    def is_active(self, obj: ApiKey) -> bool:
+        return obj.is_active
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        key, raw = api_key_create(
+            team=obj.team, name=obj.name, role=obj.role, created_by=request.user
+        )
+        obj.pk = key.pk
+        obj.prefix, obj.key_hash, obj.created_at = key.prefix, key.key_hash, key.created_at
+        # Shown exactly once; only the hash is stored. Messages live in the
+        # server-side session (MESSAGE_STORAGE), not in a cookie.
+        messages.warning(
+            request,
+            format_html(
+                "Copy the new API key now, it will not be shown again: <code>{}</code>", raw
+            ),
+        )
+
+    @admin.action(description="Revoke selected API keys")
+    def revoke(self, request, queryset):
+        revoked = sum(api_key_revoke(key=key) for key in queryset)
+        self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
+
+
+class ProviderForm(forms.ModelForm):
+    new_api_key = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Stored encrypted and never shown again. Leave blank to keep the current key.",
+    )
+    clear_api_key = forms.BooleanField(required=False, help_text="Remove the stored key.")
+
+    class Meta:
+        model = Provider
+        fields = [
+            "slug",
+            "name",
+            "kind",
+            "base_url",
+            "supports_batch",
+            "batch_max_requests",
+            "batch_max_bytes",
+            "enabled",
+        ]
+
+    def save(self, commit=True):
+        provider = super().save(commit=False)
+        if self.cleaned_data.get("clear_api_key"):
+            provider.set_api_key("")
+        elif self.cleaned_data.get("new_api_key"):
+            provider.set_api_key(self.cleaned_data["new_api_key"])
+        if commit:
+            provider.save()
+        return provider
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    form = ProviderForm
+    list_display = ["slug", "name", "kind", "base_url", "api_key_set", "supports_batch", "enabled"]
+    list_filter = ["kind", "enabled", "supports_batch"]
+    search_fields = ["slug", "name", "base_url"]
+    prepopulated_fields = {"slug": ["name"]}
+    readonly_fields = ["api_key_status", "created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["slug", "name", "kind", "base_url", "enabled"]}),
+        ("Credentials", {"fields": ["api_key_status", "new_api_key", "clear_api_key"]}),
+        ("Batches", {"fields": ["supports_batch", "batch_max_requests", "batch_max_bytes"]}),
+        ("History", {"fields": ["created_at", "updated_at"]}),
+    ]
+
+    @admin.display(boolean=True, description="API key")
+    def api_key_set(self, obj: Provider) -> bool:
+        return obj.has_api_key
+
+    @admin.display(description="stored API key")
+    def api_key_status(self, obj: Provider) -> str:
+        return "set (encrypted)" if obj.has_api_key else "not set"
+
+
+@admin.register(LlmModel)
+class LlmModelAdmin(admin.ModelAdmin):
+    list_display = [
+        "model_id",
+        "provider",
+        "tier",
+        "context_window",
+        "max_output_tokens",
+        "enabled",
+    ]
+    list_filter = ["tier", "enabled", "provider"]
+    search_fields = ["model_id", "provider__slug"]
+    list_select_related = ["provider"]
+    list_editable = ["enabled"]
+
+
+class PolicyModelInline(admin.TabularInline):
+    model = PolicyModel
+    extra = 1
+    autocomplete_fields = ["model"]
+    ordering = ["position"]
+
+
+@admin.register(RoutingPolicy)
+class RoutingPolicyAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "team",
+        "tier",
+        "allow_batch",
+        "max_batch_wait_seconds",
+        "chain_display",
+    ]
+    list_filter = ["team", "tier", "allow_batch"]
+    search_fields = ["name", "team__slug"]
+    list_select_related = ["team"]
+    inlines = [PolicyModelInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("links__model")
+
+    @admin.display(description="model chain")
+    def chain_display(self, obj: RoutingPolicy) -> str:
+        return " → ".join(link.model.model_id for link in obj.links.all()) or "—"
+
+
+@admin.register(Workload)
+class WorkloadAdmin(admin.ModelAdmin):
+    list_display = ["slug", "team", "latency_class", "deadline", "policy", "enabled"]
+    list_filter = ["team", "latency_class", "enabled"]
+    search_fields = ["slug", "description", "team__slug"]
+    list_select_related = ["team", "policy"]
+    autocomplete_fields = ["policy"]
+
+
+@admin.register(Request)
+class RequestAdmin(admin.ModelAdmin):
+    """Read-only: requests are written by the API, never by hand."""
+
+    list_display = ["id", "team", "workload", "status", "created_at", "completed_at"]
+    list_filter = ["status", "team", ("created_at", admin.DateFieldListFilter)]
+    search_fields = ["id", "workload__slug"]
+    list_select_related = ["team", "workload"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,59 @@
+"""API authentication: `Authorization: Bearer <key>` → the key's team."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rest_framework import authentication, exceptions
+
+from routing.models import ApiKey, Team
+from routing.services import api_key_authenticate
+
+
+@dataclass(frozen=True)
+class KeyPrincipal:
+    """request.user for a key-authenticated call: a team, not a person."""
+
+    api_key: ApiKey
+
+    is_authenticated = True
+    is_anonymous = False
+    is_staff = False
+    is_superuser = False
+
+    @property
+    def team(self) -> Team:
+        return self.api_key.team
+
+    @property
+    def pk(self) -> None:
+        return None
+
+    def __str__(self) -> str:
+        return f"key:{self.api_key.prefix}"
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    keyword = b"bearer"
+
+    def authenticate(self, request):
+        parts = authentication.get_authorization_header(request).split()
+        if not parts or parts[0].lower() != self.keyword:
+            return None
+        if len(parts) != 2:
+            raise exceptions.AuthenticationFailed(
+                "Malformed Authorization header: expected 'Bearer <api key>'."
+            )
+        try:
+            raw = parts[1].decode("ascii")
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed(
+                "The API key contains invalid characters."
+            ) from None
+        key = api_key_authenticate(raw=raw)
+        if key is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+        return KeyPrincipal(key), key
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="llmops"'

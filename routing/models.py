@@ -1,0 +1,300 @@
+"""The ground every app stands on: tenants, keys, providers, models, workloads, requests."""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+from llmops import crypto
+
+
+class Team(models.Model):
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=200)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="teams", blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class ApiKey(models.Model):
+    """A team's credential for the API. Only a hash of the secret is stored."""
+
+    class Role(models.TextChoices):
+        MEMBER = "member"
+        ADMIN = "admin"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    # The first characters of the key, so people can tell keys apart in lists.
+    prefix = models.CharField(max_length=16, db_index=True, editable=False)
+    # sha256 of the whole key. Keys carry >= 128 random bits, so a fast hash is
+    # enough (no brute force to slow down), and lookups by hash stay indexable.
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["team__slug", "name"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+def validate_provider_base_url(value: str) -> None:
+    """A base URL is where we send prompts and keys: no credentials, no query, http(s) only."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValidationError("Base URL must start with http:// or https://.")
+    if not parts.hostname:
+        raise ValidationError("Base URL must name a host.")
+    if parts.username or parts.password:
+        raise ValidationError("Base URL must not contain credentials; use the API key field.")
+    if parts.query or parts.fragment:
+        raise ValidationError("Base URL must not have a query string or fragment.")
+
+
+class Provider(models.Model):
+    class Kind(models.TextChoices):
+        OPENAI = "openai", "OpenAI"
+        ANTHROPIC = "anthropic", "Anthropic"
+        OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible"
+
+    # Documented per-batch limits: (requests, bytes).
+    BATCH_LIMITS = {
+        Kind.OPENAI: (50_000, 200 * 1024 * 1024),
+        Kind.ANTHROPIC: (100_000, 256 * 1024 * 1024),
+        Kind.OPENAI_COMPATIBLE: (50_000, 200 * 1024 * 1024),
+    }
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    base_url = models.CharField(
+        max_length=500,
+        validators=[validate_provider_base_url],
+        help_text="OpenAI kinds include /v1 (https://api.openai.com/v1); "
+        "Anthropic does not (https://api.anthropic.com).",
+    )
+    # Fernet ciphertext (llmops.crypto); never rendered back to anyone.
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    supports_batch = models.BooleanField(default=True)
+    batch_max_requests = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Blank: the provider's documented limit."
+    )
+    batch_max_bytes = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Blank: the provider's documented limit."
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    def set_api_key(self, plaintext: str) -> None:
+        self.api_key_encrypted = crypto.encrypt(plaintext) if plaintext else ""
+
+    def get_api_key(self) -> str:
+        return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+
+    @property
+    def has_api_key(self) -> bool:
+        return bool(self.api_key_encrypted)
+
+    @property
+    def batch_limits(self) -> tuple[int, int]:
+        default_requests, default_bytes = self.BATCH_LIMITS[self.kind]
+        return (self.batch_max_requests or default_requests, self.batch_max_bytes or default_bytes)
+
+
+class Tier(models.TextChoices):
+    ECONOMY = "economy"
+    STANDARD = "standard"
+    PREMIUM = "premium"
+
+
+class LlmModel(models.Model):
+    """One model a provider serves. Prices live in billing, versioned."""
+
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="models")
+    model_id = models.CharField(max_length=200, help_text="The provider's id, e.g. gpt-4o-mini.")
+    tier = models.CharField(max_length=10, choices=Tier.choices, default=Tier.STANDARD)
+    context_window = models.PositiveIntegerField(help_text="Tokens.")
+    max_output_tokens = models.PositiveIntegerField(help_text="Tokens.")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["provider__slug", "model_id"]
+        verbose_name = "model"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "model_id"], name="model_unique_per_provider"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider.slug}/{self.model_id}"
+
+    def clean(self) -> None:
+        if (
+            self.max_output_tokens
+            and self.context_window
+            and (self.max_output_tokens > self.context_window)
+        ):
+            raise ValidationError({"max_output_tokens": "Cannot exceed the context window."})
+
+
+class LatencyClass(models.TextChoices):
+    REALTIME = "realtime", "Realtime (a human waits)"
+    NEAR_REALTIME = "near_realtime", "Near realtime (minutes)"
+    SCHEDULED = "scheduled", "Scheduled (hours)"
+
+
+class RoutingPolicy(models.Model):
+    """How a workload's requests are served. The routing issue grows this."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="policies")
+    name = models.CharField(max_length=100)
+    tier = models.CharField(max_length=10, choices=Tier.choices, default=Tier.STANDARD)
+    allow_batch = models.BooleanField(
+        default=False, help_text="Requests may be deferred to a provider batch at the batch price."
+    )
+    max_batch_wait_seconds = models.PositiveIntegerField(
+        default=600, help_text="How long a deferred request may wait in the buffer before a flush."
+    )
+    chain = models.ManyToManyField(LlmModel, through="PolicyModel", related_name="+", blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["team__slug", "name"]
+        verbose_name_plural = "routing policies"
+        constraints = [
+            models.UniqueConstraint(fields=["team", "name"], name="policy_name_unique_per_team")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PolicyModel(models.Model):
+    """One link of a policy's model chain: position 0 is the primary, the rest fall back."""
+
+    policy = models.ForeignKey(RoutingPolicy, on_delete=models.CASCADE, related_name="links")
+    model = models.ForeignKey(LlmModel, on_delete=models.PROTECT, related_name="+")
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["policy", "position"]
+        verbose_name = "model in chain"
+        verbose_name_plural = "model chain"
+        constraints = [
+            models.UniqueConstraint(fields=["policy", "model"], name="chain_model_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.position} {self.model_id}"
+
+    def clean(self) -> None:
+        if self.model_id and not self.model.enabled:
+            raise ValidationError({"model": f"{self.model} is disabled."})
+
+
+class Workload(models.Model):
+    """A named AI feature of a team, with the latency it can tolerate."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="workloads")
+    slug = models.SlugField()
+    description = models.TextField(blank=True)
+    latency_class = models.CharField(max_length=16, choices=LatencyClass.choices)
+    deadline = models.DurationField(
+        null=True,
+        blank=True,
+        help_text="How long after arrival the answer must exist (HH:MM:SS). "
+        "Required for near-realtime and scheduled workloads.",
+    )
+    policy = models.ForeignKey(RoutingPolicy, on_delete=models.PROTECT, related_name="workloads")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["team__slug", "slug"]
+        constraints = [
+            models.UniqueConstraint(fields=["team", "slug"], name="workload_slug_unique_per_team")
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    def clean(self) -> None:
+        errors = {}
+        if self.policy_id and self.team_id and self.policy.team_id != self.team_id:
+            errors["policy"] = "The policy belongs to another team."
+        if self.latency_class != LatencyClass.REALTIME and not self.deadline:
+            errors["deadline"] = "Near-realtime and scheduled workloads need a deadline."
+        if self.deadline is not None and self.deadline.total_seconds() <= 0:
+            errors["deadline"] = "The deadline must be positive."
+        if errors:
+            raise ValidationError(errors)
+
+
+class Request(models.Model):
+    """One unit of work sent by a client. Money, routing and batch fields come later."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "received"
+        QUEUED = "queued"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="requests")
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="requests"
+    )
+    workload = models.ForeignKey(Workload, on_delete=models.PROTECT, related_name="requests")
+    # What the client asked for: messages, max_tokens, temperature, model override, stream.
+    params = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    first_token_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    # When the client first read the result: the workload audit compares it with the deadline.
+    first_read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["team", "-created_at"], name="request_team_recent"),
+            models.Index(fields=["status", "created_at"], name="request_status_age"),
+        ]
+
+    def __str__(self) -> str:
+        return f"req_{self.id.hex}"
