@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_serializer,
+    inline_serializer,
+)
 from rest_framework import generics, serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -16,6 +21,7 @@ from routing.models import LatencyClass, Request, Tier
 
 
 class MeApi(APIView):
+    @extend_schema_serializer(component_name="Me")
     class OutputSerializer(serializers.Serializer):
         team = serializers.CharField(allow_null=True)
         teams = serializers.ListField(child=serializers.CharField())
@@ -41,6 +47,7 @@ class MeApi(APIView):
 
 
 class ModelListApi(generics.ListAPIView):
+    @extend_schema_serializer(component_name="Model")
     class OutputSerializer(serializers.Serializer):
         provider = serializers.CharField(source="provider.slug")
         provider_kind = serializers.CharField(source="provider.kind")
@@ -55,6 +62,7 @@ class ModelListApi(generics.ListAPIView):
         return selectors.model_list()
 
 
+@extend_schema_serializer(component_name="Workload")
 class WorkloadOutputSerializer(serializers.Serializer):
     team = serializers.CharField(source="team.slug")
     slug = serializers.CharField()
@@ -100,6 +108,7 @@ class WorkloadDetailApi(APIView):
         return Response(WorkloadOutputSerializer(matches[0]).data)
 
 
+@extend_schema_serializer(component_name="Request")
 class RequestOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     team = serializers.CharField(source="team.slug")
