@@ -21,7 +21,7 @@ run: install
 
 ## test: the whole pytest suite
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	LLMOPS_DATA_DIR=var/test $(PY) -m pytest $(PYTEST_ARGS)
 
 ## lint: ruff (lint + format check) and missing migrations
 lint: install
@@ -34,4 +34,4 @@ format: install
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) var staticfiles .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

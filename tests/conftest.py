@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from routing.models import ApiKey, Team
+from routing.services import api_key_create
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_environment(monkeypatch) -> None:
+    # Both SDKs honour proxy variables and read OPENAI_*/ANTHROPIC_* settings from
+    # the environment; a developer's shell must not change what a test talks to.
+    for name in list(os.environ):
+        if name.startswith(("OPENAI_", "ANTHROPIC_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    cache.clear()
+
+
+@pytest.fixture(scope="session")
+def simulator_server():
+    """One real simulator on a real socket for the whole session (instant timings)."""
+    from llmops.simulator.testing import running_simulator
+
+    with running_simulator() as handle:
+        yield handle
+
+
+@pytest.fixture
+def simulator(simulator_server) -> Iterator:
+    simulator_server.reset()
+    yield simulator_server
+
+
+@pytest.fixture
+def team(db) -> Team:
+    return Team.objects.create(slug="acme", name="Acme")
+
+
+@pytest.fixture
+def other_team(db) -> Team:
+    return Team.objects.create(slug="globex", name="Globex")
+
+
+@pytest.fixture
+def api_key(team) -> tuple[ApiKey, str]:
+    return api_key_create(team=team, name="ci", role=ApiKey.Role.ADMIN)
+
+
+@pytest.fixture
+def client_for():
+    """An API client authenticated with a raw key."""
+
+    def make(raw_key: str) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw_key}")
+        return client
+
+    return make

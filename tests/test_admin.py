@@ -1,0 +1,138 @@
+"""The admin manages every core model; secrets are shown once or never."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+
+from routing.models import ApiKey, Provider, Team
+from routing.services import hash_api_key
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client):
+    user = User.objects.create_superuser("root", "root@example.com", "pw-for-tests-only")
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def demo(db):
+    call_command("seed_demo", "--simulator-url", "http://127.0.0.1:9")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/",
+        "/admin/routing/team/",
+        "/admin/routing/apikey/",
+        "/admin/routing/provider/",
+        "/admin/routing/llmmodel/?tier__exact=economy",
+        "/admin/routing/routingpolicy/",
+        "/admin/routing/workload/?latency_class__exact=scheduled&q=product",
+        "/admin/routing/request/",
+        "/admin/billing/budget/",
+        "/admin/routing/apikey/add/",
+        "/admin/routing/provider/add/",
+    ],
+)
+def test_admin_pages_render(admin_client, demo, path):
+    assert admin_client.get(path).status_code == 200
+
+
+def test_change_forms_render_for_seeded_rows(admin_client, demo):
+    from routing.models import RoutingPolicy, Workload
+
+    for model, obj in [
+        ("workload", Workload.objects.first()),
+        ("routingpolicy", RoutingPolicy.objects.first()),
+    ]:
+        assert admin_client.get(f"/admin/routing/{model}/{obj.pk}/change/").status_code == 200
+
+
+def test_new_api_key_is_shown_once_and_only_its_hash_is_stored(admin_client):
+    team = Team.objects.create(slug="acme", name="Acme")
+    response = admin_client.post(
+        "/admin/routing/apikey/add/", {"team": team.pk, "name": "ci", "role": "member"}, follow=True
+    )
+    assert response.status_code == 200
+    shown = [str(m) for m in response.context["messages"]]
+    assert len(shown) == 2 and "will not be shown again" in shown[0]
+    raw = shown[0].split("<code>")[1].split("</code>")[0]
+    key = ApiKey.objects.get()
+    assert key.key_hash == hash_api_key(raw)
+    assert key.created_by.username == "root"
+
+    # The next page no longer has it, nor does the key's own page.
+    assert raw not in admin_client.get("/admin/routing/apikey/").content.decode()
+    assert raw not in admin_client.get(f"/admin/routing/apikey/{key.pk}/change/").content.decode()
+
+
+def test_revoke_action_revokes_keys(admin_client, api_key):
+    key, _ = api_key
+    admin_client.post(
+        "/admin/routing/apikey/", {"action": "revoke", "_selected_action": [key.pk]}, follow=True
+    )
+    key.refresh_from_db()
+    assert key.revoked_at is not None
+
+
+def provider_form(**overrides):
+    data = {
+        "slug": "openai",
+        "name": "OpenAI",
+        "kind": "openai",
+        "base_url": "https://api.openai.com/v1",
+        "supports_batch": "on",
+        "enabled": "on",
+        "new_api_key": "sk-live-very-secret-value",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_provider_key_is_encrypted_and_never_shown_back(admin_client):
+    response = admin_client.post("/admin/routing/provider/add/", provider_form())
+    assert response.status_code == 302
+    provider = Provider.objects.get()
+    assert "sk-live-very-secret-value" not in provider.api_key_encrypted
+    assert provider.get_api_key() == "sk-live-very-secret-value"
+    page = admin_client.get(f"/admin/routing/provider/{provider.pk}/change/").content.decode()
+    assert "sk-live-very-secret-value" not in page
+    assert "set (encrypted)" in page
+
+    # Saving without a new key keeps the old one; clearing removes it.
+    admin_client.post(
+        f"/admin/routing/provider/{provider.pk}/change/", provider_form(new_api_key="")
+    )
+    provider.refresh_from_db()
+    assert provider.get_api_key() == "sk-live-very-secret-value"
+    admin_client.post(
+        f"/admin/routing/provider/{provider.pk}/change/",
+        provider_form(new_api_key="", clear_api_key="on"),
+    )
+    provider.refresh_from_db()
+    assert provider.has_api_key is False
+
+
+@pytest.mark.parametrize(
+    ("base_url", "message"),
+    [
+        ("ftp://files.example.com", "must start with http"),
+        ("https://user:pw@api.example.com/v1", "must not contain credentials"),
+        ("https://api.example.com/v1?key=abc", "must not have a query string"),
+    ],
+)
+def test_provider_base_url_is_validated(admin_client, base_url, message):
+    response = admin_client.post("/admin/routing/provider/add/", provider_form(base_url=base_url))
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not Provider.objects.exists()
+
+
+def test_requests_are_read_only_in_the_admin(admin_client):
+    assert admin_client.get("/admin/routing/request/add/").status_code == 403
