@@ -1,4 +1,4 @@
-"""/healthz: 200 only when the database, workers, channel layer and every enabled provider are up."""
+"""/healthz: 200 only when database, workers, channel layer and every enabled provider are up."""
 
 from __future__ import annotations
 
