@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import Count
 from django.utils.html import format_html
 
 from routing.models import (
@@ -25,8 +26,6 @@ class TeamAdmin(admin.ModelAdmin):
     filter_horizontal = ["members"]
 
     def get_queryset(self, request):
-        from django.db.models import Count
-
         return super().get_queryset(request).annotate(_members=Count("members", distinct=True))
 
     @admin.display(description="members", ordering="_members")

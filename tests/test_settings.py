@@ -130,9 +130,16 @@ def test_database_and_redis_urls_switch_the_backends(tmp_path):
     assert got["orm"] == "default"
 
 
-def test_sqlite_runs_in_wal_mode(db):
+def test_database_connection_has_the_documented_options(db):
     from django.db import connection
 
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA busy_timeout")
-        assert cursor.fetchone()[0] == 20000
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA busy_timeout")
+            assert cursor.fetchone()[0] == 20000
+            cursor.execute("PRAGMA synchronous")
+            assert cursor.fetchone()[0] == 1  # NORMAL
+    else:
+        assert connection.vendor == "postgresql"
+        assert connection.settings_dict["CONN_MAX_AGE"] == 0
+        assert connection.settings_dict["CONN_HEALTH_CHECKS"] is True
