@@ -41,8 +41,8 @@ def _fernet_keys() -> list[str]:
         if not DEBUG:
             raise ImproperlyConfigured(
                 "LLMOPS_ENCRYPTION_KEYS must be set when LLMOPS_DEBUG is false "
-                "(comma-separated Fernet keys; make one with `python -c \"from cryptography.fernet "
-                "import Fernet; print(Fernet.generate_key().decode())\"`)"
+                '(comma-separated Fernet keys; make one with `python -c "from cryptography.fernet '
+                'import Fernet; print(Fernet.generate_key().decode())"`)'
             )
         # A stable local key so a developer's encrypted rows survive restarts.
         digest = hashlib.sha256(f"llmops-fernet:{SECRET_KEY}".encode()).digest()

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 from django.core.cache import cache
@@ -33,9 +32,10 @@ def simulator_server():
 
 
 @pytest.fixture
-def simulator(simulator_server) -> Iterator:
+def sim(simulator_server):
+    """The session's simulator, reset: default config, no faults, usage and clock at zero."""
     simulator_server.reset()
-    yield simulator_server
+    return simulator_server
 
 
 @pytest.fixture

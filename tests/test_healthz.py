@@ -9,17 +9,17 @@ from routing.models import Provider
 pytestmark = pytest.mark.django_db
 
 
-def add_providers(simulator):
+def add_providers(sim):
     Provider.objects.create(
-        slug="sim-openai", name="o", kind="openai", base_url=simulator.openai_base_url
+        slug="sim-openai", name="o", kind="openai", base_url=sim.openai_base_url
     )
     Provider.objects.create(
-        slug="sim-anthropic", name="a", kind="anthropic", base_url=simulator.anthropic_base_url
+        slug="sim-anthropic", name="a", kind="anthropic", base_url=sim.anthropic_base_url
     )
 
 
-def test_healthz_probes_each_component_and_fails_without_a_worker_cluster(client, simulator):
-    add_providers(simulator)
+def test_healthz_probes_each_component_and_fails_without_a_worker_cluster(client, sim):
+    add_providers(sim)
     response = client.get("/healthz")
     body = response.json()
     assert body["database"]["ok"] is True
@@ -44,9 +44,9 @@ def test_unreachable_provider_is_reported_by_name(client):
     assert "cannot connect" in body["providers"]["dead"]["detail"]
 
 
-def test_provider_answering_errors_is_down(client, simulator):
-    add_providers(simulator)
-    simulator.fault(provider="openai", endpoint="models", status=503)
+def test_provider_answering_errors_is_down(client, sim):
+    add_providers(sim)
+    sim.fault(provider="openai", endpoint="models", status=503)
     body = client.get("/healthz").json()
     assert body["providers"]["sim-openai"]["ok"] is False
     assert "503" in body["providers"]["sim-openai"]["detail"]

@@ -1,0 +1,577 @@
+"""Anthropic dialect: messages (plain and streamed), models, errors.
+
+Validation messages mimic the real API's "field.path: problem" style, so the
+message names the field.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from llmops.simulator.state import STREAM_KINDS, Fault, SimState
+from llmops.simulator.textgen import (
+    Choice,
+    count_tokens,
+    generate,
+    output_length,
+    pieces,
+    prompt_seed,
+)
+from llmops.simulator.wire import (
+    JSON_TYPE,
+    SSE_HEADERS,
+    StreamFault,
+    StreamProgress,
+    api_key,
+    dump_bytes,
+    dumps,
+    is_int,
+    is_number,
+    page_window,
+    pause,
+    rfc3339,
+    sse_event,
+    write_stream,
+)
+
+log = logging.getLogger(__name__)
+
+PROMPT_OVERHEAD_TOKENS = 3
+MAX_CACHE_BREAKPOINTS = 4
+MODEL_CREATED = 1_740_000_000
+_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "stop_sequence": "stop_sequence"}
+
+Handler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
+
+
+class AnthropicError(Exception):
+    """An error answered in Anthropic's shape: {"type": "error", "error": {type, message}}."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.headers = headers or {}
+
+    def error(self) -> dict[str, str]:
+        return {"type": self.type, "message": self.message}
+
+
+def invalid(message: str) -> AnthropicError:
+    return AnthropicError(400, message)
+
+
+_ERROR_TYPES = {
+    400: ("invalid_request_error", "Simulated invalid request."),
+    401: ("authentication_error", "invalid x-api-key"),
+    402: ("billing_error", "Your credit balance is too low."),
+    403: (
+        "permission_error",
+        "Your API key does not have permission to use the specified resource.",
+    ),
+    404: ("not_found_error", "The requested resource could not be found."),
+    413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+    429: ("rate_limit_error", "Number of requests has exceeded your rate limit."),
+    500: ("api_error", "Internal server error"),
+    504: ("timeout_error", "Request timed out."),
+    529: ("overloaded_error", "Overloaded"),
+}
+
+
+def fault_error(fault: Fault) -> AnthropicError:
+    status = fault.status or 500
+    kind, message = _ERROR_TYPES.get(status) or (
+        _ERROR_TYPES[500] if status >= 500 else _ERROR_TYPES[400]
+    )
+    return AnthropicError(
+        status,
+        fault.message or message,
+        type=fault.error_type or kind,
+        headers=fault.headers(),
+    )
+
+
+def json_response(
+    body: object, rid: str, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    all_headers = {"request-id": rid}
+    if headers:
+        all_headers.update(headers)
+    return web.Response(
+        body=dump_bytes(body), status=status, content_type=JSON_TYPE, headers=all_headers
+    )
+
+
+def error_response(exc: AnthropicError, rid: str) -> web.Response:
+    body = {"type": "error", "error": exc.error(), "request_id": rid}
+    return json_response(body, rid, exc.status, exc.headers)
+
+
+def read_json(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise invalid("Invalid JSON in request body: the body could not be parsed.") from None
+    if not isinstance(body, dict):
+        raise invalid("Request body must be a JSON object.")
+    return body
+
+
+def endpoint(state: SimState, name: str, fn: Handler) -> Callable[[web.Request], Awaitable[Any]]:
+    """Auth, request id, injected errors and error rendering around an Anthropic route."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        rid = state.ids.make("req_")
+        if api_key(request) is None:
+            return error_response(
+                AnthropicError(401, "x-api-key header is required", type="authentication_error"),
+                rid,
+            )
+        try:
+            if name != "messages" and state.faults.faults:
+                fault = state.fault("anthropic", name, None, ("error", "stall"))
+                if fault is not None:
+                    if fault.kind == "error":
+                        raise fault_error(fault)
+                    await pause(fault.stall_s)
+            return await fn(request, rid)
+        except AnthropicError as exc:
+            return error_response(exc, rid)
+        except Exception:
+            log.exception("simulator: unhandled error in Anthropic %s", request.path)
+            return error_response(
+                AnthropicError(500, "Internal server error", type="api_error"), rid
+            )
+
+    return handler
+
+
+@dataclass(slots=True)
+class MessagesRequest:
+    model: str
+    segments: list[str]
+    breakpoints: list[int]  # indexes of segments that end with a cache_control block
+    max_tokens: int
+    stop: list[str] | None
+    stream: bool
+
+
+def _block_text(block: Any, where: str) -> str:
+    if not isinstance(block, dict):
+        raise invalid(f"{where}: Input should be a valid dictionary")
+    kind = block.get("type")
+    if kind is None:
+        raise invalid(f"{where}.type: Field required")
+    if kind == "text":
+        text = block.get("text")
+        if not isinstance(text, str):
+            raise invalid(f"{where}.text: Field required")
+        return text
+    if kind == "tool_use":
+        return f"{block.get('name', '')} {dumps(block.get('input', {}))}"
+    if kind == "tool_result":
+        content = block.get("content", "")
+        if isinstance(content, list):
+            return " ".join(
+                b.get("text", "")
+                for b in content
+                if isinstance(b, dict) and b.get("type") == "text"
+            )
+        return str(content)
+    if kind in ("thinking", "redacted_thinking"):
+        return str(block.get("thinking", ""))
+    return f"<{kind}>"
+
+
+def _check_range(body: dict[str, Any], key: str, low: float, high: float) -> None:
+    value = body.get(key)
+    if value is None:
+        return
+    if not is_number(value):
+        raise invalid(f"{key}: Input should be a valid number")
+    if value < low:
+        raise invalid(f"{key}: Input should be greater than or equal to {low:g}")
+    if value > high:
+        raise invalid(f"{key}: Input should be less than or equal to {high:g}")
+
+
+def parse_messages(
+    body: dict[str, Any], models: dict[str, int], *, in_batch: bool = False
+) -> MessagesRequest:
+    """A checked Messages request, or an AnthropicError whose message names the field."""
+    model = body.get("model")
+    if model is None:
+        raise invalid("model: Field required")
+    if not isinstance(model, str):
+        raise invalid("model: Input should be a valid string")
+    max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        raise invalid("max_tokens: Field required")
+    if not is_int(max_tokens):
+        raise invalid("max_tokens: Input should be a valid integer")
+    if max_tokens < 1:
+        raise invalid("max_tokens: Input should be greater than or equal to 1")
+    messages = body.get("messages")
+    if messages is None:
+        raise invalid("messages: Field required")
+    if not isinstance(messages, list):
+        raise invalid("messages: Input should be a valid list")
+    if not messages:
+        raise invalid("messages: at least one message is required")
+
+    segments: list[str] = []
+    breakpoints: list[int] = []
+
+    def add(text: str, block: Any) -> None:
+        segments.append(text)
+        if isinstance(block, dict) and block.get("cache_control"):
+            breakpoints.append(len(segments) - 1)
+
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise invalid("tools: Input should be a valid list")
+        for tool in tools:
+            if isinstance(tool, dict):
+                add("tool: " + dumps({k: v for k, v in tool.items() if k != "cache_control"}), tool)
+    system = body.get("system")
+    if isinstance(system, str):
+        if system:
+            segments.append(f"system: {system}")
+    elif isinstance(system, list):
+        segments.append("system:")
+        for index, block in enumerate(system):
+            where = f"system.{index}"
+            if not isinstance(block, dict) or block.get("type") != "text":
+                raise invalid(f"{where}.type: Input should be 'text'")
+            add(_block_text(block, where), block)
+    elif system is not None:
+        raise invalid("system: Input should be a valid string")
+
+    for index, message in enumerate(messages):
+        where = f"messages.{index}"
+        if not isinstance(message, dict):
+            raise invalid(f"{where}: Input should be a valid dictionary")
+        role = message.get("role")
+        if role not in ("user", "assistant"):
+            raise invalid(f"{where}.role: Input should be 'user' or 'assistant'")
+        if index == 0 and role != "user":
+            raise invalid(f'{where}.role: the first message must use the "user" role')
+        content = message.get("content")
+        if content is None:
+            raise invalid(f"{where}.content: Field required")
+        if isinstance(content, str):
+            segments.append(f"{role}: {content}")
+        elif isinstance(content, list):
+            segments.append(f"{role}:")
+            for block_index, block in enumerate(content):
+                add(_block_text(block, f"{where}.content.{block_index}"), block)
+        else:
+            raise invalid(f"{where}.content: Input should be a valid string or list of blocks")
+
+    if len(breakpoints) > MAX_CACHE_BREAKPOINTS:
+        raise invalid(
+            f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. "
+            f"Found {len(breakpoints)}."
+        )
+    _check_range(body, "temperature", 0, 1)
+    _check_range(body, "top_p", 0, 1)
+    top_k = body.get("top_k")
+    if top_k is not None and not (is_int(top_k) and top_k >= 0):
+        raise invalid("top_k: Input should be an integer greater than or equal to 0")
+    stop = body.get("stop_sequences")
+    if stop is not None:
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise invalid("stop_sequences: Input should be a valid list of strings")
+        stop = [s for s in stop if s] or None
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise invalid("stream: Input should be a valid boolean")
+    if in_batch and stream:
+        raise invalid("stream: streaming is not supported for requests in a message batch")
+    metadata = body.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise invalid("metadata: Input should be a valid dictionary")
+    if model not in models:
+        raise AnthropicError(404, f"model: {model}", type="not_found_error")
+    if max_tokens > models[model]:
+        raise invalid(
+            f"max_tokens: {max_tokens} > {models[model]}, which is the maximum allowed number "
+            f"of output tokens for {model}"
+        )
+    return MessagesRequest(
+        model=model,
+        segments=segments,
+        breakpoints=breakpoints,
+        max_tokens=max_tokens,
+        stop=stop,
+        stream=bool(stream),
+    )
+
+
+@dataclass(slots=True)
+class MessagePlan:
+    """A Messages answer worked out once. `input_tokens` excludes both cache buckets."""
+
+    model: str
+    input_tokens: int
+    cache_read: int
+    cache_creation: int
+    choice: Choice
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.input_tokens + self.cache_read + self.cache_creation
+
+
+def plan_message(state: SimState, request: MessagesRequest) -> MessagePlan:
+    prompt = "\n".join(request.segments)
+    total = count_tokens(prompt) + PROMPT_OVERHEAD_TOKENS
+    read = created = 0
+    if request.breakpoints:
+        read, created = state.cache.anthropic_cache(
+            request.model, request.segments, request.breakpoints
+        )
+    settings = state.config.for_model(request.model)
+    seed = prompt_seed(request.model, prompt)
+    wanted = settings.output_tokens or output_length(
+        seed, settings.min_output_tokens, settings.max_output_tokens
+    )
+    choice = generate(seed, wanted=wanted, max_tokens=request.max_tokens, stop=request.stop)
+    return MessagePlan(request.model, total - read - created, read, created, choice)
+
+
+def usage_json(plan: MessagePlan, output_tokens: int | None = None) -> dict[str, Any]:
+    return {
+        "input_tokens": plan.input_tokens,
+        "cache_creation_input_tokens": plan.cache_creation,
+        "cache_read_input_tokens": plan.cache_read,
+        "output_tokens": plan.choice.output_tokens if output_tokens is None else output_tokens,
+        "service_tier": "standard",
+    }
+
+
+def message_json(message_id: str, plan: MessagePlan) -> dict[str, Any]:
+    choice = plan.choice
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": plan.model,
+        "content": [{"type": "text", "text": choice.text}],
+        "stop_reason": _STOP_REASONS[choice.finish],
+        "stop_sequence": choice.stop_sequence,
+        "usage": usage_json(plan),
+    }
+
+
+def bill_message(
+    state: SimState, plan: MessagePlan, mode: str, output_tokens: int | None = None
+) -> None:
+    state.usage.add(
+        "anthropic",
+        plan.model,
+        mode,
+        input_tokens=plan.prompt_tokens,
+        cached_input_tokens=plan.cache_read,
+        cache_creation_tokens=plan.cache_creation,
+        output_tokens=plan.choice.output_tokens if output_tokens is None else output_tokens,
+    )
+
+
+STREAM_ERROR = sse_event(
+    "error",
+    dumps({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+)
+
+
+def list_query(query: Mapping[str, str]) -> tuple[str | None, str | None, int]:
+    """(after_id, before_id, limit) of an Anthropic list request."""
+    raw = query.get("limit", "20")
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise invalid("limit: Input should be a valid integer") from None
+    if not 1 <= limit <= 1000:
+        raise invalid("limit: Input should be between 1 and 1000")
+    after, before = query.get("after_id"), query.get("before_id")
+    if after and before:
+        raise invalid("after_id and before_id cannot both be given")
+    return after, before, limit
+
+
+def model_json(model: str) -> dict[str, Any]:
+    return {
+        "type": "model",
+        "id": model,
+        "display_name": model.replace("-", " ").title(),
+        "created_at": rfc3339(MODEL_CREATED),
+        "lifecycle": "active",
+    }
+
+
+class AnthropicMessages:
+    def __init__(self, state: SimState) -> None:
+        self.state = state
+
+    def routes(self) -> list[web.RouteDef]:
+        state = self.state
+        return [
+            web.post("/anthropic/v1/messages", endpoint(state, "messages", self.create)),
+            web.get("/anthropic/v1/models", endpoint(state, "models", self.list_models)),
+            web.get("/anthropic/v1/models/{model}", endpoint(state, "models", self.get_model)),
+        ]
+
+    async def create(self, request: web.Request, rid: str) -> web.StreamResponse:
+        state = self.state
+        body = read_json(await request.read())
+        fault: Fault | None = None
+        if state.faults.faults:
+            model = body.get("model")
+            kinds = (
+                ("error", "stall", *STREAM_KINDS)
+                if body.get("stream") is True
+                else ("error", "stall")
+            )
+            fault = state.fault(
+                "anthropic", "messages", model if isinstance(model, str) else None, kinds
+            )
+            if fault is not None and fault.kind == "error":
+                raise fault_error(fault)
+        parsed = parse_messages(body, state.config.models["anthropic"])
+        plan = plan_message(state, parsed)
+        settings = state.config.for_model(parsed.model)
+        message_id = state.ids.make("msg_")
+        if parsed.stream:
+            return await self._stream(request, rid, message_id, plan, fault)
+        tps = settings.tokens_per_s
+        delay = settings.ttft_s + (plan.choice.output_tokens / tps if tps else 0)
+        if fault is not None:
+            delay += fault.stall_s
+        await pause(delay)
+        bill_message(state, plan, "realtime")
+        return json_response(message_json(message_id, plan), rid)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        rid: str,
+        message_id: str,
+        plan: MessagePlan,
+        fault: Fault | None,
+    ) -> web.StreamResponse:
+        settings = self.state.config.for_model(plan.model)
+        choice = plan.choice
+        start_usage = usage_json(plan, output_tokens=1)
+        head = b"".join(
+            (
+                sse_event(
+                    "message_start",
+                    dumps(
+                        {
+                            "type": "message_start",
+                            "message": {
+                                "id": message_id,
+                                "type": "message",
+                                "role": "assistant",
+                                "model": plan.model,
+                                "content": [],
+                                "stop_reason": None,
+                                "stop_sequence": None,
+                                "usage": start_usage,
+                            },
+                        }
+                    ),
+                ),
+                sse_event(
+                    "content_block_start",
+                    '{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}',
+                ),
+                sse_event("ping", '{"type":"ping"}'),
+            )
+        )
+        events = [
+            sse_event(
+                "content_block_delta",
+                '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":'
+                f"{dumps(piece)}}}}}",
+            )
+            for piece in pieces(choice.text)
+        ]
+        final_usage = usage_json(plan)
+        del final_usage["service_tier"]
+        tail = b"".join(
+            (
+                sse_event("content_block_stop", '{"type":"content_block_stop","index":0}'),
+                sse_event(
+                    "message_delta",
+                    dumps(
+                        {
+                            "type": "message_delta",
+                            "delta": {
+                                "stop_reason": _STOP_REASONS[choice.finish],
+                                "stop_sequence": choice.stop_sequence,
+                            },
+                            "usage": final_usage,
+                        }
+                    ),
+                ),
+                sse_event("message_stop", '{"type":"message_stop"}'),
+            )
+        )
+        await pause(settings.ttft_s)
+        resp = web.StreamResponse(headers={**SSE_HEADERS, "request-id": rid})
+        await resp.prepare(request)
+        progress = StreamProgress()
+        stream_fault = None
+        if fault is not None:
+            stream_fault = StreamFault(fault.kind, fault.after_tokens, fault.stall_s)
+        try:
+            await write_stream(
+                resp,
+                request,
+                progress,
+                head=head,
+                events=events,
+                tail=tail,
+                error_event=STREAM_ERROR,
+                tokens_per_s=settings.tokens_per_s,
+                fault=stream_fault,
+            )
+        finally:
+            bill_message(self.state, plan, "stream", progress.tokens_sent)
+        return resp
+
+    async def list_models(self, request: web.Request, rid: str) -> web.Response:
+        models = list(self.state.config.models["anthropic"])
+        start, end, has_more = page_window(models, *list_query(request.query))
+        page = [model_json(m) for m in models[start:end]]
+        return json_response(
+            {
+                "data": page,
+                "has_more": has_more,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+            },
+            rid,
+        )
+
+    async def get_model(self, request: web.Request, rid: str) -> web.Response:
+        model = request.match_info["model"]
+        if model not in self.state.config.models["anthropic"]:
+            raise AnthropicError(404, f"model: {model}", type="not_found_error")
+        return json_response(model_json(model), rid)

@@ -1,0 +1,576 @@
+"""Everything the simulator remembers: config, clock, models, usage and faults.
+
+All in memory, all touched from the event loop thread only, so no locks.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmops.simulator.textgen import PromptCache
+from llmops.simulator.wire import Ids, is_int, is_number
+
+PROVIDERS = ("openai", "anthropic")
+
+# Largest max_tokens each model accepts, as the real APIs enforce it.
+OPENAI_MODELS: dict[str, int] = {
+    "gpt-4o-mini": 16_384,
+    "gpt-4o": 16_384,
+    "gpt-4.1": 32_768,
+    "gpt-4.1-mini": 32_768,
+    "gpt-4.1-nano": 32_768,
+    "gpt-5": 128_000,
+    "gpt-5-mini": 128_000,
+    "gpt-5-nano": 128_000,
+    "o3": 100_000,
+    "o4-mini": 100_000,
+}
+ANTHROPIC_MODELS: dict[str, int] = {
+    "claude-haiku-4-5": 64_000,
+    "claude-sonnet-4-5": 64_000,
+    "claude-opus-4-1": 32_000,
+    "claude-opus-4-5": 64_000,
+    "claude-3-5-haiku-latest": 8_192,
+}
+ADDED_MODEL_MAX_TOKENS = 128_000
+
+TIMING_KEYS = (
+    "ttft_ms",
+    "tokens_per_s",
+    "batch_validating_s",
+    "batch_turnaround_s",
+    "batch_finalizing_s",
+    "batch_cancel_s",
+)
+LENGTH_KEYS = ("output_tokens", "min_output_tokens", "max_output_tokens")
+CONFIG_KEYS = TIMING_KEYS + LENGTH_KEYS
+
+DEMO_CONFIG: dict[str, Any] = {
+    "ttft_ms": 250,
+    "tokens_per_s": 60,
+    "batch_validating_s": 2,
+    "batch_turnaround_s": 30,
+    "batch_finalizing_s": 2,
+    "batch_cancel_s": 3,
+    "output_tokens": None,
+    "min_output_tokens": 16,
+    "max_output_tokens": 256,
+}
+INSTANT_CONFIG: dict[str, Any] = {**DEMO_CONFIG, **dict.fromkeys(TIMING_KEYS, 0)}
+
+
+class ConfigError(ValueError):
+    """A control request the simulator refuses; the message names the bad field."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """Effective settings for one model: global values overlaid with its own."""
+
+    ttft_s: float
+    tokens_per_s: float
+    validating_s: float
+    turnaround_s: float
+    finalizing_s: float
+    cancel_s: float
+    output_tokens: int | None
+    min_output_tokens: int
+    max_output_tokens: int
+
+
+def _check_value(key: str, value: Any, where: str) -> None:
+    if key == "output_tokens":
+        if value is not None and not (is_int(value) and value >= 1):
+            raise ConfigError(f"{where}output_tokens must be null or an integer >= 1")
+    elif key in ("min_output_tokens", "max_output_tokens"):
+        if not (is_int(value) and value >= 1):
+            raise ConfigError(f"{where}{key} must be an integer >= 1")
+    elif not (is_number(value) and value >= 0):
+        raise ConfigError(f"{where}{key} must be a number >= 0")
+
+
+def _check_settings(settings: Any, where: str) -> dict[str, Any]:
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{where or 'config'} must be an object")
+    for key, value in settings.items():
+        if key not in CONFIG_KEYS:
+            raise ConfigError(f"unknown config key: {where}{key}")
+        _check_value(key, value, where)
+    return settings
+
+
+class Config:
+    """Global and per-model settings plus the model catalogue."""
+
+    def __init__(self, start: dict[str, Any]) -> None:
+        self.global_settings: dict[str, Any] = dict(DEMO_CONFIG)
+        self.model_settings: dict[str, dict[str, Any]] = {}
+        self.models: dict[str, dict[str, int]] = {
+            "openai": dict(OPENAI_MODELS),
+            "anthropic": dict(ANTHROPIC_MODELS),
+        }
+        self._effective: dict[str, ModelConfig] = {}
+        self.apply(start)
+
+    def apply(self, update: dict[str, Any]) -> None:
+        """Validate a whole update first, then apply it, so a 400 changes nothing."""
+        if not isinstance(update, dict):
+            raise ConfigError("config must be an object")
+        update = copy.deepcopy(update)
+        added = update.pop("add_models", None) or {}
+        model = update.pop("model", None)
+        per_model = update.pop("models", None) or {}
+        if not isinstance(added, dict):
+            raise ConfigError("add_models must be an object of provider -> [model ids]")
+        for provider, ids in added.items():
+            if provider not in PROVIDERS:
+                raise ConfigError(f"add_models: unknown provider {provider!r}")
+            if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+                raise ConfigError(f"add_models.{provider} must be a list of model ids")
+        if not isinstance(per_model, dict):
+            raise ConfigError("models must be an object of model id -> settings")
+        per_model = {
+            name: dict(_check_settings(s, f"models.{name}.")) for name, s in per_model.items()
+        }
+        if model is not None:
+            if not isinstance(model, str):
+                raise ConfigError("model must be a model id")
+            per_model.setdefault(model, {}).update(_check_settings(update, ""))
+            update = {}
+        _check_settings(update, "")
+        known = {name for catalogue in self.models.values() for name in catalogue}
+        known.update(i for ids in added.values() for i in ids)
+        for name in per_model:
+            if name not in known:
+                raise ConfigError(f"unknown model: {name}")
+        merged_global = {**self.global_settings, **update}
+        self._check_bounds(merged_global, "")
+        for name, settings in per_model.items():
+            overlay = {**merged_global, **self.model_settings.get(name, {}), **settings}
+            self._check_bounds(overlay, f"models.{name}.")
+
+        for provider, ids in added.items():
+            for model_id in ids:
+                self.models[provider].setdefault(model_id, ADDED_MODEL_MAX_TOKENS)
+        self.global_settings = merged_global
+        for name, settings in per_model.items():
+            self.model_settings.setdefault(name, {}).update(settings)
+        self._effective.clear()
+
+    @staticmethod
+    def _check_bounds(settings: dict[str, Any], where: str) -> None:
+        if settings["min_output_tokens"] > settings["max_output_tokens"]:
+            raise ConfigError(f"{where}min_output_tokens must be <= max_output_tokens")
+
+    def for_model(self, model: str | None) -> ModelConfig:
+        key = model or ""
+        found = self._effective.get(key)
+        if found is None:
+            s = {**self.global_settings, **self.model_settings.get(key, {})}
+            found = ModelConfig(
+                ttft_s=s["ttft_ms"] / 1000,
+                tokens_per_s=float(s["tokens_per_s"]),
+                validating_s=float(s["batch_validating_s"]),
+                turnaround_s=float(s["batch_turnaround_s"]),
+                finalizing_s=float(s["batch_finalizing_s"]),
+                cancel_s=float(s["batch_cancel_s"]),
+                output_tokens=s["output_tokens"],
+                min_output_tokens=s["min_output_tokens"],
+                max_output_tokens=s["max_output_tokens"],
+            )
+            self._effective[key] = found
+        return found
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            **self.global_settings,
+            "models": copy.deepcopy(self.model_settings),
+            "known_models": {p: sorted(c) for p, c in self.models.items()},
+        }
+
+
+class Clock:
+    """Wall time plus an offset tests can push forward; batches and faults live on it."""
+
+    def __init__(self) -> None:
+        self.offset_s = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset_s
+
+    def advance(self, seconds: float) -> None:
+        self.offset_s += seconds
+
+
+USAGE_FIELDS = (
+    "requests",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_creation_tokens",
+    "output_tokens",
+)
+
+
+class UsageBook:
+    """What the simulator would bill, per provider, model and mode."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str, str], list[int]] = {}
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+    def add(
+        self,
+        provider: str,
+        model: str,
+        mode: str,
+        *,
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int = 0,
+        cache_creation_tokens: int = 0,
+        requests: int = 1,
+    ) -> None:
+        """Record usage; `input_tokens` is the whole prompt, cached and cache writes included."""
+        row = self._rows.get((provider, model, mode))
+        if row is None:
+            row = self._rows[(provider, model, mode)] = [0, 0, 0, 0, 0]
+        row[0] += requests
+        row[1] += input_tokens
+        row[2] += cached_input_tokens
+        row[3] += cache_creation_tokens
+        row[4] += output_tokens
+
+    def snapshot(self) -> dict[str, Any]:
+        by_provider: dict[str, Any] = {provider: {} for provider in PROVIDERS}
+        totals = dict.fromkeys(USAGE_FIELDS, 0)
+        for (provider, model, mode), row in sorted(self._rows.items()):
+            by_provider[provider].setdefault(model, {})[mode] = dict(
+                zip(USAGE_FIELDS, row, strict=True)
+            )
+            for name, value in zip(USAGE_FIELDS, row, strict=True):
+                totals[name] += value
+        return {**by_provider, "totals": totals}
+
+
+ENDPOINTS = ("chat", "messages", "files", "batches", "models", "*")
+FAULT_KINDS = (
+    "error",
+    "stream_cut",
+    "stream_error",
+    "stall",
+    "batch_fail",
+    "batch_expire",
+    "batch_item_error",
+)
+STREAM_KINDS = ("stream_cut", "stream_error")
+_COMPLETIONS = ("chat", "messages")
+BATCH_KINDS = ("batch_fail", "batch_expire", "batch_item_error")
+FAULT_KEYS = {
+    "provider",
+    "model",
+    "endpoint",
+    "kind",
+    "rate",
+    "seed",
+    "seconds",
+    "count",
+    "status",
+    "retry_after",
+    "retry_after_ms",
+    "should_retry",
+    "message",
+    "code",
+    "error_type",
+    "after_tokens",
+    "stall_s",
+    "after_fraction",
+}
+
+
+@dataclass(slots=True)
+class Fault:
+    id: str
+    kind: str
+    provider: str = "*"
+    model: str = "*"
+    endpoint: str = "*"
+    rate: float = 1.0
+    seed: int | None = None
+    created_at: float = 0.0
+    expires_at: float | None = None
+    remaining: int | None = None
+    status: int | None = None
+    retry_after: float | None = None
+    retry_after_ms: int | None = None
+    should_retry: bool | None = None
+    message: str | None = None
+    code: str | None = None
+    error_type: str | None = None
+    after_tokens: int = 0
+    stall_s: float = 1.0
+    after_fraction: float = 0.5
+    fired: int = 0
+    rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    def active(self, now: float) -> bool:
+        if self.remaining is not None and self.remaining <= 0:
+            return False
+        return self.expires_at is None or now < self.expires_at
+
+    def headers(self) -> dict[str, str]:
+        """Retry hints an injected error carries (the SDKs obey them)."""
+        headers: dict[str, str] = {}
+        if self.retry_after is not None:
+            value = self.retry_after
+            headers["retry-after"] = str(int(value)) if value == int(value) else str(value)
+        if self.retry_after_ms is not None:
+            headers["retry-after-ms"] = str(self.retry_after_ms)
+        if self.should_retry is not None:
+            headers["x-should-retry"] = "true" if self.should_retry else "false"
+        return headers
+
+    def as_json(self, now: float) -> dict[str, Any]:
+        data = {
+            name: getattr(self, name)
+            for name in (
+                "id",
+                "kind",
+                "provider",
+                "model",
+                "endpoint",
+                "rate",
+                "seed",
+                "status",
+                "retry_after",
+                "retry_after_ms",
+                "should_retry",
+                "message",
+                "code",
+                "error_type",
+                "after_tokens",
+                "stall_s",
+                "after_fraction",
+                "fired",
+                "remaining",
+                "expires_at",
+            )
+        }
+        data["active"] = self.active(now)
+        return data
+
+
+def _fault_number(body: dict[str, Any], key: str, low: float, high: float | None) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not is_number(value) or value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise ConfigError(f"{key} must be a number {bound}")
+    return float(value)
+
+
+def _fault_int(body: dict[str, Any], key: str, low: int, high: int | None = None) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not is_int(value) or value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise ConfigError(f"{key} must be an integer {bound}")
+    return value
+
+
+def parse_fault(body: Any, fault_id: str, now: float) -> Fault:
+    """A validated fault from a control request body.
+
+    Matching: provider (openai|anthropic|*), model (* or an id the request
+    names), endpoint (chat|messages|files|batches|models|*; chat and messages
+    are one), rate (0-1, drawn from an RNG seeded by `seed`), seconds (active
+    for that long on the sim clock), count (fires that many times).
+    Kinds: error (status, retry_after, retry_after_ms, should_retry, message,
+    code, error_type), stream_cut / stream_error (after_tokens), stall
+    (after_tokens, stall_s; delays a whole non-stream answer), batch_fail,
+    batch_expire (after_fraction), batch_item_error (rate = share of items).
+    """
+    if not isinstance(body, dict):
+        raise ConfigError("fault must be a JSON object")
+    unknown = sorted(set(body) - FAULT_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown fault field: {', '.join(unknown)}")
+    status = _fault_int(body, "status", 400, 599)
+    kind = body.get("kind") or ("error" if status is not None else None)
+    if kind not in FAULT_KINDS:
+        raise ConfigError(f"kind must be one of {', '.join(FAULT_KINDS)} (or give a status)")
+    if kind == "error" and status is None:
+        raise ConfigError("status is required for an error fault (400-599)")
+    provider = body.get("provider", "*")
+    if provider not in (*PROVIDERS, "*"):
+        raise ConfigError("provider must be openai, anthropic or *")
+    model = body.get("model", "*")
+    if not isinstance(model, str) or not model:
+        raise ConfigError("model must be a model id or *")
+    endpoint = body.get("endpoint", "*")
+    if endpoint not in ENDPOINTS:
+        raise ConfigError(f"endpoint must be one of {', '.join(ENDPOINTS)}")
+    seed = body.get("seed")
+    if seed is not None and not is_int(seed):
+        raise ConfigError("seed must be an integer")
+    for key in ("message", "code", "error_type"):
+        if body.get(key) is not None and not isinstance(body[key], str):
+            raise ConfigError(f"{key} must be a string")
+    should_retry = body.get("should_retry")
+    if should_retry is not None and not isinstance(should_retry, bool):
+        raise ConfigError("should_retry must be true or false")
+    rate = _fault_number(body, "rate", 0, 1)
+    seconds = _fault_number(body, "seconds", 0, None)
+    stall_s = _fault_number(body, "stall_s", 0, None)
+    fraction = _fault_number(body, "after_fraction", 0, 1)
+    return Fault(
+        id=fault_id,
+        kind=kind,
+        provider=provider,
+        model=model,
+        endpoint=endpoint,
+        rate=1.0 if rate is None else rate,
+        seed=seed,
+        created_at=now,
+        expires_at=None if seconds is None else now + seconds,
+        remaining=_fault_int(body, "count", 1),
+        status=status,
+        retry_after=_fault_number(body, "retry_after", 0, None),
+        retry_after_ms=_fault_int(body, "retry_after_ms", 0),
+        should_retry=should_retry,
+        message=body.get("message"),
+        code=body.get("code"),
+        error_type=body.get("error_type"),
+        after_tokens=_fault_int(body, "after_tokens", 0) or 0,
+        stall_s=1.0 if stall_s is None else stall_s,
+        after_fraction=0.5 if fraction is None else fraction,
+        rng=random.Random(seed),
+    )
+
+
+class FaultBook:
+    """Injected faults, tried in the order they were added."""
+
+    def __init__(self) -> None:
+        self.faults: dict[str, Fault] = {}
+
+    def clear(self) -> None:
+        self.faults.clear()
+
+    def match(
+        self,
+        provider: str,
+        endpoint: str,
+        models: tuple[str, ...],
+        kinds: tuple[str, ...],
+        now: float,
+    ) -> Fault | None:
+        """The first applicable fault that fires now; firing uses up one of its `count`.
+
+        `models` is what the request names (empty when it names none: then only
+        `model: "*"` faults apply). `chat` and `messages` are the same endpoint
+        for matching, so one fault can hit both dialects.
+        """
+        for fault in self.faults.values():
+            if fault.kind not in kinds or not fault.active(now):
+                continue
+            if fault.provider != "*" and fault.provider != provider:
+                continue
+            wanted = fault.endpoint
+            if wanted not in ("*", endpoint) and not (
+                wanted in _COMPLETIONS and endpoint in _COMPLETIONS
+            ):
+                continue
+            if fault.model != "*" and fault.model not in models:
+                continue
+            # batch_item_error's rate is the share of items, decided per item later.
+            if (
+                fault.kind != "batch_item_error"
+                and fault.rate < 1.0
+                and fault.rng.random() >= fault.rate
+            ):
+                continue
+            fault.fired += 1
+            if fault.remaining is not None:
+                fault.remaining -= 1
+            return fault
+        return None
+
+
+@dataclass(slots=True)
+class StoredFile:
+    id: str
+    filename: str
+    purpose: str
+    data: bytes
+    created_at: int
+    expires_at: int | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": len(self.data),
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+            "status_details": None,
+            "expires_at": self.expires_at,
+        }
+
+
+class SimState:
+    """The whole simulator: one per app."""
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        self.start_config: dict[str, Any] = copy.deepcopy(config) if config else dict(DEMO_CONFIG)
+        self.config = Config(self.start_config)
+        self.clock = Clock()
+        self.ids = Ids()
+        self.usage = UsageBook()
+        self.faults = FaultBook()
+        self.cache = PromptCache()
+        self.files: dict[str, StoredFile] = {}
+        self.openai_batches: dict[str, Any] = {}
+        self.anthropic_batches: dict[str, Any] = {}
+
+    def reset(self) -> None:
+        self.config = Config(self.start_config)
+        self.clock = Clock()
+        self.usage.clear()
+        self.faults.clear()
+        self.cache.clear()
+        self.files.clear()
+        self.openai_batches.clear()
+        self.anthropic_batches.clear()
+
+    def fault(
+        self,
+        provider: str,
+        endpoint: str,
+        model: str | None,
+        kinds: tuple[str, ...],
+    ) -> Fault | None:
+        if not self.faults.faults:
+            return None
+        models = (model,) if model else ()
+        return self.faults.match(provider, endpoint, models, kinds, self.clock.now())
+
+    def file(self, file_id: str) -> StoredFile | None:
+        found = self.files.get(file_id)
+        if (
+            found is not None
+            and found.expires_at is not None
+            and found.expires_at <= self.clock.now()
+        ):
+            del self.files[file_id]
+            return None
+        return found
