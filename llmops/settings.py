@@ -285,13 +285,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        # One line per event, key=value: greppable, and no request bodies or
-        # prompts are ever put in a log record.
+        # One line per event; request bodies and prompts are never put in a log record.
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
+    "filters": {"healthz": {"()": "llmops.logging.HealthzUnavailableIsNotAnError"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Replaces Django's default console handler, which would print each record twice.
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "django.request": {"filters": ["healthz"]},
         "django.db.backends": {"level": "WARNING"},
         "daphne": {"level": "WARNING" if LOG_LEVEL == "INFO" else LOG_LEVEL},
     },

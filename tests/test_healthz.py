@@ -62,3 +62,9 @@ def test_disabled_providers_are_not_probed(client):
 
 def test_healthz_only_answers_get(client):
     assert client.post("/healthz").status_code == 405
+
+
+def test_a_503_from_healthz_is_not_logged_as_a_server_error(client, caplog):
+    with caplog.at_level("WARNING", logger="django.request"):
+        assert client.get("/healthz").status_code == 503
+    assert [r for r in caplog.records if r.name == "django.request"] == []
