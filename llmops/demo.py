@@ -107,6 +107,7 @@ BUDGETS = {
 @dataclass
 class DemoResult:
     admin_username: str
+    admin_can_log_in: bool
     api_key_team: str | None
 
 
@@ -202,7 +203,11 @@ def demo_seed(
 
     if api_key is not None:
         api_key_reset(team=teams[api_key_team], name="demo", role=ApiKey.Role.ADMIN, secret=api_key)
-    return DemoResult(admin_username=admin_username, api_key_team=api_key_team if api_key else None)
+    return DemoResult(
+        admin_username=admin_username,
+        admin_can_log_in=admin_user.has_usable_password(),
+        api_key_team=api_key_team if api_key else None,
+    )
 
 
 def _provider(slug: str, name: str, kind: str, base_url: str) -> Provider:

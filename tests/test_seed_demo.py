@@ -96,3 +96,11 @@ def test_reseeding_repoints_providers_at_a_moved_simulator():
     call_command("seed_demo", "--simulator-url", "http://127.0.0.1:8100")
     call_command("seed_demo", "--simulator-url", "http://127.0.0.1:9100/")
     assert Provider.objects.get(slug="sim-openai").base_url == "http://127.0.0.1:9100/openai/v1"
+
+
+def test_seed_demo_says_how_to_give_the_admin_a_password(capsys):
+    call_command("seed_demo")
+    assert "python manage.py changepassword admin" in capsys.readouterr().out
+    call_command("seed_demo", "--admin-password", "a-local-password-123")
+    assert "changepassword" not in capsys.readouterr().out
+    assert User.objects.get(username="admin").check_password("a-local-password-123")

@@ -39,5 +39,10 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(self.style.SUCCESS("Demo data is in place."))
+        if not result.admin_can_log_in:
+            self.stdout.write(
+                f"The superuser '{result.admin_username}' has no password yet: "
+                f"python manage.py changepassword {result.admin_username}"
+            )
         if result.api_key_team:
             self.stdout.write(f"API key 'demo' (admin) is set for team {result.api_key_team}.")
