@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from llmops.simulator.state import STREAM_KINDS, Fault, SimState
+from llmops.simulator.state import Fault, SimState
 from llmops.simulator.textgen import (
     Choice,
     count_tokens,
@@ -439,19 +439,9 @@ class AnthropicMessages:
     async def create(self, request: web.Request, rid: str) -> web.StreamResponse:
         state = self.state
         body = read_json(await request.read())
-        fault: Fault | None = None
-        if state.faults.faults:
-            model = body.get("model")
-            kinds = (
-                ("error", "stall", *STREAM_KINDS)
-                if body.get("stream") is True
-                else ("error", "stall")
-            )
-            fault = state.fault(
-                "anthropic", "messages", model if isinstance(model, str) else None, kinds
-            )
-            if fault is not None and fault.kind == "error":
-                raise fault_error(fault)
+        fault = state.inference_fault("anthropic", "messages", body)
+        if fault is not None and fault.kind == "error":
+            raise fault_error(fault)
         parsed = parse_messages(body, state.config.models["anthropic"])
         plan = plan_message(state, parsed)
         settings = state.config.for_model(parsed.model)

@@ -564,6 +564,16 @@ class SimState:
         models = (model,) if model else ()
         return self.faults.match(provider, endpoint, models, kinds, self.clock.now())
 
+    def inference_fault(self, provider: str, endpoint: str, body: Any) -> Fault | None:
+        """The fault, if any, for a chat/messages request: stream faults only hit streams."""
+        if not self.faults.faults or not isinstance(body, dict):
+            return None
+        model = body.get("model")
+        kinds = (
+            ("error", "stall", *STREAM_KINDS) if body.get("stream") is True else ("error", "stall")
+        )
+        return self.fault(provider, endpoint, model if isinstance(model, str) else None, kinds)
+
     def file(self, file_id: str) -> StoredFile | None:
         found = self.files.get(file_id)
         if (
