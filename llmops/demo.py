@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from billing.models import Budget
+from billing.services import prices_sync
 from routing.models import (
     ApiKey,
     LatencyClass,
@@ -191,15 +192,18 @@ def demo_seed(
             team=team,
             workload=None,
             period=Budget.Period.MONTH,
-            defaults={"limit_usd": team_limit, "enforcement": Budget.Enforcement.HARD},
+            defaults={"limit_usd": team_limit, "hard": True},
         )
         for slug, limit in workload_limits.items():
             Budget.objects.update_or_create(
                 team=team,
                 workload=workloads[slug],
                 period=Budget.Period.MONTH,
-                defaults={"limit_usd": limit, "enforcement": Budget.Enforcement.SOFT},
+                defaults={"limit_usd": limit, "hard": False},
             )
+
+    # Published prices for the demo models (a no-op when they are already current).
+    prices_sync(models=list(models.values()))
 
     if api_key is not None:
         api_key_reset(team=teams[api_key_team], name="demo", role=ApiKey.Role.ADMIN, secret=api_key)

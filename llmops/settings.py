@@ -137,6 +137,8 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;"
         ),
     }
+    # A file, not :memory:, so tests with several threads share one test database.
+    _db["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
 else:
     # Under ASGI each sync_to_async thread holds its own connection; persistent
     # connections would pile up, so close them per request and health-check reuse.

@@ -1,0 +1,148 @@
+"""Pricing as a pure function: usage and a price version give a cost. No database, no network.
+
+Token conventions (the ledger's): `input_tokens` are uncached input tokens, so the
+prompt is input + cached_input + cache_write (Anthropic's convention; OpenAI's
+prompt_tokens include cached ones and are split by the adapter). `output_tokens`
+include reasoning tokens, which are billed as output unless a version prices
+them separately.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+
+MILLION = Decimal(1_000_000)
+# The ledger stores 12 decimal places of a dollar; round once, at the end.
+MONEY_QUANTUM = Decimal("0.000000000001")
+# No single request reads or writes this many tokens; a bigger figure is a bug or an attack.
+MAX_TOKENS_PER_RECORD = 100_000_000
+BATCH_DISCOUNT = Decimal("0.5")  # OpenAI and Anthropic both document 50% for batch
+
+
+class PricingError(ValueError):
+    """A usage record cannot be priced; the message says why. Never priced as $0."""
+
+
+@dataclass(frozen=True)
+class Rates:
+    """USD per million tokens."""
+
+    input: Decimal
+    cached_input: Decimal
+    cache_write: Decimal
+    output: Decimal
+    reasoning: Decimal | None = None
+
+    def scaled(self, factor: Decimal) -> Rates:
+        return Rates(
+            input=self.input * factor,
+            cached_input=self.cached_input * factor,
+            cache_write=self.cache_write * factor,
+            output=self.output * factor,
+            reasoning=None if self.reasoning is None else self.reasoning * factor,
+        )
+
+
+@dataclass(frozen=True)
+class Tier:
+    """Above this many prompt tokens, every token of the request is billed at these rates."""
+
+    above_input_tokens: int
+    rates: Rates
+
+
+@dataclass(frozen=True)
+class PriceVersion:
+    id: int | None
+    model: str
+    processing: str
+    effective_from: datetime
+    rates: Rates
+    tiers: tuple[Tier, ...] = ()
+    derived: bool = False
+    source: str = ""
+
+    def rates_for(self, prompt_tokens: int) -> Rates:
+        for tier in sorted(self.tiers, key=lambda t: t.above_input_tokens, reverse=True):
+            if prompt_tokens > tier.above_input_tokens:
+                return tier.rates
+        return self.rates
+
+    def with_batch_rule(self) -> PriceVersion:
+        """The provider's documented batch price derived from this standard one."""
+        return replace(
+            self,
+            id=None,
+            processing="batch",
+            rates=self.rates.scaled(BATCH_DISCOUNT),
+            tiers=tuple(
+                Tier(t.above_input_tokens, t.rates.scaled(BATCH_DISCOUNT)) for t in self.tiers
+            ),
+            derived=True,
+        )
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("input_tokens", "cached_input_tokens", "cache_write_tokens",
+                     "output_tokens", "reasoning_tokens"):  # fmt: skip
+            value = getattr(self, name)
+            # bool is an int subclass: `True` tokens is a client bug, not 1 token.
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise PricingError(f"{name} must be a whole number, got {value!r}")
+            if value < 0:
+                raise PricingError(f"{name} must not be negative, got {value}")
+            if value > MAX_TOKENS_PER_RECORD:
+                raise PricingError(f"{name} is implausibly large ({value})")
+        if self.reasoning_tokens > self.output_tokens:
+            raise PricingError("reasoning_tokens cannot exceed output_tokens (they are part of it)")
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.input_tokens + self.cached_input_tokens + self.cache_write_tokens
+
+
+@dataclass(frozen=True)
+class Cost:
+    total: Decimal  # USD, quantized to the ledger's precision
+    breakdown: dict[str, Decimal] = field(default_factory=dict)  # USD per component, unrounded
+    version: PriceVersion | None = None
+
+
+def price_usage(usage: Usage, version: PriceVersion) -> Cost:
+    """What `usage` costs under `version` (tiers by total prompt tokens, cliff style)."""
+    rates = version.rates_for(usage.prompt_tokens)
+    reasoning_rate = rates.output if rates.reasoning is None else rates.reasoning
+    breakdown = {
+        "input": usage.input_tokens * rates.input / MILLION,
+        "cached_input": usage.cached_input_tokens * rates.cached_input / MILLION,
+        "cache_write": usage.cache_write_tokens * rates.cache_write / MILLION,
+        "output": (usage.output_tokens - usage.reasoning_tokens) * rates.output / MILLION,
+        "reasoning": usage.reasoning_tokens * reasoning_rate / MILLION,
+    }
+    total = sum(breakdown.values(), Decimal(0))
+    return Cost(total=quantize(total), breakdown=breakdown, version=version)
+
+
+def quantize(amount: Decimal) -> Decimal:
+    return amount.quantize(MONEY_QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+def select_version(
+    versions: Iterable[PriceVersion], *, model: str, processing: str, at: datetime
+) -> PriceVersion:
+    """The version in force at `at`: the latest effective_from not after it."""
+    candidates = [v for v in versions if v.processing == processing and v.effective_from <= at]
+    if not candidates:
+        raise PricingError(f"no {processing} price for {model} is in force at {at.isoformat()}")
+    return max(candidates, key=lambda v: v.effective_from)

@@ -1,0 +1,201 @@
+"""Reads for money: prices in force, budget state, ledger sums, drift."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
+
+from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Price
+from billing.pricing import PriceVersion, PricingError, Rates, Tier
+from routing.models import LlmModel, Team, Workload
+
+ZERO = Decimal(0)
+
+
+def price_version(price: Price) -> PriceVersion:
+    return PriceVersion(
+        id=price.pk,
+        model=str(price.model_id),
+        processing=price.processing,
+        effective_from=price.effective_from,
+        rates=Rates(
+            input=price.input_per_mtok,
+            cached_input=price.cached_input_per_mtok,
+            cache_write=price.cache_write_per_mtok,
+            output=price.output_per_mtok,
+            reasoning=price.reasoning_per_mtok,
+        ),
+        tiers=tuple(
+            Tier(
+                above_input_tokens=int(t["above_input_tokens"]),
+                rates=Rates(
+                    input=Decimal(t["input"]),
+                    cached_input=Decimal(t["cached_input"]),
+                    cache_write=Decimal(t["cache_write"]),
+                    output=Decimal(t["output"]),
+                    reasoning=Decimal(t["reasoning"]) if t.get("reasoning") else None,
+                ),
+            )
+            for t in price.tiers
+        ),
+        derived=price.derived,
+        source=price.source,
+    )
+
+
+def tier_json(tier: Tier) -> dict[str, Any]:
+    """A tier as JSON with decimal strings (JSON numbers would come back as floats)."""
+    rates = tier.rates
+    return {
+        "above_input_tokens": tier.above_input_tokens,
+        "input": str(rates.input),
+        "cached_input": str(rates.cached_input),
+        "cache_write": str(rates.cache_write),
+        "output": str(rates.output),
+        "reasoning": None if rates.reasoning is None else str(rates.reasoning),
+    }
+
+
+def price_in_force(model: LlmModel, processing: str, at: datetime) -> PriceVersion:
+    """The version in force at `at`. A model with no price is an error, never $0."""
+    price = (
+        Price.objects.filter(model=model, processing=processing, effective_from__lte=at)
+        .order_by("-effective_from")
+        .first()
+    )
+    if price is None:
+        raise PricingError(
+            f"no {processing} price for {model} is in force at {at.isoformat()} "
+            "(run `python manage.py sync_prices`, or add a price in the admin)"
+        )
+    return price_version(price)
+
+
+def primary_model(workload: Workload) -> LlmModel | None:
+    """The model a workload streams to when nothing else applies: its policy chain's first."""
+    link = workload.policy.links.select_related("model__provider").order_by("position").first()
+    return link.model if link else None
+
+
+def budgets_touching(*, team: Team, workload: Workload | None) -> QuerySet[Budget]:
+    scope = Q(workload__isnull=True)
+    if workload is not None:
+        scope |= Q(workload=workload)
+    return Budget.objects.filter(scope, team=team).order_by("pk")
+
+
+def period_bounds(period: str, at: datetime) -> tuple[datetime, datetime]:
+    """[start, end) of the UTC day or month containing `at`."""
+    at = at.astimezone(UTC)
+    if period == Budget.Period.DAY:
+        start = at.replace(hour=0, minute=0, second=0, microsecond=0)
+        end = datetime.fromordinal(start.toordinal() + 1).replace(tzinfo=UTC)
+        return start, end
+    start = at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
+    return start, end
+
+
+def entries_in_scope(period: BudgetPeriod) -> QuerySet[LedgerEntry]:
+    budget = period.budget
+    entries = LedgerEntry.objects.filter(
+        team_id=budget.team_id, occurred_at__gte=period.starts_at, occurred_at__lt=period.ends_at
+    )
+    if budget.workload_id:
+        entries = entries.filter(workload_id=budget.workload_id)
+    return entries
+
+
+@dataclass
+class BudgetStatus:
+    budget: Budget
+    starts_at: datetime
+    ends_at: datetime
+    limit_usd: Decimal
+    spent_usd: Decimal
+    reserved_usd: Decimal
+
+    @property
+    def remaining_usd(self) -> Decimal:
+        return max(ZERO, self.limit_usd - self.spent_usd - self.reserved_usd)
+
+    @property
+    def utilisation(self) -> Decimal:
+        return (self.spent_usd + self.reserved_usd) / self.limit_usd if self.limit_usd else ZERO
+
+
+def budget_status(budget: Budget, at: datetime) -> BudgetStatus:
+    starts_at, ends_at = period_bounds(budget.period, at)
+    period = BudgetPeriod.objects.filter(budget=budget, starts_at=starts_at).first()
+    return BudgetStatus(
+        budget=budget,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        limit_usd=budget.limit_usd,
+        spent_usd=period.spent_usd if period else ZERO,
+        reserved_usd=period.reserved_usd if period else ZERO,
+    )
+
+
+def ledger_totals(entries: QuerySet[LedgerEntry]) -> dict[str, Any]:
+    sums = entries.aggregate(
+        cost_usd=Coalesce(Sum("cost_usd"), ZERO),
+        counterfactual_cost_usd=Coalesce(Sum("counterfactual_cost_usd"), ZERO),
+        input_tokens=Coalesce(Sum("input_tokens"), 0),
+        cached_input_tokens=Coalesce(Sum("cached_input_tokens"), 0),
+        cache_write_tokens=Coalesce(Sum("cache_write_tokens"), 0),
+        output_tokens=Coalesce(Sum("output_tokens"), 0),
+        reasoning_tokens=Coalesce(Sum("reasoning_tokens"), 0),
+    )
+    sums["saved_usd"] = sums["counterfactual_cost_usd"] - sums["cost_usd"]
+    return sums
+
+
+def ledger_sums_by(entries: QuerySet[LedgerEntry], dimension: str) -> list[dict[str, Any]]:
+    """Cost and counterfactual grouped by team, workload, model or mode."""
+    field = {
+        "team": "team__slug",
+        "workload": "workload__slug",
+        "model": "model__model_id",
+        "mode": "mode",
+    }[dimension]
+    return list(
+        entries.values(field)
+        .annotate(
+            cost_usd=Coalesce(Sum("cost_usd"), ZERO),
+            counterfactual_cost_usd=Coalesce(Sum("counterfactual_cost_usd"), ZERO),
+        )
+        .order_by(field)
+    )
+
+
+@dataclass
+class Drift:
+    period: BudgetPeriod
+    field: str
+    counter: Decimal
+    derived: Decimal
+
+
+def ledger_drift() -> list[Drift]:
+    """Every budget-period counter that differs from what its entries and holds say (I3)."""
+    drifts = []
+    for period in BudgetPeriod.objects.select_related("budget__team", "budget__workload"):
+        spent = entries_in_scope(period).aggregate(s=Coalesce(Sum("cost_usd"), ZERO))["s"]
+        reserved = period.holds.filter(status=Hold.Status.HELD).aggregate(
+            s=Coalesce(Sum("amount_usd"), ZERO)
+        )["s"]
+        if spent != period.spent_usd:
+            drifts.append(Drift(period, "spent_usd", period.spent_usd, spent))
+        if reserved != period.reserved_usd:
+            drifts.append(Drift(period, "reserved_usd", period.reserved_usd, reserved))
+    return drifts

@@ -1,0 +1,381 @@
+"""Writes for money: price versions, ledger entries, budget holds.
+
+Invariants (docs/reliability.md): the ledger is append-only (I1, also enforced by
+a database trigger) and idempotent by key (I2); budget counters are caches that
+reconcile_ledger rebuilds from entries and holds (I3); a hold resolves exactly
+once (I4); admission can never take spent + reserved above a hard limit (I5),
+because it is a conditional UPDATE on each budget-period row, taken in a fixed
+order inside one transaction; nothing is ever priced as $0 by accident (I6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from billing import selectors
+from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Mode, Price, Processing
+from billing.price_sources import published_versions
+from billing.pricing import Cost, PriceVersion, PricingError, Usage, price_usage
+from routing.models import LlmModel, Request, Team, Workload
+
+# A hold whose request never reported back is released after this long.
+DEFAULT_HOLD_TTL = timedelta(hours=25)  # batches may take 24 h
+
+
+class BudgetExceeded(Exception):
+    """Admission refused: the worst case would take a hard budget over its limit."""
+
+    def __init__(self, budget: Budget, period: BudgetPeriod, amount: Decimal) -> None:
+        super().__init__(
+            f"budget {budget} would be exceeded: spent {period.spent_usd} + reserved "
+            f"{period.reserved_usd} + this request's worst case {amount} > limit {period.limit_usd}"
+        )
+        self.budget = budget
+        self.period = period
+        self.amount = amount
+
+
+# --- prices ---------------------------------------------------------------------------
+
+
+@dataclass
+class SyncReport:
+    created: list[Price] = field(default_factory=list)
+    unchanged: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)  # model → why
+
+
+def prices_sync(*, at: datetime | None = None, models: list[LlmModel] | None = None) -> SyncReport:
+    """Copy genai-prices' current prices into new versions where they differ from ours.
+
+    Idempotent: a model whose latest version already has these rates gets nothing new.
+    """
+    at = at or timezone.now()
+    report = SyncReport()
+    models = models if models is not None else list(LlmModel.objects.select_related("provider"))
+    for model in models:
+        try:
+            versions = published_versions(
+                model_id=model.model_id, provider_kind=model.provider.kind, at=at
+            )
+        except PricingError as exc:
+            report.skipped[str(model)] = str(exc)
+            continue
+        for version in versions:
+            current = (
+                Price.objects.filter(model=model, processing=version.processing)
+                .order_by("-effective_from")
+                .first()
+            )
+            if (
+                current is not None
+                and selectors.price_version(current).rates == version.rates
+                and (selectors.price_version(current).tiers == version.tiers)
+            ):
+                report.unchanged += 1
+                continue
+            report.created.append(price_create(model=model, version=version, effective_from=at))
+    return report
+
+
+def price_create(
+    *, model: LlmModel, version: PriceVersion, effective_from: datetime, created_by=None, note=""
+) -> Price:
+    """A new price version (history is never edited)."""
+    rates = version.rates
+    return Price.objects.create(
+        model=model,
+        processing=version.processing,
+        effective_from=effective_from,
+        input_per_mtok=rates.input,
+        cached_input_per_mtok=rates.cached_input,
+        cache_write_per_mtok=rates.cache_write,
+        output_per_mtok=rates.output,
+        reasoning_per_mtok=rates.reasoning,
+        tiers=[selectors.tier_json(tier) for tier in version.tiers],
+        source=version.source or "admin",
+        derived=version.derived,
+        note=note,
+        created_by=created_by,
+    )
+
+
+# --- ledger ---------------------------------------------------------------------------
+
+
+def processing_for(mode: str) -> str:
+    return Processing.BATCH if mode == Mode.BATCH else Processing.STANDARD
+
+
+def pricing_estimate(
+    *,
+    model: LlmModel,
+    usage: Usage,
+    mode: str,
+    counterfactual_model: LlmModel | None = None,
+    at: datetime | None = None,
+) -> tuple[Cost, Cost]:
+    """(cost, counterfactual cost) of `usage`. Raises PricingError, never returns a silent $0."""
+    at = at or timezone.now()
+    if mode == Mode.CACHE:
+        cost = Cost(total=Decimal(0), breakdown={}, version=None)
+    else:
+        cost = price_usage(usage, selectors.price_in_force(model, processing_for(mode), at))
+    counterfactual = price_usage(
+        usage, selectors.price_in_force(counterfactual_model or model, Processing.STANDARD, at)
+    )
+    return cost, counterfactual
+
+
+def ledger_record_usage(
+    *,
+    key: str,
+    team: Team,
+    model: LlmModel,
+    mode: str,
+    usage: Usage,
+    workload: Workload | None = None,
+    request: Request | None = None,
+    kind: str = LedgerEntry.Kind.CHARGE,
+    counterfactual_model: LlmModel | None = None,
+    at: datetime | None = None,
+    note: str = "",
+    hold: Hold | None = None,
+) -> tuple[LedgerEntry, bool]:
+    """Record one priced usage event. Returns (entry, created).
+
+    Idempotent: a second call with the same key returns the first entry and
+    changes nothing (the unique key decides, so concurrent retries are safe too).
+    The counterfactual is the same usage at the standard price of the model the
+    workload would otherwise stream to (its policy's primary model).
+    """
+    if kind == LedgerEntry.Kind.REVERSAL:
+        raise ValueError("use ledger_reverse for reversals")
+    existing = LedgerEntry.objects.filter(idempotency_key=key).first()
+    if existing is not None:
+        return existing, False
+    at = at or timezone.now()
+    if counterfactual_model is None and workload is not None:
+        counterfactual_model = selectors.primary_model(workload)
+    cost, counterfactual = pricing_estimate(
+        model=model, usage=usage, mode=mode, counterfactual_model=counterfactual_model, at=at
+    )
+    try:
+        with transaction.atomic():
+            entry = LedgerEntry.objects.create(
+                idempotency_key=key,
+                kind=kind,
+                mode=mode,
+                team=team,
+                workload=workload,
+                request=request,
+                model=model,
+                input_tokens=usage.input_tokens,
+                cached_input_tokens=usage.cached_input_tokens,
+                cache_write_tokens=usage.cache_write_tokens,
+                output_tokens=usage.output_tokens,
+                reasoning_tokens=usage.reasoning_tokens,
+                price_id=cost.version.id if cost.version else None,
+                cost_usd=cost.total,
+                counterfactual_price_id=counterfactual.version.id,
+                counterfactual_cost_usd=counterfactual.total,
+                occurred_at=at,
+                note=note,
+            )
+            _add_spent(team=team, workload=workload, at=at, amount=cost.total)
+            if hold is not None:
+                _resolve_hold(hold, Hold.Status.SETTLED)
+    except IntegrityError:
+        # A concurrent call with the same key won the insert: that entry is the record.
+        existing = LedgerEntry.objects.filter(idempotency_key=key).first()
+        if existing is None:
+            raise
+        return existing, False
+    return entry, True
+
+
+def ledger_reverse(*, entry: LedgerEntry, reason: str) -> tuple[LedgerEntry, bool]:
+    """Cancel an entry with a negating one (entries are never edited). Idempotent."""
+    if entry.kind == LedgerEntry.Kind.REVERSAL:
+        raise ValueError("a reversal cannot itself be reversed; record a new charge instead")
+    key = f"reversal:{entry.idempotency_key}"
+    existing = LedgerEntry.objects.filter(idempotency_key=key).first()
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            reversal = LedgerEntry.objects.create(
+                idempotency_key=key,
+                kind=LedgerEntry.Kind.REVERSAL,
+                mode=entry.mode,
+                team_id=entry.team_id,
+                workload_id=entry.workload_id,
+                request_id=entry.request_id,
+                model_id=entry.model_id,
+                input_tokens=-entry.input_tokens,
+                cached_input_tokens=-entry.cached_input_tokens,
+                cache_write_tokens=-entry.cache_write_tokens,
+                output_tokens=-entry.output_tokens,
+                reasoning_tokens=-entry.reasoning_tokens,
+                price_id=entry.price_id,
+                cost_usd=-entry.cost_usd,
+                counterfactual_price_id=entry.counterfactual_price_id,
+                counterfactual_cost_usd=-entry.counterfactual_cost_usd,
+                reverses=entry,
+                # Booked in the original's period, so that period's spend goes back down.
+                occurred_at=entry.occurred_at,
+                note=reason[:300],
+            )
+            _add_spent(
+                team=entry.team,
+                workload=entry.workload,
+                at=entry.occurred_at,
+                amount=-entry.cost_usd,
+            )
+    except IntegrityError:
+        existing = LedgerEntry.objects.filter(idempotency_key=key).first()
+        if existing is None:
+            raise
+        return existing, False
+    return reversal, True
+
+
+# --- budgets --------------------------------------------------------------------------
+
+
+def _periods_for(*, team: Team, workload: Workload | None, at: datetime) -> list[BudgetPeriod]:
+    """The counter rows of every budget touching (team, workload) at `at`, created on demand,
+    in a fixed order (by id) so concurrent transactions lock them alike."""
+    periods = []
+    for budget in selectors.budgets_touching(team=team, workload=workload):
+        starts_at, ends_at = selectors.period_bounds(budget.period, at)
+        period, _ = BudgetPeriod.objects.get_or_create(
+            budget=budget,
+            starts_at=starts_at,
+            defaults={"ends_at": ends_at, "limit_usd": budget.limit_usd},
+        )
+        period.budget = budget
+        periods.append(period)
+    return sorted(periods, key=lambda p: p.pk)
+
+
+def _add_spent(*, team: Team, workload: Workload | None, at: datetime, amount: Decimal) -> None:
+    if amount == 0:
+        return
+    for period in _periods_for(team=team, workload=workload, at=at):
+        BudgetPeriod.objects.filter(pk=period.pk).update(spent_usd=F("spent_usd") + amount)
+
+
+@dataclass
+class Admission:
+    hold: Hold
+    created: bool
+    soft_breaches: list[Budget] = field(default_factory=list)  # for the router's breach action
+
+
+def budget_reserve(
+    *,
+    key: str,
+    team: Team,
+    amount: Decimal,
+    workload: Workload | None = None,
+    request: Request | None = None,
+    at: datetime | None = None,
+    ttl: timedelta = DEFAULT_HOLD_TTL,
+) -> Admission:
+    """Reserve `amount` (the worst case) against every budget the request touches.
+
+    Raises BudgetExceeded, reserving nothing, if a hard budget cannot take it.
+    Soft budgets always take the reservation; those it pushes over their limit
+    are returned so the caller can apply the policy's breach action.
+    """
+    if amount < 0:
+        raise ValueError("a reservation cannot be negative")
+    existing = Hold.objects.filter(key=key).first()
+    if existing is not None:
+        return Admission(hold=existing, created=False)
+    at = at or timezone.now()
+    soft_breaches = []
+    with transaction.atomic():
+        periods = _periods_for(team=team, workload=workload, at=at)
+        for period in periods:
+            rows = BudgetPeriod.objects.filter(pk=period.pk)
+            if period.budget.hard:
+                # The check and the increment are one statement: concurrent
+                # admissions cannot both see the same headroom (no check-then-spend).
+                changed = rows.filter(
+                    spent_usd__lte=F("limit_usd") - F("reserved_usd") - amount
+                ).update(reserved_usd=F("reserved_usd") + amount)
+                if changed != 1:
+                    period.refresh_from_db()
+                    raise BudgetExceeded(period.budget, period, amount)
+            else:
+                rows.update(reserved_usd=F("reserved_usd") + amount)
+                period.refresh_from_db()
+                if period.spent_usd + period.reserved_usd > period.limit_usd:
+                    soft_breaches.append(period.budget)
+        hold = Hold.objects.create(
+            key=key,
+            team=team,
+            workload=workload,
+            request=request,
+            amount_usd=amount,
+            created_at=at,
+            expires_at=at + ttl,
+        )
+        hold.periods.set(periods)
+    return Admission(hold=hold, created=True, soft_breaches=soft_breaches)
+
+
+def _resolve_hold(hold: Hold, status: str) -> bool:
+    """Move a held hold to `status` and give back its reservation. False if already resolved."""
+    changed = Hold.objects.filter(pk=hold.pk, status=Hold.Status.HELD).update(
+        status=status, resolved_at=timezone.now()
+    )
+    if changed != 1:
+        return False
+    BudgetPeriod.objects.filter(holds=hold).update(reserved_usd=F("reserved_usd") - hold.amount_usd)
+    hold.status = status
+    return True
+
+
+def hold_settle(
+    *, hold: Hold, key: str, model: LlmModel, mode: str, usage: Usage, **record
+) -> tuple[LedgerEntry, bool]:
+    """Turn a hold into the actual cost: one ledger entry, and the reservation given back,
+    in one transaction. Settling twice records once; a hold the sweeper already expired
+    still gets its usage recorded (the provider billed it)."""
+    with transaction.atomic():
+        return ledger_record_usage(
+            key=key,
+            team=hold.team,
+            workload=hold.workload,
+            request=hold.request,
+            model=model,
+            mode=mode,
+            usage=usage,
+            hold=hold,
+            **record,
+        )
+
+
+def hold_release(*, hold: Hold) -> bool:
+    """Give a hold back unused (the request failed before any billable work)."""
+    with transaction.atomic():
+        return _resolve_hold(hold, Hold.Status.RELEASED)
+
+
+def holds_sweep(*, now: datetime | None = None) -> int:
+    """Expire holds past their deadline (requests that died). Returns how many."""
+    now = now or timezone.now()
+    expired = 0
+    for hold in Hold.objects.filter(status=Hold.Status.HELD, expires_at__lt=now):
+        with transaction.atomic():
+            expired += _resolve_hold(hold, Hold.Status.EXPIRED)
+    return expired
