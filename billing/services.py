@@ -379,3 +379,58 @@ def holds_sweep(*, now: datetime | None = None) -> int:
         with transaction.atomic():
             expired += _resolve_hold(hold, Hold.Status.EXPIRED)
     return expired
+
+
+def budget_create(
+    *,
+    team: Team,
+    period: str,
+    limit_usd: Decimal,
+    workload: Workload | None = None,
+    hard: bool = True,
+    alert_threshold: Decimal = Decimal("0.8"),
+) -> Budget:
+    """Raises ValueError naming the conflict if the scope already has a budget for the period."""
+    if workload is not None and workload.team_id != team.pk:
+        raise ValueError("the workload belongs to another team")
+    if Budget.objects.filter(team=team, workload=workload, period=period).exists():
+        scope = f"workload {workload.slug}" if workload else f"team {team.slug}"
+        raise ValueError(f"{scope} already has a {period} budget")
+    return Budget.objects.create(
+        team=team,
+        workload=workload,
+        period=period,
+        limit_usd=limit_usd,
+        hard=hard,
+        alert_threshold=alert_threshold,
+    )
+
+
+@transaction.atomic
+def budget_update(
+    *,
+    budget: Budget,
+    limit_usd: Decimal | None = None,
+    hard: bool | None = None,
+    alert_threshold: Decimal | None = None,
+    at: datetime | None = None,
+) -> Budget:
+    """Change a budget's limit or behaviour; the current period's counter row follows the new
+    limit at once (later periods copy it when they open)."""
+    fields = []
+    if limit_usd is not None:
+        budget.limit_usd = limit_usd
+        fields.append("limit_usd")
+        starts_at, _ = selectors.period_bounds(budget.period, at or timezone.now())
+        BudgetPeriod.objects.filter(budget=budget, starts_at__gte=starts_at).update(
+            limit_usd=limit_usd
+        )
+    if hard is not None:
+        budget.hard = hard
+        fields.append("hard")
+    if alert_threshold is not None:
+        budget.alert_threshold = alert_threshold
+        fields.append("alert_threshold")
+    if fields:
+        budget.save(update_fields=fields)
+    return budget

@@ -103,7 +103,7 @@ class WorkloadDetailApi(APIView):
             raise Http404
         if len(matches) > 1:
             raise ValidationError(
-                {"team": "Several of your teams have this workload; pass ?team=."}
+                {"team": ["Several of your teams have this workload; pass ?team=."]}
             )
         return Response(WorkloadOutputSerializer(matches[0]).data)
 

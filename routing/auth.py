@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework import authentication, exceptions
+from rest_framework import authentication, exceptions, permissions
 
 from routing.models import ApiKey, Team
 from routing.services import api_key_authenticate
@@ -68,3 +68,17 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return {"type": "http", "scheme": "bearer", "description": "An llmops API key."}
+
+
+class IsTeamAdmin(permissions.BasePermission):
+    """Writes that change money rules need an admin-role key (or a staff session)."""
+
+    message = "This needs an API key with the admin role."
+
+    def has_permission(self, request, view) -> bool:
+        if request.method in permissions.SAFE_METHODS:
+            return True
+        user = request.user
+        if isinstance(user, KeyPrincipal):
+            return user.api_key.role == ApiKey.Role.ADMIN
+        return bool(getattr(user, "is_staff", False))

@@ -44,3 +44,19 @@ def request_list(
     if workload:
         qs = qs.filter(workload__slug=workload)
     return qs.order_by("-created_at")
+
+
+def team_for_write(*, user, team_slug: str | None) -> Team:
+    """The one team a write applies to: the key's, or the named one of a session user's."""
+    teams = teams_for(user)
+    if team_slug:
+        team = teams.filter(slug=team_slug).first()
+        if team is None:
+            raise LookupError(f"you have no team {team_slug!r}")
+        return team
+    if isinstance(user, KeyPrincipal):
+        return user.api_key.team
+    mine = list(teams[:2])
+    if len(mine) != 1:
+        raise LookupError("you belong to several teams (or none): name one with `team`")
+    return mine[0]
