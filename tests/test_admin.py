@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
@@ -36,6 +38,9 @@ def demo(db):
         "/admin/routing/workload/?latency_class__exact=scheduled&q=product",
         "/admin/routing/request/",
         "/admin/billing/budget/",
+        "/admin/billing/price/?processing__exact=batch",
+        "/admin/billing/price/add/",
+        "/admin/billing/ledgerentry/?mode__exact=batch",
         "/admin/routing/apikey/add/",
         "/admin/routing/provider/add/",
     ],
@@ -136,3 +141,62 @@ def test_provider_base_url_is_validated(admin_client, base_url, message):
 
 def test_requests_are_read_only_in_the_admin(admin_client):
     assert admin_client.get("/admin/routing/request/add/").status_code == 403
+
+
+def test_price_history_is_add_only(admin_client, demo):
+    from billing.models import Price
+
+    price = Price.objects.filter(model__model_id="gpt-4o", processing="standard").get()
+    assert admin_client.get(f"/admin/billing/price/{price.pk}/change/").status_code == 200  # view
+    response = admin_client.post(
+        "/admin/billing/price/add/",
+        {
+            "model": price.model_id,
+            "processing": "standard",
+            "effective_from_0": "2030-01-01",
+            "effective_from_1": "00:00:00",
+            "input_per_mtok": "2.00",
+            "cached_input_per_mtok": "1.00",
+            "cache_write_per_mtok": "2.00",
+            "output_per_mtok": "8.00",
+            "tiers": "[]",
+            "note": "negotiated",
+        },
+    )
+    assert response.status_code == 302
+    new = Price.objects.get(model=price.model, processing="standard", note="negotiated")
+    assert (new.source, new.created_by.username) == ("admin", "root")
+    price.refresh_from_db()
+    assert price.input_per_mtok == Decimal("2.5")  # history untouched
+    edit = admin_client.post(f"/admin/billing/price/{price.pk}/change/", {"input_per_mtok": "0"})
+    assert edit.status_code == 403
+
+
+def test_ledger_admin_is_read_only_and_totals_the_filter(admin_client, demo):
+    from billing.models import LedgerEntry
+    from billing.pricing import Usage
+    from billing.services import ledger_record_usage
+    from routing.models import LlmModel, Workload
+
+    workload = Workload.objects.get(slug="product-descriptions")
+    model = LlmModel.objects.get(model_id="claude-sonnet-4-5")
+    for key, mode in [("a", "batch"), ("b", "realtime")]:
+        ledger_record_usage(
+            key=key, team=workload.team, workload=workload, model=model, mode=mode,
+            usage=Usage(input_tokens=1000, output_tokens=100),
+        )  # fmt: skip
+    response = admin_client.get("/admin/billing/ledgerentry/?mode__exact=batch")
+    assert response.context["totals"]["cost_usd"] == Decimal("0.00225")
+    assert "Totals for this filter" in response.content.decode()
+    entry = LedgerEntry.objects.first()
+    assert admin_client.post(f"/admin/billing/ledgerentry/{entry.pk}/delete/").status_code == 403
+    assert LedgerEntry.objects.count() == 2
+
+
+def test_budget_admin_shows_utilisation(admin_client, demo):
+    from billing.services import budget_reserve
+
+    team = Team.objects.get(slug="acme")
+    budget_reserve(key="r", team=team, amount=Decimal("125"))
+    page = admin_client.get(f"/admin/billing/budget/?team__id__exact={team.pk}").content.decode()
+    assert "25.0%" in page  # 125 of the 500 monthly team budget
