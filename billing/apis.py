@@ -47,6 +47,7 @@ class BudgetOutputSerializer(serializers.Serializer):
     reserved_usd = money()
     remaining_usd = money()
     utilisation = serializers.DecimalField(max_digits=12, decimal_places=4)
+    alerting = serializers.BooleanField(help_text="Utilisation is at or past alert_threshold.")
 
     def get_scope(self, obj) -> str:
         return "workload" if obj.budget.workload_id else "team"

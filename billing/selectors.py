@@ -132,6 +132,11 @@ class BudgetStatus:
     def utilisation(self) -> Decimal:
         return (self.spent_usd + self.reserved_usd) / self.limit_usd if self.limit_usd else ZERO
 
+    @property
+    def alerting(self) -> bool:
+        """At or past the budget's alert threshold this period."""
+        return self.utilisation >= self.budget.alert_threshold
+
 
 def budget_status(budget: Budget, at: datetime) -> BudgetStatus:
     starts_at, ends_at = period_bounds(budget.period, at)

@@ -50,6 +50,9 @@ def test_budgets_list_only_the_keys_team_with_live_counters(admin_key, demo):
     assert mine["limit_usd"] == "500.000000000000"
     assert mine["reserved_usd"] == "1.250000000000"
     assert mine["remaining_usd"] == "498.750000000000"
+    assert mine["alerting"] is False
+    budget_reserve(key="r2", team=acme, amount=Decimal("398.75"))  # 80% of 500
+    assert admin_key.get(f"/api/v1/budgets/{budget.pk}").json()["alerting"] is True
     other = Budget.objects.get(team__slug="globex", workload=None)
     assert admin_key.get(f"/api/v1/budgets/{other.pk}").status_code == 404
 
