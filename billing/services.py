@@ -302,34 +302,41 @@ def budget_reserve(
         return Admission(hold=existing, created=False)
     at = at or timezone.now()
     soft_breaches = []
-    with transaction.atomic():
-        periods = _periods_for(team=team, workload=workload, at=at)
-        for period in periods:
-            rows = BudgetPeriod.objects.filter(pk=period.pk)
-            if period.budget.hard:
-                # The check and the increment are one statement: concurrent
-                # admissions cannot both see the same headroom (no check-then-spend).
-                changed = rows.filter(
-                    spent_usd__lte=F("limit_usd") - F("reserved_usd") - amount
-                ).update(reserved_usd=F("reserved_usd") + amount)
-                if changed != 1:
+    try:
+        with transaction.atomic():
+            periods = _periods_for(team=team, workload=workload, at=at)
+            for period in periods:
+                rows = BudgetPeriod.objects.filter(pk=period.pk)
+                if period.budget.hard:
+                    # The check and the increment are one statement: concurrent
+                    # admissions cannot both see the same headroom (no check-then-spend).
+                    changed = rows.filter(
+                        spent_usd__lte=F("limit_usd") - F("reserved_usd") - amount
+                    ).update(reserved_usd=F("reserved_usd") + amount)
+                    if changed != 1:
+                        period.refresh_from_db()
+                        raise BudgetExceeded(period.budget, period, amount)
+                else:
+                    rows.update(reserved_usd=F("reserved_usd") + amount)
                     period.refresh_from_db()
-                    raise BudgetExceeded(period.budget, period, amount)
-            else:
-                rows.update(reserved_usd=F("reserved_usd") + amount)
-                period.refresh_from_db()
-                if period.spent_usd + period.reserved_usd > period.limit_usd:
-                    soft_breaches.append(period.budget)
-        hold = Hold.objects.create(
-            key=key,
-            team=team,
-            workload=workload,
-            request=request,
-            amount_usd=amount,
-            created_at=at,
-            expires_at=at + ttl,
-        )
-        hold.periods.set(periods)
+                    if period.spent_usd + period.reserved_usd > period.limit_usd:
+                        soft_breaches.append(period.budget)
+            hold = Hold.objects.create(
+                key=key,
+                team=team,
+                workload=workload,
+                request=request,
+                amount_usd=amount,
+                created_at=at,
+                expires_at=at + ttl,
+            )
+            hold.periods.set(periods)
+    except IntegrityError:
+        # A concurrent call with the same key won; its reservation is the one (ours rolled back).
+        existing = Hold.objects.filter(key=key).first()
+        if existing is None:
+            raise
+        return Admission(hold=existing, created=False)
     return Admission(hold=hold, created=True, soft_breaches=soft_breaches)
 
 
