@@ -133,6 +133,23 @@ def pricing_estimate(
     return cost, counterfactual
 
 
+def reservation_amount(
+    *,
+    model: LlmModel,
+    mode: str,
+    prompt_tokens: int,
+    max_output_tokens: int,
+    at: datetime | None = None,
+) -> Decimal:
+    """The worst case a request can cost: its whole prompt uncached plus max_tokens of output,
+    at the price of the mode it will be served in (what admission reserves)."""
+    if mode == Mode.CACHE:
+        return Decimal(0)
+    version = selectors.price_in_force(model, processing_for(mode), at or timezone.now())
+    usage = Usage(input_tokens=prompt_tokens, output_tokens=max_output_tokens)
+    return price_usage(usage, version).total
+
+
 def ledger_record_usage(
     *,
     key: str,
