@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from billing import selectors
 from billing.models import Budget, LedgerEntry, Price
+from routing.admin import ReadOnlyAdmin
 
 
 @admin.register(Price)
@@ -40,7 +41,7 @@ class PriceAdmin(admin.ModelAdmin):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(admin.ModelAdmin):
+class LedgerEntryAdmin(ReadOnlyAdmin):
     """Read-only; the totals under the list are for the current filter."""
 
     list_display = [
@@ -52,15 +53,6 @@ class LedgerEntryAdmin(admin.ModelAdmin):
     list_select_related = ["team", "workload", "model"]
     date_hierarchy = "occurred_at"
     change_list_template = "admin/billing/ledgerentry/change_list.html"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def changelist_view(self, request, extra_context=None):
         response = super().changelist_view(request, extra_context)

@@ -22,6 +22,16 @@ def money(**kwargs) -> serializers.DecimalField:
     return serializers.DecimalField(max_digits=24, decimal_places=12, **kwargs)
 
 
+def positive_usd(value) -> None:
+    if value <= 0:
+        raise serializers.ValidationError("Must be a positive amount of US dollars.")
+
+
+def share_above_zero(value) -> None:
+    if value <= 0:
+        raise serializers.ValidationError("Must be a share of the limit above 0.")
+
+
 def tokens(**kwargs) -> serializers.IntegerField:
     return serializers.IntegerField(min_value=0, max_value=MAX_TOKENS_PER_RECORD, **kwargs)
 
@@ -68,21 +78,15 @@ class BudgetListApi(APIView):
         scope = serializers.ChoiceField(choices=["team", "workload"])
         workload = serializers.SlugField(required=False)
         period = serializers.ChoiceField(choices=Budget.Period.choices)
-        limit_usd = money(min_value=0)
+        limit_usd = money(validators=[positive_usd])
         hard = serializers.BooleanField(default=True)
         alert_threshold = serializers.DecimalField(
-            max_digits=4, decimal_places=3, min_value=0, max_value=1, default=Decimal("0.8")
+            max_digits=4,
+            decimal_places=3,
+            max_value=1,
+            default=Decimal("0.8"),
+            validators=[share_above_zero],
         )
-
-        def validate_limit_usd(self, value):
-            if value <= 0:
-                raise serializers.ValidationError("Must be a positive amount of US dollars.")
-            return value
-
-        def validate_alert_threshold(self, value):
-            if value <= 0:
-                raise serializers.ValidationError("Must be a share of the limit above 0.")
-            return value
 
         def validate(self, data):
             if data["scope"] == "workload" and not data.get("workload"):
@@ -135,21 +139,15 @@ class BudgetDetailApi(APIView):
 
     @extend_schema_serializer(component_name="BudgetUpdate")
     class UpdateSerializer(serializers.Serializer):
-        limit_usd = money(required=False)
+        limit_usd = money(required=False, validators=[positive_usd])
         hard = serializers.BooleanField(required=False)
         alert_threshold = serializers.DecimalField(
-            max_digits=4, decimal_places=3, min_value=0, max_value=1, required=False
+            max_digits=4,
+            decimal_places=3,
+            max_value=1,
+            required=False,
+            validators=[share_above_zero],
         )
-
-        def validate_limit_usd(self, value):
-            if value <= 0:
-                raise serializers.ValidationError("Must be a positive amount of US dollars.")
-            return value
-
-        def validate_alert_threshold(self, value):
-            if value <= 0:
-                raise serializers.ValidationError("Must be a share of the limit above 0.")
-            return value
 
         def validate(self, data):
             fixed = {"scope", "workload", "period", "team"} & set(self.initial_data)

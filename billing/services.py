@@ -174,8 +174,7 @@ def ledger_record_usage(
     """
     if kind == LedgerEntry.Kind.REVERSAL:
         raise ValueError("use ledger_reverse for reversals")
-    existing = LedgerEntry.objects.filter(idempotency_key=key).first()
-    if existing is not None:
+    if (existing := LedgerEntry.objects.filter(idempotency_key=key).first()) is not None:
         return existing, False
     at = at or timezone.now()
     if counterfactual_model is None and workload is not None:
@@ -183,38 +182,34 @@ def ledger_record_usage(
     cost, counterfactual = pricing_estimate(
         model=model, usage=usage, mode=mode, counterfactual_model=counterfactual_model, at=at
     )
-    try:
-        with transaction.atomic():
-            entry = LedgerEntry.objects.create(
-                idempotency_key=key,
-                kind=kind,
-                mode=mode,
-                team=team,
-                workload=workload,
-                request=request,
-                model=model,
-                input_tokens=usage.input_tokens,
-                cached_input_tokens=usage.cached_input_tokens,
-                cache_write_tokens=usage.cache_write_tokens,
-                output_tokens=usage.output_tokens,
-                reasoning_tokens=usage.reasoning_tokens,
-                price_id=cost.version.id if cost.version else None,
-                cost_usd=cost.total,
-                counterfactual_price_id=counterfactual.version.id,
-                counterfactual_cost_usd=counterfactual.total,
-                occurred_at=at,
-                note=note,
-            )
-            _add_spent(team=team, workload=workload, at=at, amount=cost.total)
-            if hold is not None:
-                _resolve_hold(hold, Hold.Status.SETTLED)
-    except IntegrityError:
-        # A concurrent call with the same key won the insert: that entry is the record.
-        existing = LedgerEntry.objects.filter(idempotency_key=key).first()
-        if existing is None:
-            raise
-        return existing, False
-    return entry, True
+
+    def write() -> LedgerEntry:
+        entry = LedgerEntry.objects.create(
+            idempotency_key=key,
+            kind=kind,
+            mode=mode,
+            team=team,
+            workload=workload,
+            request=request,
+            model=model,
+            input_tokens=usage.input_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            output_tokens=usage.output_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            price_id=cost.version.id if cost.version else None,
+            cost_usd=cost.total,
+            counterfactual_price_id=counterfactual.version.id,
+            counterfactual_cost_usd=counterfactual.total,
+            occurred_at=at,
+            note=note,
+        )
+        _add_spent(team=team, workload=workload, at=at, amount=cost.total)
+        if hold is not None:
+            _resolve_hold(hold, Hold.Status.SETTLED)
+        return entry
+
+    return _insert_once(key, write)
 
 
 def ledger_reverse(*, entry: LedgerEntry, reason: str) -> tuple[LedgerEntry, bool]:
@@ -222,45 +217,57 @@ def ledger_reverse(*, entry: LedgerEntry, reason: str) -> tuple[LedgerEntry, boo
     if entry.kind == LedgerEntry.Kind.REVERSAL:
         raise ValueError("a reversal cannot itself be reversed; record a new charge instead")
     key = f"reversal:{entry.idempotency_key}"
-    existing = LedgerEntry.objects.filter(idempotency_key=key).first()
-    if existing is not None:
+
+    def write() -> LedgerEntry:
+        reversal = LedgerEntry.objects.create(
+            idempotency_key=key,
+            kind=LedgerEntry.Kind.REVERSAL,
+            mode=entry.mode,
+            team_id=entry.team_id,
+            workload_id=entry.workload_id,
+            request_id=entry.request_id,
+            model_id=entry.model_id,
+            input_tokens=-entry.input_tokens,
+            cached_input_tokens=-entry.cached_input_tokens,
+            cache_write_tokens=-entry.cache_write_tokens,
+            output_tokens=-entry.output_tokens,
+            reasoning_tokens=-entry.reasoning_tokens,
+            price_id=entry.price_id,
+            cost_usd=-entry.cost_usd,
+            counterfactual_price_id=entry.counterfactual_price_id,
+            counterfactual_cost_usd=-entry.counterfactual_cost_usd,
+            reverses=entry,
+            # Booked in the original's period, so that period's spend goes back down.
+            occurred_at=entry.occurred_at,
+            note=reason[:300],
+        )
+        _add_spent(
+            team=entry.team,
+            workload=entry.workload,
+            at=entry.occurred_at,
+            amount=-entry.cost_usd,
+        )
+        return reversal
+
+    return _insert_once(key, write)
+
+
+def _insert_once(key: str, write) -> tuple[LedgerEntry, bool]:
+    """Run `write` (an entry and its counter updates) once per key: (entry, created).
+
+    The unique key decides, so a retry, or a concurrent call that loses the insert,
+    gets the recorded entry back and changes nothing (I2).
+    """
+    if (existing := LedgerEntry.objects.filter(idempotency_key=key).first()) is not None:
         return existing, False
     try:
         with transaction.atomic():
-            reversal = LedgerEntry.objects.create(
-                idempotency_key=key,
-                kind=LedgerEntry.Kind.REVERSAL,
-                mode=entry.mode,
-                team_id=entry.team_id,
-                workload_id=entry.workload_id,
-                request_id=entry.request_id,
-                model_id=entry.model_id,
-                input_tokens=-entry.input_tokens,
-                cached_input_tokens=-entry.cached_input_tokens,
-                cache_write_tokens=-entry.cache_write_tokens,
-                output_tokens=-entry.output_tokens,
-                reasoning_tokens=-entry.reasoning_tokens,
-                price_id=entry.price_id,
-                cost_usd=-entry.cost_usd,
-                counterfactual_price_id=entry.counterfactual_price_id,
-                counterfactual_cost_usd=-entry.counterfactual_cost_usd,
-                reverses=entry,
-                # Booked in the original's period, so that period's spend goes back down.
-                occurred_at=entry.occurred_at,
-                note=reason[:300],
-            )
-            _add_spent(
-                team=entry.team,
-                workload=entry.workload,
-                at=entry.occurred_at,
-                amount=-entry.cost_usd,
-            )
+            return write(), True
     except IntegrityError:
         existing = LedgerEntry.objects.filter(idempotency_key=key).first()
         if existing is None:
             raise
         return existing, False
-    return reversal, True
 
 
 # --- budgets --------------------------------------------------------------------------

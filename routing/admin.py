@@ -18,6 +18,19 @@ from routing.models import (
 from routing.services import api_key_create, api_key_revoke
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """For records written only by the application (requests, the ledger): view, never edit."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "member_count", "created_at"]
@@ -214,7 +227,7 @@ class WorkloadAdmin(admin.ModelAdmin):
 
 
 @admin.register(Request)
-class RequestAdmin(admin.ModelAdmin):
+class RequestAdmin(ReadOnlyAdmin):
     """Read-only: requests are written by the API, never by hand."""
 
     list_display = ["id", "team", "workload", "status", "created_at", "completed_at"]
@@ -222,12 +235,3 @@ class RequestAdmin(admin.ModelAdmin):
     search_fields = ["id", "workload__slug"]
     list_select_related = ["team", "workload"]
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
