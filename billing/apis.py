@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing import selectors, services
+from billing.fields import MAX_USD
 from billing.models import Budget, LedgerEntry, Mode
 from billing.pricing import MAX_TOKENS_PER_RECORD, PricingError, Usage
 from routing import selectors as routing_selectors
@@ -25,6 +26,8 @@ def money(**kwargs) -> serializers.DecimalField:
 def positive_usd(value) -> None:
     if value <= 0:
         raise serializers.ValidationError("Must be a positive amount of US dollars.")
+    if value > MAX_USD:
+        raise serializers.ValidationError(f"Must be at most {MAX_USD} US dollars.")
 
 
 def share_above_zero(value) -> None:

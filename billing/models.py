@@ -1,21 +1,25 @@
 """Money: versioned prices, the append-only ledger, budgets with their period counters and holds.
 
 All amounts are US dollars as Decimal with 12 decimal places: a request often
-costs a fraction of a cent, which micro-dollars would round away.
+costs a fraction of a cent, which micro-dollars would round away. They are
+MoneyFields, stored as exact integers of picodollars (billing/fields.py says why).
 """
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from billing.fields import MAX_USD, MoneyField
 from routing.models import LlmModel, Request, Team, Workload
 
-MONEY = {"max_digits": 24, "decimal_places": 12}
-RATE = {"max_digits": 20, "decimal_places": 10}
+# At most 15 significant digits: SQLite keeps a decimal as a binary float, which round-trips
+# exactly only that far. Up to $99,999.9999999999 per million tokens.
+RATE = {"max_digits": 15, "decimal_places": 10}
 
 
 class Processing(models.TextChoices):
@@ -101,10 +105,10 @@ class LedgerEntry(models.Model):
     price = models.ForeignKey(
         Price, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )  # null for cache hits, which cost nothing
-    cost_usd = models.DecimalField(**MONEY)  # USD
+    cost_usd = MoneyField()  # USD
     counterfactual_price = models.ForeignKey(Price, on_delete=models.PROTECT, related_name="+")
     # USD: the same usage served realtime at the standard price of the workload's primary model.
-    counterfactual_cost_usd = models.DecimalField(**MONEY)
+    counterfactual_cost_usd = MoneyField()
     reverses = models.OneToOneField(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="reversed_by"
     )
@@ -160,7 +164,9 @@ class Budget(models.Model):
         help_text="Blank: the whole team.",
     )
     period = models.CharField(max_length=5, choices=Period.choices, default=Period.MONTH)
-    limit_usd = models.DecimalField(**MONEY)  # USD per period
+    limit_usd = MoneyField(  # USD per period
+        validators=[MaxValueValidator(MAX_USD, "A budget limit is at most $%(limit_value)s.")]
+    )
     hard = models.BooleanField(
         default=True,
         help_text="Hard: refuse a request that could exceed it. Soft: apply the policy's "
@@ -210,9 +216,9 @@ class BudgetPeriod(models.Model):
     budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="periods")
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField()
-    limit_usd = models.DecimalField(**MONEY)  # USD
-    spent_usd = models.DecimalField(**MONEY, default=0)  # USD, sum of the period's entries
-    reserved_usd = models.DecimalField(**MONEY, default=0)  # USD, sum of open holds
+    limit_usd = MoneyField()  # USD
+    spent_usd = MoneyField(default=0)  # USD, sum of the period's entries
+    reserved_usd = MoneyField(default=0)  # USD, sum of open holds
 
     class Meta:
         ordering = ["budget", "-starts_at"]
@@ -242,7 +248,7 @@ class Hold(models.Model):
     request = models.ForeignKey(
         Request, null=True, blank=True, on_delete=models.PROTECT, related_name="holds"
     )
-    amount_usd = models.DecimalField(**MONEY)  # USD
+    amount_usd = MoneyField()  # USD
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.HELD)
     periods = models.ManyToManyField(BudgetPeriod, related_name="holds", blank=True)
     created_at = models.DateTimeField(default=timezone.now)

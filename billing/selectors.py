@@ -10,6 +10,7 @@ from typing import Any
 from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
+from billing.fields import usd
 from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Price
 from billing.pricing import PriceVersion, PricingError, Rates, Tier
 from routing.models import LlmModel, Team, Workload
@@ -115,6 +116,11 @@ def entries_in_scope(period: BudgetPeriod) -> QuerySet[LedgerEntry]:
     return entries
 
 
+def period_spent(period: BudgetPeriod) -> Decimal:
+    """What the ledger says a budget period has spent (its counter should agree)."""
+    return entries_in_scope(period).aggregate(s=Coalesce(Sum("cost_usd"), usd(ZERO)))["s"]
+
+
 @dataclass
 class BudgetStatus:
     budget: Budget
@@ -153,8 +159,8 @@ def budget_status(budget: Budget, at: datetime) -> BudgetStatus:
 
 def ledger_totals(entries: QuerySet[LedgerEntry]) -> dict[str, Any]:
     sums = entries.aggregate(
-        cost_usd=Coalesce(Sum("cost_usd"), ZERO),
-        counterfactual_cost_usd=Coalesce(Sum("counterfactual_cost_usd"), ZERO),
+        cost_usd=Coalesce(Sum("cost_usd"), usd(ZERO)),
+        counterfactual_cost_usd=Coalesce(Sum("counterfactual_cost_usd"), usd(ZERO)),
         input_tokens=Coalesce(Sum("input_tokens"), 0),
         cached_input_tokens=Coalesce(Sum("cached_input_tokens"), 0),
         cache_write_tokens=Coalesce(Sum("cache_write_tokens"), 0),
@@ -176,8 +182,8 @@ def ledger_sums_by(entries: QuerySet[LedgerEntry], dimension: str) -> list[dict[
     return list(
         entries.values(field)
         .annotate(
-            cost_usd=Coalesce(Sum("cost_usd"), ZERO),
-            counterfactual_cost_usd=Coalesce(Sum("counterfactual_cost_usd"), ZERO),
+            cost_usd=Coalesce(Sum("cost_usd"), usd(ZERO)),
+            counterfactual_cost_usd=Coalesce(Sum("counterfactual_cost_usd"), usd(ZERO)),
         )
         .order_by(field)
     )
@@ -195,9 +201,9 @@ def ledger_drift() -> list[Drift]:
     """Every budget-period counter that differs from what its entries and holds say (I3)."""
     drifts = []
     for period in BudgetPeriod.objects.select_related("budget__team", "budget__workload"):
-        spent = entries_in_scope(period).aggregate(s=Coalesce(Sum("cost_usd"), ZERO))["s"]
+        spent = period_spent(period)
         reserved = period.holds.filter(status=Hold.Status.HELD).aggregate(
-            s=Coalesce(Sum("amount_usd"), ZERO)
+            s=Coalesce(Sum("amount_usd"), usd(ZERO))
         )["s"]
         if spent != period.spent_usd:
             drifts.append(Drift(period, "spent_usd", period.spent_usd, spent))

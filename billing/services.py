@@ -19,6 +19,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from billing import selectors
+from billing.fields import usd
 from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Mode, Price, Processing
 from billing.price_sources import published_versions
 from billing.pricing import Cost, PriceVersion, PricingError, Usage, price_usage
@@ -141,13 +142,20 @@ def reservation_amount(
     max_output_tokens: int,
     at: datetime | None = None,
 ) -> Decimal:
-    """The worst case a request can cost: its whole prompt uncached plus max_tokens of output,
-    at the price of the mode it will be served in (what admission reserves)."""
+    """The worst case a request can cost: its whole prompt at the dearer of the input and
+    cache-write rates (Anthropic bills writing a prompt to the cache above reading it fresh)
+    plus max_tokens of output, at the price of the mode it will be served in."""
     if mode == Mode.CACHE:
         return Decimal(0)
     version = selectors.price_in_force(model, processing_for(mode), at or timezone.now())
-    usage = Usage(input_tokens=prompt_tokens, output_tokens=max_output_tokens)
-    return price_usage(usage, version).total
+    return max(
+        price_usage(
+            Usage(input_tokens=prompt_tokens, output_tokens=max_output_tokens), version
+        ).total,
+        price_usage(
+            Usage(cache_write_tokens=prompt_tokens, output_tokens=max_output_tokens), version
+        ).total,
+    )
 
 
 def ledger_record_usage(
@@ -184,6 +192,8 @@ def ledger_record_usage(
     )
 
     def write() -> LedgerEntry:
+        # Periods first: one opened now counts the ledger so far, which must not include this.
+        periods = _periods_for(team=team, workload=workload, at=at)
         entry = LedgerEntry.objects.create(
             idempotency_key=key,
             kind=kind,
@@ -204,7 +214,7 @@ def ledger_record_usage(
             occurred_at=at,
             note=note,
         )
-        _add_spent(team=team, workload=workload, at=at, amount=cost.total)
+        _add_spent(periods, cost.total)
         if hold is not None:
             _resolve_hold(hold, Hold.Status.SETTLED)
         return entry
@@ -219,6 +229,7 @@ def ledger_reverse(*, entry: LedgerEntry, reason: str) -> tuple[LedgerEntry, boo
     key = f"reversal:{entry.idempotency_key}"
 
     def write() -> LedgerEntry:
+        periods = _periods_for(team=entry.team, workload=entry.workload, at=entry.occurred_at)
         reversal = LedgerEntry.objects.create(
             idempotency_key=key,
             kind=LedgerEntry.Kind.REVERSAL,
@@ -241,12 +252,7 @@ def ledger_reverse(*, entry: LedgerEntry, reason: str) -> tuple[LedgerEntry, boo
             occurred_at=entry.occurred_at,
             note=reason[:300],
         )
-        _add_spent(
-            team=entry.team,
-            workload=entry.workload,
-            at=entry.occurred_at,
-            amount=-entry.cost_usd,
-        )
+        _add_spent(periods, -entry.cost_usd)
         return reversal
 
     return _insert_once(key, write)
@@ -274,26 +280,30 @@ def _insert_once(key: str, write) -> tuple[LedgerEntry, bool]:
 
 
 def _periods_for(*, team: Team, workload: Workload | None, at: datetime) -> list[BudgetPeriod]:
-    """The counter rows of every budget touching (team, workload) at `at`, created on demand,
-    in a fixed order (by id) so concurrent transactions lock them alike."""
+    """The counter rows of every budget touching (team, workload) at `at`, in a fixed order (by
+    id) so concurrent transactions lock them alike. A period opens with what the ledger already
+    holds for it: a budget created mid-month counts the month's spend so far."""
     periods = []
     for budget in selectors.budgets_touching(team=team, workload=workload):
         starts_at, ends_at = selectors.period_bounds(budget.period, at)
-        period, _ = BudgetPeriod.objects.get_or_create(
+        period, created = BudgetPeriod.objects.get_or_create(
             budget=budget,
             starts_at=starts_at,
             defaults={"ends_at": ends_at, "limit_usd": budget.limit_usd},
         )
         period.budget = budget
+        if created and (spent := selectors.period_spent(period)):
+            BudgetPeriod.objects.filter(pk=period.pk).update(spent_usd=usd(spent))
+            period.spent_usd = spent
         periods.append(period)
     return sorted(periods, key=lambda p: p.pk)
 
 
-def _add_spent(*, team: Team, workload: Workload | None, at: datetime, amount: Decimal) -> None:
+def _add_spent(periods: list[BudgetPeriod], amount: Decimal) -> None:
     if amount == 0:
         return
-    for period in _periods_for(team=team, workload=workload, at=at):
-        BudgetPeriod.objects.filter(pk=period.pk).update(spent_usd=F("spent_usd") + amount)
+    for period in periods:
+        BudgetPeriod.objects.filter(pk=period.pk).update(spent_usd=F("spent_usd") + usd(amount))
 
 
 @dataclass
@@ -335,13 +345,13 @@ def budget_reserve(
                     # The check and the increment are one statement: concurrent
                     # admissions cannot both see the same headroom (no check-then-spend).
                     changed = rows.filter(
-                        spent_usd__lte=F("limit_usd") - F("reserved_usd") - amount
-                    ).update(reserved_usd=F("reserved_usd") + amount)
+                        spent_usd__lte=F("limit_usd") - F("reserved_usd") - usd(amount)
+                    ).update(reserved_usd=F("reserved_usd") + usd(amount))
                     if changed != 1:
                         period.refresh_from_db()
                         raise BudgetExceeded(period.budget, period, amount)
                 else:
-                    rows.update(reserved_usd=F("reserved_usd") + amount)
+                    rows.update(reserved_usd=F("reserved_usd") + usd(amount))
                     period.refresh_from_db()
                     if period.spent_usd + period.reserved_usd > period.limit_usd:
                         soft_breaches.append(period.budget)
@@ -355,8 +365,10 @@ def budget_reserve(
                 expires_at=at + ttl,
             )
             hold.periods.set(periods)
-    except IntegrityError:
-        # A concurrent call with the same key won; its reservation is the one (ours rolled back).
+    except (IntegrityError, BudgetExceeded):
+        # A concurrent call with the same key may have won (a retry racing its original): its
+        # reservation is the one, even when it left no room for ours. The winner committed
+        # before our UPDATE or INSERT could proceed, so it is visible here; ours rolled back.
         existing = Hold.objects.filter(key=key).first()
         if existing is None:
             raise
@@ -371,7 +383,9 @@ def _resolve_hold(hold: Hold, status: str) -> bool:
     )
     if changed != 1:
         return False
-    BudgetPeriod.objects.filter(holds=hold).update(reserved_usd=F("reserved_usd") - hold.amount_usd)
+    BudgetPeriod.objects.filter(holds=hold).update(
+        reserved_usd=F("reserved_usd") - usd(hold.amount_usd)
+    )
     hold.status = status
     return True
 

@@ -99,6 +99,8 @@ def test_member_key_cannot_change_budgets(member_key, demo):
         ({"scope": "team", "period": "month", "limit_usd": "-5"}, "limit_usd"),
         ({"scope": "team", "period": "month", "limit_usd": "0"}, "limit_usd"),
         ({"scope": "team", "period": "month", "limit_usd": "lots"}, "limit_usd"),
+        ({"scope": "team", "period": "day", "limit_usd": "1000000.01"}, "limit_usd"),
+        ({"scope": "team", "period": "day", "limit_usd": "0.0000000000001"}, "limit_usd"),
         ({"scope": "team", "period": "week", "limit_usd": "5"}, "period"),
         ({"scope": "workload", "period": "day", "limit_usd": "5"}, "workload"),
         (

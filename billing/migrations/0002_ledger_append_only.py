@@ -7,45 +7,10 @@ sends them. A correction is a reversing entry.
 
 from django.db import migrations
 
-MESSAGE = "ledger entries are append-only: record a reversal instead"
-
-SQLITE = [
-    f"""CREATE TRIGGER IF NOT EXISTS billing_ledger_no_update BEFORE UPDATE ON billing_ledgerentry
-        BEGIN SELECT RAISE(ABORT, '{MESSAGE}'); END""",
-    f"""CREATE TRIGGER IF NOT EXISTS billing_ledger_no_delete BEFORE DELETE ON billing_ledgerentry
-        BEGIN SELECT RAISE(ABORT, '{MESSAGE}'); END""",
-]
-SQLITE_REVERSE = [
-    "DROP TRIGGER IF EXISTS billing_ledger_no_update",
-    "DROP TRIGGER IF EXISTS billing_ledger_no_delete",
-]
-POSTGRES = [
-    f"""CREATE OR REPLACE FUNCTION billing_ledger_append_only() RETURNS trigger AS $$
-        BEGIN RAISE EXCEPTION '{MESSAGE}' USING ERRCODE = 'integrity_constraint_violation'; END;
-        $$ LANGUAGE plpgsql""",
-    """CREATE TRIGGER billing_ledger_append_only BEFORE UPDATE OR DELETE ON billing_ledgerentry
-        FOR EACH ROW EXECUTE FUNCTION billing_ledger_append_only()""",
-]
-POSTGRES_REVERSE = [
-    "DROP TRIGGER IF EXISTS billing_ledger_append_only ON billing_ledgerentry",
-    "DROP FUNCTION IF EXISTS billing_ledger_append_only()",
-]
-
-
-def run(statements_by_vendor):
-    def apply(apps, schema_editor):
-        for statement in statements_by_vendor.get(schema_editor.connection.vendor, []):
-            schema_editor.execute(statement)
-
-    return apply
+from billing.migrations import _append_only
 
 
 class Migration(migrations.Migration):
     dependencies = [("billing", "0001_initial")]
 
-    operations = [
-        migrations.RunPython(
-            run({"sqlite": SQLITE, "postgresql": POSTGRES}),
-            run({"sqlite": SQLITE_REVERSE, "postgresql": POSTGRES_REVERSE}),
-        )
-    ]
+    operations = [migrations.RunPython(_append_only.forward, _append_only.backward)]

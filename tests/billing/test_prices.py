@@ -1,0 +1,277 @@
+"""Prices: the offline sync from genai-prices, published examples, and versioned overrides."""
+
+from __future__ import annotations
+
+import io
+import socket
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from genai_prices import Usage as GenaiUsage
+from genai_prices import calc_price
+
+from billing.models import Mode, Price, Processing
+from billing.pricing import PriceVersion, Rates, Usage, quantize
+from billing.services import ledger_record_usage, price_create, pricing_estimate
+from llmops.demo import MODELS
+from routing.models import LlmModel, Provider
+
+pytestmark = pytest.mark.django_db
+
+DEMO_MODEL_IDS = [model_id for _, model_id, *_ in MODELS]
+# Our batch prices that genai-prices does not publish: derived by the providers' 50% rule.
+DERIVED = {("claude-opus-4-1", Processing.BATCH)}
+RATE_FIELDS = ["input_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok", "output_per_mtok"]
+
+
+@pytest.fixture
+def demo_models(db) -> list[LlmModel]:
+    """The demo's providers and models, with no price yet."""
+    providers = {
+        "sim-openai": Provider.objects.create(
+            slug="sim-openai",
+            name="OpenAI",
+            kind=Provider.Kind.OPENAI,
+            base_url="http://127.0.0.1:9/openai/v1",
+        ),
+        "sim-anthropic": Provider.objects.create(
+            slug="sim-anthropic",
+            name="Anthropic",
+            kind=Provider.Kind.ANTHROPIC,
+            base_url="http://127.0.0.1:9/anthropic",
+        ),
+    }
+    return [
+        LlmModel.objects.create(
+            provider=providers[provider],
+            model_id=model_id,
+            tier=tier,
+            context_window=context,
+            max_output_tokens=max_out,
+        )
+        for provider, model_id, tier, context, max_out in MODELS
+    ]
+
+
+def sync_prices() -> str:
+    out = io.StringIO()
+    call_command("sync_prices", stdout=out)
+    return out.getvalue()
+
+
+def price(model: LlmModel, processing: str) -> Price:
+    return Price.objects.get(model=model, processing=processing)
+
+
+def test_syncing_twice_creates_nothing_the_second_time(demo_models):
+    first = sync_prices()
+    rows = list(Price.objects.order_by("pk").values())
+    second = sync_prices()
+
+    assert "0 new version(s)" not in first
+    assert {(p["model_id"], p["processing"]) for p in rows} >= {
+        (model.pk, processing) for model in demo_models for processing in ("standard", "batch")
+    }
+    assert f"0 new version(s), {len(rows)} unchanged" in second
+    assert list(Price.objects.order_by("pk").values()) == rows
+
+
+def test_syncing_never_opens_a_socket(demo_models, monkeypatch):
+    attempts = []
+
+    def no_network(sock, address):
+        attempts.append(address)
+        raise OSError("this test has no network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket.socket, "connect_ex", no_network)
+    out = sync_prices()
+    monkeypatch.undo()
+
+    assert attempts == []
+    assert "skipped" not in out
+    for model in demo_models:
+        assert price(model, "standard").input_per_mtok > 0
+
+
+def test_opus_batch_is_derived_at_exactly_half_the_standard_price(demo):
+    opus = demo.models["claude-opus-4-1"]
+    standard, batch = price(opus, "standard"), price(opus, "batch")
+
+    assert (standard.derived, batch.derived) == (False, True)
+    for field in RATE_FIELDS:
+        assert getattr(batch, field) == getattr(standard, field) / 2, field
+    assert batch.input_per_mtok == Decimal("7.5")
+    assert batch.effective_from == standard.effective_from
+
+
+@pytest.mark.parametrize(
+    ("model_id", "input_rate", "output_rate"),
+    [("gpt-4o", "1.25", "5"), ("claude-sonnet-4-5", "1.5", "7.5")],
+)
+def test_a_published_batch_price_is_copied_not_derived(demo, model_id, input_rate, output_rate):
+    batch = price(demo.models[model_id], "batch")
+
+    assert not batch.derived
+    assert (batch.input_per_mtok, batch.output_per_mtok) == (
+        Decimal(input_rate),
+        Decimal(output_rate),
+    )
+    assert batch.source.startswith("genai-prices")
+
+
+def test_only_opus_batch_is_derived_among_the_demo_models(demo):
+    derived = set(Price.objects.filter(derived=True).values_list("model__model_id", "processing"))
+    assert derived == DERIVED
+
+
+@pytest.mark.parametrize(
+    ("model_id", "mode", "usage", "cost"),
+    [
+        # 1000 prompt tokens of which 500 cached, 200 output: 500 x $2.5 + 500 x $1.25 + 200 x $10
+        (
+            "gpt-4o",
+            Mode.REALTIME,
+            Usage(input_tokens=500, cached_input_tokens=500, output_tokens=200),
+            "0.003875",
+        ),
+        (
+            "claude-sonnet-4-5",
+            Mode.BATCH,
+            Usage(input_tokens=10_000, output_tokens=1_000),
+            "0.0225",
+        ),
+        # Up to 200k prompt tokens: $3 / $15.
+        (
+            "claude-sonnet-4-5",
+            Mode.STREAM,
+            Usage(input_tokens=200_000, output_tokens=1_000),
+            "0.615",
+        ),
+        # Above it, every token at the long-context tier: $6 / $22.5.
+        (
+            "claude-sonnet-4-5",
+            Mode.STREAM,
+            Usage(input_tokens=200_001, output_tokens=1_000),
+            "1.222506",
+        ),
+        # Cache reads and writes count toward the tier's threshold: $6 / $0.6 / $7.5 / $22.5.
+        (
+            "claude-sonnet-4-5",
+            Mode.REALTIME,
+            Usage(
+                input_tokens=145_000,
+                cached_input_tokens=60_000,
+                cache_write_tokens=5_000,
+                output_tokens=1_000,
+            ),
+            "0.966",
+        ),
+    ],
+    ids=[
+        "gpt-4o-cached",
+        "sonnet-batch",
+        "sonnet-200k",
+        "sonnet-long-context",
+        "sonnet-tier-cache",
+    ],
+)
+def test_published_examples_cost_what_the_providers_say(demo, model_id, mode, usage, cost):
+    estimate, _ = pricing_estimate(model=demo.models[model_id], usage=usage, mode=mode, at=demo.at)
+    assert estimate.total == Decimal(cost)
+
+
+USAGES = [
+    Usage(input_tokens=1_000, output_tokens=200),
+    Usage(input_tokens=500, cached_input_tokens=500, output_tokens=200),
+    Usage(
+        input_tokens=700, cached_input_tokens=2_000, cache_write_tokens=3_000, output_tokens=1_500
+    ),
+    Usage(input_tokens=3, output_tokens=1),
+    Usage(
+        input_tokens=250_000,
+        cached_input_tokens=10_000,
+        cache_write_tokens=5_000,
+        output_tokens=3_000,
+    ),
+]
+
+
+def genai_total(model: LlmModel, usage: Usage, processing: str, at) -> Decimal:
+    return calc_price(
+        GenaiUsage(
+            input_tokens=usage.prompt_tokens,  # genai-prices counts cached tokens as input too
+            cache_read_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            output_tokens=usage.output_tokens,
+        ),
+        model.model_id,
+        provider_id=model.provider.kind,
+        genai_request_timestamp=at,
+        price_context={"processing": "batch"} if processing == Processing.BATCH else None,
+    ).total_price
+
+
+@pytest.mark.parametrize("processing", [Processing.STANDARD, Processing.BATCH])
+@pytest.mark.parametrize("model_id", DEMO_MODEL_IDS)
+def test_our_estimate_equals_genai_prices_for_every_demo_model(demo, model_id, processing):
+    model = demo.models[model_id]
+    synced_at = price(model, processing).effective_from
+    mode = Mode.BATCH if processing == Processing.BATCH else Mode.REALTIME
+
+    for usage in USAGES:
+        ours, _ = pricing_estimate(model=model, usage=usage, mode=mode, at=demo.at)
+        if (model_id, processing) in DERIVED:
+            # genai-prices falls back to the standard price; the provider's rule is half.
+            expected = genai_total(model, usage, Processing.STANDARD, synced_at) / 2
+        else:
+            expected = genai_total(model, usage, processing, synced_at)
+        assert ours.total == quantize(Decimal(expected)), usage
+        assert ours.total > 0
+
+
+def test_an_admin_override_prices_later_usage_and_leaves_history_alone(demo, admin_user):
+    gpt4o = demo.models["gpt-4o"]
+    published = price(gpt4o, "standard")
+    published_row = Price.objects.filter(pk=published.pk).values().get()
+    negotiated = Rates(
+        input=Decimal("2"), cached_input=Decimal("1"), cache_write=Decimal("2"), output=Decimal("8")
+    )
+    override = price_create(
+        model=gpt4o,
+        version=PriceVersion(
+            id=None,
+            model="gpt-4o",
+            processing=Processing.STANDARD,
+            effective_from=demo.at,
+            rates=negotiated,
+        ),
+        effective_from=demo.at,
+        created_by=admin_user,
+        note="negotiated rate",
+    )
+    qa = demo.workloads["dashboard-qa"]  # interactive: gpt-4o first
+
+    def charge(key: str, at):
+        return ledger_record_usage(
+            key=key,
+            team=demo.globex,
+            workload=qa,
+            model=gpt4o,
+            mode=Mode.REALTIME,
+            usage=Usage(input_tokens=10_000, output_tokens=1_000),
+            at=at,
+        )[0]
+
+    earlier = charge("qa-1", demo.at - timedelta(hours=1))
+    later = charge("qa-2", demo.at)
+
+    assert (earlier.cost_usd, earlier.price_id) == (Decimal("0.035"), published.pk)
+    assert (later.cost_usd, later.price_id) == (Decimal("0.028"), override.pk)
+    assert later.counterfactual_cost_usd == Decimal("0.028")  # gpt-4o is also the primary
+    override.refresh_from_db()
+    assert (override.source, override.derived, override.created_by) == ("admin", False, admin_user)
+    assert Price.objects.filter(pk=published.pk).values().get() == published_row
+    assert Price.objects.filter(model=gpt4o, processing="standard").count() == 2
