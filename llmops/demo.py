@@ -38,13 +38,16 @@ MODELS = [
     ("sim-anthropic", "claude-opus-4-1", Tier.PREMIUM, 200_000, 32_000),
 ]
 
-# (name, tier, allow batch, max buffer wait s, chain)
+# (name, tier, allow batch, max buffer wait s, response cache, chain)
 POLICIES = [
-    ("interactive", Tier.STANDARD, False, 0, ["gpt-4o", "claude-sonnet-4-5"]),
-    ("interactive-economy", Tier.ECONOMY, False, 0, ["gpt-4o-mini", "claude-haiku-4-5"]),
-    ("deferrable-economy", Tier.ECONOMY, True, 300, ["gpt-4o-mini", "claude-haiku-4-5"]),
-    ("overnight-batch", Tier.STANDARD, True, 3600, ["claude-sonnet-4-5", "gpt-4o"]),
+    ("interactive", Tier.STANDARD, False, 0, False, ["gpt-4o", "claude-sonnet-4-5"]),
+    # A search box sees the same questions again and again: cache them.
+    ("interactive-economy", Tier.ECONOMY, False, 0, True, ["gpt-4o-mini", "claude-haiku-4-5"]),
+    ("deferrable-economy", Tier.ECONOMY, True, 300, False, ["gpt-4o-mini", "claude-haiku-4-5"]),
+    ("overnight-batch", Tier.STANDARD, True, 3600, False, ["claude-sonnet-4-5", "gpt-4o"]),
 ]
+# The simulator finishes demo batches in minutes (real providers promise 24 h).
+SIMULATED_BATCH_TURNAROUND = timedelta(minutes=10)
 
 # team → [(slug, description, latency class, deadline, policy)]
 WORKLOADS = {
@@ -97,6 +100,8 @@ WORKLOADS = {
 }
 
 TEAMS = {"acme": "Acme Retail", "globex": "Globex Analytics"}
+# What the OpenAI-compatible API serves for the demo key when a call names no X-Workload.
+DEFAULT_WORKLOAD = {"acme": "product-search", "globex": "dashboard-qa"}
 
 # team → (monthly hard limit, {workload: monthly soft limit})
 BUDGETS = {
@@ -164,11 +169,16 @@ def demo_seed(
 
     for team_slug, team in teams.items():
         policies = {}
-        for name, tier, allow_batch, wait, chain in POLICIES:
+        for name, tier, allow_batch, wait, cache, chain in POLICIES:
             policy, _ = RoutingPolicy.objects.update_or_create(
                 team=team,
                 name=name,
-                defaults={"tier": tier, "allow_batch": allow_batch, "max_batch_wait_seconds": wait},
+                defaults={
+                    "tier": tier,
+                    "allow_batch": allow_batch,
+                    "max_batch_wait_seconds": wait,
+                    "cache_enabled": cache,
+                },
             )
             PolicyModel.objects.filter(policy=policy).delete()
             PolicyModel.objects.bulk_create(
@@ -206,7 +216,13 @@ def demo_seed(
     prices_sync(models=list(models.values()))
 
     if api_key is not None:
-        api_key_reset(team=teams[api_key_team], name="demo", role=ApiKey.Role.ADMIN, secret=api_key)
+        key = api_key_reset(
+            team=teams[api_key_team], name="demo", role=ApiKey.Role.ADMIN, secret=api_key
+        )
+        key.default_workload = Workload.objects.get(
+            team=key.team, slug=DEFAULT_WORKLOAD[api_key_team]
+        )
+        key.save(update_fields=["default_workload"])
     return DemoResult(
         admin_username=admin_username,
         admin_can_log_in=admin_user.has_usable_password(),
@@ -216,7 +232,13 @@ def demo_seed(
 
 def _provider(slug: str, name: str, kind: str, base_url: str) -> Provider:
     provider, created = Provider.objects.get_or_create(
-        slug=slug, defaults={"name": name, "kind": kind, "base_url": base_url}
+        slug=slug,
+        defaults={
+            "name": name,
+            "kind": kind,
+            "base_url": base_url,
+            "expected_batch_turnaround": SIMULATED_BATCH_TURNAROUND,
+        },
     )
     if created or provider.base_url != base_url or not provider.has_api_key:
         provider.base_url = base_url

@@ -14,6 +14,7 @@ from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 
+from routing import circuit
 from routing.models import Provider
 from routing.providers import ProviderError, probe
 
@@ -134,4 +135,8 @@ async def run_checks() -> tuple[bool, dict[str, Any]]:
             p.slug: check.as_dict() for p, check in zip(providers, provider_checks, strict=True)
         },
     }
+    # An open circuit is information, not ill health: fallbacks keep requests served.
+    states = await sync_to_async(circuit.circuits)([p.slug for p in providers])
+    report["circuits"] = [state.as_json() for state in states]
+    report["degraded"] = [s.provider for s in states if s.state != circuit.State.CLOSED]
     return all(check.ok for check in results), report

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -249,6 +250,7 @@ REST_FRAMEWORK = {
         *(["rest_framework.renderers.BrowsableAPIRenderer"] if DEBUG else []),
     ],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_THROTTLE_CLASSES": ["routing.auth.PerKeyRateThrottle"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "llmops API",
@@ -279,6 +281,27 @@ LLMOPS_SIMULATOR_URL = env.url(
 LLMOPS_PROVIDER_PROBE_TTL = env.int("LLMOPS_PROVIDER_PROBE_TTL", 15, min=0, max=3600)
 # A worker cluster counts as up if its last heartbeat is younger than this.
 LLMOPS_WORKER_HEARTBEAT_MAX_AGE = env.int("LLMOPS_WORKER_HEARTBEAT_MAX_AGE", 30, min=1)
+
+# --- the request path ----------------------------------------------------------------
+# Provider calls: seconds to connect, to the first byte of the answer, and in all.
+LLMOPS_PROVIDER_TIMEOUT_CONNECT = env.int("LLMOPS_PROVIDER_TIMEOUT_CONNECT", 5, min=1, max=120)
+LLMOPS_PROVIDER_TIMEOUT_FIRST_BYTE = env.int(
+    "LLMOPS_PROVIDER_TIMEOUT_FIRST_BYTE", 60, min=1, max=3600
+)
+LLMOPS_PROVIDER_TIMEOUT_TOTAL = env.int("LLMOPS_PROVIDER_TIMEOUT_TOTAL", 600, min=1, max=3600)
+# Consecutive failures that open a provider's circuit, and seconds before a probe.
+LLMOPS_CIRCUIT_FAILURES = env.int("LLMOPS_CIRCUIT_FAILURES", 5, min=1, max=1000)
+LLMOPS_CIRCUIT_COOLDOWN = env.int("LLMOPS_CIRCUIT_COOLDOWN", 30, min=1, max=86400)
+# Request bodies above this are refused with 413 before they are parsed.
+LLMOPS_MAX_BODY_BYTES = env.int("LLMOPS_MAX_BODY_BYTES", 1_048_576, min=1024, max=104_857_600)
+DATA_UPLOAD_MAX_MEMORY_SIZE = LLMOPS_MAX_BODY_BYTES
+# Requests per API key (DRF rate syntax: N/second|minute|hour|day), counted in the cache.
+LLMOPS_API_RATE = env.str("LLMOPS_API_RATE", "1200/minute")
+if not re.fullmatch(r"[1-9][0-9]*/(second|minute|hour|day)", LLMOPS_API_RATE):
+    raise ImproperlyConfigured(
+        f"LLMOPS_API_RATE must look like 600/minute (per second|minute|hour|day), "
+        f"got {LLMOPS_API_RATE!r}"
+    )
 
 LOG_LEVEL = env.choice(
     "LLMOPS_LOG_LEVEL", "INFO", ("debug", "info", "warning", "error", "critical")

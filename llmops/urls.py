@@ -3,6 +3,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from llmops import views
+from routing import apis as routing_apis
+from routing import views as routing_views
 
 admin.site.site_header = "llmops administration"
 admin.site.site_title = "llmops"
@@ -11,9 +13,11 @@ admin.site.index_title = "Providers, models, workloads, policies, keys and budge
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", routing_views.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("routing.urls")),
     path("api/v1/", include("billing.urls")),
+    path("v1/chat/completions", routing_apis.chat_completions, name="openai-chat-completions"),
     path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),

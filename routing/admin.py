@@ -5,12 +5,14 @@ from django.contrib import admin, messages
 from django.db.models import Count
 from django.utils.html import format_html
 
+from routing import circuit, selectors
 from routing.models import (
     ApiKey,
     LlmModel,
     PolicyModel,
     Provider,
     Request,
+    RequestAttempt,
     RoutingPolicy,
     Team,
     Workload,
@@ -70,6 +72,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             "team",
             "name",
             "role",
+            "default_workload",
             "prefix",
             "created_by",
             "created_at",
@@ -133,6 +136,7 @@ class ProviderForm(forms.ModelForm):
             "supports_batch",
             "batch_max_requests",
             "batch_max_bytes",
+            "expected_batch_turnaround",
             "enabled",
         ]
 
@@ -150,7 +154,16 @@ class ProviderForm(forms.ModelForm):
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin):
     form = ProviderForm
-    list_display = ["slug", "name", "kind", "base_url", "api_key_set", "supports_batch", "enabled"]
+    list_display = [
+        "slug",
+        "name",
+        "kind",
+        "base_url",
+        "api_key_set",
+        "supports_batch",
+        "circuit_state",
+        "enabled",
+    ]
     list_filter = ["kind", "enabled", "supports_batch"]
     search_fields = ["slug", "name", "base_url"]
     prepopulated_fields = {"slug": ["name"]}
@@ -158,9 +171,46 @@ class ProviderAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["slug", "name", "kind", "base_url", "enabled"]}),
         ("Credentials", {"fields": ["api_key_status", "new_api_key", "clear_api_key"]}),
-        ("Batches", {"fields": ["supports_batch", "batch_max_requests", "batch_max_bytes"]}),
+        (
+            "Batches",
+            {
+                "fields": [
+                    "supports_batch",
+                    "batch_max_requests",
+                    "batch_max_bytes",
+                    "expected_batch_turnaround",
+                ]
+            },
+        ),
+        ("Health", {"fields": ["circuit_status"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
+    actions = ["close_circuit"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*self.readonly_fields, "circuit_status"]
+
+    @admin.display(description="circuit")
+    def circuit_state(self, obj: Provider) -> str:
+        return circuit.circuit(obj.slug).state
+
+    @admin.display(description="circuit breaker")
+    def circuit_status(self, obj: Provider) -> str:
+        if obj.pk is None:
+            return "—"
+        state = circuit.circuit(obj.slug)
+        text = f"{state.state}, {state.consecutive_failures} consecutive failure(s)"
+        if state.retry_at:
+            text += f", probe after {state.retry_at:%Y-%m-%d %H:%M:%S} UTC"
+        if state.last_error:
+            text += f"; last error: {state.last_error}"
+        return text
+
+    @admin.action(description="Close the circuit breaker of selected providers")
+    def close_circuit(self, request, queryset):
+        for provider in queryset:
+            circuit.reset(provider.slug)
+        self.message_user(request, f"Closed {queryset.count()} circuit(s).", messages.SUCCESS)
 
     @admin.display(boolean=True, description="API key")
     def api_key_set(self, obj: Provider) -> bool:
@@ -204,10 +254,26 @@ class RoutingPolicyAdmin(admin.ModelAdmin):
         "max_batch_wait_seconds",
         "chain_display",
     ]
-    list_filter = ["team", "tier", "allow_batch"]
+    list_filter = ["team", "tier", "allow_batch", "cache_enabled"]
     search_fields = ["name", "team__slug"]
     list_select_related = ["team"]
     inlines = [PolicyModelInline]
+    fieldsets = [
+        (None, {"fields": ["team", "name", "tier", "fallback_across_tiers"]}),
+        (
+            "Deferral to provider batches",
+            {
+                "fields": [
+                    "allow_batch",
+                    "max_batch_wait_seconds",
+                    "deadline_margin",
+                    "on_deadline_risk",
+                ]
+            },
+        ),
+        ("Response cache", {"fields": ["cache_enabled", "cache_ttl", "cache_key"]}),
+        ("Budgets", {"fields": ["soft_breach_action"]}),
+    ]
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("links__model")
@@ -219,19 +285,80 @@ class RoutingPolicyAdmin(admin.ModelAdmin):
 
 @admin.register(Workload)
 class WorkloadAdmin(admin.ModelAdmin):
-    list_display = ["slug", "team", "latency_class", "deadline", "policy", "enabled"]
+    list_display = [
+        "slug",
+        "team",
+        "latency_class",
+        "deadline",
+        "policy",
+        "requests_30d",
+        "cache_hit_rate",
+        "enabled",
+    ]
     list_filter = ["team", "latency_class", "enabled"]
     search_fields = ["slug", "description", "team__slug"]
     list_select_related = ["team", "policy"]
     autocomplete_fields = ["policy"]
+
+    def get_queryset(self, request):
+        return selectors.workloads_with_cache_stats(super().get_queryset(request))
+
+    @admin.display(description="requests (30 days)", ordering="_served")
+    def requests_30d(self, obj: Workload) -> int:
+        return obj._served
+
+    @admin.display(description="cache hit rate (30 days)")
+    def cache_hit_rate(self, obj: Workload) -> str:
+        return f"{obj._hits / obj._served:.1%}" if obj._served else "—"
+
+
+class RequestAttemptInline(admin.TabularInline):
+    model = RequestAttempt
+    extra = 0
+    can_delete = False
+    fields = [
+        "position",
+        "model",
+        "outcome",
+        "error_kind",
+        "status_code",
+        "latency_ms",
+        "first_byte_ms",
+        "error",
+    ]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Request)
 class RequestAdmin(ReadOnlyAdmin):
     """Read-only: requests are written by the API, never by hand."""
 
-    list_display = ["id", "team", "workload", "status", "created_at", "completed_at"]
-    list_filter = ["status", "team", ("created_at", admin.DateFieldListFilter)]
-    search_fields = ["id", "workload__slug"]
-    list_select_related = ["team", "workload"]
+    list_display = [
+        "id",
+        "team",
+        "workload",
+        "status",
+        "mode",
+        "model",
+        "missed_saving",
+        "created_at",
+        "completed_at",
+    ]
+    list_filter = [
+        "status",
+        "mode",
+        "source",
+        "missed_saving",
+        "team",
+        ("created_at", admin.DateFieldListFilter),
+    ]
+    search_fields = ["id", "workload__slug", "idempotency_key"]
+    list_select_related = ["team", "workload", "model__provider"]
     date_hierarchy = "created_at"
+    inlines = [RequestAttemptInline]

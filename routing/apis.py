@@ -1,8 +1,15 @@
-"""Native REST API (read side for now). Every object is scoped to the caller's team."""
+"""Native REST API and the OpenAI-compatible endpoint. Every object is scoped to the caller's
+team."""
 
 from __future__ import annotations
 
-from django.http import Http404
+import json
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import Http404, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -10,14 +17,15 @@ from drf_spectacular.utils import (
     extend_schema_serializer,
     inline_serializer,
 )
-from rest_framework import generics, serializers
-from rest_framework.exceptions import ValidationError
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import AuthenticationFailed, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from routing import selectors
-from routing.auth import KeyPrincipal
-from routing.models import LatencyClass, Request, Tier
+from routing import selectors, services
+from routing.auth import ApiKeyAuthentication, KeyPrincipal, throttle_key
+from routing.models import ApiKey, LatencyClass, Request, Tier, Workload
+from routing.providers import Completion, TokenUsage, to_openai_chunk, to_openai_response
 
 
 class MeApi(APIView):
@@ -108,14 +116,42 @@ class WorkloadDetailApi(APIView):
         return Response(WorkloadOutputSerializer(matches[0]).data)
 
 
+class AttemptOutputSerializer(serializers.Serializer):
+    position = serializers.IntegerField()
+    provider = serializers.CharField(source="model.provider.slug")
+    model = serializers.CharField(source="model.model_id")
+    outcome = serializers.CharField()
+    error_kind = serializers.CharField()
+    error = serializers.CharField()
+    status_code = serializers.IntegerField(allow_null=True)
+    latency_ms = serializers.IntegerField(allow_null=True)
+    first_byte_ms = serializers.IntegerField(allow_null=True)
+
+
 @extend_schema_serializer(component_name="Request")
 class RequestOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     team = serializers.CharField(source="team.slug")
     workload = serializers.CharField(source="workload.slug")
     status = serializers.ChoiceField(choices=Request.Status.choices)
+    mode = serializers.CharField()
+    source = serializers.CharField()
+    provider = serializers.CharField(source="model.provider.slug", allow_null=True, default=None)
+    model = serializers.CharField(source="model.model_id", allow_null=True, default=None)
+    output = serializers.CharField()
+    finish_reason = serializers.CharField()
+    usage = serializers.JSONField()
+    cost_usd = serializers.DecimalField(max_digits=24, decimal_places=12, allow_null=True)
+    counterfactual_cost_usd = serializers.DecimalField(
+        max_digits=24, decimal_places=12, allow_null=True
+    )
+    decision_reason = serializers.CharField()
+    missed_saving = serializers.BooleanField()
     params = serializers.JSONField()
+    metadata = serializers.JSONField()
     error = serializers.CharField()
+    attempts = AttemptOutputSerializer(many=True)
+    deadline_at = serializers.DateTimeField()
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField()
     first_token_at = serializers.DateTimeField()
@@ -145,3 +181,511 @@ class RequestDetailApi(generics.RetrieveAPIView):
 
     def get_queryset(self):
         return selectors.request_list(user=self.request.user)
+
+    def retrieve(self, request, *args, **kwargs):
+        instance = self.get_object()
+        services.request_mark_read(request=instance)
+        return Response(self.get_serializer(instance).data)
+
+
+class RequestCancelApi(APIView):
+    """Cancel a request that has not finished: a queued one leaves the buffer, its hold is
+    released. A request that already finished is answered as it is, with 409."""
+
+    @extend_schema(
+        request=None, responses={200: RequestOutputSerializer, 409: RequestOutputSerializer}
+    )
+    def post(self, request, id):
+        found = selectors.request_list(user=request.user).filter(pk=id).first()
+        if found is None:
+            raise Http404
+        cancelled = services.request_cancel(request=found)
+        found = selectors.request_list(user=request.user).get(pk=id)
+        return Response(
+            RequestOutputSerializer(found).data,
+            status=status.HTTP_200_OK if cancelled else status.HTTP_409_CONFLICT,
+        )
+
+
+# --- serving: POST /api/v1/requests and the OpenAI-compatible /v1/chat/completions ---------
+#
+# These are async views, not DRF ones: a provider call takes seconds, and Django runs every
+# sync view of an ASGI server on one shared thread, so a sync view would serialise all
+# traffic behind the slowest completion. DRF still validates (in a worker thread) and
+# documents them: the schema classes below describe the bodies.
+
+
+class StrictInteger(serializers.IntegerField):
+    """An integer that is a JSON integer: not "5", not 5.0, not true."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictNumber(serializers.FloatField):
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBoolean(serializers.BooleanField):
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+ROLES = ("system", "developer", "user", "assistant")
+MAX_MESSAGES = 1_000
+
+
+class MessageSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=ROLES)
+    content = serializers.JSONField()
+
+    def validate_content(self, value):
+        # A string, or OpenAI's list of text parts; other part types (images, audio) are not
+        # routed by llmops yet, so they are refused rather than silently dropped.
+        if isinstance(value, str):
+            return value
+        if (
+            isinstance(value, list)
+            and value
+            and all(
+                isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+                for p in value
+            )
+        ):
+            return value
+        raise ValidationError("Must be a string or a list of {type: text, text: string} parts.")
+
+
+class MessagesField(serializers.ListField):
+    child = MessageSerializer()
+
+    def __init__(self, **kwargs):
+        super().__init__(min_length=1, max_length=MAX_MESSAGES, **kwargs)
+
+
+class RequestInputSerializer(serializers.Serializer):
+    workload = serializers.SlugField()
+    messages = MessagesField()
+    max_tokens = StrictInteger(min_value=1, required=False)
+    temperature = StrictNumber(min_value=0, max_value=2, required=False, allow_null=True)
+    model = serializers.CharField(max_length=200, required=False)
+    stream = StrictBoolean(required=False, default=False)
+    metadata = serializers.DictField(required=False, default=dict)
+    idempotency_key = serializers.CharField(max_length=200, required=False)
+
+    def validate_metadata(self, value):
+        if len(json.dumps(value)) > 4_000:
+            raise ValidationError("At most 4000 characters of JSON.")
+        return value
+
+
+class ChatCompletionInputSerializer(serializers.Serializer):
+    """The subset of OpenAI's chat.completions body that llmops routes."""
+
+    model = serializers.CharField(max_length=200)
+    messages = MessagesField()
+    max_tokens = StrictInteger(min_value=1, required=False, allow_null=True)
+    max_completion_tokens = StrictInteger(min_value=1, required=False, allow_null=True)
+    temperature = StrictNumber(min_value=0, max_value=2, required=False, allow_null=True)
+    stream = StrictBoolean(required=False, default=False)
+    stream_options = serializers.DictField(required=False, allow_null=True)
+    n = StrictInteger(min_value=1, max_value=1, required=False, allow_null=True)
+    user = serializers.CharField(max_length=200, required=False)
+    metadata = serializers.DictField(required=False, allow_null=True)
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unsupported = sorted(set(data) & {"tools", "functions", "tool_choice", "audio"})
+            if unsupported:
+                raise ValidationError({unsupported[0]: ["Not supported by llmops yet."]})
+        return super().to_internal_value(data)
+
+
+def _error(status: int, message: str, *, field: str = "", code: str = "") -> JsonResponse:
+    body = {"detail": message, "code": code or "invalid_request"}
+    if field:
+        body["field"] = field
+    return JsonResponse(body, status=status)
+
+
+def _openai_error(status: int, message: str, *, field: str = "", code: str = "") -> JsonResponse:
+    kind = "invalid_request_error" if status < 500 else "api_error"
+    return JsonResponse(
+        {"error": {"message": message, "type": kind, "param": field or None, "code": code or None}},
+        status=status,
+    )
+
+
+def _first_error(errors) -> tuple[str, str]:
+    """(field, message) of a DRF error tree, e.g. ('messages.0.role', '"x" is not...')."""
+    path = []
+    while isinstance(errors, dict | list):
+        if isinstance(errors, dict):
+            key = next(iter(errors))
+            path.append(str(key))
+            errors = errors[key]
+        else:
+            errors = errors[0] if errors else "invalid"
+    return ".".join(p for p in path if p != "non_field_errors"), str(errors)
+
+
+def _authenticate(http_request) -> ApiKey:
+    found = ApiKeyAuthentication().authenticate(http_request)
+    if found is None:
+        raise AuthenticationFailed("Authentication credentials were not provided.")
+    return found[1]
+
+
+def _read_json(http_request) -> dict:
+    length = http_request.META.get("CONTENT_LENGTH") or "0"
+    if not length.isdigit() or int(length) > settings.LLMOPS_MAX_BODY_BYTES:
+        raise services.RequestRejected(
+            413, f"The body is over {settings.LLMOPS_MAX_BODY_BYTES} bytes.", code="too_large"
+        )
+    try:
+        body = json.loads(http_request.body or b"null")
+    except ValueError as exc:
+        raise services.RequestRejected(400, f"The body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise services.RequestRejected(400, "The body must be a JSON object.")
+    return body
+
+
+def _prepare(http_request, *, openai: bool) -> services.Admitted:
+    """Authenticate, validate and admit (sync: runs in a worker thread)."""
+    key = _authenticate(http_request)
+    if (wait := throttle_key(http_request, key)) is not None:
+        raise services.RequestRejected(
+            429, f"Too many requests for this API key; retry in {wait:.0f} s.", code="throttled"
+        )
+    body = _read_json(http_request)
+    serializer = (ChatCompletionInputSerializer if openai else RequestInputSerializer)(data=body)
+    if not serializer.is_valid():
+        field, message = _first_error(serializer.errors)
+        raise services.RequestRejected(400, f"{field}: {message}", field=field)
+    data = serializer.validated_data
+    team = key.team
+    if openai:
+        slug = http_request.headers.get("X-Workload") or ""
+        workload = (
+            Workload.objects.filter(team=team, slug=slug, enabled=True).first()
+            if slug
+            else key.default_workload
+        )
+        if workload is None:
+            raise services.RequestRejected(
+                404 if slug else 400,
+                f"Unknown workload {slug!r}."
+                if slug
+                else "Name a workload in the X-Workload header (this key has no default).",
+                field="X-Workload",
+            )
+        max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
+        model_id = data["model"]
+        idempotency_key = http_request.headers.get("Idempotency-Key")
+        metadata = data.get("metadata") or {}
+    else:
+        workload = Workload.objects.filter(team=team, slug=data["workload"], enabled=True).first()
+        if workload is None:
+            raise services.RequestRejected(
+                404, f"Unknown workload {data['workload']!r}.", field="workload"
+            )
+        max_tokens = data.get("max_tokens")
+        model_id = data.get("model")
+        idempotency_key = data.get("idempotency_key") or http_request.headers.get("Idempotency-Key")
+        metadata = data["metadata"]
+    model = None
+    if model_id:
+        chain = {
+            link.model.model_id: link.model
+            for link in workload.policy.links.select_related("model__provider")
+        }
+        model = chain.get(model_id)
+        # OpenAI clients must send some model: one outside the chain means "the policy decides".
+        if model is None and not openai:
+            raise services.RequestRejected(
+                400,
+                f"Model {model_id!r} is not in workload {workload.slug}'s chain "
+                f"({', '.join(chain)}).",
+                field="model",
+            )
+    ask = services.Ask(
+        workload=workload,
+        messages=data["messages"],
+        max_tokens=max_tokens,
+        temperature=data.get("temperature"),
+        model=model,
+        stream=data["stream"],
+        metadata=metadata,
+        idempotency_key=idempotency_key,
+        source=Request.Source.OPENAI if openai else Request.Source.NATIVE,
+    )
+    return services.request_admit(team=team, api_key=key, ask=ask, sync_only=openai)
+
+
+def _request_json(request: Request) -> dict:
+    request = Request.objects.select_related("team", "workload", "model__provider").get(
+        pk=request.pk
+    )
+    return RequestOutputSerializer(selectors.request_with_cost(request)).data
+
+
+async def _admit(http_request, *, openai: bool):
+    """(admitted, None) or (None, an error response)."""
+    fail = _openai_error if openai else _error
+    try:
+        return await sync_to_async(_prepare)(http_request, openai=openai), None
+    except AuthenticationFailed as exc:
+        return None, fail(401, str(exc.detail), code="unauthorized")
+    except services.RequestRejected as exc:
+        return None, fail(exc.status, exc.message, field=exc.field, code=exc.code)
+
+
+def _sse(event: str | None, data) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    payload = data if isinstance(data, str) else json.dumps(data, cls=DjangoJSONEncoder)
+    return f"{head}data: {payload}\n\n".encode()
+
+
+async def request_create(http_request):
+    """POST /api/v1/requests: 200 with the completed request, an SSE stream, or 202 queued."""
+    admitted, error = await _admit(http_request, openai=False)
+    if error is not None:
+        return error
+    request = admitted.request
+    if request.params.get("stream") and request.status == Request.Status.COMPLETED:
+        return StreamingHttpResponse(
+            _native_replay_stream(request), content_type="text/event-stream", headers=SSE_HEADERS
+        )
+    if admitted.replay and request.status in (Request.Status.RECEIVED, Request.Status.RUNNING):
+        return _error(
+            409,
+            f"The request with this Idempotency-Key is still {request.status}.",
+            field="idempotency_key",
+            code="in_progress",
+        )
+    if admitted.replay or request.status in (Request.Status.COMPLETED, Request.Status.QUEUED):
+        body = await sync_to_async(_request_json)(request)
+        return JsonResponse(body, status=REPLAY_STATUS.get(request.status, 200))
+    if request.params.get("stream"):
+        return StreamingHttpResponse(
+            _native_stream(admitted), content_type="text/event-stream", headers=SSE_HEADERS
+        )
+    try:
+        async for event in services.request_run(admitted, stream=False):
+            request = event
+    except services.RequestFailed as exc:
+        body = await sync_to_async(_request_json)(exc.request)
+        return JsonResponse({**body, "detail": str(exc)}, status=exc.status)
+    return JsonResponse(await sync_to_async(_request_json)(request))
+
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+REPLAY_STATUS = {Request.Status.QUEUED: 202, Request.Status.FAILED: 502}
+
+
+async def _native_stream(admitted: services.Admitted):
+    yield _sse("started", {"request_id": str(admitted.request.pk)})
+    try:
+        async for event in services.request_run(admitted, stream=True):
+            if isinstance(event, services.Chunk):
+                yield _sse("delta", {"text": event.text})
+            else:
+                yield _sse("done", await sync_to_async(_request_json)(event))
+    except services.RequestFailed as exc:
+        yield _sse("error", {"message": str(exc), "request_id": str(admitted.request.pk)})
+
+
+async def _native_replay_stream(request: Request):
+    """A completed request (a cache hit, an idempotent retry) told as a stream."""
+    body = await sync_to_async(_request_json)(request)
+    yield _sse("started", {"request_id": body["id"]})
+    yield _sse("delta", {"text": body["output"]})
+    yield _sse("done", body)
+
+
+async def chat_completions(http_request):
+    """POST /v1/chat/completions for the official openai SDK (plain and streamed)."""
+    if http_request.method != "POST":
+        return _openai_error(405, "Only POST is supported.", code="method_not_allowed")
+    admitted, error = await _admit(http_request, openai=True)
+    if error is not None:
+        return error
+    request = admitted.request
+    stream = request.params.get("stream")
+    include_usage = bool(
+        (json.loads(http_request.body).get("stream_options") or {}).get("include_usage")
+    )
+    if request.status == Request.Status.COMPLETED:
+        if stream:
+            return StreamingHttpResponse(
+                _openai_replay_stream(request, include_usage),
+                content_type="text/event-stream",
+                headers=SSE_HEADERS,
+            )
+        return JsonResponse(await sync_to_async(_openai_body)(request))
+    if admitted.replay:
+        return _openai_error(
+            409, f"The request with this Idempotency-Key is {request.status}.", code="in_progress"
+        )
+    if stream:
+        return StreamingHttpResponse(
+            _openai_stream(admitted, include_usage),
+            content_type="text/event-stream",
+            headers=SSE_HEADERS,
+        )
+    try:
+        async for event in services.request_run(admitted, stream=False):
+            request = event
+    except services.RequestFailed as exc:
+        return _openai_error(exc.status, str(exc), code="upstream_failed")
+    return JsonResponse(await sync_to_async(_openai_body)(request))
+
+
+def _openai_id(request: Request) -> str:
+    return f"chatcmpl-{request.pk.hex}"
+
+
+def _token_usage(request: Request) -> TokenUsage:
+    return TokenUsage(**request.usage) if request.usage else TokenUsage(input_tokens=0)
+
+
+def _openai_body(request: Request) -> dict:
+    request = Request.objects.select_related("model").get(pk=request.pk)
+    completion = Completion(
+        text=request.output,
+        finish_reason=request.finish_reason or "stop",
+        usage=_token_usage(request),
+        model=request.model.model_id,
+        provider_request_id=None,
+    )
+    return to_openai_response(
+        completion,
+        id=_openai_id(request),
+        created=int(request.created_at.timestamp()),
+        model=request.model.model_id,
+    )
+
+
+async def _openai_stream(admitted: services.Admitted, include_usage: bool):
+    request = admitted.request
+    ident, created = _openai_id(request), int(request.created_at.timestamp())
+    model_id = admitted.chain[0].model_id
+    first = True
+    try:
+        async for event in services.request_run(admitted, stream=True):
+            if isinstance(event, services.Chunk):
+                yield _sse(
+                    None,
+                    to_openai_chunk(
+                        id=ident, created=created, model=model_id, delta_text=event.text, role=first
+                    ),
+                )
+                first = False
+            else:
+                yield _sse(
+                    None,
+                    to_openai_chunk(
+                        id=ident,
+                        created=created,
+                        model=event.model.model_id,
+                        finish_reason=event.finish_reason or "stop",
+                    ),
+                )
+                if include_usage:
+                    yield _sse(
+                        None,
+                        to_openai_chunk(
+                            id=ident,
+                            created=created,
+                            model=event.model.model_id,
+                            usage=_token_usage(event),
+                        ),
+                    )
+    except services.RequestFailed as exc:
+        yield _sse(
+            None, {"error": {"message": str(exc), "type": "api_error", "code": "upstream_failed"}}
+        )
+    yield _sse(None, "[DONE]")
+
+
+async def _openai_replay_stream(request: Request, include_usage: bool):
+    """A completed request (a cache hit, an idempotent retry) told as a stream."""
+    request = await Request.objects.select_related("model").aget(pk=request.pk)
+    ident, created = _openai_id(request), int(request.created_at.timestamp())
+    model_id = request.model.model_id
+    yield _sse(
+        None,
+        to_openai_chunk(
+            id=ident, created=created, model=model_id, delta_text=request.output, role=True
+        ),
+    )
+    yield _sse(
+        None,
+        to_openai_chunk(
+            id=ident, created=created, model=model_id, finish_reason=request.finish_reason or "stop"
+        ),
+    )
+    if include_usage:
+        yield _sse(
+            None,
+            to_openai_chunk(id=ident, created=created, model=model_id, usage=_token_usage(request)),
+        )
+    yield _sse(None, "[DONE]")
+
+
+class RequestCollectionSchema(RequestListApi):
+    """GET lists requests; POST is served by the async request_create. This class serves GET
+    and tells the OpenAPI schema about POST."""
+
+    @extend_schema(
+        request=RequestInputSerializer,
+        responses={200: RequestOutputSerializer, 202: RequestOutputSerializer},
+        description="Submit a request. 200 with the completed request (realtime or a cache "
+        "hit); `text/event-stream` when `stream` is true (events `started`, `delta`, `done`, "
+        "`error`); 202 with the queued request when the workload is deferred to a batch. "
+        "An `Idempotency-Key` header (or `idempotency_key`) replays the same request; the "
+        "same key with another body is 422.",
+    )
+    def post(self, request):  # pragma: no cover - POST never reaches DRF (requests_endpoint)
+        raise Http404
+
+
+class ChatCompletionsSchema(APIView):
+    """Documents POST /v1/chat/completions, which the async chat_completions serves."""
+
+    @extend_schema(
+        request=ChatCompletionInputSerializer,
+        responses={200: OpenApiTypes.OBJECT},
+        description="OpenAI-compatible chat completions for the official openai SDK: set "
+        "`base_url` to llmops' `/v1` and `api_key` to a gateway key. The workload comes from "
+        "the `X-Workload` header, else the key's default workload; `model` picks a model of "
+        "the workload's chain (any other value lets the policy choose). Always answers now.",
+    )
+    def post(self, request):  # pragma: no cover - routed to chat_completions
+        raise Http404
+
+
+_request_list_view = RequestCollectionSchema.as_view()
+
+
+@csrf_exempt
+async def requests_endpoint(http_request):
+    if http_request.method == "POST":
+        return await request_create(http_request)
+    return await sync_to_async(_request_list_view)(http_request)
+
+
+# drf-spectacular documents a URL by the DRF class it finds on the view function.
+requests_endpoint.cls = RequestCollectionSchema
+requests_endpoint.initkwargs = {}
+chat_completions = csrf_exempt(chat_completions)
+chat_completions.cls = ChatCompletionsSchema
+chat_completions.initkwargs = {}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework import authentication, exceptions, permissions
+from rest_framework import authentication, exceptions, permissions, throttling
 
 from routing.models import ApiKey, Team
 from routing.services import api_key_authenticate
@@ -82,3 +83,32 @@ class IsTeamAdmin(permissions.BasePermission):
         if isinstance(user, KeyPrincipal):
             return user.api_key.role == ApiKey.Role.ADMIN
         return bool(getattr(user, "is_staff", False))
+
+
+class PerKeyRateThrottle(throttling.SimpleRateThrottle):
+    """Requests per API key (per user for browser sessions) in the shared cache, so every
+    daphne process counts against the same limit. The rate is LLMOPS_API_RATE."""
+
+    scope = "api"
+
+    def get_rate(self) -> str:
+        return settings.LLMOPS_API_RATE
+
+    def get_cache_key(self, request, view) -> str | None:
+        user = getattr(request, "user", None)
+        if isinstance(user, KeyPrincipal):
+            ident = f"key-{user.api_key.pk}"
+        elif user is not None and user.is_authenticated:
+            ident = f"user-{user.pk}"
+        else:
+            ident = self.get_ident(request)
+        return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+def throttle_key(http_request, key: ApiKey) -> float | None:
+    """For the async serving views (not DRF): None if allowed, else seconds to wait."""
+    http_request.user = KeyPrincipal(key)
+    throttle = PerKeyRateThrottle()
+    if throttle.allow_request(http_request, None):
+        return None
+    return throttle.wait() or 1.0

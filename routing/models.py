@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -36,6 +39,15 @@ class ApiKey(models.Model):
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100)
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    # For clients that cannot name one (the OpenAI-compatible API without an X-Workload header).
+    default_workload = models.ForeignKey(
+        "Workload",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Used by the OpenAI-compatible API when a call has no X-Workload header.",
+    )
     # The first characters of the key, so people can tell keys apart in lists.
     prefix = models.CharField(max_length=16, db_index=True, editable=False)
     # sha256 of the whole key. Keys carry >= 128 random bits, so a fast hash is
@@ -54,6 +66,14 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+    def clean(self) -> None:
+        if (
+            self.default_workload_id
+            and self.team_id
+            and self.default_workload.team_id != self.team_id
+        ):
+            raise ValidationError({"default_workload": "The workload belongs to another team."})
 
     @property
     def is_active(self) -> bool:
@@ -104,7 +124,16 @@ class Provider(models.Model):
     batch_max_bytes = models.PositiveBigIntegerField(
         null=True, blank=True, help_text="Blank: the provider's documented limit."
     )
+    # The router defers only when a batch is expected back before the deadline; until enough
+    # batches have been observed it trusts this (real providers promise 24 h).
+    expected_batch_turnaround = models.DurationField(
+        default=timedelta(hours=24),
+        help_text="How long a batch takes until observed turnaround says otherwise (HH:MM:SS).",
+    )
     enabled = models.BooleanField(default=True)
+    # The half-open circuit's one probe, claimed with a conditional UPDATE (routing/circuit.py):
+    # the file cache of the embedded mode has no atomic add across processes.
+    circuit_probe_until = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -175,16 +204,60 @@ class LatencyClass(models.TextChoices):
 
 
 class RoutingPolicy(models.Model):
-    """How a workload's requests are served. The routing issue grows this."""
+    """How a workload's requests are served: the model chain, deferral, caching, budget breach."""
+
+    class BreachAction(models.TextChoices):
+        DOWNGRADE = "downgrade", "Downgrade to a cheaper tier"
+        DEFER = "defer", "Defer to a batch where the deadline allows"
+        REFUSE = "refuse", "Refuse the request"
+
+    class CacheKey(models.TextChoices):
+        FULL_PROMPT = "full_prompt", "The full prompt"
+        USER_AND_SYSTEM_HASH = "user_and_system_hash", "User messages + hash of the system message"
+
+    class Escalation(models.TextChoices):
+        REALTIME = "realtime", "Serve the unfinished items realtime"
+        REBATCH = "rebatch", "Resubmit them in a new batch"
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="policies")
     name = models.CharField(max_length=100)
-    tier = models.CharField(max_length=10, choices=Tier.choices, default=Tier.STANDARD)
+    tier = models.CharField(
+        max_length=10,
+        choices=Tier.choices,
+        default=Tier.STANDARD,
+        help_text="Models of this tier in the chain are tried first.",
+    )
+    fallback_across_tiers = models.BooleanField(
+        default=True, help_text="After this tier's models, fall back to the chain's other models."
+    )
     allow_batch = models.BooleanField(
         default=False, help_text="Requests may be deferred to a provider batch at the batch price."
     )
     max_batch_wait_seconds = models.PositiveIntegerField(
         default=600, help_text="How long a deferred request may wait in the buffer before a flush."
+    )
+    deadline_margin = models.DurationField(
+        default=timedelta(minutes=5),
+        help_text="Safety margin kept before a deadline when deferring or escalating (HH:MM:SS).",
+    )
+    on_deadline_risk = models.CharField(
+        max_length=10,
+        choices=Escalation.choices,
+        default=Escalation.REALTIME,
+        help_text="What happens to batch items that would miss their deadline.",
+    )
+    cache_enabled = models.BooleanField(
+        default=False, help_text="Answer a repeated request from the response cache."
+    )
+    cache_ttl = models.DurationField(default=timedelta(hours=1), help_text="HH:MM:SS.")
+    cache_key = models.CharField(
+        max_length=24, choices=CacheKey.choices, default=CacheKey.FULL_PROMPT
+    )
+    soft_breach_action = models.CharField(
+        max_length=10,
+        choices=BreachAction.choices,
+        default=BreachAction.DOWNGRADE,
+        help_text="What a request does when a soft budget it touches is over its limit.",
     )
     chain = models.ManyToManyField(LlmModel, through="PolicyModel", related_name="+", blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -198,6 +271,14 @@ class RoutingPolicy(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def max_batch_wait(self) -> timedelta:
+        return timedelta(seconds=self.max_batch_wait_seconds)
+
+    def clean(self) -> None:
+        if self.cache_ttl is not None and self.cache_ttl.total_seconds() <= 0:
+            raise ValidationError({"cache_ttl": "The cache TTL must be positive."})
 
 
 class PolicyModel(models.Model):
@@ -221,6 +302,8 @@ class PolicyModel(models.Model):
     def clean(self) -> None:
         if self.model_id and not self.model.enabled:
             raise ValidationError({"model": f"{self.model} is disabled."})
+        if self.model_id and not self.model.provider.enabled:
+            raise ValidationError({"model": f"{self.model}'s provider is disabled."})
 
 
 class Workload(models.Model):
@@ -257,12 +340,42 @@ class Workload(models.Model):
             errors["deadline"] = "Near-realtime and scheduled workloads need a deadline."
         if self.deadline is not None and self.deadline.total_seconds() <= 0:
             errors["deadline"] = "The deadline must be positive."
+        elif "policy" not in errors and (why := self._deadline_too_short_to_defer()):
+            errors["deadline"] = why
         if errors:
             raise ValidationError(errors)
 
+    def _deadline_too_short_to_defer(self) -> str:
+        """Why a deferrable workload's deadline can never be met by a batch, or ''."""
+        if (
+            self.latency_class == LatencyClass.REALTIME
+            or not self.deadline
+            or not self.policy_id
+            or not self.policy.allow_batch
+        ):
+            return ""
+        quickest = min(
+            (
+                link.model.provider.expected_batch_turnaround
+                for link in self.policy.links.select_related("model__provider")
+                if link.model.provider.supports_batch
+            ),
+            default=None,
+        )
+        if quickest is None:
+            return "The policy allows batch but no model in its chain has a batch-capable provider."
+        needed = self.policy.max_batch_wait + quickest + self.policy.deadline_margin
+        if self.deadline < needed:
+            return (
+                f"Too short to defer: a batch needs up to {needed} (buffer wait "
+                f"{self.policy.max_batch_wait} + turnaround {quickest} + margin "
+                f"{self.policy.deadline_margin}). Lengthen the deadline or disallow batch."
+            )
+        return ""
+
 
 class Request(models.Model):
-    """One unit of work sent by a client. Money, routing and batch fields come later."""
+    """One unit of work sent by a client: what it asked, how it was routed, what it cost."""
 
     class Status(models.TextChoices):
         RECEIVED = "received"
@@ -272,17 +385,46 @@ class Request(models.Model):
         FAILED = "failed"
         CANCELLED = "cancelled"
 
+    class Mode(models.TextChoices):
+        REALTIME = "realtime"
+        STREAM = "stream"
+        BATCH = "batch"
+        CACHE = "cache"
+
+    class Source(models.TextChoices):
+        NATIVE = "native", "Native API"
+        OPENAI = "openai", "OpenAI-compatible API"
+        WEBSOCKET = "websocket", "Websocket"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="requests")
     api_key = models.ForeignKey(
         ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="requests"
     )
     workload = models.ForeignKey(Workload, on_delete=models.PROTECT, related_name="requests")
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.NATIVE)
     # What the client asked for: messages, max_tokens, temperature, model override, stream.
     params = models.JSONField(default=dict)
+    metadata = models.JSONField(default=dict, blank=True)
+    # A retried POST with the same key and body is the same request (answered again).
+    # NULL, not "": the unique constraint must ignore requests sent without a key.
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    body_hash = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
+    mode = models.CharField(max_length=10, choices=Mode.choices, blank=True)
+    decision_reason = models.TextField(blank=True)
+    # Deferrable (latency class and policy allow a batch) but served now at full price.
+    missed_saving = models.BooleanField(default=False)
+    model = models.ForeignKey(
+        LlmModel, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )  # the model that answered
+    output = models.TextField(blank=True)
+    finish_reason = models.CharField(max_length=20, blank=True)
+    # Token counts as billed: input (uncached), cached_input, cache_write, output, reasoning.
+    usage = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)  # received
     started_at = models.DateTimeField(null=True, blank=True)
     first_token_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -295,6 +437,48 @@ class Request(models.Model):
             models.Index(fields=["team", "-created_at"], name="request_team_recent"),
             models.Index(fields=["status", "created_at"], name="request_status_age"),
         ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="request_idempotency_key_per_team",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"req_{self.id.hex}"
+
+    @staticmethod
+    def hash_body(body: dict) -> str:
+        """A stable fingerprint of what was asked, to tell a retry from a different request."""
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class RequestAttempt(models.Model):
+    """One call to a provider on behalf of a request (the primary, then each fallback)."""
+
+    class Outcome(models.TextChoices):
+        OK = "ok"
+        ERROR = "error"
+        SKIPPED = "skipped"  # circuit open: not called
+
+    request = models.ForeignKey(Request, on_delete=models.CASCADE, related_name="attempts")
+    position = models.PositiveSmallIntegerField()
+    model = models.ForeignKey(LlmModel, on_delete=models.PROTECT, related_name="+")
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    error_kind = models.CharField(max_length=30, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    first_byte_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["request", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "position"], name="attempt_position_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.position} {self.model} {self.outcome}"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from datetime import timedelta
+
+from django.db.models import Count, Q, QuerySet, Sum
+from django.utils import timezone
 
 from routing.auth import KeyPrincipal
 from routing.models import LlmModel, Request, Team, Workload
@@ -38,12 +41,33 @@ def model_list() -> QuerySet[LlmModel]:
 def request_list(
     *, user, status: str | None = None, workload: str | None = None
 ) -> QuerySet[Request]:
-    qs = Request.objects.filter(team__in=teams_for(user)).select_related("team", "workload")
+    qs = (
+        Request.objects.filter(team__in=teams_for(user))
+        .select_related("team", "workload", "model__provider")
+        .prefetch_related("attempts__model__provider")
+        .annotate(**_COST)
+    )
     if status:
         qs = qs.filter(status=status)
     if workload:
         qs = qs.filter(workload__slug=workload)
     return qs.order_by("-created_at")
+
+
+# A request's cost is the sum of its ledger entries (a charge, or an estimate, and reversals).
+_COST = {
+    "cost_usd": Sum("ledger_entries__cost_usd"),
+    "counterfactual_cost_usd": Sum("ledger_entries__counterfactual_cost_usd"),
+}
+
+
+def request_with_cost(request: Request) -> Request:
+    return (
+        Request.objects.select_related("team", "workload", "model__provider")
+        .prefetch_related("attempts__model__provider")
+        .annotate(**_COST)
+        .get(pk=request.pk)
+    )
 
 
 def team_for_write(*, user, team_slug: str | None) -> Team:
@@ -60,3 +84,13 @@ def team_for_write(*, user, team_slug: str | None) -> Team:
     if len(mine) != 1:
         raise LookupError("you belong to several teams (or none): name one with `team`")
     return mine[0]
+
+
+def workloads_with_cache_stats(workloads: QuerySet[Workload], *, days: int = 30):
+    """Annotate each workload with requests served and cache hits over the last `days`."""
+    since = timezone.now() - timedelta(days=days)
+    recent = Q(requests__created_at__gte=since, requests__status=Request.Status.COMPLETED)
+    return workloads.annotate(
+        _served=Count("requests", filter=recent),
+        _hits=Count("requests", filter=recent & Q(requests__mode=Request.Mode.CACHE)),
+    )

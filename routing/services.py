@@ -1,17 +1,57 @@
-"""Writes for the routing app. The request front door (request_submit) arrives with routing."""
+"""Writes for the routing app: API keys, and the request front door (request_admit and
+request_run), the only service that calls both billing and the providers."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import json
 import secrets
-from datetime import timedelta
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
+from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from routing.models import ApiKey, Team
+from billing import selectors as billing_selectors
+from billing.models import Hold, LedgerEntry, Mode
+from billing.pricing import PricingError, Usage
+from billing.services import (
+    BudgetExceeded,
+    budget_reserve,
+    hold_release,
+    hold_settle,
+    ledger_record_usage,
+    reservation_amount,
+)
+from routing import circuit, metrics, providers
+from routing.models import (
+    ApiKey,
+    LlmModel,
+    Request,
+    RequestAttempt,
+    RoutingPolicy,
+    Team,
+    Workload,
+)
+from routing.providers import (
+    ChatRequest,
+    Completion,
+    Delta,
+    Endpoint,
+    ProviderError,
+    Timeouts,
+    TokenUsage,
+)
+from routing.router import Decision, ModelOption, PolicySpec, RouteInput, route
 
 API_KEY_PREFIX = "llm_"
 MIN_CUSTOM_SECRET_LENGTH = 16
@@ -89,3 +129,607 @@ def api_key_revoke(*, key: ApiKey) -> bool:
         revoked_at=timezone.now()
     )
     return changed == 1
+
+
+# --- requests: the front door ---------------------------------------------------------
+#
+# API → request_admit (validate, replay, cache, route, reserve; database only) →
+# request_run (provider calls with fallback, no transaction open across them) →
+# _request_complete / _request_fail (ledger entry and hold settled in one transaction).
+
+# A hold on a request served now outlives any provider call (LLMOPS_PROVIDER_TIMEOUT_TOTAL)
+# so only a process that died leaves one for the sweeper.
+REALTIME_HOLD_TTL = timedelta(minutes=30)
+# What a deferred request's hold must outlive beyond its deadline (late batch results bill).
+BATCH_HOLD_GRACE = timedelta(hours=1)
+
+
+class RequestRejected(Exception):
+    """The request cannot be served as asked: an HTTP status, a message, the field at fault."""
+
+    def __init__(self, status: int, message: str, *, field: str = "", code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+        self.code = code or {400: "invalid_request", 404: "not_found", 422: "conflict"}.get(
+            status, "error"
+        )
+
+
+class RequestFailed(Exception):
+    """Every model in the chain failed; the request is recorded as failed, its hold released."""
+
+    def __init__(self, request: Request, message: str, *, status: int = 502) -> None:
+        super().__init__(message)
+        self.request = request
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A validated client request (the API's serializers build it)."""
+
+    workload: Workload
+    messages: list[dict]
+    max_tokens: int | None
+    temperature: float | None = None
+    model: LlmModel | None = None  # the client's choice; must be in the policy's chain
+    stream: bool = False
+    metadata: dict = field(default_factory=dict)
+    idempotency_key: str | None = None
+    source: str = Request.Source.NATIVE
+
+
+@dataclass
+class Admitted:
+    request: Request
+    replay: bool = False  # an idempotent retry: answer with the recorded request
+    decision: Decision | None = None
+    hold: Hold | None = None
+    chain: list[LlmModel] = field(default_factory=list)
+
+
+def prompt_tokens_bound(messages: list[dict]) -> int:
+    """An upper bound on a prompt's tokens without a tokenizer: byte-level BPE tokens (OpenAI,
+    Anthropic) are at least one UTF-8 byte each, plus a few tokens of framing per message.
+    Admission reserves this, so a budget can never be overrun by an undercount."""
+    total = 3
+    for message in messages:
+        total += 4 + len(json.dumps(message.get("content", ""), ensure_ascii=False).encode())
+    return total
+
+
+def request_admit(*, team: Team, api_key: ApiKey | None, ask: Ask, sync_only: bool) -> Admitted:
+    """Everything before a provider is called, in the database only: the idempotent replay,
+    the response cache, the routing decision and the budget hold. Raises RequestRejected
+    (nothing written) or BudgetExceeded/soft-budget refusal (the request recorded as failed)."""
+    body = _ask_body(ask)
+    body_hash = Request.hash_body(body)
+    if ask.idempotency_key:
+        existing = Request.objects.filter(team=team, idempotency_key=ask.idempotency_key).first()
+        if existing is not None:
+            if existing.body_hash != body_hash:
+                raise RequestRejected(
+                    422,
+                    "This Idempotency-Key was already used with a different request body.",
+                    field="idempotency_key",
+                    code="idempotency_key_reused",
+                )
+            return Admitted(request=existing, replay=True)
+
+    workload = ask.workload
+    policy = workload.policy
+    links = list(policy.links.select_related("model__provider").order_by("position"))
+    usable = [link.model for link in links if link.model.enabled and link.model.provider.enabled]
+    if not usable:
+        raise RequestRejected(
+            503,
+            f"Workload {workload.slug} has no enabled model in its policy's chain.",
+            field="workload",
+            code="no_model",
+        )
+    if ask.model is not None and ask.model not in usable:
+        raise RequestRejected(
+            400,
+            f"Model {ask.model.model_id} is not in workload {workload.slug}'s model chain "
+            f"({', '.join(m.model_id for m in usable)}).",
+            field="model",
+        )
+    limit = min(m.max_output_tokens for m in ([ask.model] if ask.model else usable))
+    max_tokens = ask.max_tokens if ask.max_tokens is not None else limit
+    if max_tokens > limit:
+        raise RequestRejected(
+            400,
+            f"max_tokens {max_tokens} is above the model's limit of {limit}.",
+            field="max_tokens",
+        )
+
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            request = Request.objects.create(
+                team=team,
+                api_key=api_key,
+                workload=workload,
+                source=ask.source,
+                params={**body, "max_tokens": max_tokens},  # the limit applied if none was asked
+                metadata=ask.metadata,
+                idempotency_key=ask.idempotency_key,
+                body_hash=body_hash,
+                created_at=now,
+                deadline_at=now + workload.deadline if workload.deadline else None,
+            )
+    except IntegrityError:
+        # A concurrent retry with the same key won the insert: answer with its request.
+        existing = Request.objects.get(team=team, idempotency_key=ask.idempotency_key)
+        if existing.body_hash != body_hash:
+            raise RequestRejected(
+                422,
+                "This Idempotency-Key was already used with a different request body.",
+                field="idempotency_key",
+                code="idempotency_key_reused",
+            ) from None
+        return Admitted(request=existing, replay=True)
+
+    params = {**body, "max_tokens": max_tokens}
+    cached = None
+    if policy.cache_enabled:
+        cached = response_cache_get(policy=policy, params=params)
+        metrics.CACHE_LOOKUPS.labels(workload.slug, "hit" if cached else "miss").inc()
+    decision = route(
+        RouteInput(
+            latency_class=workload.latency_class,
+            deadline=workload.deadline,
+            policy=PolicySpec(
+                tier=policy.tier,
+                allow_batch=policy.allow_batch,
+                max_batch_wait=policy.max_batch_wait,
+                deadline_margin=policy.deadline_margin,
+                soft_breach_action=policy.soft_breach_action,
+                fallback_across_tiers=policy.fallback_across_tiers,
+            ),
+            chain=tuple(_option(m) for m in usable),
+            stream=ask.stream,
+            requested_model=ask.model.model_id if ask.model else None,
+            sync_only=sync_only,
+            cache_hit=cached is not None,
+            soft_budget_breached=_soft_budget_breached(team=team, workload=workload, at=now),
+        )
+    )
+    by_key = {(m.provider.slug, m.model_id): m for m in usable}
+    chain = [by_key[(o.provider, o.model_id)] for o in decision.chain]
+    request.mode = decision.mode
+    request.decision_reason = decision.reason
+    request.missed_saving = decision.missed_saving
+    if decision.refused:
+        _request_close(request, Request.Status.FAILED, error=decision.reason)
+        raise RequestRejected(429, decision.reason, field="budget", code="soft_budget_exceeded")
+    if cached is not None:
+        _request_answer_from_cache(request, cached=cached, primary=chain[0])
+        return Admitted(request=request, decision=decision, chain=chain)
+
+    mode = decision.mode
+    try:
+        amount = max(
+            reservation_amount(
+                model=model,
+                mode=mode,
+                prompt_tokens=prompt_tokens_bound(ask.messages),
+                max_output_tokens=max_tokens,
+                at=now,
+            )
+            for model in chain
+        )
+    except PricingError as exc:
+        _request_close(request, Request.Status.FAILED, error=str(exc))
+        raise RequestRejected(503, str(exc), field="model", code="unpriced_model") from exc
+    ttl = (
+        (workload.deadline or timedelta(0)) + BATCH_HOLD_GRACE
+        if mode == Mode.BATCH
+        else REALTIME_HOLD_TTL
+    )
+    try:
+        admission = budget_reserve(
+            key=f"req:{request.pk}",
+            team=team,
+            workload=workload,
+            request=request,
+            amount=amount,
+            at=now,
+            ttl=ttl,
+        )
+    except BudgetExceeded as exc:
+        _request_close(request, Request.Status.FAILED, error=str(exc))
+        raise RequestRejected(402, str(exc), field="budget", code="budget_exceeded") from exc
+    if mode == Mode.BATCH:
+        # The batch buffer (batches app) picks queued requests up by status and model.
+        request.model = chain[0]
+        request.status = Request.Status.QUEUED
+        metrics.REQUESTS.labels(workload.slug, mode, request.status).inc()
+    else:
+        request.status = Request.Status.RUNNING
+        request.started_at = timezone.now()
+    request.save(
+        update_fields=[
+            "mode",
+            "decision_reason",
+            "missed_saving",
+            "params",
+            "model",
+            "status",
+            "started_at",
+        ]
+    )
+    return Admitted(request=request, decision=decision, hold=admission.hold, chain=chain)
+
+
+def _ask_body(ask: Ask) -> dict:
+    """What identifies a request for idempotency (not the key itself, nor the transport)."""
+    return {
+        "workload": ask.workload.slug,
+        "messages": ask.messages,
+        "max_tokens": ask.max_tokens,
+        "temperature": ask.temperature,
+        "model": ask.model.model_id if ask.model else None,
+        "stream": ask.stream,
+        "metadata": ask.metadata,
+    }
+
+
+def _option(model: LlmModel) -> ModelOption:
+    provider = model.provider
+    return ModelOption(
+        provider=provider.slug,
+        model_id=model.model_id,
+        tier=model.tier,
+        supports_batch=provider.supports_batch,
+        enabled=model.enabled and provider.enabled,
+        circuit_open=circuit.circuit(provider.slug).state == circuit.State.OPEN,
+        batch_turnaround=provider.expected_batch_turnaround if provider.supports_batch else None,
+    )
+
+
+def _soft_budget_breached(*, team: Team, workload: Workload, at: datetime) -> bool:
+    for budget in billing_selectors.budgets_touching(team=team, workload=workload):
+        if budget.hard:
+            continue
+        status = billing_selectors.budget_status(budget, at)
+        if status.spent_usd + status.reserved_usd >= status.limit_usd:
+            return True
+    return False
+
+
+def _request_close(request: Request, status: str, *, error: str = "") -> None:
+    request.status = status
+    request.error = error[:2000]
+    request.completed_at = timezone.now()
+    request.save()
+    metrics.observe_request(request)
+
+
+def _endpoint(model: LlmModel) -> Endpoint:
+    provider = model.provider
+    return Endpoint(
+        kind=provider.kind,
+        base_url=provider.base_url,
+        api_key=provider.get_api_key(),
+        timeouts=Timeouts(
+            connect=settings.LLMOPS_PROVIDER_TIMEOUT_CONNECT,
+            first_byte=settings.LLMOPS_PROVIDER_TIMEOUT_FIRST_BYTE,
+            total=settings.LLMOPS_PROVIDER_TIMEOUT_TOTAL,
+        ),
+    )
+
+
+def _usage(tokens: TokenUsage) -> Usage:
+    return Usage(
+        input_tokens=tokens.input_tokens,
+        cached_input_tokens=tokens.cached_input_tokens,
+        cache_write_tokens=tokens.cache_write_tokens,
+        output_tokens=tokens.output_tokens,
+        reasoning_tokens=tokens.reasoning_tokens,
+    )
+
+
+def _usage_json(usage: Usage) -> dict:
+    return {
+        "input_tokens": usage.input_tokens,
+        "cached_input_tokens": usage.cached_input_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+    }
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a streamed answer, as it arrived."""
+
+    text: str
+
+
+async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Chunk | Request]:
+    """Call the chain in order until one model answers: yields Chunks (when streaming) and
+    finally the completed Request. Falls back to the next model only before the first byte
+    reached the client and only on failures the provider did not bill; no transaction is
+    open across a provider call. Raises RequestFailed when nothing answered."""
+    request = admitted.request
+    chat = ChatRequest(
+        model="",
+        messages=request.params["messages"],
+        max_tokens=request.params["max_tokens"],
+        temperature=request.params.get("temperature"),
+    )
+    errors = []
+    for position, model in enumerate(admitted.chain):
+        provider = model.provider.slug
+        if not await sync_to_async(circuit.allow)(provider):
+            await sync_to_async(_attempt_record)(
+                request,
+                position,
+                model,
+                RequestAttempt.Outcome.SKIPPED,
+                error=f"{provider} circuit open",
+            )
+            errors.append(f"{model.model_id}: circuit open")
+            continue
+        endpoint = await sync_to_async(_endpoint)(model)
+        call = replace(chat, model=model.model_id)
+        started = time.monotonic()
+        first_byte_ms = None
+        text = []
+        try:
+            if stream:
+                completion = None
+                # aclosing: leaving early (a client gone) closes the upstream stream at once.
+                async with aclosing(providers.stream(endpoint, call)) as events:
+                    async for event in events:
+                        if isinstance(event, Delta):
+                            if first_byte_ms is None:
+                                first_byte_ms = _ms_since(started)
+                                await sync_to_async(_request_first_token)(request)
+                            text.append(event.text)
+                            yield Chunk(event.text)
+                        else:
+                            completion = event
+                if completion is None:
+                    raise ProviderError(
+                        f"{model.model_id} stream ended without usage",
+                        retryable=True,
+                        maybe_billed=True,
+                        after_first_byte=bool(text),
+                        kind="stream_cut",
+                    )
+            else:
+                completion = await providers.complete(endpoint, call)
+        except ProviderError as exc:
+            await sync_to_async(circuit.record_failure)(provider, str(exc))
+            await sync_to_async(_attempt_record)(
+                request,
+                position,
+                model,
+                RequestAttempt.Outcome.ERROR,
+                error=str(exc),
+                error_kind=exc.kind,
+                status_code=exc.status,
+                latency_ms=_ms_since(started),
+                first_byte_ms=first_byte_ms,
+            )
+            errors.append(f"{model.model_id}: {exc}")
+            if exc.after_first_byte or text:
+                # The client already has part of an answer: another model cannot continue it.
+                # The provider billed what it produced; record an estimate, flagged as such.
+                await sync_to_async(_request_fail_mid_stream)(
+                    admitted, model=model, text="".join(text), error=str(exc)
+                )
+                raise RequestFailed(request, f"{model.model_id} failed mid-stream: {exc}") from exc
+            if exc.maybe_billed or (not exc.retryable and exc.kind == "bad_request"):
+                # Retrying a call that may have been billed could pay twice; a request the
+                # provider rejects as malformed fails the same way everywhere.
+                break
+            continue
+        except (asyncio.CancelledError, GeneratorExit):
+            # The client went away mid-stream: the provider still bills what it produced.
+            await asyncio.shield(
+                sync_to_async(_request_fail_mid_stream)(
+                    admitted,
+                    model=model,
+                    text="".join(text),
+                    error="client disconnected",
+                    status=Request.Status.CANCELLED,
+                )
+            )
+            raise
+        await sync_to_async(circuit.record_success)(provider)
+        await sync_to_async(_attempt_record)(
+            request,
+            position,
+            model,
+            RequestAttempt.Outcome.OK,
+            latency_ms=_ms_since(started),
+            first_byte_ms=first_byte_ms,
+        )
+        done = await sync_to_async(_request_complete)(admitted, model=model, completion=completion)
+        yield done
+        return
+    message = "; ".join(errors) or "no model could be called"
+    await sync_to_async(_request_fail)(admitted, error=message)
+    raise RequestFailed(request, f"Every model in the chain failed: {message}")
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def _attempt_record(request: Request, position: int, model: LlmModel, outcome: str, **fields):
+    metrics.ATTEMPTS.labels(model.provider.slug, model.model_id, outcome).inc()
+    RequestAttempt.objects.create(
+        request=request,
+        position=position,
+        model=model,
+        outcome=outcome,
+        **{k: (v[:500] if isinstance(v, str) else v) for k, v in fields.items() if v is not None},
+    )
+
+
+def _request_first_token(request: Request) -> None:
+    request.first_token_at = timezone.now()
+    Request.objects.filter(pk=request.pk, first_token_at__isnull=True).update(
+        first_token_at=request.first_token_at
+    )
+
+
+def _request_complete(admitted: Admitted, *, model: LlmModel, completion: Completion) -> Request:
+    """The answer and its bill, in one transaction: the ledger entry settles the hold."""
+    request = admitted.request
+    usage = _usage(completion.usage)
+    with transaction.atomic():
+        hold_settle(
+            hold=admitted.hold,
+            key=f"req:{request.pk}:charge",
+            model=model,
+            mode=request.mode,
+            usage=usage,
+        )
+        request.model = model
+        request.output = completion.text
+        request.finish_reason = completion.finish_reason
+        request.usage = _usage_json(usage)
+        request.status = Request.Status.COMPLETED
+        request.completed_at = timezone.now()
+        request.first_token_at = request.first_token_at or request.completed_at
+        request.save()
+    metrics.observe_request(request)
+    policy = request.workload.policy
+    if policy.cache_enabled:
+        response_cache_put(policy=policy, params=request.params, request=request)
+    return request
+
+
+def _request_fail(admitted: Admitted, *, error: str) -> None:
+    with transaction.atomic():
+        hold_release(hold=admitted.hold)
+        _request_close(admitted.request, Request.Status.FAILED, error=error)
+
+
+def _request_fail_mid_stream(
+    admitted: Admitted,
+    *,
+    model: LlmModel,
+    text: str,
+    error: str,
+    status: str = Request.Status.FAILED,
+) -> None:
+    """An answer cut after output began: record what the provider billed as an estimate (a
+    byte-bounded prompt and ~4 characters per output token), settle the hold with it."""
+    request = admitted.request
+    usage = Usage(
+        input_tokens=prompt_tokens_bound(request.params["messages"]),
+        output_tokens=max(1, -(-len(text) // 4)),
+    )
+    with transaction.atomic():
+        hold_settle(
+            hold=admitted.hold,
+            key=f"req:{request.pk}:charge",
+            model=model,
+            mode=request.mode,
+            usage=usage,
+            kind=LedgerEntry.Kind.ESTIMATE,
+            note=f"estimated: {error}"[:300],
+        )
+        request.model = model
+        request.output = text
+        request.usage = _usage_json(usage)
+        _request_close(request, status, error=error)
+
+
+# --- the response cache ---------------------------------------------------------------
+# In Django's cache (a file cache on one machine, Redis when scaled out), so every process
+# shares it and entries expire by themselves.
+
+
+def _cache_key(policy: RoutingPolicy, params: dict) -> str:
+    messages = params["messages"]
+    if policy.cache_key == RoutingPolicy.CacheKey.USER_AND_SYSTEM_HASH:
+        system = [m.get("content") for m in messages if m.get("role") == "system"]
+        users = [m.get("content") for m in messages if m.get("role") == "user"]
+        system_hash = Request.hash_body({"system": system})
+        material = {"system": system_hash, "user": users}
+    else:
+        material = {"messages": messages}
+    material.update(
+        model=params.get("model"),
+        max_tokens=params.get("max_tokens"),
+        temperature=params.get("temperature"),
+    )
+    return f"llmops:response:{policy.pk}:{Request.hash_body(material)}"
+
+
+def response_cache_get(*, policy: RoutingPolicy, params: dict) -> dict | None:
+    return cache.get(_cache_key(policy, params))
+
+
+def response_cache_put(*, policy: RoutingPolicy, params: dict, request: Request) -> None:
+    if request.finish_reason not in ("stop", "length"):
+        return  # a filtered or tool-call answer is not one to repeat
+    # "length" is kept: max_tokens is part of the key, so the same request would stop there.
+    cache.set(
+        _cache_key(policy, params),
+        {
+            "text": request.output,
+            "finish_reason": request.finish_reason,
+            "usage": request.usage,
+            "model": request.model_id,
+            "from_request": str(request.pk),
+        },
+        timeout=policy.cache_ttl.total_seconds(),
+    )
+
+
+def _request_answer_from_cache(request: Request, *, cached: dict, primary: LlmModel) -> None:
+    """A hit costs nothing; its ledger entry keeps the counterfactual of serving it for real."""
+    model = LlmModel.objects.filter(pk=cached["model"]).first() or primary
+    usage = Usage(**cached["usage"])
+    with transaction.atomic():
+        ledger_record_usage(
+            key=f"req:{request.pk}:charge",
+            team=request.team,
+            workload=request.workload,
+            request=request,
+            model=model,
+            mode=Mode.CACHE,
+            usage=usage,
+            note=f"cache hit of {cached['from_request']}",
+        )
+        request.model = model
+        request.output = cached["text"]
+        request.finish_reason = cached["finish_reason"]
+        request.usage = cached["usage"]
+        request.status = Request.Status.COMPLETED
+        request.started_at = request.first_token_at = request.completed_at = timezone.now()
+        request.save()
+    metrics.observe_request(request)
+
+
+def request_mark_read(*, request: Request) -> None:
+    """Note when the client first read a finished result (the workload audit compares it with
+    the deadline: results nobody reads for hours did not need realtime)."""
+    if request.first_read_at is None and request.status == Request.Status.COMPLETED:
+        now = timezone.now()
+        Request.objects.filter(pk=request.pk, first_read_at__isnull=True).update(first_read_at=now)
+        request.first_read_at = now
+
+
+def request_cancel(*, request: Request) -> bool:
+    """Cancel a request still waiting for a batch (received or queued): its hold is released.
+    False if it already ran or finished (a running realtime call ends with its client)."""
+    with transaction.atomic():
+        changed = Request.objects.filter(
+            pk=request.pk, status__in=[Request.Status.RECEIVED, Request.Status.QUEUED]
+        ).update(status=Request.Status.CANCELLED, completed_at=timezone.now())
+        if changed != 1:
+            return False
+        for hold in Hold.objects.filter(request=request, status=Hold.Status.HELD):
+            hold_release(hold=hold)
+    return True

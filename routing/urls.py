@@ -7,6 +7,7 @@ urlpatterns = [
     path("models", apis.ModelListApi.as_view(), name="api-models"),
     path("workloads", apis.WorkloadListApi.as_view(), name="api-workloads"),
     path("workloads/<slug:slug>", apis.WorkloadDetailApi.as_view(), name="api-workload"),
-    path("requests", apis.RequestListApi.as_view(), name="api-requests"),
+    path("requests", apis.requests_endpoint, name="api-requests"),
     path("requests/<uuid:id>", apis.RequestDetailApi.as_view(), name="api-request"),
+    path("requests/<uuid:id>/cancel", apis.RequestCancelApi.as_view(), name="api-request-cancel"),
 ]

@@ -93,6 +93,7 @@ def provider_form(**overrides):
         "kind": "openai",
         "base_url": "https://api.openai.com/v1",
         "supports_batch": "on",
+        "expected_batch_turnaround": "24:00:00",
         "enabled": "on",
         "new_api_key": "sk-live-very-secret-value",
     }

@@ -71,6 +71,7 @@ def test_api_key_option_creates_a_usable_admin_key(client):
     assert (key.team.slug, key.role) == ("globex", "admin")
     response = client.get("/api/v1/workloads", HTTP_AUTHORIZATION=f"Bearer {KEY}")
     assert [w["team"] for w in response.json()["results"]] == ["globex", "globex"]
+    assert key.default_workload.slug == "dashboard-qa"
 
 
 def test_api_key_option_resets_a_revoked_or_changed_key(client):

@@ -1,29 +1,45 @@
-"""Anthropic wire protocol via the official SDK."""
+"""Anthropic wire protocol via the official SDK, in and out of OpenAI's message shape."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import anthropic
 
-from routing.providers.errors import ProviderError, from_status
+from routing.providers.calls import classify, client_for, open_stream, with_deadlines
+from routing.providers.errors import ProviderError
+from routing.providers.types import ChatRequest, Completion, Delta, Endpoint, TokenUsage
+
+LABEL = "Anthropic API"
+# Anthropic's stop reasons in OpenAI's vocabulary (what our API and the openai SDK speak).
+FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+    "pause_turn": "stop",
+}
 
 
-def _client(*, base_url: str, api_key: str, timeout: float) -> anthropic.AsyncAnthropic:
+def _client(*, base_url: str, api_key: str, timeout) -> anthropic.AsyncAnthropic:
     # base_url without /v1: the SDK's paths already start with it.
     return anthropic.AsyncAnthropic(
         base_url=base_url, api_key=api_key or "unset", max_retries=0, timeout=timeout
     )
 
 
+def _build(endpoint: Endpoint) -> anthropic.AsyncAnthropic:
+    t = endpoint.timeouts
+    return _client(
+        base_url=endpoint.base_url,
+        api_key=endpoint.api_key,
+        timeout=anthropic.Timeout(t.total, connect=t.connect, read=t.total),
+    )
+
+
 def _translate(exc: anthropic.AnthropicError) -> ProviderError:
-    if isinstance(exc, anthropic.APIStatusError):
-        return from_status(f"Anthropic API error {exc.status_code}: {exc.message}", exc.status_code)
-    if isinstance(exc, anthropic.APITimeoutError):
-        return ProviderError("Anthropic API timed out", retryable=True, maybe_billed=True)
-    if isinstance(exc, anthropic.APIConnectionError):
-        return ProviderError(
-            "cannot connect to the Anthropic API", retryable=True, maybe_billed=False
-        )
-    return ProviderError(f"Anthropic client error: {exc}", retryable=False, maybe_billed=False)
+    return classify(exc, anthropic, LABEL, after_first_byte=False)
 
 
 async def probe(*, base_url: str, api_key: str, timeout: float) -> None:
@@ -32,3 +48,108 @@ async def probe(*, base_url: str, api_key: str, timeout: float) -> None:
             await client.models.list(limit=1)
         except anthropic.AnthropicError as exc:
             raise _translate(exc) from exc
+
+
+def _text(content) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content)
+
+
+def _kwargs(request: ChatRequest) -> dict:
+    """OpenAI messages → Anthropic's: system (and developer) messages become `system`, and
+    consecutive turns of one role merge (Anthropic requires alternating roles)."""
+    system, turns = [], []
+    for message in request.messages:
+        text = _text(message["content"])
+        if message["role"] in ("system", "developer"):
+            system.append(text)
+        elif turns and turns[-1]["role"] == message["role"]:
+            turns[-1]["content"] += "\n\n" + text
+        else:
+            turns.append({"role": message["role"], "content": text})
+    kwargs = {"model": request.model, "max_tokens": request.max_tokens, "messages": turns}
+    if system:
+        kwargs["system"] = "\n\n".join(system)
+    if request.temperature is not None:
+        # anthropic 2.12's messages.create has no temperature parameter; the API still takes it.
+        kwargs["extra_body"] = {"temperature": request.temperature}
+    return kwargs
+
+
+def _usage(usage) -> TokenUsage:
+    # Anthropic's input_tokens already excludes cache reads and writes.
+    return TokenUsage(
+        input_tokens=usage.input_tokens or 0,
+        cached_input_tokens=usage.cache_read_input_tokens or 0,
+        cache_write_tokens=usage.cache_creation_input_tokens or 0,
+        output_tokens=usage.output_tokens or 0,
+    )
+
+
+async def complete(endpoint: Endpoint, request: ChatRequest) -> Completion:
+    client = client_for(endpoint, _build)
+    try:
+        message = await client.messages.create(**_kwargs(request))
+    except anthropic.AnthropicError as exc:
+        raise _translate(exc) from exc
+    return Completion(
+        text="".join(block.text for block in message.content if block.type == "text"),
+        finish_reason=FINISH.get(message.stop_reason or "", "stop"),
+        usage=_usage(message.usage),
+        model=message.model,
+        provider_request_id=message.id,
+    )
+
+
+async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delta | Completion]:
+    client = client_for(endpoint, _build)
+    t = endpoint.timeouts
+    produced, text = False, []
+    usage, finish, model, ident = None, "stop", request.model, None
+    stopped = False
+    try:
+        response = await open_stream(
+            client.messages.create(**_kwargs(request), stream=True),
+            first_byte=t.first_byte,
+            label=LABEL,
+        )
+        async with response:
+            async for event in with_deadlines(
+                response, first_byte=t.first_byte, total=t.total, label=LABEL
+            ):
+                if event.type == "message_start":
+                    usage, model, ident = event.message.usage, event.message.model, event.message.id
+                elif event.type == "content_block_delta" and event.delta.type == "text_delta":
+                    produced = True
+                    text.append(event.delta.text)
+                    yield Delta(event.delta.text)
+                elif event.type == "message_delta":
+                    finish = FINISH.get(event.delta.stop_reason or "", "stop")
+                    # The final usage: output tokens so far, input counts repeated or absent.
+                    usage = usage.model_copy(
+                        update={
+                            k: v
+                            for k, v in event.usage.model_dump().items()
+                            if v is not None and k in type(usage).model_fields
+                        }
+                    )
+                elif event.type == "message_stop":
+                    stopped = True
+    except Exception as exc:
+        raise classify(exc, anthropic, LABEL, after_first_byte=produced) from exc
+    if usage is None or not stopped:
+        raise ProviderError(
+            f"{LABEL} stream ended before message_stop",
+            retryable=True,
+            maybe_billed=True,
+            after_first_byte=produced,
+            kind="stream_cut",
+        )
+    yield Completion(
+        text="".join(text),
+        finish_reason=finish,
+        usage=_usage(usage),
+        model=model,
+        provider_request_id=ident,
+    )

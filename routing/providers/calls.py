@@ -1,0 +1,105 @@
+"""What both wire protocols share: SDK clients per event loop, error classification, and
+the first-byte and total deadlines of a streamed call."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx2
+
+from routing.providers.errors import ProviderError, from_status
+from routing.providers.types import Endpoint
+
+# An httpx client is bound to the event loop that created it, and building one costs a TLS
+# context: keep one per (loop, endpoint), dropped with its loop.
+_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def client_for(endpoint: Endpoint, build: Callable[[Endpoint], Any]) -> Any:
+    loop = asyncio.get_running_loop()
+    per_loop = _clients.setdefault(loop, {})
+    key = (endpoint.kind, endpoint.base_url, endpoint.api_key, endpoint.timeouts)
+    if key not in per_loop:
+        per_loop[key] = build(endpoint)
+    return per_loop[key]
+
+
+def classify(exc: BaseException, sdk: Any, label: str, *, after_first_byte: bool) -> ProviderError:
+    """One ProviderError for any failure of an SDK call (`sdk`: the openai or anthropic module)."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, sdk.APIStatusError):
+        error = from_status(f"{label} error {exc.status_code}: {exc.message}", exc.status_code)
+    elif isinstance(exc, sdk.APITimeoutError | asyncio.TimeoutError | TimeoutError):
+        # The request was sent: the provider may be generating (and billing) it.
+        error = ProviderError(
+            f"{label} timed out", retryable=True, maybe_billed=True, kind="timeout_total"
+        )
+    elif isinstance(exc, sdk.APIConnectionError) and not after_first_byte:
+        error = ProviderError(
+            f"cannot connect to {label}: {exc}",
+            retryable=True,
+            maybe_billed=False,
+            kind="connection",
+        )
+    elif isinstance(exc, sdk.APIConnectionError | httpx2.HTTPError | sdk.APIError):
+        # A stream broken mid-way (the SDKs do not always wrap the transport's error).
+        error = ProviderError(
+            f"{label} stream cut: {exc}", retryable=True, maybe_billed=True, kind="stream_cut"
+        )
+    else:
+        error = ProviderError(f"{label} client error: {exc!r}", retryable=False, maybe_billed=False)
+    error.after_first_byte = after_first_byte
+    if after_first_byte:
+        error.maybe_billed = True
+    return error
+
+
+async def open_stream(coro, *, first_byte: float, label: str):
+    """Await a stream's opening (a server may hold its headers until the first token)."""
+    try:
+        return await asyncio.wait_for(coro, timeout=first_byte)
+    except TimeoutError:
+        raise ProviderError(
+            f"{label}: timeout first byte",
+            retryable=True,
+            maybe_billed=False,
+            kind="timeout_first_byte",
+        ) from None
+
+
+async def with_deadlines(
+    events: AsyncIterator, *, first_byte: float, total: float, label: str
+) -> AsyncIterator:
+    """Yield `events`, failing if the first takes over `first_byte` seconds, any later gap over
+    the same (a stall), or the whole over `total`."""
+    deadline = time.monotonic() + total
+    iterator = events.__aiter__()
+    first = True
+    while True:
+        budget = min(first_byte, deadline - time.monotonic())
+        try:
+            event = await asyncio.wait_for(iterator.__anext__(), timeout=max(budget, 0.001))
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            kind = (
+                "timeout_total"
+                if deadline <= time.monotonic() + 0.001
+                else ("timeout_first_byte" if first else "stream_stalled")
+            )
+            # Before the first byte we drop the connection having received nothing: we treat it
+            # as unbilled so a slow provider can be fallen back from (the simulator agrees).
+            raise ProviderError(
+                f"{label}: {kind.replace('_', ' ')}",
+                retryable=True,
+                maybe_billed=not first,
+                after_first_byte=not first,
+                kind=kind,
+            ) from None
+        first = False
+        yield event

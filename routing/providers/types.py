@@ -1,0 +1,54 @@
+"""The small dataclasses the provider adapters take and return (no Django, no SDK types)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 5.0  # seconds to establish the connection
+    first_byte: float = 60.0  # seconds to the first streamed event (and between events)
+    total: float = 600.0  # seconds for the whole call
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    kind: str  # openai | anthropic | openai_compatible
+    base_url: str
+    api_key: str
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str  # the provider's model id
+    # OpenAI shape: [{"role": ..., "content": str | [{"type": "text", "text": ...}]}]
+    messages: list[dict]
+    max_tokens: int
+    temperature: float | None = None
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    input_tokens: int  # uncached input
+    cached_input_tokens: int = 0  # cache reads
+    cache_write_tokens: int = 0
+    output_tokens: int = 0  # including reasoning
+    reasoning_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str  # OpenAI's vocabulary: stop | length | content_filter | tool_calls
+    usage: TokenUsage
+    model: str
+    provider_request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of streamed text, as it arrived."""
+
+    text: str

@@ -1,0 +1,221 @@
+"""The routing decision: a pure function (no database, no network, no clock).
+
+Per request: serve now (realtime, or stream if the client asked) or defer to a provider
+batch at the batch price, or answer from the cache; which models to try in order; and a
+reason a person can read in the admin. The front door (routing/services.py) gathers the
+facts (policy, chain, circuit states, budget state, batch turnaround) and records the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+TIERS = ("economy", "standard", "premium")  # cheapest first
+REALTIME = "realtime"
+
+
+class RoutingError(ValueError):
+    """No decision is possible: the client's model is not usable, or nothing is enabled."""
+
+
+@dataclass(frozen=True)
+class ModelOption:
+    provider: str  # provider slug
+    model_id: str
+    tier: str  # economy | standard | premium
+    supports_batch: bool  # the provider has a batch API
+    enabled: bool = True  # model and provider both enabled
+    circuit_open: bool = False  # the provider's circuit breaker is open
+    # Observed (or expected) batch completion time for this provider and model; None: unknown.
+    batch_turnaround: timedelta | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider}/{self.model_id}"
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    tier: str = "standard"  # preferred tier
+    allow_batch: bool = False
+    max_batch_wait: timedelta = timedelta(minutes=10)  # buffer time before a flush
+    deadline_margin: timedelta = timedelta(minutes=5)
+    soft_breach_action: str = "downgrade"  # downgrade | defer | refuse
+    fallback_across_tiers: bool = True
+
+
+@dataclass(frozen=True)
+class RouteInput:
+    latency_class: str  # realtime | near_realtime | scheduled
+    deadline: timedelta | None  # how long after arrival the answer must exist
+    policy: PolicySpec
+    chain: tuple[ModelOption, ...]  # the policy's chain, position order
+    stream: bool = False
+    requested_model: str | None = None  # the client's choice (a model id in the chain)
+    sync_only: bool = False  # the endpoint must answer now (the OpenAI-compatible API)
+    cache_hit: bool = False
+    soft_budget_breached: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    mode: str  # realtime | stream | batch | cache
+    chain: tuple[ModelOption, ...]  # in order; for batch, chain[0] is the batch target
+    reason: str
+    tier: str  # the tier actually used
+    refused: bool = False  # a soft-budget breach the policy refuses
+    missed_saving: bool = False  # deferrable workload served now at full price
+
+
+def human(duration: timedelta) -> str:
+    """2 h 30 min, 45 s, 1 d 2 h: short and exact enough for a reason string."""
+    seconds = int(duration.total_seconds())
+    if seconds < 60:
+        return f"{seconds} s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            parts.append(f"{seconds // size} {unit}")
+            seconds %= size
+    return " ".join(parts[:2])
+
+
+def _cheaper(tier: str) -> str | None:
+    index = TIERS.index(tier) if tier in TIERS else 1
+    return TIERS[index - 1] if index > 0 else None
+
+
+def _served_now_chain(inp: RouteInput, tier: str) -> tuple[tuple[ModelOption, ...], list[str]]:
+    """The models to try now, in order, and notes for the reason."""
+    notes = []
+    enabled = [m for m in inp.chain if m.enabled]
+    if not enabled:
+        raise RoutingError("no enabled model in the policy's chain")
+    in_tier = [m for m in enabled if m.tier == tier]
+    if not in_tier:
+        notes.append(f"no {tier} model in the chain, using the chain as it is")
+        ordered = enabled
+    elif inp.policy.fallback_across_tiers:
+        ordered = in_tier + [m for m in enabled if m.tier != tier]
+    else:
+        ordered = in_tier
+    if inp.requested_model:
+        chosen = [m for m in enabled if m.model_id == inp.requested_model]
+        if not chosen:
+            raise RoutingError(f"model {inp.requested_model} is not an enabled model of the chain")
+        ordered = chosen[:1] + [m for m in ordered if m != chosen[0]]
+        notes.append(f"{inp.requested_model} first, as the client asked")
+    # An open circuit goes last, not away: if every provider is down, a probe still happens.
+    healthy = [m for m in ordered if not m.circuit_open]
+    broken = [m for m in ordered if m.circuit_open]
+    if broken and healthy:
+        providers = sorted({m.provider for m in broken})
+        notes.append(f"{', '.join(providers)} circuit open: {healthy[0].name} first")
+    elif broken:
+        notes.append("every provider's circuit is open: trying anyway")
+    return tuple(healthy + broken), notes
+
+
+def _batch_chain(inp: RouteInput, served_now: tuple[ModelOption, ...]):
+    """(models that can return a batch before the deadline, why not if none)."""
+    if inp.deadline is None:
+        return (), "the workload has no deadline"
+    capable = [m for m in served_now if m.supports_batch]
+    if not capable:
+        return (), "no model in the chain has a batch-capable provider"
+    healthy = [m for m in capable if not m.circuit_open]
+    if not healthy:
+        return (), "every batch-capable provider's circuit is open"
+    known = [m for m in healthy if m.batch_turnaround is not None]
+    if not known:
+        return (), "the batch turnaround of its providers is unknown"
+    overhead = inp.policy.max_batch_wait + inp.policy.deadline_margin
+    fitting = tuple(m for m in known if overhead + m.batch_turnaround <= inp.deadline)
+    if fitting:
+        return fitting, ""
+    quickest = min(known, key=lambda m: m.batch_turnaround)
+    late = overhead + quickest.batch_turnaround - inp.deadline
+    return (), (
+        f"a batch on {quickest.name} would take up to {human(overhead + quickest.batch_turnaround)}"
+        f" and miss the {human(inp.deadline)} deadline by {human(late)}"
+    )
+
+
+def route(inp: RouteInput) -> Decision:
+    """Decide how one request is served. Deterministic; raises RoutingError."""
+    policy = inp.policy
+    tier = policy.tier
+    breach_notes = []
+    want_defer = False
+    if inp.soft_budget_breached and not inp.cache_hit:
+        action = policy.soft_breach_action
+        if action == "refuse":
+            chain, _ = _served_now_chain(inp, tier)
+            mode = "stream" if inp.stream else REALTIME
+            return Decision(
+                mode=mode,
+                chain=chain,
+                reason="A soft budget this request touches is over its limit and the policy "
+                "refuses requests then.",
+                tier=tier,
+                refused=True,
+            )
+        if action == "defer" and inp.latency_class != REALTIME:
+            want_defer = True
+            breach_notes.append("soft budget over its limit: deferring to a batch if possible")
+        else:
+            cheaper = _cheaper(tier)
+            while cheaper and not any(m.enabled and m.tier == cheaper for m in inp.chain):
+                cheaper = _cheaper(cheaper)
+            if cheaper:
+                breach_notes.append(f"soft budget over its limit: downgraded {tier} to {cheaper}")
+                tier = cheaper
+            else:
+                breach_notes.append(f"soft budget over its limit: no tier cheaper than {tier}")
+
+    served_now, notes = _served_now_chain(inp, tier)
+    now_mode = "stream" if inp.stream else REALTIME
+
+    def decide(mode, chain, reason, **extra) -> Decision:
+        text = " ".join(
+            part if part.endswith(".") else part + "."
+            for part in [reason, *[n[0].upper() + n[1:] for n in notes + breach_notes]]
+        )
+        return Decision(mode=mode, chain=chain, reason=text, tier=tier, **extra)
+
+    if inp.cache_hit:
+        return decide("cache", served_now, "Answered from the response cache")
+    if inp.latency_class == REALTIME:
+        return decide(now_mode, served_now, "Served now: a realtime workload (a human waits)")
+    deferrable = policy.allow_batch
+    if not deferrable and not want_defer:
+        return decide(
+            now_mode,
+            served_now,
+            f"Served now: the policy does not allow batch for this {inp.latency_class} workload",
+        )
+    if inp.sync_only:
+        return decide(
+            now_mode,
+            served_now,
+            f"Served now at full price: this {inp.latency_class} workload could wait for a "
+            "batch, but the OpenAI-compatible endpoint answers synchronously (missed saving)",
+            missed_saving=True,
+        )
+    batch, why_not = _batch_chain(inp, served_now)
+    if batch:
+        target = batch[0]
+        expected = policy.max_batch_wait + target.batch_turnaround
+        return decide(
+            "batch",
+            batch,
+            f"Deferred to a {target.name} batch at the batch price: expected back within "
+            f"{human(expected)}, inside the {human(inp.deadline)} deadline",
+        )
+    return decide(
+        now_mode,
+        served_now,
+        f"Served now at full price (missed saving): {why_not}",
+        missed_saving=deferrable,
+    )
