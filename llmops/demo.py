@@ -40,7 +40,8 @@ MODELS = [
 
 # (name, tier, allow batch, max buffer wait s, response cache, chain)
 POLICIES = [
-    ("interactive", Tier.STANDARD, False, 0, False, ["gpt-4o", "claude-sonnet-4-5"]),
+    # gpt-4o-mini last: the cheaper tier a soft-budget breach downgrades to.
+    ("interactive", Tier.STANDARD, False, 0, False, ["gpt-4o", "claude-sonnet-4-5", "gpt-4o-mini"]),
     # A search box sees the same questions again and again: cache them.
     ("interactive-economy", Tier.ECONOMY, False, 0, True, ["gpt-4o-mini", "claude-haiku-4-5"]),
     ("deferrable-economy", Tier.ECONOMY, True, 300, False, ["gpt-4o-mini", "claude-haiku-4-5"]),

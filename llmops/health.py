@@ -1,4 +1,5 @@
-"""Component checks behind GET /healthz: database, worker cluster, channel layer, providers."""
+"""Component checks behind GET /healthz: database, worker cluster, channel layer, providers,
+and each provider's circuit breaker state."""
 
 from __future__ import annotations
 
@@ -135,8 +136,22 @@ async def run_checks() -> tuple[bool, dict[str, Any]]:
             p.slug: check.as_dict() for p, check in zip(providers, provider_checks, strict=True)
         },
     }
-    # An open circuit is information, not ill health: fallbacks keep requests served.
-    states = await sync_to_async(circuit.circuits)([p.slug for p in providers])
-    report["circuits"] = [state.as_json() for state in states]
+    # A circuit that is not closed is information, not ill health: fallbacks keep requests
+    # served, so it is listed under "degraded" and leaves the status code alone.
+    try:
+        states = await sync_to_async(circuit.circuits)([p.slug for p in providers])
+    except Exception as exc:  # an unreachable cache must not turn /healthz into a 500
+        states, report["circuits_error"] = [], f"{type(exc).__name__}: {exc}"
+    report["circuits"] = [_circuit_json(state) for state in states]
     report["degraded"] = [s.provider for s in states if s.state != circuit.State.CLOSED]
     return all(check.ok for check in results), report
+
+
+def _circuit_json(state: circuit.Circuit) -> dict[str, Any]:
+    # No last_error: /healthz is unauthenticated and upstream error text stays in the admin.
+    return {
+        "provider": state.provider,
+        "state": state.state.value,
+        "consecutive_failures": state.consecutive_failures,
+        "retry_at": state.retry_at.isoformat() if state.retry_at else None,
+    }

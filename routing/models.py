@@ -225,7 +225,8 @@ class RoutingPolicy(models.Model):
         max_length=10,
         choices=Tier.choices,
         default=Tier.STANDARD,
-        help_text="Models of this tier in the chain are tried first.",
+        help_text="Models of this tier in the chain are tried first; a soft-budget breach "
+        "set to downgrade moves to the chain's models of a cheaper tier.",
     )
     fallback_across_tiers = models.BooleanField(
         default=True, help_text="After this tier's models, fall back to the chain's other models."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from decimal import Decimal
 
 import openai
@@ -226,3 +228,92 @@ def test_the_openai_sdk_sees_a_clear_error_for_an_unknown_workload(llmops):
         )
 
     assert "nope" in str(caught.value)
+
+
+def read_sse(llmops, path: str, body: dict) -> list[tuple[str, dict]]:
+    request = urllib.request.Request(
+        f"{llmops.base_url}{path}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {llmops.api_key}", "Content-Type": "application/json"},
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    events, name = [], None
+    with opener.open(request, timeout=60) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        for raw in response:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line.removeprefix("data: "))))
+    return events
+
+
+def test_the_native_api_streams_server_sent_events_and_bills_the_stream(llmops, sim):
+    events = read_sse(
+        llmops,
+        "/api/v1/requests",
+        {
+            "workload": "product-search",
+            "messages": [{"role": "user", "content": "Describe the red raincoat."}],
+            "max_tokens": 30,
+            "stream": True,
+        },
+    )
+
+    names = [name for name, _ in events]
+    assert names[0] == "started" and names[-1] == "done"
+    assert names.count("delta") > 1
+    done = events[-1][1]
+    assert done["output"] == "".join(data["text"] for name, data in events if name == "delta")
+    assert (done["status"], done["mode"]) == ("completed", "stream")
+    assert done["id"] == events[0][1]["request_id"]
+    [entry] = ledger_for(llmops, done["id"])
+    assert entry["mode"] == "stream" and Decimal(entry["cost_usd"]) > 0
+
+
+def test_a_queued_request_can_be_cancelled_once_and_its_hold_is_released(llmops, sim):
+    status, queued = llmops.api(
+        "POST",
+        "/api/v1/requests",
+        {
+            "workload": "ticket-summaries",
+            "messages": [{"role": "user", "content": "Summarise ticket #5000."}],
+            "max_tokens": 100,
+        },
+    )
+    assert status == 202
+    budget_before = reserved_usd(llmops)
+
+    first_status, cancelled = llmops.api("POST", f"/api/v1/requests/{queued['id']}/cancel")
+    again_status, _ = llmops.api("POST", f"/api/v1/requests/{queued['id']}/cancel")
+
+    assert (first_status, cancelled["status"], again_status) == (200, "cancelled", 409)
+    assert reserved_usd(llmops) < budget_before
+    assert ledger_for(llmops, queued["id"]) == []
+
+
+def reserved_usd(llmops) -> Decimal:
+    status, body = llmops.api("GET", "/api/v1/budgets")
+    assert status == 200
+    team = next(b for b in body if b["scope"] == "team")
+    return Decimal(team["reserved_usd"])
+
+
+def test_metrics_count_requests_in_the_prometheus_format(llmops, sim):
+    client = llmops.openai(workload="product-search")
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "metrics?"}], max_tokens=5
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    text = opener.open(f"{llmops.base_url}/metrics", timeout=10).read().decode()
+
+    assert (
+        'llmops_requests_total{mode="realtime",status="completed",workload="product-search"}'
+        in text
+    )
+    assert "llmops_time_to_first_token_seconds_bucket" in text
+    assert 'llmops_circuit_state{provider="sim-openai",state="closed"} 1.0' in text
+    assert 'llmops_cache_lookups_total{result="miss",workload="product-search"}' in text
