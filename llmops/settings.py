@@ -295,6 +295,8 @@ LLMOPS_CIRCUIT_COOLDOWN = env.int("LLMOPS_CIRCUIT_COOLDOWN", 30, min=1, max=8640
 # Request bodies above this are refused with 413 before they are parsed.
 LLMOPS_MAX_BODY_BYTES = env.int("LLMOPS_MAX_BODY_BYTES", 1_048_576, min=1024, max=104_857_600)
 DATA_UPLOAD_MAX_MEMORY_SIZE = LLMOPS_MAX_BODY_BYTES
+# If set, /metrics wants `Authorization: Bearer <token>` (it names teams' workloads).
+LLMOPS_METRICS_TOKEN = env.str("LLMOPS_METRICS_TOKEN", "")
 # Requests per API key (DRF rate syntax: N/second|minute|hour|day), counted in the cache.
 LLMOPS_API_RATE = env.str("LLMOPS_API_RATE", "1200/minute")
 if not re.fullmatch(r"[1-9][0-9]*/(second|minute|hour|day)", LLMOPS_API_RATE):

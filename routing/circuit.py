@@ -119,9 +119,11 @@ def _release_probe(provider: str) -> None:
 def _count_failure(provider: str) -> int:
     key = _keys(provider)[1]
     # Redis: add is SET NX and incr is INCR, so concurrent failures are counted exactly. The
-    # file cache's incr is get() then set(): two processes can both write n+1. A lost
-    # increment only opens the circuit one failure later; the next failure still crosses the
-    # threshold, and the breaker sheds load, it does not account for anything.
+    # file cache's incr is get() then set(): overlapping failures can both write n+1. Each
+    # lost increment only opens the circuit one failure later, and it still opens: every
+    # write is a value read since the last reset plus one, so the count keeps rising while
+    # failures go on. That is acceptable because the breaker sheds load, it accounts for
+    # nothing, and the file cache serves one machine's few processes.
     cache.add(key, 0, STATE_TTL)
     try:
         failures = cache.incr(key)
