@@ -94,7 +94,7 @@ def _served_now_chain(inp: RouteInput, tier: str) -> tuple[tuple[ModelOption, ..
         raise RoutingError("no enabled model in the policy's chain")
     in_tier = [m for m in enabled if m.tier == tier]
     if not in_tier:
-        notes.append(f"no {tier} model in the chain, using the chain as it is")
+        notes.append(f"No {tier} model in the chain: using the chain as it is")
         ordered = enabled
     elif inp.policy.fallback_across_tiers:
         ordered = in_tier + [m for m in enabled if m.tier != tier]
@@ -104,16 +104,17 @@ def _served_now_chain(inp: RouteInput, tier: str) -> tuple[tuple[ModelOption, ..
         chosen = [m for m in enabled if m.model_id == inp.requested_model]
         if not chosen:
             raise RoutingError(f"model {inp.requested_model} is not an enabled model of the chain")
+        if ordered[0] != chosen[0]:
+            notes.append(f"The client asked for {inp.requested_model} first")
         ordered = chosen[:1] + [m for m in ordered if m != chosen[0]]
-        notes.append(f"{inp.requested_model} first, as the client asked")
     # An open circuit goes last, not away: if every provider is down, a probe still happens.
     healthy = [m for m in ordered if not m.circuit_open]
     broken = [m for m in ordered if m.circuit_open]
     if broken and healthy:
         providers = sorted({m.provider for m in broken})
-        notes.append(f"{', '.join(providers)} circuit open: {healthy[0].name} first")
+        notes.append(f"Circuit open for {', '.join(providers)}: {healthy[0].name} first")
     elif broken:
-        notes.append("every provider's circuit is open: trying anyway")
+        notes.append("Every provider's circuit is open: trying anyway")
     return tuple(healthy + broken), notes
 
 
@@ -163,16 +164,16 @@ def route(inp: RouteInput) -> Decision:
             )
         if action == "defer" and inp.latency_class != REALTIME:
             want_defer = True
-            breach_notes.append("soft budget over its limit: deferring to a batch if possible")
+            breach_notes.append("Soft budget over its limit: deferring to a batch if possible")
         else:
             cheaper = _cheaper(tier)
             while cheaper and not any(m.enabled and m.tier == cheaper for m in inp.chain):
                 cheaper = _cheaper(cheaper)
             if cheaper:
-                breach_notes.append(f"soft budget over its limit: downgraded {tier} to {cheaper}")
+                breach_notes.append(f"Soft budget over its limit: downgraded {tier} to {cheaper}")
                 tier = cheaper
             else:
-                breach_notes.append(f"soft budget over its limit: no tier cheaper than {tier}")
+                breach_notes.append(f"Soft budget over its limit: no tier cheaper than {tier}")
 
     served_now, notes = _served_now_chain(inp, tier)
     now_mode = "stream" if inp.stream else REALTIME
@@ -180,7 +181,7 @@ def route(inp: RouteInput) -> Decision:
     def decide(mode, chain, reason, **extra) -> Decision:
         text = " ".join(
             part if part.endswith(".") else part + "."
-            for part in [reason, *[n[0].upper() + n[1:] for n in notes + breach_notes]]
+            for part in [reason, *notes, *breach_notes]
         )
         return Decision(mode=mode, chain=chain, reason=text, tier=tier, **extra)
 

@@ -150,3 +150,26 @@ def test_the_admin_refuses_a_deferrable_deadline_no_batch_can_meet(admin_client,
 
     assert response.status_code == 200
     assert "Too short to defer" in response.content.decode()
+
+
+def test_the_admin_shows_a_requests_decision_attempts_and_the_circuits(admin_client, api, sim):
+    sim.fault(provider="openai", status=503, count=1)
+    request_id = post(api).json()["id"]
+
+    page = admin_client.get(f"/admin/routing/request/{request_id}/change/").content.decode()
+    providers = admin_client.get("/admin/routing/provider/").content.decode()
+    provider = admin_client.get(
+        f"/admin/routing/provider/{Request.objects.get().model.provider.pk}/change/"
+    )
+    workloads = admin_client.get("/admin/routing/workload/").content.decode()
+    policy = admin_client.get(
+        f"/admin/routing/routingpolicy/{Workload.objects.get(slug='product-search').policy_id}"
+        "/change/"
+    ).content.decode()
+
+    assert "Served now: a realtime workload" in page
+    assert "server_error" in page and "claude-haiku-4-5" in page  # the failed attempt, then ok
+    assert "closed" in providers  # one failure of five does not open a circuit
+    assert provider.status_code == 200 and "consecutive failure" in provider.content.decode()
+    assert "cache hit rate" in workloads.lower()
+    assert "Response cache" in policy and "soft_breach_action" in policy

@@ -181,7 +181,7 @@ CASES = [
         "realtime",
         ["claude-haiku", "gpt-4o", "claude-sonnet", "gpt-4o-mini"],
         False,
-        "as the client asked",
+        "client asked for claude-haiku first",
     ),
     (
         "disabled-models-are-left-out",
