@@ -353,9 +353,43 @@ def _read_json(http_request) -> dict:
         body = json.loads(http_request.body or b"null")
     except ValueError as exc:
         raise services.RequestRejected(400, f"The body is not valid JSON: {exc}.") from None
+    except RecursionError:
+        raise services.RequestRejected(400, "The body is nested too deeply.") from None
     if not isinstance(body, dict):
         raise services.RequestRejected(400, "The body must be a JSON object.")
+    if (path := _unstorable_text(body)) is not None:
+        # PostgreSQL refuses NUL in text and JSON; a lone surrogate is not UTF-8 at all.
+        raise services.RequestRejected(
+            400,
+            f"{path or 'body'}: contains a NUL character or an unpaired surrogate.",
+            field=path,
+        )
     return body
+
+
+def _unstorable_text(value, path: str = "") -> str | None:
+    """The path of the first string (or key) no database can store, or None."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return path
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and _unstorable_text(key) is not None:
+            return where
+        if (found := _unstorable_text(item, where)) is not None:
+            return found
+    return None
 
 
 def _prepare(http_request, *, openai: bool) -> services.Admitted:

@@ -180,8 +180,7 @@ def route(inp: RouteInput) -> Decision:
 
     def decide(mode, chain, reason, **extra) -> Decision:
         text = " ".join(
-            part if part.endswith(".") else part + "."
-            for part in [reason, *notes, *breach_notes]
+            part if part.endswith(".") else part + "." for part in [reason, *notes, *breach_notes]
         )
         return Decision(mode=mode, chain=chain, reason=text, tier=tier, **extra)
 

@@ -30,7 +30,7 @@ def test_an_outage_of_the_primary_is_answered_by_the_fallback(llmops, sim):
     # Two failures open the circuit (LLMOPS_CIRCUIT_FAILURES=2): the router puts openai last.
     last = llmops.request_of(answers[2].id)
     assert [(a["model"], a["outcome"]) for a in last["attempts"]] == [("claude-haiku-4-5", "ok")]
-    assert "circuit" in last["decision_reason"]
+    assert "Circuit open for sim-openai" in last["decision_reason"]
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         health = json.loads(opener.open(f"{llmops.base_url}/healthz", timeout=10).read())

@@ -216,6 +216,11 @@ def test_non_json_and_oversized_bodies_are_refused(llmops):
 
     assert post(b"{not json") == 400
     assert post(b"[1, 2]") == 400
+    assert post(b"[" * 100_000 + b"]" * 100_000) == 400
+    hello = b'"messages": [{"role": "user", "content": "%s"}]'
+    assert post(b'{"workload": "product-search", ' + hello % b"nul \\u0000 here" + b"}") == 400
+    assert post(b'{"workload": "product-search", ' + hello % b"lone \\ud800" + b"}") == 400
+    assert post(b'{"workload": "product-search", "temperature": NaN, ' + hello % b"x" + b"}") == 400
     assert post(b'{"workload": "product-search", "pad": "' + b"x" * 2_000_000 + b'"}') == 413
 
 
