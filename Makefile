@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# Debian packages are installed as root (CI) or through sudo (a developer's machine).
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint format install clean
+.PHONY: run test lint format install clean browser
 
 # Reinstall only when the dependency list changes.
 $(STAMP): pyproject.toml
@@ -19,8 +21,14 @@ install: $(STAMP)
 run: install
 	$(PY) manage.py run
 
+## browser: Debian's headless Chromium for the browser tests (Playwright drives it; no
+## browser is downloaded)
+browser:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the browser tests"; \
+	  $(SUDO) sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium'; }
+
 ## test: the whole pytest suite
-test: install
+test: install browser
 	LLMOPS_DATA_DIR=var/test $(PY) -m pytest $(PYTEST_ARGS)
 
 ## lint: ruff (lint + format check) and missing migrations

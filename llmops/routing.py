@@ -1,3 +1,10 @@
-"""Websocket routes. The live-streaming issue adds /ws/stream/ and /ws/requests/."""
+"""Websocket routes: live completions and request notifications (routing.consumers)."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from routing import consumers
+
+websocket_urlpatterns = [
+    path("ws/stream/", consumers.StreamConsumer.as_asgi()),
+    path("ws/requests/", consumers.RequestsConsumer.as_asgi()),
+]

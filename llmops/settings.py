@@ -169,7 +169,10 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # redis-py 8 times socket reads out after 5 s by default, which kills the layer's
+            # blocking receive (BZPOPMIN for up to 5 s) on every idle websocket
+            # (channels_redis#422). Longer than that wait, a dead server is still noticed.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}]},
         }
     }
     CACHES = {
@@ -194,7 +197,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "playground"
+LOGOUT_REDIRECT_URL = "home"
 # Server-side: a new API key is shown once through a message and must not ride in a cookie.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
@@ -304,6 +309,16 @@ if not re.fullmatch(r"[1-9][0-9]*/(second|minute|hour|day)", LLMOPS_API_RATE):
         f"LLMOPS_API_RATE must look like 600/minute (per second|minute|hour|day), "
         f"got {LLMOPS_API_RATE!r}"
     )
+
+# --- websockets ------------------------------------------------------------------------
+# A client that leaves mid-stream: read the answer on for up to this many seconds to bill its
+# real usage; past that the upstream call is cancelled and an estimate is billed instead.
+LLMOPS_WS_DRAIN_SECONDS = env.int("LLMOPS_WS_DRAIN_SECONDS", 3, min=0, max=8)
+# /ws/requests/ catches up on changes it was not told of (another process on the in-memory
+# channel layer, a dropped message) by reading the database this often, in seconds.
+LLMOPS_WS_RESYNC_SECONDS = env.int(
+    "LLMOPS_WS_RESYNC_SECONDS", 15 if REDIS_URL else 2, min=1, max=3600
+)
 
 LOG_LEVEL = env.choice(
     "LLMOPS_LOG_LEVEL", "INFO", ("debug", "info", "warning", "error", "critical")

@@ -323,7 +323,7 @@ def _openai_error(status: int, message: str, *, field: str = "", code: str = "")
     )
 
 
-def _first_error(errors) -> tuple[str, str]:
+def first_error(errors) -> tuple[str, str]:
     """(field, message) of a DRF error tree, e.g. ('messages.0.role', '"x" is not...')."""
     path = []
     while isinstance(errors, dict | list):
@@ -357,7 +357,7 @@ def _read_json(http_request) -> dict:
         raise services.RequestRejected(400, "The body is nested too deeply.") from None
     if not isinstance(body, dict):
         raise services.RequestRejected(400, "The body must be a JSON object.")
-    if (path := _unstorable_text(body)) is not None:
+    if (path := unstorable_text(body)) is not None:
         # PostgreSQL refuses NUL in text and JSON; a lone surrogate is not UTF-8 at all.
         raise services.RequestRejected(
             400,
@@ -367,7 +367,7 @@ def _read_json(http_request) -> dict:
     return body
 
 
-def _unstorable_text(value, path: str = "") -> str | None:
+def unstorable_text(value, path: str = "") -> str | None:
     """The path of the first string (or key) no database can store, or None."""
     if isinstance(value, str):
         if "\x00" in value:
@@ -385,9 +385,9 @@ def _unstorable_text(value, path: str = "") -> str | None:
         return None
     for key, item in items:
         where = f"{path}.{key}" if path else str(key)
-        if isinstance(key, str) and _unstorable_text(key) is not None:
+        if isinstance(key, str) and unstorable_text(key) is not None:
             return where
-        if (found := _unstorable_text(item, where)) is not None:
+        if (found := unstorable_text(item, where)) is not None:
             return found
     return None
 
@@ -402,66 +402,97 @@ def _prepare(http_request, *, openai: bool) -> services.Admitted:
     body = _read_json(http_request)
     serializer = (ChatCompletionInputSerializer if openai else RequestInputSerializer)(data=body)
     if not serializer.is_valid():
-        field, message = _first_error(serializer.errors)
+        field, message = first_error(serializer.errors)
         raise services.RequestRejected(400, f"{field}: {message}", field=field)
     data = serializer.validated_data
     team = key.team
-    if openai:
-        slug = http_request.headers.get("X-Workload") or ""
-        workload = (
-            Workload.objects.filter(team=team, slug=slug, enabled=True).first()
-            if slug
-            else key.default_workload
+    if not openai:
+        ask = native_ask(
+            workloads=Workload.objects.filter(team=team),
+            data=data,
+            idempotency_key=data.get("idempotency_key")
+            or http_request.headers.get("Idempotency-Key"),
         )
-        if workload is None:
-            raise services.RequestRejected(
-                404 if slug else 400,
-                f"Unknown workload {slug!r}."
-                if slug
-                else "Name a workload in the X-Workload header (this key has no default).",
-                field="X-Workload",
-            )
-        max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
-        model_id = data["model"]
-        idempotency_key = http_request.headers.get("Idempotency-Key")
-        metadata = data.get("metadata") or {}
-    else:
-        workload = Workload.objects.filter(team=team, slug=data["workload"], enabled=True).first()
-        if workload is None:
-            raise services.RequestRejected(
-                404, f"Unknown workload {data['workload']!r}.", field="workload"
-            )
-        max_tokens = data.get("max_tokens")
-        model_id = data.get("model")
-        idempotency_key = data.get("idempotency_key") or http_request.headers.get("Idempotency-Key")
-        metadata = data["metadata"]
-    model = None
-    if model_id:
-        chain = {
-            link.model.model_id: link.model
-            for link in workload.policy.links.select_related("model__provider")
-        }
-        model = chain.get(model_id)
-        # OpenAI clients must send some model: one outside the chain means "the policy decides".
-        if model is None and not openai:
-            raise services.RequestRejected(
-                400,
-                f"Model {model_id!r} is not in workload {workload.slug}'s chain "
-                f"({', '.join(chain)}).",
-                field="model",
-            )
+        return services.request_admit(team=team, api_key=key, ask=ask, sync_only=False)
+    slug = http_request.headers.get("X-Workload") or ""
+    workload = (
+        Workload.objects.filter(team=team, slug=slug, enabled=True).first()
+        if slug
+        else key.default_workload
+    )
+    if workload is None:
+        raise services.RequestRejected(
+            404 if slug else 400,
+            f"Unknown workload {slug!r}."
+            if slug
+            else "Name a workload in the X-Workload header (this key has no default).",
+            field="X-Workload",
+        )
     ask = services.Ask(
         workload=workload,
         messages=data["messages"],
-        max_tokens=max_tokens,
+        max_tokens=data.get("max_completion_tokens") or data.get("max_tokens"),
+        temperature=data.get("temperature"),
+        # OpenAI clients must send some model: one outside the chain means "the policy decides".
+        model=_chain_model(workload, data["model"]),
+        stream=data["stream"],
+        metadata=data.get("metadata") or {},
+        idempotency_key=http_request.headers.get("Idempotency-Key"),
+        source=Request.Source.OPENAI,
+    )
+    return services.request_admit(team=team, api_key=key, ask=ask, sync_only=True)
+
+
+def _chain_model(workload: Workload, model_id: str | None):
+    if not model_id:
+        return None
+    chain = workload.policy.links.select_related("model__provider")
+    return next((link.model for link in chain if link.model.model_id == model_id), None)
+
+
+def native_ask(
+    *,
+    workloads,
+    data: dict,
+    idempotency_key: str | None = None,
+    source: str = Request.Source.NATIVE,
+) -> services.Ask:
+    """An Ask from a validated native body (REST or websocket). `workloads` are the ones the
+    caller may use; a slug several of a session user's teams share needs `team`."""
+    slug = data["workload"]
+    matches = workloads.filter(slug=slug, enabled=True).select_related("team", "policy")
+    if team_slug := data.get("team"):
+        matches = matches.filter(team__slug=team_slug)
+    found = list(matches[:2])
+    if not found:
+        raise services.RequestRejected(404, f"Unknown workload {slug!r}.", field="workload")
+    if len(found) > 1:
+        raise services.RequestRejected(
+            400,
+            f"Several of your teams have a workload {slug!r}: name one with `team`.",
+            field="team",
+        )
+    workload = found[0]
+    model = _chain_model(workload, data.get("model"))
+    if data.get("model") and model is None:
+        chain = [link.model.model_id for link in workload.policy.links.select_related("model")]
+        raise services.RequestRejected(
+            400,
+            f"Model {data['model']!r} is not in workload {workload.slug}'s chain "
+            f"({', '.join(chain)}).",
+            field="model",
+        )
+    return services.Ask(
+        workload=workload,
+        messages=data["messages"],
+        max_tokens=data.get("max_tokens"),
         temperature=data.get("temperature"),
         model=model,
-        stream=data["stream"],
-        metadata=metadata,
+        stream=data.get("stream", False),
+        metadata=data.get("metadata") or {},
         idempotency_key=idempotency_key,
-        source=Request.Source.OPENAI if openai else Request.Source.NATIVE,
+        source=source,
     )
-    return services.request_admit(team=team, api_key=key, ask=ask, sync_only=openai)
 
 
 def _request_json(request: Request) -> dict:

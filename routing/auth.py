@@ -108,7 +108,13 @@ class PerKeyRateThrottle(throttling.SimpleRateThrottle):
 def throttle_key(http_request, key: ApiKey) -> float | None:
     """For the async serving views (not DRF): None if allowed, else seconds to wait."""
     http_request.user = KeyPrincipal(key)
+    return throttle_wait(http_request)
+
+
+def throttle_wait(request) -> float | None:
+    """None if `request.user` (a KeyPrincipal or a session user) may go on, else seconds to
+    wait. `request` needs only `.user`: websocket messages count against the same limit."""
     throttle = PerKeyRateThrottle()
-    if throttle.allow_request(http_request, None):
+    if throttle.allow_request(request, None):
         return None
     return throttle.wait() or 1.0

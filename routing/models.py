@@ -402,6 +402,14 @@ class Request(models.Model):
     api_key = models.ForeignKey(
         ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="requests"
     )
+    # The person behind a browser session (the playground); requests from keys have none.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="llm_requests",
+    )
     workload = models.ForeignKey(Workload, on_delete=models.PROTECT, related_name="requests")
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.NATIVE)
     # What the client asked for: messages, max_tokens, temperature, model override, stream.
@@ -431,11 +439,15 @@ class Request(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
     # When the client first read the result: the workload audit compares it with the deadline.
     first_read_at = models.DateTimeField(null=True, blank=True)
+    # Every status change bumps it (see routing.events): websocket subscribers that missed a
+    # push (another process without a shared channel layer) catch up by it.
+    updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["team", "-created_at"], name="request_team_recent"),
+            models.Index(fields=["team", "updated_at"], name="request_team_changed"),
             models.Index(fields=["status", "created_at"], name="request_status_age"),
         ]
         constraints = [

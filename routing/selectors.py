@@ -8,7 +8,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from routing.auth import KeyPrincipal
-from routing.models import LlmModel, Request, Team, Workload
+from routing.models import LatencyClass, LlmModel, Request, Team, Workload
 
 
 def teams_for(user) -> QuerySet[Team]:
@@ -28,6 +28,30 @@ def workload_list(*, user) -> QuerySet[Workload]:
         .select_related("team", "policy")
         .order_by("team__slug", "slug")
     )
+
+
+def playground_workloads(*, user) -> list[dict]:
+    """The caller's enabled workloads with their model chains, for the playground's pickers."""
+    workloads = (
+        workload_list(user=user)
+        .filter(enabled=True)
+        .prefetch_related("policy__links__model__provider")
+    )
+    return [
+        {
+            "team": w.team.slug,
+            "slug": w.slug,
+            "description": w.description,
+            "latency_class": w.latency_class,
+            "deferrable": w.latency_class != LatencyClass.REALTIME and w.policy.allow_batch,
+            "models": [
+                link.model.model_id
+                for link in sorted(w.policy.links.all(), key=lambda link: link.position)
+                if link.model.enabled and link.model.provider.enabled
+            ],
+        }
+        for w in workloads
+    ]
 
 
 def model_list() -> QuerySet[LlmModel]:

@@ -33,6 +33,7 @@ from billing.services import (
     reservation_amount,
 )
 from routing import circuit, metrics, providers
+from routing.events import request_changed, request_touch
 from routing.models import (
     ApiKey,
     LlmModel,
@@ -200,10 +201,18 @@ def prompt_tokens_bound(messages: list[dict]) -> int:
     return total
 
 
-def request_admit(*, team: Team, api_key: ApiKey | None, ask: Ask, sync_only: bool) -> Admitted:
+def request_admit(
+    *,
+    team: Team,
+    api_key: ApiKey | None,
+    ask: Ask,
+    sync_only: bool,
+    user: AbstractBaseUser | None = None,
+) -> Admitted:
     """Everything before a provider is called, in the database only: the idempotent replay,
     the response cache, the routing decision and the budget hold. Raises RequestRejected
-    (nothing written) or BudgetExceeded/soft-budget refusal (the request recorded as failed)."""
+    (nothing written) or BudgetExceeded/soft-budget refusal (the request recorded as failed).
+    `user` is the person behind a browser session, if any."""
     body = _ask_body(ask)
     body_hash = Request.hash_body(body)
     if ask.idempotency_key:
@@ -251,6 +260,7 @@ def request_admit(*, team: Team, api_key: ApiKey | None, ask: Ask, sync_only: bo
             request = Request.objects.create(
                 team=team,
                 api_key=api_key,
+                user=user,
                 workload=workload,
                 source=ask.source,
                 params={**body, "max_tokens": max_tokens},  # the limit applied if none was asked
@@ -350,6 +360,7 @@ def request_admit(*, team: Team, api_key: ApiKey | None, ask: Ask, sync_only: bo
     else:
         request.status = Request.Status.RUNNING
         request.started_at = timezone.now()
+    request_touch(request)
     request.save(
         update_fields=[
             "mode",
@@ -359,8 +370,10 @@ def request_admit(*, team: Team, api_key: ApiKey | None, ask: Ask, sync_only: bo
             "model",
             "status",
             "started_at",
+            "updated_at",
         ]
     )
+    request_changed(request)
     return Admitted(request=request, decision=decision, hold=admission.hold, chain=chain)
 
 
@@ -404,7 +417,9 @@ def _request_close(request: Request, status: str, *, error: str = "") -> None:
     request.status = status
     request.error = error[:2000]
     request.completed_at = timezone.now()
+    request_touch(request)
     request.save()
+    request_changed(request)
     metrics.observe_request(request)
 
 
@@ -462,100 +477,110 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Chun
         temperature=request.params.get("temperature"),
     )
     errors = []
-    for position, model in enumerate(admitted.chain):
-        provider = model.provider.slug
-        if not await sync_to_async(circuit.allow)(provider):
-            await sync_to_async(_attempt_record)(
-                request,
-                position,
-                model,
-                RequestAttempt.Outcome.SKIPPED,
-                error=f"{provider} circuit open",
-            )
-            errors.append(f"{model.model_id}: circuit open")
-            continue
-        endpoint = await sync_to_async(_endpoint)(model)
-        call = replace(chat, model=model.model_id)
-        started = time.monotonic()
-        first_byte_ms = None
-        text = []
-        try:
-            if stream:
-                completion = None
-                # aclosing: leaving early (a client gone) closes the upstream stream at once.
-                async with aclosing(providers.stream(endpoint, call)) as events:
-                    async for event in events:
-                        if isinstance(event, Delta):
-                            if first_byte_ms is None:
-                                first_byte_ms = _ms_since(started)
-                                await sync_to_async(_request_first_token)(request)
-                            text.append(event.text)
-                            yield Chunk(event.text)
-                        else:
-                            completion = event
-                if completion is None:
-                    raise ProviderError(
-                        f"{model.model_id} stream ended without usage",
-                        retryable=True,
-                        maybe_billed=True,
-                        after_first_byte=bool(text),
-                        kind="stream_cut",
+    try:
+        for position, model in enumerate(admitted.chain):
+            provider = model.provider.slug
+            if not await sync_to_async(circuit.allow)(provider):
+                await sync_to_async(_attempt_record)(
+                    request,
+                    position,
+                    model,
+                    RequestAttempt.Outcome.SKIPPED,
+                    error=f"{provider} circuit open",
+                )
+                errors.append(f"{model.model_id}: circuit open")
+                continue
+            endpoint = await sync_to_async(_endpoint)(model)
+            call = replace(chat, model=model.model_id)
+            started = time.monotonic()
+            first_byte_ms = None
+            text = []
+            try:
+                if stream:
+                    completion = None
+                    # aclosing: leaving early (a client gone) closes the upstream stream at once.
+                    async with aclosing(providers.stream(endpoint, call)) as events:
+                        async for event in events:
+                            if isinstance(event, Delta):
+                                if first_byte_ms is None:
+                                    first_byte_ms = _ms_since(started)
+                                    await sync_to_async(_request_first_token)(request)
+                                text.append(event.text)
+                                yield Chunk(event.text)
+                            else:
+                                completion = event
+                    if completion is None:
+                        raise ProviderError(
+                            f"{model.model_id} stream ended without usage",
+                            retryable=True,
+                            maybe_billed=True,
+                            after_first_byte=bool(text),
+                            kind="stream_cut",
+                        )
+                else:
+                    completion = await providers.complete(endpoint, call)
+            except ProviderError as exc:
+                await sync_to_async(circuit.record_failure)(provider, str(exc))
+                await sync_to_async(_attempt_record)(
+                    request,
+                    position,
+                    model,
+                    RequestAttempt.Outcome.ERROR,
+                    error=str(exc),
+                    error_kind=exc.kind,
+                    status_code=exc.status,
+                    latency_ms=_ms_since(started),
+                    first_byte_ms=first_byte_ms,
+                )
+                errors.append(f"{model.model_id}: {exc}")
+                if exc.after_first_byte or text:
+                    # The client already has part of an answer: another model cannot continue it.
+                    # The provider billed what it produced; record an estimate, flagged as such.
+                    await sync_to_async(_request_fail_mid_stream)(
+                        admitted, model=model, text="".join(text), error=str(exc)
                     )
-            else:
-                completion = await providers.complete(endpoint, call)
-        except ProviderError as exc:
-            await sync_to_async(circuit.record_failure)(provider, str(exc))
+                    raise RequestFailed(
+                        request, f"{model.model_id} failed mid-stream: {exc}"
+                    ) from exc
+                if exc.maybe_billed or (not exc.retryable and exc.kind == "bad_request"):
+                    # Retrying a call that may have been billed could pay twice; a request the
+                    # provider rejects as malformed fails the same way everywhere.
+                    break
+                continue
+            except (asyncio.CancelledError, GeneratorExit):
+                # The client went away mid-stream: the provider still bills what it produced.
+                await asyncio.shield(
+                    sync_to_async(_request_fail_mid_stream)(
+                        admitted,
+                        model=model,
+                        text="".join(text),
+                        error="client disconnected",
+                        status=Request.Status.CANCELLED,
+                    )
+                )
+                raise
+            await sync_to_async(circuit.record_success)(provider)
             await sync_to_async(_attempt_record)(
                 request,
                 position,
                 model,
-                RequestAttempt.Outcome.ERROR,
-                error=str(exc),
-                error_kind=exc.kind,
-                status_code=exc.status,
+                RequestAttempt.Outcome.OK,
                 latency_ms=_ms_since(started),
                 first_byte_ms=first_byte_ms,
             )
-            errors.append(f"{model.model_id}: {exc}")
-            if exc.after_first_byte or text:
-                # The client already has part of an answer: another model cannot continue it.
-                # The provider billed what it produced; record an estimate, flagged as such.
-                await sync_to_async(_request_fail_mid_stream)(
-                    admitted, model=model, text="".join(text), error=str(exc)
-                )
-                raise RequestFailed(request, f"{model.model_id} failed mid-stream: {exc}") from exc
-            if exc.maybe_billed or (not exc.retryable and exc.kind == "bad_request"):
-                # Retrying a call that may have been billed could pay twice; a request the
-                # provider rejects as malformed fails the same way everywhere.
-                break
-            continue
-        except (asyncio.CancelledError, GeneratorExit):
-            # The client went away mid-stream: the provider still bills what it produced.
-            await asyncio.shield(
-                sync_to_async(_request_fail_mid_stream)(
-                    admitted,
-                    model=model,
-                    text="".join(text),
-                    error="client disconnected",
-                    status=Request.Status.CANCELLED,
-                )
+            done = await sync_to_async(_request_complete)(
+                admitted, model=model, completion=completion
             )
-            raise
-        await sync_to_async(circuit.record_success)(provider)
-        await sync_to_async(_attempt_record)(
-            request,
-            position,
-            model,
-            RequestAttempt.Outcome.OK,
-            latency_ms=_ms_since(started),
-            first_byte_ms=first_byte_ms,
-        )
-        done = await sync_to_async(_request_complete)(admitted, model=model, completion=completion)
-        yield done
-        return
-    message = "; ".join(errors) or "no model could be called"
-    await sync_to_async(_request_fail)(admitted, error=message)
-    raise RequestFailed(request, f"Every model in the chain failed: {message}")
+            yield done
+            return
+        message = "; ".join(errors) or "no model could be called"
+        await sync_to_async(_request_fail)(admitted, error=message)
+        raise RequestFailed(request, f"Every model in the chain failed: {message}")
+    except (asyncio.CancelledError, GeneratorExit):
+        # Cancelled outside a provider call (before the first, between fallbacks): nothing
+        # was billed, so the hold goes back. After an estimate this finds nothing to do.
+        await asyncio.shield(sync_to_async(_request_abandon)(admitted))
+        raise
 
 
 def _ms_since(started: float) -> int:
@@ -599,7 +624,9 @@ def _request_complete(admitted: Admitted, *, model: LlmModel, completion: Comple
         request.status = Request.Status.COMPLETED
         request.completed_at = timezone.now()
         request.first_token_at = request.first_token_at or request.completed_at
+        request_touch(request)
         request.save()
+        request_changed(request)
     metrics.observe_request(request)
     policy = request.workload.policy
     if policy.cache_enabled:
@@ -611,6 +638,18 @@ def _request_fail(admitted: Admitted, *, error: str) -> None:
     with transaction.atomic():
         hold_release(hold=admitted.hold)
         _request_close(admitted.request, Request.Status.FAILED, error=error)
+
+
+def _request_abandon(admitted: Admitted) -> None:
+    """Close a request whose client left while no provider call was open: release its hold."""
+    with transaction.atomic():
+        request = Request.objects.select_for_update().get(pk=admitted.request.pk)
+        if request.status not in (Request.Status.RECEIVED, Request.Status.RUNNING):
+            return
+        if admitted.hold is not None:
+            hold_release(hold=admitted.hold)
+        _request_close(request, Request.Status.CANCELLED, error="client disconnected")
+    admitted.request = request
 
 
 def _request_fail_mid_stream(
@@ -708,7 +747,9 @@ def _request_answer_from_cache(request: Request, *, cached: dict, primary: LlmMo
         request.usage = cached["usage"]
         request.status = Request.Status.COMPLETED
         request.started_at = request.first_token_at = request.completed_at = timezone.now()
+        request_touch(request)
         request.save()
+        request_changed(request)
     metrics.observe_request(request)
 
 
@@ -724,12 +765,19 @@ def request_mark_read(*, request: Request) -> None:
 def request_cancel(*, request: Request) -> bool:
     """Cancel a request still waiting for a batch (received or queued): its hold is released.
     False if it already ran or finished (a running realtime call ends with its client)."""
+    now = timezone.now()
     with transaction.atomic():
         changed = Request.objects.filter(
             pk=request.pk, status__in=[Request.Status.RECEIVED, Request.Status.QUEUED]
-        ).update(status=Request.Status.CANCELLED, completed_at=timezone.now())
+        ).update(status=Request.Status.CANCELLED, completed_at=now, updated_at=now)
         if changed != 1:
             return False
         for hold in Hold.objects.filter(request=request, status=Hold.Status.HELD):
             hold_release(hold=hold)
+        request.status, request.completed_at, request.updated_at = (
+            Request.Status.CANCELLED,
+            now,
+            now,
+        )
+        request_changed(request)
     return True

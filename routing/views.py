@@ -6,10 +6,16 @@ import hmac
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
+from django.shortcuts import render
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from routing import selectors
+from routing.apis import RequestOutputSerializer
 from routing.metrics import REGISTRY
+
+PLAYGROUND_RECENT = 20
 
 
 async def metrics(request):
@@ -21,3 +27,20 @@ async def metrics(request):
         return HttpResponse("metrics need the LLMOPS_METRICS_TOKEN bearer token\n", status=401)
     body = await sync_to_async(generate_latest)(REGISTRY)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+
+
+@login_required
+def playground(request):
+    """Stream a completion over /ws/stream/ and watch its cost; deferred requests update
+    themselves through /ws/requests/ (static/routing/playground.js does the talking)."""
+    workloads = selectors.playground_workloads(user=request.user)
+    recent = selectors.request_list(user=request.user).filter(user=request.user)[:PLAYGROUND_RECENT]
+    return render(
+        request,
+        "routing/playground.html",
+        {
+            "workloads": workloads,
+            "recent": recent,
+            "recent_json": RequestOutputSerializer(recent, many=True).data,
+        },
+    )

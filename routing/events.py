@@ -1,0 +1,63 @@
+"""Status changes of requests, told to websocket subscribers through the channel layer.
+
+Whoever changes a request's status (the front door, the batch workers, the cancel API) calls
+`request_changed` inside its transaction; the group message leaves after the commit, so a
+subscriber never hears of a state it cannot read. Delivery is best effort: the channel layer
+drops messages when it is down or full, and the in-memory layer of the embedded mode does not
+reach other processes (a django-q2 worker). /ws/requests/ therefore also catches up by
+`Request.updated_at`, which every status change bumps; see routing.consumers.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.utils import timezone
+
+from routing.models import Request
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPE = "request.changed"  # the consumers' handler is request_changed()
+
+
+def request_group(request_id: uuid.UUID | str) -> str:
+    return f"llmops.request.{uuid.UUID(str(request_id)).hex}"
+
+
+def team_group(team_id: int) -> str:
+    return f"llmops.team.{team_id}"
+
+
+def request_touch(request: Request) -> None:
+    """Stamp a status change on the row being saved (callers include updated_at in the save)."""
+    request.updated_at = timezone.now()
+
+
+def request_changed(request: Request) -> None:
+    """Announce `request`'s new status to its subscribers once the transaction commits."""
+    message = {
+        "type": EVENT_TYPE,
+        "id": str(request.pk),
+        "team": request.team_id,
+        "status": request.status,
+    }
+    groups = (request_group(request.pk), team_group(request.team_id))
+    transaction.on_commit(lambda: _send(groups, message))
+
+
+def _send(groups: tuple[str, ...], message: dict) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        for group in groups:
+            async_to_sync(layer.group_send)(group, message)
+    except Exception:
+        # The change is committed; a subscriber catches up by updated_at. Failing here would
+        # turn a completed request into an error for its client.
+        log.warning("could not publish %s of request %s", message["status"], message["id"])

@@ -1,0 +1,200 @@
+"""llmops on a real socket, as a client application meets it: daphne in a subprocess with its
+own data directory (migrated and seeded with the demo), pointed at a simulator. Used by the
+live tests (tests/live/conftest.py) and the benchmarks (bench/)."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+import redis
+import websockets.sync.client
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+API_KEY = "llm_live-test-key-0123456789abcdef"
+ADMIN_USERNAME = "admin"  # seed_demo's
+ADMIN_PASSWORD = "live-test-admin-password"
+START_TIMEOUT_S = 60
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Llmops:
+    base_url: str
+    api_key: str
+    data_dir: Path
+    env: dict  # the server's environment: `manage.py` with it reads the server's database
+
+    def api(self, method: str, path: str, body=None, headers=None) -> tuple[int, dict]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"{self.base_url}{path}",
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self.api_key}",
+                "Content-Type": "application/json",
+                **(headers or {}),
+            },
+        )
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=60) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def request_of(self, completion_id: str) -> dict:
+        """The llmops request behind an OpenAI completion id (chatcmpl-<request uuid hex>)."""
+        request_id = uuid.UUID(completion_id.removeprefix("chatcmpl-"))
+        status, body = self.api("GET", f"/api/v1/requests/{request_id}")
+        assert status == 200, body
+        return body
+
+    @property
+    def ws_url(self) -> str:
+        return self.base_url.replace("http://", "ws://", 1)
+
+    def ws(self, path: str, *, key: str | None = API_KEY, origin: str | None = None, **kwargs):
+        """A websocket client (websockets' sync one) on `path`, authenticated with `key`."""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        headers.update(kwargs.pop("headers", {}))
+        return websockets.sync.client.connect(
+            f"{self.ws_url}{path}",
+            additional_headers=headers,
+            origin=origin,
+            proxy=None,
+            open_timeout=10,
+            **kwargs,
+        )
+
+    def login(self, username: str = ADMIN_USERNAME, password: str = ADMIN_PASSWORD) -> str:
+        """Log in through the login page as a browser would; returns the Cookie header."""
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor(jar)
+        )
+        with opener.open(f"{self.base_url}/accounts/login/", timeout=30) as page:
+            html = page.read().decode()
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)
+        form = urllib.parse.urlencode(
+            {"username": username, "password": password, "csrfmiddlewaretoken": token}
+        ).encode()
+        login = urllib.request.Request(
+            f"{self.base_url}/accounts/login/",
+            data=form,
+            headers={"Referer": f"{self.base_url}/accounts/login/"},
+        )
+        with opener.open(login, timeout=30) as response:
+            assert response.url.endswith("/playground/"), response.url
+        cookies = {c.name: c.value for c in jar}
+        assert "sessionid" in cookies, cookies
+        return "; ".join(f"{k}={v}" for k, v in cookies.items())
+
+    def openai(self, workload: str | None = None) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=f"{self.base_url}/v1",
+            api_key=self.api_key,
+            max_retries=0,
+            default_headers={"X-Workload": workload} if workload else None,
+        )
+
+
+@contextmanager
+def running_llmops(simulator_url: str, data_dir: Path, **settings: str) -> Iterator[Llmops]:
+    """Migrate and seed `data_dir`, start daphne on a free port, stop it on exit. `settings`
+    are extra LLMOPS_* environment variables."""
+    port = free_port()
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("LLMOPS_", "DATABASE_", "REDIS_"))
+    }
+    env.update(
+        LLMOPS_DATA_DIR=str(data_dir),
+        NO_PROXY="127.0.0.1,localhost",
+        PYTHONUNBUFFERED="1",
+        **settings,
+    )
+    if redis_url := os.environ.get("REDIS_URL"):
+        # Scaled mode: channel layer, cache and broker on Redis as well, in a database of its
+        # own, so that the test process clearing its cache leaves the server's state alone.
+        env["REDIS_URL"] = urllib.parse.urlsplit(redis_url)._replace(path="/1").geturl()
+        # A fresh server starts with fresh state: no circuit or cache left by the last one.
+        redis.Redis.from_url(env["REDIS_URL"]).flushdb()
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [
+            *manage,
+            "seed_demo",
+            "--simulator-url",
+            simulator_url,
+            "--api-key",
+            API_KEY,
+            "--admin-password",
+            ADMIN_PASSWORD,
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    log = (data_dir / "daphne.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "llmops.asgi:application",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+                f"{base_url}/healthz", timeout=5
+            ):
+                break
+        except urllib.error.HTTPError:
+            break  # it answers (503 while a worker cluster is missing is still "up")
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError((data_dir / "daphne.log").read_text()) from None
+            time.sleep(0.2)
+    try:
+        yield Llmops(base_url=base_url, api_key=API_KEY, data_dir=data_dir, env=env)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+    # Whatever the clients saw, the server must not have crashed on anything.
+    text = (data_dir / "daphne.log").read_text(errors="replace")
+    assert "Traceback" not in text, text[text.index("Traceback") - 2000 :][:6000]

@@ -1,0 +1,141 @@
+"""The playground in a real browser: Debian's headless Chromium driven by Playwright (no
+downloaded browser), against the running stack."""
+
+from __future__ import annotations
+
+import shutil
+from decimal import Decimal
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+from tests.live.conftest import ADMIN_PASSWORD, ADMIN_USERNAME
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Without the background-networking flags Chromium keeps calling Google's hosts, which this
+# offline machine refuses (platform notes).
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser, llmops) -> Page:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(f"{llmops.base_url}/playground/")
+    # Not signed in: the login page, then back to the playground.
+    expect(page).to_have_url(f"{llmops.base_url}/accounts/login/?next=/playground/")
+    page.fill("#id_username", ADMIN_USERNAME)
+    page.fill("#id_password", ADMIN_PASSWORD)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(f"{llmops.base_url}/playground/")
+    expect(page.locator("#connection")).to_have_text("connected")
+    yield page
+    context.close()
+
+
+def shown_usd(value: str) -> str:
+    """The page's rendering of a decimal string: trailing zeros cut, at least two places."""
+    whole, _, frac = value.partition(".")
+    frac = frac.rstrip("0").ljust(2, "0")
+    return f"${whole}.{frac}"
+
+
+# Samples the answer's length on every animation frame until the request completes.
+WATCH_PAINTS = """() => {
+  window.paints = [];
+  const sample = () => {
+    window.paints.push(document.getElementById("output").textContent.length);
+    if (document.getElementById("status").textContent !== "completed") {
+      requestAnimationFrame(sample);
+    }
+  };
+  requestAnimationFrame(sample);
+}"""
+
+
+def test_a_prompt_streams_into_the_page_and_ends_with_its_cost(page, llmops, sim):
+    sim.config(tokens_per_s=40, output_tokens=80)
+    page.select_option("#workload", "acme/product-search")
+    page.fill("#prompt", "Which sleeping bag for minus ten degrees?")
+    page.evaluate(WATCH_PAINTS)
+    page.click("#send")
+
+    expect(page.locator("#status")).to_have_text("completed")
+    paints = page.evaluate("window.paints")
+    growing = sorted({n for n in paints if n > 0})
+    final = len(page.locator("#output").text_content())
+    # The text grew over several paints before it was complete.
+    assert len([n for n in growing if n < final]) >= 3, paints
+
+    status, listing = llmops.api("GET", "/api/v1/requests?workload=product-search&limit=1")
+    assert status == 200
+    request = listing["results"][0]
+    assert request["output"] == page.locator("#output").text_content()
+    assert Decimal(request["cost_usd"]) > 0
+    expect(page.locator("#cost")).to_have_text(shown_usd(request["cost_usd"]))
+    assert page.locator("#ttft").text_content().endswith(" ms")
+    # The request is listed among the recent ones, kept current by /ws/requests/.
+    row = page.locator(f"#recent tr[data-id='{request['id']}']")
+    expect(row.locator("td.status")).to_have_text("completed")
+
+
+def test_stop_ends_the_stream_with_an_estimated_cost(page, llmops, sim):
+    sim.config(tokens_per_s=15, output_tokens=400)
+    page.select_option("#workload", "acme/product-search")
+    page.fill("#max_tokens", "400")
+    page.fill("#prompt", "Write a very long essay on tents.")
+    page.click("#send")
+    expect(page.locator("#status")).to_have_text("streaming (stream)")
+    expect(page.locator("#output")).not_to_be_empty()
+    page.click("#stop")
+    expect(page.locator("#status")).to_have_text("stopped")
+    expect(page.locator("#cost")).to_contain_text("(estimate)")
+    expect(page.locator("#send")).to_be_enabled()
+
+
+def test_a_deferred_workload_shows_its_ticket_and_follows_it(page, llmops, sim):
+    page.select_option("#workload", "acme/ticket-summaries")
+    page.fill("#prompt", "Summarise ticket 314.")
+    page.click("#send")
+    expect(page.locator("#status")).to_have_text("queued")
+    expect(page.locator("#ticket")).to_be_visible()
+    ticket = page.locator("#ticket-id").text_content()
+
+    status, _ = llmops.api("POST", f"/api/v1/requests/{ticket}/cancel")
+    assert status == 200
+    # Pushed over /ws/requests/: no reload, no polling by the page.
+    expect(page.locator("#status")).to_have_text("cancelled")
+    expect(page.locator("#ticket")).to_be_hidden()
+    expect(page.locator(f"#recent tr[data-id='{ticket}'] td.status")).to_have_text("cancelled")
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_the_playground_fits_phone_and_desktop_widths(browser, page, width):
+    page.set_viewport_size({"width": width, "height": 900})
+    overflow = page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0
+    for selector in ("#workload", "#prompt", "#send", "#output", ".table-wrap"):
+        box = page.locator(selector).bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, selector
