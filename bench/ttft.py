@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import openai
@@ -27,20 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.sim_throughput import SERVER, free_port, wait_ready  # noqa: E402
+from llmops.simulator.testing import SimulatorHandle  # noqa: E402
 from tests.live.stack import running_llmops  # noqa: E402
 
 WORKLOAD = "product-search"  # acme's realtime workload (gpt-4o-mini first)
-
-
-def sim_config(base: str, **settings) -> None:
-    request = urllib.request.Request(
-        f"{base}/_sim/config",
-        data=json.dumps(settings).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    opener.open(request, timeout=10).read()
 
 
 def direct_ttft(client: openai.OpenAI, prompt: str, max_tokens: int) -> float:
@@ -98,12 +87,14 @@ def main() -> None:
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], cwd=ROOT)  # noqa: S603
     try:
         wait_ready(sim)
-        sim_config(sim, ttft_ms=args.ttft_ms, tokens_per_s=0)
+        SimulatorHandle(sim).config(ttft_ms=args.ttft_ms, tokens_per_s=0)
         with (
             tempfile.TemporaryDirectory() as data_dir,
             running_llmops(sim, Path(data_dir), LLMOPS_API_RATE="100000/minute") as llmops,
         ):
-            direct = openai.OpenAI(base_url=f"{sim}/openai/v1", api_key="sim", max_retries=0)
+            direct = openai.OpenAI(
+                base_url=SimulatorHandle(sim).openai_base_url, api_key="sim", max_retries=0
+            )
             gateway = llmops.openai(workload=WORKLOAD)
             samples: dict[str, list[float]] = {"direct": [], "websocket": [], "sse": []}
             with llmops.ws("/ws/stream/") as ws:

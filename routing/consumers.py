@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections import OrderedDict
@@ -42,6 +43,8 @@ from routing.auth import KeyPrincipal, throttle_wait
 from routing.events import request_group, team_group
 from routing.models import Request, Workload
 from routing.services import api_key_authenticate
+
+log = logging.getLogger(__name__)
 
 # A subscriber catching up reads changes this far back, so a change committed by another
 # process while the last read ran is not skipped; the repeats are dropped as already sent.
@@ -233,9 +236,9 @@ class StreamConsumer(JsonSocket):
                 }
             )
             return
-        await self.send_json(await database_sync_to_async(_started)(admitted))
         first = None
         try:
+            await self.send_json(await database_sync_to_async(_started)(admitted))
             if request.status == Request.Status.COMPLETED:  # a cache hit
                 first = time.monotonic()
                 await self.send_json({"type": "delta", "text": request.output})
@@ -248,6 +251,16 @@ class StreamConsumer(JsonSocket):
         except services.RequestFailed as exc:
             summary = await database_sync_to_async(self._summary)(rid)
             await self.send_json({"type": "error", "message": str(exc), **summary})
+            return
+        except asyncio.CancelledError:
+            # Stopped before request_run began (it settles its own request otherwise): the
+            # hold goes back. A no-op once the request is closed.
+            await asyncio.shield(database_sync_to_async(services.request_abandon)(admitted))
+            raise
+        except Exception:
+            log.exception("stream of request %s failed", rid)
+            await asyncio.shield(database_sync_to_async(services.request_abandon)(admitted))
+            await self.send_error("llmops failed to stream this request.", request_id=rid)
             return
         ended = time.monotonic()
         summary = await database_sync_to_async(self._summary)(rid, read=self.connected)

@@ -504,7 +504,9 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Chun
                             if isinstance(event, Delta):
                                 if first_byte_ms is None:
                                     first_byte_ms = _ms_since(started)
-                                    await sync_to_async(_request_first_token)(request)
+                                    # Kept in memory and saved with the outcome: a
+                                    # database write here would delay the first token.
+                                    request.first_token_at = timezone.now()
                                 text.append(event.text)
                                 yield Chunk(event.text)
                             else:
@@ -579,7 +581,7 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Chun
     except (asyncio.CancelledError, GeneratorExit):
         # Cancelled outside a provider call (before the first, between fallbacks): nothing
         # was billed, so the hold goes back. After an estimate this finds nothing to do.
-        await asyncio.shield(sync_to_async(_request_abandon)(admitted))
+        await asyncio.shield(sync_to_async(request_abandon)(admitted))
         raise
 
 
@@ -595,13 +597,6 @@ def _attempt_record(request: Request, position: int, model: LlmModel, outcome: s
         model=model,
         outcome=outcome,
         **{k: (v[:500] if isinstance(v, str) else v) for k, v in fields.items() if v is not None},
-    )
-
-
-def _request_first_token(request: Request) -> None:
-    request.first_token_at = timezone.now()
-    Request.objects.filter(pk=request.pk, first_token_at__isnull=True).update(
-        first_token_at=request.first_token_at
     )
 
 
@@ -640,8 +635,9 @@ def _request_fail(admitted: Admitted, *, error: str) -> None:
         _request_close(admitted.request, Request.Status.FAILED, error=error)
 
 
-def _request_abandon(admitted: Admitted) -> None:
-    """Close a request whose client left while no provider call was open: release its hold."""
+def request_abandon(admitted: Admitted) -> None:
+    """Close a request whose client left while no provider call was open: release its hold.
+    Does nothing to a request already closed."""
     with transaction.atomic():
         request = Request.objects.select_for_update().get(pk=admitted.request.pk)
         if request.status not in (Request.Status.RECEIVED, Request.Status.RUNNING):
