@@ -168,6 +168,7 @@ class Command(BaseCommand):
             "",
             self.style.SUCCESS("llmops is running"),
             f"  App        {base}/",
+            f"  Playground {base}/playground/   (sign in with the admin login)",
             f"  Admin      {base}/admin/    login: admin / {credentials['admin_password']}",
             f"  API docs   {base}/api/docs",
             f"  Health     {base}/healthz",
