@@ -22,6 +22,7 @@ from rest_framework.exceptions import AuthenticationFailed, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from llmops.text import unstorable_text
 from routing import selectors, services
 from routing.auth import ApiKeyAuthentication, KeyPrincipal, throttle_key
 from routing.models import ApiKey, LatencyClass, Request, Tier, Workload
@@ -365,31 +366,6 @@ def _read_json(http_request) -> dict:
             field=path,
         )
     return body
-
-
-def unstorable_text(value, path: str = "") -> str | None:
-    """The path of the first string (or key) no database can store, or None."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            return path
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return path
-        return None
-    if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
-        return None
-    for key, item in items:
-        where = f"{path}.{key}" if path else str(key)
-        if isinstance(key, str) and unstorable_text(key) is not None:
-            return where
-        if (found := unstorable_text(item, where)) is not None:
-            return found
-    return None
 
 
 def _prepare(http_request, *, openai: bool) -> services.Admitted:

@@ -31,13 +31,13 @@ from rest_framework import serializers
 from billing import selectors as billing_selectors
 from billing.models import LedgerEntry
 from billing.services import processing_for
+from llmops.text import unstorable_text
 from routing import selectors, services
 from routing.apis import (
     RequestInputSerializer,
     RequestOutputSerializer,
     first_error,
     native_ask,
-    unstorable_text,
 )
 from routing.auth import KeyPrincipal, throttle_wait
 from routing.events import request_group, team_group
