@@ -9,7 +9,6 @@ an API key instead of a cookie, which routing.consumers enforces.
 from __future__ import annotations
 
 from channels.security.websocket import OriginValidator
-from django.conf import settings
 
 
 class BrowserOriginValidator(OriginValidator):
@@ -17,10 +16,3 @@ class BrowserOriginValidator(OriginValidator):
         if parsed_origin is None:
             return True
         return self.validate_origin(parsed_origin)
-
-
-def allowed_hosts_origin_validator(application) -> BrowserOriginValidator:
-    allowed = settings.ALLOWED_HOSTS
-    if settings.DEBUG and not allowed:
-        allowed = ["localhost", "127.0.0.1", "[::1]"]
-    return BrowserOriginValidator(application, allowed)

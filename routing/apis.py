@@ -631,25 +631,8 @@ async def _openai_stream(admitted: services.Admitted, include_usage: bool):
                 )
                 first = False
             else:
-                yield _sse(
-                    None,
-                    to_openai_chunk(
-                        id=ident,
-                        created=created,
-                        model=event.model.model_id,
-                        finish_reason=event.finish_reason or "stop",
-                    ),
-                )
-                if include_usage:
-                    yield _sse(
-                        None,
-                        to_openai_chunk(
-                            id=ident,
-                            created=created,
-                            model=event.model.model_id,
-                            usage=_token_usage(event),
-                        ),
-                    )
+                for chunk in _openai_finish(event, ident, created, include_usage):
+                    yield chunk
     except services.RequestFailed as exc:
         yield _sse(
             None, {"error": {"message": str(exc), "type": "api_error", "code": "upstream_failed"}}
@@ -668,18 +651,24 @@ async def _openai_replay_stream(request: Request, include_usage: bool):
             id=ident, created=created, model=model_id, delta_text=request.output, role=True
         ),
     )
-    yield _sse(
-        None,
+    for chunk in _openai_finish(request, ident, created, include_usage):
+        yield chunk
+    yield _sse(None, "[DONE]")
+
+
+def _openai_finish(request: Request, ident: str, created: int, include_usage: bool) -> list:
+    """A finished request's closing chunks: the finish reason, then the usage if asked for."""
+    model_id = request.model.model_id
+    chunks = [
         to_openai_chunk(
             id=ident, created=created, model=model_id, finish_reason=request.finish_reason or "stop"
-        ),
-    )
-    if include_usage:
-        yield _sse(
-            None,
-            to_openai_chunk(id=ident, created=created, model=model_id, usage=_token_usage(request)),
         )
-    yield _sse(None, "[DONE]")
+    ]
+    if include_usage:
+        chunks.append(
+            to_openai_chunk(id=ident, created=created, model=model_id, usage=_token_usage(request))
+        )
+    return [_sse(None, chunk) for chunk in chunks]
 
 
 class RequestCollectionSchema(RequestListApi):

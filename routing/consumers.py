@@ -27,10 +27,9 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import Q
 from django.utils import timezone
 from rest_framework import serializers
+from rest_framework.exceptions import AuthenticationFailed
 
-from billing import selectors as billing_selectors
 from billing.models import LedgerEntry
-from billing.services import processing_for
 from llmops.text import unstorable_text
 from routing import selectors, services
 from routing.apis import (
@@ -39,13 +38,23 @@ from routing.apis import (
     first_error,
     native_ask,
 )
-from routing.auth import KeyPrincipal, throttle_wait
+from routing.auth import ApiKeyAuthentication, KeyPrincipal, throttle_wait
 from routing.events import request_group, team_group
-from routing.models import Request, Workload
-from routing.services import api_key_authenticate
+from routing.models import Request
 
 log = logging.getLogger(__name__)
 
+# What `done`, `stopped` and `error` repeat of the REST request object.
+SUMMARY_FIELDS = (
+    "status",
+    "mode",
+    "provider",
+    "model",
+    "finish_reason",
+    "usage",
+    "cost_usd",
+    "counterfactual_cost_usd",
+)
 # A subscriber catching up reads changes this far back, so a change committed by another
 # process while the last read ran is not skipped; the repeats are dropped as already sent.
 RESYNC_OVERLAP = timedelta(seconds=5)
@@ -79,12 +88,14 @@ def caller_from_scope(scope) -> Caller | None:
     header (query strings end up in logs); a session only counts with an Origin header, which
     browsers always send and the origin validator has already checked."""
     headers = dict(scope.get("headers") or [])
-    authorization = headers.get(b"authorization", b"").decode("latin1").split()
-    if authorization:
-        if len(authorization) != 2 or authorization[0].lower() != "bearer":
+    if b"authorization" in headers:
+        # The REST API's authentication, fed the handshake's header.
+        handshake = SimpleNamespace(headers={"authorization": headers[b"authorization"]})
+        try:
+            found = ApiKeyAuthentication().authenticate(handshake)
+        except AuthenticationFailed:
             return None
-        key = api_key_authenticate(raw=authorization[1])
-        return Caller(KeyPrincipal(key)) if key is not None else None
+        return Caller(found[0]) if found else None
     user = scope.get("user")
     if user is not None and user.is_authenticated and b"origin" in headers:
         return Caller(user)
@@ -207,13 +218,10 @@ class StreamConsumer(JsonSocket):
 
     def _admit(self, data: dict) -> services.Admitted:
         caller = self.caller
-        workloads = (
-            Workload.objects.filter(team=caller.api_key.team)
-            if caller.api_key
-            else selectors.workload_list(user=caller.user)
-        )
         ask = native_ask(
-            workloads=workloads, data={**data, "stream": True}, source=Request.Source.WEBSOCKET
+            workloads=selectors.workload_list(user=caller.principal),
+            data={**data, "stream": True},
+            source=Request.Source.WEBSOCKET,
         )
         return services.request_admit(
             team=ask.workload.team,
@@ -238,7 +246,7 @@ class StreamConsumer(JsonSocket):
             return
         first = None
         try:
-            await self.send_json(await database_sync_to_async(_started)(admitted))
+            await self.send_json(_started(admitted))
             if request.status == Request.Status.COMPLETED:  # a cache hit
                 first = time.monotonic()
                 await self.send_json({"type": "delta", "text": request.output})
@@ -305,40 +313,19 @@ class StreamConsumer(JsonSocket):
         request = selectors.request_list(user=self.caller.principal).get(pk=request_id)
         if read:
             services.request_mark_read(request=request)
-        kinds = set(request.ledger_entries.values_list("kind", flat=True))
+        body = RequestOutputSerializer(request).data
         return {
             "request_id": request_id,
-            "status": request.status,
-            "mode": request.mode,
-            "provider": request.model.provider.slug if request.model else None,
-            "model": request.model.model_id if request.model else None,
-            "finish_reason": request.finish_reason,
-            "usage": request.usage or None,
-            "cost_usd": _decimal(request.cost_usd),
-            "counterfactual_cost_usd": _decimal(request.counterfactual_cost_usd),
-            "estimated": LedgerEntry.Kind.ESTIMATE in kinds,
+            **{name: body[name] for name in SUMMARY_FIELDS},
+            "estimated": request.ledger_entries.filter(kind=LedgerEntry.Kind.ESTIMATE).exists(),
         }
-
-
-def _decimal(value) -> str | None:
-    """Money as a plain decimal string, as the REST API writes it ("0.000000000000", never
-    "0E-12"): clients parse it into their decimal type, never a float."""
-    return None if value is None else f"{value:.12f}"
 
 
 def _started(admitted: services.Admitted) -> dict:
-    """The `started` message: where the request goes, and the rates for a running cost."""
+    """The `started` message: where the request goes. Built from what admission loaded, so
+    nothing stands between the provider's first token and the client but this send."""
     request = admitted.request
     model = request.model or (admitted.chain[0] if admitted.chain else None)
-    rates = None
-    if model is not None and request.mode != Request.Mode.CACHE:
-        version = billing_selectors.price_in_force(
-            model, processing_for(request.mode), timezone.now()
-        )
-        rates = {
-            "input_per_mtok": str(version.rates.input),
-            "output_per_mtok": str(version.rates.output),
-        }
     return {
         "type": "started",
         "request_id": str(request.pk),
@@ -346,7 +333,6 @@ def _started(admitted: services.Admitted) -> dict:
         "provider": model.provider.slug if model else None,
         "model": model.model_id if model else None,
         "reason": request.decision_reason,
-        "rates": rates,
     }
 
 

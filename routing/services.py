@@ -51,6 +51,7 @@ from routing.providers import (
     ProviderError,
     Timeouts,
     TokenUsage,
+    stream_cut,
 )
 from routing.router import Decision, ModelOption, PolicySpec, RouteInput, route
 
@@ -511,13 +512,10 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Chun
                                 yield Chunk(event.text)
                             else:
                                 completion = event
-                    if completion is None:
-                        raise ProviderError(
+                    if completion is None:  # the adapters promise one; never bill nothing
+                        raise stream_cut(
                             f"{model.model_id} stream ended without usage",
-                            retryable=True,
-                            maybe_billed=True,
                             after_first_byte=bool(text),
-                            kind="stream_cut",
                         )
                 else:
                     completion = await providers.complete(endpoint, call)
@@ -645,7 +643,6 @@ def request_abandon(admitted: Admitted) -> None:
         if admitted.hold is not None:
             hold_release(hold=admitted.hold)
         _request_close(request, Request.Status.CANCELLED, error="client disconnected")
-    admitted.request = request
 
 
 def _request_fail_mid_stream(
@@ -724,7 +721,9 @@ def response_cache_put(*, policy: RoutingPolicy, params: dict, request: Request)
 
 def _request_answer_from_cache(request: Request, *, cached: dict, primary: LlmModel) -> None:
     """A hit costs nothing; its ledger entry keeps the counterfactual of serving it for real."""
-    model = LlmModel.objects.filter(pk=cached["model"]).first() or primary
+    # With its provider: the websocket's `started` names it from the event loop.
+    answered = LlmModel.objects.select_related("provider").filter(pk=cached["model"]).first()
+    model = answered or primary
     usage = Usage(**cached["usage"])
     with transaction.atomic():
         ledger_record_usage(

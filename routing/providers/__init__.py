@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from asgiref.sync import async_to_sync
 
 from routing.providers import anthropic_api, openai_api
-from routing.providers.errors import ProviderError
+from routing.providers.errors import ProviderError, stream_cut
 from routing.providers.types import (
     ChatRequest,
     Completion,
@@ -33,6 +33,7 @@ __all__ = [
     "complete_sync",
     "probe",
     "stream",
+    "stream_cut",
     "to_openai_chunk",
     "to_openai_response",
 ]

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx2
 
-from routing.providers.errors import ProviderError, from_status
+from routing.providers.errors import ProviderError, from_status, stream_cut
 from routing.providers.types import Endpoint
 
 # An httpx client is bound to the event loop that created it, and building one costs a TLS
@@ -48,9 +48,7 @@ def classify(exc: BaseException, sdk: Any, label: str, *, after_first_byte: bool
         )
     elif isinstance(exc, sdk.APIConnectionError | httpx2.HTTPError | sdk.APIError):
         # A stream broken mid-way (the SDKs do not always wrap the transport's error).
-        error = ProviderError(
-            f"{label} stream cut: {exc}", retryable=True, maybe_billed=True, kind="stream_cut"
-        )
+        error = stream_cut(f"{label} stream cut: {exc}", after_first_byte=after_first_byte)
     else:
         error = ProviderError(f"{label} client error: {exc!r}", retryable=False, maybe_billed=False)
     error.after_first_byte = after_first_byte

@@ -28,6 +28,18 @@ class ProviderError(Exception):
         self.kind = kind
 
 
+def stream_cut(message: str, *, after_first_byte: bool) -> ProviderError:
+    """A stream that broke off before its usage arrived: the provider may have billed what it
+    produced, so it is never retried."""
+    return ProviderError(
+        message,
+        retryable=True,
+        maybe_billed=True,
+        after_first_byte=after_first_byte,
+        kind="stream_cut",
+    )
+
+
 RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 KIND_BY_STATUS = {
     400: "bad_request",

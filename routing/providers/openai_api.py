@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import openai
 
 from routing.providers.calls import classify, client_for, open_stream, with_deadlines
-from routing.providers.errors import ProviderError
+from routing.providers.errors import ProviderError, stream_cut
 from routing.providers.types import ChatRequest, Completion, Delta, Endpoint, TokenUsage
 
 LABEL = "OpenAI API"
@@ -117,13 +117,7 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
     except Exception as exc:
         raise classify(exc, openai, LABEL, after_first_byte=produced) from exc
     if usage is None:
-        raise ProviderError(
-            f"{LABEL} stream ended without usage",
-            retryable=True,
-            maybe_billed=True,
-            after_first_byte=produced,
-            kind="stream_cut",
-        )
+        raise stream_cut(f"{LABEL} stream ended without usage", after_first_byte=produced)
     yield Completion(
         text="".join(text),
         finish_reason=finish,

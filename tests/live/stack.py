@@ -44,8 +44,11 @@ class Llmops:
     data_dir: Path
     env: dict  # the server's environment: `manage.py` with it reads the server's database
 
-    def api(self, method: str, path: str, body=None, headers=None) -> tuple[int, dict]:
-        data = None if body is None else json.dumps(body).encode()
+    def api(
+        self, method: str, path: str, body=None, headers=None, *, raw: bytes | None = None
+    ) -> tuple[int, dict]:
+        """(status, JSON body) of an API call; `raw` sends those bytes instead of `body`."""
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
             f"{self.base_url}{path}",
             data=data,
@@ -62,6 +65,19 @@ class Llmops:
                 return response.status, json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
+
+    def shell(self, code: str) -> str:
+        """Run Python in `manage.py shell` against the server's database (another process, as
+        a worker is); returns the last line it printed."""
+        out = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", code],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return (out.stdout.strip().splitlines() or [""])[-1]
 
     def request_of(self, completion_id: str) -> dict:
         """The llmops request behind an OpenAI completion id (chatcmpl-<request uuid hex>)."""

@@ -107,6 +107,8 @@ def test_stop_ends_the_stream_with_an_estimated_cost(page, llmops, sim):
     page.click("#send")
     expect(page.locator("#status")).to_have_text("streaming (stream)")
     expect(page.locator("#output")).not_to_be_empty()
+    # A running estimate from the page's rates while tokens arrive.
+    expect(page.locator("#cost")).to_contain_text("≈ $")
     page.click("#stop")
     expect(page.locator("#status")).to_have_text("stopped")
     expect(page.locator("#cost")).to_contain_text("(estimate)")

@@ -195,24 +195,8 @@ def test_bad_input_is_a_4xx_naming_the_field_and_bills_nothing(llmops, sim, chan
 
 
 def test_non_json_and_oversized_bodies_are_refused(llmops):
-    import urllib.request
-
-    def post(data: bytes):
-        request = urllib.request.Request(
-            f"{llmops.base_url}/api/v1/requests",
-            data=data,
-            method="POST",
-            headers={
-                "Authorization": f"Bearer {llmops.api_key}",
-                "Content-Type": "application/json",
-            },
-        )
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        try:
-            with opener.open(request, timeout=30) as response:
-                return response.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
+    def post(data: bytes) -> int:
+        return llmops.api("POST", "/api/v1/requests", raw=data)[0]
 
     assert post(b"{not json") == 400
     assert post(b"[1, 2]") == 400

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 import time
 from decimal import Decimal
 
 import pytest
 from websockets.exceptions import InvalidStatus
-
-from tests.live.conftest import ROOT
 
 ORIGIN = "http://127.0.0.1"
 
@@ -60,24 +56,14 @@ def ledger_entries(llmops, request_id: str) -> list[dict]:
     return [e for e in body["results"] if e["request"] == request_id]
 
 
-def open_holds(llmops, request_id: str) -> int:
-    """Held budget holds of a request, read from the live server's database."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            "manage.py",
-            "shell",
-            "-c",
+def open_holds(llmops, request_ids: list[str]) -> int:
+    """Held budget holds of these requests, read from the server's database."""
+    return int(
+        llmops.shell(
             "from billing.models import Hold; "
-            f"print(Hold.objects.filter(request_id='{request_id}', status='held').count())",
-        ],
-        cwd=ROOT,
-        env=llmops.env,
-        capture_output=True,
-        text=True,
-        check=True,
+            f"print(Hold.objects.filter(request_id__in={request_ids!r}, status='held').count())"
+        )
     )
-    return int(out.stdout.strip().splitlines()[-1])
 
 
 def test_a_stream_arrives_in_order_and_done_matches_the_ledger(llmops, sim):
@@ -132,7 +118,7 @@ def test_stop_cancels_upstream_and_bills_one_estimate(llmops, sim):
     [entry] = ledger_entries(llmops, started["request_id"])
     assert entry["kind"] == "estimate"
     assert Decimal(stopped["cost_usd"]) == Decimal(entry["cost_usd"]) > 0
-    assert open_holds(llmops, started["request_id"]) == 0
+    assert open_holds(llmops, [started["request_id"]]) == 0
 
 
 @pytest.mark.parametrize(
@@ -280,19 +266,9 @@ def test_all_team_requests_are_pushed_including_changes_made_by_another_process(
         assert status_of(notes, queued["id"])["status"] == "queued"
         # A django-q2 worker is another process: on the in-memory channel layer its change
         # reaches this socket by the catch-up read of updated_at.
-        subprocess.run(
-            [
-                sys.executable,
-                "manage.py",
-                "shell",
-                "-c",
-                "from routing.models import Request; from routing.services import request_cancel; "
-                f"request_cancel(request=Request.objects.get(pk='{queued['id']}'))",
-            ],
-            cwd=ROOT,
-            env=llmops.env,
-            check=True,
-            capture_output=True,
+        llmops.shell(
+            "from routing.models import Request; from routing.services import request_cancel; "
+            f"request_cancel(request=Request.objects.get(pk='{queued['id']}'))"
         )
         assert status_of(notes, queued["id"])["status"] == "cancelled"
 
@@ -365,19 +341,4 @@ def test_every_mid_stream_disconnect_leaves_one_ledger_entry_and_no_open_hold(ll
         assert entries[0]["kind"] == ("charge" if request["status"] == "completed" else "estimate")
     statuses = {r["status"] for r in outcomes.values()}
     assert statuses == {"completed", "cancelled"}, "both outcomes should have been exercised"
-    held = subprocess.run(
-        [
-            sys.executable,
-            "manage.py",
-            "shell",
-            "-c",
-            "from billing.models import Hold; "
-            f"print(Hold.objects.filter(request_id__in={request_ids!r}, status='held').count())",
-        ],
-        cwd=ROOT,
-        env=llmops.env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert held.stdout.strip().splitlines()[-1] == "0"
+    assert open_holds(llmops, request_ids) == 0

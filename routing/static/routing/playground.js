@@ -6,6 +6,7 @@
   const $ = (id) => document.getElementById(id);
   const workloads = JSON.parse($("workloads-data").textContent);
   const recent = JSON.parse($("recent-data").textContent);
+  const rates = JSON.parse($("rates-data").textContent); // model -> standard $/Mtok
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
 
   // --- money and numbers ------------------------------------------------------------
@@ -112,7 +113,7 @@
     switch (msg.type) {
       case "started":
         current.id = msg.request_id;
-        current.rates = msg.rates;
+        current.rates = msg.mode === "cache" ? null : rates[msg.model] || null;
         setStatus(`streaming (${msg.mode})`);
         $("answer-model").textContent = msg.model ? `${msg.model} (${msg.provider})` : "–";
         follow(msg.request_id);
