@@ -216,6 +216,11 @@ def request_line(*, custom_id: str, body: dict, endpoint: str = CHAT_ENDPOINT) -
     return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
+def spooled() -> BinaryIO:
+    """A temporary file kept in memory up to 8 MB and on disk beyond; the caller closes it."""
+    return tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
+
+
 @dataclass
 class Part:
     """One provider file of a split: a temporary file (spooled to disk past 8 MB) and the
@@ -241,8 +246,7 @@ def split(lines: Iterable[tuple[str, bytes]], *, max_lines: int, max_bytes: int)
             part = None
         if part is None:
             # The caller uploads and closes each part's file.
-            spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
-            part = Part(file=spool, custom_ids=[])
+            part = Part(file=spooled(), custom_ids=[])
         part.file.write(encoded)
         part.custom_ids.append(custom_id)
         part.bytes += len(encoded)

@@ -1,1 +1,166 @@
-"""Provider batch jobs: the state machine arrives with the batch issue."""
+"""Provider batch jobs: a database state machine (the truth; queue messages carry only ids).
+
+pending ─► submitting ─► running ─► ingesting ─► completed | cancelled | expired | failed
+   └─(cancelled before anything reached the provider)─► cancelled
+
+Every step is idempotent and claimed with a lease taken by a conditional UPDATE, so a worker
+that dies mid-step leaves the job for the reconciler, which runs the same step again: the input
+file is found again by its name, the provider batch by its metadata (OpenAI) or its creation
+window (Anthropic), and results by (job, custom_id).
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from routing.models import LatencyClass, LlmModel, Provider, Request, Team
+
+
+class BatchJob(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending (nothing sent yet)"
+        SUBMITTING = "submitting", "Submitting"
+        RUNNING = "running", "Running at the provider"
+        INGESTING = "ingesting", "Ingesting results"
+        COMPLETED = "completed"
+        CANCELLED = "cancelled"
+        EXPIRED = "expired"
+        FAILED = "failed"
+
+    TERMINAL = (Status.COMPLETED, Status.CANCELLED, Status.EXPIRED, Status.FAILED)
+
+    class Reason(models.TextChoices):
+        SIZE = "size", "Buffer reached the provider's limit"
+        AGE = "age", "Oldest request waited the policy's maximum"
+        DEADLINE = "deadline", "Earliest deadline"
+        MANUAL = "manual", "Flushed by hand"
+        RETRY = "retry", "Retry of failed items"
+
+    class CancelReason(models.TextChoices):
+        USER = "user", "Cancelled by a user"
+        DEADLINE = "deadline", "Would miss a deadline: escalated"
+
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="batch_jobs")
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="batch_jobs")
+    model = models.ForeignKey(LlmModel, on_delete=models.PROTECT, related_name="batch_jobs")
+    # A near-realtime request never waits behind a nightly flush: they are flushed apart.
+    lane = models.CharField(max_length=16, choices=LatencyClass.choices)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    reason = models.CharField(max_length=10, choices=Reason.choices)
+
+    item_count = models.PositiveIntegerField(default=0)
+    succeeded_count = models.PositiveIntegerField(default=0)
+    errored_count = models.PositiveIntegerField(default=0)
+    unfinished_count = models.PositiveIntegerField(
+        default=0, help_text="Items that never ran (cancelled, expired, missing from results)."
+    )
+    # What the provider said at the last poll.
+    provider_status = models.CharField(max_length=20, blank=True)
+    provider_completed = models.PositiveIntegerField(default=0)
+    provider_failed = models.PositiveIntegerField(default=0)
+
+    input_file_id = models.CharField(max_length=200, blank=True)
+    # NULL until created: the unique constraint then makes one provider batch one job's only.
+    provider_batch_id = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    output_file_id = models.CharField(max_length=200, blank=True)
+    error_file_id = models.CharField(max_length=200, blank=True)
+
+    earliest_deadline_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)  # flushed
+    submit_started_at = models.DateTimeField(null=True, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)  # the provider batch exists
+    ended_at = models.DateTimeField(null=True, blank=True)  # the provider batch ended
+    finished_at = models.DateTimeField(null=True, blank=True)  # results ingested
+
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancel_reason = models.CharField(max_length=10, choices=CancelReason.choices, blank=True)
+    cancel_sent_at = models.DateTimeField(null=True, blank=True)
+
+    next_check_at = models.DateTimeField(default=timezone.now)
+    polls = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="Steps that failed and were retried."
+    )
+    last_error = models.CharField(max_length=500, blank=True)
+    # Whoever holds an unexpired lease runs the job's next step; a dead worker's lease lapses.
+    lease_token = models.CharField(max_length=32, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["status", "next_check_at"], name="batchjob_due"),
+            models.Index(fields=["team", "-created_at"], name="batchjob_team_recent"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "provider_batch_id"],
+                condition=Q(provider_batch_id__isnull=False),
+                name="batchjob_one_job_per_provider_batch",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"batch job {self.pk}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+    @property
+    def custom_id_prefix(self) -> str:
+        return f"llmops-{self.pk}-"
+
+    @property
+    def input_filename(self) -> str:
+        # The file name carries the job id: a crash after the upload finds the file by it.
+        return f"llmops-job-{self.pk}.jsonl"
+
+    @property
+    def turnaround(self):
+        if self.submitted_at and self.ended_at:
+            return self.ended_at - self.submitted_at
+        return None
+
+
+class BatchItem(models.Model):
+    """One request inside one job. A request retried or resubmitted gets a new item in a new
+    job; the ledger key is the item's custom_id, so each provider answer bills once."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SUCCEEDED = "succeeded"
+        ERRORED = "errored"  # ran, and the provider refused it
+        INVALID = "invalid"  # a result we could not trust (no usage, unreadable): quarantined
+        EXPIRED = "expired"  # never ran: the window ended
+        CANCELLED = "cancelled"  # never ran: the batch was cancelled first
+        NOT_RUN = "not_run"  # missing from the results
+
+    class Next(models.TextChoices):
+        NONE = "", "—"
+        REBATCHED = "rebatched", "Resubmitted in a new batch"
+        ESCALATED = "escalated", "Served realtime"
+        RETRIED = "retried", "Retried"
+        FAILED = "failed", "Request failed"
+        DROPPED = "dropped", "Request cancelled"
+
+    job = models.ForeignKey(BatchJob, on_delete=models.CASCADE, related_name="items")
+    request = models.ForeignKey(Request, on_delete=models.PROTECT, related_name="batch_items")
+    custom_id = models.CharField(max_length=64)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    next_step = models.CharField(max_length=10, choices=Next.choices, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "custom_id"], name="batchitem_custom_id_once"),
+            models.UniqueConstraint(fields=["job", "request"], name="batchitem_request_once"),
+        ]
+        indexes = [models.Index(fields=["job", "status"], name="batchitem_job_status")]
+
+    def __str__(self) -> str:
+        return self.custom_id

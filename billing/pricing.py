@@ -10,7 +10,7 @@ them separately.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -110,6 +110,10 @@ class Usage:
     @property
     def prompt_tokens(self) -> int:
         return self.input_tokens + self.cached_input_tokens + self.cache_write_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        """As stored on a request (`Request.usage`)."""
+        return asdict(self)
 
 
 @dataclass(frozen=True)

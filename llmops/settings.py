@@ -320,6 +320,11 @@ LLMOPS_WS_RESYNC_SECONDS = env.int(
     "LLMOPS_WS_RESYNC_SECONDS", 15 if REDIS_URL else 2, min=1, max=3600
 )
 
+# --- batches ---------------------------------------------------------------------------
+# Fault injection for the crash tests only: a worker reaching the named point of a batch job's
+# lifecycle (batches.services._crash_point) kills itself with SIGKILL. Never set it otherwise.
+LLMOPS_BATCH_CRASH_AT = env.str("LLMOPS_BATCH_CRASH_AT", "")
+
 LOG_LEVEL = env.choice(
     "LLMOPS_LOG_LEVEL", "INFO", ("debug", "info", "warning", "error", "critical")
 ).upper()

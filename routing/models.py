@@ -14,6 +14,7 @@ from django.db import models
 from django.utils import timezone
 
 from llmops import crypto
+from routing.providers.types import Endpoint, Timeouts
 
 
 class Team(models.Model):
@@ -148,6 +149,19 @@ class Provider(models.Model):
 
     def get_api_key(self) -> str:
         return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+
+    def endpoint(self) -> Endpoint:
+        """Where and how to call this provider: its URL, its decrypted key, the timeouts."""
+        return Endpoint(
+            kind=self.kind,
+            base_url=self.base_url,
+            api_key=self.get_api_key(),
+            timeouts=Timeouts(
+                connect=settings.LLMOPS_PROVIDER_TIMEOUT_CONNECT,
+                first_byte=settings.LLMOPS_PROVIDER_TIMEOUT_FIRST_BYTE,
+                total=settings.LLMOPS_PROVIDER_TIMEOUT_TOTAL,
+            ),
+        )
 
     @property
     def has_api_key(self) -> bool:

@@ -14,11 +14,11 @@ from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from asgiref.sync import sync_to_async
-from django.conf import settings
+from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from billing import selectors as billing_selectors
@@ -47,9 +47,7 @@ from routing.providers import (
     ChatRequest,
     Completion,
     Delta,
-    Endpoint,
     ProviderError,
-    Timeouts,
     TokenUsage,
     stream_cut,
 )
@@ -424,20 +422,6 @@ def _request_close(request: Request, status: str, *, error: str = "") -> None:
     metrics.observe_request(request)
 
 
-def _endpoint(model: LlmModel) -> Endpoint:
-    provider = model.provider
-    return Endpoint(
-        kind=provider.kind,
-        base_url=provider.base_url,
-        api_key=provider.get_api_key(),
-        timeouts=Timeouts(
-            connect=settings.LLMOPS_PROVIDER_TIMEOUT_CONNECT,
-            first_byte=settings.LLMOPS_PROVIDER_TIMEOUT_FIRST_BYTE,
-            total=settings.LLMOPS_PROVIDER_TIMEOUT_TOTAL,
-        ),
-    )
-
-
 def _usage(tokens: TokenUsage) -> Usage:
     return Usage(
         input_tokens=tokens.input_tokens,
@@ -446,16 +430,6 @@ def _usage(tokens: TokenUsage) -> Usage:
         output_tokens=tokens.output_tokens,
         reasoning_tokens=tokens.reasoning_tokens,
     )
-
-
-def _usage_json(usage: Usage) -> dict:
-    return {
-        "input_tokens": usage.input_tokens,
-        "cached_input_tokens": usage.cached_input_tokens,
-        "cache_write_tokens": usage.cache_write_tokens,
-        "output_tokens": usage.output_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-    }
 
 
 @dataclass(frozen=True)
@@ -491,7 +465,7 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Chun
                 )
                 errors.append(f"{model.model_id}: circuit open")
                 continue
-            endpoint = await sync_to_async(_endpoint)(model)
+            endpoint = await sync_to_async(model.provider.endpoint)()
             call = replace(chat, model=model.model_id)
             started = time.monotonic()
             first_byte_ms = None
@@ -613,7 +587,7 @@ def _request_complete(admitted: Admitted, *, model: LlmModel, completion: Comple
         request.model = model
         request.output = completion.text
         request.finish_reason = completion.finish_reason
-        request.usage = _usage_json(usage)
+        request.usage = usage.as_dict()
         request.status = Request.Status.COMPLETED
         request.completed_at = timezone.now()
         request.first_token_at = request.first_token_at or request.completed_at
@@ -672,7 +646,7 @@ def _request_fail_mid_stream(
         )
         request.model = model
         request.output = text
-        request.usage = _usage_json(usage)
+        request.usage = usage.as_dict()
         _request_close(request, status, error=error)
 
 
@@ -758,13 +732,18 @@ def request_mark_read(*, request: Request) -> None:
 
 
 def request_cancel(*, request: Request) -> bool:
-    """Cancel a request still waiting for a batch (received or queued): its hold is released.
-    False if it already ran or finished (a running realtime call ends with its client)."""
+    """Cancel a request still waiting for a batch: in the buffer, or inside a provider batch
+    (which cannot drop one request: if it answers anyway, that answer is billed, as the
+    provider bills it, and the request stays cancelled). Its hold is released. False if it
+    already finished (a running realtime call ends with its client)."""
     now = timezone.now()
+    waiting = Q(status__in=[Request.Status.RECEIVED, Request.Status.QUEUED]) | Q(
+        status=Request.Status.RUNNING, mode=Request.Mode.BATCH
+    )
     with transaction.atomic():
-        changed = Request.objects.filter(
-            pk=request.pk, status__in=[Request.Status.RECEIVED, Request.Status.QUEUED]
-        ).update(status=Request.Status.CANCELLED, completed_at=now, updated_at=now)
+        changed = Request.objects.filter(waiting, pk=request.pk).update(
+            status=Request.Status.CANCELLED, completed_at=now, updated_at=now
+        )
         if changed != 1:
             return False
         for hold in Hold.objects.filter(request=request, status=Hold.Status.HELD):
@@ -776,3 +755,65 @@ def request_cancel(*, request: Request) -> bool:
         )
         request_changed(request)
     return True
+
+
+def request_serve_escalated(*, request_id: str) -> Request | None:
+    """Serve now a request the batch machinery handed back as queued with mode realtime (its
+    deadline is at risk, or its batch was cancelled or expired). Its batch-priced hold becomes
+    a realtime one; a budget that cannot take the difference fails it. None if another worker
+    took it or it is no longer waiting."""
+    now = timezone.now()
+    claimed = Request.objects.filter(
+        pk=request_id, status=Request.Status.QUEUED, mode=Request.Mode.REALTIME
+    ).update(status=Request.Status.RUNNING, started_at=now, updated_at=now)
+    if claimed != 1:
+        return None
+    request = Request.objects.select_related("team", "workload__policy").get(pk=request_id)
+    policy = request.workload.policy
+    chain = [
+        link.model
+        for link in policy.links.select_related("model__provider").order_by("position")
+        if link.model.enabled and link.model.provider.enabled
+    ]
+    # The model the batch would have used first: the client may have asked for it.
+    chain.sort(key=lambda m: m.pk != request.model_id)
+    with transaction.atomic():
+        for hold in Hold.objects.filter(request=request, status=Hold.Status.HELD):
+            hold_release(hold=hold)
+        try:
+            if not chain:
+                raise PricingError(f"workload {request.workload.slug} has no enabled model")
+            amount = max(
+                reservation_amount(
+                    model=model,
+                    mode=Mode.REALTIME,
+                    prompt_tokens=prompt_tokens_bound(request.params["messages"]),
+                    max_output_tokens=request.params["max_tokens"],
+                    at=now,
+                )
+                for model in chain
+            )
+            admission = budget_reserve(
+                key=f"req:{request.pk}:realtime",
+                team=request.team,
+                workload=request.workload,
+                request=request,
+                amount=amount,
+                at=now,
+                ttl=REALTIME_HOLD_TTL,
+            )
+        except (BudgetExceeded, PricingError) as exc:
+            _request_close(request, Request.Status.FAILED, error=f"escalation refused: {exc}")
+            return request
+    admitted = Admitted(request=request, hold=admission.hold, chain=chain)
+
+    async def serve() -> Request:
+        async for event in request_run(admitted, stream=False):
+            if isinstance(event, Request):
+                return event
+        return request
+
+    try:
+        return async_to_sync(serve)()
+    except RequestFailed as exc:
+        return exc.request

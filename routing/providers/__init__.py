@@ -13,6 +13,8 @@ from asgiref.sync import async_to_sync
 from routing.providers import anthropic_api, openai_api
 from routing.providers.errors import ProviderError, stream_cut
 from routing.providers.types import (
+    BatchInfo,
+    BatchOutcome,
     ChatRequest,
     Completion,
     Delta,
@@ -22,6 +24,8 @@ from routing.providers.types import (
 )
 
 __all__ = [
+    "BatchInfo",
+    "BatchOutcome",
     "ChatRequest",
     "Completion",
     "Delta",
@@ -29,6 +33,7 @@ __all__ = [
     "ProviderError",
     "Timeouts",
     "TokenUsage",
+    "batch_api",
     "complete",
     "complete_sync",
     "probe",
@@ -57,6 +62,13 @@ def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delta | Co
     """Deltas as they arrive, then exactly one Completion with the usage. Raises
     ProviderError (after_first_byte says whether output had already been yielded)."""
     return _protocol(endpoint.kind).stream(endpoint, request)
+
+
+def batch_api(kind: str):
+    """The batch half of a wire protocol: a module with batch_create, batch_retrieve,
+    batch_cancel, batch_list and batch_results (OpenAI's also uploads, finds and deletes
+    files). Sync: batch jobs run in workers."""
+    return _protocol(kind)
 
 
 def complete_sync(endpoint: Endpoint, request: ChatRequest) -> Completion:

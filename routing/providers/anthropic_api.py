@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 
 import anthropic
 
 from routing.providers.calls import classify, client_for, open_stream, with_deadlines
 from routing.providers.errors import ProviderError, stream_cut
-from routing.providers.types import ChatRequest, Completion, Delta, Endpoint, TokenUsage
+from routing.providers.types import (
+    BatchInfo,
+    BatchOutcome,
+    ChatRequest,
+    Completion,
+    Delta,
+    Endpoint,
+    TokenUsage,
+)
 
 LABEL = "Anthropic API"
 # Anthropic's stop reasons in OpenAI's vocabulary (what our API and the openai SDK speak).
@@ -147,3 +155,112 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
         model=model,
         provider_request_id=ident,
     )
+
+
+# --- message batches (sync: they run in django-q2 workers) -------------------------------
+LOOKBACK_ITEMS = 1000
+
+
+def _sync(endpoint: Endpoint) -> anthropic.Anthropic:
+    t = endpoint.timeouts
+    # max_retries=0: a retried create could make a second batch (see openai_api._sync).
+    return anthropic.Anthropic(
+        base_url=endpoint.base_url,
+        api_key=endpoint.api_key or "unset",
+        max_retries=0,
+        timeout=anthropic.Timeout(t.total, connect=t.connect),
+    )
+
+
+def batch_params(request: ChatRequest) -> dict:
+    """The `params` of one batch request (a Messages body; extra_body flattened into it)."""
+    kwargs = _kwargs(request)
+    return {**kwargs, **kwargs.pop("extra_body", {})}
+
+
+def _batch_info(batch) -> BatchInfo:
+    c = batch.request_counts
+    status = {"in_progress": "in_progress", "canceling": "cancelling"}.get(
+        batch.processing_status, "completed"
+    )
+    if batch.processing_status == "ended":
+        # Anthropic has one final state; its counts tell how the batch ended.
+        status = "cancelled" if c.canceled else ("expired" if c.expired else "completed")
+    return BatchInfo(
+        id=batch.id,
+        status=status,
+        created_at=batch.created_at.timestamp(),
+        total=c.processing + c.succeeded + c.errored + c.canceled + c.expired,
+        completed=c.succeeded,
+        failed=c.errored + c.canceled + c.expired,
+    )
+
+
+def _call(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except anthropic.AnthropicError as exc:
+        raise _translate(exc) from exc
+
+
+def batch_create(endpoint: Endpoint, *, requests: Iterable[dict]) -> BatchInfo:
+    """`requests`: {"custom_id", "params"} dicts. The create body is one JSON document (the API
+    takes no file), so it is built in memory: at most 256 MB by the provider's limit."""
+    with _sync(endpoint) as client:
+        return _batch_info(_call(client.messages.batches.create, requests=list(requests)))
+
+
+def batch_list(endpoint: Endpoint, *, created_after: float) -> Iterator[BatchInfo]:
+    with _sync(endpoint) as client:
+        try:
+            for seen, batch in enumerate(client.messages.batches.list(limit=100)):
+                if batch.created_at.timestamp() < created_after or seen >= LOOKBACK_ITEMS:
+                    return
+                yield _batch_info(batch)
+        except anthropic.AnthropicError as exc:
+            raise _translate(exc) from exc
+
+
+def batch_retrieve(endpoint: Endpoint, *, batch_id: str) -> BatchInfo:
+    with _sync(endpoint) as client:
+        return _batch_info(_call(client.messages.batches.retrieve, batch_id))
+
+
+def batch_cancel(endpoint: Endpoint, *, batch_id: str) -> BatchInfo:
+    with _sync(endpoint) as client:
+        return _batch_info(_call(client.messages.batches.cancel, batch_id))
+
+
+def _outcome(item) -> BatchOutcome:
+    result = item.result
+    if result.type == "succeeded":
+        message = result.message
+        try:
+            usage = _usage(message.usage)
+        except (AttributeError, TypeError) as exc:
+            return BatchOutcome(item.custom_id, "invalid", error=f"unreadable result: {exc}")
+        return BatchOutcome(
+            item.custom_id,
+            "succeeded",
+            Completion(
+                text="".join(b.text for b in message.content if b.type == "text"),
+                finish_reason=FINISH.get(message.stop_reason or "", "stop"),
+                usage=usage,
+                model=message.model,
+                provider_request_id=message.id,
+            ),
+        )
+    if result.type == "errored":
+        error = getattr(getattr(result.error, "error", None), "message", "") or str(result.error)
+        return BatchOutcome(item.custom_id, "errored", error=error[:500])
+    return BatchOutcome(item.custom_id, "cancelled" if result.type == "canceled" else "expired")
+
+
+def batch_results(endpoint: Endpoint, *, info: BatchInfo) -> Iterator[BatchOutcome]:
+    """An ended batch's results, streamed line by line by the SDK's JSONL decoder."""
+    with _sync(endpoint) as client:
+        try:
+            for item in client.messages.batches.results(info.id):
+                yield _outcome(item)
+        except anthropic.AnthropicError as exc:
+            raise _translate(exc) from exc

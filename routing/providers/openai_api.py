@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import BinaryIO
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from routing.providers.calls import classify, client_for, open_stream, with_deadlines
 from routing.providers.errors import ProviderError, stream_cut
-from routing.providers.types import ChatRequest, Completion, Delta, Endpoint, TokenUsage
+from routing.providers.types import (
+    BatchInfo,
+    BatchOutcome,
+    ChatRequest,
+    Completion,
+    Delta,
+    Endpoint,
+    TokenUsage,
+)
 
 LABEL = "OpenAI API"
 
@@ -125,3 +136,171 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
         model=model,
         provider_request_id=ident,
     )
+
+
+# --- batches (sync: they run in django-q2 workers) ---------------------------------------
+# How far back the crash-recovery lookups page through the account's files and batches.
+LOOKBACK_ITEMS = 1000
+
+
+def _sync(endpoint: Endpoint) -> openai.OpenAI:
+    t = endpoint.timeouts
+    # max_retries=0: a retried upload or create could make a second file or batch; the job's
+    # state machine retries, and adopts what an earlier attempt made.
+    return openai.OpenAI(
+        base_url=endpoint.base_url,
+        api_key=endpoint.api_key or "unset",
+        max_retries=0,
+        timeout=openai.Timeout(t.total, connect=t.connect),
+    )
+
+
+def batch_body(request: ChatRequest) -> dict:
+    """The `body` of one batch input line."""
+    return _kwargs(request)
+
+
+def _batch_info(batch) -> BatchInfo:
+    counts = batch.request_counts
+    errors = ()
+    if batch.errors and batch.errors.data:
+        errors = tuple(
+            f"line {e.line}: {e.message}" if e.line else (e.message or e.code or "error")
+            for e in batch.errors.data
+        )
+    return BatchInfo(
+        id=batch.id,
+        status=batch.status,
+        created_at=float(batch.created_at),
+        total=counts.total if counts else 0,
+        completed=counts.completed if counts else 0,
+        failed=counts.failed if counts else 0,
+        output_file_id=batch.output_file_id,
+        error_file_id=batch.error_file_id,
+        metadata=dict(batch.metadata or {}),
+        errors=errors,
+    )
+
+
+def _call(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except openai.OpenAIError as exc:
+        raise _translate(exc) from exc
+
+
+def batch_files(endpoint: Endpoint) -> Iterator[tuple[str, str]]:
+    """(id, filename) of the account's recent batch input files, newest first."""
+    with _sync(endpoint) as client:
+        try:
+            for seen, item in enumerate(client.files.list(purpose="batch", limit=100)):
+                if seen >= LOOKBACK_ITEMS:
+                    return
+                yield item.id, item.filename
+        except openai.OpenAIError as exc:
+            raise _translate(exc) from exc
+
+
+def batch_find_file(endpoint: Endpoint, *, filename: str) -> str | None:
+    """The id of a batch input file called `filename` (one whose upload crashed before we saved
+    its id), or None."""
+    return next((fid for fid, name in batch_files(endpoint) if name == filename), None)
+
+
+def batch_upload(endpoint: Endpoint, *, filename: str, content: BinaryIO) -> str:
+    with _sync(endpoint) as client:
+        return _call(client.files.create, file=(filename, content), purpose="batch").id
+
+
+def batch_delete_file(endpoint: Endpoint, *, file_id: str) -> None:
+    with _sync(endpoint) as client:
+        _call(client.files.delete, file_id)
+
+
+def batch_create(endpoint: Endpoint, *, input_file_id: str, metadata: dict) -> BatchInfo:
+    with _sync(endpoint) as client:
+        return _batch_info(
+            _call(
+                client.batches.create,
+                input_file_id=input_file_id,
+                endpoint="/v1/chat/completions",
+                completion_window="24h",
+                metadata=metadata,
+            )
+        )
+
+
+def batch_list(endpoint: Endpoint, *, created_after: float) -> Iterator[BatchInfo]:
+    """The account's batches, newest first, down to `created_after` (unix seconds)."""
+    with _sync(endpoint) as client:
+        try:
+            for seen, batch in enumerate(client.batches.list(limit=100)):
+                if batch.created_at < created_after or seen >= LOOKBACK_ITEMS:
+                    return
+                yield _batch_info(batch)
+        except openai.OpenAIError as exc:
+            raise _translate(exc) from exc
+
+
+def batch_retrieve(endpoint: Endpoint, *, batch_id: str) -> BatchInfo:
+    with _sync(endpoint) as client:
+        return _batch_info(_call(client.batches.retrieve, batch_id))
+
+
+def batch_cancel(endpoint: Endpoint, *, batch_id: str) -> BatchInfo:
+    with _sync(endpoint) as client:
+        return _batch_info(_call(client.batches.cancel, batch_id))
+
+
+def _outcome(line: dict) -> BatchOutcome:
+    custom_id = str(line.get("custom_id", ""))
+    response, error = line.get("response"), line.get("error")
+    if response and 200 <= int(response.get("status_code") or 0) < 300:
+        try:
+            completion = ChatCompletion.model_validate(response["body"])
+            choice = completion.choices[0]
+            return BatchOutcome(
+                custom_id,
+                "succeeded",
+                Completion(
+                    text=choice.message.content or "",
+                    finish_reason=choice.finish_reason or "stop",
+                    usage=_usage(completion.usage),
+                    model=completion.model,
+                    provider_request_id=completion.id,
+                ),
+            )
+        except (ValueError, KeyError, IndexError, TypeError, ProviderError) as exc:
+            return BatchOutcome(custom_id, "invalid", error=f"unreadable result: {exc}"[:500])
+    if response:  # it ran and the provider refused it
+        body = response.get("body") or {}
+        message = (body.get("error") or {}).get("message") if isinstance(body, dict) else None
+        return BatchOutcome(
+            custom_id, "errored", error=f"{response.get('status_code')}: {message or body}"[:500]
+        )
+    code = (error or {}).get("code", "")
+    # A request that never ran: expired at the window's end, or dropped by a cancel.
+    outcome = {"batch_expired": "expired", "batch_cancelled": "cancelled"}.get(code, "errored")
+    return BatchOutcome(custom_id, outcome, error=f"{code}: {(error or {}).get('message', '')}")
+
+
+def batch_results(endpoint: Endpoint, *, info: BatchInfo) -> Iterator[BatchOutcome]:
+    """Every line of an ended batch's output and error files, streamed (never a whole file in
+    memory). A custom_id in neither file did not run."""
+    with _sync(endpoint) as client:
+        for file_id in (info.output_file_id, info.error_file_id):
+            if not file_id:
+                continue
+            try:
+                with client.files.with_streaming_response.content(file_id) as response:
+                    for raw in response.iter_lines():
+                        if not raw.strip():
+                            continue
+                        try:
+                            line = json.loads(raw)
+                        except ValueError:
+                            yield BatchOutcome("", "invalid", error="a result line is not JSON")
+                            continue
+                        yield _outcome(line if isinstance(line, dict) else {})
+            except openai.OpenAIError as exc:
+                raise _translate(exc) from exc

@@ -52,3 +52,38 @@ class Delta:
     """A piece of streamed text, as it arrived."""
 
     text: str
+
+
+# --- provider batches -------------------------------------------------------------------
+# Statuses in OpenAI's vocabulary, whichever provider: Anthropic's `ended` becomes completed,
+# cancelled or expired from its counts.
+BATCH_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    id: str
+    status: str  # validating | in_progress | finalizing | cancelling | + BATCH_ENDED
+    created_at: float  # unix seconds
+    total: int = 0
+    completed: int = 0  # answered (2xx / succeeded)
+    failed: int = 0  # errored, expired or cancelled so far
+    output_file_id: str | None = None  # OpenAI
+    error_file_id: str | None = None  # OpenAI
+    metadata: dict = field(default_factory=dict)
+    errors: tuple[str, ...] = ()  # why the provider refused the whole batch (OpenAI `failed`)
+
+    @property
+    def ended(self) -> bool:
+        return self.status in BATCH_ENDED
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """One line of a batch's results. `outcome`: succeeded | errored | expired | cancelled |
+    invalid (a result we cannot trust: no or negative usage, an unreadable body)."""
+
+    custom_id: str
+    outcome: str
+    completion: Completion | None = None
+    error: str = ""

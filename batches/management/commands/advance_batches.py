@@ -1,0 +1,53 @@
+"""Run the batch machinery in this process: what the worker's schedules do, inline."""
+
+from __future__ import annotations
+
+import time
+
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+from batches import selectors, services
+from routing.models import Request
+from routing.services import request_serve_escalated
+
+
+class Command(BaseCommand):
+    help = (
+        "Flush due buffers, run every due job step and serve escalated requests here, without "
+        "a worker cluster: for operators and tests. --until-idle repeats until nothing is due."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--reconcile", action="store_true", help="Also run the reconciler.")
+        parser.add_argument(
+            "--until-idle",
+            type=float,
+            metavar="SECONDS",
+            help="Repeat until no job has a step due, for at most this many seconds.",
+        )
+
+    def handle(self, *args, reconcile=False, until_idle=None, **options):
+        deadline = time.monotonic() + (until_idle or 0)
+        while True:
+            ran = self._once()
+            if not until_idle or not ran or time.monotonic() > deadline:
+                break
+        if reconcile:
+            report = services.batches_reconcile()
+            self.stdout.write(f"reconcile: {report.as_dict()}")
+
+    def _once(self) -> int:
+        flushed = services.batches_flush()
+        steps = 0
+        for job_id in selectors.jobs_due(now=timezone.now()).values_list("pk", flat=True):
+            result = services.job_advance(job_id=job_id)
+            steps += result.ran
+            self.stdout.write(f"job {job_id}: {result.status or 'busy'}")
+        escalated = Request.objects.filter(
+            status=Request.Status.QUEUED, mode=Request.Mode.REALTIME
+        ).values_list("pk", flat=True)
+        for request_id in escalated:
+            served = request_serve_escalated(request_id=str(request_id))
+            self.stdout.write(f"escalated request {request_id}: {served and served.status}")
+        return len(flushed.jobs) + steps + len(escalated)

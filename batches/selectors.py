@@ -1,0 +1,98 @@
+"""Reads for batch jobs: turnaround statistics, what is due, what a caller may see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.core.cache import cache
+from django.db.models import Count, Q, QuerySet
+
+from batches.models import BatchItem, BatchJob
+from billing.models import LedgerEntry
+from billing.selectors import ledger_totals
+from routing.models import LlmModel, Team
+
+# Observed turnaround replaces the provider's promise once this many batches have ended.
+MIN_OBSERVATIONS = 5
+# Recent batches say more about today's provider than last month's.
+WINDOW = 200
+# The router reads turnaround on every deferred admission: keep the figure a minute.
+TURNAROUND_CACHE_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class Turnaround:
+    p50: timedelta | None
+    p90: timedelta | None
+    observed: int  # batches behind the figures
+
+    @property
+    def known(self) -> bool:
+        return self.observed >= MIN_OBSERVATIONS
+
+
+def _percentile(sorted_values: list[timedelta], q: float) -> timedelta:
+    # Nearest rank: a real observed value, never an interpolation nobody saw.
+    index = max(0, min(len(sorted_values) - 1, round(q * len(sorted_values) + 0.5) - 1))
+    return sorted_values[index]
+
+
+def turnaround(*, model: LlmModel) -> Turnaround:
+    """p50 and p90 of submit → provider end, over this model's recent batches that ran to
+    completion (cancelled and expired ones say nothing about how long a batch takes)."""
+    rows = (
+        BatchJob.objects.filter(
+            model=model,
+            status=BatchJob.Status.COMPLETED,
+            submitted_at__isnull=False,
+            ended_at__isnull=False,
+        )
+        .order_by("-ended_at")
+        .values_list("submitted_at", "ended_at")[:WINDOW]
+    )
+    values = sorted(ended - submitted for submitted, ended in rows)
+    if not values:
+        return Turnaround(None, None, 0)
+    return Turnaround(_percentile(values, 0.5), _percentile(values, 0.9), len(values))
+
+
+def expected_turnaround(*, model: LlmModel) -> timedelta:
+    """How long a batch of this model is expected to take: the observed p90 once known,
+    else the provider's promise (cached briefly: the router asks on every deferral)."""
+    key = f"llmops:turnaround:{model.pk}"
+    seconds = cache.get(key)
+    if seconds is None:
+        stats = turnaround(model=model)
+        expected = stats.p90 if stats.known else model.provider.expected_batch_turnaround
+        seconds = expected.total_seconds()
+        cache.set(key, seconds, TURNAROUND_CACHE_SECONDS)
+    return timedelta(seconds=seconds)
+
+
+def jobs_due(*, now: datetime) -> QuerySet[BatchJob]:
+    """Jobs with a step to run now whose lease (if any) has lapsed."""
+    return BatchJob.objects.exclude(status__in=BatchJob.TERMINAL).filter(
+        Q(next_check_at__lte=now)
+        | Q(cancel_requested_at__isnull=False, cancel_sent_at__isnull=True),
+        Q(lease_until__isnull=True) | Q(lease_until__lt=now),
+    )
+
+
+def jobs_for(*, teams: QuerySet[Team]) -> QuerySet[BatchJob]:
+    return BatchJob.objects.filter(team__in=teams).select_related("team", "provider", "model")
+
+
+def job_ledger(job: BatchJob) -> dict:
+    """What the job's answers cost (the ledger entries keyed by its items' custom_ids), what
+    they would have cost realtime and the difference, in USD, with token totals."""
+    return ledger_totals(
+        LedgerEntry.objects.filter(idempotency_key__startswith=f"batch:{job.custom_id_prefix}")
+    )
+
+
+def item_counts(job: BatchJob) -> dict[str, int]:
+    counts = dict(
+        BatchItem.objects.filter(job=job).values_list("status").annotate(n=Count("id")).order_by()
+    )
+    return {status: counts.get(status, 0) for status in BatchItem.Status.values}

@@ -1,0 +1,835 @@
+"""Writes for batch jobs: the buffer's flush, each lifecycle step, cancellation and recovery.
+
+Deferred requests wait in the buffer as `queued` requests of mode batch (routing's front door
+put them there with a hold at the batch price). `batches_flush` groups them by (team, model,
+lane) into jobs; `job_advance` runs one job's next step (submit → poll → ingest), claimed with
+a lease; `batches_reconcile` finds what crashed workers left behind. No transaction is open
+across a provider call: intent is saved first, the call made, the outcome saved by id.
+
+Request statuses this module moves: queued → running (flushed into a job) → completed, or back
+to queued for a new batch (a retry or a resubmission), or queued with mode realtime (escalated:
+routing serves it now), or failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from batches import jsonl
+from batches.models import BatchItem, BatchJob
+from batches.selectors import expected_turnaround
+from billing.models import Hold, Mode
+from billing.pricing import PricingError, Usage
+from billing.services import hold_release, hold_settle, ledger_record_usage
+from routing import providers
+from routing.events import request_changed, request_touch
+from routing.models import LlmModel, Provider, Request, RoutingPolicy
+from routing.providers import BatchInfo, BatchOutcome, ChatRequest, ProviderError
+
+log = logging.getLogger(__name__)
+
+# Longer than any step runs (the task timeout is 60 s; an ingest yields after INGEST_SLICE).
+LEASE = timedelta(minutes=3)
+INGEST_SLICE_SECONDS = 40
+# Items per ingest transaction: one commit per item would make 50,000 results 50,000 fsyncs.
+INGEST_CHUNK = 200
+# Polling backoff: quick at first (small batches end in minutes), then every ten minutes.
+POLL_FIRST = timedelta(seconds=10)
+POLL_MAX = timedelta(minutes=10)
+# Bounded retries: an item that failed this many times fails its request.
+MAX_ITEM_ATTEMPTS = 3
+# Failed steps (a provider down) back off to this at most.
+RETRY_MAX = timedelta(minutes=15)
+# A create we cannot prove did not happen is looked for in batches created this long before it.
+CREATE_CLOCK_SLACK = timedelta(minutes=2)
+
+
+def _crash_point(name: str) -> None:
+    """Die here, as a SIGKILLed worker would, when LLMOPS_BATCH_CRASH_AT names this point: the
+    crash tests prove every window has a recovery. Does nothing unless set."""
+    if name == settings.LLMOPS_BATCH_CRASH_AT:
+        log.warning("crash point %s: killing this process", name)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --- the buffer ------------------------------------------------------------------------
+
+
+@dataclass
+class FlushReport:
+    jobs: list[BatchJob] = field(default_factory=list)
+    escalated: list[str] = field(default_factory=list)  # request ids to serve realtime now
+
+    @property
+    def requests(self) -> int:
+        return sum(job.item_count for job in self.jobs)
+
+
+def _flush_by(request: Request, policy: RoutingPolicy, turnaround: timedelta) -> datetime:
+    """When a queued request must leave the buffer: after the policy's maximum wait, or
+    earlier if waiting longer would leave a batch too little time before its deadline."""
+    by = request.created_at + policy.max_batch_wait
+    if request.deadline_at:
+        by = min(by, request.deadline_at - turnaround - policy.deadline_margin)
+    return by
+
+
+def _line_bytes(request: Request) -> int:
+    # An upper bound of the request's JSONL line without building it (the flush only splits).
+    return len(str(request.params).encode()) + 512
+
+
+def batches_flush(
+    *, now: datetime | None = None, workload_ids: Iterable[int] | None = None, force: bool = False
+) -> FlushReport:
+    """Turn due buffered requests into jobs: one group per (team, model, lane) is flushed when
+    it fills a provider batch, when its oldest request waited the policy's maximum, or when
+    its earliest deadline needs it to leave now (`force`: every group, e.g. an admin's flush
+    now). Requests whose deadline no batch can meet any more are escalated to realtime."""
+    now = now or timezone.now()
+    report = FlushReport()
+    queued = Request.objects.filter(status=Request.Status.QUEUED, mode=Request.Mode.BATCH)
+    if workload_ids is not None:
+        queued = queued.filter(workload_id__in=list(workload_ids))
+    groups: dict[tuple[int, int, str], list[int]] = defaultdict(list)
+    for team_id, model_id, lane in (
+        queued.order_by().values_list("team_id", "model_id", "workload__latency_class").distinct()
+    ):
+        groups[(team_id, model_id, lane)] = []
+    for team_id, model_id, lane in groups:
+        with transaction.atomic():
+            jobs, escalated = _flush_group(
+                team_id=team_id, model_id=model_id, lane=lane, queued=queued, now=now, force=force
+            )
+        report.jobs.extend(jobs)
+        report.escalated.extend(escalated)
+    return report
+
+
+def _flush_group(
+    *, team_id: int, model_id: int, lane: str, queued, now: datetime, force: bool
+) -> tuple[list[BatchJob], list[str]]:
+    model = LlmModel.objects.select_related("provider").get(pk=model_id)
+    provider = model.provider
+    rows = queued.filter(team_id=team_id, model_id=model_id, workload__latency_class=lane)
+    # PostgreSQL: lock the rows so a concurrent flush or cancel cannot take them too (SQLite's
+    # IMMEDIATE transactions already serialize writers).
+    rows = list(
+        rows.select_for_update(skip_locked=True, of=("self",))
+        .select_related("workload__policy")
+        .order_by("created_at")
+    )
+    if not rows:
+        return [], []
+    turnaround = expected_turnaround(model=model)
+    max_lines, max_bytes = provider.batch_limits
+    escalate, keep, reason = [], [], BatchJob.Reason.MANUAL if force else None
+    for request in rows:
+        policy = request.workload.policy
+        if request.deadline_at and now + turnaround + policy.deadline_margin > request.deadline_at:
+            escalate.append(request)
+            continue
+        keep.append(request)
+        if reason is None and _flush_by(request, policy, turnaround) <= now:
+            age_due = request.created_at + policy.max_batch_wait <= now
+            reason = BatchJob.Reason.AGE if age_due else BatchJob.Reason.DEADLINE
+    if reason is None and len(keep) >= max_lines:
+        reason = BatchJob.Reason.SIZE
+    if reason == BatchJob.Reason.SIZE:
+        keep = keep[: len(keep) - len(keep) % max_lines]  # full batches only; the rest waits
+    jobs = []
+    if reason is not None and keep:
+        for chunk in _chunks(keep, max_lines=max_lines, max_bytes=max_bytes):
+            jobs.append(_job_create(provider, model, lane, chunk, reason=reason, now=now))
+    if escalate:
+        _requests_escalate(escalate, now=now, why="deadline too close for a batch")
+    return jobs, [str(r.pk) for r in escalate]
+
+
+def _chunks(requests: list[Request], *, max_lines: int, max_bytes: int) -> Iterable[list]:
+    chunk, size = [], 0
+    for request in requests:
+        line = _line_bytes(request)
+        if chunk and (len(chunk) >= max_lines or size + line > max_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(request)
+        size += line
+    if chunk:
+        yield chunk
+
+
+def _job_create(
+    provider: Provider, model: LlmModel, lane: str, requests: list[Request], *, reason, now
+) -> BatchJob:
+    deadlines = [r.deadline_at for r in requests if r.deadline_at]
+    job = BatchJob.objects.create(
+        team_id=requests[0].team_id,
+        provider=provider,
+        model=model,
+        lane=lane,
+        reason=reason,
+        item_count=len(requests),
+        earliest_deadline_at=min(deadlines) if deadlines else None,
+        created_at=now,
+        next_check_at=now,
+    )
+    BatchItem.objects.bulk_create(
+        [
+            BatchItem(job=job, request=r, custom_id=f"{job.custom_id_prefix}{r.pk.hex}")
+            for r in requests
+        ],
+        batch_size=1000,
+    )
+    # One UPDATE, not a save per request; websocket subscribers catch up by updated_at.
+    Request.objects.filter(pk__in=[r.pk for r in requests]).update(
+        status=Request.Status.RUNNING, started_at=now, updated_at=now
+    )
+    return job
+
+
+def _requests_escalate(requests: list[Request], *, now: datetime, why: str) -> None:
+    """Hand requests to routing's realtime path (routing.tasks.serve_escalated runs them): they
+    wait as queued requests of mode realtime, which the reconciler re-enqueues if lost."""
+    for request in requests:
+        request.status = Request.Status.QUEUED
+        request.mode = Request.Mode.REALTIME
+        request.decision_reason = f"{request.decision_reason} Escalated: {why}."[-2000:]
+        request_touch(request)
+        request.save(update_fields=["status", "mode", "decision_reason", "updated_at"])
+        request_changed(request)
+
+
+# --- one job, one step at a time -------------------------------------------------------
+
+
+@dataclass
+class StepResult:
+    job_id: int
+    ran: bool = False  # False: another worker holds the job, or it is finished
+    status: str = ""
+    escalated: list[str] = field(default_factory=list)
+
+
+def _claim(job_id: int, now: datetime) -> str | None:
+    token = secrets.token_hex(8)
+    changed = (
+        BatchJob.objects.filter(pk=job_id)
+        .exclude(status__in=BatchJob.TERMINAL)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(lease_token=token, lease_until=now + LEASE)
+    )
+    return token if changed == 1 else None
+
+
+def _release(job: BatchJob, token: str, **fields) -> None:
+    BatchJob.objects.filter(pk=job.pk, lease_token=token).update(
+        lease_token="", lease_until=None, **fields
+    )
+
+
+def _save(job: BatchJob, **fields) -> None:
+    for name, value in fields.items():
+        setattr(job, name, value)
+    BatchJob.objects.filter(pk=job.pk).update(**fields)
+
+
+def job_advance(*, job_id: int, now: datetime | None = None) -> StepResult:
+    """Run the job's next steps until it must wait (for the provider, or for a later slice of
+    a long ingest). Safe to call any time from anywhere: the lease lets one caller in."""
+    now = now or timezone.now()
+    result = StepResult(job_id=job_id)
+    token = _claim(job_id, now)
+    if token is None:
+        return result
+    result.ran = True
+    job = BatchJob.objects.select_related("provider", "model", "team").get(pk=job_id)
+    try:
+        if job.status in (BatchJob.Status.PENDING, BatchJob.Status.SUBMITTING):
+            _submit(job, now=now)
+        if job.status == BatchJob.Status.RUNNING:
+            _poll(job, now=now)
+        if job.status == BatchJob.Status.INGESTING:
+            result.escalated = _ingest(job, now=now)
+    except ProviderError as exc:
+        # The provider is down or refused a control call: try again later, backing off.
+        delay = min(POLL_FIRST * (2 ** min(job.attempts, 10)), RETRY_MAX)
+        log.warning("batch job %s: %s; retrying in %s", job.pk, exc, delay)
+        _save(
+            job,
+            attempts=F("attempts") + 1,
+            last_error=str(exc)[:500],
+            next_check_at=timezone.now() + delay,
+        )
+    finally:
+        _release(job, token)
+    job.refresh_from_db(fields=["status"])
+    result.status = job.status
+    return result
+
+
+def _items(job: BatchJob):
+    return BatchItem.objects.filter(job=job).select_related("request").order_by("id")
+
+
+def _chat(request: Request, model: LlmModel) -> ChatRequest:
+    params = request.params
+    return ChatRequest(
+        model=model.model_id,
+        messages=params["messages"],
+        max_tokens=params["max_tokens"],
+        temperature=params.get("temperature"),
+    )
+
+
+def _submit(job: BatchJob, *, now: datetime) -> None:
+    if job.cancel_requested_at and job.status == BatchJob.Status.PENDING:
+        # Nothing reached the provider: the job ends here and its items go back.
+        _save(job, status=BatchJob.Status.INGESTING, ended_at=now, provider_status="cancelled")
+        return
+    if job.status == BatchJob.Status.PENDING:
+        # Intent first: from here on a provider batch may exist, so recovery must look for it.
+        _save(job, status=BatchJob.Status.SUBMITTING, submit_started_at=now)
+    endpoint = job.provider.endpoint()
+    api = providers.batch_api(job.provider.kind)
+    info = None
+    if job.provider.kind == Provider.Kind.ANTHROPIC:
+        info = _find_anthropic_batch(job, api, endpoint)
+        if info is None:
+            requests = (
+                {
+                    "custom_id": item.custom_id,
+                    "params": api.batch_params(_chat(item.request, job.model)),
+                }
+                for item in _items(job)
+            )
+            info = api.batch_create(endpoint, requests=requests)
+            _crash_point("after_create")
+    else:
+        if not job.input_file_id:
+            file_id = api.batch_find_file(endpoint, filename=job.input_filename)
+            if file_id is None:
+                with _input_file(job, api) as content:
+                    file_id = api.batch_upload(
+                        endpoint, filename=job.input_filename, content=content
+                    )
+                _crash_point("after_upload")
+            _save(job, input_file_id=file_id)
+            _crash_point("after_file_saved")
+        info = _find_openai_batch(job, api, endpoint)
+        if info is None:
+            info = api.batch_create(
+                endpoint, input_file_id=job.input_file_id, metadata={"llmops_job": str(job.pk)}
+            )
+            _crash_point("after_create")
+    try:
+        _save(
+            job,
+            provider_batch_id=info.id,
+            status=BatchJob.Status.RUNNING,
+            # Our clock, not the provider's: turnaround compares it with our ended_at.
+            submitted_at=now,
+            next_check_at=now + POLL_FIRST,
+            provider_status=info.status,
+            last_error="",
+        )
+    except IntegrityError:
+        # Another job already owns that batch (only a mistaken adoption gets here): never let
+        # two jobs share one. The reconciler cancels batches no job owns.
+        raise ProviderError(
+            f"provider batch {info.id} already belongs to another job",
+            retryable=True,
+            maybe_billed=False,
+        ) from None
+    _crash_point("after_batch_saved")
+
+
+class _input_file:
+    """The job's JSONL, written line by line to a spooled temporary file (in memory up to a
+    few MB, on disk beyond): never the whole file as one string."""
+
+    def __init__(self, job: BatchJob, api) -> None:
+        self.job, self.api = job, api
+
+    def __enter__(self):
+        self.file = jsonl.spooled()
+        for item in _items(self.job).iterator(chunk_size=2000):
+            body = self.api.batch_body(_chat(item.request, self.job.model))
+            self.file.write(jsonl.request_line(custom_id=item.custom_id, body=body))
+        self.file.seek(0)
+        return self.file
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+
+def _find_openai_batch(job: BatchJob, api, endpoint) -> BatchInfo | None:
+    """A batch an earlier attempt created (its id never saved): found by our metadata."""
+    since = (job.submit_started_at or job.created_at) - CREATE_CLOCK_SLACK
+    for info in api.batch_list(endpoint, created_after=since.timestamp()):
+        if info.metadata.get("llmops_job") == str(job.pk):
+            return info
+    return None
+
+
+def _find_anthropic_batch(job: BatchJob, api, endpoint) -> BatchInfo | None:
+    """Anthropic batches carry no metadata: an earlier attempt's batch is one created after
+    this job's submit began, with exactly its number of requests, that no job owns. Its results
+    (custom_ids with the job id) confirm it at ingest."""
+    if job.status != BatchJob.Status.SUBMITTING or job.submit_started_at is None:
+        return None
+    since = job.submit_started_at - CREATE_CLOCK_SLACK
+    owned = set(
+        BatchJob.objects.filter(provider=job.provider, submitted_at__gte=since)
+        .exclude(provider_batch_id=None)
+        .values_list("provider_batch_id", flat=True)
+    )
+    for info in api.batch_list(endpoint, created_after=since.timestamp()):
+        if info.id not in owned and info.total == job.item_count:
+            return info
+    return None
+
+
+def _poll(job: BatchJob, *, now: datetime) -> None:
+    endpoint = job.provider.endpoint()
+    api = providers.batch_api(job.provider.kind)
+    if job.cancel_requested_at and not job.cancel_sent_at:
+        try:
+            api.batch_cancel(endpoint, batch_id=job.provider_batch_id)
+        except ProviderError as exc:
+            if exc.status != 400:  # 400: it ended meanwhile; the retrieve below says how
+                raise
+        _save(job, cancel_sent_at=now)
+    info = api.batch_retrieve(endpoint, batch_id=job.provider_batch_id)
+    fields = {
+        "provider_status": info.status,
+        "provider_completed": info.completed,
+        "provider_failed": info.failed,
+        "polls": F("polls") + 1,
+        "last_error": "",
+    }
+    if info.ended:
+        fields.update(
+            status=BatchJob.Status.INGESTING,
+            ended_at=now,
+            output_file_id=info.output_file_id or "",
+            error_file_id=info.error_file_id or "",
+            next_check_at=now,
+        )
+        if info.errors:
+            fields["last_error"] = "; ".join(info.errors)[:500]
+    else:
+        backoff = min(POLL_FIRST * (1.5 ** min(job.polls, 20)), POLL_MAX)
+        fields["next_check_at"] = now + backoff
+        if not job.cancel_requested_at and _misses_deadline(job, now=now):
+            # Cancel now: the completed items are kept, the rest served before the deadline.
+            fields.update(
+                cancel_requested_at=now,
+                cancel_reason=BatchJob.CancelReason.DEADLINE,
+                next_check_at=now,
+            )
+    _save(job, **fields)
+    job.refresh_from_db(fields=["polls"])
+    _crash_point("after_poll")
+
+
+def _misses_deadline(job: BatchJob, *, now: datetime) -> bool:
+    """Will the batch (expected to end at submit + observed p90) end too late for its earliest
+    deadline, minus the margin of the tightest policy among its items?"""
+    if not job.earliest_deadline_at or not job.submitted_at:
+        return False
+    margin = max(
+        (
+            r.workload.policy.deadline_margin
+            for r in Request.objects.filter(batch_items__job=job)
+            .select_related("workload__policy")
+            .order_by("deadline_at")[:50]
+        ),
+        default=timedelta(0),
+    )
+    expected_end = max(job.submitted_at + expected_turnaround(model=job.model), now)
+    return expected_end > job.earliest_deadline_at - margin
+
+
+# --- ingest ----------------------------------------------------------------------------
+
+
+def _ingest(job: BatchJob, *, now: datetime) -> list[str]:
+    """Record every result the provider has for the job, then decide for each item that did
+    not succeed. Idempotent: an item already recorded is skipped, and the ledger's key is the
+    item's custom_id. Long ingests yield after a slice of time and continue next step."""
+    pending = dict(
+        BatchItem.objects.filter(job=job, status=BatchItem.Status.PENDING).values_list(
+            "custom_id", "pk"
+        )
+    )
+    if job.provider_batch_id and pending:
+        endpoint = job.provider.endpoint()
+        api = providers.batch_api(job.provider.kind)
+        info = BatchInfo(
+            id=job.provider_batch_id,
+            status=job.provider_status,
+            created_at=0,
+            output_file_id=job.output_file_id or None,
+            error_file_id=job.error_file_id or None,
+        )
+        started = time.monotonic()
+        chunk: list[BatchOutcome] = []
+        unknown = 0
+        for outcome in api.batch_results(endpoint, info=info):
+            if outcome.custom_id not in pending:
+                if not outcome.custom_id.startswith(job.custom_id_prefix):
+                    unknown += 1  # not ours, or malformed: quarantined by not being recorded
+                continue
+            chunk.append(outcome)
+            if len(chunk) >= INGEST_CHUNK:
+                _record_outcomes(job, chunk, pending, now=now)
+                chunk = []
+                _crash_point("mid_ingest")
+                if time.monotonic() - started > INGEST_SLICE_SECONDS:
+                    _save(job, next_check_at=timezone.now())
+                    return []  # the next step goes on where this one stopped
+        if chunk:
+            _record_outcomes(job, chunk, pending, now=now)
+        if unknown:
+            log.error("batch job %s: %d result lines with unknown custom_ids", job.pk, unknown)
+            _save(job, last_error=f"{unknown} result lines with unknown custom_ids ignored")
+    _crash_point("after_ingest")
+    return _finish(job, now=now)
+
+
+def _record_outcomes(
+    job: BatchJob, outcomes: list[BatchOutcome], pending: dict[str, int], *, now: datetime
+) -> None:
+    item_ids = [pending[o.custom_id] for o in outcomes]
+    items = {
+        item.custom_id: item
+        for item in BatchItem.objects.filter(pk__in=item_ids).select_related(
+            "request__team", "request__workload"
+        )
+    }
+    holds = {
+        hold.request_id: hold
+        for hold in Hold.objects.filter(
+            request_id__in=[i.request_id for i in items.values()], status=Hold.Status.HELD
+        )
+    }
+    with transaction.atomic():
+        for outcome in outcomes:
+            item = items[outcome.custom_id]
+            _record_outcome(job, item, outcome, holds.get(item.request_id), now=now)
+            pending.pop(outcome.custom_id, None)
+
+
+def _record_outcome(
+    job: BatchJob, item: BatchItem, outcome: BatchOutcome, hold: Hold | None, *, now: datetime
+) -> None:
+    status, error = outcome.outcome, outcome.error
+    usage = None
+    if status == "succeeded":
+        try:
+            usage = Usage(**outcome.completion.usage.__dict__)
+        except (PricingError, TypeError) as exc:
+            status, error = "invalid", f"unusable usage: {exc}"
+    # The item changes once: a second ingest of the same line finds it no longer pending.
+    changed = BatchItem.objects.filter(pk=item.pk, status=BatchItem.Status.PENDING).update(
+        status=status, error=error[:500], ended_at=now
+    )
+    if changed != 1:
+        return
+    item.status = status
+    if status == BatchItem.Status.INVALID:
+        log.error("batch job %s item %s quarantined: %s", job.pk, item.custom_id, error)
+    if usage is None:
+        return
+    request = item.request
+    key = f"batch:{item.custom_id}"
+    if hold is not None:
+        hold_settle(hold=hold, key=key, model=job.model, mode=Mode.BATCH, usage=usage)
+    else:  # the request was cancelled meanwhile, or its hold expired: the provider still billed
+        ledger_record_usage(
+            key=key,
+            team=request.team,
+            workload=request.workload,
+            request=request,
+            model=job.model,
+            mode=Mode.BATCH,
+            usage=usage,
+            note="answered after its request was cancelled"
+            if request.status == Request.Status.CANCELLED
+            else "",
+        )
+    if request.status != Request.Status.RUNNING:
+        return  # cancelled by its client while the batch ran: billed, not reopened
+    completion = outcome.completion
+    request.model = job.model
+    request.mode = Request.Mode.BATCH
+    request.output = completion.text
+    request.finish_reason = completion.finish_reason
+    request.usage = usage.as_dict()
+    request.status = Request.Status.COMPLETED
+    request.completed_at = request.first_token_at = now
+    request_touch(request)
+    request.save(
+        update_fields=[
+            "model",
+            "mode",
+            "output",
+            "finish_reason",
+            "usage",
+            "status",
+            "completed_at",
+            "first_token_at",
+            "updated_at",
+        ]
+    )
+    request_changed(request)
+
+
+def _finish(job: BatchJob, *, now: datetime) -> list[str]:
+    """Every item still pending did not run; decide what happens to each unfinished request,
+    then close the job with the provider's final status."""
+    never_ran = {
+        "cancelled": BatchItem.Status.CANCELLED,
+        "expired": BatchItem.Status.EXPIRED,
+    }.get(job.provider_status, BatchItem.Status.NOT_RUN)
+    failed_batch = job.provider_status == "failed"
+    with transaction.atomic():
+        BatchItem.objects.filter(job=job, status=BatchItem.Status.PENDING).update(
+            status=BatchItem.Status.ERRORED if failed_batch else never_ran,
+            error=(job.last_error or "the provider refused the batch")[:500]
+            if failed_batch
+            else "",
+            ended_at=now,
+        )
+        escalate = []
+        leftovers = (
+            _items(job)
+            .exclude(status=BatchItem.Status.SUCCEEDED)
+            .filter(next_step="")
+            .select_related("request__workload__policy")
+        )
+        for item in leftovers:
+            next_step = _item_next_step(job, item, now=now)
+            BatchItem.objects.filter(pk=item.pk).update(next_step=next_step)
+            if next_step == BatchItem.Next.ESCALATED:
+                escalate.append(item.request)
+        if escalate:
+            reason = (
+                "the batch would miss the deadline"
+                if job.cancel_reason == BatchJob.CancelReason.DEADLINE
+                else f"batch {job.provider_status}"
+            )
+            _requests_escalate(escalate, now=now, why=reason)
+        counts = _counts(job)
+        status = {
+            "cancelled": BatchJob.Status.CANCELLED,
+            "expired": BatchJob.Status.EXPIRED,
+            "failed": BatchJob.Status.FAILED,
+        }.get(job.provider_status, BatchJob.Status.COMPLETED)
+        if job.cancel_requested_at and status == BatchJob.Status.COMPLETED and counts[2]:
+            status = BatchJob.Status.CANCELLED
+        _save(
+            job,
+            status=status,
+            finished_at=now,
+            succeeded_count=counts[0],
+            errored_count=counts[1],
+            unfinished_count=counts[2],
+        )
+    return [str(r.pk) for r in escalate]
+
+
+def _counts(job: BatchJob) -> tuple[int, int, int]:
+    succeeded = errored = unfinished = 0
+    for status in BatchItem.objects.filter(job=job).values_list("status", flat=True):
+        if status == BatchItem.Status.SUCCEEDED:
+            succeeded += 1
+        elif status in (BatchItem.Status.ERRORED, BatchItem.Status.INVALID):
+            errored += 1
+        else:
+            unfinished += 1
+    return succeeded, errored, unfinished
+
+
+def _item_next_step(job: BatchJob, item: BatchItem, *, now: datetime) -> str:
+    """What happens to a request whose item did not succeed (the item is final)."""
+    request = Request.objects.select_related("workload__policy").get(pk=item.request_id)
+    if request.status != Request.Status.RUNNING:
+        return BatchItem.Next.DROPPED  # its client cancelled it; its hold went back then
+    policy = request.workload.policy
+    if item.status in (BatchItem.Status.ERRORED, BatchItem.Status.INVALID):
+        tries = BatchItem.objects.filter(request=request).count()
+        if tries >= MAX_ITEM_ATTEMPTS or item.status == BatchItem.Status.INVALID:
+            _request_fail(request, error=f"batch item failed {tries} time(s): {item.error}")
+            return BatchItem.Next.FAILED
+        if _batch_can_make(request, job.model, policy, now=now):
+            _request_requeue(request, now=now)
+            return BatchItem.Next.RETRIED
+        return BatchItem.Next.ESCALATED
+    # It never ran (cancelled, expired, missing): the policy says batch again or serve now.
+    if policy.on_deadline_risk == RoutingPolicy.Escalation.REBATCH and _batch_can_make(
+        request, job.model, policy, now=now
+    ):
+        _request_requeue(request, now=now)
+        return BatchItem.Next.REBATCHED
+    return BatchItem.Next.ESCALATED
+
+
+def _batch_can_make(request: Request, model: LlmModel, policy, *, now: datetime) -> bool:
+    if request.deadline_at is None:
+        return True
+    return now + expected_turnaround(model=model) + policy.deadline_margin <= request.deadline_at
+
+
+def _request_requeue(request: Request, *, now: datetime) -> None:
+    """Back to the buffer (a new item in a later job); its hold stays reserved."""
+    request.status = Request.Status.QUEUED
+    request_touch(request)
+    request.save(update_fields=["status", "updated_at"])
+    request_changed(request)
+
+
+def _request_fail(request: Request, *, error: str) -> None:
+    for hold in Hold.objects.filter(request=request, status=Hold.Status.HELD):
+        hold_release(hold=hold)
+    request.status = Request.Status.FAILED
+    request.error = error[:2000]
+    request.completed_at = timezone.now()
+    request_touch(request)
+    request.save(update_fields=["status", "error", "completed_at", "updated_at"])
+    request_changed(request)
+
+
+# --- cancellation and recovery ---------------------------------------------------------
+
+
+def batch_cancel(*, job: BatchJob, reason: str = BatchJob.CancelReason.USER) -> bool:
+    """Ask for a job's cancellation: its next step cancels the provider batch, keeps what
+    completed (billed once) and recovers the rest per policy. False if already ended or asked."""
+    now = timezone.now()
+    changed = (
+        BatchJob.objects.filter(pk=job.pk, cancel_requested_at__isnull=True)
+        .exclude(status__in=BatchJob.TERMINAL)
+        .update(cancel_requested_at=now, cancel_reason=reason, next_check_at=now)
+    )
+    if changed:
+        job.cancel_requested_at, job.cancel_reason = now, reason
+    return changed == 1
+
+
+def job_recover(*, job: BatchJob) -> bool:
+    """Recover a job's results now. A job that ended is ingested again (results an interrupted
+    ingest missed are recorded; recorded ones are skipped, so nothing bills twice); one still
+    running is polled now, whatever its backoff. False for a job that never reached a
+    provider and has ended."""
+    now = timezone.now()
+    ended = BatchJob.objects.filter(
+        pk=job.pk, status__in=BatchJob.TERMINAL, provider_batch_id__isnull=False
+    ).update(status=BatchJob.Status.INGESTING, next_check_at=now)
+    running = (
+        BatchJob.objects.filter(pk=job.pk)
+        .exclude(status__in=BatchJob.TERMINAL)
+        .update(next_check_at=now)
+    )
+    return bool(ended or running)
+
+
+# --- the reconciler --------------------------------------------------------------------
+
+# How far back the reconciler looks at the provider's batches and files.
+ORPHAN_LOOKBACK = timedelta(days=2)
+INPUT_FILENAME = re.compile(r"llmops-job-(\d+)\.jsonl")
+
+
+@dataclass
+class ReconcileReport:
+    cancelled: list[str] = field(default_factory=list)  # provider batches nobody owns
+    deleted_files: list[str] = field(default_factory=list)  # input files nobody references
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "cancelled": self.cancelled,
+            "deleted_files": self.deleted_files,
+            "errors": self.errors,
+        }
+
+
+def batches_reconcile(*, now: datetime | None = None) -> ReconcileReport:
+    """Clean up after crashes the job steps cannot see: a provider batch no job owns (a
+    duplicate create, a job deleted) is cancelled, since it costs money; an input file no job
+    references is deleted. Stalled jobs need nothing here: their lease lapses and the tick
+    enqueues them again. A batch or file a job is still submitting is left for it to adopt."""
+    now = now or timezone.now()
+    report = ReconcileReport()
+    since = now - ORPHAN_LOOKBACK
+    providers_used = Provider.objects.filter(
+        supports_batch=True, batch_jobs__created_at__gte=since
+    ).distinct()
+    for provider in providers_used:
+        try:
+            _reconcile_provider(provider, since=since, report=report)
+        except ProviderError as exc:
+            report.errors.append(f"{provider.slug}: {exc}")
+            log.warning("batch reconcile of %s: %s", provider.slug, exc)
+    return report
+
+
+def _reconcile_provider(provider: Provider, *, since: datetime, report: ReconcileReport) -> None:
+    endpoint = provider.endpoint()
+    api = providers.batch_api(provider.kind)
+    jobs = BatchJob.objects.filter(provider=provider, created_at__gte=since - ORPHAN_LOOKBACK)
+    owned = set(jobs.exclude(provider_batch_id=None).values_list("provider_batch_id", flat=True))
+    submitting = list(jobs.filter(status=BatchJob.Status.SUBMITTING, provider_batch_id=None))
+    for info in api.batch_list(endpoint, created_after=since.timestamp()):
+        if info.id in owned or info.ended or info.status == "cancelling":
+            continue
+        if not _unowned(provider, info, jobs=jobs, submitting=submitting):
+            continue
+        api.batch_cancel(endpoint, batch_id=info.id)
+        report.cancelled.append(info.id)
+        log.warning("cancelled provider batch %s of %s: no job owns it", info.id, provider.slug)
+    if provider.kind == Provider.Kind.ANTHROPIC:
+        return
+    referenced = set(jobs.exclude(input_file_id="").values_list("input_file_id", flat=True))
+    for file_id, filename in api.batch_files(endpoint):
+        match = INPUT_FILENAME.fullmatch(filename or "")
+        if not match or file_id in referenced:
+            continue
+        job = jobs.filter(pk=int(match[1])).first()
+        if job is not None and not job.input_file_id and not job.is_terminal:
+            continue  # its upload crashed before the id was saved: the job adopts it
+        api.batch_delete_file(endpoint, file_id=file_id)
+        report.deleted_files.append(file_id)
+
+
+def _unowned(provider: Provider, info: BatchInfo, *, jobs, submitting: list[BatchJob]) -> bool:
+    if provider.kind != Provider.Kind.ANTHROPIC:
+        job_ref = info.metadata.get("llmops_job")
+        if job_ref is None or not job_ref.isdigit():
+            return False  # not ours: somebody else's batch on the same account
+        return not any(job.pk == int(job_ref) for job in submitting)
+    # Anthropic batches carry no metadata: ours are those created while one of our jobs was
+    # submitting, with its number of requests. One such job still submitting adopts it; one
+    # that already has another batch got a duplicate.
+    created = datetime.fromtimestamp(info.created_at, tz=UTC)
+    window = (created - CREATE_CLOCK_SLACK, created + CREATE_CLOCK_SLACK)
+    candidates = jobs.filter(item_count=info.total, submit_started_at__range=window).values_list(
+        "provider_batch_id", flat=True
+    )
+    return bool(candidates) and all(batch_id is not None for batch_id in candidates)

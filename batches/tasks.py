@@ -1,0 +1,59 @@
+"""django-q2 entry points for batch jobs: thin, by name, ids only.
+
+`tick` runs every minute (a Schedule): it flushes due buffers and enqueues a step for every
+job that has one due, so a task lost with a dead worker (the Redis broker keeps no receipts)
+is simply enqueued again on the next tick. `reconcile` runs every ten minutes.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from batches import selectors, services
+from routing.models import Request
+
+log = logging.getLogger(__name__)
+
+# An escalated request nobody served within this long lost its task: enqueue it again.
+ESCALATION_STALE = timedelta(minutes=2)
+
+
+def enqueue(func: str, *args) -> None:
+    # After commit: a worker must never pick up an id whose row it cannot see yet.
+    transaction.on_commit(lambda: async_task(func, *args))
+
+
+def tick() -> dict:
+    now = timezone.now()
+    report = services.batches_flush(now=now)
+    for request_id in report.escalated:
+        enqueue("routing.tasks.serve_escalated", request_id)
+    due = list(selectors.jobs_due(now=now).values_list("pk", flat=True))
+    for job_id in due:
+        enqueue("batches.tasks.advance", job_id)
+    stale = Request.objects.filter(
+        status=Request.Status.QUEUED,
+        mode=Request.Mode.REALTIME,
+        updated_at__lt=now - ESCALATION_STALE,
+    ).values_list("pk", flat=True)
+    for request_id in stale:
+        enqueue("routing.tasks.serve_escalated", str(request_id))
+    return {"flushed_jobs": len(report.jobs), "due_jobs": len(due)}
+
+
+def advance(job_id: int) -> str:
+    result = services.job_advance(job_id=job_id)
+    for request_id in result.escalated:
+        enqueue("routing.tasks.serve_escalated", request_id)
+    if result.ran and result.status == "ingesting":
+        enqueue("batches.tasks.advance", job_id)  # a long ingest goes on in the next slice
+    return result.status
+
+
+def reconcile() -> dict:
+    return services.batches_reconcile().as_dict()
