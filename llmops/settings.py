@@ -344,5 +344,8 @@ LOGGING = {
         "django.request": {"filters": ["healthz"]},
         "django.db.backends": {"level": "WARNING"},
         "daphne": {"level": "WARNING" if LOG_LEVEL == "INFO" else LOG_LEVEL},
+        # The SDKs' HTTP client logs every call at INFO; a batch poll loop would flood the log.
+        "httpx": {"level": "WARNING" if LOG_LEVEL == "INFO" else LOG_LEVEL},
+        "httpx2": {"level": "WARNING" if LOG_LEVEL == "INFO" else LOG_LEVEL},
     },
 }

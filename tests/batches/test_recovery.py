@@ -1,0 +1,166 @@
+"""Cancelled, expired and partly failed batches against the simulator: what completed is kept
+and billed once; what did not run is resubmitted or served realtime, per policy."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+from django.utils import timezone
+
+from batches import services
+from batches.models import BatchItem, BatchJob
+from billing.models import Hold, LedgerEntry
+from routing.models import Request, RoutingPolicy
+from routing.services import request_cancel, request_serve_escalated
+from tests.batches.test_lifecycle import run_until_idle
+
+pytestmark = pytest.mark.django_db
+
+
+def submitted_job(defer, sim, workload: str, n: int) -> BatchJob:
+    sim.config(batch_turnaround_s=100)
+    defer(workload, n)
+    job = services.batches_flush(force=True).jobs[0]
+    services.job_advance(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == BatchJob.Status.RUNNING
+    return job
+
+
+def set_policy(workload: str, **fields) -> None:
+    RoutingPolicy.objects.filter(workloads__slug=workload).update(**fields)
+
+
+def serve_escalated() -> list[Request]:
+    waiting = Request.objects.filter(status=Request.Status.QUEUED, mode=Request.Mode.REALTIME)
+    return [
+        request_serve_escalated(request_id=str(pk)) for pk in waiting.values_list("pk", flat=True)
+    ]
+
+
+@pytest.mark.parametrize("workload", ["review-moderation", "ticket-summaries"])
+def test_cancelling_a_running_batch_keeps_its_completed_items_and_serves_the_rest_realtime(
+    defer, sim, workload
+):
+    job = submitted_job(defer, sim, workload, 10)
+    sim.advance(45)  # about 4 of 10 items finish
+
+    assert services.batch_cancel(job=job)
+    run_until_idle()
+
+    job.refresh_from_db()
+    assert job.status == BatchJob.Status.CANCELLED
+    done = BatchItem.objects.filter(job=job, status="succeeded").count()
+    assert 0 < done < 10 and job.succeeded_count == done
+    assert job.unfinished_count == 10 - done
+    # Completed items: billed once, at the batch price.
+    assert LedgerEntry.objects.filter(mode="batch").count() == done
+    # The rest: escalated (the demo policies serve unfinished items realtime), then served.
+    assert set(
+        BatchItem.objects.filter(job=job)
+        .exclude(status="succeeded")
+        .values_list("next_step", flat=True)
+    ) == {"escalated"}
+    served = serve_escalated()
+    assert len(served) == 10 - done
+    assert all(r.status == Request.Status.COMPLETED and r.mode == "realtime" for r in served)
+    assert LedgerEntry.objects.filter(mode="realtime").count() == 10 - done
+    assert LedgerEntry.objects.count() == 10  # one entry per request, none twice
+    assert not Hold.objects.filter(status=Hold.Status.HELD).exists()
+
+
+def test_an_expired_batch_is_recovered_and_unfinished_items_rebatched_when_the_policy_says_so(
+    defer, sim
+):
+    set_policy("review-moderation", on_deadline_risk=RoutingPolicy.Escalation.REBATCH)
+    sim.fault(
+        provider="openai", kind="batch_expire", after_fraction=0.5, endpoint="batches", count=1
+    )
+    defer("review-moderation", 6)
+    job = services.batches_flush(force=True).jobs[0]
+
+    run_until_idle()
+
+    job.refresh_from_db()
+    assert job.status == BatchJob.Status.EXPIRED
+    assert job.succeeded_count == 3 and job.unfinished_count == 3
+    assert LedgerEntry.objects.count() == 3
+    requeued = Request.objects.filter(status=Request.Status.QUEUED, mode="batch")
+    assert requeued.count() == 3
+    # The resubmission carries only the unfinished items, in a new job.
+    second = services.batches_flush(force=True).jobs[0]
+    assert second.item_count == 3
+    run_until_idle()
+    assert Request.objects.filter(status=Request.Status.COMPLETED).count() == 6
+    assert LedgerEntry.objects.count() == 6
+    assert LedgerEntry.objects.values("request").distinct().count() == 6
+
+
+def test_failed_items_are_retried_alone_and_fail_their_request_after_the_bound(defer, sim):
+    sim.fault(provider="openai", kind="batch_item_error", rate=1.0, endpoint="batches", count=100)
+    [request_id] = defer("review-moderation", 1)
+
+    for attempt in range(services.MAX_ITEM_ATTEMPTS):
+        jobs = services.batches_flush(force=True).jobs
+        assert len(jobs) == 1, f"attempt {attempt + 1} found nothing to resubmit"
+        run_until_idle()
+
+    request = Request.objects.get(pk=request_id)
+    assert request.status == Request.Status.FAILED
+    assert "failed 3 time" in request.error
+    assert BatchItem.objects.filter(request=request, status="errored").count() == 3
+    assert not LedgerEntry.objects.exists()
+    assert not Hold.objects.filter(status=Hold.Status.HELD).exists()
+    assert services.batches_flush(force=True).jobs == []
+
+
+def test_a_batch_that_would_miss_its_deadline_is_cancelled_and_escalated(defer, sim):
+    job = submitted_job(defer, sim, "review-moderation", 4)
+    # The deadline is now closer than a batch takes (1 h deadline, 10 min expected).
+    Request.objects.update(deadline_at=timezone.now() + timezone.timedelta(minutes=6))
+    BatchJob.objects.filter(pk=job.pk).update(
+        earliest_deadline_at=timezone.now() + timezone.timedelta(minutes=6)
+    )
+
+    run_until_idle()
+
+    job.refresh_from_db()
+    assert job.status == BatchJob.Status.CANCELLED
+    assert job.cancel_reason == BatchJob.CancelReason.DEADLINE
+    served = serve_escalated()
+    assert len(served) == 4 and all(r.status == Request.Status.COMPLETED for r in served)
+    assert LedgerEntry.objects.count() == 4
+
+
+def test_a_request_cancelled_inside_a_running_batch_is_not_reopened(defer, sim):
+    job = submitted_job(defer, sim, "review-moderation", 2)
+    first = Request.objects.filter(batch_items__job=job).order_by("created_at").first()
+
+    assert request_cancel(request=first)
+    sim.advance(200)
+    run_until_idle()
+
+    first.refresh_from_db()
+    assert first.status == Request.Status.CANCELLED
+    # The provider still answered (and billed) it: recorded once, flagged.
+    entry = LedgerEntry.objects.get(request=first)
+    assert "cancelled" in entry.note
+    assert Request.objects.filter(status=Request.Status.COMPLETED).count() == 1
+    assert not Hold.objects.filter(status=Hold.Status.HELD).exists()
+
+
+def test_a_job_cancelled_before_submission_sends_nothing_and_requeues_per_policy(defer, sim):
+    set_policy("review-moderation", on_deadline_risk=RoutingPolicy.Escalation.REBATCH)
+    defer("review-moderation", 2)
+    job = services.batches_flush(force=True).jobs[0]
+
+    assert services.batch_cancel(job=job)
+    services.job_advance(job_id=job.pk)
+
+    job.refresh_from_db()
+    assert job.status == BatchJob.Status.CANCELLED and job.provider_batch_id is None
+    assert sim.usage()["totals"]["requests"] == 0
+    client = openai.OpenAI(base_url=sim.openai_base_url, api_key="sim", max_retries=0)
+    assert client.batches.list().data == [] and client.files.list().data == []
+    assert Request.objects.filter(status=Request.Status.QUEUED, mode="batch").count() == 2
+    assert not services.batch_cancel(job=job)  # already ended
