@@ -45,8 +45,6 @@ log = logging.getLogger(__name__)
 # Longer than any step runs (the task timeout is 60 s; an ingest yields after INGEST_SLICE).
 LEASE = timedelta(minutes=3)
 INGEST_SLICE_SECONDS = 40
-# Items per ingest transaction: one commit per item would make 50,000 results 50,000 fsyncs.
-INGEST_CHUNK = 200
 # Polling backoff: quick at first (small batches end in minutes), then every ten minutes.
 POLL_FIRST = timedelta(seconds=10)
 POLL_MAX = timedelta(minutes=10)
@@ -257,6 +255,7 @@ def job_advance(*, job_id: int, now: datetime | None = None) -> StepResult:
     if token is None:
         return result
     result.ran = True
+    _crash_point("after_claim")
     job = BatchJob.objects.select_related("provider", "model", "team").get(pk=job_id)
     try:
         if job.status in (BatchJob.Status.PENDING, BatchJob.Status.SUBMITTING):
@@ -496,7 +495,8 @@ def _ingest(job: BatchJob, *, now: datetime) -> list[str]:
                     unknown += 1  # not ours, or malformed: quarantined by not being recorded
                 continue
             chunk.append(outcome)
-            if len(chunk) >= INGEST_CHUNK:
+            # Items per transaction: one commit per item would make 50,000 results 50,000 fsyncs.
+            if len(chunk) >= settings.LLMOPS_BATCH_INGEST_CHUNK:
                 _record_outcomes(job, chunk, pending, now=now)
                 chunk = []
                 _crash_point("mid_ingest")

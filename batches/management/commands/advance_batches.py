@@ -19,6 +19,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
+        parser.add_argument(
+            "--flush", action="store_true", help="First flush every buffer, due or not."
+        )
         parser.add_argument("--reconcile", action="store_true", help="Also run the reconciler.")
         parser.add_argument(
             "--until-idle",
@@ -27,7 +30,12 @@ class Command(BaseCommand):
             help="Repeat until no job has a step due, for at most this many seconds.",
         )
 
-    def handle(self, *args, reconcile=False, until_idle=None, **options):
+    def handle(self, *args, flush=False, reconcile=False, until_idle=None, **options):
+        if flush:
+            report = services.batches_flush(force=True)
+            self.stdout.write(
+                f"flushed {report.requests} request(s) into {len(report.jobs)} job(s)"
+            )
         deadline = time.monotonic() + (until_idle or 0)
         while True:
             ran = self._once()
