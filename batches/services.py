@@ -34,11 +34,19 @@ from batches.models import BatchItem, BatchJob
 from batches.selectors import expected_turnaround
 from billing.models import Hold, Mode
 from billing.pricing import PricingError, Usage
-from billing.services import hold_release, hold_settle, ledger_record_usage
+from billing.services import (
+    BudgetExceeded,
+    budget_reserve,
+    hold_release,
+    hold_settle,
+    ledger_record_usage,
+    reservation_amount,
+)
 from routing import providers
 from routing.events import request_changed, request_touch
 from routing.models import LlmModel, Provider, Request, RoutingPolicy
 from routing.providers import BatchInfo, BatchOutcome, ChatRequest, ProviderError
+from routing.router import prompt_tokens_bound
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,8 @@ POLL_FIRST = timedelta(seconds=10)
 POLL_MAX = timedelta(minutes=10)
 # Bounded retries: an item that failed this many times fails its request.
 MAX_ITEM_ATTEMPTS = 3
+# A retried request waits for a flush and a batch again.
+RETRY_HOLD_TTL = timedelta(hours=25)
 # Failed steps (a provider down) back off to this at most.
 RETRY_MAX = timedelta(minutes=15)
 # A create we cannot prove did not happen is looked for in batches created this long before it.
@@ -747,6 +757,76 @@ def job_recover(*, job: BatchJob) -> bool:
         .update(next_check_at=now)
     )
     return bool(ended or running)
+
+
+# A person may retry past the automatic bound, within reason.
+MAX_MANUAL_ATTEMPTS = 2 * MAX_ITEM_ATTEMPTS
+
+
+@dataclass
+class RetryReport:
+    retried: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)  # request id → why not
+
+
+class _ChangedMeanwhile(Exception):
+    pass
+
+
+def job_retry_failed(*, job: BatchJob, now: datetime | None = None) -> RetryReport:
+    """Put the failed requests of an ended job back in the buffer, and only those: each gets a
+    new hold at the batch price (a budget that cannot take it refuses that one) and a new item
+    in a later job. Items already succeeded, resubmitted or escalated are left alone."""
+    now = now or timezone.now()
+    report = RetryReport()
+    if not job.is_terminal:
+        return report
+    failed = (
+        _items(job)
+        .filter(next_step=BatchItem.Next.FAILED, request__status=Request.Status.FAILED)
+        .select_related("request__team", "request__workload")
+    )
+    for item in failed:
+        request = item.request
+        tries = BatchItem.objects.filter(request=request).count()
+        if tries >= MAX_MANUAL_ATTEMPTS:
+            report.refused[str(request.pk)] = f"already tried {tries} times"
+            continue
+        try:
+            with transaction.atomic():
+                amount = reservation_amount(
+                    model=job.model,
+                    mode=Mode.BATCH,
+                    prompt_tokens=prompt_tokens_bound(request.params["messages"]),
+                    max_output_tokens=request.params["max_tokens"],
+                    at=now,
+                )
+                budget_reserve(
+                    key=f"req:{request.pk}:retry{tries}",
+                    team=request.team,
+                    workload=request.workload,
+                    request=request,
+                    amount=amount,
+                    at=now,
+                    ttl=RETRY_HOLD_TTL,
+                )
+                changed = Request.objects.filter(
+                    pk=request.pk, status=Request.Status.FAILED
+                ).update(status=Request.Status.QUEUED, mode=Request.Mode.BATCH, error="")
+                if changed != 1:
+                    raise _ChangedMeanwhile
+                BatchItem.objects.filter(pk=item.pk).update(next_step=BatchItem.Next.RETRIED)
+                request.status = Request.Status.QUEUED
+                request_touch(request)
+                Request.objects.filter(pk=request.pk).update(updated_at=request.updated_at)
+                request_changed(request)
+        except (BudgetExceeded, PricingError) as exc:
+            report.refused[str(request.pk)] = str(exc)
+            continue
+        except _ChangedMeanwhile:
+            continue  # someone else retried or cancelled it: the hold rolled back with it
+        report.retried.append(str(request.pk))
+    return report
 
 
 # --- the reconciler --------------------------------------------------------------------

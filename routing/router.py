@@ -8,6 +8,7 @@ facts (policy, chain, circuit states, budget state, batch turnaround) and record
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -219,3 +220,13 @@ def route(inp: RouteInput) -> Decision:
         f"Served now at full price (missed saving): {why_not}",
         missed_saving=deferrable,
     )
+
+
+def prompt_tokens_bound(messages: list[dict]) -> int:
+    """An upper bound on a prompt's tokens without a tokenizer: byte-level BPE tokens (OpenAI,
+    Anthropic) are at least one UTF-8 byte each, plus a few tokens of framing per message.
+    Admission reserves this, so a budget can never be overrun by an undercount."""
+    total = 3
+    for message in messages:
+        total += 4 + len(json.dumps(message.get("content", ""), ensure_ascii=False).encode())
+    return total

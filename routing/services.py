@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from batches.selectors import expected_turnaround
 from billing import selectors as billing_selectors
 from billing.models import Hold, LedgerEntry, Mode
 from billing.pricing import PricingError, Usage
@@ -51,7 +51,14 @@ from routing.providers import (
     TokenUsage,
     stream_cut,
 )
-from routing.router import Decision, ModelOption, PolicySpec, RouteInput, route
+from routing.router import (
+    Decision,
+    ModelOption,
+    PolicySpec,
+    RouteInput,
+    prompt_tokens_bound,
+    route,
+)
 
 API_KEY_PREFIX = "llm_"
 MIN_CUSTOM_SECRET_LENGTH = 16
@@ -188,16 +195,6 @@ class Admitted:
     decision: Decision | None = None
     hold: Hold | None = None
     chain: list[LlmModel] = field(default_factory=list)
-
-
-def prompt_tokens_bound(messages: list[dict]) -> int:
-    """An upper bound on a prompt's tokens without a tokenizer: byte-level BPE tokens (OpenAI,
-    Anthropic) are at least one UTF-8 byte each, plus a few tokens of framing per message.
-    Admission reserves this, so a budget can never be overrun by an undercount."""
-    total = 3
-    for message in messages:
-        total += 4 + len(json.dumps(message.get("content", ""), ensure_ascii=False).encode())
-    return total
 
 
 def request_admit(
@@ -398,7 +395,8 @@ def _option(model: LlmModel) -> ModelOption:
         supports_batch=provider.supports_batch,
         enabled=model.enabled and provider.enabled,
         circuit_open=circuit.circuit(provider.slug).state == circuit.State.OPEN,
-        batch_turnaround=provider.expected_batch_turnaround if provider.supports_batch else None,
+        # Observed p90 once enough batches ended, else the provider's promise.
+        batch_turnaround=expected_turnaround(model=model) if provider.supports_batch else None,
     )
 
 

@@ -164,3 +164,31 @@ def test_a_job_cancelled_before_submission_sends_nothing_and_requeues_per_policy
     assert client.batches.list().data == [] and client.files.list().data == []
     assert Request.objects.filter(status=Request.Status.QUEUED, mode="batch").count() == 2
     assert not services.batch_cancel(job=job)  # already ended
+
+
+def test_retrying_a_jobs_failed_items_resubmits_only_them_with_a_new_hold(defer, sim):
+    fault = sim.fault(provider="openai", kind="batch_item_error", rate=0.5, seed=7, count=1000)
+    services.MAX_ITEM_ATTEMPTS, saved = 1, services.MAX_ITEM_ATTEMPTS
+    try:
+        defer("review-moderation", 8)
+        job = services.batches_flush(force=True).jobs[0]
+        run_until_idle()
+    finally:
+        services.MAX_ITEM_ATTEMPTS = saved
+    job.refresh_from_db()
+    failed = sorted(
+        str(pk) for pk in Request.objects.filter(status="failed").values_list("pk", flat=True)
+    )
+    assert 0 < len(failed) < 8 and job.errored_count == len(failed)
+    sim.delete_fault(fault)
+
+    report = services.job_retry_failed(job=job)
+
+    assert sorted(report.retried) == failed
+    assert Hold.objects.filter(status=Hold.Status.HELD).count() == len(report.retried)
+    second = services.batches_flush(force=True).jobs[0]
+    assert second.item_count == len(report.retried)
+    run_until_idle()
+    assert Request.objects.filter(status=Request.Status.COMPLETED).count() == 8
+    assert LedgerEntry.objects.count() == 8
+    assert services.job_retry_failed(job=job).retried == []  # nothing failed any more
