@@ -96,3 +96,21 @@ def item_counts(job: BatchJob) -> dict[str, int]:
         BatchItem.objects.filter(job=job).values_list("status").annotate(n=Count("id")).order_by()
     )
     return {status: counts.get(status, 0) for status in BatchItem.Status.values}
+
+
+def turnaround_table() -> list[dict]:
+    """p50/p90 turnaround per model that has batched, for the admin."""
+    models = LlmModel.objects.filter(batch_jobs__isnull=False).select_related("provider").distinct()
+    rows = []
+    for model in models:
+        stats = turnaround(model=model)
+        rows.append(
+            {
+                "model": model,
+                "p50": stats.p50,
+                "p90": stats.p90,
+                "observed": stats.observed,
+                "expected": expected_turnaround(model=model),
+            }
+        )
+    return rows

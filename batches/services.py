@@ -28,6 +28,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from batches import jsonl
 from batches.models import BatchItem, BatchJob
@@ -740,6 +741,12 @@ def batch_cancel(*, job: BatchJob, reason: str = BatchJob.CancelReason.USER) -> 
     if changed:
         job.cancel_requested_at, job.cancel_reason = now, reason
     return changed == 1
+
+
+def enqueue(func: str, *args) -> None:
+    """A django-q2 task by name, after commit: a worker must never pick up an id whose row it
+    cannot see yet. (By name: routing's tasks are above this layer.)"""
+    transaction.on_commit(lambda: async_task(func, *args))
 
 
 def job_recover(*, job: BatchJob) -> bool:

@@ -10,22 +10,16 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from django.db import transaction
 from django.utils import timezone
-from django_q.tasks import async_task
 
 from batches import selectors, services
+from batches.services import enqueue
 from routing.models import Request
 
 log = logging.getLogger(__name__)
 
 # An escalated request nobody served within this long lost its task: enqueue it again.
 ESCALATION_STALE = timedelta(minutes=2)
-
-
-def enqueue(func: str, *args) -> None:
-    # After commit: a worker must never pick up an id whose row it cannot see yet.
-    transaction.on_commit(lambda: async_task(func, *args))
 
 
 def tick() -> dict:

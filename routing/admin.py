@@ -2,9 +2,11 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import Count
 from django.utils.html import format_html
 
+from batches import services as batches_services
 from routing import circuit, selectors
 from routing.models import (
     ApiKey,
@@ -299,9 +301,28 @@ class WorkloadAdmin(admin.ModelAdmin):
     search_fields = ["slug", "description", "team__slug"]
     list_select_related = ["team", "policy"]
     autocomplete_fields = ["policy"]
+    actions = ["flush_batches"]
 
     def get_queryset(self, request):
         return selectors.workloads_with_cache_stats(super().get_queryset(request))
+
+    @admin.action(description="Flush their deferred requests into batch jobs now")
+    def flush_batches(self, request, queryset):
+        with transaction.atomic():
+            report = batches_services.batches_flush(
+                workload_ids=list(queryset.values_list("pk", flat=True)), force=True
+            )
+            for job in report.jobs:
+                batches_services.enqueue("batches.tasks.advance", job.pk)
+            for request_id in report.escalated:
+                batches_services.enqueue("routing.tasks.serve_escalated", request_id)
+        self.message_user(
+            request,
+            f"Flushed {report.requests} request(s) into {len(report.jobs)} batch job(s)"
+            + (f"; {len(report.escalated)} escalated to realtime" if report.escalated else "")
+            + ".",
+            messages.SUCCESS if report.jobs else messages.INFO,
+        )
 
     @admin.display(description="requests (30 days)", ordering="_served")
     def requests_30d(self, obj: Workload) -> int:

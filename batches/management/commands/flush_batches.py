@@ -6,7 +6,6 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from batches import services
-from batches.tasks import enqueue
 from routing.models import Workload
 
 
@@ -36,9 +35,9 @@ class Command(BaseCommand):
         with transaction.atomic():
             report = services.batches_flush(workload_ids=workload_ids, force=True)
             for job in report.jobs:
-                enqueue("batches.tasks.advance", job.pk)
+                services.enqueue("batches.tasks.advance", job.pk)
             for request_id in report.escalated:
-                enqueue("routing.tasks.serve_escalated", request_id)
+                services.enqueue("routing.tasks.serve_escalated", request_id)
         for job in report.jobs:
             self.stdout.write(
                 f"job {job.pk}: {job.item_count} request(s) for {job.provider.slug}/"

@@ -1,0 +1,199 @@
+"""Batch jobs in the admin: status, per-item counts, timings and cost; actions to cancel,
+recover partial results and retry only the failed items. Jobs and items are made by the
+machinery, never by hand, so they are read-only here."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
+
+from batches import selectors, services
+from batches.models import BatchItem, BatchJob
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # the ledger points at these requests; history stays
+
+
+@admin.register(BatchJob)
+class BatchJobAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "team",
+        "provider",
+        "model",
+        "lane",
+        "status",
+        "progress",
+        "succeeded_count",
+        "errored_count",
+        "unfinished_count",
+        "created_at",
+        "turnaround_display",
+        "cost",
+    ]
+    list_filter = ["status", "lane", "provider", "team", "reason"]
+    search_fields = ["=id", "provider_batch_id", "input_file_id"]
+    list_select_related = ["team", "provider", "model"]
+    date_hierarchy = "created_at"
+    actions = ["cancel", "recover", "retry_failed"]
+    readonly_fields = ["items_link", "job_page", "ledger"]
+    fieldsets = [
+        (None, {"fields": ["team", "provider", "model", "lane", "status", "reason", "job_page"]}),
+        (
+            "Items",
+            {
+                "fields": [
+                    "items_link",
+                    "item_count",
+                    "succeeded_count",
+                    "errored_count",
+                    "unfinished_count",
+                    "provider_completed",
+                    "provider_failed",
+                ]
+            },
+        ),
+        (
+            "Provider",
+            {
+                "fields": [
+                    "provider_status",
+                    "input_file_id",
+                    "provider_batch_id",
+                    "output_file_id",
+                    "error_file_id",
+                ]
+            },
+        ),
+        (
+            "Timings",
+            {
+                "fields": [
+                    "earliest_deadline_at",
+                    "created_at",
+                    "submit_started_at",
+                    "submitted_at",
+                    "ended_at",
+                    "finished_at",
+                    "next_check_at",
+                    "polls",
+                ]
+            },
+        ),
+        (
+            "Cancellation and errors",
+            {
+                "fields": [
+                    "cancel_requested_at",
+                    "cancel_reason",
+                    "cancel_sent_at",
+                    "attempts",
+                    "last_error",
+                    "lease_until",
+                ]
+            },
+        ),
+        ("Cost", {"fields": ["ledger"]}),
+    ]
+
+    def changelist_view(self, request, extra_context=None):
+        # Turnaround per model (what the router and the escalation use), above the list.
+        extra_context = {**(extra_context or {}), "turnaround": selectors.turnaround_table()}
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="progress")
+    def progress(self, job: BatchJob) -> str:
+        done = job.succeeded_count + job.errored_count + job.unfinished_count
+        if not job.is_terminal:
+            done = job.provider_completed + job.provider_failed
+        return f"{done}/{job.item_count}"
+
+    @admin.display(description="turnaround")
+    def turnaround_display(self, job: BatchJob) -> str:
+        return str(job.turnaround).split(".")[0] if job.turnaround else "—"
+
+    @admin.display(description="cost (USD)")
+    def cost(self, job: BatchJob) -> str:
+        return f"{selectors.job_ledger(job)['cost_usd']:.6f}"
+
+    @admin.display(description="items")
+    def items_link(self, job: BatchJob) -> str:
+        url = reverse("admin:batches_batchitem_changelist") + f"?job__id__exact={job.pk}"
+        return format_html('<a href="{}">{} item(s)</a>', url, job.item_count)
+
+    @admin.display(description="live page")
+    def job_page(self, job: BatchJob) -> str:
+        url = reverse("batch-job", args=[job.pk])
+        return format_html('<a href="{}">progress and items</a>', url)
+
+    @admin.display(description="ledger")
+    def ledger(self, job: BatchJob) -> str:
+        totals = selectors.job_ledger(job)
+        return format_html(
+            "cost ${} · realtime would have cost ${} · saved ${}",
+            f"{totals['cost_usd']:.6f}",
+            f"{totals['counterfactual_cost_usd']:.6f}",
+            f"{totals['saved_usd']:.6f}",
+        )
+
+    @admin.action(description="Cancel selected jobs (keep completed items, recover the rest)")
+    def cancel(self, request, queryset):
+        cancelled = 0
+        for job in queryset:
+            if services.batch_cancel(job=job):
+                services.enqueue("batches.tasks.advance", job.pk)
+                cancelled += 1
+        self.message_user(
+            request,
+            f"Cancelling {cancelled} job(s); {queryset.count() - cancelled} had already ended or "
+            "were being cancelled.",
+            messages.SUCCESS if cancelled else messages.WARNING,
+        )
+
+    @admin.action(description="Recover partial results now (poll or re-ingest)")
+    def recover(self, request, queryset):
+        recovered = 0
+        for job in queryset:
+            if services.job_recover(job=job):
+                services.enqueue("batches.tasks.advance", job.pk)
+                recovered += 1
+        self.message_user(request, f"Recovering {recovered} job(s).", messages.SUCCESS)
+
+    @admin.action(description="Retry only the failed items of selected jobs")
+    def retry_failed(self, request, queryset):
+        retried, refused = 0, {}
+        for job in queryset:
+            report = services.job_retry_failed(job=job)
+            retried += len(report.retried)
+            refused.update(report.refused)
+        self.message_user(
+            request,
+            f"Resubmitting {retried} failed request(s) in the next batch.",
+            messages.SUCCESS,
+        )
+        if refused:
+            shown = "; ".join(f"{rid[:8]}: {why}" for rid, why in list(refused.items())[:5])
+            self.message_user(request, f"{len(refused)} not retried: {shown}", messages.WARNING)
+
+
+@admin.register(BatchItem)
+class BatchItemAdmin(ReadOnlyAdmin):
+    list_display = ["custom_id", "job", "request_link", "status", "next_step", "error", "ended_at"]
+    list_filter = ["status", "next_step"]
+    search_fields = ["custom_id", "=request__id"]
+    list_select_related = ["job"]
+    raw_id_fields = ["job", "request"]
+
+    @admin.display(description="request")
+    def request_link(self, item: BatchItem) -> str:
+        url = reverse("admin:routing_request_change", args=[item.request_id])
+        return format_html('<a href="{}">{}</a>', url, str(item.request_id)[:8])
