@@ -3,15 +3,23 @@ another team's job is a 404."""
 
 from __future__ import annotations
 
-from django.http import Http404
+from django.db.models import Q
+from django.http import FileResponse, Http404
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
-from rest_framework import generics, serializers, status
+from rest_framework import exceptions, generics, serializers, status
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from batches import selectors, services
-from batches.models import BatchItem, BatchJob
-from routing.models import LatencyClass
+from batches import jsonl, selectors, services
+from batches.models import BatchItem, BatchJob, ClientBatch, StoredFile
+from billing.pricing import PricingError
+from billing.services import BudgetExceeded
+from routing import services as routing_services
+from routing.apis import ChatCompletionInputSerializer, chain_model, first_error
+from routing.auth import KeyPrincipal
+from routing.models import ApiKey, LatencyClass, Request, Workload
 from routing.selectors import teams_for
 
 
@@ -150,3 +158,313 @@ class BatchJobCancelApi(APIView):
             JobOutputSerializer(job).data,
             status=status.HTTP_202_ACCEPTED if cancelled else status.HTTP_409_CONFLICT,
         )
+
+
+# --- the OpenAI-compatible batch surface: /v1/files and /v1/batches ----------------------
+#
+# For clients that batch themselves with the official openai SDK. Errors come in OpenAI's
+# shape ({"error": {"message", "type", "param", "code"}}) so the SDK raises its usual
+# exceptions; 409 is never used (the SDK retries it).
+
+
+def openai_error(status_code: int, message: str, *, param: str = "", code: str = "") -> Response:
+    kind = "invalid_request_error" if status_code < 500 else "api_error"
+    return Response(
+        {"error": {"message": message, "type": kind, "param": param or None, "code": code or None}},
+        status=status_code,
+    )
+
+
+def _unix(value) -> int | None:
+    return int(value.timestamp()) if value else None
+
+
+def file_json(stored: StoredFile) -> dict:
+    return {
+        "id": stored.id,
+        "object": "file",
+        "bytes": stored.bytes,
+        "created_at": _unix(stored.created_at),
+        "expires_at": _unix(stored.expires_at),
+        "filename": stored.filename,
+        "purpose": stored.purpose,
+        "status": "processed",
+        "status_details": None,
+    }
+
+
+def batch_json(batch: ClientBatch) -> dict:
+    return {
+        "id": batch.id,
+        "object": "batch",
+        "endpoint": batch.endpoint,
+        "model": batch.input_file.model or None,
+        "errors": None,
+        "input_file_id": batch.input_file_id,
+        "completion_window": batch.completion_window,
+        "status": batch.status,
+        "output_file_id": batch.output_file_id,
+        "error_file_id": batch.error_file_id,
+        "created_at": _unix(batch.created_at),
+        "in_progress_at": _unix(batch.in_progress_at),
+        "expires_at": _unix(batch.expires_at),
+        "finalizing_at": _unix(batch.finalizing_at),
+        "completed_at": _unix(batch.completed_at),
+        "failed_at": None,
+        "expired_at": _unix(batch.expired_at),
+        "cancelling_at": _unix(batch.cancelling_at),
+        "cancelled_at": _unix(batch.cancelled_at),
+        "request_counts": {
+            "total": batch.total,
+            "completed": batch.completed,
+            "failed": batch.failed,
+        },
+        "metadata": batch.metadata or None,
+        "workload": batch.workload.slug,
+    }
+
+
+def list_json(data: list[dict], has_more: bool) -> dict:
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
+
+
+class AnswerJsonWhateverAccept(DefaultContentNegotiation):
+    # The SDK asks for file content with `Accept: application/binary` and takes any bytes;
+    # the JSON routes must not 406 on it either.
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class OpenAIView(APIView):
+    """A key-authenticated view answering errors in OpenAI's shape."""
+
+    schema = None  # OpenAI's own API reference documents these routes
+    content_negotiation_class = AnswerJsonWhateverAccept
+
+    def handle_exception(self, exc):
+        if isinstance(exc, services.SurfaceError):
+            return openai_error(exc.status, exc.message, param=exc.param, code=exc.code)
+        if isinstance(exc, Http404):
+            return openai_error(404, str(exc) or "Not found.", code="not_found")
+        if isinstance(exc, exceptions.APIException):
+            code = exc.status_code
+            detail = exc.detail
+            if isinstance(detail, dict | list):
+                param, message = first_error(detail)
+                return openai_error(code, f"{param}: {message}" if param else message, param=param)
+            return openai_error(code, str(detail))
+        return super().handle_exception(exc)
+
+    def key(self) -> ApiKey:
+        if not isinstance(self.request.user, KeyPrincipal):
+            raise exceptions.NotAuthenticated("This API takes an API key: Authorization: Bearer.")
+        return self.request.user.api_key
+
+    def paged(self, queryset, to_json) -> Response:
+        try:
+            limit = int(self.request.query_params.get("limit", 20))
+        except ValueError:
+            raise services.SurfaceError(
+                400, "limit must be a whole number", param="limit"
+            ) from None
+        if not 1 <= limit <= 100:
+            raise services.SurfaceError(400, "limit must be between 1 and 100", param="limit")
+        if after := self.request.query_params.get("after"):
+            anchor = queryset.filter(pk=after).first()
+            if anchor is None:
+                raise services.SurfaceError(400, f"after: no such id {after!r}", param="after")
+            queryset = queryset.filter(
+                Q(created_at__lt=anchor.created_at)
+                | Q(created_at=anchor.created_at, pk__lt=anchor.pk)
+            )
+        rows = list(queryset.order_by("-created_at", "-pk")[: limit + 1])
+        return Response(list_json([to_json(r) for r in rows[:limit]], len(rows) > limit))
+
+
+class FileCollectionApi(OpenAIView):
+    parser_classes = [MultiPartParser]
+
+    def post(self, request):
+        key = self.key()
+        upload = request.FILES.get("file")
+        if upload is None:
+            raise services.SurfaceError(
+                400, "Attach the JSONL as the multipart part 'file'.", param="file"
+            )
+        stored = services.file_store(
+            team=key.team,
+            filename=upload.name,
+            purpose=request.data.get("purpose", ""),
+            chunks=upload.chunks(),
+        )
+        return Response(file_json(stored))
+
+    def get(self, request):
+        files = StoredFile.objects.filter(team=self.key().team)
+        if purpose := request.query_params.get("purpose"):
+            files = files.filter(purpose=purpose)
+        return self.paged(files, file_json)
+
+
+def _file_of(view: OpenAIView, file_id: str) -> StoredFile:
+    stored = StoredFile.objects.filter(pk=file_id, team=view.key().team).first()
+    if stored is None:
+        raise Http404(f"No such File object: {file_id}")
+    return stored
+
+
+class FileDetailApi(OpenAIView):
+    def get(self, request, file_id):
+        return Response(file_json(_file_of(self, file_id)))
+
+
+class FileContentApi(OpenAIView):
+    def get(self, request, file_id):
+        stored = _file_of(self, file_id)
+        # Streamed from disk: a 200 MB file never sits in memory.
+        return FileResponse(services.file_path(stored).open("rb"), content_type="application/jsonl")
+
+
+class BatchCollectionApi(OpenAIView):
+    class InputSerializer(serializers.Serializer):
+        input_file_id = serializers.CharField(max_length=40)
+        endpoint = serializers.CharField(max_length=100)
+        completion_window = serializers.CharField(max_length=10)
+        metadata = serializers.DictField(
+            child=serializers.CharField(max_length=512, allow_blank=True),
+            required=False,
+            allow_null=True,
+        )
+
+        def validate_endpoint(self, value):
+            if value != jsonl.CHAT_ENDPOINT:
+                raise serializers.ValidationError(f"llmops batches {jsonl.CHAT_ENDPOINT} only")
+            return value
+
+        def validate_completion_window(self, value):
+            if value != "24h":
+                raise serializers.ValidationError("only '24h' is supported")
+            return value
+
+        def validate_metadata(self, value):
+            if value and (len(value) > 16 or any(len(k) > 64 for k in value)):
+                raise serializers.ValidationError("at most 16 pairs, keys of at most 64 chars")
+            return value
+
+    def post(self, request):
+        key = self.key()
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        workload = _workload(request, key)
+        stored = _file_of(self, data["input_file_id"])
+        if stored.purpose != StoredFile.Purpose.BATCH:
+            raise services.SurfaceError(
+                400, f"{stored.id} is not a batch input file", param="input_file_id"
+            )
+        lines = _asks(workload, stored)
+        try:
+            batch = routing_services.client_batch_submit(
+                api_key=key,
+                workload=workload,
+                input_file=stored,
+                lines=lines,
+                metadata=data.get("metadata") or {},
+            )
+        except routing_services.RequestRejected as exc:
+            raise services.SurfaceError(exc.status, exc.message, param=exc.field) from None
+        except BudgetExceeded as exc:
+            raise services.SurfaceError(402, str(exc), code="budget_exceeded") from None
+        except PricingError as exc:
+            raise services.SurfaceError(503, str(exc), code="unpriced_model") from None
+        return Response(batch_json(batch))
+
+    def get(self, request):
+        batches = ClientBatch.objects.filter(team=self.key().team).select_related(
+            "workload", "input_file"
+        )
+        return self.paged(batches, lambda b: batch_json(services.client_batch_refresh(batch=b)))
+
+
+def _workload(request, key: ApiKey) -> Workload:
+    slug = request.headers.get("X-Workload") or ""
+    workload = (
+        Workload.objects.filter(team=key.team, slug=slug, enabled=True)
+        .select_related("policy")
+        .first()
+        if slug
+        else key.default_workload
+    )
+    if workload is None:
+        raise services.SurfaceError(
+            404 if slug else 400,
+            f"Unknown workload {slug!r}."
+            if slug
+            else "Name a workload in the X-Workload header (this key has no default).",
+            param="X-Workload",
+        )
+    return workload
+
+
+def _asks(workload: Workload, stored: StoredFile) -> list[tuple[int, str, routing_services.Ask]]:
+    """The file's lines as asks, each body validated like /v1/chat/completions; problems are
+    reported by line (up to 20) before anything is admitted."""
+    lines, errors = [], []
+    for line in jsonl.read_lines(services.file_chunks(stored)):
+        body = ChatCompletionInputSerializer(data=line.body)
+        if not body.is_valid():
+            param, message = first_error(body.errors)
+            errors.append(f"line {line.number}: body.{param}: {message}")
+            if len(errors) >= jsonl.MAX_REPORTED_ERRORS:
+                break
+            continue
+        data = body.validated_data
+        ask = routing_services.Ask(
+            workload=workload,
+            messages=data["messages"],
+            max_tokens=data.get("max_completion_tokens") or data.get("max_tokens"),
+            temperature=data.get("temperature"),
+            model=chain_model(workload, data["model"]),
+            metadata={"custom_id": line.custom_id, **(data.get("metadata") or {})},
+            source=Request.Source.BATCH_API,
+        )
+        lines.append((line.number, line.custom_id, ask))
+    if errors:
+        raise services.SurfaceError(
+            400, "Invalid batch file: " + "; ".join(errors), param="input_file_id"
+        )
+    return lines
+
+
+def _batch_of(view: OpenAIView, batch_id: str) -> ClientBatch:
+    batch = (
+        ClientBatch.objects.filter(pk=batch_id, team=view.key().team)
+        .select_related("workload", "input_file")
+        .first()
+    )
+    if batch is None:
+        raise Http404(f"No such Batch object: {batch_id}")
+    return batch
+
+
+class BatchDetailApi(OpenAIView):
+    def get(self, request, batch_id):
+        return Response(batch_json(services.client_batch_refresh(batch=_batch_of(self, batch_id))))
+
+
+class BatchCancelApi(OpenAIView):
+    def post(self, request, batch_id):
+        batch = _batch_of(self, batch_id)
+        if not routing_services.client_batch_cancel(batch=batch):
+            # 400, not 409: the SDK retries a 409.
+            raise services.SurfaceError(
+                400, f"Batch {batch_id} has already ended ({batch.status}).", param="batch_id"
+            )
+        batch.refresh_from_db()
+        return Response(batch_json(services.client_batch_refresh(batch=batch)))

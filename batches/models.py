@@ -11,6 +11,8 @@ window (Anthropic), and results by (job, custom_id).
 
 from __future__ import annotations
 
+import uuid
+
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -164,3 +166,114 @@ class BatchItem(models.Model):
 
     def __str__(self) -> str:
         return self.custom_id
+
+
+def _public_id(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex}"
+
+
+class StoredFile(models.Model):
+    """A file of the OpenAI-compatible surface (/v1/files): a client's batch input, or the
+    output and error files we write for its batch. Content lives on disk under
+    LLMOPS_DATA_DIR/files, never in the database."""
+
+    class Purpose(models.TextChoices):
+        BATCH = "batch"
+        BATCH_OUTPUT = "batch_output"
+
+    id = models.CharField(primary_key=True, max_length=40, editable=False)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="stored_files")
+    purpose = models.CharField(max_length=12, choices=Purpose.choices)
+    filename = models.CharField(max_length=255)
+    bytes = models.PositiveBigIntegerField(default=0)
+    lines = models.PositiveIntegerField(default=0)
+    model = models.CharField(max_length=200, blank=True, help_text="The one model its lines name.")
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["team", "-created_at"], name="storedfile_team_recent")]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @classmethod
+    def new_id(cls) -> str:
+        return _public_id("file-")
+
+
+class ClientBatch(models.Model):
+    """A batch as an OpenAI client sees it (/v1/batches). Its lines become ordinary deferred
+    requests, which the buffer puts in provider batch jobs (possibly several, possibly another
+    provider); its status and files are derived from those requests."""
+
+    class Status(models.TextChoices):
+        VALIDATING = "validating"
+        FAILED = "failed"
+        IN_PROGRESS = "in_progress"
+        FINALIZING = "finalizing"
+        COMPLETED = "completed"
+        EXPIRED = "expired"
+        CANCELLING = "cancelling"
+        CANCELLED = "cancelled"
+
+    ENDED = (Status.FAILED, Status.COMPLETED, Status.EXPIRED, Status.CANCELLED)
+
+    id = models.CharField(primary_key=True, max_length=40, editable=False)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="client_batches")
+    workload = models.ForeignKey(
+        "routing.Workload", on_delete=models.PROTECT, related_name="client_batches"
+    )
+    input_file = models.ForeignKey(StoredFile, on_delete=models.PROTECT, related_name="+")
+    output_file = models.ForeignKey(
+        StoredFile, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    error_file = models.ForeignKey(
+        StoredFile, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    endpoint = models.CharField(max_length=100)
+    completion_window = models.CharField(max_length=10, default="24h")
+    metadata = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices)
+    total = models.PositiveIntegerField(default=0)
+    completed = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    in_progress_at = models.DateTimeField(null=True, blank=True)
+    finalizing_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    cancelling_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    expired_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "client batches"
+        indexes = [models.Index(fields=["team", "-created_at"], name="clientbatch_team_recent")]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @classmethod
+    def new_id(cls) -> str:
+        return _public_id("batch_")
+
+
+class ClientBatchLine(models.Model):
+    """One line of a client's batch file: the request it became, under the client's custom_id."""
+
+    batch = models.ForeignKey(ClientBatch, on_delete=models.CASCADE, related_name="lines")
+    request = models.OneToOneField(Request, on_delete=models.PROTECT, related_name="batch_line")
+    custom_id = models.CharField(max_length=64)
+    line = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["batch", "line"]
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "custom_id"], name="clientline_custom_id_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id}:{self.custom_id}"

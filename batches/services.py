@@ -13,6 +13,7 @@ routing serves it now), or failed.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -23,15 +24,16 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
 from batches import jsonl
-from batches.models import BatchItem, BatchJob
+from batches.models import BatchItem, BatchJob, ClientBatch, ClientBatchLine, StoredFile
 from batches.selectors import expected_turnaround
 from billing.models import Hold, Mode
 from billing.pricing import PricingError, Usage
@@ -46,7 +48,14 @@ from billing.services import (
 from routing import providers
 from routing.events import request_changed, request_touch
 from routing.models import LlmModel, Provider, Request, RoutingPolicy
-from routing.providers import BatchInfo, BatchOutcome, ChatRequest, ProviderError
+from routing.providers import (
+    BatchInfo,
+    BatchOutcome,
+    ChatRequest,
+    Completion,
+    ProviderError,
+    TokenUsage,
+)
 from routing.router import prompt_tokens_bound
 
 log = logging.getLogger(__name__)
@@ -920,3 +929,243 @@ def _unowned(provider: Provider, info: BatchInfo, *, jobs, submitting: list[Batc
         "provider_batch_id", flat=True
     )
     return bool(candidates) and all(batch_id is not None for batch_id in candidates)
+
+
+# --- the OpenAI-compatible surface: stored files and client batches --------------------
+
+FILE_RETENTION = timedelta(days=30)
+COMPLETION_WINDOW = timedelta(hours=24)
+
+
+class SurfaceError(Exception):
+    """A refused call of /v1/files or /v1/batches: HTTP status, message, the param at fault."""
+
+    def __init__(self, status: int, message: str, *, param: str = "", code: str = "") -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+
+def files_dir() -> Path:
+    path = Path(settings.DATA_DIR) / "files"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def file_path(stored: StoredFile) -> Path:
+    return files_dir() / f"{stored.id}.jsonl"
+
+
+def file_store(*, team, filename: str, purpose: str, chunks) -> StoredFile:
+    """Validate an uploaded batch input file as it streams to disk (never whole in memory);
+    a bad file is refused naming its lines (SurfaceError 400) and nothing is kept."""
+    if purpose != StoredFile.Purpose.BATCH:
+        raise SurfaceError(
+            400,
+            f"purpose must be 'batch' (llmops stores batch files only), got {purpose!r}",
+            param="purpose",
+        )
+    file_id = StoredFile.new_id()
+    path = files_dir() / f"{file_id}.jsonl"
+    size = 0
+
+    def tee():
+        nonlocal size
+        with path.open("wb") as out:
+            for chunk in chunks:
+                size += len(chunk)
+                if size > jsonl.OPENAI_MAX_BYTES:
+                    raise SurfaceError(
+                        413, f"the file is over {jsonl.OPENAI_MAX_BYTES} bytes", param="file"
+                    )
+                out.write(chunk)
+                yield chunk
+
+    try:
+        scanned = jsonl.scan(tee())
+        if scanned.lines > jsonl.OPENAI_MAX_LINES:
+            raise SurfaceError(
+                400,
+                f"the file has {scanned.lines} lines; a batch takes at most "
+                f"{jsonl.OPENAI_MAX_LINES}",
+                param="file",
+            )
+    except jsonl.BatchFileError as exc:
+        path.unlink(missing_ok=True)
+        raise SurfaceError(400, f"Invalid batch file: {exc}", param="file") from None
+    except SurfaceError:
+        path.unlink(missing_ok=True)
+        raise
+    now = timezone.now()
+    return StoredFile.objects.create(
+        id=file_id,
+        team=team,
+        purpose=purpose,
+        filename=(filename or "batch.jsonl")[:255],
+        bytes=size,
+        lines=scanned.lines,
+        model=next(iter(scanned.models), ""),
+        created_at=now,
+        expires_at=now + FILE_RETENTION,
+    )
+
+
+def file_chunks(stored: StoredFile, size: int = 1 << 16):
+    with file_path(stored).open("rb") as source:
+        while chunk := source.read(size):
+            yield chunk
+
+
+def client_batch_record(
+    *, team, workload, input_file: StoredFile, lines: list[tuple[int, str, Request]], metadata
+) -> ClientBatch:
+    """The client's batch over requests routing already admitted (one per line)."""
+    now = timezone.now()
+    batch = ClientBatch.objects.create(
+        id=ClientBatch.new_id(),
+        team=team,
+        workload=workload,
+        input_file=input_file,
+        endpoint=jsonl.CHAT_ENDPOINT,
+        metadata=metadata or {},
+        status=ClientBatch.Status.IN_PROGRESS,
+        total=len(lines),
+        created_at=now,
+        in_progress_at=now,
+        expires_at=now + COMPLETION_WINDOW,
+    )
+    ClientBatchLine.objects.bulk_create(
+        [
+            ClientBatchLine(batch=batch, request=request, custom_id=custom_id, line=number)
+            for number, custom_id, request in lines
+        ],
+        batch_size=1000,
+    )
+    # The client asked for a batch now: its requests leave the buffer at once.
+    report = batches_flush(workload_ids=[workload.pk], force=True)
+    for job in report.jobs:
+        enqueue("batches.tasks.advance", job.pk)
+    return batch
+
+
+def client_batch_refresh(*, batch: ClientBatch) -> ClientBatch:
+    """Bring the client's view up to date from its requests; once none is pending, write its
+    output and error files (streamed to disk) and end it. Idempotent and race-safe: the end
+    is a conditional UPDATE, and a loser deletes the files it wrote."""
+    if batch.status in ClientBatch.ENDED:
+        return batch
+    statuses = dict(
+        Request.objects.filter(batch_line__batch=batch)
+        .values_list("status")
+        .annotate(n=models.Count("pk"))
+        .order_by()
+    )
+    completed = statuses.get(Request.Status.COMPLETED, 0)
+    failed = statuses.get(Request.Status.FAILED, 0) + statuses.get(Request.Status.CANCELLED, 0)
+    fields = {"completed": completed, "failed": failed}
+    if completed + failed < batch.total:
+        ClientBatch.objects.filter(pk=batch.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(batch, name, value)
+        return batch
+    now = timezone.now()
+    output, errors = _write_results(batch)
+    final = ClientBatch.Status.CANCELLED if batch.cancelling_at else ClientBatch.Status.COMPLETED
+    fields.update(
+        status=final,
+        finalizing_at=now,
+        output_file=output,
+        error_file=errors,
+        **(
+            {"cancelled_at": now}
+            if final == ClientBatch.Status.CANCELLED
+            else {"completed_at": now}
+        ),
+    )
+    won = (
+        ClientBatch.objects.filter(pk=batch.pk)
+        .exclude(status__in=ClientBatch.ENDED)
+        .update(**fields)
+    )
+    if not won:
+        for stored in (output, errors):
+            if stored is not None:
+                file_path(stored).unlink(missing_ok=True)
+                stored.delete()
+    batch.refresh_from_db()
+    return batch
+
+
+def _write_results(batch: ClientBatch) -> tuple[StoredFile | None, StoredFile | None]:
+    """OpenAI's output file (answered lines) and error file (the rest), in input order."""
+    now = timezone.now()
+    files = {}
+    handles = {}
+    try:
+        lines = (
+            ClientBatchLine.objects.filter(batch=batch)
+            .select_related("request__model")
+            .order_by("line")
+            .iterator(chunk_size=2000)
+        )
+        for line in lines:
+            kind, record = _result_line(line)
+            if kind not in handles:
+                stored = StoredFile(
+                    id=StoredFile.new_id(),
+                    team=batch.team,
+                    purpose=StoredFile.Purpose.BATCH_OUTPUT,
+                    filename=f"{batch.id}_{kind}.jsonl",
+                    created_at=now,
+                    expires_at=now + FILE_RETENTION,
+                )
+                files[kind], handles[kind] = stored, file_path(stored).open("wb")
+            encoded = (
+                json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n"
+            ).encode()
+            handles[kind].write(encoded)
+            files[kind].bytes += len(encoded)
+            files[kind].lines += 1
+    finally:
+        for handle in handles.values():
+            handle.close()
+    for stored in files.values():
+        stored.save(force_insert=True)
+    return files.get("output"), files.get("error")
+
+
+def _result_line(line: ClientBatchLine) -> tuple[str, dict]:
+    request = line.request
+    ident = {"id": f"batch_req_{request.pk.hex}", "custom_id": line.custom_id}
+    if request.status == Request.Status.COMPLETED:
+        completion = Completion(
+            text=request.output,
+            finish_reason=request.finish_reason or "stop",
+            usage=TokenUsage(**request.usage),
+            model=request.model.model_id,
+        )
+        body = providers.to_openai_response(
+            completion,
+            id=f"chatcmpl-{request.pk.hex}",
+            created=int(request.completed_at.timestamp()),
+            model=request.model.model_id,
+        )
+        response = {"status_code": 200, "request_id": f"req_{request.pk.hex}", "body": body}
+        return "output", {**ident, "response": response, "error": None}
+    code = "batch_cancelled" if request.status == Request.Status.CANCELLED else "request_failed"
+    message = request.error or (
+        "The batch was cancelled before this request ran."
+        if code == "batch_cancelled"
+        else "The request failed."
+    )
+    return "error", {**ident, "response": None, "error": {"code": code, "message": message}}
+
+
+def client_batch_cancelling(*, batch: ClientBatch) -> bool:
+    """Mark a client's batch cancelling (routing cancels its requests). False if it ended."""
+    now = timezone.now()
+    changed = (
+        ClientBatch.objects.filter(pk=batch.pk, cancelling_at__isnull=True)
+        .exclude(status__in=ClientBatch.ENDED)
+        .update(status=ClientBatch.Status.CANCELLING, cancelling_at=now)
+    )
+    return changed == 1

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from batches import apis as batches_apis
 from batches import views as batches_views
 from llmops import views
 from routing import apis as routing_apis
@@ -26,6 +27,21 @@ urlpatterns = [
     path("api/v1/", include("billing.urls")),
     path("api/v1/", include("batches.urls")),
     path("v1/chat/completions", routing_apis.chat_completions, name="openai-chat-completions"),
+    # OpenAI's batch workflow for the official SDK (no trailing slashes: it sends none).
+    path("v1/files", batches_apis.FileCollectionApi.as_view(), name="openai-files"),
+    path("v1/files/<str:file_id>", batches_apis.FileDetailApi.as_view(), name="openai-file"),
+    path(
+        "v1/files/<str:file_id>/content",
+        batches_apis.FileContentApi.as_view(),
+        name="openai-file-content",
+    ),
+    path("v1/batches", batches_apis.BatchCollectionApi.as_view(), name="openai-batches"),
+    path("v1/batches/<str:batch_id>", batches_apis.BatchDetailApi.as_view(), name="openai-batch"),
+    path(
+        "v1/batches/<str:batch_id>/cancel",
+        batches_apis.BatchCancelApi.as_view(),
+        name="openai-batch-cancel",
+    ),
     path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),

@@ -410,7 +410,7 @@ def _prepare(http_request, *, openai: bool) -> services.Admitted:
         max_tokens=data.get("max_completion_tokens") or data.get("max_tokens"),
         temperature=data.get("temperature"),
         # OpenAI clients must send some model: one outside the chain means "the policy decides".
-        model=_chain_model(workload, data["model"]),
+        model=chain_model(workload, data["model"]),
         stream=data["stream"],
         metadata=data.get("metadata") or {},
         idempotency_key=http_request.headers.get("Idempotency-Key"),
@@ -419,7 +419,7 @@ def _prepare(http_request, *, openai: bool) -> services.Admitted:
     return services.request_admit(team=team, api_key=key, ask=ask, sync_only=True)
 
 
-def _chain_model(workload: Workload, model_id: str | None):
+def chain_model(workload: Workload, model_id: str | None):
     if not model_id:
         return None
     chain = workload.policy.links.select_related("model__provider")
@@ -449,7 +449,7 @@ def native_ask(
             field="team",
         )
     workload = found[0]
-    model = _chain_model(workload, data.get("model"))
+    model = chain_model(workload, data.get("model"))
     if data.get("model") and model is None:
         chain = [link.model.model_id for link in workload.policy.links.select_related("model")]
         raise services.RequestRejected(

@@ -410,6 +410,7 @@ class Request(models.Model):
         NATIVE = "native", "Native API"
         OPENAI = "openai", "OpenAI-compatible API"
         WEBSOCKET = "websocket", "Websocket"
+        BATCH_API = "batch_api", "OpenAI-compatible batch API"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="requests")

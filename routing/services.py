@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from batches import services as batches_services
 from batches.selectors import expected_turnaround
 from billing import selectors as billing_selectors
 from billing.models import Hold, LedgerEntry, Mode
@@ -815,3 +816,120 @@ def request_serve_escalated(*, request_id: str) -> Request | None:
         return async_to_sync(serve)()
     except RequestFailed as exc:
         return exc.request
+
+
+def requests_admit_deferred(
+    *, team: Team, api_key: ApiKey | None, asks: list[Ask], source: str
+) -> list[Request]:
+    """Admit requests the client itself batched (the OpenAI-compatible /v1/batches): each is
+    queued for a provider batch whatever the workload's latency class, on the batch-capable
+    model the policy prefers (the one asked for, if it is in the chain), with a hold at the
+    batch price. All or nothing: one line the budget cannot cover refuses them all
+    (BudgetExceeded), and a line that cannot be served is a RequestRejected naming it."""
+    if not asks:
+        return []
+    workload = asks[0].workload
+    links = workload.policy.links.select_related("model__provider").order_by("position")
+    usable = [
+        link.model
+        for link in links
+        if link.model.enabled and link.model.provider.enabled and link.model.provider.supports_batch
+    ]
+    if not usable:
+        raise RequestRejected(
+            400,
+            f"Workload {workload.slug}'s model chain has no batch-capable provider.",
+            field="X-Workload",
+            code="no_batch_model",
+        )
+    now = timezone.now()
+    ttl = (workload.deadline or timedelta(hours=24)) + BATCH_HOLD_GRACE
+    created = []
+    with transaction.atomic():
+        for ask in asks:
+            model = ask.model if ask.model in usable else usable[0]
+            max_tokens = ask.max_tokens or model.max_output_tokens
+            if max_tokens > model.max_output_tokens:
+                raise RequestRejected(
+                    400,
+                    f"max_tokens {max_tokens} is above {model.model_id}'s limit of "
+                    f"{model.max_output_tokens}.",
+                    field="max_tokens",
+                )
+            request = Request.objects.create(
+                team=team,
+                api_key=api_key,
+                workload=workload,
+                source=source,
+                params={**_ask_body(ask), "max_tokens": max_tokens},
+                metadata=ask.metadata,
+                body_hash=Request.hash_body(_ask_body(ask)),
+                status=Request.Status.QUEUED,
+                mode=Request.Mode.BATCH,
+                model=model,
+                decision_reason="Batched by the client (/v1/batches).",
+                created_at=now,
+                deadline_at=now + ttl - BATCH_HOLD_GRACE,
+                updated_at=now,
+            )
+            amount = reservation_amount(
+                model=model,
+                mode=Mode.BATCH,
+                prompt_tokens=prompt_tokens_bound(ask.messages),
+                max_output_tokens=max_tokens,
+                at=now,
+            )
+            budget_reserve(
+                key=f"req:{request.pk}",
+                team=team,
+                workload=workload,
+                request=request,
+                amount=amount,
+                at=now,
+                ttl=ttl,
+            )
+            created.append(request)
+    return created
+
+
+def client_batch_submit(
+    *,
+    api_key: ApiKey,
+    workload: Workload,
+    input_file,
+    lines: list[tuple[int, str, Ask]],
+    metadata: dict,
+):
+    """A client's /v1/batches call: every line admitted as a deferred request (holds at the
+    batch price, all or nothing), recorded as the client's batch and flushed at once."""
+    with transaction.atomic():
+        requests = requests_admit_deferred(
+            team=api_key.team,
+            api_key=api_key,
+            asks=[ask for _, _, ask in lines],
+            source=Request.Source.BATCH_API,
+        )
+        return batches_services.client_batch_record(
+            team=api_key.team,
+            workload=workload,
+            input_file=input_file,
+            lines=[
+                (number, custom_id, request)
+                for (number, custom_id, _), request in zip(lines, requests, strict=True)
+            ],
+            metadata=metadata,
+        )
+
+
+def client_batch_cancel(*, batch) -> bool:
+    """Cancel a client's batch: every request not yet answered is cancelled (its hold goes
+    back; one already inside a provider batch is billed only if the provider answers it
+    anyway). Answered lines stay in the output file. False if it already ended."""
+    if not batches_services.client_batch_cancelling(batch=batch):
+        return False
+    waiting = Request.objects.filter(batch_line__batch=batch).exclude(
+        status__in=[Request.Status.COMPLETED, Request.Status.FAILED, Request.Status.CANCELLED]
+    )
+    for request in waiting:
+        request_cancel(request=request)
+    return True
