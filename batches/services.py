@@ -13,6 +13,8 @@ routing serves it now), or failed.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -20,6 +22,8 @@ import re
 import secrets
 import signal
 import time
+import urllib.error
+import urllib.request
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -66,6 +70,9 @@ INGEST_SLICE_SECONDS = 40
 # Polling backoff: quick at first (small batches end in minutes), then every ten minutes.
 POLL_FIRST = timedelta(seconds=10)
 POLL_MAX = timedelta(minutes=10)
+# The tick runs every minute and django-q2's scheduler may fire 30 s late: a deadline flush
+# leaves this much before the last moment a batch could still make the deadline.
+FLUSH_SLACK = timedelta(minutes=2)
 # Bounded retries: an item that failed this many times fails its request.
 MAX_ITEM_ATTEMPTS = 3
 # A retried request waits for a flush and a batch again.
@@ -102,7 +109,8 @@ def _flush_by(request: Request, policy: RoutingPolicy, turnaround: timedelta) ->
     earlier if waiting longer would leave a batch too little time before its deadline."""
     by = request.created_at + policy.max_batch_wait
     if request.deadline_at:
-        by = min(by, request.deadline_at - turnaround - policy.deadline_margin)
+        latest = request.deadline_at - turnaround - policy.deadline_margin - FLUSH_SLACK
+        by = min(by, latest)
     return by
 
 
@@ -671,6 +679,12 @@ def _finish(job: BatchJob, *, now: datetime) -> list[str]:
             errored_count=counts[1],
             unfinished_count=counts[2],
         )
+        if (
+            Request.objects.filter(batch_items__job=job)
+            .exclude(workload__batch_webhook_url="")
+            .exists()
+        ):
+            enqueue("batches.tasks.notify", job.pk)
     return [str(r.pk) for r in escalate]
 
 
@@ -1169,3 +1183,74 @@ def client_batch_cancelling(*, batch: ClientBatch) -> bool:
         .update(status=ClientBatch.Status.CANCELLING, cancelling_at=now)
     )
     return changed == 1
+
+
+# --- notify ----------------------------------------------------------------------------
+
+WEBHOOK_TIMEOUT_SECONDS = 10
+WEBHOOK_TRIES = 3
+
+
+def webhook_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """What X-Llmops-Signature carries: HMAC-SHA256 over `timestamp.body` (the timestamp,
+    also sent, lets a receiver refuse replays)."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return f"sha256={digest.hexdigest()}"
+
+
+def job_notify(*, job: BatchJob) -> dict[str, str]:
+    """POST each workload's signed notice that the job ended (its own requests only: a job is
+    one team's, but its workloads may have different receivers). Returns workload → outcome;
+    failures are logged, never raised (the ledger and the requests are already final)."""
+    outcomes = {}
+    requests = Request.objects.filter(batch_items__job=job).select_related("workload")
+    by_workload: dict[int, list[Request]] = defaultdict(list)
+    for request in requests:
+        if request.workload.batch_webhook_url:
+            by_workload[request.workload_id].append(request)
+    for group in by_workload.values():
+        workload = group[0].workload
+        body = json.dumps(
+            {
+                "event": "batch_job.ended",
+                "job": {
+                    "id": job.pk,
+                    "status": job.status,
+                    "provider": job.provider.slug,
+                    "model": job.model.model_id,
+                    "succeeded": job.succeeded_count,
+                    "errored": job.errored_count,
+                    "unfinished": job.unfinished_count,
+                },
+                "workload": workload.slug,
+                "requests": [{"id": str(r.pk), "status": r.status} for r in group],
+            },
+            separators=(",", ":"),
+        ).encode()
+        outcomes[workload.slug] = _deliver(workload, body)
+    return outcomes
+
+
+def _deliver(workload, body: bytes) -> str:
+    timestamp = str(int(time.time()))
+    request = urllib.request.Request(  # noqa: S310 - validated http(s) URL set by an admin
+        workload.batch_webhook_url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "llmops-webhook/1",
+            "X-Llmops-Timestamp": timestamp,
+            "X-Llmops-Signature": webhook_signature(workload.get_webhook_secret(), timestamp, body),
+        },
+    )
+    error = ""
+    for attempt in range(WEBHOOK_TRIES):
+        try:
+            with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:  # noqa: S310
+                return f"delivered ({response.status})"
+        except (urllib.error.URLError, OSError) as exc:
+            error = str(exc)
+            time.sleep(2**attempt)
+    log.warning("batch webhook of %s failed: %s", workload.slug, error)
+    return f"failed: {error}"

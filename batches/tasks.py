@@ -13,6 +13,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from batches import selectors, services
+from batches.models import BatchJob
 from batches.services import enqueue
 from routing.models import Request
 
@@ -51,3 +52,9 @@ def advance(job_id: int) -> str:
 
 def reconcile() -> dict:
     return services.batches_reconcile().as_dict()
+
+
+def notify(job_id: int) -> dict:
+    return services.job_notify(
+        job=BatchJob.objects.select_related("provider", "model").get(pk=job_id)
+    )

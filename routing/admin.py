@@ -285,8 +285,49 @@ class RoutingPolicyAdmin(admin.ModelAdmin):
         return " → ".join(link.model.model_id for link in obj.links.all()) or "—"
 
 
+class WorkloadForm(forms.ModelForm):
+    new_webhook_secret = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Signs batch webhooks; stored encrypted, never shown again. Blank keeps it.",
+    )
+
+    class Meta:
+        model = Workload
+        fields = [
+            "team",
+            "slug",
+            "description",
+            "latency_class",
+            "deadline",
+            "policy",
+            "batch_webhook_url",
+            "enabled",
+        ]
+
+    def clean(self):
+        cleaned = super().clean()
+        has_secret = bool(
+            cleaned.get("new_webhook_secret")
+            or (self.instance and self.instance.batch_webhook_secret_encrypted)
+        )
+        if cleaned.get("batch_webhook_url") and not has_secret:
+            self.add_error("new_webhook_secret", "A webhook needs a signing secret.")
+        return cleaned
+
+    def save(self, commit=True):
+        workload = super().save(commit=False)
+        if self.cleaned_data.get("new_webhook_secret"):
+            workload.set_webhook_secret(self.cleaned_data["new_webhook_secret"])
+        if commit:
+            workload.save()
+        return workload
+
+
 @admin.register(Workload)
 class WorkloadAdmin(admin.ModelAdmin):
+    form = WorkloadForm
     list_display = [
         "slug",
         "team",

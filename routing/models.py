@@ -335,6 +335,16 @@ class Workload(models.Model):
         "Required for near-realtime and scheduled workloads.",
     )
     policy = models.ForeignKey(RoutingPolicy, on_delete=models.PROTECT, related_name="workloads")
+    # Told when a batch job with this workload's requests ends: a POST signed with the secret.
+    batch_webhook_url = models.CharField(
+        max_length=500,
+        blank=True,
+        validators=[validate_provider_base_url],
+        help_text="Optional: POSTed a signed JSON notice when a batch job with this workload's "
+        "requests ends (X-Llmops-Signature: sha256=HMAC of timestamp.body).",
+    )
+    # Fernet ciphertext of the signing secret (llmops.crypto), like a provider key.
+    batch_webhook_secret_encrypted = models.TextField(blank=True, editable=False)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -346,6 +356,14 @@ class Workload(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    def set_webhook_secret(self, plaintext: str) -> None:
+        self.batch_webhook_secret_encrypted = crypto.encrypt(plaintext) if plaintext else ""
+
+    def get_webhook_secret(self) -> str:
+        if not self.batch_webhook_secret_encrypted:
+            return ""
+        return crypto.decrypt(self.batch_webhook_secret_encrypted)
 
     def clean(self) -> None:
         errors = {}
