@@ -68,6 +68,7 @@ class JobOutputSerializer(serializers.Serializer):
         return job.turnaround.total_seconds() if job.turnaround else None
 
 
+@extend_schema_serializer(component_name="BatchJobDetail")
 class JobDetailOutputSerializer(JobOutputSerializer):
     cost = serializers.SerializerMethodField()
 

@@ -292,14 +292,18 @@ def job_advance(*, job_id: int, now: datetime | None = None) -> StepResult:
             _poll(job, now=now)
         if job.status == BatchJob.Status.INGESTING:
             result.escalated = _ingest(job, now=now)
-    except ProviderError as exc:
-        # The provider is down or refused a control call: try again later, backing off.
+    except Exception as exc:
+        # The provider is down or refused a control call (or a bug): try again later, backing
+        # off, with the reason on the job for the admin. Every step is safe to repeat.
         delay = min(POLL_FIRST * (2 ** min(job.attempts, 10)), RETRY_MAX)
-        log.warning("batch job %s: %s; retrying in %s", job.pk, exc, delay)
+        if isinstance(exc, ProviderError):
+            log.warning("batch job %s: %s; retrying in %s", job.pk, exc, delay)
+        else:
+            log.exception("batch job %s step failed; retrying in %s", job.pk, delay)
         _save(
             job,
             attempts=F("attempts") + 1,
-            last_error=str(exc)[:500],
+            last_error=f"{type(exc).__name__}: {exc}"[:500],
             next_check_at=timezone.now() + delay,
         )
     finally:

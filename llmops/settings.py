@@ -269,6 +269,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a `status`: name each choice set after its model.
+    "ENUM_NAME_OVERRIDES": {
+        "RequestStatusEnum": "routing.models.Request.Status",
+        "BatchJobStatusEnum": "batches.models.BatchJob.Status",
+        "BatchItemStatusEnum": "batches.models.BatchItem.Status",
+    },
 }
 
 # --- llmops ------------------------------------------------------------------------

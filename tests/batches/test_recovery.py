@@ -192,3 +192,19 @@ def test_retrying_a_jobs_failed_items_resubmits_only_them_with_a_new_hold(defer,
     assert Request.objects.filter(status=Request.Status.COMPLETED).count() == 8
     assert LedgerEntry.objects.count() == 8
     assert services.job_retry_failed(job=job).retried == []  # nothing failed any more
+
+
+def test_a_provider_outage_during_submit_backs_off_and_the_job_recovers(defer, sim):
+    defer("review-moderation", 2)
+    job = services.batches_flush(force=True).jobs[0]
+    sim.fault(provider="openai", endpoint="files", status=503, count=1)
+
+    services.job_advance(job_id=job.pk)
+
+    job.refresh_from_db()
+    assert job.status == BatchJob.Status.SUBMITTING
+    assert job.attempts == 1 and "503" in job.last_error
+    assert job.next_check_at > timezone.now()
+    run_until_idle()
+    job.refresh_from_db()
+    assert job.status == BatchJob.Status.COMPLETED and job.succeeded_count == 2

@@ -31,6 +31,13 @@ ANTHROPIC_CRASH_POINTS = ["after_claim", "after_create", "after_batch_saved", "m
 ITEMS = 5
 
 
+@pytest.fixture(autouse=True)
+def _instant_simulator(simulator_server):
+    # The session's simulator is shared: start from its instant timings, whatever an earlier
+    # test configured.
+    simulator_server.reset()
+
+
 def worker(llmops: Llmops, *args: str, crash_at: str = "") -> subprocess.CompletedProcess:
     env = {**llmops.env, "LLMOPS_BATCH_CRASH_AT": crash_at, "LLMOPS_BATCH_INGEST_CHUNK": "2"}
     return subprocess.run(

@@ -13,6 +13,13 @@ import pytest
 from tests.live.conftest import Llmops
 
 
+@pytest.fixture(autouse=True)
+def _instant_simulator(simulator_server):
+    # The session's simulator is shared: start from its instant timings, whatever an earlier
+    # test configured.
+    simulator_server.reset()
+
+
 def jsonl(lines: list[dict]) -> bytes:
     return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
 
