@@ -107,10 +107,14 @@ def turnaround_table() -> list[dict]:
         rows.append(
             {
                 "model": model,
-                "p50": stats.p50,
-                "p90": stats.p90,
+                "p50": _whole_seconds(stats.p50),
+                "p90": _whole_seconds(stats.p90),
                 "observed": stats.observed,
-                "expected": expected_turnaround(model=model),
+                "expected": _whole_seconds(expected_turnaround(model=model)),
             }
         )
     return rows
+
+
+def _whole_seconds(value: timedelta | None) -> timedelta | None:
+    return None if value is None else timedelta(seconds=round(value.total_seconds()))

@@ -37,6 +37,7 @@ from routing import circuit, metrics, providers
 from routing.events import request_changed, request_touch
 from routing.models import (
     ApiKey,
+    LatencyClass,
     LlmModel,
     Request,
     RequestAttempt,
@@ -284,6 +285,10 @@ def request_admit(
     if policy.cache_enabled:
         cached = response_cache_get(policy=policy, params=params)
         metrics.CACHE_LOOKUPS.labels(workload.slug, "hit" if cached else "miss").inc()
+    # Only a deferrable request needs the batch turnaround (a cached read per model).
+    deferrable = workload.latency_class != LatencyClass.REALTIME and (
+        policy.allow_batch or policy.soft_breach_action == RoutingPolicy.BreachAction.DEFER
+    )
     decision = route(
         RouteInput(
             latency_class=workload.latency_class,
@@ -296,7 +301,7 @@ def request_admit(
                 soft_breach_action=policy.soft_breach_action,
                 fallback_across_tiers=policy.fallback_across_tiers,
             ),
-            chain=tuple(_option(m) for m in usable),
+            chain=tuple(_option(m, deferrable=deferrable) for m in usable),
             stream=ask.stream,
             requested_model=ask.model.model_id if ask.model else None,
             sync_only=sync_only,
@@ -387,7 +392,7 @@ def _ask_body(ask: Ask) -> dict:
     }
 
 
-def _option(model: LlmModel) -> ModelOption:
+def _option(model: LlmModel, *, deferrable: bool) -> ModelOption:
     provider = model.provider
     return ModelOption(
         provider=provider.slug,
@@ -397,7 +402,9 @@ def _option(model: LlmModel) -> ModelOption:
         enabled=model.enabled and provider.enabled,
         circuit_open=circuit.circuit(provider.slug).state == circuit.State.OPEN,
         # Observed p90 once enough batches ended, else the provider's promise.
-        batch_turnaround=expected_turnaround(model=model) if provider.supports_batch else None,
+        batch_turnaround=expected_turnaround(model=model)
+        if deferrable and provider.supports_batch
+        else None,
     )
 
 

@@ -74,3 +74,46 @@ def test_ingesting_twice_bills_once(defer):
     run_until_idle()
 
     assert LedgerEntry.objects.count() == before == 3
+
+
+def test_observed_turnaround_replaces_the_providers_promise_in_routing(api, demo):
+    from datetime import timedelta
+
+    from django.core.cache import cache
+
+    from batches.selectors import expected_turnaround, turnaround
+    from routing.models import LlmModel, Team
+
+    model = LlmModel.objects.get(model_id="gpt-4o-mini")
+    now = timezone.now()
+    for hours in (1, 2, 2, 3, 4):  # five slow batches: p50 2 h, p90 4 h
+        BatchJob.objects.create(
+            team=Team.objects.get(slug="acme"),
+            provider=model.provider,
+            model=model,
+            lane="near_realtime",
+            reason="manual",
+            status=BatchJob.Status.COMPLETED,
+            submitted_at=now - timedelta(hours=hours),
+            ended_at=now,
+        )
+    cache.clear()
+    stats = turnaround(model=model)
+    assert (stats.p50, stats.p90, stats.observed) == (
+        timedelta(hours=2),
+        timedelta(hours=4),
+        5,
+    )
+    assert expected_turnaround(model=model) == timedelta(hours=4)
+
+    # review-moderation has a 1 h deadline: a 4 h gpt-4o-mini batch cannot make it, so the
+    # request is deferred to the chain's other model, whose batches still promise 10 min.
+    response = api.post(
+        "/api/v1/requests",
+        {"workload": "review-moderation", "messages": [{"role": "user", "content": "x"}]},
+        format="json",
+    )
+
+    assert response.status_code == 202
+    assert response.json()["mode"] == "batch"
+    assert response.json()["model"] == "claude-haiku-4-5"
