@@ -112,18 +112,18 @@ class BatchJobAdmin(ReadOnlyAdmin):
 
     @admin.display(description="progress")
     def progress(self, job: BatchJob) -> str:
-        done = job.succeeded_count + job.errored_count + job.unfinished_count
-        if not job.is_terminal:
-            done = job.provider_completed + job.provider_failed
-        return f"{done}/{job.item_count}"
+        return f"{job.answered}/{job.item_count}"
 
     @admin.display(description="turnaround")
     def turnaround_display(self, job: BatchJob) -> str:
         return str(job.turnaround).split(".")[0] if job.turnaround else "—"
 
-    @admin.display(description="cost (USD)")
+    def get_queryset(self, request):
+        return selectors.with_cost(super().get_queryset(request))
+
+    @admin.display(description="cost (USD)", ordering="cost_usd")
     def cost(self, job: BatchJob) -> str:
-        return f"{selectors.job_ledger(job)['cost_usd']:.6f}"
+        return f"{job.cost_usd:.6f}" if job.cost_usd is not None else "—"
 
     @admin.display(description="items")
     def items_link(self, job: BatchJob) -> str:

@@ -17,7 +17,7 @@ from batches.models import BatchItem, BatchJob, ClientBatch, StoredFile
 from billing.pricing import PricingError
 from billing.services import BudgetExceeded
 from routing import services as routing_services
-from routing.apis import ChatCompletionInputSerializer, chain_model, first_error
+from routing.apis import ChatCompletionInputSerializer, first_error, openai_ask, openai_workload
 from routing.auth import KeyPrincipal
 from routing.models import ApiKey, LatencyClass, Request, Workload
 from routing.selectors import teams_for
@@ -49,6 +49,7 @@ class JobOutputSerializer(serializers.Serializer):
     def get_counts(self, job) -> dict:
         return {
             "total": job.item_count,
+            "answered": job.answered,
             "provider_completed": job.provider_completed,
             "provider_failed": job.provider_failed,
             "succeeded": job.succeeded_count,
@@ -57,12 +58,7 @@ class JobOutputSerializer(serializers.Serializer):
         }
 
     def get_progress(self, job) -> float:
-        if not job.item_count:
-            return 0.0
-        done = job.succeeded_count + job.errored_count + job.unfinished_count
-        if not job.is_terminal:
-            done = job.provider_completed + job.provider_failed
-        return round(min(done, job.item_count) / job.item_count, 4)
+        return round(job.answered / job.item_count, 4) if job.item_count else 0.0
 
     def get_turnaround_seconds(self, job) -> float | None:
         return job.turnaround.total_seconds() if job.turnaround else None
@@ -363,7 +359,10 @@ class BatchCollectionApi(OpenAIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        workload = _workload(request, key)
+        try:
+            workload = openai_workload(request, key)
+        except routing_services.RequestRejected as exc:
+            raise services.SurfaceError(exc.status, exc.message, param=exc.field) from None
         stored = _file_of(self, data["input_file_id"])
         if stored.purpose != StoredFile.Purpose.BATCH:
             raise services.SurfaceError(
@@ -393,30 +392,11 @@ class BatchCollectionApi(OpenAIView):
         return self.paged(batches, lambda b: batch_json(services.client_batch_refresh(batch=b)))
 
 
-def _workload(request, key: ApiKey) -> Workload:
-    slug = request.headers.get("X-Workload") or ""
-    workload = (
-        Workload.objects.filter(team=key.team, slug=slug, enabled=True)
-        .select_related("policy")
-        .first()
-        if slug
-        else key.default_workload
-    )
-    if workload is None:
-        raise services.SurfaceError(
-            404 if slug else 400,
-            f"Unknown workload {slug!r}."
-            if slug
-            else "Name a workload in the X-Workload header (this key has no default).",
-            param="X-Workload",
-        )
-    return workload
-
-
 def _asks(workload: Workload, stored: StoredFile) -> list[tuple[int, str, routing_services.Ask]]:
     """The file's lines as asks, each body validated like /v1/chat/completions; problems are
     reported by line (up to 20) before anything is admitted."""
     lines, errors = [], []
+    chain = list(workload.policy.links.select_related("model__provider"))
     for line in jsonl.read_lines(services.file_chunks(stored)):
         body = ChatCompletionInputSerializer(data=line.body)
         if not body.is_valid():
@@ -425,15 +405,12 @@ def _asks(workload: Workload, stored: StoredFile) -> list[tuple[int, str, routin
             if len(errors) >= jsonl.MAX_REPORTED_ERRORS:
                 break
             continue
-        data = body.validated_data
-        ask = routing_services.Ask(
-            workload=workload,
-            messages=data["messages"],
-            max_tokens=data.get("max_completion_tokens") or data.get("max_tokens"),
-            temperature=data.get("temperature"),
-            model=chain_model(workload, data["model"]),
-            metadata={"custom_id": line.custom_id, **(data.get("metadata") or {})},
+        ask = openai_ask(
+            workload,
+            body.validated_data,
             source=Request.Source.BATCH_API,
+            metadata={"custom_id": line.custom_id},
+            chain=chain,
         )
         lines.append((line.number, line.custom_id, ask))
     if errors:

@@ -112,6 +112,13 @@ class BatchJob(models.Model):
         return self.status in self.TERMINAL
 
     @property
+    def answered(self) -> int:
+        """Items with an outcome: final counts once ingested, the provider's until then."""
+        if self.is_terminal:
+            return self.succeeded_count + self.errored_count + self.unfinished_count
+        return min(self.provider_completed + self.provider_failed, self.item_count)
+
+    @property
     def custom_id_prefix(self) -> str:
         return f"llmops-{self.pk}-"
 

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.core.cache import cache
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
 
 from batches.models import BatchItem, BatchJob
-from billing.models import LedgerEntry
+from billing.fields import MoneyField
+from billing.models import LedgerEntry, Mode
 from billing.selectors import ledger_totals
 from routing.models import LlmModel, Team
 
@@ -83,12 +84,32 @@ def jobs_for(*, teams: QuerySet[Team]) -> QuerySet[BatchJob]:
     return BatchJob.objects.filter(team__in=teams).select_related("team", "provider", "model")
 
 
-def job_ledger(job: BatchJob) -> dict:
-    """What the job's answers cost (the ledger entries keyed by its items' custom_ids), what
-    they would have cost realtime and the difference, in USD, with token totals."""
-    return ledger_totals(
-        LedgerEntry.objects.filter(idempotency_key__startswith=f"batch:{job.custom_id_prefix}")
+def _job_entries():
+    # A job's answers are the batch charges of the requests whose item in it succeeded (only
+    # a succeeded item bills, and a request has one item per job): a join on indexed keys,
+    # where matching the entries' custom_id keys by prefix would scan the ledger.
+    return LedgerEntry.objects.filter(
+        mode=Mode.BATCH, request__batch_items__status=BatchItem.Status.SUCCEEDED
     )
+
+
+def job_ledger(job: BatchJob) -> dict:
+    """What the job's answers cost, what they would have cost realtime and the difference, in
+    USD, with token totals."""
+    return ledger_totals(_job_entries().filter(request__batch_items__job=job))
+
+
+def with_cost(jobs: QuerySet[BatchJob]) -> QuerySet[BatchJob]:
+    """`jobs` annotated with `cost_usd` (USD, None before any answer) in the same query."""
+    cost = (
+        _job_entries()
+        .filter(request__batch_items__job=OuterRef("pk"))
+        .order_by()
+        .values("request__batch_items__job")
+        .annotate(total=Sum("cost_usd"))
+        .values("total")
+    )
+    return jobs.annotate(cost_usd=Subquery(cost, output_field=MoneyField()))
 
 
 def item_counts(job: BatchJob) -> dict[str, int]:

@@ -25,10 +25,12 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
@@ -38,16 +40,15 @@ from django_q.tasks import async_task
 
 from batches import jsonl
 from batches.models import BatchItem, BatchJob, ClientBatch, ClientBatchLine, StoredFile
-from batches.selectors import expected_turnaround
+from batches.selectors import expected_turnaround, item_counts
 from billing.models import Hold, Mode
 from billing.pricing import PricingError, Usage
 from billing.services import (
     BudgetExceeded,
-    budget_reserve,
     hold_release,
     hold_settle,
     ledger_record_usage,
-    reservation_amount,
+    request_hold,
 )
 from routing import providers
 from routing.events import request_changed, request_touch
@@ -60,7 +61,6 @@ from routing.providers import (
     ProviderError,
     TokenUsage,
 )
-from routing.router import prompt_tokens_bound
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +131,10 @@ def batches_flush(
     queued = Request.objects.filter(status=Request.Status.QUEUED, mode=Request.Mode.BATCH)
     if workload_ids is not None:
         queued = queued.filter(workload_id__in=list(workload_ids))
-    groups: dict[tuple[int, int, str], list[int]] = defaultdict(list)
-    for team_id, model_id, lane in (
+    # Listed first: the flush of one group writes while the next are still to come.
+    groups = list(
         queued.order_by().values_list("team_id", "model_id", "workload__latency_class").distinct()
-    ):
-        groups[(team_id, model_id, lane)] = []
+    )
     for team_id, model_id, lane in groups:
         with transaction.atomic():
             jobs, escalated = _flush_group(
@@ -389,23 +388,16 @@ def _submit(job: BatchJob, *, now: datetime) -> None:
     _crash_point("after_batch_saved")
 
 
-class _input_file:
+@contextmanager
+def _input_file(job: BatchJob, api) -> Iterator[BinaryIO]:
     """The job's JSONL, written line by line to a spooled temporary file (in memory up to a
     few MB, on disk beyond): never the whole file as one string."""
-
-    def __init__(self, job: BatchJob, api) -> None:
-        self.job, self.api = job, api
-
-    def __enter__(self):
-        self.file = jsonl.spooled()
-        for item in _items(self.job).iterator(chunk_size=2000):
-            body = self.api.batch_body(_chat(item.request, self.job.model))
-            self.file.write(jsonl.request_line(custom_id=item.custom_id, body=body))
-        self.file.seek(0)
-        return self.file
-
-    def __exit__(self, *exc) -> None:
-        self.file.close()
+    with jsonl.spooled() as file:
+        for item in _items(job).iterator(chunk_size=2000):
+            body = api.batch_body(_chat(item.request, job.model))
+            file.write(jsonl.request_line(custom_id=item.custom_id, body=body))
+        file.seek(0)
+        yield file
 
 
 def _find_openai_batch(job: BatchJob, api, endpoint) -> BatchInfo | None:
@@ -667,21 +659,24 @@ def _finish(job: BatchJob, *, now: datetime) -> list[str]:
                 else f"batch {job.provider_status}"
             )
             _requests_escalate(escalate, now=now, why=reason)
-        counts = _counts(job)
+        counts = item_counts(job)
+        errored = counts[BatchItem.Status.ERRORED] + counts[BatchItem.Status.INVALID]
+        succeeded = counts[BatchItem.Status.SUCCEEDED]
         status = {
             "cancelled": BatchJob.Status.CANCELLED,
             "expired": BatchJob.Status.EXPIRED,
             "failed": BatchJob.Status.FAILED,
         }.get(job.provider_status, BatchJob.Status.COMPLETED)
-        if job.cancel_requested_at and status == BatchJob.Status.COMPLETED and counts[2]:
+        unfinished = job.item_count - succeeded - errored
+        if job.cancel_requested_at and status == BatchJob.Status.COMPLETED and unfinished:
             status = BatchJob.Status.CANCELLED
         _save(
             job,
             status=status,
             finished_at=now,
-            succeeded_count=counts[0],
-            errored_count=counts[1],
-            unfinished_count=counts[2],
+            succeeded_count=succeeded,
+            errored_count=errored,
+            unfinished_count=unfinished,
         )
         if (
             Request.objects.filter(batch_items__job=job)
@@ -692,21 +687,9 @@ def _finish(job: BatchJob, *, now: datetime) -> list[str]:
     return [str(r.pk) for r in escalate]
 
 
-def _counts(job: BatchJob) -> tuple[int, int, int]:
-    succeeded = errored = unfinished = 0
-    for status in BatchItem.objects.filter(job=job).values_list("status", flat=True):
-        if status == BatchItem.Status.SUCCEEDED:
-            succeeded += 1
-        elif status in (BatchItem.Status.ERRORED, BatchItem.Status.INVALID):
-            errored += 1
-        else:
-            unfinished += 1
-    return succeeded, errored, unfinished
-
-
 def _item_next_step(job: BatchJob, item: BatchItem, *, now: datetime) -> str:
     """What happens to a request whose item did not succeed (the item is final)."""
-    request = Request.objects.select_related("workload__policy").get(pk=item.request_id)
+    request = item.request
     if request.status != Request.Status.RUNNING:
         return BatchItem.Next.DROPPED  # its client cancelled it; its hold went back then
     policy = request.workload.policy
@@ -828,21 +811,13 @@ def job_retry_failed(*, job: BatchJob, now: datetime | None = None) -> RetryRepo
             continue
         try:
             with transaction.atomic():
-                amount = reservation_amount(
-                    model=job.model,
-                    mode=Mode.BATCH,
-                    prompt_tokens=prompt_tokens_bound(request.params["messages"]),
-                    max_output_tokens=request.params["max_tokens"],
-                    at=now,
-                )
-                budget_reserve(
-                    key=f"req:{request.pk}:retry{tries}",
-                    team=request.team,
-                    workload=request.workload,
+                request_hold(
                     request=request,
-                    amount=amount,
-                    at=now,
+                    models=[job.model],
+                    mode=Mode.BATCH,
+                    key=f"req:{request.pk}:retry{tries}",
                     ttl=RETRY_HOLD_TTL,
+                    at=now,
                 )
                 changed = Request.objects.filter(
                     pk=request.pk, status=Request.Status.FAILED

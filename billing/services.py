@@ -24,6 +24,7 @@ from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Mode, Price,
 from billing.price_sources import published_versions
 from billing.pricing import Cost, PriceVersion, PricingError, Usage, price_usage
 from routing.models import LlmModel, Request, Team, Workload
+from routing.router import prompt_tokens_bound
 
 # A hold whose request never reported back is released after this long.
 DEFAULT_HOLD_TTL = timedelta(hours=25)  # batches may take 24 h
@@ -374,6 +375,42 @@ def budget_reserve(
             raise
         return Admission(hold=existing, created=False)
     return Admission(hold=hold, created=True, soft_breaches=soft_breaches)
+
+
+def request_hold(
+    *,
+    request: Request,
+    models: list[LlmModel],
+    mode: str,
+    key: str,
+    ttl: timedelta,
+    at: datetime | None = None,
+) -> Admission:
+    """Reserve a request's worst case over the models that may serve it (its prompt bounded by
+    its bytes, max_tokens of output, the dearest model in `mode`) against every budget it
+    touches. Raises PricingError for an unpriced model, BudgetExceeded if a hard budget
+    cannot take it."""
+    at = at or timezone.now()
+    prompt_tokens = prompt_tokens_bound(request.params["messages"])
+    amount = max(
+        reservation_amount(
+            model=model,
+            mode=mode,
+            prompt_tokens=prompt_tokens,
+            max_output_tokens=request.params["max_tokens"],
+            at=at,
+        )
+        for model in models
+    )
+    return budget_reserve(
+        key=key,
+        team=request.team,
+        workload=request.workload,
+        request=request,
+        amount=amount,
+        at=at,
+        ttl=ttl,
+    )
 
 
 def _resolve_hold(hold: Hold, status: str) -> bool:

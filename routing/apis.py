@@ -390,9 +390,23 @@ def _prepare(http_request, *, openai: bool) -> services.Admitted:
             or http_request.headers.get("Idempotency-Key"),
         )
         return services.request_admit(team=team, api_key=key, ask=ask, sync_only=False)
+    ask = openai_ask(
+        openai_workload(http_request, key),
+        data,
+        source=Request.Source.OPENAI,
+        idempotency_key=http_request.headers.get("Idempotency-Key"),
+    )
+    return services.request_admit(team=team, api_key=key, ask=ask, sync_only=True)
+
+
+def openai_workload(http_request, key: ApiKey) -> Workload:
+    """The workload an OpenAI-compatible call bills: its X-Workload header, else the key's
+    default. Raises RequestRejected naming the header."""
     slug = http_request.headers.get("X-Workload") or ""
     workload = (
-        Workload.objects.filter(team=team, slug=slug, enabled=True).first()
+        Workload.objects.filter(team=key.team, slug=slug, enabled=True)
+        .select_related("policy")
+        .first()
         if slug
         else key.default_workload
     )
@@ -404,26 +418,40 @@ def _prepare(http_request, *, openai: bool) -> services.Admitted:
             else "Name a workload in the X-Workload header (this key has no default).",
             field="X-Workload",
         )
-    ask = services.Ask(
+    return workload
+
+
+def openai_ask(
+    workload: Workload,
+    data: dict,
+    *,
+    source: str,
+    idempotency_key: str | None = None,
+    metadata: dict | None = None,
+    chain: list | None = None,
+) -> services.Ask:
+    """An Ask from a validated chat.completions body. OpenAI clients must send some model: one
+    outside the chain means "the policy decides". `chain`: the workload's links, when the
+    caller builds many asks (a batch file) and must not query them per line."""
+    return services.Ask(
         workload=workload,
         messages=data["messages"],
         max_tokens=data.get("max_completion_tokens") or data.get("max_tokens"),
         temperature=data.get("temperature"),
-        # OpenAI clients must send some model: one outside the chain means "the policy decides".
-        model=chain_model(workload, data["model"]),
-        stream=data["stream"],
-        metadata=data.get("metadata") or {},
-        idempotency_key=http_request.headers.get("Idempotency-Key"),
-        source=Request.Source.OPENAI,
+        model=chain_model(workload, data["model"], links=chain),
+        stream=data.get("stream", False),
+        metadata={**(metadata or {}), **(data.get("metadata") or {})},
+        idempotency_key=idempotency_key,
+        source=source,
     )
-    return services.request_admit(team=team, api_key=key, ask=ask, sync_only=True)
 
 
-def chain_model(workload: Workload, model_id: str | None):
+def chain_model(workload: Workload, model_id: str | None, *, links=None):
     if not model_id:
         return None
-    chain = workload.policy.links.select_related("model__provider")
-    return next((link.model for link in chain if link.model.model_id == model_id), None)
+    if links is None:
+        links = workload.policy.links.select_related("model__provider")
+    return next((link.model for link in links if link.model.model_id == model_id), None)
 
 
 def native_ask(

@@ -27,11 +27,10 @@ from billing.models import Hold, LedgerEntry, Mode
 from billing.pricing import PricingError, Usage
 from billing.services import (
     BudgetExceeded,
-    budget_reserve,
     hold_release,
     hold_settle,
     ledger_record_usage,
-    reservation_amount,
+    request_hold,
 )
 from routing import circuit, metrics, providers
 from routing.events import request_changed, request_touch
@@ -322,35 +321,18 @@ def request_admit(
         return Admitted(request=request, decision=decision, chain=chain)
 
     mode = decision.mode
-    try:
-        amount = max(
-            reservation_amount(
-                model=model,
-                mode=mode,
-                prompt_tokens=prompt_tokens_bound(ask.messages),
-                max_output_tokens=max_tokens,
-                at=now,
-            )
-            for model in chain
-        )
-    except PricingError as exc:
-        _request_close(request, Request.Status.FAILED, error=str(exc))
-        raise RequestRejected(503, str(exc), field="model", code="unpriced_model") from exc
     ttl = (
         (workload.deadline or timedelta(0)) + BATCH_HOLD_GRACE
         if mode == Mode.BATCH
         else REALTIME_HOLD_TTL
     )
     try:
-        admission = budget_reserve(
-            key=f"req:{request.pk}",
-            team=team,
-            workload=workload,
-            request=request,
-            amount=amount,
-            at=now,
-            ttl=ttl,
+        admission = request_hold(
+            request=request, models=chain, mode=mode, key=f"req:{request.pk}", ttl=ttl, at=now
         )
+    except PricingError as exc:
+        _request_close(request, Request.Status.FAILED, error=str(exc))
+        raise RequestRejected(503, str(exc), field="model", code="unpriced_model") from exc
     except BudgetExceeded as exc:
         _request_close(request, Request.Status.FAILED, error=str(exc))
         raise RequestRejected(402, str(exc), field="budget", code="budget_exceeded") from exc
@@ -789,24 +771,13 @@ def request_serve_escalated(*, request_id: str) -> Request | None:
         try:
             if not chain:
                 raise PricingError(f"workload {request.workload.slug} has no enabled model")
-            amount = max(
-                reservation_amount(
-                    model=model,
-                    mode=Mode.REALTIME,
-                    prompt_tokens=prompt_tokens_bound(request.params["messages"]),
-                    max_output_tokens=request.params["max_tokens"],
-                    at=now,
-                )
-                for model in chain
-            )
-            admission = budget_reserve(
-                key=f"req:{request.pk}:realtime",
-                team=request.team,
-                workload=request.workload,
+            admission = request_hold(
                 request=request,
-                amount=amount,
-                at=now,
+                models=chain,
+                mode=Mode.REALTIME,
+                key=f"req:{request.pk}:realtime",
                 ttl=REALTIME_HOLD_TTL,
+                at=now,
             )
         except (BudgetExceeded, PricingError) as exc:
             _request_close(request, Request.Status.FAILED, error=f"escalation refused: {exc}")
@@ -879,21 +850,13 @@ def requests_admit_deferred(
                 deadline_at=now + ttl - BATCH_HOLD_GRACE,
                 updated_at=now,
             )
-            amount = reservation_amount(
-                model=model,
-                mode=Mode.BATCH,
-                prompt_tokens=prompt_tokens_bound(ask.messages),
-                max_output_tokens=max_tokens,
-                at=now,
-            )
-            budget_reserve(
-                key=f"req:{request.pk}",
-                team=team,
-                workload=workload,
+            request_hold(
                 request=request,
-                amount=amount,
-                at=now,
+                models=[model],
+                mode=Mode.BATCH,
+                key=f"req:{request.pk}",
                 ttl=ttl,
+                at=now,
             )
             created.append(request)
     return created

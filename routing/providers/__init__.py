@@ -1,7 +1,8 @@
 """Provider adapters: one module per wire protocol, each wrapping the official SDK.
 
 They import nothing of ours but the small types here, so the router and tests can use
-them without a database. Everything is async; complete_sync serves sync callers.
+them without a database. Chat calls are async (complete_sync serves sync callers); batch
+calls (batch_api) are sync, since they run in workers.
 """
 
 from __future__ import annotations

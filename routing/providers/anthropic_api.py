@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import contextmanager
 
 import anthropic
 
-from routing.providers.calls import classify, client_for, open_stream, with_deadlines
+from routing.providers.calls import (
+    classify,
+    client_for,
+    open_stream,
+    sdk_errors,
+    with_deadlines,
+)
 from routing.providers.errors import ProviderError, stream_cut
 from routing.providers.types import (
     BatchInfo,
@@ -161,15 +168,19 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
 LOOKBACK_ITEMS = 1000
 
 
-def _sync(endpoint: Endpoint) -> anthropic.Anthropic:
+@contextmanager
+def _batch_client(endpoint: Endpoint) -> Iterator[anthropic.Anthropic]:
+    """A sync client for batch calls; SDK errors raised inside come out as ProviderError."""
     t = endpoint.timeouts
-    # max_retries=0: a retried create could make a second batch (see openai_api._sync).
-    return anthropic.Anthropic(
+    # max_retries=0: a retried create could make a second batch (see openai_api._batch_client).
+    client = anthropic.Anthropic(
         base_url=endpoint.base_url,
         api_key=endpoint.api_key or "unset",
         max_retries=0,
         timeout=anthropic.Timeout(t.total, connect=t.connect),
     )
+    with client, sdk_errors(anthropic, anthropic.AnthropicError, LABEL):
+        yield client
 
 
 def batch_params(request: ChatRequest) -> dict:
@@ -196,39 +207,29 @@ def _batch_info(batch) -> BatchInfo:
     )
 
 
-def _call(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except anthropic.AnthropicError as exc:
-        raise _translate(exc) from exc
-
-
 def batch_create(endpoint: Endpoint, *, requests: Iterable[dict]) -> BatchInfo:
     """`requests`: {"custom_id", "params"} dicts. The create body is one JSON document (the API
     takes no file), so it is built in memory: at most 256 MB by the provider's limit."""
-    with _sync(endpoint) as client:
-        return _batch_info(_call(client.messages.batches.create, requests=list(requests)))
+    with _batch_client(endpoint) as client:
+        return _batch_info(client.messages.batches.create(requests=list(requests)))
 
 
 def batch_list(endpoint: Endpoint, *, created_after: float) -> Iterator[BatchInfo]:
-    with _sync(endpoint) as client:
-        try:
-            for seen, batch in enumerate(client.messages.batches.list(limit=100)):
-                if batch.created_at.timestamp() < created_after or seen >= LOOKBACK_ITEMS:
-                    return
-                yield _batch_info(batch)
-        except anthropic.AnthropicError as exc:
-            raise _translate(exc) from exc
+    with _batch_client(endpoint) as client:
+        for seen, batch in enumerate(client.messages.batches.list(limit=100)):
+            if batch.created_at.timestamp() < created_after or seen >= LOOKBACK_ITEMS:
+                return
+            yield _batch_info(batch)
 
 
 def batch_retrieve(endpoint: Endpoint, *, batch_id: str) -> BatchInfo:
-    with _sync(endpoint) as client:
-        return _batch_info(_call(client.messages.batches.retrieve, batch_id))
+    with _batch_client(endpoint) as client:
+        return _batch_info(client.messages.batches.retrieve(batch_id))
 
 
 def batch_cancel(endpoint: Endpoint, *, batch_id: str) -> BatchInfo:
-    with _sync(endpoint) as client:
-        return _batch_info(_call(client.messages.batches.cancel, batch_id))
+    with _batch_client(endpoint) as client:
+        return _batch_info(client.messages.batches.cancel(batch_id))
 
 
 def _outcome(item) -> BatchOutcome:
@@ -258,9 +259,6 @@ def _outcome(item) -> BatchOutcome:
 
 def batch_results(endpoint: Endpoint, *, info: BatchInfo) -> Iterator[BatchOutcome]:
     """An ended batch's results, streamed line by line by the SDK's JSONL decoder."""
-    with _sync(endpoint) as client:
-        try:
-            for item in client.messages.batches.results(info.id):
-                yield _outcome(item)
-        except anthropic.AnthropicError as exc:
-            raise _translate(exc) from exc
+    with _batch_client(endpoint) as client:
+        for item in client.messages.batches.results(info.id):
+            yield _outcome(item)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx2
@@ -55,6 +56,16 @@ def classify(exc: BaseException, sdk: Any, label: str, *, after_first_byte: bool
     if after_first_byte:
         error.maybe_billed = True
     return error
+
+
+@contextmanager
+def sdk_errors(sdk: Any, base: type[Exception], label: str) -> Iterator[None]:
+    """Any `base` error of an SDK call made inside (nothing was streamed yet) as one
+    ProviderError."""
+    try:
+        yield
+    except base as exc:
+        raise classify(exc, sdk, label, after_first_byte=False) from exc
 
 
 async def open_stream(coro, *, first_byte: float, label: str):

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import BinaryIO
 
 import openai
 from openai.types.chat import ChatCompletion
 
-from routing.providers.calls import classify, client_for, open_stream, with_deadlines
+from routing.providers.calls import (
+    classify,
+    client_for,
+    open_stream,
+    sdk_errors,
+    with_deadlines,
+)
 from routing.providers.errors import ProviderError, stream_cut
 from routing.providers.types import (
     BatchInfo,
@@ -143,16 +150,20 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
 LOOKBACK_ITEMS = 1000
 
 
-def _sync(endpoint: Endpoint) -> openai.OpenAI:
+@contextmanager
+def _batch_client(endpoint: Endpoint) -> Iterator[openai.OpenAI]:
+    """A sync client for batch calls; SDK errors raised inside come out as ProviderError."""
     t = endpoint.timeouts
     # max_retries=0: a retried upload or create could make a second file or batch; the job's
     # state machine retries, and adopts what an earlier attempt made.
-    return openai.OpenAI(
+    client = openai.OpenAI(
         base_url=endpoint.base_url,
         api_key=endpoint.api_key or "unset",
         max_retries=0,
         timeout=openai.Timeout(t.total, connect=t.connect),
     )
+    with client, sdk_errors(openai, openai.OpenAIError, LABEL):
+        yield client
 
 
 def batch_body(request: ChatRequest) -> dict:
@@ -182,23 +193,13 @@ def _batch_info(batch) -> BatchInfo:
     )
 
 
-def _call(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except openai.OpenAIError as exc:
-        raise _translate(exc) from exc
-
-
 def batch_files(endpoint: Endpoint) -> Iterator[tuple[str, str]]:
     """(id, filename) of the account's recent batch input files, newest first."""
-    with _sync(endpoint) as client:
-        try:
-            for seen, item in enumerate(client.files.list(purpose="batch", limit=100)):
-                if seen >= LOOKBACK_ITEMS:
-                    return
-                yield item.id, item.filename
-        except openai.OpenAIError as exc:
-            raise _translate(exc) from exc
+    with _batch_client(endpoint) as client:
+        for seen, item in enumerate(client.files.list(purpose="batch", limit=100)):
+            if seen >= LOOKBACK_ITEMS:
+                return
+            yield item.id, item.filename
 
 
 def batch_find_file(endpoint: Endpoint, *, filename: str) -> str | None:
@@ -208,48 +209,43 @@ def batch_find_file(endpoint: Endpoint, *, filename: str) -> str | None:
 
 
 def batch_upload(endpoint: Endpoint, *, filename: str, content: BinaryIO) -> str:
-    with _sync(endpoint) as client:
-        return _call(client.files.create, file=(filename, content), purpose="batch").id
+    with _batch_client(endpoint) as client:
+        return client.files.create(file=(filename, content), purpose="batch").id
 
 
 def batch_delete_file(endpoint: Endpoint, *, file_id: str) -> None:
-    with _sync(endpoint) as client:
-        _call(client.files.delete, file_id)
+    with _batch_client(endpoint) as client:
+        client.files.delete(file_id)
 
 
 def batch_create(endpoint: Endpoint, *, input_file_id: str, metadata: dict) -> BatchInfo:
-    with _sync(endpoint) as client:
-        return _batch_info(
-            _call(
-                client.batches.create,
-                input_file_id=input_file_id,
-                endpoint="/v1/chat/completions",
-                completion_window="24h",
-                metadata=metadata,
-            )
+    with _batch_client(endpoint) as client:
+        batch = client.batches.create(
+            input_file_id=input_file_id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            metadata=metadata,
         )
+    return _batch_info(batch)
 
 
 def batch_list(endpoint: Endpoint, *, created_after: float) -> Iterator[BatchInfo]:
     """The account's batches, newest first, down to `created_after` (unix seconds)."""
-    with _sync(endpoint) as client:
-        try:
-            for seen, batch in enumerate(client.batches.list(limit=100)):
-                if batch.created_at < created_after or seen >= LOOKBACK_ITEMS:
-                    return
-                yield _batch_info(batch)
-        except openai.OpenAIError as exc:
-            raise _translate(exc) from exc
+    with _batch_client(endpoint) as client:
+        for seen, batch in enumerate(client.batches.list(limit=100)):
+            if batch.created_at < created_after or seen >= LOOKBACK_ITEMS:
+                return
+            yield _batch_info(batch)
 
 
 def batch_retrieve(endpoint: Endpoint, *, batch_id: str) -> BatchInfo:
-    with _sync(endpoint) as client:
-        return _batch_info(_call(client.batches.retrieve, batch_id))
+    with _batch_client(endpoint) as client:
+        return _batch_info(client.batches.retrieve(batch_id))
 
 
 def batch_cancel(endpoint: Endpoint, *, batch_id: str) -> BatchInfo:
-    with _sync(endpoint) as client:
-        return _batch_info(_call(client.batches.cancel, batch_id))
+    with _batch_client(endpoint) as client:
+        return _batch_info(client.batches.cancel(batch_id))
 
 
 def _outcome(line: dict) -> BatchOutcome:
@@ -287,20 +283,17 @@ def _outcome(line: dict) -> BatchOutcome:
 def batch_results(endpoint: Endpoint, *, info: BatchInfo) -> Iterator[BatchOutcome]:
     """Every line of an ended batch's output and error files, streamed (never a whole file in
     memory). A custom_id in neither file did not run."""
-    with _sync(endpoint) as client:
+    with _batch_client(endpoint) as client:
         for file_id in (info.output_file_id, info.error_file_id):
             if not file_id:
                 continue
-            try:
-                with client.files.with_streaming_response.content(file_id) as response:
-                    for raw in response.iter_lines():
-                        if not raw.strip():
-                            continue
-                        try:
-                            line = json.loads(raw)
-                        except ValueError:
-                            yield BatchOutcome("", "invalid", error="a result line is not JSON")
-                            continue
-                        yield _outcome(line if isinstance(line, dict) else {})
-            except openai.OpenAIError as exc:
-                raise _translate(exc) from exc
+            with client.files.with_streaming_response.content(file_id) as response:
+                for raw in response.iter_lines():
+                    if not raw.strip():
+                        continue
+                    try:
+                        line = json.loads(raw)
+                    except ValueError:
+                        yield BatchOutcome("", "invalid", error="a result line is not JSON")
+                        continue
+                    yield _outcome(line if isinstance(line, dict) else {})

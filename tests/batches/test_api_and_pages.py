@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from batches import services
+from batches import selectors, services
 from batches.models import BatchJob
 from billing.models import LedgerEntry
 from routing.models import Request, Team, Workload
@@ -134,3 +134,18 @@ def test_admin_flushes_a_workloads_buffer_now(admin_client, defer):
     assert "Flushed 2 request(s) into 1 batch job(s)" in response.content.decode()
     assert BatchJob.objects.get().item_count == 2
     assert set(Request.objects.values_list("status", flat=True)) == {"running"}
+
+
+def test_a_jobs_cost_is_the_sum_of_its_batch_charges_in_the_list_and_the_detail(
+    admin_client, job, sim
+):
+    sim.advance(200)
+    run_until_idle()
+    billed = sum(e.cost_usd for e in LedgerEntry.objects.filter(mode="batch"))
+    assert billed > 0
+
+    [listed] = selectors.with_cost(BatchJob.objects.filter(pk=job.pk))
+
+    assert listed.cost_usd == billed == selectors.job_ledger(job)["cost_usd"]
+    page = admin_client.get(reverse("admin:batches_batchjob_changelist")).content.decode()
+    assert f"{billed:.6f}" in page

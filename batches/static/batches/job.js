@@ -14,11 +14,7 @@
     bar.style.width = pct + "%";
     bar.parentElement.setAttribute("aria-valuenow", String(pct));
     const c = job.counts;
-    const answered = job.status === "completed" || job.status === "cancelled" ||
-      job.status === "expired" || job.status === "failed"
-      ? c.succeeded + c.errored + c.unfinished
-      : c.provider_completed + c.provider_failed;
-    label.textContent = answered + " of " + c.total + " items answered (" + pct + "%) · provider: " +
+    label.textContent = c.answered + " of " + c.total + " items answered (" + pct + "%) · provider: " +
       (job.provider_status || "not submitted yet");
     statusEl.textContent = job.status;
     statusEl.className = "status-" + job.status;
