@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.http import StreamingHttpResponse
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing import selectors, services
+from billing import reports, selectors, services
 from billing.fields import MAX_USD
 from billing.models import Budget, LedgerEntry, Mode
 from billing.pricing import MAX_TOKENS_PER_RECORD, PricingError, Usage
 from routing import selectors as routing_selectors
 from routing.auth import IsTeamAdmin
+from routing.models import LlmModel
 
 
 def money(**kwargs) -> serializers.DecimalField:
@@ -183,6 +186,19 @@ class BudgetDetailApi(APIView):
 # --- pricing ----------------------------------------------------------------------------
 
 
+def enabled_model(data: dict) -> LlmModel:
+    """The enabled model `data["model"]` names (and `data["provider"]`, when two serve it)."""
+    models = routing_selectors.model_list().filter(model_id=data["model"])
+    if data.get("provider"):
+        models = models.filter(provider__slug=data["provider"])
+    models = list(models[:2])
+    if not models:
+        raise ValidationError({"model": [f"no enabled model {data['model']!r}"]})
+    if len(models) > 1:
+        raise ValidationError({"provider": ["Several providers serve this model; name one."]})
+    return models[0]
+
+
 class PricingEstimateApi(APIView):
     @extend_schema_serializer(component_name="PricingEstimateRequest")
     class InputSerializer(serializers.Serializer):
@@ -232,14 +248,7 @@ class PricingEstimateApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         data = data.validated_data
-        models = routing_selectors.model_list().filter(model_id=data["model"])
-        if data.get("provider"):
-            models = models.filter(provider__slug=data["provider"])
-        models = list(models[:2])
-        if not models:
-            raise ValidationError({"model": [f"no enabled model {data['model']!r}"]})
-        if len(models) > 1:
-            raise ValidationError({"provider": ["Several providers serve this model; name one."]})
+        model = enabled_model(data)
         usage = Usage(
             input_tokens=data["input_tokens"]
             - data["cached_input_tokens"]
@@ -251,7 +260,7 @@ class PricingEstimateApi(APIView):
         )
         try:
             cost, counterfactual = services.pricing_estimate(
-                model=models[0], usage=usage, mode=data["mode"]
+                model=model, usage=usage, mode=data["mode"]
             )
         except PricingError as exc:
             raise ValidationError({"model": [str(exc)]}) from None
@@ -294,6 +303,8 @@ class LedgerEntryOutputSerializer(serializers.Serializer):
     price_version = serializers.IntegerField(source="price_id", allow_null=True)
     cost_usd = money()
     counterfactual_cost_usd = money()
+    standard_cost_usd = money(help_text="The same usage on this model at its standard price.")
+    batch_cost_usd = money(allow_null=True, help_text="The same usage at its batch price.")
     reverses = serializers.IntegerField(source="reverses_id", allow_null=True)
     note = serializers.CharField()
 
@@ -340,3 +351,293 @@ class LedgerListApi(generics.ListAPIView):
             k: (f"{v:.12f}" if k.endswith("_usd") else v) for k, v in totals.items()
         }
         return response
+
+
+# --- reports ----------------------------------------------------------------------------
+# The JSON behind the billing pages (billing/views.py renders the same selectors).
+
+
+@extend_schema_serializer(component_name="ReportFilter")
+class ReportFilterSerializer(serializers.Serializer):
+    team = serializers.SlugField(required=False, help_text="Staff and members of several teams.")
+    workload = serializers.SlugField(required=False)
+    model = serializers.CharField(required=False, max_length=200)
+    mode = serializers.ChoiceField(choices=Mode.choices, required=False)
+    since = serializers.DateField(required=False, help_text="UTC day; default: the 1st.")
+    until = serializers.DateField(required=False, help_text="UTC day, inclusive; default: today.")
+
+
+def report_scope(params, user, *, fields=("team", "workload", "model", "mode")) -> reports.Scope:
+    """A report's scope from query parameters (empty ones are absent, as a form sends them).
+    Raises ValidationError naming the field."""
+    wanted = {*fields, "since", "until"}
+    raw = {k: v for k, v in params.items() if k in wanted and v != ""}
+    data = ReportFilterSerializer(data=raw)
+    data.is_valid(raise_exception=True)
+    try:
+        return reports.scope_build(user=user, today=timezone.now().date(), **data.validated_data)
+    except reports.ScopeError as exc:
+        raise ValidationError({exc.field: [exc.message]}) from None
+
+
+@extend_schema_serializer(component_name="ReportRange")
+class ScopeOutputSerializer(serializers.Serializer):
+    since = serializers.DateField()
+    until = serializers.DateField()
+    days = serializers.IntegerField()
+    team = serializers.CharField(source="team.slug", allow_null=True, default=None)
+    workload = serializers.CharField(source="workload.slug", allow_null=True, default=None)
+    model = serializers.CharField()
+    mode = serializers.CharField()
+
+
+@extend_schema_serializer(component_name="Savings")
+class SavingsOutputSerializer(serializers.Serializer):
+    label = serializers.CharField(help_text="Workload slug, or the period's first day.")
+    team = serializers.CharField()
+    entries = serializers.IntegerField()
+    cost_usd = money()
+    counterfactual_cost_usd = money(help_text="Everything realtime at the standard price.")
+    saved_usd = money()
+    saved_share = serializers.DecimalField(max_digits=8, decimal_places=4, allow_null=True)
+    saved_by_batch_usd = money()
+    saved_by_cache_usd = money()
+    saved_by_tiering_usd = money(help_text="Model choice: tier downgrades and fallbacks.")
+    missed_savings_usd = money(help_text="Deferrable traffic served now at full price.")
+
+
+@extend_schema_serializer(component_name="Spend")
+class SpendOutputSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    cost_usd = money()
+    counterfactual_cost_usd = money()
+    saved_usd = money()
+
+
+@extend_schema_serializer(component_name="BudgetLine")
+class BudgetLineOutputSerializer(BudgetOutputSerializer):
+    projected_usd = money(
+        allow_null=True, help_text="Spend at the period's end at this period's pace so far."
+    )
+    projected_over = serializers.BooleanField()
+
+
+class ReportOverviewApi(APIView):
+    @extend_schema_serializer(component_name="ReportOverview")
+    class OutputSerializer(serializers.Serializer):
+        range = ScopeOutputSerializer()
+        totals = SavingsOutputSerializer()
+        by_team = SpendOutputSerializer(many=True)
+        by_workload = SpendOutputSerializer(many=True)
+        by_model = SpendOutputSerializer(many=True)
+        by_mode = SpendOutputSerializer(many=True)
+        daily = inline_serializer(
+            "DailySpend",
+            fields={
+                "day": serializers.DateField(),
+                "cost_usd": money(),
+                "by_mode": serializers.DictField(child=money()),
+            },
+            many=True,
+        )
+        budgets = BudgetLineOutputSerializer(many=True)
+
+    @extend_schema(
+        parameters=[ReportFilterSerializer],
+        responses=OutputSerializer,
+        summary="Spend by team, workload, model and mode; daily spend; budgets; savings",
+    )
+    def get(self, request):
+        scope = report_scope(request.query_params, request.user)
+        return Response(self.OutputSerializer(reports.overview(scope, timezone.now())).data)
+
+
+class ReportLedgerApi(generics.ListAPIView):
+    serializer_class = LedgerEntryOutputSerializer
+
+    def get_queryset(self):
+        self.scope = report_scope(self.request.query_params, self.request.user)
+        return reports.ledger_page_entries(self.scope)
+
+    @extend_schema(
+        parameters=[ReportFilterSerializer], summary="Ledger entries of a report's filter, totals"
+    )
+    def get(self, request, *args, **kwargs):
+        response = super().get(request, *args, **kwargs)
+        totals = selectors.ledger_totals(reports.entries_for(self.scope))
+        response.data["totals"] = {
+            k: (f"{v:.12f}" if k.endswith("_usd") else v) for k, v in totals.items()
+        }
+        return response
+
+
+class ReportLedgerCsvApi(APIView):
+    @extend_schema(
+        parameters=[ReportFilterSerializer],
+        responses={(200, "text/csv"): OpenApiTypes.STR},
+        summary="The filtered ledger as CSV, streamed (any size, flat memory)",
+    )
+    def get(self, request):
+        scope = report_scope(request.query_params, request.user)
+        response = StreamingHttpResponse(
+            reports.ledger_csv_stream(scope), content_type="text/csv; charset=utf-8"
+        )
+        name = f"ledger-{scope.since}-{scope.until}.csv"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
+
+
+class ReportSavingsApi(APIView):
+    class FilterSerializer(ReportFilterSerializer):
+        granularity = serializers.ChoiceField(choices=list(reports.GRANULARITIES), default="month")
+
+    @extend_schema_serializer(component_name="ReportSavings")
+    class OutputSerializer(serializers.Serializer):
+        range = ScopeOutputSerializer()
+        granularity = serializers.CharField()
+        totals = SavingsOutputSerializer()
+        by_workload = SavingsOutputSerializer(many=True)
+        by_period = SavingsOutputSerializer(many=True)
+
+    @extend_schema(
+        parameters=[FilterSerializer],
+        responses=OutputSerializer,
+        summary="Actual against counterfactual, split into batch, cache and tiering; missed",
+    )
+    def get(self, request):
+        granularity = savings_granularity(request.query_params)
+        scope = report_scope(request.query_params, request.user)
+        return Response(self.OutputSerializer(reports.savings(scope, granularity)).data)
+
+
+def savings_granularity(params) -> str:
+    value = params.get("granularity") or "month"
+    if value not in reports.GRANULARITIES:
+        raise ValidationError(
+            {"granularity": [f"Must be one of {', '.join(reports.GRANULARITIES)}."]}
+        )
+    return value
+
+
+@extend_schema_serializer(component_name="AuditRow")
+class AuditRowOutputSerializer(serializers.Serializer):
+    team = serializers.CharField(source="workload.team.slug")
+    workload = serializers.CharField(source="workload.slug")
+    latency_class = serializers.CharField(source="workload.latency_class")
+    allow_batch = serializers.BooleanField(source="workload.policy.allow_batch")
+    requests = serializers.IntegerField()
+    by_mode = serializers.DictField(child=serializers.IntegerField())
+    requests_by_hour = serializers.ListField(
+        source="hours", child=serializers.IntegerField(), help_text="24 UTC hours."
+    )
+    night_share = serializers.FloatField(allow_null=True, help_text="22:00-06:00 UTC.")
+    read_count = serializers.IntegerField()
+    read_p50_seconds = serializers.FloatField(source="read_p50_s", allow_null=True)
+    read_p90_seconds = serializers.FloatField(source="read_p90_s", allow_null=True)
+    streams = serializers.IntegerField()
+    streams_read_to_end = serializers.IntegerField()
+    stream_consumed_share = serializers.FloatField(
+        allow_null=True, help_text="Share of streamed output tokens in answers read to the end."
+    )
+    served_now = serializers.IntegerField()
+    stream_cost_per_request_usd = money(allow_null=True)
+    batch_cost_per_request_usd = money(allow_null=True)
+    missed = serializers.IntegerField()
+    missed_usd = money()
+    batched = serializers.IntegerField()
+    saved_by_batch_usd = money()
+    action = serializers.CharField()
+    recommendation = serializers.CharField()
+    eligible = serializers.IntegerField(help_text="Batch-eligible requests in the range.")
+    eligible_per_month = serializers.IntegerField()
+    value_per_month_usd = money()
+
+
+class ReportAuditApi(APIView):
+    @extend_schema(
+        parameters=[ReportFilterSerializer],
+        responses=AuditRowOutputSerializer(many=True),
+        summary="Each workload's latency class against observed use, with a recommendation",
+    )
+    def get(self, request):
+        scope = report_scope(request.query_params, request.user, fields=("team", "workload"))
+        rows = reports.workload_audit(scope)
+        return Response(AuditRowOutputSerializer(rows, many=True).data)
+
+
+class ReportBudgetsApi(APIView):
+    @extend_schema(
+        parameters=[ReportFilterSerializer],
+        responses=BudgetLineOutputSerializer(many=True),
+        summary="Each budget's period: limit, spent, reserved, remaining and projection",
+    )
+    def get(self, request):
+        scope = report_scope(request.query_params, request.user, fields=("team",))
+        lines = reports.budget_lines(scope.teams, timezone.now())
+        return Response(BudgetLineOutputSerializer(lines, many=True).data)
+
+
+def share(**kwargs) -> serializers.DecimalField:
+    return serializers.DecimalField(
+        max_digits=7, decimal_places=6, min_value=Decimal(0), max_value=Decimal(1), **kwargs
+    )
+
+
+@extend_schema_serializer(component_name="CalculatorRequest")
+class CalculatorInputSerializer(serializers.Serializer):
+    model = serializers.CharField(max_length=200)
+    provider = serializers.SlugField(required=False, help_text="When two providers serve it.")
+    monthly_requests = serializers.IntegerField(min_value=0, max_value=10**10)
+    input_tokens = tokens(help_text="Prompt tokens per request.")
+    output_tokens = tokens(help_text="Output tokens per request.")
+    batch_share = share(help_text="Share of requests that can wait for a batch, 0 to 1.")
+    cache_hit_rate = share(default=Decimal(0), help_text="Share answered from the cache, 0 to 1.")
+
+
+@extend_schema_serializer(component_name="Calculation")
+class CalculationOutputSerializer(serializers.Serializer):
+    model = serializers.CharField(source="model.model_id")
+    provider = serializers.CharField(source="model.provider.slug")
+    monthly_requests = serializers.IntegerField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    batch_share = serializers.DecimalField(max_digits=7, decimal_places=6)
+    cache_hit_rate = serializers.DecimalField(max_digits=7, decimal_places=6)
+    standard_per_request_usd = money()
+    batch_per_request_usd = money()
+    all_realtime_usd = money()
+    all_batch_usd = money()
+    hybrid_usd = money()
+    delta_usd = money(help_text="All realtime minus hybrid: what the hybrid saves a month.")
+    all_batch_delta_usd = money()
+    standard_price_version = serializers.IntegerField(source="standard_price_id", allow_null=True)
+    batch_price_version = serializers.IntegerField(source="batch_price_id", allow_null=True)
+
+
+def calculation(data: dict) -> reports.Calculation:
+    """Validated calculator input → the calculation; ValidationError for a model without
+    prices."""
+    try:
+        return reports.calculate(
+            model=enabled_model(data),
+            monthly_requests=data["monthly_requests"],
+            input_tokens=data["input_tokens"],
+            output_tokens=data["output_tokens"],
+            batch_share=data["batch_share"],
+            cache_hit_rate=data["cache_hit_rate"],
+            at=timezone.now(),
+        )
+    except PricingError as exc:
+        raise ValidationError({"model": [str(exc)]}) from None
+
+
+class ReportCalculatorApi(APIView):
+    @extend_schema(
+        request=CalculatorInputSerializer,
+        responses=CalculationOutputSerializer,
+        summary="Monthly cost all realtime, all batch and hybrid, from the ledger's price table",
+    )
+    def post(self, request):
+        data = CalculatorInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response(CalculationOutputSerializer(calculation(data.validated_data)).data)

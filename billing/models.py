@@ -109,6 +109,13 @@ class LedgerEntry(models.Model):
     counterfactual_price = models.ForeignKey(Price, on_delete=models.PROTECT, related_name="+")
     # USD: the same usage served realtime at the standard price of the workload's primary model.
     counterfactual_cost_usd = MoneyField()
+    # USD: the same usage on the model that served it, at its standard (realtime) price. With
+    # it a saving splits exactly: counterfactual - standard is the model choice (tiering,
+    # fallbacks), standard - cost what the mode (batch, cache) saved.
+    standard_cost_usd = MoneyField()
+    # USD: the same usage on that model at its batch price; null when the model has none. What
+    # deferring would have cost: missed savings and the workload audit's recommendations.
+    batch_cost_usd = MoneyField(null=True, blank=True)
     reverses = models.OneToOneField(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="reversed_by"
     )
@@ -133,6 +140,7 @@ class LedgerEntry(models.Model):
                 | Q(
                     cost_usd__gte=0,
                     counterfactual_cost_usd__gte=0,
+                    standard_cost_usd__gte=0,
                     input_tokens__gte=0,
                     cached_input_tokens__gte=0,
                     cache_write_tokens__gte=0,

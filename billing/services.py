@@ -115,6 +115,47 @@ def processing_for(mode: str) -> str:
     return Processing.BATCH if mode == Mode.BATCH else Processing.STANDARD
 
 
+@dataclass(frozen=True)
+class Priced:
+    """One usage priced every way the ledger keeps (LedgerEntry's columns say why)."""
+
+    cost: Cost  # as served
+    counterfactual: Cost  # realtime, standard price, the workload's primary model
+    standard: Cost  # realtime, standard price, the model that served it
+    batch: Cost | None  # batch price on that model; None when it has no batch price
+
+
+def usage_price(
+    *,
+    model: LlmModel,
+    usage: Usage,
+    mode: str,
+    counterfactual_model: LlmModel | None = None,
+    at: datetime | None = None,
+) -> Priced:
+    """Price `usage` as served and as it could have been. Raises PricingError, never returns
+    a silent $0. Two price lookups, a third when the counterfactual model differs."""
+    at = at or timezone.now()
+    standard = price_usage(usage, selectors.price_in_force(model, Processing.STANDARD, at))
+    try:
+        batch = price_usage(usage, selectors.price_in_force(model, Processing.BATCH, at))
+    except PricingError:
+        if mode == Mode.BATCH:
+            raise
+        batch = None  # a model without batch processing: nothing to compare with
+    if mode == Mode.CACHE:
+        cost = Cost(total=Decimal(0), breakdown={}, version=None)
+    else:
+        cost = batch if mode == Mode.BATCH else standard
+    if counterfactual_model is None or counterfactual_model.pk == model.pk:
+        counterfactual = standard
+    else:
+        counterfactual = price_usage(
+            usage, selectors.price_in_force(counterfactual_model, Processing.STANDARD, at)
+        )
+    return Priced(cost=cost, counterfactual=counterfactual, standard=standard, batch=batch)
+
+
 def pricing_estimate(
     *,
     model: LlmModel,
@@ -124,15 +165,10 @@ def pricing_estimate(
     at: datetime | None = None,
 ) -> tuple[Cost, Cost]:
     """(cost, counterfactual cost) of `usage`. Raises PricingError, never returns a silent $0."""
-    at = at or timezone.now()
-    if mode == Mode.CACHE:
-        cost = Cost(total=Decimal(0), breakdown={}, version=None)
-    else:
-        cost = price_usage(usage, selectors.price_in_force(model, processing_for(mode), at))
-    counterfactual = price_usage(
-        usage, selectors.price_in_force(counterfactual_model or model, Processing.STANDARD, at)
+    priced = usage_price(
+        model=model, usage=usage, mode=mode, counterfactual_model=counterfactual_model, at=at
     )
-    return cost, counterfactual
+    return priced.cost, priced.counterfactual
 
 
 def reservation_amount(
@@ -188,9 +224,10 @@ def ledger_record_usage(
     at = at or timezone.now()
     if counterfactual_model is None and workload is not None:
         counterfactual_model = selectors.primary_model(workload)
-    cost, counterfactual = pricing_estimate(
+    priced = usage_price(
         model=model, usage=usage, mode=mode, counterfactual_model=counterfactual_model, at=at
     )
+    cost, counterfactual = priced.cost, priced.counterfactual
 
     def write() -> LedgerEntry:
         # Periods first: one opened now counts the ledger so far, which must not include this.
@@ -212,6 +249,8 @@ def ledger_record_usage(
             cost_usd=cost.total,
             counterfactual_price_id=counterfactual.version.id,
             counterfactual_cost_usd=counterfactual.total,
+            standard_cost_usd=priced.standard.total,
+            batch_cost_usd=priced.batch.total if priced.batch else None,
             occurred_at=at,
             note=note,
         )
@@ -248,6 +287,8 @@ def ledger_reverse(*, entry: LedgerEntry, reason: str) -> tuple[LedgerEntry, boo
             cost_usd=-entry.cost_usd,
             counterfactual_price_id=entry.counterfactual_price_id,
             counterfactual_cost_usd=-entry.counterfactual_cost_usd,
+            standard_cost_usd=-entry.standard_cost_usd,
+            batch_cost_usd=None if entry.batch_cost_usd is None else -entry.batch_cost_usd,
             reverses=entry,
             # Booked in the original's period, so that period's spend goes back down.
             occurred_at=entry.occurred_at,

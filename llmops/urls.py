@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from batches import apis as batches_apis
 from batches import views as batches_views
+from billing import views as billing_views
 from llmops import views
 from routing import apis as routing_apis
 from routing import views as routing_views
@@ -18,7 +19,14 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("metrics", routing_views.metrics, name="metrics"),
     path("playground/", routing_views.playground, name="playground"),
+    path("requests/<uuid:pk>/", routing_views.request_detail, name="request-detail"),
     path("batches/", batches_views.job_list, name="batch-jobs"),
+    path("billing/", billing_views.overview, name="billing-overview"),
+    path("billing/ledger/", billing_views.ledger, name="billing-ledger"),
+    path("billing/savings/", billing_views.savings, name="billing-savings"),
+    path("billing/audit/", billing_views.audit, name="billing-audit"),
+    path("billing/budgets/", billing_views.budgets, name="billing-budgets"),
+    path("billing/calculator/", billing_views.calculator, name="billing-calculator"),
     path("batches/<int:pk>/", batches_views.job_detail, name="batch-job"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -22,6 +22,15 @@ def teams_for(user) -> QuerySet[Team]:
     return Team.objects.filter(members=user)
 
 
+def readable_teams(user) -> QuerySet[Team]:
+    """The teams whose requests and figures a caller may read (billing pages, request pages):
+    staff run the installation and read every team's, as they do in the admin; anyone else
+    what teams_for gives. Writes stay with teams_for."""
+    if getattr(user, "is_staff", False):
+        return Team.objects.all()
+    return teams_for(user)
+
+
 def workload_list(*, user) -> QuerySet[Workload]:
     return (
         Workload.objects.filter(team__in=teams_for(user))
@@ -63,10 +72,15 @@ def model_list() -> QuerySet[LlmModel]:
 
 
 def request_list(
-    *, user, status: str | None = None, workload: str | None = None
+    *,
+    user,
+    status: str | None = None,
+    workload: str | None = None,
+    teams: QuerySet[Team] | None = None,
 ) -> QuerySet[Request]:
+    """The caller's requests, newest first (`teams`: a wider readable scope, for pages)."""
     qs = (
-        Request.objects.filter(team__in=teams_for(user))
+        Request.objects.filter(team__in=teams if teams is not None else teams_for(user))
         .select_related("team", "workload", "model__provider")
         .prefetch_related("attempts__model__provider")
         .annotate(**_COST)

@@ -196,6 +196,9 @@ class Admitted:
     decision: Decision | None = None
     hold: Hold | None = None
     chain: list[LlmModel] = field(default_factory=list)
+    # A client holds the connection the answer goes back on (not an escalated batch ticket):
+    # it reads the answer the moment it is complete.
+    client_waiting: bool = True
 
 
 def request_admit(
@@ -579,6 +582,8 @@ def _request_complete(admitted: Admitted, *, model: LlmModel, completion: Comple
         request.status = Request.Status.COMPLETED
         request.completed_at = timezone.now()
         request.first_token_at = request.first_token_at or request.completed_at
+        if admitted.client_waiting:
+            request.first_read_at = request.completed_at
         request_touch(request)
         request.save()
         request_changed(request)
@@ -703,7 +708,9 @@ def _request_answer_from_cache(request: Request, *, cached: dict, primary: LlmMo
         request.finish_reason = cached["finish_reason"]
         request.usage = cached["usage"]
         request.status = Request.Status.COMPLETED
+        # Answered in the response the client waits for: read at once.
         request.started_at = request.first_token_at = request.completed_at = timezone.now()
+        request.first_read_at = request.completed_at
         request_touch(request)
         request.save()
         request_changed(request)
@@ -782,7 +789,7 @@ def request_serve_escalated(*, request_id: str) -> Request | None:
         except (BudgetExceeded, PricingError) as exc:
             _request_close(request, Request.Status.FAILED, error=f"escalation refused: {exc}")
             return request
-    admitted = Admitted(request=request, hold=admission.hold, chain=chain)
+    admitted = Admitted(request=request, hold=admission.hold, chain=chain, client_waiting=False)
 
     async def serve() -> Request:
         async for event in request_run(admitted, stream=False):

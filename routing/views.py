@@ -7,7 +7,7 @@ import hmac
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -63,3 +63,18 @@ def playground(request):
             "recent_json": RequestOutputSerializer(recent, many=True).data,
         },
     )
+
+
+@login_required
+def request_detail(request, pk):
+    """One request as a person reads it: what was asked, the decision and why, each provider
+    attempt and its ledger entries (the billing ledger links here)."""
+    found = (
+        selectors.request_list(user=request.user, teams=selectors.readable_teams(request.user))
+        .filter(pk=pk)
+        .first()
+    )
+    if found is None:
+        raise Http404("No such request.")
+    entries = found.ledger_entries.select_related("model").order_by("occurred_at", "id")
+    return render(request, "routing/request.html", {"r": found, "entries": entries})

@@ -1,0 +1,387 @@
+"""Billing reports: /api/v1/reports/* and the /billing/ pages, against figures computed here by
+hand from the price table and summed in Python entry by entry."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.contrib.auth.models import User
+from django.test import AsyncClient, Client
+from rest_framework.test import APIClient
+
+from billing.models import LedgerEntry, Mode, Price
+from billing.pricing import Usage
+from billing.services import ledger_record_usage, ledger_reverse
+from routing.models import Request
+
+pytestmark = pytest.mark.django_db
+
+MILLION = Decimal(1_000_000)
+USAGE = Usage(input_tokens=1_000, output_tokens=200)
+
+
+def by_hand(demo, model: str, processing: str, usage: Usage = USAGE) -> Decimal:
+    """Dollars for `usage` from the Price row in force, written out (no pricing code)."""
+    price = (
+        Price.objects.filter(
+            model=demo.models[model], processing=processing, effective_from__lte=demo.at
+        )
+        .order_by("-effective_from")
+        .first()
+    )
+    return (
+        usage.input_tokens * price.input_per_mtok + usage.output_tokens * price.output_per_mtok
+    ) / MILLION
+
+
+def record(demo, key, *, workload, model, mode, missed=False, usage=USAGE, at=None):
+    w = demo.workloads[workload]
+    request = Request.objects.create(
+        team=w.team,
+        workload=w,
+        mode=mode,
+        status=Request.Status.COMPLETED,
+        missed_saving=missed,
+        created_at=at or demo.at,
+    )
+    entry, _ = ledger_record_usage(
+        key=key,
+        team=w.team,
+        workload=w,
+        request=request,
+        model=demo.models[model],
+        mode=mode,
+        usage=usage,
+        at=at or demo.at,
+    )
+    return entry
+
+
+@pytest.fixture
+def traffic(demo):
+    """acme: product-search (primary gpt-4o-mini) realtime, a cache hit, a fallback to
+    claude-haiku-4-5; review-moderation batched, and served now as a missed saving, one
+    charge reversed. globex: dashboard-qa realtime on gpt-4o."""
+    entries = {
+        "realtime": record(
+            demo, "rt", workload="product-search", model="gpt-4o-mini", mode=Mode.REALTIME
+        ),
+        "cache": record(
+            demo, "cache", workload="product-search", model="gpt-4o-mini", mode=Mode.CACHE
+        ),
+        "fallback": record(
+            demo, "fb", workload="product-search", model="claude-haiku-4-5", mode=Mode.STREAM
+        ),
+        "batch": record(
+            demo, "b", workload="review-moderation", model="gpt-4o-mini", mode=Mode.BATCH
+        ),
+        "missed": record(
+            demo,
+            "m",
+            workload="review-moderation",
+            model="gpt-4o-mini",
+            mode=Mode.REALTIME,
+            missed=True,
+        ),
+        "reversed": record(
+            demo, "x", workload="review-moderation", model="gpt-4o-mini", mode=Mode.BATCH
+        ),
+        "globex": record(demo, "g", workload="dashboard-qa", model="gpt-4o", mode=Mode.REALTIME),
+    }
+    ledger_reverse(entry=entries["reversed"], reason="test: refunded")
+    return entries
+
+
+def day_range(demo) -> dict[str, str]:
+    day = demo.at.date()
+    return {"since": (day - timedelta(days=1)).isoformat(), "until": day.isoformat()}
+
+
+@pytest.fixture
+def staff(db) -> APIClient:
+    client = APIClient()
+    client.force_login(User.objects.create_user("ops", is_staff=True))
+    return client
+
+
+@pytest.fixture
+def member(demo) -> APIClient:
+    user = User.objects.create_user("lead")
+    demo.acme.members.add(user)
+    client = APIClient()
+    client.force_login(user)
+    return client
+
+
+def usd(value) -> Decimal:
+    return Decimal(value)
+
+
+def test_ledger_entries_keep_the_standard_and_batch_price_of_their_own_usage(demo, traffic):
+    mini_std = by_hand(demo, "gpt-4o-mini", "standard")
+    mini_batch = by_hand(demo, "gpt-4o-mini", "batch")
+    haiku_std = by_hand(demo, "claude-haiku-4-5", "standard")
+    batch = traffic["batch"]
+    assert (batch.cost_usd, batch.standard_cost_usd, batch.batch_cost_usd) == (
+        mini_batch,
+        mini_std,
+        mini_batch,
+    )
+    cache = traffic["cache"]
+    assert (cache.cost_usd, cache.standard_cost_usd) == (0, mini_std)
+    fallback = traffic["fallback"]
+    assert fallback.standard_cost_usd == fallback.cost_usd == haiku_std
+    assert fallback.counterfactual_cost_usd == mini_std  # the workload's primary model
+    reversal = LedgerEntry.objects.get(reverses=traffic["reversed"])
+    assert (reversal.standard_cost_usd, reversal.batch_cost_usd) == (-mini_std, -mini_batch)
+
+
+def test_savings_split_exactly_into_batch_cache_and_tiering_and_report_missed(demo, traffic, staff):
+    mini_std = by_hand(demo, "gpt-4o-mini", "standard")
+    mini_batch = by_hand(demo, "gpt-4o-mini", "batch")
+    haiku_std = by_hand(demo, "claude-haiku-4-5", "standard")
+    gpt4o_std = by_hand(demo, "gpt-4o", "standard")
+
+    response = staff.get("/api/v1/reports/savings", day_range(demo))
+
+    assert response.status_code == 200, response.content
+    totals = response.json()["totals"]
+    # Spent: rt + fallback + batch + missed + globex (the cache hit is free, x is reversed).
+    cost = mini_std + haiku_std + mini_batch + mini_std + gpt4o_std
+    counterfactual = mini_std * 5 + gpt4o_std
+    assert usd(totals["cost_usd"]) == cost
+    assert usd(totals["counterfactual_cost_usd"]) == counterfactual
+    assert usd(totals["saved_usd"]) == counterfactual - cost
+    assert usd(totals["saved_by_batch_usd"]) == mini_std - mini_batch
+    assert usd(totals["saved_by_cache_usd"]) == mini_std
+    assert usd(totals["saved_by_tiering_usd"]) == mini_std - haiku_std  # negative: dearer
+    assert usd(totals["missed_savings_usd"]) == mini_std - mini_batch
+    parts = ("saved_by_batch_usd", "saved_by_cache_usd", "saved_by_tiering_usd")
+    assert sum(usd(totals[p]) for p in parts) == usd(totals["saved_usd"])
+
+    rows = {(r["team"], r["label"]): r for r in response.json()["by_workload"]}
+    assert set(rows) == {
+        ("acme", "product-search"),
+        ("acme", "review-moderation"),
+        ("globex", "dashboard-qa"),
+    }
+    assert usd(rows["acme", "review-moderation"]["missed_savings_usd"]) == mini_std - mini_batch
+    assert usd(rows["acme", "product-search"]["missed_savings_usd"]) == 0
+    (period,) = response.json()["by_period"]
+    assert usd(period["saved_usd"]) == counterfactual - cost
+
+
+def test_overview_sums_by_team_mode_and_day_and_a_member_sees_only_their_team(
+    demo, traffic, staff, member
+):
+    everyone = staff.get("/api/v1/reports/overview", day_range(demo)).json()
+    assert {r["name"] for r in everyone["by_team"]} == {"acme", "globex"}
+    entries = list(LedgerEntry.objects.all())
+    assert usd(everyone["totals"]["cost_usd"]) == sum(e.cost_usd for e in entries)
+    by_mode = {r["name"]: usd(r["cost_usd"]) for r in everyone["by_mode"]}
+    for mode in Mode.values:
+        assert by_mode.get(mode, 0) == sum(e.cost_usd for e in entries if e.mode == mode)
+    daily = {d["day"]: usd(d["cost_usd"]) for d in everyone["daily"]}
+    assert daily[demo.at.date().isoformat()] == sum(e.cost_usd for e in entries)
+    assert len(daily) == 2  # both days of the range, the quiet one at zero
+
+    mine = member.get("/api/v1/reports/overview", day_range(demo)).json()
+    acme = [e for e in entries if e.team_id == demo.acme.pk]
+    assert {r["name"] for r in mine["by_team"]} == {"acme"}
+    assert usd(mine["totals"]["cost_usd"]) == sum(e.cost_usd for e in acme)
+    assert {b["team"] for b in mine["budgets"]} == {"acme"}
+    assert "dashboard-qa" not in {r["name"] for r in mine["by_workload"]}
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "message"),
+    [
+        ({"since": "2026-13-01"}, "since", "Date has wrong format"),
+        ({"since": "2026-05-02", "until": "2026-05-01"}, "since", "starts"),
+        ({"since": "2020-01-01", "until": "2026-01-01"}, "until", "at most"),
+        ({"mode": "teleport"}, "mode", "not a valid choice"),
+        ({"team": "globex"}, "team", "You have no team 'globex'"),
+        ({"workload": "dashboard-qa"}, "workload", "No workload 'dashboard-qa'"),
+        ({"model": "gpt-9"}, "model", "No model 'gpt-9'"),
+    ],
+)
+def test_bad_filters_are_a_400_naming_the_field_in_the_api_and_on_the_page(
+    member, params, field, message
+):
+    response = member.get("/api/v1/reports/overview", params)
+    assert response.status_code == 400
+    assert message in response.json()[field][0]
+    page = member.get("/billing/", params)
+    assert page.status_code == 400
+    assert message.replace("'", "&#x27;") in page.content.decode()
+    assert member.get("/api/v1/reports/ledger.csv", params).status_code == 400
+
+
+def test_savings_granularity_is_validated(member):
+    response = member.get("/api/v1/reports/savings", {"granularity": "year"})
+    assert response.status_code == 400
+    assert "granularity" in response.json()
+    page = member.get("/billing/savings/", {"granularity": "year"})
+    assert page.status_code == 400
+    assert "granularity: Must be one of day, week, month." in page.content.decode()
+
+
+def test_calculator_equals_a_hand_computation_from_the_price_table(demo, member):
+    price = {
+        p: Price.objects.filter(model=demo.models["gpt-4o-mini"], processing=p)
+        .order_by("-effective_from")
+        .first()
+        for p in ("standard", "batch")
+    }
+    per = {
+        p: (1200 * price[p].input_per_mtok + 350 * price[p].output_per_mtok) / MILLION
+        for p in price
+    }
+    body = {
+        "model": "gpt-4o-mini",
+        "monthly_requests": 250_000,
+        "input_tokens": 1200,
+        "output_tokens": 350,
+        "batch_share": "0.6",
+        "cache_hit_rate": "0.1",
+    }
+
+    got = member.post("/api/v1/reports/calculator", body, format="json").json()
+
+    assert usd(got["standard_per_request_usd"]) == per["standard"]
+    assert usd(got["all_realtime_usd"]) == 250_000 * per["standard"]
+    assert usd(got["all_batch_usd"]) == 250_000 * per["batch"]
+    # 10% cache hits are free; of the other 225,000, 60% batch and 40% realtime.
+    hybrid = 225_000 * (Decimal("0.6") * per["batch"] + Decimal("0.4") * per["standard"])
+    assert usd(got["hybrid_usd"]) == hybrid
+    assert usd(got["delta_usd"]) == 250_000 * per["standard"] - hybrid
+
+    page = member.get("/billing/calculator/", {**body, "batch_share": "60", "cache_hit_rate": "10"})
+    assert page.status_code == 200
+    assert f'id="hybrid" data-usd="{hybrid:.12f}"' in page.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"batch_share": "1.5"}, "batch_share"),
+        ({"cache_hit_rate": "-0.1"}, "cache_hit_rate"),
+        ({"monthly_requests": -1}, "monthly_requests"),
+        ({"model": "gpt-9"}, "model"),
+        ({"input_tokens": "many"}, "input_tokens"),
+    ],
+)
+def test_calculator_refuses_bad_input_with_a_400(demo, member, body, field):
+    good = {
+        "model": "gpt-4o-mini",
+        "monthly_requests": 10,
+        "input_tokens": 10,
+        "output_tokens": 10,
+        "batch_share": "0.5",
+    }
+    response = member.post("/api/v1/reports/calculator", good | body, format="json")
+    assert response.status_code == 400
+    assert field in response.json()
+
+
+def test_calculator_page_takes_percentages_and_explains_a_bad_one(member):
+    page = member.get("/billing/calculator/", {"batch_share": "150"})
+    assert page.status_code == 400
+    assert "batch_share: must be a percentage from 0 to 100." in page.content.decode()
+
+
+def test_audit_values_a_missed_saving_at_stream_minus_batch_cost_per_month(demo, traffic, staff):
+    mini_std = by_hand(demo, "gpt-4o-mini", "standard")
+    mini_batch = by_hand(demo, "gpt-4o-mini", "batch")
+
+    rows = staff.get("/api/v1/reports/audit", day_range(demo)).json()
+
+    row = next(r for r in rows if r["workload"] == "review-moderation")
+    assert row["action"] == "use_batch_api"
+    assert row["missed"] == 1
+    # One missed request in a 2-day range: 15 a month, each (stream - batch) cheaper.
+    assert row["eligible_per_month"] == 15
+    assert usd(row["value_per_month_usd"]) == (mini_std - mini_batch) * 15
+    search = next(r for r in rows if r["workload"] == "product-search")
+    assert search["action"] == "keep"
+    assert search["streams"] == 1 and search["streams_read_to_end"] == 1
+    assert rows[0]["workload"] == "review-moderation"  # the most valuable first
+
+
+def test_budgets_show_spent_reserved_remaining_and_a_projection(demo, traffic, member):
+    lines = member.get("/api/v1/reports/budgets").json()
+    assert {b["team"] for b in lines} == {"acme"}
+    for line in lines:
+        spent, limit = usd(line["spent_usd"]), usd(line["limit_usd"])
+        assert usd(line["remaining_usd"]) == limit - spent - usd(line["reserved_usd"])
+        assert line["projected_usd"] is None or usd(line["projected_usd"]) >= spent
+
+
+def csv_download(user, params) -> tuple[object, bytes]:
+    """GET the CSV through Django's ASGI handler (as daphne serves it) and read the stream."""
+
+    async def fetch():
+        client = AsyncClient()
+        await client.aforce_login(user)
+        response = await client.get("/api/v1/reports/ledger.csv", params)
+        if not response.streaming:
+            return response, response.content
+        return response, b"".join([chunk async for chunk in response.streaming_content])
+
+    return async_to_sync(fetch)()
+
+
+def test_ledger_csv_has_every_entry_of_the_filter_once(demo, traffic):
+    user = User.objects.create_user("ops2", is_staff=True)
+
+    response, body = csv_download(user, {**day_range(demo), "team": "acme"})
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    expected = {
+        e.pk: e for e in LedgerEntry.objects.filter(team=demo.acme).select_related("workload")
+    }
+    assert sorted(int(r["id"]) for r in rows) == sorted(expected)
+    for row in rows:
+        entry = expected[int(row["id"])]
+        assert Decimal(row["cost_usd"]) == entry.cost_usd
+        assert row["workload"] == entry.workload.slug
+    assert {r["team"] for r in rows} == {"acme"}
+
+
+def test_every_page_renders_for_a_member_and_links_each_entry_to_its_request(demo, traffic):
+    user = User.objects.create_user("page-lead")
+    demo.acme.members.add(user)
+    client = Client()
+    client.force_login(user)
+    for path in (
+        "/billing/",
+        "/billing/ledger/",
+        "/billing/savings/",
+        "/billing/audit/",
+        "/billing/budgets/",
+        "/billing/calculator/",
+    ):
+        response = client.get(path, day_range(demo))
+        assert response.status_code == 200, path
+        assert "globex" not in response.content.decode(), path
+    ledger = client.get("/billing/ledger/", day_range(demo)).content.decode()
+    request_id = traffic["missed"].request_id
+    assert f'href="/requests/{request_id}/"' in ledger
+    detail = client.get(f"/requests/{request_id}/")
+    assert detail.status_code == 200
+    assert "missed saving" in detail.content.decode()
+    other = traffic["globex"].request_id
+    assert client.get(f"/requests/{other}/").status_code == 404
+
+
+def test_pages_need_a_sign_in(client):
+    response = client.get("/billing/")
+    assert response.status_code == 302
+    assert "/accounts/login/" in response["Location"]
