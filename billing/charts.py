@@ -26,6 +26,7 @@ class Rect:
 class Chart:
     width: int
     height: int
+    left: int = 0  # where the plot starts: y labels end here
     rects: list[Rect] = field(default_factory=list)
     y_ticks: list[tuple[float, str]] = field(default_factory=list)  # (y, label)
     x_labels: list[tuple[float, str]] = field(default_factory=list)  # (x, label)
@@ -48,12 +49,12 @@ def stacked_days(
     *,
     width: int = 720,
     height: int = 220,
-    left: int = 64,
+    left: int = 84,
     bottom: int = 22,
     money_label=lambda d: f"${d}",
 ) -> Chart:
     """One bar per day, stacked by mode in MODES order."""
-    chart = Chart(width=width, height=height)
+    chart = Chart(width=width, height=height, left=left)
     if not days:
         return chart
     top = nice_ceiling(max(sum(m.values(), Decimal(0)) for _, m in days))

@@ -349,6 +349,14 @@ def budget_lines(teams: QuerySet[Team], now: datetime) -> list[BudgetLine]:
 # --- the workload audit -----------------------------------------------------------------
 
 
+ACTION_LABELS = {
+    "keep": "keep",
+    "defer": "defer to batch",
+    "allow_batch": "allow batch",
+    "use_batch_api": "use the batch API",
+}
+
+
 @dataclass
 class AuditRow:
     workload: Workload
@@ -374,6 +382,10 @@ class AuditRow:
     action: str = "keep"  # keep | defer | allow_batch | use_batch_api
     eligible: int = 0
     value_per_month_usd: Decimal = ZERO
+
+    @property
+    def action_label(self) -> str:
+        return ACTION_LABELS[self.action]
 
     @property
     def night_share(self) -> float | None:
