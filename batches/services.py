@@ -416,15 +416,19 @@ def _find_anthropic_batch(job: BatchJob, api, endpoint) -> BatchInfo | None:
     if job.status != BatchJob.Status.SUBMITTING or job.submit_started_at is None:
         return None
     since = job.submit_started_at - CREATE_CLOCK_SLACK
+    candidates = [
+        info
+        for info in api.batch_list(endpoint, created_after=since.timestamp())
+        if info.total == job.item_count
+    ]
+    # Ownership is checked against every job, not only recent ones: the provider's clock
+    # (its created_at) may run ahead of ours, so an old job's batch can look new.
     owned = set(
-        BatchJob.objects.filter(provider=job.provider, submitted_at__gte=since)
-        .exclude(provider_batch_id=None)
-        .values_list("provider_batch_id", flat=True)
+        BatchJob.objects.filter(
+            provider=job.provider, provider_batch_id__in=[info.id for info in candidates]
+        ).values_list("provider_batch_id", flat=True)
     )
-    for info in api.batch_list(endpoint, created_after=since.timestamp()):
-        if info.id not in owned and info.total == job.item_count:
-            return info
-    return None
+    return next((info for info in candidates if info.id not in owned), None)
 
 
 def _poll(job: BatchJob, *, now: datetime) -> None:

@@ -1,7 +1,9 @@
-"""`make run` as a new user sees it: the whole stack from a fresh data directory, then Ctrl-C."""
+"""`make run` as a new user sees it: the whole stack from a fresh data directory (with a small
+demo history), then Ctrl-C."""
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import json
 import os
@@ -19,6 +21,11 @@ from pathlib import Path
 
 import openai
 import pytest
+from django.core.management import CommandError
+
+from llmops import history
+from llmops.env import Env
+from llmops.management.commands.run import history_size
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,6 +59,9 @@ def stack(tmp_path):
         LLMOPS_DATA_DIR=str(tmp_path),
         LLMOPS_PORT=str(port),
         LLMOPS_SIM_PORT=str(sim_port),
+        # A day of history keeps the test quick; the default is four weeks.
+        LLMOPS_DEMO_HISTORY_DAYS="1",
+        LLMOPS_DEMO_HISTORY_PER_DAY="12",
         NO_PROXY="127.0.0.1,localhost",
         PYTHONUNBUFFERED="1",
     )
@@ -66,31 +76,43 @@ def stack(tmp_path):
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     output = []
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=1)
-        except queue.Empty:
-            assert proc.poll() is None, "run exited early:\n" + "".join(output)
-            continue
-        output.append(line)
-        if "Press Ctrl-C to stop." in line:
-            break
-    else:
-        proc.kill()
-        pytest.fail("stack not ready in 180 s:\n" + "".join(output))
-    banner = "".join(output)
-    yield {
-        "proc": proc,
-        "base": f"http://127.0.0.1:{port}",
-        "sim": f"http://127.0.0.1:{sim_port}",
-        "password": re.search(r"login: admin / (\S+)", banner).group(1),
-        "api_key": re.search(r"API key\s+(\S+)", banner).group(1),
-        "marker": f"LLMOPS_DATA_DIR={tmp_path}",
-        "ports": (port, sim_port),
-    }
-    if proc.poll() is None:
-        proc.kill()
+    marker = f"LLMOPS_DATA_DIR={tmp_path}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                assert proc.poll() is None, "run exited early:\n" + "".join(output)
+                continue
+            output.append(line)
+            if "Press Ctrl-C to stop." in line:
+                break
+        else:
+            pytest.fail("stack not ready in 180 s:\n" + "".join(output))
+        banner = "".join(output)
+        yield {
+            "proc": proc,
+            "base": f"http://127.0.0.1:{port}",
+            "sim": f"http://127.0.0.1:{sim_port}",
+            "password": re.search(r"login: admin / (\S+)", banner).group(1),
+            "api_key": re.search(r"API key\s+(\S+)", banner).group(1),
+            "marker": marker,
+            "output": banner,
+            "ports": (port, sim_port),
+        }
+    finally:
+        # A failed test must not leave the stack running: stop it as Ctrl-C does, then kill
+        # whatever of ours survived (a SIGKILLed `run` would orphan its children).
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for pid in processes_with(marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_run_brings_up_every_process_and_ctrl_c_stops_them_all(stack):
@@ -140,6 +162,20 @@ def test_run_brings_up_every_process_and_ctrl_c_stops_them_all(stack):
     )
     assert reply.usage.completion_tokens > 0
 
+    # The demo history was replayed through the simulator before daphne and the worker started,
+    # and its charges are in the ledger the API serves.
+    output = stack["output"]
+    assert (
+        output.index("Starting simulator")
+        < output.index("Demo history: ")
+        < output.index("Starting daphne, worker")
+    )
+    request = urllib.request.Request(
+        f"{base}/api/v1/ledger?limit=1", headers={"Authorization": f"Bearer {stack['api_key']}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read())["count"] > 0
+
     assert len(processes_with(stack["marker"])) >= 4  # run, daphne, simulator, qcluster (+ workers)
 
     # Ctrl-C.
@@ -150,3 +186,20 @@ def test_run_brings_up_every_process_and_ctrl_c_stops_them_all(stack):
     for port in stack["ports"]:
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_history_size_comes_from_flags_then_environment_then_defaults():
+    none: dict = {}
+    assert history_size(none, Env({})) == (history.DEFAULT_DAYS, history.DEFAULT_PER_DAY)
+    env = Env({"LLMOPS_DEMO_HISTORY_DAYS": "7", "LLMOPS_DEMO_HISTORY_PER_DAY": "20"})
+    assert history_size(none, env) == (7, 20)
+    assert history_size({"history_days": 3, "history_per_day": None}, env) == (3, 20)
+    assert history_size({"no_history": True}, env) == (0, 20)
+    assert history_size(none, Env({"LLMOPS_DEMO_HISTORY_DAYS": "0"}))[0] == 0
+
+
+def test_a_malformed_history_size_is_refused_naming_the_variable():
+    with pytest.raises(CommandError, match="LLMOPS_DEMO_HISTORY_DAYS"):
+        history_size({}, Env({"LLMOPS_DEMO_HISTORY_DAYS": "many"}))
+    with pytest.raises(CommandError, match="--history-days"):
+        history_size({"history_days": -1}, Env({}))

@@ -4,8 +4,17 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
-from billing.models import Budget
-from routing.models import ApiKey, LlmModel, PolicyModel, Provider, RoutingPolicy, Team, Workload
+from billing.models import Budget, LedgerEntry
+from routing.models import (
+    ApiKey,
+    LlmModel,
+    PolicyModel,
+    Provider,
+    Request,
+    RoutingPolicy,
+    Team,
+    Workload,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -105,3 +114,24 @@ def test_seed_demo_says_how_to_give_the_admin_a_password(capsys):
     call_command("seed_demo", "--admin-password", "a-local-password-123")
     assert "changepassword" not in capsys.readouterr().out
     assert User.objects.get(username="admin").check_password("a-local-password-123")
+
+
+def test_history_days_replays_a_demo_history_through_the_simulator_once(sim, capsys):
+    args = ["--simulator-url", sim.base_url, "--history-days", "1", "--history-per-day", "10"]
+    call_command("seed_demo", *args)
+
+    out = capsys.readouterr().out
+    assert "Demo history: " in out and "requests over 1 days" in out
+    assert Request.objects.filter(metadata__demo="history").exists()
+    entries = LedgerEntry.objects.count()
+    assert entries > 0
+
+    call_command("seed_demo", *args)
+    assert "already in place" in capsys.readouterr().out
+    assert LedgerEntry.objects.count() == entries
+
+
+def test_history_days_without_a_simulator_is_a_clear_error():
+    with pytest.raises(CommandError, match="demo history"):
+        call_command("seed_demo", "--simulator-url", "http://127.0.0.1:9", "--history-days", "1")
+    assert not Request.objects.exists()

@@ -3,7 +3,9 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from llmops import history
 from llmops.demo import demo_seed
+from llmops.simulator.testing import SimulatorError
 
 
 class Command(BaseCommand):
@@ -27,8 +29,27 @@ class Command(BaseCommand):
             default=settings.LLMOPS_SIMULATOR_URL,
             help="Where the demo providers point (default: LLMOPS_SIMULATOR_URL).",
         )
+        parser.add_argument(
+            "--history-days",
+            type=int,
+            default=0,
+            metavar="N",
+            help="Also replay N days of demo history through the simulator at --simulator-url, "
+            "which must be running (once: nothing happens if a history exists). Stop the "
+            "worker cluster meanwhile, or its tick flushes the history's batches on today's "
+            f"clock. `make run` does this on its first run ({history.DEFAULT_DAYS} days).",
+        )
+        parser.add_argument(
+            "--history-per-day",
+            type=int,
+            default=history.DEFAULT_PER_DAY,
+            metavar="N",
+            help=f"About N requests a day of history (default: {history.DEFAULT_PER_DAY}).",
+        )
 
     def handle(self, *args, **options):
+        if options["history_days"] < 0 or options["history_per_day"] < 1:
+            raise CommandError("--history-days must be >= 0 and --history-per-day >= 1")
         try:
             result = demo_seed(
                 simulator_url=options["simulator_url"],
@@ -46,3 +67,23 @@ class Command(BaseCommand):
             )
         if result.api_key_team:
             self.stdout.write(f"API key 'demo' (admin) is set for team {result.api_key_team}.")
+        if options["history_days"]:
+            self._history(options)
+
+    def _history(self, options) -> None:
+        try:
+            report = history.history_replay(
+                simulator_url=options["simulator_url"],
+                days=options["history_days"],
+                per_day=options["history_per_day"],
+            )
+        except (ValueError, OSError, SimulatorError) as exc:
+            # OSError, SimulatorError: nothing (or not the simulator) answers at that URL.
+            raise CommandError(f"demo history: {exc}") from exc
+        if report.replayed:
+            self.stdout.write(f"Demo history: {report.summary()}, in {report.seconds:.0f} s.")
+        else:
+            self.stdout.write(
+                f"Demo history: already in place ({report.requests} requests over "
+                f"{report.days} days); nothing replayed."
+            )
