@@ -245,6 +245,7 @@ class Command(BaseCommand):
             self.style.SUCCESS("llmops is running"),
             f"  App        {base}/",
             f"  Playground {base}/playground/   (sign in with the admin login)",
+            f"  Billing    {base}/billing/   (spend, ledger, savings, audit, budgets, calculator)",
             f"  Admin      {base}/admin/    login: admin / {credentials['admin_password']}",
             f"  API docs   {base}/api/docs",
             f"  Health     {base}/healthz",
