@@ -385,3 +385,33 @@ def test_pages_need_a_sign_in(client):
     response = client.get("/billing/")
     assert response.status_code == 302
     assert "/accounts/login/" in response["Location"]
+
+
+def test_audit_tells_a_realtime_workload_used_at_night_to_defer_and_a_policy_to_allow_batch(
+    demo, staff
+):
+    night = demo.at.replace(hour=2)
+    for i in range(3):
+        record(
+            demo, f"n{i}", workload="product-search", model="gpt-4o-mini", mode=Mode.REALTIME,
+            at=night,
+        )  # fmt: skip
+    policy = demo.workloads["nightly-reports"].policy
+    policy.allow_batch = False
+    policy.save(update_fields=["allow_batch"])
+    record(demo, "nr", workload="nightly-reports", model="claude-sonnet-4-5", mode=Mode.REALTIME)
+    per_request = by_hand(demo, "gpt-4o-mini", "standard") - by_hand(demo, "gpt-4o-mini", "batch")
+    sonnet = by_hand(demo, "claude-sonnet-4-5", "standard") - by_hand(
+        demo, "claude-sonnet-4-5", "batch"
+    )
+
+    rows = {r["workload"]: r for r in staff.get("/api/v1/reports/audit", day_range(demo)).json()}
+
+    search = rows["product-search"]
+    assert search["night_share"] == 1.0
+    assert search["requests_by_hour"][2] == 3
+    assert search["action"] == "defer"
+    assert usd(search["value_per_month_usd"]) == per_request * 3 * 15  # 3 in 2 days
+    reports = rows["nightly-reports"]
+    assert reports["action"] == "allow_batch"
+    assert usd(reports["value_per_month_usd"]) == sonnet * 15
