@@ -110,12 +110,12 @@ def markdown(figures: dict, rounds: int, per_round: int) -> str:
         "usage of the `product-descriptions` workload, so two budget periods (team and workload) "
         "move with it.",
         "",
-        "| path | writes/s (median) | spread (min–max) | ms per write | queries per write |",
+        "| path | writes/s (median) | spread (min to max) | ms per write | queries per write |",
         "|---|---|---|---|---|",
     ]
     for name, f in figures.items():
         lines.append(
-            f"| `{name}` | {f['writes_per_s_median']:,} | {f['writes_per_s_min']:,}–"
+            f"| `{name}` | {f['writes_per_s_median']:,} | {f['writes_per_s_min']:,} to "
             f"{f['writes_per_s_max']:,} | {f['ms_per_write_median']} | {f['queries_per_write']} |"
         )
     return "\n".join(lines)
