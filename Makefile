@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Debian packages are installed as root (CI) or through sudo (a developer's machine).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint format install clean browser
+.PHONY: run test lint format install clean browser bench
 
 # Reinstall only when the dependency list changes.
 $(STAMP): pyproject.toml
@@ -36,6 +36,11 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) manage.py makemigrations --check --dry-run
+
+## bench: every benchmark in bench/ (a few minutes; installs the LiteLLM proxy once into
+## var/bench/litellm-venv for comparison) and BENCHMARKS.md rewritten from that run
+bench: install
+	$(PY) bench/run.py
 
 format: install
 	$(VENV)/bin/ruff check --fix .

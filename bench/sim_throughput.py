@@ -1,49 +1,30 @@
-"""How many simple chat requests per second the provider simulator serves.
+"""The provider simulator's own throughput: how many plain chat completions a second it serves,
+so that no benchmark of llmops is measuring the simulator instead.
 
-Run by hand: `.venv/bin/python bench/sim_throughput.py [--concurrency 400] [--seconds 10]`.
-Starts the simulator (instant timings) in its own process, then drives it from
-this one with an aiohttp client over keep-alive connections and prints req/s.
-Client and server share the machine, so the figure is a lower bound.
+    .venv/bin/python bench/sim_throughput.py [--quick] [--json OUT]
+        [--concurrency 400] [--seconds 8] [--provider openai|anthropic]
+
+Starts the simulator (instant timings) in its own process and drives it from this one with an
+aiohttp client over keep-alive connections. Client and server share the machine, so the rate is
+a lower bound; the simulator's CPU time (/proc) says what one core of it serves.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVER = (
-    "import sys; from llmops.simulator.server import run; "
-    "from llmops.simulator.state import INSTANT_CONFIG; "
-    "run('127.0.0.1', int(sys.argv[1]), INSTANT_CONFIG)"
-)
+sys.path.insert(0, str(ROOT))
 
+from bench import common  # noqa: E402
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(base: str, timeout_s: float = 15) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{base}/_sim/health", timeout=1):  # noqa: S310
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("simulator did not start")
+COMMAND = ".venv/bin/python bench/sim_throughput.py"
 
 
 async def drive(url: str, body: bytes, headers: dict[str, str], concurrency: int, seconds: float):
@@ -68,48 +49,76 @@ async def drive(url: str, body: bytes, headers: dict[str, str], concurrency: int
     return done, errors, elapsed
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux), to tell server cost from client cost."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--concurrency", type=int, default=400)
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--provider", choices=("openai", "anthropic"), default="openai")
-    args = parser.parse_args()
-
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], cwd=ROOT)  # noqa: S603
-    try:
-        wait_ready(base)
-        if args.provider == "openai":
-            url = f"{base}/openai/v1/chat/completions"
+def measure(provider: str, concurrency: int, seconds: float) -> dict:
+    with common.simulator_process() as (sim, proc):
+        if provider == "openai":
+            url = f"{sim.openai_base_url}/chat/completions"
             payload = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}
         else:
-            url = f"{base}/anthropic/v1/messages"
+            url = f"{sim.anthropic_base_url}/v1/messages"
             payload = {
                 "model": "claude-haiku-4-5",
                 "max_tokens": 256,
                 "messages": [{"role": "user", "content": "Hello"}],
             }
         headers = {"Authorization": "Bearer sim", "Content-Type": "application/json"}
-        cpu_before = cpu_seconds(server.pid)
+        asyncio.run(drive(url, json.dumps(payload).encode(), headers, 20, 1))  # warm-up
+        cpu_before = common.cpu_seconds(proc.pid)
         done, errors, elapsed = asyncio.run(
-            drive(url, json.dumps(payload).encode(), headers, args.concurrency, args.seconds)
+            drive(url, json.dumps(payload).encode(), headers, concurrency, seconds)
         )
-        busy = (cpu_seconds(server.pid) - cpu_before) / elapsed
-        print(
-            f"{args.provider}: {done} requests in {elapsed:.1f} s = {done / elapsed:,.0f} req/s "
-            f"({errors} errors, concurrency {args.concurrency}); the simulator used "
-            f"{busy:.0%} of one core, so one core serves ~{done / elapsed / busy:,.0f} req/s"
-        )
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+        busy = (common.cpu_seconds(proc.pid) - cpu_before) / elapsed
+    return {
+        "provider": provider,
+        "concurrency": concurrency,
+        "seconds": seconds,
+        "elapsed_s": round(elapsed, 1),
+        "requests": done,
+        "errors": errors,
+        "requests_per_s": round(done / elapsed),
+        "simulator_cpu_share": round(busy, 2),
+        "requests_per_s_per_core": round(done / elapsed / busy) if busy else None,
+        "cpu_ms_per_request": round(busy * elapsed * 1000 / max(1, done), 3),
+    }
+
+
+def markdown(f: dict) -> str:
+    return "\n".join(
+        [
+            f"`{COMMAND} --seconds {f['seconds']:g}`: plain {f['provider']} chat completions "
+            f"(instant timings) at concurrency {f['concurrency']} from an aiohttp client on "
+            "keep-alive connections, client and simulator on the same two cores.",
+            "",
+            "| requests/s | errors | simulator CPU | requests/s per simulator core | "
+            "simulator CPU per request |",
+            "|---|---|---|---|---|",
+            f"| {f['requests_per_s']:,} | {f['errors']} | {f['simulator_cpu_share']:.0%} of a "
+            f"core | ≈ {f['requests_per_s_per_core']:,} | {f['cpu_ms_per_request']} ms |",
+            "",
+            f"One simulator core serves ≈ {f['requests_per_s_per_core']:,} requests a second, "
+            "far above any rate llmops reaches in these benchmarks, so the simulator is never "
+            "their bottleneck; its CPU per request is the floor under every arm that goes "
+            "through it.",
+        ]
+    )
+
+
+def main() -> None:
+    parser = common.arguments(__doc__)
+    parser.add_argument("--concurrency", type=int, default=400)
+    parser.add_argument("--seconds", type=float, default=None, help="8, or 3 with --quick")
+    parser.add_argument("--provider", choices=("openai", "anthropic"), default="openai")
+    args = parser.parse_args()
+    seconds = args.seconds or (3.0 if args.quick else 8.0)
+    figures = measure(args.provider, args.concurrency, seconds)
+    common.write_result(
+        args.json,
+        id="SIM",
+        title="The provider simulator",
+        command=f"{COMMAND} --seconds {seconds:g}",
+        figures=figures,
+        markdown=markdown(figures),
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,328 @@
+"""M1: latency llmops adds at concurrency 1, against the simulator directly, a minimal Python
+async passthrough (the floor) and the LiteLLM proxy, all pointed at the same simulator.
+
+    .venv/bin/python bench/latency.py [--quick] [--json OUT]
+
+One client (an httpx Client with keep-alive connections, the same for every arm) sends one
+request at a time: a non-streamed chat completion with max_tokens 8 and a prompt never sent
+before (so llmops' response cache never hits), the simulator answering at once (no time to
+first token, no pacing). The arms take turns request by request, in an order that rotates, for
+several rounds, so drift on the machine hits all arms alike. Added latency of an arm = its
+latency minus the direct arm's: per round, the difference of the two p50s (reported as the
+median over rounds with its range), and over the whole run, the difference of the p99s.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx2 as httpx  # the httpx API, as the openai SDK ships it
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import common  # noqa: E402
+from bench.litellm_proxy import LiteLLMUnavailable, install, running_litellm  # noqa: E402
+from bench.passthrough import running_passthrough  # noqa: E402
+
+COMMAND = ".venv/bin/python bench/latency.py"
+WORKLOAD = "product-search"  # acme's realtime workload: gpt-4o-mini first, response cache on
+MAX_TOKENS = 8
+TARGET_ADDED_P50_MS = 3.0
+TARGET_RATIO = 0.5
+ARM_LABELS = {
+    "direct": "simulator directly",
+    "floor": "floor: minimal aiohttp passthrough",
+    "llmops_openai": "llmops `/v1/chat/completions`",
+    "llmops_native": "llmops `/api/v1/requests`",
+    "litellm": "LiteLLM proxy",
+}
+
+
+class Arm:
+    """One way to the simulator: where to POST, with which headers, and which body."""
+
+    def __init__(self, name: str, url: str, headers: dict[str, str], native: bool = False):
+        self.name, self.url, self.headers, self.native = name, url, headers, native
+
+    def body(self, prompt: str) -> dict:
+        messages = [{"role": "user", "content": prompt}]
+        if self.native:
+            return {"workload": WORKLOAD, "messages": messages, "max_tokens": MAX_TOKENS}
+        return {"model": "gpt-4o-mini", "messages": messages, "max_tokens": MAX_TOKENS}
+
+    def check(self, response: httpx.Response) -> None:
+        if response.status_code != 200:
+            raise RuntimeError(f"{self.name}: {response.status_code} {response.text[:300]}")
+        data = response.json()
+        text = data["output"] if self.native else data["choices"][0]["message"]["content"]
+        if not text:
+            raise RuntimeError(f"{self.name}: an empty answer: {response.text[:300]}")
+
+
+def run_rounds(arms: list[Arm], rounds: int, per_round: int, warmup: int) -> dict:
+    """Latencies in ms per arm and round; arms rotate request by request."""
+    samples = {arm.name: [[] for _ in range(rounds)] for arm in arms}
+    serial = 0
+    with httpx.Client(timeout=30, trust_env=False) as client:
+
+        def one(arm: Arm) -> float:
+            nonlocal serial
+            serial += 1
+            body = arm.body(f"Bench question {serial} ({arm.name}): is the kettle in stock?")
+            started = time.perf_counter()
+            response = client.post(arm.url, json=body, headers=arm.headers)
+            elapsed = (time.perf_counter() - started) * 1000
+            arm.check(response)
+            return elapsed
+
+        for _ in range(warmup):  # connections, imports, caches, the database's pages
+            for arm in arms:
+                one(arm)
+        for r in range(rounds):
+            for i in range(per_round):
+                shift = (i + r) % len(arms)
+                for arm in arms[shift:] + arms[:shift]:
+                    samples[arm.name][r].append(one(arm))
+    return samples
+
+
+def analyse(samples: dict[str, list[list[float]]]) -> dict:
+    direct = samples["direct"]
+    arms: dict[str, dict] = {}
+    for name, per_round in samples.items():
+        pooled = [ms for values in per_round for ms in values]
+        row = {
+            "latency_ms": common.summary(pooled),
+            "p50_per_round_ms": common.spread([statistics.median(v) for v in per_round]),
+        }
+        if name != "direct":
+            direct_pooled = [ms for values in direct for ms in values]
+            row["added_p50_ms"] = common.spread(
+                [
+                    common.percentile(a, 50) - common.percentile(d, 50)
+                    for a, d in zip(per_round, direct, strict=True)
+                ]
+            )
+            row["added_p99_per_round_ms"] = common.spread(
+                [
+                    common.percentile(a, 99) - common.percentile(d, 99)
+                    for a, d in zip(per_round, direct, strict=True)
+                ]
+            )
+            row["added_p99_ms"] = round(
+                common.percentile(pooled, 99) - common.percentile(direct_pooled, 99), 2
+            )
+        arms[name] = row
+    return arms
+
+
+def measure(rounds: int, per_round: int, warmup: int) -> dict:
+    figures: dict = {
+        "rounds": rounds,
+        "requests_per_round_per_arm": per_round,
+        "warmup_per_arm": warmup,
+        "max_tokens": MAX_TOKENS,
+        "workload": WORKLOAD,
+        "litellm_error": None,
+    }
+    try:
+        figures["litellm_version"] = install()
+    except LiteLLMUnavailable as exc:
+        figures["litellm_error"] = str(exc)
+    with (
+        common.simulator_process(output_tokens=MAX_TOKENS) as (sim, sim_proc),
+        running_passthrough(sim.base_url) as (floor_url, floor_proc),
+        common.llmops_stack(sim.base_url, prefix="llmops-bench-m1-") as (stack, daphne),
+    ):
+        auth = {"Authorization": f"Bearer {stack.api_key}"}
+        sim_auth = {"Authorization": "Bearer sim"}
+        arms = [
+            Arm("direct", f"{sim.openai_base_url}/chat/completions", sim_auth),
+            Arm("floor", f"{floor_url}/openai/v1/chat/completions", sim_auth),
+            Arm(
+                "llmops_openai",
+                f"{stack.base_url}/v1/chat/completions",
+                {**auth, "X-Workload": WORKLOAD},
+            ),
+            Arm("llmops_native", f"{stack.base_url}/api/v1/requests", auth, native=True),
+        ]
+        processes = {"simulator": sim_proc.pid, "floor": floor_proc.pid, "llmops": daphne}
+
+        def run(all_arms: list[Arm]) -> dict:
+            cpu = {name: common.cpu_seconds(pid) for name, pid in processes.items()}
+            wall = time.perf_counter()
+            samples = run_rounds(all_arms, rounds, per_round, warmup)
+            figures["seconds"] = round(time.perf_counter() - wall, 1)
+            served = {"simulator": len(all_arms), "floor": 1, "llmops": 2, "litellm": 1}
+            figures["server_cpu_ms_per_request"] = {
+                name: round(
+                    (common.cpu_seconds(pid) - cpu[name])
+                    * 1000
+                    / (served[name] * (rounds * per_round + warmup)),
+                    2,
+                )
+                for name, pid in processes.items()
+            }
+            return samples
+
+        if figures["litellm_error"] is None:
+            try:
+                with running_litellm(sim.openai_base_url) as (litellm_url, litellm_proc):
+                    processes["litellm"] = litellm_proc.pid
+                    arms.append(
+                        Arm("litellm", f"{litellm_url}/v1/chat/completions", {"Authorization": "x"})
+                    )
+                    samples = run(arms)
+            except LiteLLMUnavailable as exc:
+                figures["litellm_error"] = str(exc)
+                processes.pop("litellm", None)
+                arms = [arm for arm in arms if arm.name != "litellm"]
+                samples = run(arms)
+        else:
+            samples = run(arms)
+    figures["arms"] = analyse(samples)
+    litellm = figures["arms"].get("litellm")
+    figures["ratio_to_litellm"] = None
+    if litellm:
+        figures["ratio_to_litellm"] = {
+            name: {
+                "added_p50": round(
+                    figures["arms"][name]["added_p50_ms"]["median"]
+                    / litellm["added_p50_ms"]["median"],
+                    2,
+                ),
+                "added_p99": round(
+                    figures["arms"][name]["added_p99_ms"] / litellm["added_p99_ms"], 2
+                ),
+            }
+            for name in ("llmops_openai", "llmops_native")
+        }
+    return figures
+
+
+def markdown(f: dict) -> str:
+    arms = f["arms"]
+    n = f["rounds"] * f["requests_per_round_per_arm"]
+    lines = [
+        f"`{COMMAND}`: concurrency 1, {f['rounds']} interleaved rounds of "
+        f"{f['requests_per_round_per_arm']} requests per arm ({n} per arm, after "
+        f"{f['warmup_per_arm']} warm-up requests each), the arms taking turns request by "
+        "request in a rotating order. Each request is a non-streamed chat completion "
+        f"(`max_tokens` {f['max_tokens']}) with a prompt never sent before, so llmops' response "
+        f"cache never hits; llmops serves it as the `{f['workload']}` workload (gpt-4o-mini "
+        "first; cache lookup and store, routing, budget hold, ledger entries, all on SQLite in "
+        "production settings). The simulator answers at once (no time to first token, no "
+        "pacing). One httpx client with keep-alive connections posts for every arm, so client "
+        "overhead is the same everywhere.",
+        "",
+        "**Added latency** of an arm is its latency minus the direct arm's: *added p50* is, per "
+        "round, the arm's p50 minus the direct p50 of the same round, reported as the median "
+        "over rounds (range in brackets); *added p99* is the p99 of all the arm's requests minus "
+        "the p99 of all direct requests.",
+        "",
+        "| arm | p50 | p90 | p99 | added p50 (median over rounds, range) | added p99 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in arms.items():
+        lat = row["latency_ms"]
+        added = (
+            f"**{common.fmt_spread(row['added_p50_ms'], digits=2)}** | "
+            f"**{row['added_p99_ms']:.2f} ms**"
+            if "added_p50_ms" in row
+            else "— | —"
+        )
+        lines.append(
+            f"| {ARM_LABELS[name]} | {lat['p50']:.2f} ms | {lat['p90']:.2f} ms | "
+            f"{lat['p99']:.2f} ms | {added} |"
+        )
+    cpu = f["server_cpu_ms_per_request"]
+    lines += [
+        "",
+        "Server CPU per request over the measured run (user + system time of each process, "
+        "/proc): "
+        + ", ".join(f"{name} {ms} ms" for name, ms in cpu.items())
+        + " (the simulator's figure is per request it served, across all arms).",
+        "",
+    ]
+    if f["litellm_error"]:
+        lines += [
+            f"**LiteLLM arm missing**: {f['litellm_error']}. The ratio to LiteLLM could not be "
+            "measured in this run.",
+            "",
+        ]
+    else:
+        lines += [
+            f"LiteLLM {f.get('litellm_version')} runs as `litellm --config ... --num_workers 1` "
+            "(uvicorn, one worker, its default) from its own virtual environment "
+            "(`var/bench/litellm-venv`), with one model `openai/gpt-4o-mini` whose `api_base` is "
+            "the simulator; telemetry, callbacks, spend logs and the database off, the model "
+            "price map read locally.",
+            "",
+        ]
+    lines += ["| target | measured | verdict |", "|---|---|---|"]
+    for name in ("llmops_openai", "llmops_native"):
+        added = arms[name]["added_p50_ms"]["median"]
+        lines.append(
+            f"| {ARM_LABELS[name]}: added p50 ≤ {TARGET_ADDED_P50_MS:g} ms | {added:.2f} ms | "
+            f"{common.verdict(added, TARGET_ADDED_P50_MS)} |"
+        )
+        if f["ratio_to_litellm"]:
+            ratio = f["ratio_to_litellm"][name]["added_p50"]
+            litellm_added = arms["litellm"]["added_p50_ms"]["median"]
+            lines.append(
+                f"| {ARM_LABELS[name]}: added p50 ≤ {TARGET_RATIO:g}x LiteLLM's "
+                f"({litellm_added:.2f} ms) | {ratio:.2f}x (p99: "
+                f"{f['ratio_to_litellm'][name]['added_p99']:.2f}x) | "
+                f"{common.verdict(ratio, TARGET_RATIO, unit='x')} |"
+            )
+    return "\n".join(lines + in_the_way(f))
+
+
+def in_the_way(f: dict) -> list[str]:
+    """What stands between llmops and the targets, from this run's own figures."""
+    arms, cpu = f["arms"], f["server_cpu_ms_per_request"]
+    best = min(
+        arms["llmops_openai"]["added_p50_ms"]["median"],
+        arms["llmops_native"]["added_p50_ms"]["median"],
+    )
+    if best <= TARGET_ADDED_P50_MS and not f["ratio_to_litellm"]:
+        return []
+    return [
+        "",
+        "**What stands in the way**: llmops' own CPU time. At concurrency 1 every request "
+        "waits for all of it, and daphne spent "
+        f"{cpu['llmops']} ms of CPU per request in this run, against {cpu['floor']} ms for the "
+        "floor passthrough"
+        + (f" and {cpu['litellm']} ms for LiteLLM" if "litellm" in cpu else "")
+        + ": the added p50 is about that CPU time. It goes to admission (API key, the per-key "
+        "rate limit in the file-based cache, workload, model chain and the price of each model, "
+        "the budget reserve and hold in one transaction, the request row) and to completion "
+        "(the ledger entries, settling the hold, the response-cache store, the status event), "
+        "each a series of ORM queries on SQLite run in Django's sync thread, plus a new SQLite "
+        "connection per request (`CONN_MAX_AGE` 0), the hops between daphne's event loop and "
+        "that thread, and the middleware. The upstream call itself is a small part: the floor, "
+        "which makes the same call through a Python event loop, adds "
+        f"{arms['floor']['added_p50_ms']['median']:.2f} ms.",
+    ]
+
+
+def main() -> None:
+    args = common.arguments(__doc__).parse_args()
+    rounds, per_round, warmup = (3, 20, 20) if args.quick else (10, 50, 30)
+    figures = measure(rounds, per_round, warmup)
+    common.write_result(
+        args.json,
+        id="M1",
+        title="Added latency at concurrency 1",
+        command=COMMAND,
+        figures=figures,
+        markdown=markdown(figures),
+    )
+
+
+if __name__ == "__main__":
+    main()
