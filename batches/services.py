@@ -104,14 +104,89 @@ class FlushReport:
         return sum(job.item_count for job in self.jobs)
 
 
-def _flush_by(request: Request, policy: RoutingPolicy, turnaround: timedelta) -> datetime:
+# The buffer's rules as pure functions of times, so that the savings replay
+# (routing/replay.py) runs the very rules the worker does on its simulated clock.
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """What the flush rule reads of one buffered request."""
+
+    created_at: datetime
+    deadline_at: datetime | None
+    max_wait: timedelta  # its policy's max batch wait
+    margin: timedelta  # its policy's deadline margin
+
+
+@dataclass(frozen=True)
+class FlushPlan:
+    reason: str | None  # why the group leaves now (BatchJob.Reason); None: it waits
+    send: list[int]  # positions in the group to send now, in order
+    escalate: list[int]  # positions no batch can serve in time any more
+
+
+def batch_can_make(
+    *, now: datetime, deadline_at: datetime | None, turnaround: timedelta, margin: timedelta
+) -> bool:
+    """Can a batch submitted now return before the deadline, keeping the margin?"""
+    return deadline_at is None or now + turnaround + margin <= deadline_at
+
+
+def batch_late(
+    *,
+    now: datetime,
+    submitted_at: datetime,
+    turnaround: timedelta,
+    earliest_deadline_at: datetime,
+    margin: timedelta,
+) -> bool:
+    """Will a running batch (expected to end at submit + turnaround, and not before now) end
+    too late for its earliest deadline minus the margin?"""
+    return max(submitted_at + turnaround, now) > earliest_deadline_at - margin
+
+
+def poll_backoff(polls: int) -> timedelta:
+    """How long after its `polls`-th poll a running batch is polled again."""
+    return min(POLL_FIRST * (1.5 ** min(polls, 20)), POLL_MAX)
+
+
+def flush_by(waiting: Waiting, turnaround: timedelta) -> datetime:
     """When a queued request must leave the buffer: after the policy's maximum wait, or
     earlier if waiting longer would leave a batch too little time before its deadline."""
-    by = request.created_at + policy.max_batch_wait
-    if request.deadline_at:
-        latest = request.deadline_at - turnaround - policy.deadline_margin - FLUSH_SLACK
+    by = waiting.created_at + waiting.max_wait
+    if waiting.deadline_at:
+        latest = waiting.deadline_at - turnaround - waiting.margin - FLUSH_SLACK
         by = min(by, latest)
     return by
+
+
+def flush_plan(
+    group: list[Waiting],
+    *,
+    now: datetime,
+    turnaround: timedelta,
+    max_lines: int,
+    force: bool = False,
+) -> FlushPlan:
+    """One (team, model, lane) group of the buffer, oldest first: the whole group leaves when
+    one request is due (its max wait, or its deadline needs it), or full batches only when it
+    fills one; a request no batch can serve in time any more is escalated either way."""
+    send, escalate, reason = [], [], BatchJob.Reason.MANUAL if force else None
+    for position, waiting in enumerate(group):
+        if not batch_can_make(
+            now=now, deadline_at=waiting.deadline_at, turnaround=turnaround, margin=waiting.margin
+        ):
+            escalate.append(position)
+            continue
+        send.append(position)
+        if reason is None and flush_by(waiting, turnaround) <= now:
+            age_due = waiting.created_at + waiting.max_wait <= now
+            reason = BatchJob.Reason.AGE if age_due else BatchJob.Reason.DEADLINE
+    if reason is None and len(send) >= max_lines:
+        reason = BatchJob.Reason.SIZE
+    if reason == BatchJob.Reason.SIZE:
+        send = send[: len(send) - len(send) % max_lines]  # full batches only; the rest waits
+    return FlushPlan(reason=reason, send=send if reason is not None else [], escalate=escalate)
 
 
 def _line_bytes(request: Request) -> int:
@@ -160,26 +235,27 @@ def _flush_group(
     )
     if not rows:
         return [], []
-    turnaround = expected_turnaround(model=model)
     max_lines, max_bytes = provider.batch_limits
-    escalate, keep, reason = [], [], BatchJob.Reason.MANUAL if force else None
-    for request in rows:
-        policy = request.workload.policy
-        if request.deadline_at and now + turnaround + policy.deadline_margin > request.deadline_at:
-            escalate.append(request)
-            continue
-        keep.append(request)
-        if reason is None and _flush_by(request, policy, turnaround) <= now:
-            age_due = request.created_at + policy.max_batch_wait <= now
-            reason = BatchJob.Reason.AGE if age_due else BatchJob.Reason.DEADLINE
-    if reason is None and len(keep) >= max_lines:
-        reason = BatchJob.Reason.SIZE
-    if reason == BatchJob.Reason.SIZE:
-        keep = keep[: len(keep) - len(keep) % max_lines]  # full batches only; the rest waits
+    plan = flush_plan(
+        [
+            Waiting(
+                created_at=r.created_at,
+                deadline_at=r.deadline_at,
+                max_wait=r.workload.policy.max_batch_wait,
+                margin=r.workload.policy.deadline_margin,
+            )
+            for r in rows
+        ],
+        now=now,
+        turnaround=expected_turnaround(model=model),
+        max_lines=max_lines,
+        force=force,
+    )
+    keep = [rows[i] for i in plan.send]
+    escalate = [rows[i] for i in plan.escalate]
     jobs = []
-    if reason is not None and keep:
-        for chunk in _chunks(keep, max_lines=max_lines, max_bytes=max_bytes):
-            jobs.append(_job_create(provider, model, lane, chunk, reason=reason, now=now))
+    for chunk in _chunks(keep, max_lines=max_lines, max_bytes=max_bytes):
+        jobs.append(_job_create(provider, model, lane, chunk, reason=plan.reason, now=now))
     if escalate:
         _requests_escalate(escalate, now=now, why="deadline too close for a batch")
     return jobs, [str(r.pk) for r in escalate]
@@ -460,8 +536,7 @@ def _poll(job: BatchJob, *, now: datetime) -> None:
         if info.errors:
             fields["last_error"] = "; ".join(info.errors)[:500]
     else:
-        backoff = min(POLL_FIRST * (1.5 ** min(job.polls, 20)), POLL_MAX)
-        fields["next_check_at"] = now + backoff
+        fields["next_check_at"] = now + poll_backoff(job.polls)
         if not job.cancel_requested_at and _misses_deadline(job, now=now):
             # Cancel now: the completed items are kept, the rest served before the deadline.
             fields.update(
@@ -488,8 +563,13 @@ def _misses_deadline(job: BatchJob, *, now: datetime) -> bool:
         ),
         default=timedelta(0),
     )
-    expected_end = max(job.submitted_at + expected_turnaround(model=job.model), now)
-    return expected_end > job.earliest_deadline_at - margin
+    return batch_late(
+        now=now,
+        submitted_at=job.submitted_at,
+        turnaround=expected_turnaround(model=job.model),
+        earliest_deadline_at=job.earliest_deadline_at,
+        margin=margin,
+    )
 
 
 # --- ingest ----------------------------------------------------------------------------
@@ -716,9 +796,12 @@ def _item_next_step(job: BatchJob, item: BatchItem, *, now: datetime) -> str:
 
 
 def _batch_can_make(request: Request, model: LlmModel, policy, *, now: datetime) -> bool:
-    if request.deadline_at is None:
-        return True
-    return now + expected_turnaround(model=model) + policy.deadline_margin <= request.deadline_at
+    return batch_can_make(
+        now=now,
+        deadline_at=request.deadline_at,
+        turnaround=expected_turnaround(model=model),
+        margin=policy.deadline_margin,
+    )
 
 
 def _request_requeue(request: Request, *, now: datetime) -> None:

@@ -14,10 +14,8 @@ per workload, so a day's deferred requests make a handful of provider batches, n
 
 from __future__ import annotations
 
-import gzip
 import heapq
 import itertools
-import json
 import logging
 import random
 import time
@@ -47,6 +45,7 @@ from llmops.simulator.testing import SimulatorHandle
 from routing import providers
 from routing.apis import native_ask, openai_ask
 from routing.models import ApiKey, LatencyClass, LlmModel, Provider, Request, Team, Workload
+from routing.replay import TraceRow, trace_read
 from routing.services import (
     Admitted,
     Chunk,
@@ -121,23 +120,6 @@ review rating seller discount voucher basket checkout invoice courier tracking a
 available today tomorrow weekend express standard small medium large black white green blue
 does is can will which how when where what the a for with in on to of and or it this my
 """.split()  # noqa: SIM905 - a word list reads better as prose
-
-
-@dataclass(frozen=True)
-class TraceRow:
-    """One line of a trace (llmops/data/README.md)."""
-
-    id: str
-    t: float
-    workload: str
-    latency_class: str
-    deadline_s: int
-    tier: str
-    system_prompt_id: str
-    prompt_id: str
-    input_tokens: int
-    max_tokens: int
-    output_tokens: int
 
 
 class How(StrEnum):
@@ -271,11 +253,8 @@ def history_replay(
 
 
 def trace_rows(path: Path) -> list[TraceRow]:
-    """A trace file's rows, in arrival order (gzip or plain JSON lines)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        rows = [TraceRow(**json.loads(line)) for line in lines if line.strip()]
-    return sorted(rows, key=lambda r: r.t)
+    """A trace file's rows, in arrival order (gzip or plain JSON lines, checked)."""
+    return list(trace_read(path))
 
 
 def history_plan(

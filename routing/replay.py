@@ -1,0 +1,886 @@
+"""The savings replay (M8): a trace of labelled requests through the real router and pricing on
+a simulated clock, with no provider call and nothing written (`manage.py replay_trace`).
+
+What runs is what the live system runs: `routing.router.route` decides every request; the
+buffer's flush rule, the poll backoff and the deadline checks of running batches are the pure
+functions of `batches.services`; every cost is `billing.pricing.price_usage` on price versions
+read once. What is simulated: the clock (requests arrive at their trace time; the worker's tick
+runs every whole minute, flushing the buffer and stepping due jobs), the response cache (the
+policy's TTL and key: the same system prompt, prompt and max_tokens), the providers (a batch
+ends `actual` after it was submitted and is seen at the next poll; a cancel ends it at once; a
+realtime answer takes no time), and the observed turnaround (after five completed batches of a
+model, the router and buffer plan with their p90, as `batches.selectors.expected_turnaround`
+does). Not simulated: budgets (no soft-budget breach), circuit breakers and provider failures,
+streams (the trace has no stream flag), the batch byte limit.
+
+`trace_read` reads and checks a trace, `world_load` reads everything the replay needs from the
+database once, and `replay` is pure.
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import heapq
+import itertools
+import json
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from django.utils import timezone
+
+from batches.selectors import MIN_OBSERVATIONS, WINDOW, _percentile, expected_turnaround
+from batches.services import (
+    Waiting,
+    batch_can_make,
+    batch_late,
+    flush_plan,
+    poll_backoff,
+)
+from billing.models import Processing
+from billing.pricing import (
+    MAX_TOKENS_PER_RECORD,
+    PriceVersion,
+    PricingError,
+    Usage,
+    price_usage,
+)
+from billing.selectors import price_in_force
+from llmops.demo import MODELS
+from routing.models import LatencyClass, LlmModel, RoutingPolicy, Workload
+from routing.router import (
+    TIERS,
+    ModelOption,
+    PolicySpec,
+    RouteInput,
+    RoutingError,
+    human,
+    route,
+)
+
+MODES = ("realtime", "stream", "batch", "cache")
+# batches.tasks.tick's schedule (batches migration 0002): the buffer is flushed and due jobs
+# are stepped once a minute.
+TICK = timedelta(minutes=1)
+# Any midnight: only differences of times matter, and ticks fall on its whole minutes.
+DAY_ZERO = datetime(2000, 1, 1, tzinfo=UTC)
+# A trace workload with no workload of its slug in the database takes the demo's policy for
+# its latency class (the first team's of that name), or RoutingPolicy's field defaults.
+DEFAULT_POLICIES = {
+    LatencyClass.REALTIME: "interactive",
+    LatencyClass.NEAR_REALTIME: "deferrable-economy",
+    LatencyClass.SCHEDULED: "overnight-batch",
+}
+RATIO_PLACES = Decimal("0.000001")
+
+
+# --- the trace ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TraceRow:
+    """One line of a trace (llmops/data/README.md)."""
+
+    id: str
+    t: float  # seconds since the start of the trace
+    workload: str
+    latency_class: str
+    deadline_s: float  # seconds after arrival by which the answer must exist
+    tier: str
+    system_prompt_id: str
+    prompt_id: str
+    input_tokens: int
+    max_tokens: int
+    output_tokens: int
+
+
+class TraceError(ValueError):
+    """A trace that cannot be replayed; the message names the line."""
+
+
+_TEXT_FIELDS = ("id", "workload", "system_prompt_id", "prompt_id")
+_CHOICES = {"latency_class": tuple(LatencyClass.values), "tier": TIERS}
+# (field, smallest value allowed)
+_TOKEN_FIELDS = (("input_tokens", 0), ("max_tokens", 1), ("output_tokens", 0))
+_FIELDS = tuple(TraceRow.__dataclass_fields__)
+# About 31 years: any real trace, and far below what a datetime can add.
+MAX_SECONDS = 10**9
+
+
+def trace_read(path: Path) -> Iterator[TraceRow]:
+    """The rows of a trace file (JSON lines, gzip or plain), checked one by one: a TraceError
+    names the line of the first problem. Streams: a long trace is never all in memory."""
+    try:
+        with path.open("rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            yield from _rows(gzip.GzipFile(fileobj=raw) if gzipped else raw)
+    except OSError as exc:
+        raise TraceError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _rows(lines: BinaryIO) -> Iterator[TraceRow]:
+    previous_t = 0.0
+    ids: set[str] = set()
+    number = 0
+    while True:
+        try:
+            line = lines.readline()
+        except (OSError, EOFError) as exc:
+            raise TraceError(f"line {number + 1}: the file is damaged ({exc})") from None
+        if not line:
+            return
+        number += 1
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except UnicodeDecodeError:
+            raise TraceError(f"line {number}: not UTF-8") from None
+        except ValueError as exc:
+            raise TraceError(f"line {number}: not JSON ({exc})") from None
+        row = _row(data, number)
+        if row.t < previous_t:
+            raise TraceError(
+                f"line {number}: t {row.t} is before the previous line's {previous_t} "
+                "(a trace is sorted by t)"
+            )
+        if row.id in ids:
+            raise TraceError(f"line {number}: id {row.id!r} appears twice")
+        ids.add(row.id)
+        previous_t = row.t
+        yield row
+
+
+def _row(data: Any, number: int) -> TraceRow:
+    if not isinstance(data, dict):
+        raise TraceError(f"line {number}: not a JSON object")
+    missing = [name for name in _FIELDS if name not in data]
+    if missing:
+        raise TraceError(f"line {number}: missing {', '.join(missing)}")
+    if isinstance(data["id"], int) and not isinstance(data["id"], bool):
+        data = {**data, "id": str(data["id"])}
+    for name in _TEXT_FIELDS:
+        if not isinstance(data[name], str) or not data[name]:
+            raise TraceError(f"line {number}: {name} must be a non-empty string")
+    for name, choices in _CHOICES.items():
+        if data[name] not in choices:
+            raise TraceError(
+                f"line {number}: unknown {name} {data[name]!r} (one of {', '.join(choices)})"
+            )
+    t, deadline = data["t"], data["deadline_s"]
+    if not _is_number(t) or not 0 <= t <= MAX_SECONDS:
+        raise TraceError(f"line {number}: t must be a number of seconds from 0 to {MAX_SECONDS}")
+    if not _is_number(deadline) or not 0 < deadline <= MAX_SECONDS:
+        raise TraceError(
+            f"line {number}: deadline_s must be a positive number of seconds up to {MAX_SECONDS}"
+        )
+    for name, smallest in _TOKEN_FIELDS:
+        value = data[name]
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or not smallest <= value <= MAX_TOKENS_PER_RECORD
+        ):
+            raise TraceError(
+                f"line {number}: {name} must be a whole number from {smallest} to "
+                f"{MAX_TOKENS_PER_RECORD}"
+            )
+    if data["output_tokens"] > data["max_tokens"]:
+        raise TraceError(
+            f"line {number}: output_tokens {data['output_tokens']} is above max_tokens "
+            f"{data['max_tokens']}"
+        )
+    return TraceRow(**{name: data[name] for name in _FIELDS})
+
+
+def _is_number(value: Any) -> bool:
+    # json.loads reads NaN and Infinity; no comparison below lets them through.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# --- the world: what the replay reads from the database, once -----------------------------
+
+
+class ReplayError(ValueError):
+    """The database cannot serve the replay (no model of a tier, no price, no such policy)."""
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """Changes to the world for one run; the defaults change nothing."""
+
+    # Every provider promises this turnaround and its batches take it (default: each model's
+    # expected turnaround in the database: the observed p90, else the provider's setting).
+    batch_turnaround: timedelta | None = None
+    # Batches really take this, whatever was promised (deadline risk comes from here).
+    batch_actual: timedelta | None = None
+    max_wait: timedelta | None = None  # every policy's max batch wait
+    no_cache: bool = False  # every policy's response cache off
+    no_batch: bool = False  # no policy allows batch
+    workload_policies: tuple[tuple[str, str], ...] = ()  # (trace workload, policy name)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batch_turnaround_s": _seconds(self.batch_turnaround),
+            "batch_actual_s": _seconds(self.batch_actual),
+            "policy_max_wait_s": _seconds(self.max_wait),
+            "no_cache": self.no_cache,
+            "no_batch": self.no_batch,
+            "workload_policies": dict(self.workload_policies),
+        }
+
+
+@dataclass(frozen=True)
+class SimModel:
+    name: str  # provider/model_id, as ModelOption.name
+    provider: str
+    model_id: str
+    tier: str
+    supports_batch: bool
+    max_lines: int  # the provider's batch limit
+    promised: timedelta  # the turnaround planned with until batches are observed
+    actual: timedelta  # how long its batches take in the replay
+    standard: PriceVersion | None
+    batch: PriceVersion | None
+
+
+@dataclass(frozen=True)
+class SimPolicy:
+    pk: int | None  # None: the built-in default
+    label: str  # team/name, for the report
+    team: str
+    spec: PolicySpec
+    cache_ttl: timedelta | None  # None: no response cache
+    rebatch: bool  # on deadline risk: resubmit the unfinished items, else serve them now
+    chain: tuple[str, ...]  # SimModel names, chain order
+
+
+@dataclass(frozen=True)
+class World:
+    models: dict[str, SimModel]
+    tier_models: dict[str, tuple[str, ...]]  # the demo's models of each tier, then the others
+    workload_policies: dict[str, SimPolicy]  # by trace workload slug
+    class_policies: dict[str, SimPolicy]  # by latency class, for every other workload
+    prices_at: datetime
+    turnaround_source: str
+
+
+def world_load(what_if: WhatIf | None = None, *, at: datetime | None = None) -> World:
+    """Everything a replay reads, in a few queries: models with their providers, prices in
+    force at `at` (default now), expected turnarounds, workloads and policies."""
+    what_if = what_if or WhatIf()
+    at = at or timezone.now()
+    models = {}
+    for model in LlmModel.objects.select_related("provider").filter(
+        enabled=True, provider__enabled=True
+    ):
+        promised = (
+            what_if.batch_turnaround
+            if what_if.batch_turnaround is not None
+            else expected_turnaround(model=model)
+        )
+        sim = SimModel(
+            name=f"{model.provider.slug}/{model.model_id}",
+            provider=model.provider.slug,
+            model_id=model.model_id,
+            tier=model.tier,
+            supports_batch=model.provider.supports_batch,
+            max_lines=model.provider.batch_limits[0],
+            promised=promised,
+            actual=promised if what_if.batch_actual is None else what_if.batch_actual,
+            standard=_price(model, Processing.STANDARD, at),
+            batch=_price(model, Processing.BATCH, at),
+        )
+        models[sim.name] = sim
+    demo = [f"{provider}/{model_id}" for provider, model_id, *_ in MODELS]
+    ranked = [n for n in demo if n in models] + sorted(n for n in models if n not in demo)
+    tier_models = {tier: tuple(n for n in ranked if models[n].tier == tier) for tier in TIERS}
+
+    policies = list(
+        RoutingPolicy.objects.select_related("team")
+        .prefetch_related("links__model__provider")
+        .order_by("team__slug", "name")
+    )
+
+    def sim_policy(policy: RoutingPolicy, label: str) -> SimPolicy:
+        links = sorted(policy.links.all(), key=lambda link: link.position) if policy.pk else []
+        chain = tuple(f"{link.model.provider.slug}/{link.model.model_id}" for link in links)
+        return SimPolicy(
+            pk=policy.pk,
+            label=label,
+            team=policy.team.slug if policy.team_id else "",
+            spec=PolicySpec(
+                tier=policy.tier,
+                allow_batch=policy.allow_batch and not what_if.no_batch,
+                max_batch_wait=what_if.max_wait
+                if what_if.max_wait is not None
+                else policy.max_batch_wait,
+                deadline_margin=policy.deadline_margin,
+                soft_breach_action=policy.soft_breach_action,
+                fallback_across_tiers=policy.fallback_across_tiers,
+            ),
+            cache_ttl=policy.cache_ttl if policy.cache_enabled and not what_if.no_cache else None,
+            rebatch=policy.on_deadline_risk == RoutingPolicy.Escalation.REBATCH,
+            chain=tuple(name for name in chain if name in models),
+        )
+
+    def named(name: str, team: str | None = None) -> RoutingPolicy | None:
+        candidates = [p for p in policies if p.name == name]
+        return next((p for p in candidates if p.team.slug == team), None) or next(
+            iter(candidates), None
+        )
+
+    # A slug two teams use: the first team's workload (by team slug) stands for both.
+    by_pk = {p.pk: p for p in policies}
+    workload_policies, teams_of = {}, {}
+    for workload in Workload.objects.select_related("team").order_by("slug", "team__slug"):
+        if workload.slug not in workload_policies:
+            policy = by_pk[workload.policy_id]
+            teams_of[workload.slug] = workload.team.slug
+            workload_policies[workload.slug] = sim_policy(
+                policy, f"{policy.team.slug}/{policy.name}"
+            )
+    for slug, name in what_if.workload_policies:
+        policy = named(name, teams_of.get(slug))
+        if policy is None:
+            known = ", ".join(sorted({p.name for p in policies})) or "none"
+            raise ReplayError(f"no routing policy called {name!r} (there are: {known})")
+        workload_policies[slug] = sim_policy(policy, f"{policy.team.slug}/{policy.name}")
+
+    class_policies = {}
+    for latency_class, name in DEFAULT_POLICIES.items():
+        policy = named(name)
+        if policy is not None:
+            label = f"default for {latency_class}: {policy.team.slug}/{policy.name}"
+        else:
+            # Unsaved: the model's field defaults, batch allowed where the class may wait.
+            policy = RoutingPolicy(name="built-in", allow_batch=latency_class != "realtime")
+            label = f"default for {latency_class}: built-in"
+        class_policies[latency_class] = sim_policy(policy, label)
+
+    if what_if.batch_turnaround is not None:
+        source = f"--batch-turnaround {human(what_if.batch_turnaround)}"
+    else:
+        source = "each model's expected turnaround in the database"
+    if what_if.batch_actual is not None:
+        source += f"; batches take {human(what_if.batch_actual)} (--batch-actual)"
+    return World(
+        models=models,
+        tier_models=tier_models,
+        workload_policies=workload_policies,
+        class_policies=class_policies,
+        prices_at=at,
+        turnaround_source=source,
+    )
+
+
+def _price(model: LlmModel, processing: str, at: datetime) -> PriceVersion | None:
+    try:
+        return price_in_force(model, processing, at)
+    except PricingError:
+        return None  # an error if the replay needs it (a model without batch may never)
+
+
+# --- the report --------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    requests: int = 0
+    modes: Counter = field(default_factory=Counter)
+    escalated: int = 0  # deferred, then served now (no batch could make the deadline)
+    missed_savings: int = 0  # deferrable, but the router served it now at full price
+    deadline_misses: int = 0
+    cost: Decimal = Decimal(0)
+    counterfactual: Decimal = Decimal(0)
+    oracle: Decimal = Decimal(0)
+    oracle_modes: Counter = field(default_factory=Counter)  # how the oracle serves them
+    policies: set[str] = field(default_factory=set)
+    models: set[str] = field(default_factory=set)
+
+    @property
+    def savings(self) -> Decimal:
+        return self.counterfactual - self.cost
+
+    @property
+    def oracle_savings(self) -> Decimal:
+        return self.counterfactual - self.oracle
+
+    @property
+    def ratio(self) -> Decimal | None:
+        if self.oracle_savings <= 0:
+            return None
+        return (self.savings / self.oracle_savings).quantize(RATIO_PLACES)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "modes": {mode: self.modes[mode] for mode in MODES},
+            "escalated": self.escalated,
+            "missed_savings": self.missed_savings,
+            "deadline_misses": self.deadline_misses,
+            "cost_usd": usd(self.cost),
+            "counterfactual_usd": usd(self.counterfactual),
+            "oracle_usd": usd(self.oracle),
+            "oracle_modes": {
+                mode: self.oracle_modes[mode] for mode in ("realtime", "batch", "cache")
+            },
+            "savings_usd": usd(self.savings),
+            "oracle_savings_usd": usd(self.oracle_savings),
+            "savings_ratio": None if self.ratio is None else str(self.ratio),
+        }
+
+
+@dataclass
+class Report:
+    total: Tally
+    workloads: dict[str, Tally]
+    models: dict[str, dict[str, Any]]  # batch turnaround per model that ran batches
+    batch_jobs: int
+    cancelled_jobs: int
+    simulated_s: float  # first arrival to last answer
+    prices_at: datetime
+    turnaround_source: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.total.as_dict(),
+            "batch_jobs": self.batch_jobs,
+            "cancelled_jobs": self.cancelled_jobs,
+            "simulated_s": round(self.simulated_s, 3),
+            "prices_at": self.prices_at.isoformat(),
+            "batch_turnaround": {"source": self.turnaround_source, "models": self.models},
+            "workloads": {
+                slug: {
+                    "policy": ", ".join(sorted(tally.policies)),
+                    "models": sorted(tally.models),
+                    **tally.as_dict(),
+                }
+                for slug, tally in self.workloads.items()
+            },
+        }
+
+
+# --- the replay (pure) -------------------------------------------------------------------
+
+
+def replay(rows: Iterable[TraceRow], world: World) -> Report:
+    """Serve every row as llmops would, on a simulated clock; see the module's docstring."""
+    return _Replay(world).run(rows)
+
+
+@dataclass(eq=False)
+class _Deferred:
+    """A request routed to a batch: in the buffer, then in a job."""
+
+    row: TraceRow
+    policy: SimPolicy
+    model: SimModel
+    waiting: Waiting
+    standard: Decimal  # its cost if served now
+    batch: Decimal
+    cache_key: tuple | None
+
+
+@dataclass(eq=False)
+class _Job:
+    model: SimModel
+    items: list[_Deferred]
+    earliest_deadline_at: datetime
+    margin: timedelta  # the tightest policy's, as batches.services._misses_deadline takes it
+    submitted_at: datetime | None = None
+    ends_at: datetime | None = None  # on the provider's side
+    polls: int = 0
+    cancel_requested: bool = False
+    cancel_sent: bool = False
+
+
+class _Replay:
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.total = Tally()
+        self.workloads: dict[str, Tally] = {}
+        self.buffers: dict[tuple[str, str, str], list[_Deferred]] = {}
+        self.jobs: list[tuple[datetime, int, _Job]] = []  # a heap by next check
+        self.sequence = itertools.count()
+        self.cache: dict[tuple, datetime] = {}  # key → expiry
+        self.prompts_seen: set[tuple[str, str]] = set()
+        self.observed: dict[str, deque[timedelta]] = {}
+        self.expected: dict[str, timedelta] = {n: m.promised for n, m in world.models.items()}
+        self.batch_jobs = self.cancelled_jobs = 0
+        self.jobs_by_model: Counter[str] = Counter()
+        self.completed_by_model: Counter[str] = Counter()
+        self.last_tick: datetime | None = None
+        self.first_at: datetime | None = None
+        self.last_answer_at: datetime | None = None
+        self._chains: dict[tuple[str, str], tuple[SimModel, ...]] = {}
+        self._specs: dict[tuple[str, str], PolicySpec] = {}
+        self._costs: dict[tuple, Decimal] = {}
+
+    def run(self, rows: Iterable[TraceRow]) -> Report:
+        for row in rows:
+            now = DAY_ZERO + timedelta(seconds=row.t)
+            self._advance(until=now)
+            self._arrive(row, now)
+        self._advance(until=None)
+        return Report(
+            total=self.total,
+            workloads=self.workloads,
+            models={
+                name: {
+                    "promised_s": _seconds(self.world.models[name].promised),
+                    "actual_s": _seconds(self.world.models[name].actual),
+                    "batch_jobs": jobs,
+                    "completed_batches": self.completed_by_model[name],
+                    "observed_p90_s": _seconds(self.expected[name])
+                    if self.completed_by_model[name] >= MIN_OBSERVATIONS
+                    else None,
+                }
+                for name, jobs in sorted(self.jobs_by_model.items())
+            },
+            batch_jobs=self.batch_jobs,
+            cancelled_jobs=self.cancelled_jobs,
+            simulated_s=(self.last_answer_at - self.first_at).total_seconds()
+            if self.first_at and self.last_answer_at
+            else 0.0,
+            prices_at=self.world.prices_at,
+            turnaround_source=self.world.turnaround_source,
+        )
+
+    # -- arrivals: the front door (routing.services.request_admit) --
+
+    def _arrive(self, row: TraceRow, now: datetime) -> None:
+        if self.first_at is None:
+            self.first_at = now
+        if self.last_tick is None or self.last_tick < _tick_floor(now):
+            # Every tick up to now that had work has run: the idle ones can be skipped.
+            self.last_tick = _tick_floor(now)
+        policy = self._policy(row)
+        chain = self._chain(policy, row.tier)
+        primary = chain[0]
+        usage = Usage(input_tokens=row.input_tokens, output_tokens=row.output_tokens)
+        standard = self._cost(primary, Processing.STANDARD, usage)
+        oracle_mode, oracle = self._oracle(row, primary, usage, standard)
+        tallies = self._tallies(row)
+        for tally in tallies:
+            tally.requests += 1
+            tally.counterfactual += standard
+            tally.oracle += oracle
+            tally.oracle_modes[oracle_mode] += 1
+            tally.policies.add(policy.label)
+
+        cache_key = None
+        hit = False
+        if policy.cache_ttl is not None:
+            # routing.services._cache_key: the policy, the messages, the model asked for (none
+            # in a trace), max_tokens and temperature (none either).
+            cache_key = (policy.pk, row.system_prompt_id, row.prompt_id, row.max_tokens)
+            expires = self.cache.get(cache_key)
+            hit = expires is not None and now < expires
+        deferrable = row.latency_class != LatencyClass.REALTIME and (
+            policy.spec.allow_batch
+            or policy.spec.soft_breach_action == RoutingPolicy.BreachAction.DEFER
+        )
+        try:
+            decision = route(
+                RouteInput(
+                    latency_class=row.latency_class,
+                    deadline=timedelta(seconds=row.deadline_s),
+                    policy=self._spec(policy, row.tier),
+                    chain=tuple(self._option(m, deferrable=deferrable) for m in chain),
+                    cache_hit=hit,
+                )
+            )
+        except RoutingError as exc:
+            raise ReplayError(f"request {row.id}: {exc}") from exc
+        model = self.world.models[decision.chain[0].name]
+        for tally in tallies:
+            tally.models.add(model.name)
+            tally.missed_savings += decision.missed_saving
+        if decision.mode == "cache":
+            self._answered(tallies, "cache", Decimal(0), now)
+            return
+        if decision.mode != "batch":
+            cost = self._cost(model, Processing.STANDARD, usage)
+            self._serve_now(tallies, row, policy, cost, now, cache_key, escalated=False)
+            return
+        waiting = Waiting(
+            created_at=now,
+            deadline_at=now + timedelta(seconds=row.deadline_s),
+            max_wait=policy.spec.max_batch_wait,
+            margin=policy.spec.deadline_margin,
+        )
+        deferred = _Deferred(
+            row=row,
+            policy=policy,
+            model=model,
+            waiting=waiting,
+            standard=self._cost(model, Processing.STANDARD, usage),
+            batch=self._cost(model, Processing.BATCH, usage),
+            cache_key=cache_key,
+        )
+        self.buffers.setdefault((policy.team, model.name, row.latency_class), []).append(deferred)
+
+    def _oracle(
+        self, row: TraceRow, model: SimModel, usage: Usage, standard: Decimal
+    ) -> tuple[str, Decimal]:
+        """The cheapest way that meets the deadline (llmops/data/README.md): a repeated prompt
+        from the cache, a deadline longer than the batch turnaround at the batch price, else
+        realtime at the standard price. A prompt is its system prompt and user prompt; the
+        oracle's cache keeps everything forever."""
+        prompt = (row.system_prompt_id, row.prompt_id)
+        if prompt in self.prompts_seen:
+            return "cache", Decimal(0)
+        self.prompts_seen.add(prompt)
+        if (
+            model.supports_batch
+            and model.batch is not None
+            and row.deadline_s > model.actual.total_seconds()
+        ):
+            return "batch", self._cost(model, Processing.BATCH, usage)
+        return "realtime", standard
+
+    def _serve_now(
+        self,
+        tallies: list[Tally],
+        row: TraceRow,
+        policy: SimPolicy,
+        cost: Decimal,
+        now: datetime,
+        cache_key: tuple | None,
+        *,
+        escalated: bool,
+    ) -> None:
+        """Served realtime at the standard price (at once, or escalated from the buffer or a
+        cancelled batch)."""
+        self._answered(tallies, "realtime", cost, now)
+        if escalated:
+            deadline = DAY_ZERO + timedelta(seconds=row.t + row.deadline_s)
+            for tally in tallies:
+                tally.escalated += 1
+                tally.deadline_misses += now > deadline
+        if cache_key is not None:
+            # A completed answer goes into the cache (routing.services._request_complete).
+            self.cache[cache_key] = now + policy.cache_ttl
+
+    def _answered(self, tallies: list[Tally], mode: str, cost: Decimal, now: datetime) -> None:
+        for tally in tallies:
+            tally.modes[mode] += 1
+            tally.cost += cost
+        if self.last_answer_at is None or now > self.last_answer_at:
+            self.last_answer_at = now
+
+    # -- the worker's tick (batches.tasks.tick) --
+
+    def _advance(self, *, until: datetime | None) -> None:
+        """Run every tick up to `until` (None: until nothing is left) that has work."""
+        while True:
+            if self.buffers:
+                due = self.last_tick + TICK
+            elif self.jobs:
+                due = max(self.last_tick + TICK, _tick_ceil(self.jobs[0][0]))
+            else:
+                return
+            if until is not None and due > until:
+                return
+            self._tick(due)
+            self.last_tick = due
+
+    def _tick(self, now: datetime) -> None:
+        for key in list(self.buffers):
+            group = self.buffers[key]
+            model = self.world.models[key[1]]
+            plan = flush_plan(
+                [d.waiting for d in group],
+                now=now,
+                turnaround=self.expected[model.name],
+                max_lines=model.max_lines,
+            )
+            if not plan.send and not plan.escalate:
+                continue
+            taken = set(plan.send) | set(plan.escalate)
+            rest = [d for i, d in enumerate(group) if i not in taken]
+            if rest:
+                self.buffers[key] = rest
+            else:
+                del self.buffers[key]
+            send = [group[i] for i in plan.send]
+            for start in range(0, len(send), model.max_lines):
+                self._job_create(model, send[start : start + model.max_lines], now)
+            for i in plan.escalate:
+                self._escalate(group[i], now)
+        due = []
+        while self.jobs and self.jobs[0][0] <= now:
+            due.append(heapq.heappop(self.jobs)[2])
+        for job in due:
+            self._step(job, now)
+
+    def _job_create(self, model: SimModel, items: list[_Deferred], now: datetime) -> None:
+        by_deadline = sorted(items, key=lambda d: d.waiting.deadline_at)
+        job = _Job(
+            model=model,
+            items=items,
+            earliest_deadline_at=by_deadline[0].waiting.deadline_at,
+            margin=max(d.waiting.margin for d in by_deadline[:50]),
+        )
+        self.batch_jobs += 1
+        self.jobs_by_model[model.name] += 1
+        self._schedule(job, now)
+
+    def _schedule(self, job: _Job, at: datetime) -> None:
+        heapq.heappush(self.jobs, (at, next(self.sequence), job))
+
+    def _step(self, job: _Job, now: datetime) -> None:
+        """batches.services.job_advance: submit, then poll; ingest once the batch ended."""
+        if job.submitted_at is None:
+            job.submitted_at = now
+            job.ends_at = now + job.model.actual
+        polls = job.polls
+        job.polls += 1
+        if job.cancel_requested and not job.cancel_sent:
+            job.cancel_sent = True
+        if now >= job.ends_at:
+            self._observe(job.model, now - job.submitted_at)
+            for item in job.items:
+                self._batch_answered(item, now)
+            return
+        if job.cancel_sent:
+            self._cancelled(job, now)
+            return
+        next_check = now + poll_backoff(polls)
+        if batch_late(
+            now=now,
+            submitted_at=job.submitted_at,
+            turnaround=self.expected[job.model.name],
+            earliest_deadline_at=job.earliest_deadline_at,
+            margin=job.margin,
+        ):
+            job.cancel_requested = True
+            next_check = now
+        self._schedule(job, next_check)
+
+    def _batch_answered(self, item: _Deferred, now: datetime) -> None:
+        tallies = self._tallies(item.row)
+        self._answered(tallies, "batch", item.batch, now)
+        for tally in tallies:
+            tally.deadline_misses += now > item.waiting.deadline_at
+
+    def _cancelled(self, job: _Job, now: datetime) -> None:
+        """The batch was cancelled before it ended (it would miss a deadline): per the policy,
+        its items go back to the buffer if a batch can still make it, else are served now."""
+        self.cancelled_jobs += 1
+        for item in job.items:
+            if item.policy.rebatch and batch_can_make(
+                now=now,
+                deadline_at=item.waiting.deadline_at,
+                turnaround=self.expected[job.model.name],
+                margin=item.waiting.margin,
+            ):
+                key = (item.policy.team, item.model.name, item.row.latency_class)
+                group = self.buffers.setdefault(key, [])
+                bisect.insort(group, item, key=lambda d: d.waiting.created_at)
+            else:
+                self._escalate(item, now)
+
+    def _escalate(self, item: _Deferred, now: datetime) -> None:
+        self._serve_now(
+            self._tallies(item.row),
+            item.row,
+            item.policy,
+            item.standard,
+            now,
+            item.cache_key,
+            escalated=True,
+        )
+
+    def _observe(self, model: SimModel, took: timedelta) -> None:
+        self.completed_by_model[model.name] += 1
+        observed = self.observed.setdefault(model.name, deque(maxlen=WINDOW))
+        observed.append(took)
+        if len(observed) >= MIN_OBSERVATIONS:
+            self.expected[model.name] = _percentile(sorted(observed), 0.9)
+
+    # -- lookups, memoised --
+
+    def _tallies(self, row: TraceRow) -> list[Tally]:
+        tally = self.workloads.get(row.workload)
+        if tally is None:
+            tally = self.workloads[row.workload] = Tally()
+        return [self.total, tally]
+
+    def _policy(self, row: TraceRow) -> SimPolicy:
+        return (
+            self.world.workload_policies.get(row.workload)
+            or self.world.class_policies[row.latency_class]
+        )
+
+    def _chain(self, policy: SimPolicy, tier: str) -> tuple[SimModel, ...]:
+        """The policy's models of the tier, in chain order, else the demo's models of it."""
+        key = (policy.label, tier)
+        chain = self._chains.get(key)
+        if chain is None:
+            models = self.world.models
+            names = [n for n in policy.chain if models[n].tier == tier]
+            names = names or list(self.world.tier_models[tier])
+            if not names:
+                raise ReplayError(
+                    f"no enabled {tier} model (run `python manage.py seed_demo`, or add one)"
+                )
+            chain = self._chains[key] = tuple(models[n] for n in names)
+        return chain
+
+    def _spec(self, policy: SimPolicy, tier: str) -> PolicySpec:
+        key = (policy.label, tier)
+        spec = self._specs.get(key)
+        if spec is None:
+            spec = self._specs[key] = replace(policy.spec, tier=tier)
+        return spec
+
+    def _option(self, model: SimModel, *, deferrable: bool) -> ModelOption:
+        return ModelOption(
+            provider=model.provider,
+            model_id=model.model_id,
+            tier=model.tier,
+            supports_batch=model.supports_batch,
+            batch_turnaround=self.expected[model.name]
+            if deferrable and model.supports_batch
+            else None,
+        )
+
+    def _cost(self, model: SimModel, processing: str, usage: Usage) -> Decimal:
+        key = (model.name, processing, usage.input_tokens, usage.output_tokens)
+        cost = self._costs.get(key)
+        if cost is None:
+            version = model.standard if processing == Processing.STANDARD else model.batch
+            if version is None:
+                raise ReplayError(
+                    f"no {processing} price for {model.name} is in force "
+                    "(run `python manage.py sync_prices`, or add a price in the admin)"
+                )
+            cost = self._costs[key] = price_usage(usage, version).total
+        return cost
+
+
+def _tick_floor(moment: datetime) -> datetime:
+    minutes = (moment - DAY_ZERO) // TICK
+    return DAY_ZERO + minutes * TICK
+
+
+def _tick_ceil(moment: datetime) -> datetime:
+    floor = _tick_floor(moment)
+    return floor if floor == moment else floor + TICK
+
+
+def usd(amount: Decimal) -> str:
+    """A decimal string, never in exponent form (a zero difference is 0E-12)."""
+    return f"{amount:f}"
+
+
+def _seconds(duration: timedelta | None) -> float | None:
+    return None if duration is None else duration.total_seconds()
