@@ -4,7 +4,8 @@
 
 Each module in MODULES whose file exists in bench/ runs as a subprocess (in a process group of
 its own, with a timeout), `.venv/bin/python bench/<name>.py [--quick] --json OUT`, and hands
-back its section as JSON (the contract is in bench/common.py). A module that fails or times out
+back its section as JSON (the contract is in bench/common.py; a copy of each is kept in
+var/bench/results/, the module's output in var/bench/logs/). A module that fails or times out
 becomes a section that says so and why; the others still run. Anything a module leaves running
 is killed and reported. Sections follow MODULES' order (M1, M2, ... then the simulator).
 """
@@ -15,6 +16,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -86,7 +88,7 @@ def run_module(module: Module, quick: bool) -> dict:
         argv += ["--quick"] if quick else module.args
         argv += ["--json", str(out)]
         print(f"== {module.id} {module.name}: {' '.join(argv[1:-2])}", flush=True)
-        started = time.monotonic()
+        started, busy, ours = time.monotonic(), machine_busy_s(), ours_s()
         failure = None
         with log_path.open("wb") as log:
             proc = subprocess.Popen(  # noqa: S603
@@ -101,6 +103,7 @@ def run_module(module: Module, quick: bool) -> dict:
                 kill_group(proc.pid)
                 proc.wait()
         seconds = time.monotonic() - started
+        others = (machine_busy_s() - busy) - (ours_s() - ours)
         left = our_group_alive(proc.pid)
         if left:
             kill_group(proc.pid)
@@ -108,6 +111,8 @@ def run_module(module: Module, quick: bool) -> dict:
         if failure is None:
             try:
                 result = json.loads(out.read_text())
+                (LOG_DIR.parent / "results").mkdir(exist_ok=True)
+                (LOG_DIR.parent / "results" / f"{module.name}.json").write_text(out.read_text())
                 missing = {"id", "title", "command", "figures", "markdown"} - set(result)
                 if missing:
                     failure = f"its JSON lacks {', '.join(sorted(missing))}"
@@ -134,6 +139,9 @@ def run_module(module: Module, quick: bool) -> dict:
             "failed": failure,
         }
     result["seconds"] = round(seconds, 1)
+    # CPU that processes this run did not start took while the module ran: a busy machine
+    # (another test run, a build) makes every figure of the module worse
+    result["others_cpu_share"] = round(max(0.0, others) / seconds, 2)
     if left:
         result["markdown"] += (
             f"\n\nIt left {len(left)} process(es) running, killed by bench/run.py: "
@@ -142,6 +150,19 @@ def run_module(module: Module, quick: bool) -> dict:
     status = "FAILED: " + result["failed"] if result.get("failed") else "ok"
     print(f"   {status} in {seconds:.0f} s (log: var/bench/logs/{module.name}.log)", flush=True)
     return result
+
+
+def machine_busy_s() -> float:
+    """CPU seconds all processes of the machine have used since boot (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def ours_s() -> float:
+    """CPU seconds used by the modules this process ran, and everything they waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def loadavg() -> str:
@@ -181,13 +202,26 @@ def render(results: list[dict], skipped: list[Module], info: dict) -> str:
         f"{' --quick' if info['quick'] else ''}` |",
     ]
     lines += [f"| {name} | {version} |" for name, version in info["versions"].items()]
-    lines += ["", "| section | module | took | status |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "*Others' CPU*: CPU time that processes outside this run (another test run, a build) "
+        "used while the module ran, in cores; anything above a few hundredths took CPU from "
+        "the module's client and servers and makes its figures worse than the code's own.",
+        "",
+        "| section | module | took | others' CPU | status |",
+        "|---|---|---|---|---|",
+    ]
     for r in results:
         status = "failed" if r.get("failed") else "ok"
         anchor = f"{r['id']}: {r['title']}"
-        lines.append(f"| {anchor} | `{r['command']}` | {r['seconds']:.0f} s | {status} |")
+        lines.append(
+            f"| {anchor} | `{r['command']}` | {r['seconds']:.0f} s | "
+            f"{r['others_cpu_share']:.2f} | {status} |"
+        )
     for module in skipped:
-        lines.append(f"| {module.id}: {module.title} | `bench/{module.name}.py` | — | skipped |")
+        lines.append(
+            f"| {module.id}: {module.title} | `bench/{module.name}.py` | — | — | skipped |"
+        )
     for r in results:
         lines += [
             "",
