@@ -151,6 +151,7 @@ class BatchJobAdmin(ReadOnlyAdmin):
         for job in queryset:
             if services.batch_cancel(job=job):
                 services.enqueue("batches.tasks.advance", job.pk)
+                self.log_change(request, job, "Cancelled (admin action).")
                 cancelled += 1
         self.message_user(
             request,
@@ -165,6 +166,7 @@ class BatchJobAdmin(ReadOnlyAdmin):
         for job in queryset:
             if services.job_recover(job=job):
                 services.enqueue("batches.tasks.advance", job.pk)
+                self.log_change(request, job, "Recovery started (admin action).")
                 recovered += 1
         self.message_user(request, f"Recovering {recovered} job(s).", messages.SUCCESS)
 
@@ -174,6 +176,10 @@ class BatchJobAdmin(ReadOnlyAdmin):
         for job in queryset:
             report = services.job_retry_failed(job=job)
             retried += len(report.retried)
+            if report.retried:
+                self.log_change(
+                    request, job, f"{len(report.retried)} failed item(s) retried (admin action)."
+                )
             refused.update(report.refused)
         self.message_user(
             request,

@@ -1,7 +1,13 @@
 """M4: the batch pipeline. A job of N deferred requests is built and uploaded to the provider,
 and its N results ingested into the ledger, through the same services the worker runs
-(batches_flush, job_advance) against the simulator over HTTP with the official SDK; then the
-ingest is run again and must record nothing.
+(batches_flush, job_advance) against the simulator (a process of its own) over HTTP with the
+official SDK; then the ingest is run again and must record nothing.
+
+The targets are for 50,000 requests. A smaller run (`make bench` runs 2,000: the ingest, one
+ledger entry and one settled hold per result, runs at the same rate per result at 2,000 and
+5,000 requests) also sends a second job of 200 requests through the same build and ingest, and
+extrapolates each phase to 50,000 along the line through the two (fixed part + cost per
+request), labelled as such.
 
     .venv/bin/python bench/batch_pipeline.py [--size N] [--quick] [--json OUT]
 
@@ -26,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 COMMAND = ".venv/bin/python bench/batch_pipeline.py"
 TARGETS = {"build_s": 5.0, "ingest_s": 10.0, "extra_mb": 100.0}
 FULL_SIZE = 50_000  # the size the targets are for
+SMALL = 200  # the second job of a run smaller than FULL_SIZE
 
 
 def _status_kb(field: str) -> int:
@@ -66,25 +73,28 @@ def run(size: int, sim) -> dict:
     workload = Workload.objects.select_related("policy", "team").get(
         team=team, slug="review-moderation"
     )
-    asks = [
-        openai_ask(
-            workload,
-            {
-                "model": "gpt-4o-mini",
-                "messages": [{"role": "user", "content": f"Is review {i} genuine? It says: great"}],
-                "max_tokens": 16,
-            },
-            source=Request.Source.BATCH_API,
-            metadata={},
-        )
-        for i in range(size)
-    ]
-    with Phase() as admit:
-        requests_admit_deferred(team=team, api_key=None, asks=asks, source=Request.Source.BATCH_API)
-    report = batches_flush(force=True)
-    jobs = [job.pk for job in report.jobs]
 
-    def advance_until(done) -> int:
+    def admit(first: int, count: int) -> list[int]:
+        """Admit `count` requests as one client batch and flush them: the provider jobs."""
+        asks = [
+            openai_ask(
+                workload,
+                {
+                    "model": "gpt-4o-mini",
+                    "messages": [
+                        {"role": "user", "content": f"Is review {i} genuine? It says: great"}
+                    ],
+                    "max_tokens": 16,
+                },
+                source=Request.Source.BATCH_API,
+                metadata={},
+            )
+            for i in range(first, first + count)
+        ]
+        requests_admit_deferred(team=team, api_key=None, asks=asks, source=Request.Source.BATCH_API)
+        return [job.pk for job in batches_flush(force=True).jobs]
+
+    def advance_until(jobs: list[int], done) -> int:
         steps = 0
         while not all(done(BatchJob.objects.get(pk=pk)) for pk in jobs):
             for pk in jobs:
@@ -92,23 +102,32 @@ def run(size: int, sim) -> dict:
             steps += 1
         return steps
 
-    with Phase() as build:
-        advance_until(lambda job: job.status != BatchJob.Status.PENDING
-                      and job.status != BatchJob.Status.SUBMITTING)  # fmt: skip
-    sim.advance(3600)
-    with Phase() as ingest:
-        ingest_steps = advance_until(lambda job: job.is_terminal)
+    def built(job) -> bool:
+        return job.status not in (BatchJob.Status.PENDING, BatchJob.Status.SUBMITTING)
+
+    def pipeline(jobs: list[int]) -> tuple[Phase, Phase, int]:
+        """Build and upload the jobs, let the provider finish them, ingest: the two phases."""
+        with Phase() as build:
+            advance_until(jobs, built)
+        sim.advance(3600)
+        with Phase() as ingest:
+            steps = advance_until(jobs, lambda job: job.is_terminal)
+        return build, ingest, steps
+
+    with Phase() as admitted:
+        jobs = admit(0, size)
+    build, ingest, ingest_steps = pipeline(jobs)
     entries = LedgerEntry.objects.filter(request__workload=workload).count()
     with Phase() as again:
         for pk in jobs:
             _ingest(BatchJob.objects.get(pk=pk), now=timezone.now())
     entries_after = LedgerEntry.objects.filter(request__workload=workload).count()
     completed = Request.objects.filter(workload=workload, status=Request.Status.COMPLETED).count()
-    return {
+    figures = {
         "size": size,
         "jobs": len(jobs),
         "database": connection.vendor,
-        "admit_s": round(admit.seconds, 2),
+        "admit_s": round(admitted.seconds, 2),
         "build_s": round(build.seconds, 2),
         "build_extra_mb": round(build.extra_mb, 1),
         "ingest_s": round(ingest.seconds, 2),
@@ -119,8 +138,27 @@ def run(size: int, sim) -> dict:
         "completed": completed,
         "ledger_entries": entries,
         "reingest_new_entries": entries_after - entries,
-        "holds_left": Hold.objects.filter(status=Hold.Status.HELD).count(),
     }
+    if size < FULL_SIZE:
+        # A second, small job through the same pipeline, after the first (so warm-up, if any,
+        # is in the first's time, which makes the per-request cost below err high): a phase's
+        # time is then a fixed part plus a cost per request, and the line through the two jobs
+        # is what the extrapolation to FULL_SIZE follows.
+        small_build, small_ingest, _ = pipeline(admit(size, SMALL))
+        figures["small_size"] = SMALL
+        for phase, big, small in (
+            ("build", build, small_build),
+            ("ingest", ingest, small_ingest),
+        ):
+            per_request = max(0.0, (big.seconds - small.seconds) / (size - SMALL))
+            fixed = max(0.0, big.seconds - per_request * size)
+            figures[f"small_{phase}_s"] = round(small.seconds, 3)
+            figures[f"{phase}_fixed_s"] = round(fixed, 3)
+            figures[f"{phase}_ms_per_request"] = round(per_request * 1000, 4)
+            figures[f"{phase}_s_at_full"] = round(fixed + per_request * FULL_SIZE, 1)
+            figures[f"{phase}_extra_mb_at_full"] = round(big.extra_mb * FULL_SIZE / size, 1)
+    figures["holds_left"] = Hold.objects.filter(status=Hold.Status.HELD).count()
+    return figures
 
 
 def markdown(f: dict) -> str:
@@ -129,33 +167,71 @@ def markdown(f: dict) -> str:
             return f"met (≤ {target:g} {unit})"
         return f"**missed** by {value - target:.1f} {unit} (target ≤ {target:g} {unit})"
 
+    full = f["size"] >= FULL_SIZE
     lines = [
         f"`{COMMAND} --size {f['size']}`: {f['size']:,} requests of one workload admitted as a "
         f"client batch, flushed into {f['jobs']} provider job(s), built and uploaded as JSONL, "
         "completed by the simulator, and ingested into the ledger (one entry per result, "
         f"each settling its request's budget hold), on {f['database']}, one process.",
         "",
-        "| phase | seconds | extra memory (MB) | target |",
-        "|---|---|---|---|",
-        f"| admit {f['size']:,} requests (setup, not a target) | {f['admit_s']} | — | — |",
-        f"| build + upload | {f['build_s']} | {f['build_extra_mb']} | "
-        f"{verdict(f['build_s'], TARGETS['build_s'], 's')} |",
-        f"| ingest ({f['ingest_steps']} worker steps, {f['ingest_per_s']:,} results/s) | "
-        f"{f['ingest_s']} | {f['ingest_extra_mb']} | "
-        f"{verdict(f['ingest_s'], TARGETS['ingest_s'], 's')} |",
-        f"| ingest again | {f['reingest_s']} | — | new entries: {f['reingest_new_entries']} |",
-        "",
-        f"Completed requests {f['completed']:,}, ledger entries {f['ledger_entries']:,}, budget "
-        f"holds left open {f['holds_left']}.",
     ]
-    if f["size"] < FULL_SIZE:
-        scale = FULL_SIZE / f["size"]
+    if full:
+        lines += [
+            "| phase | seconds | extra memory (MB) | target |",
+            "|---|---|---|---|",
+            f"| admit {f['size']:,} requests (setup, not a target) | {f['admit_s']} | — | — |",
+            f"| build + upload | {f['build_s']} | {f['build_extra_mb']} | "
+            f"{verdict(f['build_s'], TARGETS['build_s'], 's')}; "
+            f"{verdict(f['build_extra_mb'], TARGETS['extra_mb'], 'MB')} |",
+            f"| ingest ({f['ingest_steps']} worker steps, {f['ingest_per_s']:,} results/s) | "
+            f"{f['ingest_s']} | {f['ingest_extra_mb']} | "
+            f"{verdict(f['ingest_s'], TARGETS['ingest_s'], 's')}; "
+            f"{verdict(f['ingest_extra_mb'], TARGETS['extra_mb'], 'MB')} |",
+            f"| ingest again | {f['reingest_s']} | — | new entries: {f['reingest_new_entries']} |",
+        ]
+    else:
+        n, small = f"{f['size']:,}", f"{f['small_size']:,}"
+        lines += [
+            f"| phase | seconds ({n}) | seconds ({small}) | extra memory, MB ({n}) | "
+            f"at {FULL_SIZE:,} (**extrapolated**) | target at {FULL_SIZE:,} |",
+            "|---|---|---|---|---|---|",
+            f"| admit {n} requests (setup, not a target) | {f['admit_s']} | — | — | — | — |",
+        ]
+        for phase, label in (
+            ("build", "build + upload"),
+            ("ingest", f"ingest ({f['ingest_steps']} worker steps, {f['ingest_per_s']:,} "
+             "results/s)"),
+        ):  # fmt: skip
+            at_full, mb_full = f[f"{phase}_s_at_full"], f[f"{phase}_extra_mb_at_full"]
+            lines.append(
+                f"| {label} | {f[f'{phase}_s']} | {f[f'small_{phase}_s']} | "
+                f"{f[f'{phase}_extra_mb']} | ≈ {at_full:g} s ({f[f'{phase}_fixed_s']:g} s + "
+                f"{f[f'{phase}_ms_per_request']:g} ms per request); ≈ {mb_full:g} MB in "
+                f"proportion | {verdict(at_full, TARGETS[f'{phase}_s'], 's')} (extrapolated); "
+                f"memory not measured at {FULL_SIZE:,} |"
+            )
+        lines.append(
+            f"| ingest again | {f['reingest_s']} | — | — | — | new entries: "
+            f"{f['reingest_new_entries']} |"
+        )
+    lines += [
+        "",
+        f"Completed requests {f['completed']:,}, ledger entries {f['ledger_entries']:,} (both for "
+        f"the {f['size']:,}), budget holds left open {f['holds_left']}.",
+    ]
+    if not full:
         lines += [
             "",
-            f"This run used {f['size']:,} requests, not the target's {FULL_SIZE:,}: at the rates "
-            f"measured here {FULL_SIZE:,} would take about {f['build_s'] * scale:.0f} s to build "
-            f"and {f['ingest_s'] * scale:.0f} s to ingest (a linear extrapolation, not a "
-            f"measurement; run `{COMMAND} --size {FULL_SIZE}` for the real figure).",
+            f"**Extrapolated**: the targets are for {FULL_SIZE:,} requests and this run used "
+            f"{f['size']:,}. After them a second job of {f['small_size']:,} went through the "
+            "same build and ingest; the seconds at "
+            f"{FULL_SIZE:,} follow the straight line through the two jobs (a fixed part, such "
+            "as the upload's round trips, plus a cost per request; the second job runs warm, "
+            "so the cost per request errs high), an extrapolation, not a measurement. The "
+            "extra memory is the high-water mark above the phase's start at "
+            f"{f['size']:,} requests; scaled in proportion to {FULL_SIZE:,} it is an "
+            "upper estimate if part of it is fixed, and it was not measured there. Run "
+            f"`{COMMAND} --size {FULL_SIZE}` for the real figures.",
         ]
     return "\n".join(lines)
 
@@ -163,10 +239,10 @@ def markdown(f: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=FULL_SIZE)
-    parser.add_argument("--quick", action="store_true", help="2,000 requests, for development")
+    parser.add_argument("--quick", action="store_true", help="1,000 requests, for development")
     parser.add_argument("--json", metavar="OUT")
     args = parser.parse_args()
-    size = 2_000 if args.quick else args.size
+    size = 1_000 if args.quick else args.size
     with tempfile.TemporaryDirectory(prefix="llmops-bench-m4-") as data_dir:
         os.environ["LLMOPS_DATA_DIR"] = data_dir
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmops.settings")
@@ -180,9 +256,11 @@ def main() -> None:
 
         settings.DEBUG = False  # the development default keeps every query in memory
         call_command("migrate", verbosity=0)
-        from llmops.simulator.testing import running_simulator
+        from bench import common
 
-        with running_simulator() as sim:
+        # the simulator in a process of its own, as a provider is: its CPU and its memory (the
+        # uploaded file, the results it writes) are not this process's
+        with common.simulator_process() as (sim, _sim_proc):
             figures = run(size, sim)
     result = {
         "id": "M4",

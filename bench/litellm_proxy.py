@@ -122,45 +122,61 @@ def proxy_env(home: Path) -> dict[str, str]:
     }
 
 
+class Starting:
+    """A proxy process that has been started: `ready()` waits until it answers."""
+
+    def __init__(self, base_url: str, proc: subprocess.Popen, log_path: Path):
+        self.base_url, self.proc, self.log_path = base_url, proc, log_path
+
+    def ready(self) -> None:
+        try:
+            wait_http(f"{self.base_url}/health/liveliness", 120, self.proc)
+        except RuntimeError as exc:
+            tail = self.log_path.read_text(errors="replace")[-1500:]
+            raise LiteLLMUnavailable(f"the proxy did not start: {exc}; log: {tail}") from None
+
+
 @contextmanager
-def running_litellm(openai_base_url: str) -> Iterator[tuple[str, subprocess.Popen]]:
+def starting_litellm(openai_base_url: str) -> Iterator[Starting]:
     """The proxy (uvicorn, one worker, as `litellm` starts it by default) serving model
-    `gpt-4o-mini` from the simulator at `openai_base_url`; yields (base URL, process)."""
+    `gpt-4o-mini` from the simulator at `openai_base_url`, started but not waited for (it
+    takes seconds to import: a caller can set up something else meanwhile, then `ready()`)."""
     if not python().exists():
         raise LiteLLMUnavailable("not installed")
     with tempfile.TemporaryDirectory(prefix="llmops-bench-litellm-") as home:
         config = Path(home) / "config.yaml"
         config.write_text(CONFIG.format(api_base=openai_base_url))
         port = free_port()
-        log = (Path(home) / "litellm.log").open("wb")
-        proc = subprocess.Popen(  # noqa: S603
-            [
-                str(VENV / "bin" / "litellm"),
-                "--config",
-                str(config),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--num_workers",
-                "1",
-                "--telemetry",
-                "False",
-            ],
-            cwd=home,
-            env=proxy_env(Path(home)),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
+        log_path = Path(home) / "litellm.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(  # noqa: S603
+                [
+                    str(VENV / "bin" / "litellm"),
+                    "--config",
+                    str(config),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--num_workers",
+                    "1",
+                    "--telemetry",
+                    "False",
+                ],
+                cwd=home,
+                env=proxy_env(Path(home)),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
             try:
-                wait_http(f"{base}/health/liveliness", 120, proc)
-            except RuntimeError as exc:
-                log.flush()
-                tail = (Path(home) / "litellm.log").read_text(errors="replace")[-1500:]
-                raise LiteLLMUnavailable(f"the proxy did not start: {exc}; log: {tail}") from None
-            yield base, proc
-        finally:
-            stop(proc)
-            log.close()
+                yield Starting(f"http://127.0.0.1:{port}", proc, log_path)
+            finally:
+                stop(proc)
+
+
+@contextmanager
+def running_litellm(openai_base_url: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """The proxy as `starting_litellm` starts it, once it answers; yields (base URL, process)."""
+    with starting_litellm(openai_base_url) as proxy:
+        proxy.ready()
+        yield proxy.base_url, proxy.proc

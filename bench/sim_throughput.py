@@ -2,7 +2,7 @@
 so that no benchmark of llmops is measuring the simulator instead.
 
     .venv/bin/python bench/sim_throughput.py [--quick] [--json OUT]
-        [--concurrency 400] [--seconds 8] [--provider openai|anthropic]
+        [--concurrency 400] [--seconds 5] [--provider openai|anthropic]
 
 Starts the simulator (instant timings) in its own process and drives it from this one with an
 aiohttp client over keep-alive connections. Client and server share the machine, so the rate is
@@ -106,10 +106,10 @@ def markdown(f: dict) -> str:
 def main() -> None:
     parser = common.arguments(__doc__)
     parser.add_argument("--concurrency", type=int, default=400)
-    parser.add_argument("--seconds", type=float, default=None, help="8, or 3 with --quick")
+    parser.add_argument("--seconds", type=float, default=None, help="5, or 3 with --quick")
     parser.add_argument("--provider", choices=("openai", "anthropic"), default="openai")
     args = parser.parse_args()
-    seconds = args.seconds or (3.0 if args.quick else 8.0)
+    seconds = args.seconds or (3.0 if args.quick else 5.0)
     figures = measure(args.provider, args.concurrency, seconds)
     common.write_result(
         args.json,

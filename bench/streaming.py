@@ -14,9 +14,12 @@ settings, SQLite) pointed at it:
    minus the direct arm's (per round, the difference of p50s; median over rounds).
 2. Frames: the simulator paced at FRAME_RATE frames per second; the arrival time of every
    content frame at the client, directly and through llmops.
-3. Concurrency: N streams at once through llmops' SSE (paced as in 2, started over a ramp), N
-   stepping up; a stream stalls if two of its frames arrive more than STALL_MS apart (or it
-   fails). The same N directly against the simulator is the control that the client and the
+3. Concurrency: N streams at once through llmops' SSE (paced as in 2, started over a ramp,
+   all ending together a hold after the last has started); a stream stalls if two of its
+   frames arrive more than STALL_MS apart, if it falls more than STALL_MS behind the
+   simulator's pace, or if it fails. N starts at the target: without a stall, the next step
+   doubles it; with one, N halves until a step runs without a stall. The largest N that
+   stalled is run again directly against the simulator, the control that the client and the
    simulator are not what stalls.
 """
 
@@ -227,17 +230,25 @@ def frame_runs(arms: list, client: httpx.Client, streams: int) -> dict:
 
 
 def ramp_and_tokens(n: int, hold_s: float) -> tuple[float, int]:
-    """Start N streams at START_RATE a second, each long enough that all N are running at once
-    for `hold_s` after the last one started: (ramp seconds, frames per stream)."""
+    """Start N streams at START_RATE a second, all running at once for `hold_s` after the last
+    one started: (ramp seconds, frames of the first stream, the longest)."""
     ramp = max(1.0, n / START_RATE)
     return ramp, int((ramp + hold_s) * FRAME_RATE)
 
 
+def stream_tokens(i: int, n: int, ramp_s: float, hold_s: float) -> int:
+    """Frames of the i-th of N streams: it starts ramp_s * i / n after the first and ends
+    with the others, `hold_s` after the last has started (so no step has a ramp-down, in
+    which streams end one by one and the load falls)."""
+    return max(1, int((ramp_s * (1 - i / n) + hold_s) * FRAME_RATE))
+
+
 async def concurrent_streams(
-    url: str, headers: dict, n: int, ramp_s: float, tokens: int, tag: str, pid: int | None = None
+    url: str, headers: dict, n: int, ramp_s: float, hold_s: float, tag: str, pid: int | None = None
 ) -> dict:
-    """N paced SSE streams at once (starts spread over `ramp_s`): failures, stalls, gaps, and
-    (with the server's `pid`) its CPU per frame while all N streams were running."""
+    """N paced SSE streams at once (starts spread over `ramp_s`, all ending `hold_s` after the
+    last start): failures, stalls, gaps, and (with the server's `pid`) its CPU per frame
+    while all N streams were running."""
     timeout = aiohttp.ClientTimeout(total=180, sock_read=60)
     connector = aiohttp.TCPConnector(limit=0)
     results: list[dict] = []
@@ -257,7 +268,10 @@ async def concurrent_streams(
             frames: list[float] = []
             error = None
             try:
-                body = openai_body(f"Bench concurrent stream {tag} {n}/{i}: a tent?", tokens)
+                body = openai_body(
+                    f"Bench concurrent stream {tag} {n}/{i}: a tent?",
+                    stream_tokens(i, n, ramp_s, hold_s),
+                )
                 async with session.post(url, json=body, headers=headers) as response:
                     if response.status != 200:
                         error = f"{response.status} {(await response.text())[:200]}"
@@ -345,11 +359,21 @@ async def concurrent_streams(
 # --- the run --------------------------------------------------------------------------------
 
 
+def clean(row: dict) -> bool:
+    return not row["stalled"] and not row["failed"]
+
+
 def measure(quick: bool) -> dict:
-    rounds, per_round, warmup = (2, 10, 10) if quick else (6, 25, 20)
-    frame_streams = 2 if quick else 4
-    steps = [25, 100] if quick else [25, 50, 100, 150, 200]
-    hold_s = 2.0 if quick else 4.0  # how long all N streams run at once, at least
+    # 6 rounds of 25 streams per arm gave added TTFT p50s within about 10 % of their median
+    # (drift between rounds, not a p50 of too few streams); 20 per round keeps that.
+    rounds, per_round, warmup = (2, 10, 5) if quick else (6, 20, 10)
+    # 3 streams of 60 frames per arm (177 gaps each): a proxy that buffers would show in every
+    # one of them
+    frame_streams = 2 if quick else 3
+    # part 3 starts at the target and searches from there (the steps below it cost time only
+    # when it stalls, the steps above only when it does not)
+    first, up, down = (50, [], [25]) if quick else (TARGET_STREAMS, [200], [50, 25])
+    hold_s = 2.0 if quick else 4.0  # how long all N streams run at once
     figures: dict = {
         "rounds": rounds,
         "requests_per_round_per_arm": per_round,
@@ -359,6 +383,7 @@ def measure(quick: bool) -> dict:
         "strict_gap_ms": STRICT_GAP_MS,
         "start_rate": START_RATE,
         "hold_s": hold_s,
+        "search": {"first": first, "up": up, "down": down},
     }
     with (
         common.simulator_process(output_tokens=TTFT_MAX_TOKENS) as (sim, sim_proc),
@@ -397,32 +422,46 @@ def measure(quick: bool) -> dict:
         figures["concurrency"] = []
         figures["control"] = None
         started = time.perf_counter()
-        for n in steps:
+
+        def step(n: int) -> dict:
             ramp, tokens = ramp_and_tokens(n, hold_s)
             sim.config(output_tokens=tokens)
             row = asyncio.run(
                 concurrent_streams(
-                    llmops_sse.url, llmops_sse.headers, n, ramp, tokens, "llmops", daphne
+                    llmops_sse.url, llmops_sse.headers, n, ramp, hold_s, "llmops", daphne
                 )
             )
-            row["ramp_s"], row["stream_s"] = ramp, tokens / FRAME_RATE
+            row["ramp_s"], row["longest_stream_s"] = ramp, tokens / FRAME_RATE
             figures["concurrency"].append(row)
-            if row["stalled"] or row["failed"]:
-                break
-        last = figures["concurrency"][-1]
-        ramp, tokens = ramp_and_tokens(last["n"], hold_s)
-        sim.config(output_tokens=tokens)
-        control = asyncio.run(
-            concurrent_streams(
-                direct.url, direct.headers, last["n"], ramp, tokens, "direct", sim_proc.pid
+            return row
+
+        # the target first; then up while no stream stalls, or down until none does
+        if clean(step(first)):
+            for n in up:
+                if not clean(step(n)):
+                    break
+        else:
+            for n in down:
+                if clean(step(n)):
+                    break
+        figures["concurrency"].sort(key=lambda r: r["n"])
+        stalled = [r for r in figures["concurrency"] if not clean(r)]
+        if stalled:
+            # the control: the largest N that stalled through llmops, directly
+            n = max(r["n"] for r in stalled)
+            ramp, tokens = ramp_and_tokens(n, hold_s)
+            sim.config(output_tokens=tokens)
+            control = asyncio.run(
+                concurrent_streams(
+                    direct.url, direct.headers, n, ramp, hold_s, "direct", sim_proc.pid
+                )
             )
-        )
-        control["ramp_s"] = last["ramp_s"]
-        figures["control"] = control
+            control["ramp_s"] = ramp
+            figures["control"] = control
         figures["concurrency_seconds"] = round(time.perf_counter() - started, 1)
-    clean = [r["n"] for r in figures["concurrency"] if not r["stalled"] and not r["failed"]]
-    figures["max_stall_free_streams"] = max(clean) if clean else 0
-    figures["steps"] = steps
+    clean_n = [r["n"] for r in figures["concurrency"] if clean(r)]
+    figures["max_stall_free_streams"] = max(clean_n) if clean_n else 0
+    figures["steps"] = [r["n"] for r in figures["concurrency"]]
     return figures
 
 
@@ -485,12 +524,14 @@ def markdown(f: dict) -> str:
         "",
         f"**Concurrent streams**: N SSE streams at once through llmops' `/v1/chat/completions`, "
         f"paced at {FRAME_RATE} frames a second; they start {f['start_rate']} a second (the "
-        "ramp), and each runs long enough that all N run together for at least "
-        f"{f['hold_s']:g} s after the last has started. A stream **stalls** if two of its "
+        "ramp), and each is given the frames (`max_tokens`) to end with the others, "
+        f"{f['hold_s']:g} s after the last has started (the first, started a ramp earlier, is "
+        f"the longest), so all N run together for {f['hold_s']:g} s and the step has no "
+        "ramp-down of streams ending one by one. A stream **stalls** if two of its "
         f"frames arrive more than {STALL_MS:g} ms apart (a pause a reader notices), if a frame "
         f"arrives more than {STALL_MS:g} ms behind the pace the simulator sends at (frame k is "
         "due k/50 s after the first: a stream relayed slower than it is produced falls behind "
-        "without any single long gap), or if it fails. Steps stop at the first with a stall. "
+        f"without any single long gap), or if it fails. {search_text(f['search'])} "
         "*Peak concurrent*: the most streams between their first and last frame at one moment; "
         "*hold*: from the moment every stream had its first frame to the first stream's end "
         "(all N running, no new stream being admitted); a stream stalls *in the hold* if it has "
@@ -516,8 +557,16 @@ def markdown(f: dict) -> str:
     for r in f["concurrency"]:
         lines.append(row_line(r, str(r["n"])))
     control = f["control"]
-    lines.append(row_line(control, f"{control['n']}, simulator directly (control)"))
-    errors = sorted({e for r in [*f["concurrency"], control] for e in r["errors"]})
+    if control:
+        lines.append(row_line(control, f"{control['n']}, simulator directly (control)"))
+    else:
+        lines += [
+            "",
+            "No step stalled, so no control ran: the client and the simulator kept up at every "
+            "N tried, through llmops.",
+        ]
+    seen = [*f["concurrency"], control] if control else f["concurrency"]
+    errors = sorted({e for r in seen for e in r["errors"]})
     if errors:
         lines += ["", "Errors seen: " + "; ".join(errors[:3])]
     added_sse = ttft["llmops_sse"]["added_p50_ms"]["median"]
@@ -539,6 +588,18 @@ def markdown(f: dict) -> str:
     return "\n".join(lines + in_the_way(f, added_sse, added_ws, streams))
 
 
+def search_text(search: dict) -> str:
+    """How part 3 chose its steps, in words."""
+    up = " and then ".join(str(n) for n in search["up"])
+    down = " and then ".join(str(n) for n in search["down"])
+    return (
+        f"The steps start at {search['first']} streams"
+        + (f"; if none stalls, {up} (while none stalls)" if up else "")
+        + (f"; if any stalls, {down}, down to the first step without a stall" if down else "")
+        + " (the steps in between are not tried)."
+    )
+
+
 def in_the_way(f: dict, added_sse: float, added_ws: float, streams: int) -> list[str]:
     """What stands between llmops and the targets, from this run's own figures."""
     lines = []
@@ -555,10 +616,11 @@ def in_the_way(f: dict, added_sse: float, added_ws: float, streams: int) -> list
             "settling the hold). M1 has the same path without streaming.",
         ]
     measured = [r for r in f["concurrency"] if r["server_us_per_frame"]]
-    if streams < TARGET_STREAMS and measured:
+    stalled = [r for r in f["concurrency"] if not clean(r)]
+    if streams < TARGET_STREAMS and measured and stalled:
         cheapest = min(measured, key=lambda r: r["server_us_per_frame"])
         us = max(cheapest["server_us_per_frame"], 1.0)
-        first_bad = f["concurrency"][-1]
+        first_bad = min(stalled, key=lambda r: r["n"])
         if first_bad["stalled_in_hold"] is None:
             where = "before all of them were running"
         elif first_bad["stalled_in_hold"] == 0:
@@ -571,8 +633,8 @@ def in_the_way(f: dict, added_sse: float, added_ws: float, streams: int) -> list
             f"Relaying one frame cost daphne {us:g} µs of CPU at best (in the hold at N = "
             f"{cheapest['n']}; the more streams, the more frames each wake-up of the event loop "
             "handles, so the cost per frame falls as the load rises), while producing it cost "
-            f"the simulator {f['control']['server_us_per_frame']} µs. One process, which runs "
-            "Python on one core at a time, therefore relays at most "
+            f"the simulator {(f['control'] or {}).get('server_us_per_frame', '—')} µs. One "
+            "process, which runs Python on one core at a time, therefore relays at most "
             f"≈ {1e6 / us:,.0f} frames a second, ≈ {1e6 / us / FRAME_RATE:.0f} streams at "
             f"{FRAME_RATE} frames a second, and it also admits each new stream on the same "
             f"process ({f['daphne_cpu_ms_per_short_stream']} ms of CPU per short stream above). "

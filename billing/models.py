@@ -15,6 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing.fields import MAX_USD, MoneyField
+from llmops import memo
 from routing.models import LlmModel, Request, Team, Workload
 
 # At most 15 significant digits: SQLite keeps a decimal as a binary float, which round-trips
@@ -272,3 +273,7 @@ class Hold(models.Model):
 
     def __str__(self) -> str:
         return f"hold {self.key} ${self.amount_usd} {self.status}"
+
+
+# Every request reads these through llmops.memo: a change must reach every process.
+memo.watch(Price, Budget)

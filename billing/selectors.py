@@ -7,12 +7,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import QuerySet, Sum
 from django.db.models.functions import Coalesce
 
 from billing.fields import usd
 from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Price
 from billing.pricing import PriceVersion, PricingError, Rates, Tier
+from llmops import memo
+from routing.config import policy_chain
 from routing.models import LlmModel, Team, Workload
 
 ZERO = Decimal(0)
@@ -64,30 +66,43 @@ def tier_json(tier: Tier) -> dict[str, Any]:
 
 def price_in_force(model: LlmModel, processing: str, at: datetime) -> PriceVersion:
     """The version in force at `at`. A model with no price is an error, never $0."""
-    price = (
-        Price.objects.filter(model=model, processing=processing, effective_from__lte=at)
-        .order_by("-effective_from")
-        .first()
+    for version in price_versions(model.pk, processing):
+        if version.effective_from <= at:
+            return version
+    raise PricingError(
+        f"no {processing} price for {model} is in force at {at.isoformat()} "
+        "(run `python manage.py sync_prices`, or add a price in the admin)"
     )
-    if price is None:
-        raise PricingError(
-            f"no {processing} price for {model} is in force at {at.isoformat()} "
-            "(run `python manage.py sync_prices`, or add a price in the admin)"
-        )
-    return price_version(price)
+
+
+def price_versions(model_id: int, processing: str) -> tuple[PriceVersion, ...]:
+    """A model's price versions for `processing`, newest first (memoized: read per request)."""
+
+    def build() -> tuple[PriceVersion, ...]:
+        prices = Price.objects.filter(model_id=model_id, processing=processing)
+        return tuple(price_version(p) for p in prices.order_by("-effective_from", "-pk"))
+
+    return memo.memoized(("price_versions", model_id, processing), build)
 
 
 def primary_model(workload: Workload) -> LlmModel | None:
     """The model a workload streams to when nothing else applies: its policy chain's first."""
-    link = workload.policy.links.select_related("model__provider").order_by("position").first()
-    return link.model if link else None
+    chain = policy_chain(workload.policy_id)
+    return chain[0] if chain else None
 
 
-def budgets_touching(*, team: Team, workload: Workload | None) -> QuerySet[Budget]:
-    scope = Q(workload__isnull=True)
-    if workload is not None:
-        scope |= Q(workload=workload)
-    return Budget.objects.filter(scope, team=team).order_by("pk")
+def budgets_touching(*, team: Team, workload: Workload | None) -> list[Budget]:
+    """The team's budgets and the workload's, by id (memoized: read per request)."""
+
+    def build() -> tuple[Budget, ...]:
+        return tuple(Budget.objects.filter(team_id=team.pk).order_by("pk"))
+
+    workload_id = workload.pk if workload is not None else None
+    return [
+        budget
+        for budget in memo.memoized(("budgets", team.pk), build)
+        if budget.workload_id is None or budget.workload_id == workload_id
+    ]
 
 
 def period_bounds(period: str, at: datetime) -> tuple[datetime, datetime]:

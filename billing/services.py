@@ -267,6 +267,8 @@ def ledger_reverse(*, entry: LedgerEntry, reason: str) -> tuple[LedgerEntry, boo
     if entry.kind == LedgerEntry.Kind.REVERSAL:
         raise ValueError("a reversal cannot itself be reversed; record a new charge instead")
     key = f"reversal:{entry.idempotency_key}"
+    if (existing := LedgerEntry.objects.filter(idempotency_key=key).first()) is not None:
+        return existing, False
 
     def write() -> LedgerEntry:
         periods = _periods_for(team=entry.team, workload=entry.workload, at=entry.occurred_at)
@@ -304,10 +306,8 @@ def _insert_once(key: str, write) -> tuple[LedgerEntry, bool]:
     """Run `write` (an entry and its counter updates) once per key: (entry, created).
 
     The unique key decides, so a retry, or a concurrent call that loses the insert,
-    gets the recorded entry back and changes nothing (I2).
+    gets the recorded entry back and changes nothing (I2). Callers look the key up first.
     """
-    if (existing := LedgerEntry.objects.filter(idempotency_key=key).first()) is not None:
-        return existing, False
     try:
         with transaction.atomic():
             return write(), True
@@ -373,9 +373,8 @@ def budget_reserve(
     """
     if amount < 0:
         raise ValueError("a reservation cannot be negative")
-    existing = Hold.objects.filter(key=key).first()
-    if existing is not None:
-        return Admission(hold=existing, created=False)
+    # No lookup of `key` first: it is almost always new, and a retry's INSERT fails on the
+    # unique key, rolling its reservation back, and returns the first hold (below).
     at = at or timezone.now()
     soft_breaches = []
     try:
@@ -406,7 +405,9 @@ def budget_reserve(
                 created_at=at,
                 expires_at=at + ttl,
             )
-            hold.periods.set(periods)
+            Hold.periods.through.objects.bulk_create(
+                [Hold.periods.through(hold=hold, budgetperiod=period) for period in periods]
+            )
     except (IntegrityError, BudgetExceeded):
         # A concurrent call with the same key may have won (a retry racing its original): its
         # reservation is the one, even when it left no room for ours. The winner committed

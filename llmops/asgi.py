@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels."""
+"""ASGI entry point: HTTP through Django (the serving endpoints through llmops.serving),
+websockets through Channels."""
 
 import os
 
@@ -13,11 +14,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from llmops.routing import websocket_urlpatterns  # noqa: E402
+from llmops.serving import ServingRouter  # noqa: E402
 from llmops.websocket import BrowserOriginValidator  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": ServingRouter(django_asgi_app),
         "websocket": BrowserOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), settings.ALLOWED_HOSTS
         ),

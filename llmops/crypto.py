@@ -22,6 +22,11 @@ def _fernet(keys: tuple[str, ...]) -> MultiFernet:
     return MultiFernet([Fernet(key.encode()) for key in keys])
 
 
+@cache
+def _primary(key: str) -> Fernet:
+    return Fernet(key.encode())
+
+
 def _current() -> MultiFernet:
     return _fernet(tuple(settings.ENCRYPTION_KEYS))
 
@@ -47,3 +52,16 @@ def reencrypt(ciphertext: str) -> str:
         raise DecryptionError(
             "cannot rotate: none of LLMOPS_ENCRYPTION_KEYS matches this value"
         ) from None
+
+
+def reencrypt_if_stale(ciphertext: str) -> str | None:
+    """The secret encrypted under the current primary key, or None if it already is.
+
+    MultiFernet.rotate re-encrypts every time (a fresh IV), so a rotation built on it alone
+    would rewrite every row on every run; this keeps a repeated rotation a no-op.
+    """
+    try:
+        _primary(settings.ENCRYPTION_KEYS[0]).decrypt(ciphertext.encode())
+    except InvalidToken:
+        return reencrypt(ciphertext)
+    return None

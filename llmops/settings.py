@@ -22,7 +22,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = Env()
 
 DEBUG = env.bool("LLMOPS_DEBUG", True)
-DATA_DIR = Path(env.str("LLMOPS_DATA_DIR", str(BASE_DIR / "var")))
+# Absolute: a relative file-cache location makes `check --deploy` warn (caches.W003).
+DATA_DIR = Path(env.str("LLMOPS_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)  # SQLite and the file cache live here
 
 _DEV_SECRET_KEY = "django-insecure-llmops-local-development-key-do-not-use-in-production"  # noqa: S105
@@ -176,7 +177,15 @@ if REDIS_URL:
         }
     }
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+        },
+        # Per-key rate counts: every daphne process counts against the same limit.
+        "throttle": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+        },
     }
 else:
     Q_CLUSTER.update({"orm": "default", "poll": 0.5})
@@ -187,7 +196,10 @@ else:
         "default": {
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
             "LOCATION": str(DATA_DIR / "cache"),
-        }
+        },
+        # Per-key rate counts, rewritten on every API call: one daphne process serves a
+        # machine, so they live in its memory (a file write per call cost ~2 ms).
+        "throttle": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     }
 
 # --- Auth, i18n, static -----------------------------------------------------------
@@ -309,6 +321,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = LLMOPS_MAX_BODY_BYTES
 # If set, /metrics wants `Authorization: Bearer <token>` (it names teams' workloads).
 LLMOPS_METRICS_TOKEN = env.str("LLMOPS_METRICS_TOKEN", "")
 # Requests per API key (DRF rate syntax: N/second|minute|hour|day), counted in the cache.
+# Threads that run the serving endpoints' database work, each keeping its connection
+# (llmops/dbthreads.py); 0 runs it in each request's own thread, as Django does.
+LLMOPS_DB_THREADS = env.int("LLMOPS_DB_THREADS", 4, min=0, max=64)
 LLMOPS_API_RATE = env.str("LLMOPS_API_RATE", "1200/minute")
 if not re.fullmatch(r"[1-9][0-9]*/(second|minute|hour|day)", LLMOPS_API_RATE):
     raise ImproperlyConfigured(
@@ -355,5 +370,9 @@ LOGGING = {
         # The SDKs' HTTP client logs every call at INFO; a batch poll loop would flood the log.
         "httpx": {"level": "WARNING" if LOG_LEVEL == "INFO" else LOG_LEVEL},
         "httpx2": {"level": "WARNING" if LOG_LEVEL == "INFO" else LOG_LEVEL},
+        # At DEBUG the SDKs log each request's options, prompts included (anthropic does;
+        # older openai versions too): prompts are never logged, whatever LLMOPS_LOG_LEVEL says.
+        "anthropic._base_client": {"level": "INFO"},
+        "openai._base_client": {"level": "INFO"},
     },
 }

@@ -115,7 +115,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected API keys")
     def revoke(self, request, queryset):
-        revoked = sum(api_key_revoke(key=key) for key in queryset)
+        revoked = 0
+        for key in queryset:
+            if api_key_revoke(key=key):
+                # Actions write no admin log entry by themselves; a revocation must leave one.
+                self.log_change(request, key, "Revoked (admin action).")
+                revoked += 1
         self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
 
 
@@ -212,6 +217,7 @@ class ProviderAdmin(admin.ModelAdmin):
     def close_circuit(self, request, queryset):
         for provider in queryset:
             circuit.reset(provider.slug)
+            self.log_change(request, provider, "Circuit breaker closed (admin action).")
         self.message_user(request, f"Closed {queryset.count()} circuit(s).", messages.SUCCESS)
 
     @admin.display(boolean=True, description="API key")
@@ -357,6 +363,8 @@ class WorkloadAdmin(admin.ModelAdmin):
                 batches_services.enqueue("batches.tasks.advance", job.pk)
             for request_id in report.escalated:
                 batches_services.enqueue("routing.tasks.serve_escalated", request_id)
+            for workload in queryset:
+                self.log_change(request, workload, "Deferred requests flushed (admin action).")
         self.message_user(
             request,
             f"Flushed {report.requests} request(s) into {len(report.jobs)} batch job(s)"

@@ -22,9 +22,11 @@ from rest_framework.exceptions import AuthenticationFailed, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from llmops.dbthreads import db
 from llmops.text import unstorable_text
 from routing import selectors, services
 from routing.auth import ApiKeyAuthentication, KeyPrincipal, throttle_key
+from routing.config import policy_chain
 from routing.models import ApiKey, LatencyClass, Request, Tier, Workload
 from routing.providers import Completion, TokenUsage, to_openai_chunk, to_openai_response
 
@@ -449,9 +451,8 @@ def openai_ask(
 def chain_model(workload: Workload, model_id: str | None, *, links=None):
     if not model_id:
         return None
-    if links is None:
-        links = workload.policy.links.select_related("model__provider")
-    return next((link.model for link in links if link.model.model_id == model_id), None)
+    models = policy_chain(workload.policy_id) if links is None else [link.model for link in links]
+    return next((model for model in models if model.model_id == model_id), None)
 
 
 def native_ask(
@@ -500,9 +501,6 @@ def native_ask(
 
 
 def _request_json(request: Request) -> dict:
-    request = Request.objects.select_related("team", "workload", "model__provider").get(
-        pk=request.pk
-    )
     return RequestOutputSerializer(selectors.request_with_cost(request)).data
 
 
@@ -510,7 +508,7 @@ async def _admit(http_request, *, openai: bool):
     """(admitted, None) or (None, an error response)."""
     fail = _openai_error if openai else _error
     try:
-        return await sync_to_async(_prepare)(http_request, openai=openai), None
+        return await db(_prepare, http_request, openai=openai), None
     except AuthenticationFailed as exc:
         return None, fail(401, str(exc.detail), code="unauthorized")
     except services.RequestRejected as exc:
@@ -541,7 +539,7 @@ async def request_create(http_request):
             code="in_progress",
         )
     if admitted.replay or request.status in (Request.Status.COMPLETED, Request.Status.QUEUED):
-        body = await sync_to_async(_request_json)(request)
+        body = await db(_request_json, request)
         return JsonResponse(body, status=REPLAY_STATUS.get(request.status, 200))
     if request.params.get("stream"):
         return StreamingHttpResponse(
@@ -551,9 +549,9 @@ async def request_create(http_request):
         async for event in services.request_run(admitted, stream=False):
             request = event
     except services.RequestFailed as exc:
-        body = await sync_to_async(_request_json)(exc.request)
+        body = await db(_request_json, exc.request)
         return JsonResponse({**body, "detail": str(exc)}, status=exc.status)
-    return JsonResponse(await sync_to_async(_request_json)(request))
+    return JsonResponse(await db(_request_json, request))
 
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -567,14 +565,14 @@ async def _native_stream(admitted: services.Admitted):
             if isinstance(event, services.Chunk):
                 yield _sse("delta", {"text": event.text})
             else:
-                yield _sse("done", await sync_to_async(_request_json)(event))
+                yield _sse("done", await db(_request_json, event))
     except services.RequestFailed as exc:
         yield _sse("error", {"message": str(exc), "request_id": str(admitted.request.pk)})
 
 
 async def _native_replay_stream(request: Request):
     """A completed request (a cache hit, an idempotent retry) told as a stream."""
-    body = await sync_to_async(_request_json)(request)
+    body = await db(_request_json, request)
     yield _sse("started", {"request_id": body["id"]})
     yield _sse("delta", {"text": body["output"]})
     yield _sse("done", body)
@@ -599,7 +597,7 @@ async def chat_completions(http_request):
                 content_type="text/event-stream",
                 headers=SSE_HEADERS,
             )
-        return JsonResponse(await sync_to_async(_openai_body)(request))
+        return JsonResponse(await db(_openai_body, request))
     if admitted.replay:
         return _openai_error(
             409, f"The request with this Idempotency-Key is {request.status}.", code="in_progress"
@@ -615,7 +613,7 @@ async def chat_completions(http_request):
             request = event
     except services.RequestFailed as exc:
         return _openai_error(exc.status, str(exc), code="upstream_failed")
-    return JsonResponse(await sync_to_async(_openai_body)(request))
+    return JsonResponse(await db(_openai_body, request))
 
 
 def _openai_id(request: Request) -> str:
@@ -627,7 +625,7 @@ def _token_usage(request: Request) -> TokenUsage:
 
 
 def _openai_body(request: Request) -> dict:
-    request = Request.objects.select_related("model").get(pk=request.pk)
+    """Sync: a replayed request loads its model here (a served one has it already)."""
     completion = Completion(
         text=request.output,
         finish_reason=request.finish_reason or "stop",
@@ -670,7 +668,7 @@ async def _openai_stream(admitted: services.Admitted, include_usage: bool):
 
 async def _openai_replay_stream(request: Request, include_usage: bool):
     """A completed request (a cache hit, an idempotent retry) told as a stream."""
-    request = await Request.objects.select_related("model").aget(pk=request.pk)
+    request = await db(Request.objects.select_related("model").get, pk=request.pk)
     ident, created = _openai_id(request), int(request.created_at.timestamp())
     model_id = request.model.model_id
     yield _sse(

@@ -30,6 +30,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed
 
 from billing.models import LedgerEntry
+from llmops.dbthreads import db
 from llmops.text import unstorable_text
 from routing import selectors, services
 from routing.apis import (
@@ -170,9 +171,7 @@ class JsonSocket(AsyncWebsocketConsumer):
         )
 
     async def throttle(self) -> None:
-        wait = await database_sync_to_async(throttle_wait)(
-            SimpleNamespace(user=self.caller.principal)
-        )
+        wait = await db(throttle_wait, SimpleNamespace(user=self.caller.principal))
         if wait is not None:
             raise MessageError(
                 f"Too many requests for this caller; retry in {wait:.0f} s.", code="throttled"
@@ -212,7 +211,7 @@ class StreamConsumer(JsonSocket):
             field, text = first_error(serializer.errors)
             raise MessageError(f"{field}: {text}", field=field)
         await self.throttle()
-        admitted = await database_sync_to_async(self._admit)(serializer.validated_data)
+        admitted = await db(self._admit, serializer.validated_data)
         self.request_id = str(admitted.request.pk)
         self.task = asyncio.create_task(self._stream(admitted, received))
 
@@ -257,21 +256,21 @@ class StreamConsumer(JsonSocket):
                             first = first or time.monotonic()
                             await self.send_json({"type": "delta", "text": event.text})
         except services.RequestFailed as exc:
-            summary = await database_sync_to_async(self._summary)(rid)
+            summary = await db(self._summary, rid)
             await self.send_json({"type": "error", "message": str(exc), **summary})
             return
         except asyncio.CancelledError:
             # Stopped before request_run began (it settles its own request otherwise): the
             # hold goes back. A no-op once the request is closed.
-            await asyncio.shield(database_sync_to_async(services.request_abandon)(admitted))
+            await asyncio.shield(db(services.request_abandon, admitted))
             raise
         except Exception:
             log.exception("stream of request %s failed", rid)
-            await asyncio.shield(database_sync_to_async(services.request_abandon)(admitted))
+            await asyncio.shield(db(services.request_abandon, admitted))
             await self.send_error("llmops failed to stream this request.", request_id=rid)
             return
         ended = time.monotonic()
-        summary = await database_sync_to_async(self._summary)(rid, read=self.connected)
+        summary = await db(self._summary, rid, read=self.connected)
         output_tokens = (summary["usage"] or {}).get("output_tokens") or 0
         generated = request.mode != Request.Mode.CACHE and first is not None
         await self.send_json(
@@ -292,7 +291,7 @@ class StreamConsumer(JsonSocket):
         self.task.cancel()
         with suppress(asyncio.CancelledError):
             await self.task
-        summary = await database_sync_to_async(self._summary)(self.request_id)
+        summary = await db(self._summary, self.request_id)
         await self.send_json({"type": "stopped", **summary})
 
     async def disconnect(self, code) -> None:

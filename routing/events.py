@@ -10,14 +10,17 @@ reach other processes (a django-q2 worker). /ws/requests/ therefore also catches
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+import weakref
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
+from llmops.dbthreads import event_loop
 from routing.models import Request
 
 log = logging.getLogger(__name__)
@@ -51,13 +54,42 @@ def request_changed(request: Request) -> None:
 
 
 def _send(groups: tuple[str, ...], message: dict) -> None:
-    layer = get_channel_layer()
-    if layer is None:
+    loop = event_loop()
+    if loop is not None:
+        # Called from a serving database thread (llmops.dbthreads): hand the message to the
+        # event loop and go on, instead of blocking this thread on a round trip per group.
+        loop.call_soon_threadsafe(_schedule, groups, message)
         return
     try:
-        for group in groups:
-            async_to_sync(layer.group_send)(group, message)
+        async_to_sync(_publish)(groups, message)
     except Exception:
         # The change is committed; a subscriber catches up by updated_at. Failing here would
         # turn a completed request into an error for its client.
         log.warning("could not publish %s of request %s", message["status"], message["id"])
+
+
+# The last publication scheduled on each event loop: the next one waits for it, so a request's
+# messages leave in the order its changes were committed ("running" before "completed").
+_last: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _schedule(groups: tuple[str, ...], message: dict) -> None:
+    loop = asyncio.get_running_loop()
+    _last[loop] = loop.create_task(_publish_after(_last.get(loop), groups, message))
+
+
+async def _publish_after(previous: asyncio.Task | None, groups, message: dict) -> None:
+    if previous is not None:
+        await asyncio.wait([previous])
+    try:
+        await _publish(groups, message)
+    except Exception:
+        log.warning("could not publish %s of request %s", message["status"], message["id"])
+
+
+async def _publish(groups: tuple[str, ...], message: dict) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    for group in groups:
+        await layer.group_send(group, message)

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-from llmops import crypto
+from llmops import crypto, memo
 from routing.providers.types import Endpoint, Timeouts
 
 
@@ -83,6 +83,9 @@ class ApiKey(models.Model):
 
 def validate_provider_base_url(value: str) -> None:
     """A base URL is where we send prompts and keys: no credentials, no query, http(s) only."""
+    # urlsplit drops tabs and newlines silently: a URL that holds any is refused, not cleaned.
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValidationError("Base URL must not contain spaces or control characters.")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https"):
         raise ValidationError("Base URL must start with http:// or https://.")
@@ -528,3 +531,7 @@ class RequestAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.position} {self.model} {self.outcome}"
+
+
+# Every request reads these through llmops.memo: a change must reach every process.
+memo.watch(Provider, LlmModel, RoutingPolicy, PolicyModel, Workload)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.utils import timezone
 
 from routing.auth import KeyPrincipal
-from routing.models import LatencyClass, LlmModel, Request, Team, Workload
+from routing.models import LatencyClass, LlmModel, Request, RequestAttempt, Team, Workload
 
 
 def teams_for(user) -> QuerySet[Team]:
@@ -102,7 +102,9 @@ _COST = {
 def request_with_cost(request: Request) -> Request:
     return (
         Request.objects.select_related("team", "workload", "model__provider")
-        .prefetch_related("attempts__model__provider")
+        .prefetch_related(
+            Prefetch("attempts", RequestAttempt.objects.select_related("model__provider"))
+        )
         .annotate(**_COST)
         .get(pk=request.pk)
     )

@@ -9,11 +9,11 @@ import hmac
 import secrets
 import time
 from collections.abc import AsyncIterator
-from contextlib import aclosing
+from contextlib import aclosing, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import async_to_sync
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
@@ -32,7 +32,9 @@ from billing.services import (
     ledger_record_usage,
     request_hold,
 )
+from llmops.dbthreads import db
 from routing import circuit, metrics, providers
+from routing.config import policy_chain
 from routing.events import request_changed, request_touch
 from routing.models import (
     ApiKey,
@@ -229,8 +231,7 @@ def request_admit(
 
     workload = ask.workload
     policy = workload.policy
-    links = list(policy.links.select_related("model__provider").order_by("position"))
-    usable = [link.model for link in links if link.model.enabled and link.model.provider.enabled]
+    usable = [m for m in policy_chain(policy.pk) if m.enabled and m.provider.enabled]
     if not usable:
         raise RequestRejected(
             503,
@@ -255,8 +256,9 @@ def request_admit(
         )
 
     now = timezone.now()
+    # A savepoint only where a concurrent retry can collide on the idempotency key.
     try:
-        with transaction.atomic():
+        with transaction.atomic() if ask.idempotency_key else nullcontext():
             request = Request.objects.create(
                 team=team,
                 api_key=api_key,
@@ -271,6 +273,8 @@ def request_admit(
                 deadline_at=now + workload.deadline if workload.deadline else None,
             )
     except IntegrityError:
+        if not ask.idempotency_key:
+            raise
         # A concurrent retry with the same key won the insert: answer with its request.
         existing = Request.objects.get(team=team, idempotency_key=ask.idempotency_key)
         if existing.body_hash != body_hash:
@@ -445,18 +449,10 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Chun
     errors = []
     try:
         for position, model in enumerate(admitted.chain):
-            provider = model.provider.slug
-            if not await sync_to_async(circuit.allow)(provider):
-                await sync_to_async(_attempt_record)(
-                    request,
-                    position,
-                    model,
-                    RequestAttempt.Outcome.SKIPPED,
-                    error=f"{provider} circuit open",
-                )
+            endpoint = await db(_call_begin, request, position, model)
+            if endpoint is None:
                 errors.append(f"{model.model_id}: circuit open")
                 continue
-            endpoint = await sync_to_async(model.provider.endpoint)()
             call = replace(chat, model=model.model_id)
             started = time.monotonic()
             first_byte_ms = None
@@ -485,15 +481,12 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Chun
                 else:
                     completion = await providers.complete(endpoint, call)
             except ProviderError as exc:
-                await sync_to_async(circuit.record_failure)(provider, str(exc))
-                await sync_to_async(_attempt_record)(
+                await db(
+                    _call_failed,
                     request,
                     position,
                     model,
-                    RequestAttempt.Outcome.ERROR,
-                    error=str(exc),
-                    error_kind=exc.kind,
-                    status_code=exc.status,
+                    exc,
                     latency_ms=_ms_since(started),
                     first_byte_ms=first_byte_ms,
                 )
@@ -501,8 +494,12 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Chun
                 if exc.after_first_byte or text:
                     # The client already has part of an answer: another model cannot continue it.
                     # The provider billed what it produced; record an estimate, flagged as such.
-                    await sync_to_async(_request_fail_mid_stream)(
-                        admitted, model=model, text="".join(text), error=str(exc)
+                    await db(
+                        _request_fail_mid_stream,
+                        admitted,
+                        model=model,
+                        text="".join(text),
+                        error=str(exc),
                     )
                     raise RequestFailed(
                         request, f"{model.model_id} failed mid-stream: {exc}"
@@ -515,7 +512,8 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Chun
             except (asyncio.CancelledError, GeneratorExit):
                 # The client went away mid-stream: the provider still bills what it produced.
                 await asyncio.shield(
-                    sync_to_async(_request_fail_mid_stream)(
+                    db(
+                        _request_fail_mid_stream,
                         admitted,
                         model=model,
                         text="".join(text),
@@ -524,28 +522,61 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Chun
                     )
                 )
                 raise
-            await sync_to_async(circuit.record_success)(provider)
-            await sync_to_async(_attempt_record)(
-                request,
+            done = await db(
+                _call_succeeded,
+                admitted,
                 position,
                 model,
-                RequestAttempt.Outcome.OK,
+                completion=completion,
                 latency_ms=_ms_since(started),
                 first_byte_ms=first_byte_ms,
-            )
-            done = await sync_to_async(_request_complete)(
-                admitted, model=model, completion=completion
             )
             yield done
             return
         message = "; ".join(errors) or "no model could be called"
-        await sync_to_async(_request_fail)(admitted, error=message)
+        await db(_request_fail, admitted, error=message)
         raise RequestFailed(request, f"Every model in the chain failed: {message}")
     except (asyncio.CancelledError, GeneratorExit):
         # Cancelled outside a provider call (before the first, between fallbacks): nothing
         # was billed, so the hold goes back. After an estimate this finds nothing to do.
-        await asyncio.shield(sync_to_async(request_abandon)(admitted))
+        await asyncio.shield(db(request_abandon, admitted))
         raise
+
+
+def _call_begin(request: Request, position: int, model: LlmModel):
+    """Before calling `model`: its endpoint, or None (recorded as skipped) if its circuit is
+    open. One database unit, as are _call_failed and _call_succeeded: each hop to a thread
+    and back costs more than the work it carries."""
+    provider = model.provider.slug
+    if not circuit.allow(provider):
+        outcome = RequestAttempt.Outcome.SKIPPED
+        _attempt_record(request, position, model, outcome, error=f"{provider} circuit open")
+        return None
+    return model.provider.endpoint()
+
+
+def _call_failed(
+    request: Request, position: int, model: LlmModel, exc: ProviderError, **timings
+) -> None:
+    circuit.record_failure(model.provider.slug, str(exc))
+    _attempt_record(
+        request,
+        position,
+        model,
+        RequestAttempt.Outcome.ERROR,
+        error=str(exc),
+        error_kind=exc.kind,
+        status_code=exc.status,
+        **timings,
+    )
+
+
+def _call_succeeded(
+    admitted: Admitted, position: int, model: LlmModel, *, completion: Completion, **timings
+) -> Request:
+    circuit.record_success(model.provider.slug)
+    _attempt_record(admitted.request, position, model, RequestAttempt.Outcome.OK, **timings)
+    return _request_complete(admitted, model=model, completion=completion)
 
 
 def _ms_since(started: float) -> int:
@@ -765,11 +796,7 @@ def request_serve_escalated(*, request_id: str) -> Request | None:
         return None
     request = Request.objects.select_related("team", "workload__policy").get(pk=request_id)
     policy = request.workload.policy
-    chain = [
-        link.model
-        for link in policy.links.select_related("model__provider").order_by("position")
-        if link.model.enabled and link.model.provider.enabled
-    ]
+    chain = [m for m in policy_chain(policy.pk) if m.enabled and m.provider.enabled]
     # The model the batch would have used first: the client may have asked for it.
     chain.sort(key=lambda m: m.pk != request.model_id)
     with transaction.atomic():
@@ -814,11 +841,10 @@ def requests_admit_deferred(
     if not asks:
         return []
     workload = asks[0].workload
-    links = workload.policy.links.select_related("model__provider").order_by("position")
     usable = [
-        link.model
-        for link in links
-        if link.model.enabled and link.model.provider.enabled and link.model.provider.supports_batch
+        m
+        for m in policy_chain(workload.policy_id)
+        if m.enabled and m.provider.enabled and m.provider.supports_batch
     ]
     if not usable:
         raise RequestRejected(

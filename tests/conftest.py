@@ -3,11 +3,21 @@ from __future__ import annotations
 import os
 
 import pytest
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from rest_framework.test import APIClient
 
+from llmops import memo
 from routing.models import ApiKey, Team
 from routing.services import api_key_create
+
+
+def pytest_configure(config) -> None:
+    from django.conf import settings
+
+    # In-process tests run the serving endpoints' database work in the request's own thread:
+    # the test's transaction lives there, and a pool thread (llmops/dbthreads.py) could
+    # neither see its rows nor write beside it. The live tests' daphne uses the pool.
+    settings.LLMOPS_DB_THREADS = 0
 
 
 @pytest.fixture(autouse=True)
@@ -20,6 +30,8 @@ def _hermetic_environment(monkeypatch) -> None:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     cache.clear()
+    caches["throttle"].clear()
+    memo.reset()  # rows memoized by a previous test may have been rolled back
 
 
 @pytest.fixture(scope="session")
@@ -63,3 +75,18 @@ def client_for():
         return client
 
     return make
+
+
+@pytest.fixture
+def ledger_emptied_after():
+    """For tests that commit ledger rows (transaction=True): the teardown flush would be
+    refused by the append-only triggers, so they are lifted just long enough to delete them."""
+    yield
+    from django.db import connection
+
+    from billing.migrations import _append_only
+
+    with connection.schema_editor() as editor:
+        _append_only.backward(None, editor)
+        connection.cursor().execute("DELETE FROM billing_ledgerentry")
+        _append_only.forward(None, editor)

@@ -10,8 +10,6 @@ from django.db import DatabaseError, connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-from billing.migrations import _append_only
-
 BEFORE = [("billing", "0004_money_in_picodollars"), ("routing", "0005_workload_batch_webhook")]
 AFTER = [("billing", "0005_ledger_standard_and_batch_cost")]
 
@@ -21,17 +19,6 @@ def migrate(targets):
     executor.loader.build_graph()
     executor.migrate(targets)
     return executor.loader.project_state(targets).apps
-
-
-@pytest.fixture
-def ledger_emptied_after():
-    """This test commits ledger rows; the teardown flush would be refused by the triggers, so
-    they are lifted just long enough to delete the rows."""
-    yield
-    with connection.schema_editor() as editor:
-        _append_only.backward(None, editor)
-        connection.cursor().execute("DELETE FROM billing_ledgerentry")
-        _append_only.forward(None, editor)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,0 +1,108 @@
+"""Where daphne's CPU goes on the serving path: py-spy samples the llmops server while a client
+sends requests one after another; prints CPU-ms per request and the functions that hold the
+most samples (inclusive and self). Not a benchmark (no figure goes to BENCHMARKS.md): the tool
+that found what the hot path changes in llmops/serving.py, dbthreads.py and memo.py removed.
+
+    .venv/bin/python bench/profile.py [--seconds 15] [--native] [--top 40] [--raw OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import common  # noqa: E402
+
+PY_SPY = Path(sys.executable).with_name("py-spy")
+WORKLOAD = "product-search"
+
+
+def call(base_url: str, api_key: str, native: bool) -> None:
+    content = f"profile {uuid.uuid4()}"  # a new prompt each time: no response-cache hits
+    if native:
+        path, body = "/api/v1/requests", {"workload": WORKLOAD}
+    else:
+        path, body = "/v1/chat/completions", {"model": "gpt-4o-mini"}
+    body.update(messages=[{"role": "user", "content": content}], max_tokens=16)
+    request = urllib.request.Request(  # noqa: S310 (http to the stack this script started)
+        base_url + path,
+        data=json.dumps(body).encode(),
+        headers={
+            "Authorization": f"Bearer {api_key}",
+            "Content-Type": "application/json",
+            "X-Workload": WORKLOAD,
+        },
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        response.read()
+
+
+def summarise(raw: Path, top: int) -> str:
+    """py-spy's raw output (one `frame;frame;... count` line per stack) as two top lists."""
+    inclusive, own, total = collections.Counter(), collections.Counter(), 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")]
+        total += int(count)
+        for frame in set(frames):
+            inclusive[frame] += int(count)
+        own[frames[-1]] += int(count)
+    lines = [f"{total} samples (idle threads excluded)", "", "inclusive:"]
+    lines += [f"{n / total:6.1%}  {f}" for f, n in inclusive.most_common(top)]
+    lines += ["", "self:"]
+    lines += [f"{n / total:6.1%}  {f}" for f, n in own.most_common(top)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--native", action="store_true", help="POST /api/v1/requests")
+    parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--raw", help="keep py-spy's raw samples here")
+    args = parser.parse_args()
+    if not PY_SPY.exists():
+        sys.exit(f"{PY_SPY} is missing: `make install` installs it (a dev dependency)")
+    scratch = tempfile.TemporaryDirectory(prefix="llmops-profile-")
+    raw = Path(args.raw or Path(scratch.name) / "samples.txt")
+    with (
+        common.simulator_process(output_tokens=16) as (sim, _),
+        common.llmops_stack(sim.base_url, prefix="llmops-profile-") as (stack, pid),
+    ):
+        for _ in range(50):  # warm: imports, the configuration memo, connections
+            call(stack.base_url, stack.api_key, args.native)
+        spy = subprocess.Popen(  # noqa: S603
+            [
+                *(str(PY_SPY), "record", "--pid", str(pid), "--format", "raw"),
+                *("--output", str(raw), "--rate", "500", "--nonblocking"),
+                *("--duration", str(int(args.seconds) + 1)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1)  # py-spy attached
+        cpu, started, n = common.cpu_seconds(pid), time.monotonic(), 0
+        while time.monotonic() - started < args.seconds:
+            call(stack.base_url, stack.api_key, args.native)
+            n += 1
+        cpu = common.cpu_seconds(pid) - cpu
+        spy.wait()
+    print(f"{n} requests in {args.seconds:g} s; daphne: {cpu * 1000 / n:.1f} CPU-ms per request\n")
+    print(summarise(raw, args.top))
+    scratch.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Database work of the serving endpoints, run in a few long-lived threads.
+
+Under ASGI, Django runs every sync_to_async call of a request in a thread made for that
+request and closes that thread's database connection when the request ends. For the serving
+endpoints (POST /v1/chat/completions, POST /api/v1/requests) that was a new thread, a new
+connection (on SQLite its PRAGMAs, and a WAL checkpoint when the last one closes) and a new
+executor per API call — a quarter of the CPU a request took. `db()` runs a unit of work in a
+pool of LLMOPS_DB_THREADS threads instead, each keeping its connection between units.
+
+A unit is a whole piece of work (it opens and closes its own transactions): two units of one
+request may run in different threads. With LLMOPS_DB_THREADS=0 units run the Django way, in
+the request's own thread; the in-process tests do that, because the test's transaction lives
+in that thread and a pool thread could neither see its rows nor write beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import DatabaseError, connections
+
+# A connection idle this long is checked before use: a server may have closed it meanwhile.
+IDLE_CHECK_SECONDS = 30
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_local = threading.local()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(
+                max_workers=settings.LLMOPS_DB_THREADS, thread_name_prefix="llmops-db"
+            )
+        return _pool
+
+
+def _ready() -> None:
+    """What Django's request signals do for a request's thread, for a kept connection: drop it
+    if an error may have broken it or it idled long enough for the server to close it."""
+    now = time.monotonic()
+    idle = now - getattr(_local, "last_used", now) > IDLE_CHECK_SECONDS
+    _local.last_used = now
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None or not (conn.errors_occurred or idle):
+            continue
+        if conn.is_usable():
+            conn.errors_occurred = False
+        else:
+            conn.close()
+
+
+def _unit(fn: Callable, loop: asyncio.AbstractEventLoop) -> Callable:
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        _ready()
+        _local.loop = loop
+        try:
+            return fn(*args, **kwargs)
+        except DatabaseError:
+            # The connection may be what failed; the next unit in this thread opens another.
+            for conn in connections.all(initialized_only=True):
+                conn.close()
+            raise
+        finally:
+            _local.loop = None
+
+    return run
+
+
+def event_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop that is awaiting this thread's unit, if this is a database thread: work
+    a unit hands back to it (publishing an event) need not block the unit."""
+    return getattr(_local, "loop", None)
+
+
+async def db(fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
+    """Await `fn(*args, **kwargs)` (sync, using the ORM) run in a database thread."""
+    if not settings.LLMOPS_DB_THREADS:
+        return await sync_to_async(fn)(*args, **kwargs)
+    unit = _unit(fn, asyncio.get_running_loop())
+    return await sync_to_async(unit, thread_sensitive=False, executor=_executor())(*args, **kwargs)

@@ -1,0 +1,163 @@
+"""The serving hot path's cost in SQL statements, and the configuration memo that keeps it low
+(llmops/memo.py): a change to a price, a chain or a budget reaches the next request.
+
+These tests commit (transaction=True): the memo keeps nothing read inside a transaction that
+changed configuration, so only committed changes show what a server does."""
+
+from __future__ import annotations
+
+import io
+from decimal import Decimal
+
+import pytest
+from django.core.cache import cache
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from billing.models import Budget, LedgerEntry, Price, Processing
+from billing.pricing import PriceVersion, Rates
+from billing.selectors import price_in_force
+from billing.services import price_create
+from llmops import memo
+from routing.models import LlmModel, PolicyModel, Request, Workload
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("ledger_emptied_after"),
+]
+KEY = "llm_hot-path-test-key-0123456789"
+# What one realtime request may cost once the memo is warm: the key, the workload, the
+# request row (insert, two updates), the hold (budget period, reserve, hold, its period link),
+# the attempt, the ledger entry (its key, the period, the entry, spent, hold, reserved) and
+# the answer (the request with its cost, its attempts) — plus the transactions around them.
+NATIVE_STATEMENTS = 26
+OPENAI_STATEMENTS = 24
+
+
+@pytest.fixture
+def api(sim, client_for):
+    call_command(
+        "seed_demo", "--simulator-url", sim.base_url, "--api-key", KEY, stdout=io.StringIO()
+    )
+    return client_for(KEY)
+
+
+def native(api, text: str, workload: str = "product-search"):
+    body = {"workload": workload, "messages": [{"role": "user", "content": text}]}
+    return api.post("/api/v1/requests", {**body, "max_tokens": 20}, format="json")
+
+
+def openai(api, text: str):
+    return api.post(
+        "/v1/chat/completions",
+        {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]},
+        format="json",
+        headers={"X-Workload": "product-search"},
+    )
+
+
+def statements(call) -> tuple[object, list[str]]:
+    with CaptureQueriesContext(connection) as captured:
+        response = call()
+    return response, [q["sql"] for q in captured.captured_queries]
+
+
+def test_a_realtime_request_runs_a_bounded_number_of_statements(api):
+    assert native(api, "warm the memo").status_code == 200
+    assert openai(api, "warm the memo too").status_code == 200
+
+    response, sql = statements(lambda: native(api, "counted, native"))
+    assert response.status_code == 200, response.content
+    assert len(sql) <= NATIVE_STATEMENTS, "\n".join(sql)
+    # The memo answers these: none is read per request.
+    for table in ("billing_price", 'billing_budget"', "routing_policymodel"):
+        assert not [s for s in sql if f'FROM "{table}' in s], table
+
+    response, sql = statements(lambda: openai(api, "counted, openai"))
+    assert response.status_code == 200, response.content
+    assert len(sql) <= OPENAI_STATEMENTS, "\n".join(sql)
+
+
+def test_a_new_price_version_prices_the_next_request(api):
+    assert native(api, "before").status_code == 200
+    model = LlmModel.objects.get(model_id="gpt-4o-mini")
+    old = price_in_force(model, Processing.STANDARD, timezone.now())
+    doubled = Rates(
+        input=old.rates.input * 2,
+        cached_input=old.rates.cached_input,
+        cache_write=old.rates.cache_write,
+        output=old.rates.output * 2,
+    )
+    new = price_create(
+        model=model,
+        version=PriceVersion(
+            id=None,
+            model=str(model.pk),
+            processing=Processing.STANDARD,
+            effective_from=timezone.now(),
+            rates=doubled,
+        ),
+        effective_from=timezone.now(),
+    )
+
+    assert native(api, "after").status_code == 200
+
+    entry = LedgerEntry.objects.get(request__params__messages__0__content="after")
+    assert entry.price_id == new.pk
+    before = LedgerEntry.objects.get(request__params__messages__0__content="before")
+    assert before.price_id == old.id and entry.price_id != before.price_id
+
+
+def test_a_chain_change_routes_the_next_request(api):
+    assert native(api, "first").status_code == 200
+    assert Request.objects.get(params__messages__0__content="first").model.model_id == (
+        "gpt-4o-mini"
+    )
+    workload = Workload.objects.get(slug="product-search")
+    first = PolicyModel.objects.get(policy=workload.policy, position=0)
+    first.model.enabled = False
+    first.model.save()
+
+    assert native(api, "second").status_code == 200
+
+    served = Request.objects.get(params__messages__0__content="second").model
+    assert served.model_id != "gpt-4o-mini"
+
+
+def test_a_budget_limit_change_applies_to_the_next_request(api):
+    assert native(api, "affordable").status_code == 200
+    budget = Budget.objects.get(team__slug="acme", workload=None)
+    budget.hard = True
+    budget.save()
+    from billing.services import budget_update
+
+    budget_update(budget=budget, limit_usd=Decimal("0.000001"))
+
+    response = native(api, "over the limit")
+
+    assert response.status_code == 402, response.content
+
+
+def test_another_process_changing_the_configuration_drops_this_ones_memo():
+    calls = []
+
+    def build():
+        calls.append(1)
+        return len(calls)
+
+    assert memo.memoized("k", build) == 1
+    assert memo.memoized("k", build) == 1  # memoized
+    cache.set(memo.VERSION_KEY, "a change committed elsewhere")  # what _publish does there
+    assert memo.memoized("k", build) == 2
+    assert memo.memoized("k", build) == 2
+
+
+def test_a_price_row_saved_anywhere_invalidates():
+    model_count = Price.objects.count()  # any query; the memo is empty
+    assert model_count >= 0
+    built = memo.memoized("probe", object)
+    assert memo.memoized("probe", object) is built
+    memo.invalidate()
+    assert memo.memoized("probe", object) is not built

@@ -1,0 +1,132 @@
+"""Websockets in-process (channels' WebsocketCommunicator against llmops.asgi.application):
+a foreign Origin is refused whatever the credentials, a handshake without a key or a browser
+session is refused, and a key of team A hears nothing of team B's requests."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
+from django.test import Client
+
+from llmops.asgi import application
+from routing.models import LatencyClass, Request, RoutingPolicy, Workload
+from routing.services import api_key_create, request_cancel
+
+# Committed rows: the consumers read them from their own database connections.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PATHS = ["/ws/stream/", "/ws/requests/"]
+GOOD_ORIGIN = "http://localhost:8000"
+
+
+def handshake(path: str, headers: list[tuple[bytes, bytes]]) -> bool:
+    async def connect() -> bool:
+        communicator = WebsocketCommunicator(application, path, headers=headers)
+        connected, _ = await communicator.connect()
+        await communicator.disconnect()
+        return connected
+
+    return async_to_sync(connect)()
+
+
+@pytest.fixture
+def session_cookie(team) -> bytes:
+    user = User.objects.create_user("alice", "alice@acme.example", "pw-for-tests-only")
+    team.members.add(user)
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+@pytest.fixture
+def bearer(api_key) -> bytes:
+    return f"Bearer {api_key[1]}".encode()
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://evil.example",
+        "https://localhost.evil.example",
+        "http://evil.example:8000",
+        "null",  # a sandboxed iframe or a file:// page
+    ],
+)
+def test_a_foreign_origin_is_refused_even_with_a_session_or_a_key(
+    path, origin, session_cookie, bearer
+):
+    assert handshake(path, [(b"origin", GOOD_ORIGIN.encode()), (b"cookie", session_cookie)])
+
+    assert not handshake(path, [(b"origin", origin.encode()), (b"cookie", session_cookie)])
+    assert not handshake(path, [(b"origin", origin.encode()), (b"authorization", bearer)])
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_handshake_without_a_key_or_a_browser_session_is_refused(
+    path, session_cookie, bearer, api_key
+):
+    assert handshake(path, [(b"authorization", bearer)])  # a program with its key
+
+    assert not handshake(path, [])
+    assert not handshake(path, [(b"origin", GOOD_ORIGIN.encode())])
+    # A cookie without an Origin is not a browser: programs must use a key.
+    assert not handshake(path, [(b"cookie", session_cookie)])
+    # Keys never ride in the query string (it ends up in access logs).
+    assert not handshake(f"{path}?key={api_key[1]}", [])
+    assert not handshake(path, [(b"authorization", b"Bearer llm_not-a-real-key-0000000000")])
+    assert not handshake(path, [(b"authorization", bearer + b" extra")])
+
+
+def queued_request(team, slug: str) -> Request:
+    workload = Workload.objects.create(
+        team=team,
+        slug=slug,
+        latency_class=LatencyClass.REALTIME,
+        policy=RoutingPolicy.objects.create(team=team, name=f"{slug}-policy"),
+    )
+    return Request.objects.create(team=team, workload=workload, status=Request.Status.QUEUED)
+
+
+def test_a_key_of_team_a_hears_nothing_of_team_bs_requests(team, other_team, api_key):
+    theirs = queued_request(other_team, "zq-their-workload")
+    _, b_raw = api_key_create(team=other_team, name="b")
+
+    async def scenario() -> tuple[list[dict], list[dict]]:
+        a = WebsocketCommunicator(
+            application,
+            "/ws/requests/",
+            headers=[(b"authorization", f"Bearer {api_key[1]}".encode())],
+        )
+        b = WebsocketCommunicator(
+            application, "/ws/requests/", headers=[(b"authorization", f"Bearer {b_raw}".encode())]
+        )
+        assert (await a.connect())[0] and (await b.connect())[0]
+        await a.send_json_to({"type": "subscribe", "request_ids": [str(theirs.pk)]})
+        a_heard = [await a.receive_json_from(timeout=5), await a.receive_json_from(timeout=5)]
+        await a.send_json_to({"type": "subscribe", "all": True})
+        a_heard.append(await a.receive_json_from(timeout=5))
+        await b.send_json_to({"type": "subscribe", "all": True})
+        b_heard = [await b.receive_json_from(timeout=5)]
+
+        assert await database_sync_to_async(request_cancel)(request=theirs)
+
+        b_heard.append(await b.receive_json_from(timeout=5))
+        assert await a.receive_nothing(timeout=0.5)
+        await a.disconnect()
+        await b.disconnect()
+        return a_heard, b_heard
+
+    a_heard, b_heard = async_to_sync(scenario)()
+
+    assert a_heard[0] == {"type": "subscribed", "request_ids": [], "all": False}
+    assert a_heard[1]["type"] == "error" and a_heard[1]["code"] == "not_found"
+    assert a_heard[2] == {"type": "subscribed", "request_ids": [], "all": True}
+    assert "zq-their-workload" not in repr(a_heard)
+    # B's own subscriber did hear the change A was not told of.
+    assert b_heard[1]["type"] == "status" and b_heard[1]["request_id"] == str(theirs.pk)
+    assert b_heard[1]["request"]["workload"] == "zq-their-workload"
+    assert b_heard[1]["status"] == "cancelled"
