@@ -194,8 +194,10 @@ else:
     # shared by every process on this machine without writing to SQLite.
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "BACKEND": "llmops.cache.FileCache",  # culls every 200 writes, not on each
             "LOCATION": str(DATA_DIR / "cache"),
+            # Response-cache entries and heartbeats; Django's default is 300.
+            "OPTIONS": {"MAX_ENTRIES": 10_000},
         },
         # Per-key rate counts, rewritten on every API call: one daphne process serves a
         # machine, so they live in its memory (a file write per call cost ~2 ms).
