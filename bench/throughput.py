@@ -239,6 +239,19 @@ def markdown(f: dict) -> str:
     ]
     if f["steps"] and f["steps"][-1]["ok"]:
         lines += ["", f"Every rate of the ladder up to {RATES[-1]} requests/s passed."]
+    if per_core is not None and per_core < TARGET_PER_CORE:
+        lines += [
+            "",
+            "**What stands in the way**: daphne's CPU per request, the same path as M1's (about "
+            "25 SQL statements written and read through the Django ORM before each answer, the "
+            "openai SDK's client, JSON): at "
+            f"{f['server_cpu_ms_per_request']} CPU-ms per request one core serves {per_core} "
+            f"requests/s, and {TARGET_PER_CORE} would need about "
+            f"{1000 / TARGET_PER_CORE:.1f} ms. One daphne process runs Python on one core at a "
+            "time, and here it shares the two cores with the client and the simulator, so a step "
+            "can pass the p99 limit before daphne uses a full core. Scaling out (several daphne "
+            "processes on PostgreSQL) multiplies the rate, not the rate per core.",
+        ]
     return "\n".join(lines)
 
 
