@@ -396,7 +396,6 @@ def _asks(workload: Workload, stored: StoredFile) -> list[tuple[int, str, routin
     """The file's lines as asks, each body validated like /v1/chat/completions; problems are
     reported by line (up to 20) before anything is admitted."""
     lines, errors = [], []
-    chain = list(workload.policy.links.select_related("model__provider"))
     for line in jsonl.read_lines(services.file_chunks(stored)):
         body = ChatCompletionInputSerializer(data=line.body)
         if not body.is_valid():
@@ -410,7 +409,6 @@ def _asks(workload: Workload, stored: StoredFile) -> list[tuple[int, str, routin
             body.validated_data,
             source=Request.Source.BATCH_API,
             metadata={"custom_id": line.custom_id},
-            chain=chain,
         )
         lines.append((line.number, line.custom_id, ask))
     if errors:

@@ -90,6 +90,13 @@ def fmt_spread(s: dict[str, float], unit: str = " ms", digits: int = 1) -> str:
     return f"{s['median']:.{digits}f}{unit} ({s['min']:.{digits}f} to {s['max']:.{digits}f})"
 
 
+def added_cells(row: dict) -> str:
+    """An arm's "added p50 (median over rounds, range) | added p99" table cells (M1, M3)."""
+    if "added_p50_ms" not in row:
+        return "— | —"
+    return f"**{fmt_spread(row['added_p50_ms'], digits=2)}** | **{row['added_p99_ms']:.2f} ms**"
+
+
 def verdict(value: float, target: float, *, at_most: bool = True, unit: str = " ms") -> str:
     """'met (≤ 3 ms)' or '**missed** by 4.2 ms (target ≤ 3 ms)'."""
     sign = "≤" if at_most else "≥"

@@ -230,12 +230,7 @@ def markdown(f: dict) -> str:
     ]
     for name, row in arms.items():
         lat = row["latency_ms"]
-        added = (
-            f"**{common.fmt_spread(row['added_p50_ms'], digits=2)}** | "
-            f"**{row['added_p99_ms']:.2f} ms**"
-            if "added_p50_ms" in row
-            else "— | —"
-        )
+        added = common.added_cells(row)
         lines.append(
             f"| {ARM_LABELS[name]} | {lat['p50']:.2f} ms | {lat['p90']:.2f} ms | "
             f"{lat['p99']:.2f} ms | {added} |"

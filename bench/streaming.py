@@ -485,12 +485,7 @@ def markdown(f: dict) -> str:
     ]
     for name, row in ttft.items():
         t = row["ttft_ms"]
-        added = (
-            f"**{common.fmt_spread(row['added_p50_ms'], digits=2)}** | "
-            f"**{row['added_p99_ms']:.2f} ms**"
-            if "added_p50_ms" in row
-            else "— | —"
-        )
+        added = common.added_cells(row)
         lines.append(
             f"| {ARM_LABELS[name]} | {t['p50']:.2f} ms | {t['p90']:.2f} ms | {t['p99']:.2f} ms "
             f"| {added} |"

@@ -27,6 +27,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, connections
 
+from llmops import memo
+
 # A connection idle this long is checked before use: a server may have closed it meanwhile.
 IDLE_CHECK_SECONDS = 30
 
@@ -66,7 +68,8 @@ def _unit(fn: Callable, loop: asyncio.AbstractEventLoop) -> Callable:
         _ready()
         _local.loop = loop
         try:
-            return fn(*args, **kwargs)
+            with memo.pinned():
+                return fn(*args, **kwargs)
         except DatabaseError:
             # The connection may be what failed; the next unit in this thread opens another.
             for conn in connections.all(initialized_only=True):

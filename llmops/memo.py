@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.core.cache import cache
@@ -25,6 +26,7 @@ VERSION_KEY = "llmops:config-version"
 _MISSING = object()
 
 _lock = threading.Lock()
+_pinned = threading.local()
 # (token the values were read under, the values). Replaced, never cleared in place: a value
 # built from rows read before a change must not land in the generation after it.
 _generation: tuple[Any, dict] = (_MISSING, {})
@@ -34,7 +36,9 @@ def memoized(key: Hashable, build: Callable[[], Any]) -> Any:
     """The value memoized under `key`, built (from the database) if this generation lacks it.
     Values are shared by every thread: treat them as read-only."""
     global _generation
-    token = cache.get(VERSION_KEY)
+    token = getattr(_pinned, "token", _MISSING)
+    if token is _MISSING:
+        token = cache.get(VERSION_KEY)
     with _lock:
         if _generation[0] != token:
             _generation = (token, {})
@@ -47,6 +51,18 @@ def memoized(key: Hashable, build: Callable[[], Any]) -> Any:
         if not any(fn is _publish for _, fn, _ in connection.run_on_commit):
             values[key] = value
     return value
+
+
+@contextmanager
+def pinned() -> Iterator[None]:
+    """Within it, memoized() reads the version token once, not on every lookup: a unit of work
+    looks up a chain, prices and budgets several times (a cache read each, a round trip on
+    Redis). Changes committed meanwhile are seen by the next unit."""
+    _pinned.token = cache.get(VERSION_KEY)
+    try:
+        yield
+    finally:
+        del _pinned.token
 
 
 def invalidate() -> None:

@@ -430,17 +430,15 @@ def openai_ask(
     source: str,
     idempotency_key: str | None = None,
     metadata: dict | None = None,
-    chain: list | None = None,
 ) -> services.Ask:
     """An Ask from a validated chat.completions body. OpenAI clients must send some model: one
-    outside the chain means "the policy decides". `chain`: the workload's links, when the
-    caller builds many asks (a batch file) and must not query them per line."""
+    outside the chain means "the policy decides"."""
     return services.Ask(
         workload=workload,
         messages=data["messages"],
         max_tokens=data.get("max_completion_tokens") or data.get("max_tokens"),
         temperature=data.get("temperature"),
-        model=chain_model(workload, data["model"], links=chain),
+        model=chain_model(workload, data["model"]),
         stream=data.get("stream", False),
         metadata={**(metadata or {}), **(data.get("metadata") or {})},
         idempotency_key=idempotency_key,
@@ -448,11 +446,12 @@ def openai_ask(
     )
 
 
-def chain_model(workload: Workload, model_id: str | None, *, links=None):
+def chain_model(workload: Workload, model_id: str | None):
+    """The model of the workload's chain called `model_id`, or None (the chain is memoized, so
+    a batch file's lines do not query it each)."""
     if not model_id:
         return None
-    models = policy_chain(workload.policy_id) if links is None else [link.model for link in links]
-    return next((model for model in models if model.model_id == model_id), None)
+    return next((m for m in policy_chain(workload.policy_id) if m.model_id == model_id), None)
 
 
 def native_ask(
@@ -480,7 +479,7 @@ def native_ask(
     workload = found[0]
     model = chain_model(workload, data.get("model"))
     if data.get("model") and model is None:
-        chain = [link.model.model_id for link in workload.policy.links.select_related("model")]
+        chain = [m.model_id for m in policy_chain(workload.policy_id)]
         raise services.RequestRejected(
             400,
             f"Model {data['model']!r} is not in workload {workload.slug}'s chain "

@@ -315,15 +315,12 @@ def world_load(what_if: WhatIf | None = None, *, at: datetime | None = None) -> 
             pk=policy.pk,
             label=label,
             team=policy.team.slug if policy.team_id else "",
-            spec=PolicySpec(
-                tier=policy.tier,
+            spec=replace(
+                PolicySpec.of(policy),
                 allow_batch=policy.allow_batch and not what_if.no_batch,
-                max_batch_wait=what_if.max_wait
-                if what_if.max_wait is not None
-                else policy.max_batch_wait,
-                deadline_margin=policy.deadline_margin,
-                soft_breach_action=policy.soft_breach_action,
-                fallback_across_tiers=policy.fallback_across_tiers,
+                max_batch_wait=policy.max_batch_wait
+                if what_if.max_wait is None
+                else what_if.max_wait,
             ),
             cache_ttl=policy.cache_ttl if policy.cache_enabled and not what_if.no_cache else None,
             rebatch=policy.on_deadline_risk == RoutingPolicy.Escalation.REBATCH,

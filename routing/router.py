@@ -9,7 +9,7 @@ facts (policy, chain, circuit states, budget state, batch turnaround) and record
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import timedelta
 
 TIERS = ("economy", "standard", "premium")  # cheapest first
@@ -44,6 +44,11 @@ class PolicySpec:
     deadline_margin: timedelta = timedelta(minutes=5)
     soft_breach_action: str = "downgrade"  # downgrade | defer | refuse
     fallback_across_tiers: bool = True
+
+    @classmethod
+    def of(cls, policy) -> PolicySpec:
+        """From anything with these attributes (a routing.models.RoutingPolicy)."""
+        return cls(**{f.name: getattr(policy, f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True)

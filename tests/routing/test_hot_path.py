@@ -174,3 +174,17 @@ def test_the_file_cache_culls_every_so_many_writes_not_on_each(tmp_path):
     # the directory at about MAX_ENTRIES).
     files = len(store._list_cache_files())
     assert 10 < files < 2 * FileCache.CULL_EVERY
+
+
+def test_a_unit_of_work_reads_the_version_token_once():
+    calls = []
+
+    def build():
+        calls.append(1)
+        return len(calls)
+
+    with memo.pinned():
+        assert memo.memoized("u", build) == 1
+        cache.set(memo.VERSION_KEY, "committed during the unit")
+        assert memo.memoized("u", build) == 1  # the unit's token: no cache read per lookup
+    assert memo.memoized("u", build) == 2  # the next read sees the change
