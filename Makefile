@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Debian packages are installed as root (CI) or through sudo (a developer's machine).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint format install clean browser bench
+.PHONY: run test lint format install clean browser bench faults
 
 # Reinstall only when the dependency list changes.
 $(STAMP): pyproject.toml
@@ -30,6 +30,12 @@ browser:
 ## test: the whole pytest suite
 test: install browser
 	LLMOPS_DATA_DIR=var/test $(PY) -m pytest $(PYTEST_ARGS)
+
+## faults: the fault suite (tests/faults, tests/security) on SQLite, then on PostgreSQL + Redis
+## (throwaway servers unless DATABASE_URL/REDIS_URL are set; installs them from Debian when
+## missing), and RELIABILITY.md rewritten from what it measured. Under 15 minutes.
+faults: install browser
+	$(PY) tests/faults/run.py
 
 ## lint: ruff (lint + format check) and missing migrations
 lint: install

@@ -20,6 +20,14 @@ def pytest_configure(config) -> None:
     settings.LLMOPS_DB_THREADS = 0
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    # tests/faults is the fault suite: `make faults` runs it (tests/faults/run.py), `make test`
+    # deselects it through the "not faults" default in pyproject.toml.
+    for item in items:
+        if "/tests/faults/" in str(item.path):
+            item.add_marker(pytest.mark.faults)
+
+
 @pytest.fixture(autouse=True)
 def _hermetic_environment(monkeypatch) -> None:
     # Both SDKs honour proxy variables and read OPENAI_*/ANTHROPIC_* settings from
@@ -32,6 +40,14 @@ def _hermetic_environment(monkeypatch) -> None:
     cache.clear()
     caches["throttle"].clear()
     memo.reset()  # rows memoized by a previous test may have been rolled back
+
+
+@pytest.fixture(scope="session")
+def figures():
+    """Where a fault or security test writes the figures RELIABILITY.md shows (tests/figures.py)."""
+    from tests.figures import from_environment
+
+    return from_environment()
 
 
 @pytest.fixture(scope="session")

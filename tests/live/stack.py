@@ -135,11 +135,7 @@ class Llmops:
         )
 
 
-@contextmanager
-def running_llmops(simulator_url: str, data_dir: Path, **settings: str) -> Iterator[Llmops]:
-    """Migrate and seed `data_dir`, start daphne on a free port, stop it on exit. `settings`
-    are extra LLMOPS_* environment variables."""
-    port = free_port()
+def _prepared_env(data_dir: Path, database_url: str | None, settings: dict) -> dict:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("LLMOPS_", "DATABASE_", "REDIS_"))
     }
@@ -149,31 +145,23 @@ def running_llmops(simulator_url: str, data_dir: Path, **settings: str) -> Itera
         PYTHONUNBUFFERED="1",
         **settings,
     )
+    if database_url:
+        env["DATABASE_URL"] = database_url
     if redis_url := os.environ.get("REDIS_URL"):
         # Scaled mode: channel layer, cache and broker on Redis as well, in a database of its
         # own, so that the test process clearing its cache leaves the server's state alone.
         env["REDIS_URL"] = urllib.parse.urlsplit(redis_url)._replace(path="/1").geturl()
         # A fresh server starts with fresh state: no circuit or cache left by the last one.
         redis.Redis.from_url(env["REDIS_URL"]).flushdb()
-    manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    subprocess.run(
-        [
-            *manage,
-            "seed_demo",
-            "--simulator-url",
-            simulator_url,
-            "--api-key",
-            API_KEY,
-            "--admin-password",
-            ADMIN_PASSWORD,
-        ],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    log = (data_dir / "daphne.log").open("wb")
+    return env
+
+
+@contextmanager
+def serving(env: dict, log_path: Path) -> Iterator[str]:
+    """daphne on a free port with `env` (a migrated, seeded database), until the block ends;
+    yields its base URL. Asserts on exit that it logged no traceback."""
+    port = free_port()
+    log = log_path.open("wb")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -203,14 +191,44 @@ def running_llmops(simulator_url: str, data_dir: Path, **settings: str) -> Itera
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError((data_dir / "daphne.log").read_text()) from None
+                raise RuntimeError(log_path.read_text()) from None
             time.sleep(0.2)
     try:
-        yield Llmops(base_url=base_url, api_key=API_KEY, data_dir=data_dir, env=env)
+        yield base_url
     finally:
         proc.terminate()
         proc.wait(timeout=20)
         log.close()
     # Whatever the clients saw, the server must not have crashed on anything.
-    text = (data_dir / "daphne.log").read_text(errors="replace")
+    text = log_path.read_text(errors="replace")
     assert "Traceback" not in text, text[text.index("Traceback") - 2000 :][:6000]
+
+
+@contextmanager
+def running_llmops(
+    simulator_url: str, data_dir: Path, *, database_url: str | None = None, **settings: str
+) -> Iterator[Llmops]:
+    """Migrate and seed `data_dir` (or `database_url`: an empty database of its own), start
+    daphne on a free port, stop it on exit. `settings` are extra LLMOPS_* environment
+    variables. More daphne processes on the same database: `serving(stack.env, log_path)`."""
+    env = _prepared_env(data_dir, database_url, settings)
+    manage = [sys.executable, "manage.py"]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [
+            *manage,
+            "seed_demo",
+            "--simulator-url",
+            simulator_url,
+            "--api-key",
+            API_KEY,
+            "--admin-password",
+            ADMIN_PASSWORD,
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    with serving(env, data_dir / "daphne.log") as base_url:
+        yield Llmops(base_url=base_url, api_key=API_KEY, data_dir=data_dir, env=env)
