@@ -26,7 +26,7 @@ import urllib.error
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -407,6 +407,8 @@ def _submit(job: BatchJob, *, now: datetime) -> None:
         # Nothing reached the provider: the job ends here and its items go back.
         _save(job, status=BatchJob.Status.INGESTING, ended_at=now, provider_status="cancelled")
         return
+    # Only a submit an earlier step began (and died in) can have left a provider batch behind.
+    resumed = job.status == BatchJob.Status.SUBMITTING
     if job.status == BatchJob.Status.PENDING:
         # Intent first: from here on a provider batch may exist, so recovery must look for it.
         _save(job, status=BatchJob.Status.SUBMITTING, submit_started_at=now)
@@ -414,7 +416,15 @@ def _submit(job: BatchJob, *, now: datetime) -> None:
     api = providers.batch_api(job.provider.kind)
     info = None
     if job.provider.kind == Provider.Kind.ANTHROPIC:
-        info = _find_anthropic_batch(job, api, endpoint)
+        # A fresh submit must not look: Anthropic batches carry no job id, so it would adopt
+        # the batch of another job of its size whose worker died after creating it, and that
+        # job would then create a second batch while this one ingests results that are not
+        # its own (T2, tests/faults/test_worker_kills.py, found it).
+        info = _find_anthropic_batch(job, api, endpoint) if resumed else None
+        if info is _UNDECIDED:
+            # Look again once the batch in doubt has ended and its results say whose it is.
+            _save(job, next_check_at=now + POLL_FIRST)
+            return
         if info is None:
             requests = (
                 {
@@ -485,10 +495,18 @@ def _find_openai_batch(job: BatchJob, api, endpoint) -> BatchInfo | None:
     return None
 
 
+# _find_anthropic_batch's answer when a batch may be this job's or another's: wait and see.
+_UNDECIDED = BatchInfo(id="", status="", created_at=0)
+
+
 def _find_anthropic_batch(job: BatchJob, api, endpoint) -> BatchInfo | None:
-    """Anthropic batches carry no metadata: an earlier attempt's batch is one created after
-    this job's submit began, with exactly its number of requests, that no job owns. Its results
-    (custom_ids with the job id) confirm it at ingest."""
+    """A batch an earlier attempt created (its id never saved), or None, or _UNDECIDED.
+    Anthropic batches carry no metadata: a candidate is one created after this job's submit
+    began, with exactly its number of requests, that no job owns. An ended one shows whose it
+    is by its results' custom_ids (they carry the job id). A running one is adopted only when no
+    other job with an unsaved submit of the same size could have created it; otherwise the
+    answer waits for it to end (taking another job's batch would leave that job to create a
+    second one, and this job to ingest results that are not its own)."""
     if job.status != BatchJob.Status.SUBMITTING or job.submit_started_at is None:
         return None
     since = job.submit_started_at - CREATE_CLOCK_SLACK
@@ -504,7 +522,32 @@ def _find_anthropic_batch(job: BatchJob, api, endpoint) -> BatchInfo | None:
             provider=job.provider, provider_batch_id__in=[info.id for info in candidates]
         ).values_list("provider_batch_id", flat=True)
     )
-    return next((info for info in candidates if info.id not in owned), None)
+    rivals = list(
+        BatchJob.objects.filter(
+            provider=job.provider,
+            status=BatchJob.Status.SUBMITTING,
+            provider_batch_id=None,
+            item_count=job.item_count,
+        )
+        .exclude(pk=job.pk)
+        .values_list("submit_started_at", flat=True)
+    )
+    undecided = False
+    for info in sorted(candidates, key=lambda info: info.created_at):
+        if info.id in owned:
+            continue
+        if info.ended:
+            with closing(api.batch_results(endpoint, info=info)) as results:
+                first = next(results, None)
+            if first is not None and first.custom_id.startswith(job.custom_id_prefix):
+                return info
+            continue  # another job's
+        created = datetime.fromtimestamp(info.created_at, tz=UTC)
+        if any(t is not None and t - CREATE_CLOCK_SLACK <= created for t in rivals):
+            undecided = True
+            continue
+        return info
+    return _UNDECIDED if undecided else None
 
 
 def _poll(job: BatchJob, *, now: datetime) -> None:

@@ -3,6 +3,8 @@ team."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 
 from asgiref.sync import sync_to_async
@@ -14,6 +16,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     extend_schema,
+    extend_schema_field,
     extend_schema_serializer,
     inline_serializer,
 )
@@ -245,9 +248,29 @@ ROLES = ("system", "developer", "user", "assistant")
 MAX_MESSAGES = 1_000
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string"},
+            {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "properties": {"type": {"enum": ["text"]}, "text": {"type": "string"}},
+                    "required": ["type", "text"],
+                },
+            },
+        ]
+    }
+)
+class MessageContentField(serializers.JSONField):
+    """Documented as what validate_content takes (a bare JSONField reads as "any value")."""
+
+
 class MessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=ROLES)
-    content = serializers.JSONField()
+    content = MessageContentField()
 
     def validate_content(self, value):
         # A string, or OpenAI's list of text parts; other part types (images, audio) are not
@@ -506,8 +529,17 @@ def _request_json(request: Request) -> dict:
 async def _admit(http_request, *, openai: bool):
     """(admitted, None) or (None, an error response)."""
     fail = _openai_error if openai else _error
+    admission = asyncio.ensure_future(db(_prepare, http_request, openai=openai))
     try:
-        return await db(_prepare, http_request, openai=openai), None
+        return await asyncio.shield(admission), None
+    except asyncio.CancelledError:
+        # The client left during admission. The admission still completes in its database
+        # thread, and would leave a running request holding budget that nobody will run.
+        with contextlib.suppress(Exception):
+            admitted = await admission
+            if not admitted.replay:  # a replay's original is still someone else's
+                await db(services.request_abandon, admitted)
+        raise
     except AuthenticationFailed as exc:
         return None, fail(401, str(exc.detail), code="unauthorized")
     except services.RequestRejected as exc:
@@ -542,7 +574,9 @@ async def request_create(http_request):
         return JsonResponse(body, status=REPLAY_STATUS.get(request.status, 200))
     if request.params.get("stream"):
         return StreamingHttpResponse(
-            _native_stream(admitted), content_type="text/event-stream", headers=SSE_HEADERS
+            _StreamBody(_native_stream(admitted), admitted),
+            content_type="text/event-stream",
+            headers=SSE_HEADERS,
         )
     try:
         async for event in services.request_run(admitted, stream=False):
@@ -551,6 +585,27 @@ async def request_create(http_request):
         body = await db(_request_json, exc.request)
         return JsonResponse({**body, "detail": str(exc)}, status=exc.status)
     return JsonResponse(await db(_request_json, request))
+
+
+class _StreamBody:
+    """A streamed request's response body. If the client leaves before the body's first read,
+    request_run never starts, so its own clean-up cannot run and the request would stay
+    running with its hold taken; Django closes the body however the response ended, and a
+    body never read gives the hold back then."""
+
+    def __init__(self, body, admitted: services.Admitted) -> None:
+        self.body, self.admitted, self.started = body, admitted, False
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> bytes:
+        self.started = True
+        return await self.body.__anext__()
+
+    def close(self) -> None:  # sync: Django calls it through sync_to_async
+        if not self.started:
+            services.request_abandon(self.admitted)
 
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -603,7 +658,7 @@ async def chat_completions(http_request):
         )
     if stream:
         return StreamingHttpResponse(
-            _openai_stream(admitted, include_usage),
+            _StreamBody(_openai_stream(admitted, include_usage), admitted),
             content_type="text/event-stream",
             headers=SSE_HEADERS,
         )
@@ -700,8 +755,11 @@ class RequestCollectionSchema(RequestListApi):
     """GET lists requests; POST is served by the async request_create. This class serves GET
     and tells the OpenAPI schema about POST."""
 
+    # The async view reads JSON only and authenticates API keys only: say so, rather than
+    # the form bodies and session cookie DRF's defaults would document.
     @extend_schema(
-        request=RequestInputSerializer,
+        request={"application/json": RequestInputSerializer},
+        auth=[{"ApiKey": []}],
         responses={200: RequestOutputSerializer, 202: RequestOutputSerializer},
         description="Submit a request. 200 with the completed request (realtime or a cache "
         "hit); `text/event-stream` when `stream` is true (events `started`, `delta`, `done`, "
@@ -717,7 +775,8 @@ class ChatCompletionsSchema(APIView):
     """Documents POST /v1/chat/completions, which the async chat_completions serves."""
 
     @extend_schema(
-        request=ChatCompletionInputSerializer,
+        request={"application/json": ChatCompletionInputSerializer},
+        auth=[{"ApiKey": []}],
         responses={200: OpenApiTypes.OBJECT},
         description="OpenAI-compatible chat completions for the official openai SDK: set "
         "`base_url` to llmops' `/v1` and `api_key` to a gateway key. The workload comes from "

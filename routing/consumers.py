@@ -20,6 +20,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
+from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -162,8 +163,15 @@ class JsonSocket(AsyncWebsocketConsumer):
             await self.send_error(exc.message, field=exc.field, code=exc.code)
 
     async def send_json(self, message: dict) -> None:
-        if getattr(self, "connected", False):
+        if not getattr(self, "connected", False):
+            return
+        try:
             await self.send(text_data=_dumps(message))
+        except Disconnected:
+            # The client closed the socket and daphne knows before this consumer has heard:
+            # nothing more to send, but the stream reads on to its usage, as after a
+            # disconnect (see disconnect()), instead of failing as if llmops had.
+            self.connected = False
 
     async def send_error(self, message: str, **fields) -> None:
         await self.send_json(

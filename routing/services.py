@@ -157,11 +157,14 @@ BATCH_HOLD_GRACE = timedelta(hours=1)
 class RequestRejected(Exception):
     """The request cannot be served as asked: an HTTP status, a message, the field at fault."""
 
-    def __init__(self, status: int, message: str, *, field: str = "", code: str = "") -> None:
+    def __init__(
+        self, status: int, message: str, *, field: str = "", code: str = "", item: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
+        self.item = item  # which of several asks is refused (requests_admit_deferred)
         self.code = code or {400: "invalid_request", 404: "not_found", 422: "conflict"}.get(
             status, "error"
         )
@@ -488,10 +491,12 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Chun
                     first_byte_ms=first_byte_ms,
                 )
                 errors.append(f"{model.model_id}: {exc}")
-                if exc.after_first_byte or text:
+                if exc.after_first_byte or text or exc.kind == "stream_cut":
                     # The client already has part of an answer: another model cannot continue it.
-                    # The provider billed what it produced; record an estimate, flagged as such.
-                    await db(
+                    # Or the provider took the call on and broke off before any output: it may
+                    # bill the prompt, so no other model is paid for it too (reliability.md).
+                    # Either way record an estimate of what it billed, flagged as such.
+                    await _to_the_end(
                         _request_fail_mid_stream,
                         admitted,
                         model=model,
@@ -508,18 +513,16 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Chun
                 continue
             except (asyncio.CancelledError, GeneratorExit):
                 # The client went away mid-stream: the provider still bills what it produced.
-                await asyncio.shield(
-                    db(
-                        _request_fail_mid_stream,
-                        admitted,
-                        model=model,
-                        text="".join(text),
-                        error="client disconnected",
-                        status=Request.Status.CANCELLED,
-                    )
+                await _to_the_end(
+                    _request_fail_mid_stream,
+                    admitted,
+                    model=model,
+                    text="".join(text),
+                    error="client disconnected",
+                    status=Request.Status.CANCELLED,
                 )
                 raise
-            done = await db(
+            done = await _to_the_end(
                 _call_succeeded,
                 admitted,
                 position,
@@ -537,6 +540,18 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Chun
         # Cancelled outside a provider call (before the first, between fallbacks): nothing
         # was billed, so the hold goes back. After an estimate this finds nothing to do.
         await asyncio.shield(db(request_abandon, admitted))
+        raise
+
+
+async def _to_the_end(fn, *args, **kwargs):
+    """Run a database unit that writes the ledger to its end even if the caller is cancelled
+    meanwhile (a client gone, a websocket's drain over): request_abandon, run next, would
+    otherwise release the hold this unit is settling, and the usage would go unrecorded."""
+    unit = asyncio.ensure_future(db(fn, *args, **kwargs))
+    try:
+        return await asyncio.shield(unit)
+    except asyncio.CancelledError:
+        await unit
         raise
 
 
@@ -648,12 +663,12 @@ def _request_fail_mid_stream(
     error: str,
     status: str = Request.Status.FAILED,
 ) -> None:
-    """An answer cut after output began: record what the provider billed as an estimate (a
-    byte-bounded prompt and ~4 characters per output token), settle the hold with it."""
+    """An answer cut after the provider took it on: record what the provider billed as an
+    estimate (a byte-bounded prompt and ~4 characters per output token), settle the hold."""
     request = admitted.request
     usage = Usage(
         input_tokens=prompt_tokens_bound(request.params["messages"]),
-        output_tokens=max(1, -(-len(text) // 4)),
+        output_tokens=max(1, -(-len(text) // 4)) if text else 0,
     )
     with transaction.atomic():
         hold_settle(
@@ -854,7 +869,7 @@ def requests_admit_deferred(
     ttl = (workload.deadline or timedelta(hours=24)) + BATCH_HOLD_GRACE
     created = []
     with transaction.atomic():
-        for ask in asks:
+        for index, ask in enumerate(asks):
             model = ask.model if ask.model in usable else usable[0]
             max_tokens = ask.max_tokens or model.max_output_tokens
             if max_tokens > model.max_output_tokens:
@@ -863,6 +878,7 @@ def requests_admit_deferred(
                     f"max_tokens {max_tokens} is above {model.model_id}'s limit of "
                     f"{model.max_output_tokens}.",
                     field="max_tokens",
+                    item=index,
                 )
             request = Request.objects.create(
                 team=team,
@@ -903,12 +919,26 @@ def client_batch_submit(
     """A client's /v1/batches call: every line admitted as a deferred request (holds at the
     batch price, all or nothing), recorded as the client's batch and flushed at once."""
     with transaction.atomic():
-        requests = requests_admit_deferred(
-            team=api_key.team,
-            api_key=api_key,
-            asks=[ask for _, _, ask in lines],
-            source=Request.Source.BATCH_API,
-        )
+        try:
+            requests = requests_admit_deferred(
+                team=api_key.team,
+                api_key=api_key,
+                asks=[ask for _, _, ask in lines],
+                source=Request.Source.BATCH_API,
+            )
+        except RequestRejected as exc:
+            if exc.item is None:
+                raise
+            # A client fixes a file by its line numbers: "max_tokens 70000 is above ..."
+            # alone left them searching a 50,000-line file for it.
+            number, custom_id, _ = lines[exc.item]
+            raise RequestRejected(
+                exc.status,
+                f"Invalid batch file: line {number}: body.{exc.field}: {exc.message} "
+                f"(custom_id {custom_id!r})",
+                field=exc.field,
+                code=exc.code,
+            ) from None
         return batches_services.client_batch_record(
             team=api_key.team,
             workload=workload,

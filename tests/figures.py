@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,15 @@ class Figures:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):  # money stays exact, as text without the exponent
+        return format(value.normalize(), "f")
     if isinstance(value, int | float | str | bool) or value is None:
         return value
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
-    return str(value)  # Decimal money stays exact as text
+    return str(value)
 
 
 def from_environment() -> Figures:

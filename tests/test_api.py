@@ -106,6 +106,22 @@ def test_request_filters_are_validated(client_for, api_key):
     assert "status" in response.json()
 
 
+@pytest.mark.parametrize(
+    "query", ["limit=165541341060602703777529593856", "offset=165541341060602703777529593856"]
+)
+def test_a_page_bound_beyond_any_database_integer_is_served_not_a_500(client_for, team, query):
+    # Found by the T6 fuzz: DRF passed ?limit= and ?offset= to SQL however large, and the
+    # database refused them (a 500). Limits stop at MAX_LIMIT; an offset past the end is empty.
+    make_workload(team)
+    _, raw = api_key_create(team=team, name="ci")
+
+    response = client_for(raw).get(f"/api/v1/workloads?{query}")
+
+    assert response.status_code == 200
+    expected = [] if query.startswith("offset") else ["search"]
+    assert [w["slug"] for w in response.json()["results"]] == expected
+
+
 def test_member_key_of_one_team_cannot_see_the_other(client_for, team, other_team):
     make_workload(other_team, "reports")
     _, raw = api_key_create(team=team, name="member")
@@ -122,6 +138,10 @@ def test_openapi_schema_declares_bearer_auth(client):
         "description": "An llmops API key.",
     }
     assert "/api/v1/workloads/{slug}" in schema["paths"]
+    # The serving endpoints read JSON and API keys only, and say so.
+    serving = schema["paths"]["/api/v1/requests"]["post"]
+    assert list(serving["requestBody"]["content"]) == ["application/json"]
+    assert serving["security"] == [{"ApiKey": []}]
 
 
 def test_api_docs_load_their_assets_locally(client):

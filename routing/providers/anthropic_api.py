@@ -83,6 +83,11 @@ def _kwargs(request: ChatRequest) -> dict:
             turns[-1]["content"] += "\n\n" + text
         else:
             turns.append({"role": message["role"], "content": text})
+    if not turns or turns[0]["role"] != "user":
+        # OpenAI takes a conversation that opens with the assistant, or holds only system
+        # messages; Anthropic refuses both (the first message must be the user's), which
+        # answered a valid OpenAI body 502. A minimal user turn opens it, as LiteLLM does.
+        turns.insert(0, {"role": "user", "content": "."})
     kwargs = {"model": request.model, "max_tokens": request.max_tokens, "messages": turns}
     if system:
         kwargs["system"] = "\n\n".join(system)
@@ -104,8 +109,16 @@ def _usage(usage) -> TokenUsage:
 
 async def complete(endpoint: Endpoint, request: ChatRequest) -> Completion:
     client = client_for(endpoint, _build)
+    t = endpoint.timeouts
     try:
-        message = await client.messages.create(**_kwargs(request))
+        # The timeout is passed on the call on purpose: when the client's timeout equals the
+        # SDK's default (our default 600 s total, 5 s connect does), messages.create refuses
+        # any non-streamed max_tokens above ~21,333 with a ValueError ("Streaming is
+        # required...") before sending anything — a 500 for every realtime Claude request
+        # without max_tokens (64,000 by default). The total timeout bounds the call instead.
+        message = await client.messages.create(
+            **_kwargs(request), timeout=anthropic.Timeout(t.total, connect=t.connect, read=t.total)
+        )
     except anthropic.AnthropicError as exc:
         raise _translate(exc) from exc
     return Completion(
@@ -122,13 +135,14 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
     t = endpoint.timeouts
     produced, text = False, []
     usage, finish, model, ident = None, "stop", request.model, None
-    stopped = False
+    stopped = opened = False
     try:
         response = await open_stream(
             client.messages.create(**_kwargs(request), stream=True),
             first_byte=t.first_byte,
             label=LABEL,
         )
+        opened = True
         async with response:
             async for event in with_deadlines(
                 response, first_byte=t.first_byte, total=t.total, label=LABEL
@@ -152,7 +166,7 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
                 elif event.type == "message_stop":
                     stopped = True
     except Exception as exc:
-        raise classify(exc, anthropic, LABEL, after_first_byte=produced) from exc
+        raise classify(exc, anthropic, LABEL, after_first_byte=produced, opened=opened) from exc
     if usage is None or not stopped:
         raise stream_cut(f"{LABEL} stream ended before message_stop", after_first_byte=produced)
     yield Completion(

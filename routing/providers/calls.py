@@ -29,8 +29,11 @@ def client_for(endpoint: Endpoint, build: Callable[[Endpoint], Any]) -> Any:
     return per_loop[key]
 
 
-def classify(exc: BaseException, sdk: Any, label: str, *, after_first_byte: bool) -> ProviderError:
-    """One ProviderError for any failure of an SDK call (`sdk`: the openai or anthropic module)."""
+def classify(
+    exc: BaseException, sdk: Any, label: str, *, after_first_byte: bool, opened: bool = False
+) -> ProviderError:
+    """One ProviderError for any failure of an SDK call (`sdk`: the openai or anthropic module).
+    `opened`: a stream's 200 had arrived, so the provider had taken the call on."""
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, sdk.APIStatusError):
@@ -40,7 +43,9 @@ def classify(exc: BaseException, sdk: Any, label: str, *, after_first_byte: bool
         error = ProviderError(
             f"{label} timed out", retryable=True, maybe_billed=True, kind="timeout_total"
         )
-    elif isinstance(exc, sdk.APIConnectionError) and not after_first_byte:
+    # Once a stream's 200 has arrived the provider has taken the call on and may bill its
+    # prompt: a broken connection after that is a cut stream (below), not a refused connect.
+    elif isinstance(exc, sdk.APIConnectionError) and not after_first_byte and not opened:
         error = ProviderError(
             f"cannot connect to {label}: {exc}",
             retryable=True,

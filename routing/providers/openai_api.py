@@ -109,6 +109,7 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
     client = client_for(endpoint, _build)
     t = endpoint.timeouts
     produced, text, finish, usage, model, ident = False, [], "stop", None, request.model, None
+    opened = False
     try:
         # include_usage: without it a streamed answer reports no tokens and cannot be billed.
         response = await open_stream(
@@ -118,6 +119,7 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
             first_byte=t.first_byte,
             label=LABEL,
         )
+        opened = True
         async with response:
             async for chunk in with_deadlines(
                 response, first_byte=t.first_byte, total=t.total, label=LABEL
@@ -133,7 +135,7 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
                         text.append(choice.delta.content)
                         yield Delta(choice.delta.content)
     except Exception as exc:
-        raise classify(exc, openai, LABEL, after_first_byte=produced) from exc
+        raise classify(exc, openai, LABEL, after_first_byte=produced, opened=opened) from exc
     if usage is None:
         raise stream_cut(f"{LABEL} stream ended without usage", after_first_byte=produced)
     yield Completion(

@@ -139,3 +139,34 @@ def test_answers_translate_to_shapes_the_openai_sdk_parses(sim, kind, model):
     parsed_chunks = [ChatCompletionChunk.model_validate(c) for c in chunks]
     assert parsed_chunks[0].choices[0].delta.content == "Hi"
     assert parsed_chunks[2].usage.prompt_tokens == completion.usage.input_tokens
+
+
+def test_a_claude_answer_without_a_small_max_tokens_is_sent_not_refused_by_the_sdk(sim):
+    # Found by the T6 fuzz: with the default timeouts the anthropic SDK refused any
+    # non-streamed max_tokens above ~21,333 ("Streaming is required...", a ValueError and a
+    # 500) before sending it; a request without max_tokens asks for the model's 64,000.
+    completion = providers.complete_sync(
+        endpoint(sim, "anthropic"),
+        ChatRequest(model="claude-haiku-4-5", messages=ASK, max_tokens=64_000),
+    )
+
+    assert completion.text and completion.usage.output_tokens > 0
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "assistant", "content": "How can I help?"}, {"role": "user", "content": "Hi"}],
+        [{"role": "system", "content": "Say hello."}],
+    ],
+    ids=["assistant-first", "system-only"],
+)
+def test_conversations_openai_takes_but_anthropic_would_refuse_still_reach_claude(sim, messages):
+    # Found by the T6 fuzz: Anthropic's first message must be the user's, so these valid
+    # OpenAI bodies failed the whole chain (502).
+    completion = providers.complete_sync(
+        endpoint(sim, "anthropic"),
+        ChatRequest(model="claude-haiku-4-5", messages=messages, max_tokens=10),
+    )
+
+    assert completion.text

@@ -1,0 +1,128 @@
+"""T3: the ledger reconciled against the provider's own bill. A day's mix of traffic (plain and
+streamed answers through both APIs, prompts long enough to be cached, response-cache hits,
+OpenAI and Anthropic batches ingested by a worker) goes through llmops to the simulator, whose
+`/_sim/usage` book counts every token it served; the two must agree per provider, model and
+mode, in requests, tokens and dollars (tests/faults/bill.py): drift 0."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+
+from tests.faults.bill import drift, reconcile, usage_delta
+from tests.faults.conftest import fault_stack
+from tests.live.stack import ROOT, Llmops
+
+# A shared system prompt long enough for the providers' prompt caches (≥ 1,024 tokens).
+SYSTEM = "You answer questions about our outdoor catalogue. " + "Tents, boots and stoves. " * 400
+
+
+@pytest.fixture(scope="module")
+def stack(own_sim, tmp_path_factory):
+    with fault_stack(
+        own_sim, tmp_path_factory.mktemp("t3"), LLMOPS_API_RATE="100000/minute"
+    ) as llmops:
+        yield llmops
+
+
+def native_stream(stack: Llmops, body: dict) -> str:
+    """The native API's SSE answer, read to its end."""
+    request = urllib.request.Request(
+        f"{stack.base_url}/api/v1/requests",
+        data=json.dumps({**body, "stream": True}).encode(),
+        headers={"Authorization": f"Bearer {stack.api_key}", "Content-Type": "application/json"},
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=60) as response:
+        return response.read().decode()
+
+
+def traffic(stack: Llmops) -> dict:
+    """The mix; returns how many of each kind were sent."""
+    sent = {}
+    client = stack.openai("product-search")  # economy chain, response cache on
+    for i in range(30):
+        messages = [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": f"question {i % 20}"},  # 10 repeats: cache hits
+        ]
+        client.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=40)
+    sent["openai SDK, plain (10 repeated)"] = 30
+    for i in range(20):
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"s{i}"}],
+            max_tokens=40,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        for _ in stream:
+            pass
+    sent["openai SDK, streamed"] = 20
+    for i in range(20):
+        body = {
+            "workload": "product-search",
+            "messages": [{"role": "user", "content": f"native {i}"}],
+            "max_tokens": 30,
+        }
+        if i % 2:
+            events = native_stream(stack, body)
+            assert "event: done" in events, events[-500:]
+        else:
+            status, answer = stack.api("POST", "/api/v1/requests", body)
+            assert status == 200, answer
+    sent["native API, plain and streamed"] = 20
+    for workload, count in (("review-moderation", 25), ("ticket-summaries", 25)):
+        for i in range(count):
+            status, body = stack.api(
+                "POST",
+                "/api/v1/requests",
+                {
+                    "workload": workload,
+                    "messages": [{"role": "user", "content": f"{workload} item {i}"}],
+                    "max_tokens": 30,
+                },
+            )
+            assert status == 202, body
+        sent[f"batch via {workload}"] = count
+    worker = subprocess.run(
+        [sys.executable, "manage.py", "advance_batches", "--flush", "--until-idle", "30"],
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert worker.returncode == 0, worker.stderr
+    return sent
+
+
+def test_the_ledger_matches_the_providers_bill(stack, own_sim, figures):
+    own_sim.reset()
+    before = own_sim.usage()
+    sent = traffic(stack)
+    rows = reconcile(stack, usage_delta(before, own_sim.usage()))
+    totals = drift(rows)
+    cached = sum(r["billed"][2] for r in rows.values())
+    figures.record(
+        "T3",
+        "a mixed day through both APIs and both providers' batches",
+        requests_sent=sum(sent.values()),
+        mix=sent,
+        provider_lines=len(rows),
+        provider_requests=sum(r["billed"][0] for r in rows.values()),
+        cached_prompt_tokens=cached,
+        billed_usd=totals["billed_usd"],
+        ledger_usd=totals["ledger_usd"],
+        request_drift=totals["request_drift"],
+        token_drift=totals["token_drift"],
+        usd_drift=totals["usd_drift"],
+    )
+    assert {key.split("|")[2] for key in rows} >= {"realtime", "stream", "batch"}
+    assert cached > 0  # the cached-prompt price was exercised, not only the plain one
+    assert totals["estimated_usd"] == 0
+    assert (totals["request_drift"], totals["token_drift"], totals["usd_drift"]) == (0, 0, 0), rows
