@@ -44,13 +44,13 @@ def _client(*, base_url: str, api_key: str, timeout) -> anthropic.AsyncAnthropic
     )
 
 
-def _build(endpoint: Endpoint) -> anthropic.AsyncAnthropic:
+def _timeout(endpoint: Endpoint) -> anthropic.Timeout:
     t = endpoint.timeouts
-    return _client(
-        base_url=endpoint.base_url,
-        api_key=endpoint.api_key,
-        timeout=anthropic.Timeout(t.total, connect=t.connect, read=t.total),
-    )
+    return anthropic.Timeout(t.total, connect=t.connect, read=t.total)
+
+
+def _build(endpoint: Endpoint) -> anthropic.AsyncAnthropic:
+    return _client(base_url=endpoint.base_url, api_key=endpoint.api_key, timeout=_timeout(endpoint))
 
 
 def _translate(exc: anthropic.AnthropicError) -> ProviderError:
@@ -109,16 +109,13 @@ def _usage(usage) -> TokenUsage:
 
 async def complete(endpoint: Endpoint, request: ChatRequest) -> Completion:
     client = client_for(endpoint, _build)
-    t = endpoint.timeouts
     try:
         # The timeout is passed on the call on purpose: when the client's timeout equals the
         # SDK's default (our default 600 s total, 5 s connect does), messages.create refuses
         # any non-streamed max_tokens above ~21,333 with a ValueError ("Streaming is
         # required...") before sending anything — a 500 for every realtime Claude request
         # without max_tokens (64,000 by default). The total timeout bounds the call instead.
-        message = await client.messages.create(
-            **_kwargs(request), timeout=anthropic.Timeout(t.total, connect=t.connect, read=t.total)
-        )
+        message = await client.messages.create(**_kwargs(request), timeout=_timeout(endpoint))
     except anthropic.AnthropicError as exc:
         raise _translate(exc) from exc
     return Completion(

@@ -2,8 +2,9 @@
 book (its own count of every token it served, per provider, model and mode).
 
 Both sides are grouped by (provider, model, mode) and compared in tokens and in dollars; the
-simulator's tokens are priced with the same price versions the ledger used (billing.pricing:
-linear per token kind, so pricing a sum equals summing the prices). Entries of mode `cache`
+simulator's tokens are priced with the price versions in force now, which are the ones the
+ledger used as long as no price changes during the test (billing.pricing is linear per token
+kind, so pricing a sum equals summing the prices). Entries of mode `cache`
 cost nothing and reached no provider; `estimate` entries (a stream cut before the provider's
 usage arrived) are counted apart, since their tokens are llmops' estimate and not the
 provider's count.
@@ -46,13 +47,14 @@ since = parse_datetime({since!r}) if {since!r} else None
 entries = LedgerEntry.objects.exclude(mode="cache")
 if since:
     entries = entries.filter(occurred_at__gte=since)
+def empty():  # [requests, uncached input, cached input, cache writes, output, USD]
+    return {{"charged": [0, 0, 0, 0, 0, Decimal(0)], "estimated": [0, 0, 0, 0, 0, Decimal(0)]}}
 ledger = {{}}
 for row in entries.values("model__provider__kind", "model__model_id", "mode", "kind").annotate(
     n=Count("id"), i=Sum("input_tokens"), c=Sum("cached_input_tokens"),
     w=Sum("cache_write_tokens"), o=Sum("output_tokens"), usd=Sum("cost_usd")):
     key = f"{{row['model__provider__kind']}}|{{row['model__model_id']}}|{{row['mode']}}"
-    side = ledger.setdefault(key, {{"charged": [0, 0, 0, 0, 0, Decimal(0)],
-                                     "estimated": [0, 0, 0, 0, 0, Decimal(0)]}})
+    side = ledger.setdefault(key, empty())
     slot = side["estimated" if row["kind"] == "estimate" else "charged"]
     # a reversal's count is not a request: it takes its entry's tokens and cost back
     slot[0] += row["n"] if row["kind"] != "reversal" else -row["n"]
@@ -72,8 +74,7 @@ for key in sorted(set(ledger) | set(billed)):
     model = LlmModel.objects.filter(provider__kind=provider, model_id=model_id).first()
     billed_usd = (price_usage(usage, price_in_force(model, processing_for(mode), now)).total
                   if model and counts else Decimal(0))
-    side = ledger.get(key, {{"charged": [0, 0, 0, 0, 0, Decimal(0)],
-                             "estimated": [0, 0, 0, 0, 0, Decimal(0)]}})
+    side = ledger.get(key) or empty()
     ch, es = side["charged"], side["estimated"]
     out[key] = {{
         "billed": [counts.get("requests", 0), usage.input_tokens, cached, written,

@@ -41,6 +41,9 @@ def fresh_database() -> Iterator[str | None]:
 @contextmanager
 def fault_stack(sim: SimulatorHandle, data_dir: Path, **settings: str) -> Iterator[Llmops]:
     """llmops seeded against `sim`, on a database of its own; `settings` are LLMOPS_* values."""
+    # Every fault test sends bursts from the one demo key: the per-key throttle would refuse
+    # them before the fault under test is reached.
+    settings.setdefault("LLMOPS_API_RATE", "100000/minute")
     with (
         fresh_database() as database_url,
         running_llmops(sim.base_url, data_dir, database_url=database_url, **settings) as stack,

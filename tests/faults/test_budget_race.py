@@ -27,10 +27,7 @@ MAX_TOKENS = 64
 
 @pytest.fixture(scope="module")
 def stack(own_sim, tmp_path_factory):
-    # The per-key throttle would refuse most of the burst before the budget is reached.
-    with fault_stack(
-        own_sim, tmp_path_factory.mktemp("t1"), LLMOPS_API_RATE="100000/minute"
-    ) as llmops:
+    with fault_stack(own_sim, tmp_path_factory.mktemp("t1")) as llmops:
         yield llmops
 
 

@@ -39,7 +39,6 @@ def stack(own_sim, tmp_path_factory):
     with fault_stack(
         own_sim,
         tmp_path_factory.mktemp("t4"),
-        LLMOPS_API_RATE="100000/minute",
         LLMOPS_PROVIDER_TIMEOUT_TOTAL=str(TIMEOUT_TOTAL_S),
         # Cut streams are not the provider's failure; they must not open its circuit and turn
         # the later kinds into "skipped".

@@ -284,9 +284,7 @@ class ForkServer:
 
 @pytest.fixture(scope="module")
 def stack(own_sim, tmp_path_factory) -> Iterator[Llmops]:
-    with fault_stack(
-        own_sim, tmp_path_factory.mktemp("t2"), LLMOPS_API_RATE="100000/minute"
-    ) as llmops:
+    with fault_stack(own_sim, tmp_path_factory.mktemp("t2")) as llmops:
         yield llmops
 
 

@@ -418,7 +418,7 @@ def tenants(sim, client_for, settings):
     return tenant
 
 
-def test_no_url_gives_team_a_anything_of_team_b(tenants, client_for):
+def test_no_url_gives_team_a_anything_of_team_b(tenants, client_for, figures):
     tenant = tenants
     member = User.objects.create_user("alice", "alice@acme.example", "pw-for-tests-only")
     Team.objects.get(slug="acme").members.add(member)
@@ -448,6 +448,16 @@ def test_no_url_gives_team_a_anything_of_team_b(tenants, client_for):
     session = Client(raise_request_exception=False)
     session.force_login(member)
     sweep("member:A", session, tenant, result, relogin=lambda: session.force_login(member))
+    figures.record(
+        "T8",
+        "cross-tenant sweep: team A's key and member on every URL, with team B's ids",
+        url_patterns=len(routes),
+        requests=result.requests,
+        statuses=dict(sorted(result.statuses.items())),
+        leaks=len(result.leaks),
+        server_errors=len(result.server_errors),
+        team_b_rows_changed=snapshot(tenant) != before,
+    )
 
     assert result.leaks == []
     assert result.server_errors == []

@@ -30,8 +30,14 @@ def check_deploy(data_dir: Path, **overrides: str) -> subprocess.CompletedProces
     )
 
 
-def test_production_settings_pass_check_deploy_with_no_warnings(tmp_path):
+def test_production_settings_pass_check_deploy_with_no_warnings(tmp_path, figures):
     result = check_deploy(tmp_path)
+    figures.record(
+        "T8",
+        "manage.py check --deploy --fail-level WARNING, production settings",
+        exit_status=result.returncode,
+        output=(result.stdout.strip() or result.stderr.strip()).splitlines()[-1][:120],
+    )
 
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout

@@ -57,28 +57,50 @@ def bearer(api_key) -> bytes:
     ],
 )
 def test_a_foreign_origin_is_refused_even_with_a_session_or_a_key(
-    path, origin, session_cookie, bearer
+    path, origin, session_cookie, bearer, figures
 ):
-    assert handshake(path, [(b"origin", GOOD_ORIGIN.encode()), (b"cookie", session_cookie)])
+    own = handshake(path, [(b"origin", GOOD_ORIGIN.encode()), (b"cookie", session_cookie)])
+    with_session = handshake(path, [(b"origin", origin.encode()), (b"cookie", session_cookie)])
+    with_key = handshake(path, [(b"origin", origin.encode()), (b"authorization", bearer)])
+    figures.record(
+        "T8",
+        f"websocket {path}, Origin {origin}",
+        own_origin_with_session="accepted" if own else "refused",
+        with_a_session="accepted" if with_session else "refused",
+        with_a_key="accepted" if with_key else "refused",
+    )
 
-    assert not handshake(path, [(b"origin", origin.encode()), (b"cookie", session_cookie)])
-    assert not handshake(path, [(b"origin", origin.encode()), (b"authorization", bearer)])
+    assert own
+    assert not with_session
+    assert not with_key
 
 
 @pytest.mark.parametrize("path", PATHS)
 def test_a_handshake_without_a_key_or_a_browser_session_is_refused(
-    path, session_cookie, bearer, api_key
+    path, session_cookie, bearer, api_key, figures
 ):
-    assert handshake(path, [(b"authorization", bearer)])  # a program with its key
+    with_key = handshake(path, [(b"authorization", bearer)])  # a program with its key
+    attempts = {
+        "nothing": (path, []),
+        "an allowed Origin alone": (path, [(b"origin", GOOD_ORIGIN.encode())]),
+        # A cookie without an Origin is not a browser: programs must use a key.
+        "a session cookie without Origin": (path, [(b"cookie", session_cookie)]),
+        # Keys never ride in the query string (it ends up in access logs).
+        "the key in the query string": (f"{path}?key={api_key[1]}", []),
+        "an unknown key": (path, [(b"authorization", b"Bearer llm_not-a-real-key-0000000000")]),
+        "a malformed Authorization": (path, [(b"authorization", bearer + b" extra")]),
+    }
+    accepted = [name for name, (url, headers) in attempts.items() if handshake(url, headers)]
+    figures.record(
+        "T8",
+        f"websocket {path}, no or bad credentials",
+        with_the_key="accepted" if with_key else "refused",
+        attempts_without_valid_credentials=len(attempts),
+        refused=len(attempts) - len(accepted),
+    )
 
-    assert not handshake(path, [])
-    assert not handshake(path, [(b"origin", GOOD_ORIGIN.encode())])
-    # A cookie without an Origin is not a browser: programs must use a key.
-    assert not handshake(path, [(b"cookie", session_cookie)])
-    # Keys never ride in the query string (it ends up in access logs).
-    assert not handshake(f"{path}?key={api_key[1]}", [])
-    assert not handshake(path, [(b"authorization", b"Bearer llm_not-a-real-key-0000000000")])
-    assert not handshake(path, [(b"authorization", bearer + b" extra")])
+    assert with_key
+    assert accepted == []
 
 
 def queued_request(team, slug: str) -> Request:
