@@ -77,8 +77,8 @@ PASS_TITLES = {
 
 
 def _cell(value) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "**no**"
+    if isinstance(value, bool):  # plain: whether yes or no is the good answer is the column's
+        return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, list | dict):
