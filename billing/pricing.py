@@ -138,6 +138,12 @@ def price_usage(usage: Usage, version: PriceVersion) -> Cost:
     return Cost(total=quantize(total), breakdown=breakdown, version=version)
 
 
+def plain(amount: Decimal | int | str) -> str:
+    """A money amount as a plain decimal string, never in exponent form: str() of a computed
+    zero is '0E-12', which clients and people read as garbage."""
+    return format(Decimal(amount), "f")
+
+
 def quantize(amount: Decimal) -> Decimal:
     return amount.quantize(MONEY_QUANTUM, rounding=ROUND_HALF_EVEN)
 

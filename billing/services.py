@@ -22,7 +22,7 @@ from billing import selectors
 from billing.fields import usd
 from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Mode, Price, Processing
 from billing.price_sources import published_versions
-from billing.pricing import Cost, PriceVersion, PricingError, Usage, price_usage
+from billing.pricing import Cost, PriceVersion, PricingError, Usage, plain, price_usage
 from routing.models import LlmModel, Request, Team, Workload
 from routing.router import prompt_tokens_bound
 
@@ -35,8 +35,9 @@ class BudgetExceeded(Exception):
 
     def __init__(self, budget: Budget, period: BudgetPeriod, amount: Decimal) -> None:
         super().__init__(
-            f"budget {budget} would be exceeded: spent {period.spent_usd} + reserved "
-            f"{period.reserved_usd} + this request's worst case {amount} > limit {period.limit_usd}"
+            f"budget {budget} would be exceeded: spent ${plain(period.spent_usd)} + reserved "
+            f"${plain(period.reserved_usd)} + this request's worst case ${plain(amount)} > "
+            f"limit ${plain(period.limit_usd)}"
         )
         self.budget = budget
         self.period = period
