@@ -1,20 +1,29 @@
 """The demo world: two teams, simulator providers, models in three tiers, workloads, budgets.
 
-Idempotent: running it again converges to the same rows (and repoints the
-providers if the simulator moved) without creating duplicates.
+Run again (every `make run` does), it creates what is missing (a deleted demo row comes back
+as the demo has it) and leaves every existing row as it is: an operator's edits in the admin
+(a workload's latency class, a policy, a chain, a budget, a model's tier, a price) survive.
+The exceptions: `api_key` resets the team's `demo` key and `admin_password` the admin's
+password, both asked for explicitly; and a demo provider nobody changed since the seed wrote
+it follows the simulator if that moved (see `_provider`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import timedelta
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.utils import timezone
 
-from billing.models import Budget
-from billing.services import prices_sync
+from billing.models import Budget, Price
+from billing.price_sources import published_versions
+from billing.pricing import PricingError
+from billing.services import price_create
+from llmops.crypto import DecryptionError
 from routing.models import (
     ApiKey,
     LatencyClass,
@@ -49,6 +58,8 @@ POLICIES = [
 ]
 # The simulator finishes demo batches in minutes (real providers promise 24 h).
 SIMULATED_BATCH_TURNAROUND = timedelta(minutes=10)
+# The provider key seeds stored before it named the URL (_simulator_key).
+LEGACY_SIMULATOR_KEY = "sim-demo-key"
 
 # team → [(slug, description, latency class, deadline, policy)]
 WORKLOADS = {
@@ -116,6 +127,9 @@ class DemoResult:
     admin_username: str
     admin_can_log_in: bool
     api_key_team: str | None
+    # Demo providers left pointing somewhere other than this simulator because someone
+    # changed them: (slug, where they point).
+    providers_kept: list[tuple[str, str]] = field(default_factory=list)
 
 
 @transaction.atomic
@@ -127,42 +141,59 @@ def demo_seed(
     api_key: str | None = None,
     api_key_team: str = "acme",
 ) -> DemoResult:
-    """Create or update the demo world. `api_key` sets the team's `demo` admin key secret."""
+    """Create whatever of the demo world is missing; existing rows are left as they are.
+
+    `admin_password` sets the admin's password and `api_key` makes it the secret of the team's
+    `demo` admin key (created, or reset if it exists): both are explicit resets.
+    """
     simulator_url = simulator_url.rstrip("/")
-    teams = {
-        slug: Team.objects.update_or_create(slug=slug, defaults={"name": name})[0]
-        for slug, name in TEAMS.items()
-    }
+    teams, teams_created = {}, set()
+    for slug, name in TEAMS.items():
+        teams[slug], created = Team.objects.get_or_create(slug=slug, defaults={"name": name})
+        if created:
+            teams_created.add(slug)
     if api_key_team not in teams:
         raise ValueError(f"unknown team {api_key_team!r}; the demo has {', '.join(teams)}")
 
     User = get_user_model()
-    admin_user, created = User.objects.get_or_create(
+    admin_user, admin_created = User.objects.get_or_create(
         username=admin_username, defaults={"is_staff": True, "is_superuser": True}
     )
-    if admin_password is not None or created:
+    if admin_password is not None or admin_created:
         if admin_password:
             admin_user.set_password(admin_password)
         else:
             admin_user.set_unusable_password()
         admin_user.is_staff = admin_user.is_superuser = True
         admin_user.save()
-    teams["acme"].members.add(admin_user)
+    if admin_created or "acme" in teams_created:
+        # Only when one of them is new: an operator may have taken the admin out of acme.
+        teams["acme"].members.add(admin_user)
 
+    result = DemoResult(
+        admin_username=admin_username,
+        admin_can_log_in=admin_user.has_usable_password(),
+        api_key_team=api_key_team if api_key else None,
+    )
     providers = {
         "sim-openai": _provider(
-            "sim-openai", "Simulated OpenAI", Provider.Kind.OPENAI, f"{simulator_url}/openai/v1"
+            "sim-openai",
+            "Simulated OpenAI",
+            Provider.Kind.OPENAI,
+            f"{simulator_url}/openai/v1",
+            result,
         ),
         "sim-anthropic": _provider(
             "sim-anthropic",
             "Simulated Anthropic",
             Provider.Kind.ANTHROPIC,
             f"{simulator_url}/anthropic",
+            result,
         ),
     }
     models = {}
     for provider_slug, model_id, tier, context, max_out in MODELS:
-        models[model_id], _ = LlmModel.objects.update_or_create(
+        models[model_id], _ = LlmModel.objects.get_or_create(
             provider=providers[provider_slug],
             model_id=model_id,
             defaults={"tier": tier, "context_window": context, "max_output_tokens": max_out},
@@ -171,7 +202,7 @@ def demo_seed(
     for team_slug, team in teams.items():
         policies = {}
         for name, tier, allow_batch, wait, cache, chain in POLICIES:
-            policy, _ = RoutingPolicy.objects.update_or_create(
+            policies[name], created = RoutingPolicy.objects.get_or_create(
                 team=team,
                 name=name,
                 defaults={
@@ -181,14 +212,14 @@ def demo_seed(
                     "cache_enabled": cache,
                 },
             )
-            PolicyModel.objects.filter(policy=policy).delete()
-            PolicyModel.objects.bulk_create(
-                PolicyModel(policy=policy, model=models[m], position=i) for i, m in enumerate(chain)
-            )
-            policies[name] = policy
+            if created:  # an existing policy's chain is the operator's, even an empty one
+                PolicyModel.objects.bulk_create(
+                    PolicyModel(policy=policies[name], model=models[m], position=i)
+                    for i, m in enumerate(chain)
+                )
         workloads = {}
         for slug, description, latency, deadline, policy_name in WORKLOADS[team_slug]:
-            workloads[slug], _ = Workload.objects.update_or_create(
+            workloads[slug], _ = Workload.objects.get_or_create(
                 team=team,
                 slug=slug,
                 defaults={
@@ -199,22 +230,21 @@ def demo_seed(
                 },
             )
         team_limit, workload_limits = BUDGETS[team_slug]
-        Budget.objects.update_or_create(
+        Budget.objects.get_or_create(
             team=team,
             workload=None,
             period=Budget.Period.MONTH,
             defaults={"limit_usd": team_limit, "hard": True},
         )
         for slug, limit in workload_limits.items():
-            Budget.objects.update_or_create(
+            Budget.objects.get_or_create(
                 team=team,
                 workload=workloads[slug],
                 period=Budget.Period.MONTH,
                 defaults={"limit_usd": limit, "hard": False},
             )
 
-    # Published prices for the demo models (a no-op when they are already current).
-    prices_sync(models=list(models.values()))
+    _prices(models=list(models.values()), at=timezone.now())
 
     if api_key is not None:
         key = api_key_reset(
@@ -224,14 +254,19 @@ def demo_seed(
             team=key.team, slug=DEFAULT_WORKLOAD[api_key_team]
         )
         key.save(update_fields=["default_workload"])
-    return DemoResult(
-        admin_username=admin_username,
-        admin_can_log_in=admin_user.has_usable_password(),
-        api_key_team=api_key_team if api_key else None,
-    )
+    return result
 
 
-def _provider(slug: str, name: str, kind: str, base_url: str) -> Provider:
+def _provider(slug: str, name: str, kind: str, base_url: str, result: DemoResult) -> Provider:
+    """The demo provider `slug`: created pointing at the simulator, or as it is.
+
+    The simulator's URL can change between runs (LLMOPS_SIMULATOR_URL, LLMOPS_SIM_PORT), and a
+    provider still pointing at the old one breaks the demo; but an operator may have pointed
+    the provider somewhere on purpose. The seed tells the two apart by the API key it stores:
+    the simulator accepts any key, so the seed's key names the URL it was written with
+    (`_simulator_key`). A provider whose key still matches its URL is the seed's and follows
+    the simulator; one whose URL or key someone changed since is left alone (and reported).
+    """
     provider, created = Provider.objects.get_or_create(
         slug=slug,
         defaults={
@@ -241,9 +276,51 @@ def _provider(slug: str, name: str, kind: str, base_url: str) -> Provider:
             "expected_batch_turnaround": SIMULATED_BATCH_TURNAROUND,
         },
     )
-    if created or provider.base_url != base_url or not provider.has_api_key:
-        provider.base_url = base_url
-        # The simulator accepts any key; setting one exercises encryption at rest.
-        provider.set_api_key("sim-demo-key")
-        provider.save(update_fields=["base_url", "api_key_encrypted", "updated_at"])
+    if created:
+        _point(provider, base_url)
+        return provider
+    key = _stored_key(provider)
+    if provider.base_url != base_url and key == _simulator_key(provider.base_url):
+        _point(provider, base_url)  # the seed's, and the simulator moved
+    elif provider.base_url != base_url:
+        result.providers_kept.append((slug, provider.base_url))
+    elif key == LEGACY_SIMULATOR_KEY:
+        # Written by a seed before keys named their URL, and still at this simulator: the
+        # seed's, so from now on it can follow the simulator too.
+        _point(provider, base_url)
     return provider
+
+
+def _point(provider: Provider, base_url: str) -> None:
+    provider.base_url = base_url
+    provider.set_api_key(_simulator_key(base_url))  # a key also exercises encryption at rest
+    provider.save(update_fields=["base_url", "api_key_encrypted", "updated_at"])
+
+
+def _simulator_key(base_url: str) -> str:
+    return "sim-demo-" + hashlib.sha256(base_url.encode()).hexdigest()[:16]
+
+
+def _stored_key(provider: Provider) -> str:
+    try:
+        return provider.get_api_key()
+    except DecryptionError:  # not under our keys: not the seed's either
+        return ""
+
+
+def _prices(*, models: list[LlmModel], at: datetime) -> None:
+    """A published price from `at` wherever a model has no price in force then for a kind of
+    processing. Not a price sync: a price in force stays the one in force, an operator's
+    negotiated version included (`sync_prices` adds genai-prices' newer versions)."""
+    for model in models:
+        try:
+            versions = published_versions(
+                model_id=model.model_id, provider_kind=model.provider.kind, at=at
+            )
+        except PricingError:
+            continue  # an unpriced model: its requests are refused until priced in the admin
+        in_force = Price.objects.filter(model=model, effective_from__lte=at)
+        have = set(in_force.values_list("processing", flat=True))
+        for version in versions:
+            if version.processing not in have:
+                price_create(model=model, version=version, effective_from=at)

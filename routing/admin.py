@@ -291,6 +291,10 @@ class RoutingPolicyAdmin(admin.ModelAdmin):
         return " → ".join(link.model.model_id for link in obj.links.all()) or "—"
 
 
+def policy_label(policy: RoutingPolicy) -> str:
+    return f"{policy.team.slug} / {policy.name}"
+
+
 class WorkloadForm(forms.ModelForm):
     new_webhook_secret = forms.CharField(
         required=False,
@@ -311,6 +315,19 @@ class WorkloadForm(forms.ModelForm):
             "batch_webhook_url",
             "enabled",
         ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "policy" in self.fields:
+            # Every team has its own policies, often with the same names (the demo's
+            # overnight-batch): say whose each is, and offer only the workload's team's once
+            # that is known. Workload.clean refuses another team's policy on the add form.
+            field = self.fields["policy"]
+            policies = RoutingPolicy.objects.select_related("team")
+            if self.instance.team_id:
+                policies = policies.filter(team_id=self.instance.team_id)
+            field.queryset = policies
+            field.label_from_instance = policy_label
 
     def clean(self):
         cleaned = super().clean()
@@ -347,8 +364,12 @@ class WorkloadAdmin(admin.ModelAdmin):
     list_filter = ["team", "latency_class", "enabled"]
     search_fields = ["slug", "description", "team__slug"]
     list_select_related = ["team", "policy"]
-    autocomplete_fields = ["policy"]
     actions = ["flush_batches"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A workload's team is part of its identity: its requests, ledger entries, budgets and
+        # the keys defaulting to it are that team's. Fixed, it also fixes the policy choices.
+        return [*self.readonly_fields, "team"] if obj else self.readonly_fields
 
     def get_queryset(self, request):
         return selectors.workloads_with_cache_stats(super().get_queryset(request))

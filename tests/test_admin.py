@@ -201,3 +201,71 @@ def test_budget_admin_shows_utilisation(admin_client, demo):
     budget_reserve(key="r", team=team, amount=Decimal("125"))
     page = admin_client.get(f"/admin/billing/budget/?team__id__exact={team.pk}").content.decode()
     assert "25.0%" in page  # 125 of the 500 monthly team budget
+
+
+def policy_labels(response) -> list[str]:
+    field = response.context["adminform"].form.fields["policy"]
+    return [label for value, label in field.choices if value]
+
+
+def test_the_workload_policy_picker_offers_only_the_workloads_teams_policies(admin_client, demo):
+    from routing.models import Workload
+
+    workload = Workload.objects.get(team__slug="acme", slug="product-descriptions")
+    response = admin_client.get(f"/admin/routing/workload/{workload.pk}/change/")
+
+    assert policy_labels(response) == [
+        "acme / deferrable-economy",
+        "acme / interactive",
+        "acme / interactive-economy",
+        "acme / overnight-batch",
+    ]
+    page = response.content.decode()
+    assert "acme / overnight-batch" in page and "globex /" not in page
+    assert "team" not in response.context["adminform"].form.fields  # shown, not editable
+
+
+def test_the_workload_admin_refuses_another_teams_policy(admin_client, demo):
+    from routing.models import RoutingPolicy, Workload
+
+    workload = Workload.objects.get(team__slug="acme", slug="product-descriptions")
+    theirs = RoutingPolicy.objects.get(team__slug="globex", name="overnight-batch")
+    response = admin_client.post(
+        f"/admin/routing/workload/{workload.pk}/change/",
+        {
+            "slug": workload.slug,
+            "latency_class": "scheduled",
+            "deadline": "24:00:00",
+            "policy": theirs.pk,
+            "enabled": "on",
+        },
+    )
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["policy"] == [
+        "Select a valid choice. That choice is not one of the available choices."
+    ]
+    workload.refresh_from_db()
+    assert workload.policy.team.slug == "acme"
+
+
+def test_a_new_workloads_policy_picker_names_teams_and_refuses_a_mismatch(admin_client, demo):
+    from routing.models import RoutingPolicy, Workload
+
+    labels = policy_labels(admin_client.get("/admin/routing/workload/add/"))
+    assert labels.count("acme / overnight-batch") == labels.count("globex / overnight-batch") == 1
+    acme = Team.objects.get(slug="acme")
+    form = {"team": acme.pk, "slug": "faq", "latency_class": "realtime", "enabled": "on"}
+    theirs = RoutingPolicy.objects.get(team__slug="globex", name="interactive")
+    ours = RoutingPolicy.objects.get(team=acme, name="interactive")
+
+    refused = admin_client.post("/admin/routing/workload/add/", {**form, "policy": theirs.pk})
+    assert refused.status_code == 200
+    assert refused.context["adminform"].form.errors["policy"] == [
+        "The policy belongs to another team."
+    ]
+    assert not Workload.objects.filter(slug="faq").exists()
+
+    added = admin_client.post("/admin/routing/workload/add/", {**form, "policy": ours.pk})
+    assert added.status_code == 302
+    assert Workload.objects.get(slug="faq").policy == ours

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from billing.models import Budget, LedgerEntry, Price, Processing
 from billing.pricing import PriceVersion, Rates
-from billing.selectors import price_in_force
+from billing.selectors import price_in_force, price_versions
 from billing.services import price_create
 from llmops import memo
 from routing.models import LlmModel, PolicyModel, Request, Workload
@@ -154,13 +154,37 @@ def test_another_process_changing_the_configuration_drops_this_ones_memo():
     assert memo.memoized("k", build) == 2
 
 
-def test_a_price_row_saved_anywhere_invalidates():
-    model_count = Price.objects.count()  # any query; the memo is empty
-    assert model_count >= 0
-    built = memo.memoized("probe", object)
-    assert memo.memoized("probe", object) is built
-    memo.invalidate()
-    assert memo.memoized("probe", object) is not built
+def test_a_price_row_saved_anywhere_invalidates(admin_client):
+    # Saved in the admin, not through the hot path: the memo must still let it through.
+    call_command("seed_demo", "--simulator-url", "http://127.0.0.1:9", stdout=io.StringIO())
+    model = LlmModel.objects.get(model_id="gpt-4o-mini")
+    before = price_versions(model.pk, Processing.STANDARD)
+    _, sql = statements(lambda: price_versions(model.pk, Processing.STANDARD))
+    assert not sql  # memoized: without a new price, the old list would be served again
+    token = cache.get(memo.VERSION_KEY)
+
+    response = admin_client.post(
+        "/admin/billing/price/add/",
+        {
+            "model": model.pk,
+            "processing": "standard",
+            "effective_from_0": "2020-01-01",
+            "effective_from_1": "00:00:00",
+            "input_per_mtok": "0.10",
+            "cached_input_per_mtok": "0.05",
+            "cache_write_per_mtok": "0.10",
+            "output_per_mtok": "0.40",
+            "tiers": "[]",
+            "note": "negotiated",
+        },
+    )
+
+    assert response.status_code == 302, response.content
+    new = Price.objects.get(model=model, note="negotiated")
+    assert new.pk not in [v.id for v in before]
+    assert new.pk in [v.id for v in price_versions(model.pk, Processing.STANDARD)]
+    # Other processes drop their memo on the version token the save replaced.
+    assert cache.get(memo.VERSION_KEY) != token
 
 
 def test_the_file_cache_culls_every_so_many_writes_not_on_each(tmp_path):

@@ -41,7 +41,7 @@ class Command(BaseCommand):
         for job in report.jobs:
             self.stdout.write(
                 f"job {job.pk}: {job.item_count} request(s) for {job.provider.slug}/"
-                f"{job.model.model_id} ({job.lane}, team {job.team_id})"
+                f"{job.model.model_id} ({job.lane}, team {job.team.slug})"
             )
         self.stdout.write(
             f"Flushed {report.requests} request(s) into {len(report.jobs)} job(s); "

@@ -9,7 +9,11 @@ from llmops.simulator.testing import SimulatorError
 
 
 class Command(BaseCommand):
-    help = "Create or update the demo teams, providers, models, workloads, policies and budgets."
+    help = (
+        "Create whatever is missing of the demo teams, providers, models, prices, policies, "
+        "workloads and budgets; rows that exist are left as they are (--api-key and "
+        "--admin-password reset what they name)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -64,6 +68,12 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"The superuser '{result.admin_username}' has no password yet: "
                 f"python manage.py changepassword {result.admin_username}"
+            )
+        for slug, base_url in result.providers_kept:
+            self.stdout.write(
+                f"Provider {slug} points at {base_url}, not at the simulator at "
+                f"{options['simulator_url'].rstrip('/')}: it was changed since the seed wrote "
+                "it, so it is left as it is."
             )
         if result.api_key_team:
             self.stdout.write(f"API key 'demo' (admin) is set for team {result.api_key_team}.")
