@@ -1,18 +1,55 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import URLPattern, include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from batches import apis as batches_apis
+from batches import urls as batches_urls
 from batches import views as batches_views
+from billing import urls as billing_urls
 from billing import views as billing_views
 from llmops import views
 from routing import apis as routing_apis
+from routing import urls as routing_urls
 from routing import views as routing_views
 
 admin.site.site_header = "llmops administration"
 admin.site.site_title = "llmops"
 admin.site.index_title = "Providers, models, workloads, policies, keys and budgets"
+
+# Without DEBUG, errors raised outside any view answer JSON under /v1 and /api/v1 too.
+handler400 = views.bad_request
+handler403 = views.permission_denied
+handler404 = views.page_not_found
+handler500 = views.server_error
+
+
+def api(patterns: list[URLPattern]) -> list[URLPattern]:
+    """`patterns` with each view wrapped in views.api_errors."""
+    return [
+        URLPattern(p.pattern, views.api_errors(p.callback), p.default_args, p.name)
+        for p in patterns
+    ]
+
+
+# OpenAI's surface for the official SDK (no trailing slashes: it sends none).
+openai_compatible = [
+    path("v1/chat/completions", routing_apis.chat_completions, name="openai-chat-completions"),
+    path("v1/files", batches_apis.FileCollectionApi.as_view(), name="openai-files"),
+    path("v1/files/<str:file_id>", batches_apis.FileDetailApi.as_view(), name="openai-file"),
+    path(
+        "v1/files/<str:file_id>/content",
+        batches_apis.FileContentApi.as_view(),
+        name="openai-file-content",
+    ),
+    path("v1/batches", batches_apis.BatchCollectionApi.as_view(), name="openai-batches"),
+    path("v1/batches/<str:batch_id>", batches_apis.BatchDetailApi.as_view(), name="openai-batch"),
+    path(
+        "v1/batches/<str:batch_id>/cancel",
+        batches_apis.BatchCancelApi.as_view(),
+        name="openai-batch-cancel",
+    ),
+]
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -31,26 +68,16 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
-    path("api/v1/", include("routing.urls")),
-    path("api/v1/", include("billing.urls")),
-    path("api/v1/", include("batches.urls")),
-    path("v1/chat/completions", routing_apis.chat_completions, name="openai-chat-completions"),
-    # OpenAI's batch workflow for the official SDK (no trailing slashes: it sends none).
-    path("v1/files", batches_apis.FileCollectionApi.as_view(), name="openai-files"),
-    path("v1/files/<str:file_id>", batches_apis.FileDetailApi.as_view(), name="openai-file"),
-    path(
-        "v1/files/<str:file_id>/content",
-        batches_apis.FileContentApi.as_view(),
-        name="openai-file-content",
-    ),
-    path("v1/batches", batches_apis.BatchCollectionApi.as_view(), name="openai-batches"),
-    path("v1/batches/<str:batch_id>", batches_apis.BatchDetailApi.as_view(), name="openai-batch"),
-    path(
-        "v1/batches/<str:batch_id>/cancel",
-        batches_apis.BatchCancelApi.as_view(),
-        name="openai-batch-cancel",
-    ),
+    path("favicon.ico", views.favicon, name="favicon"),
+    path("api/v1/", include(api(routing_urls.urlpatterns))),
+    path("api/v1/", include(api(billing_urls.urlpatterns))),
+    path("api/v1/", include(api(batches_urls.urlpatterns))),
+    *api(openai_compatible),
     path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    # Last: whatever the APIs above do not serve under /v1 and /api/v1 (\b: the prefix itself
+    # and anything below it) answers a JSON 404, never an HTML page.
+    re_path(r"^v1\b", views.not_served),
+    re_path(r"^api/v1\b", views.not_served),
 ]

@@ -1,11 +1,49 @@
+"""The project's own pages, and how the two APIs answer errors that no API view answered.
+
+Django answers an unknown URL or an unhandled exception with an HTML page (with DEBUG, which is
+the dev default, its technical page with a traceback). An API client gets JSON instead: OpenAI's
+error shape under /v1, so the openai SDK raises the right class with our message, and DRF's
+`{"detail": …}` under /api/v1. Three pieces: `not_served`, the catch-all for unknown API paths;
+`api_errors`, around every API view, which answers an exception the view let out with or without
+DEBUG; and the handler40x/500 below, for errors raised outside any view (DEBUG off only).
+"""
+
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+import re
+import uuid
+from functools import wraps
+
+from asgiref.sync import iscoroutinefunction, sync_to_async
+from django.core import signals
+from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import render
-from django.views.decorators.cache import never_cache
+from django.utils.log import log_response
+from django.views import defaults
+from django.views.decorators.cache import cache_control, never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from llmops.health import run_checks
+
+# The APIs' paths: the prefix itself and anything below it (the catch-alls in llmops/urls.py).
+OPENAI_PATHS = re.compile(r"/v1\b")
+NATIVE_PATHS = re.compile(r"/api/v1\b")
+
+SERVER_ERROR = "The server had an error while processing your request."
+# Django's own error answers, as (status, message, OpenAI code).
+BAD_REQUEST = (400, "Bad request.", "bad_request")
+FORBIDDEN = (403, "Permission denied.", "permission_denied")
+NOT_FOUND = (404, "Not found.", "not_found")
+INTERNAL = (500, SERVER_ERROR, "server_error")
+
+FAVICON = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
+    b'<rect width="32" height="32" rx="7" fill="#1f4e79"/>'
+    b'<path d="M10 7v18h12" stroke="#fff" stroke-width="4" fill="none"/></svg>'
+)
 
 
 @never_cache
@@ -20,3 +58,127 @@ async def healthz(request: HttpRequest) -> JsonResponse:
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     return render(request, "home.html")
+
+
+@cache_control(max_age=86400, public=True)
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(FAVICON, content_type="image/svg+xml")
+
+
+def api_error(request: HttpRequest, status: int, message: str, *, code: str) -> JsonResponse | None:
+    """The error answer of the API `request` was sent to, or None for a path outside the APIs.
+    The x-request-id becomes the openai SDK's `e.request_id`."""
+    path = request.path_info
+    if OPENAI_PATHS.match(path):
+        kind = "invalid_request_error" if status < 500 else "api_error"  # as batches.apis'
+        body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    elif NATIVE_PATHS.match(path):
+        body = {"detail": message}
+    else:
+        return None
+    return JsonResponse(body, status=status, headers={"x-request-id": _request_id()})
+
+
+def _request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
+@csrf_exempt  # whatever the method, so that a POST gets this 404 and not a CSRF 403 page
+async def not_served(request: HttpRequest) -> JsonResponse:
+    """Any path under /v1 or /api/v1 that no API serves: 404 whatever the method."""
+    return api_error(
+        request,
+        404,
+        f"Invalid URL ({request.method} {request.path}): this path is not served by llmops.",
+        code="unknown_url",
+    )
+
+
+def api_errors(view):
+    """`view` answering what it lets out in its API's error shape, with or without DEBUG
+    (Django would answer DEBUG's HTML traceback page), and with an x-request-id on every
+    error answer. It costs the serving path one frame: no middleware, no thread."""
+    if iscoroutinefunction(view):
+
+        @wraps(view)
+        async def inner(request, *args, **kwargs):
+            try:
+                response = await view(request, *args, **kwargs)
+            except Exception as exc:
+                # As Django's own handler: the signal's receivers may be sync and do I/O.
+                return await sync_to_async(_exception_answer, thread_sensitive=False)(request, exc)
+            return _with_request_id(response)
+
+    else:
+
+        @wraps(view)
+        def inner(request, *args, **kwargs):
+            try:
+                response = view(request, *args, **kwargs)
+            except Exception as exc:
+                return _exception_answer(request, exc)
+            return _with_request_id(response)
+
+    return inner
+
+
+def _with_request_id(response: HttpResponse) -> HttpResponse:
+    if response.status_code >= 400 and "x-request-id" not in response:
+        response["x-request-id"] = _request_id()
+    return response
+
+
+def _exception_answer(request: HttpRequest, exc: Exception) -> JsonResponse:
+    """What django.core.handlers.exception.response_for_exception does (the same statuses, the
+    signal, the log line with the traceback), answered in JSON; never the exception's text,
+    which may hold internals."""
+    if isinstance(exc, Http404):
+        status, message, code = NOT_FOUND
+    elif isinstance(exc, PermissionDenied):
+        status, message, code = FORBIDDEN
+    elif isinstance(exc, BadRequest | SuspiciousOperation | MultiPartParserError):
+        status, message, code = BAD_REQUEST
+    else:
+        signals.got_request_exception.send(sender=None, request=request)
+        status, message, code = INTERNAL
+    response = api_error(request, status, message, code=code)
+    log_response(
+        "%s: %s",
+        response.reason_phrase,
+        request.path,
+        response=response,
+        request=request,
+        exception=exc,
+    )
+    return response
+
+
+# handler400/403/404/500 (llmops/urls.py): Django calls them for errors raised outside any view
+# (a bad Host header, a URL nothing resolves) and only without DEBUG.
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    status, message, code = BAD_REQUEST
+    return api_error(request, status, message, code=code) or defaults.bad_request(
+        request, exception
+    )
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    status, message, code = FORBIDDEN
+    return api_error(request, status, message, code=code) or defaults.permission_denied(
+        request, exception
+    )
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    status, message, code = NOT_FOUND
+    return api_error(request, status, message, code=code) or defaults.page_not_found(
+        request, exception
+    )
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    status, message, code = INTERNAL
+    return api_error(request, status, message, code=code) or defaults.server_error(request)

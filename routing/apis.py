@@ -635,7 +635,9 @@ async def _native_replay_stream(request: Request):
 async def chat_completions(http_request):
     """POST /v1/chat/completions for the official openai SDK (plain and streamed)."""
     if http_request.method != "POST":
-        return _openai_error(405, "Only POST is supported.", code="method_not_allowed")
+        response = _openai_error(405, "Only POST is supported.", code="method_not_allowed")
+        response["Allow"] = "POST"
+        return response
     admitted, error = await _admit(http_request, openai=True)
     if error is not None:
         return error
