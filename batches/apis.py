@@ -14,12 +14,12 @@ from rest_framework.views import APIView
 
 from batches import jsonl, selectors, services
 from batches.models import BatchItem, BatchJob, ClientBatch, StoredFile
-from billing.pricing import PricingError
-from billing.services import BudgetExceeded
+from billing.pricing import plain
+from routing import client_batches
 from routing import services as routing_services
-from routing.apis import ChatCompletionInputSerializer, first_error, openai_ask, openai_workload
+from routing.apis import first_error, openai_workload
 from routing.auth import KeyPrincipal
-from routing.models import ApiKey, LatencyClass, Request, Workload
+from routing.models import ApiKey, LatencyClass
 from routing.selectors import teams_for
 
 
@@ -71,9 +71,9 @@ class JobDetailOutputSerializer(JobOutputSerializer):
     def get_cost(self, job) -> dict:
         totals = selectors.job_ledger(job)
         return {
-            "cost_usd": str(totals["cost_usd"]),
-            "counterfactual_cost_usd": str(totals["counterfactual_cost_usd"]),
-            "saved_usd": str(totals["saved_usd"]),
+            "cost_usd": plain(totals["cost_usd"]),
+            "counterfactual_cost_usd": plain(totals["counterfactual_cost_usd"]),
+            "saved_usd": plain(totals["saved_usd"]),
         }
 
 
@@ -196,7 +196,7 @@ def batch_json(batch: ClientBatch) -> dict:
         "object": "batch",
         "endpoint": batch.endpoint,
         "model": batch.input_file.model or None,
-        "errors": None,
+        "errors": {"object": "list", "data": batch.errors} if batch.errors else None,
         "input_file_id": batch.input_file_id,
         "completion_window": batch.completion_window,
         "status": batch.status,
@@ -207,7 +207,7 @@ def batch_json(batch: ClientBatch) -> dict:
         "expires_at": _unix(batch.expires_at),
         "finalizing_at": _unix(batch.finalizing_at),
         "completed_at": _unix(batch.completed_at),
-        "failed_at": None,
+        "failed_at": _unix(batch.failed_at),
         "expired_at": _unix(batch.expired_at),
         "cancelling_at": _unix(batch.cancelling_at),
         "cancelled_at": _unix(batch.cancelled_at),
@@ -368,21 +368,16 @@ class BatchCollectionApi(OpenAIView):
             raise services.SurfaceError(
                 400, f"{stored.id} is not a batch input file", param="input_file_id"
             )
-        lines = _asks(workload, stored)
         try:
-            batch = routing_services.client_batch_submit(
-                api_key=key,
-                workload=workload,
-                input_file=stored,
-                lines=lines,
-                metadata=data.get("metadata") or {},
+            # Answers at once in `validating`, as OpenAI does: a worker checks and admits the
+            # lines (a refusal, a budget's included, then fails the batch with `errors`).
+            batch = client_batches.client_batch_create(
+                api_key=key, workload=workload, input_file=stored, metadata=data.get("metadata")
             )
         except routing_services.RequestRejected as exc:
-            raise services.SurfaceError(exc.status, exc.message, param=exc.field) from None
-        except BudgetExceeded as exc:
-            raise services.SurfaceError(402, str(exc), code="budget_exceeded") from None
-        except PricingError as exc:
-            raise services.SurfaceError(503, str(exc), code="unpriced_model") from None
+            raise services.SurfaceError(
+                exc.status, exc.message, param=exc.field, code=exc.code
+            ) from None
         return Response(batch_json(batch))
 
     def get(self, request):
@@ -390,32 +385,6 @@ class BatchCollectionApi(OpenAIView):
             "workload", "input_file"
         )
         return self.paged(batches, lambda b: batch_json(services.client_batch_refresh(batch=b)))
-
-
-def _asks(workload: Workload, stored: StoredFile) -> list[tuple[int, str, routing_services.Ask]]:
-    """The file's lines as asks, each body validated like /v1/chat/completions; problems are
-    reported by line (up to 20) before anything is admitted."""
-    lines, errors = [], []
-    for line in jsonl.read_lines(services.file_chunks(stored)):
-        body = ChatCompletionInputSerializer(data=line.body)
-        if not body.is_valid():
-            param, message = first_error(body.errors)
-            errors.append(f"line {line.number}: body.{param}: {message}")
-            if len(errors) >= jsonl.MAX_REPORTED_ERRORS:
-                break
-            continue
-        ask = openai_ask(
-            workload,
-            body.validated_data,
-            source=Request.Source.BATCH_API,
-            metadata={"custom_id": line.custom_id},
-        )
-        lines.append((line.number, line.custom_id, ask))
-    if errors:
-        raise services.SurfaceError(
-            400, "Invalid batch file: " + "; ".join(errors), param="input_file_id"
-        )
-    return lines
 
 
 def _batch_of(view: OpenAIView, batch_id: str) -> ClientBatch:
@@ -437,7 +406,7 @@ class BatchDetailApi(OpenAIView):
 class BatchCancelApi(OpenAIView):
     def post(self, request, batch_id):
         batch = _batch_of(self, batch_id)
-        if not routing_services.client_batch_cancel(batch=batch):
+        if not client_batches.client_batch_cancel(batch=batch):
             # 400, not 409: the SDK retries a 409.
             raise services.SurfaceError(
                 400, f"Batch {batch_id} has already ended ({batch.status}).", param="batch_id"

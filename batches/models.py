@@ -1,7 +1,10 @@
 """Provider batch jobs: a database state machine (the truth; queue messages carry only ids).
 
-pending ─► submitting ─► running ─► ingesting ─► completed | cancelled | expired | failed
-   └─(cancelled before anything reached the provider)─► cancelled
+(building ─►) pending ─► submitting ─► running ─► ingesting ─► completed | cancelled | expired
+   └─(cancelled before anything reached the provider)─► cancelled                 | failed
+
+A job of a client's own batch (/v1/batches) is `building` while a worker admits the client's
+file into it, chunk by chunk; nothing submits it until the last line is in.
 
 Every step is idempotent and claimed with a lease taken by a conditional UPDATE, so a worker
 that dies mid-step leaves the job for the reconciler, which runs the same step again: the input
@@ -17,11 +20,13 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from routing.models import LatencyClass, LlmModel, Provider, Request, Team
+from billing.fields import MoneyField
+from routing.models import ApiKey, LatencyClass, LlmModel, Provider, Request, Team, Workload
 
 
 class BatchJob(models.Model):
     class Status(models.TextChoices):
+        BUILDING = "building", "Building (its client batch is being admitted)"
         PENDING = "pending", "Pending (nothing sent yet)"
         SUBMITTING = "submitting", "Submitting"
         RUNNING = "running", "Running at the provider"
@@ -39,16 +44,26 @@ class BatchJob(models.Model):
         DEADLINE = "deadline", "Earliest deadline"
         MANUAL = "manual", "Flushed by hand"
         RETRY = "retry", "Retry of failed items"
+        CLIENT = "client", "A client's own batch (/v1/batches)"
 
     class CancelReason(models.TextChoices):
         USER = "user", "Cancelled by a user"
+        CLIENT = "client", "Its client batch was cancelled"
         DEADLINE = "deadline", "Would miss a deadline: escalated"
+
+    # Cancelled on someone's word: what did not run ends cancelled, nothing is served elsewhere.
+    STOPPED = (CancelReason.USER, CancelReason.CLIENT)
 
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="batch_jobs")
     provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="batch_jobs")
     model = models.ForeignKey(LlmModel, on_delete=models.PROTECT, related_name="batch_jobs")
     # A near-realtime request never waits behind a nightly flush: they are flushed apart.
     lane = models.CharField(max_length=16, choices=LatencyClass.choices)
+    # The client's own batch (/v1/batches) whose lines this job runs, if any: its lines get
+    # jobs of their own, so cancelling it cancels exactly these.
+    client_batch = models.ForeignKey(
+        "ClientBatch", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     reason = models.CharField(max_length=10, choices=Reason.choices)
 
@@ -74,7 +89,8 @@ class BatchJob(models.Model):
     submit_started_at = models.DateTimeField(null=True, blank=True)
     submitted_at = models.DateTimeField(null=True, blank=True)  # the provider batch exists
     ended_at = models.DateTimeField(null=True, blank=True)  # the provider batch ended
-    finished_at = models.DateTimeField(null=True, blank=True)  # results ingested
+    ingest_started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)  # the last result ingested
 
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     cancel_reason = models.CharField(max_length=10, choices=CancelReason.choices, blank=True)
@@ -153,7 +169,8 @@ class BatchItem(models.Model):
         ESCALATED = "escalated", "Served realtime"
         RETRIED = "retried", "Retried"
         FAILED = "failed", "Request failed"
-        DROPPED = "dropped", "Request cancelled"
+        DROPPED = "dropped", "Request cancelled by its client"
+        CANCELLED = "cancelled", "Cancelled with the job"
 
     job = models.ForeignKey(BatchJob, on_delete=models.CASCADE, related_name="items")
     request = models.ForeignKey(Request, on_delete=models.PROTECT, related_name="batch_items")
@@ -229,8 +246,13 @@ class ClientBatch(models.Model):
 
     id = models.CharField(primary_key=True, max_length=40, editable=False)
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="client_batches")
-    workload = models.ForeignKey(
-        "routing.Workload", on_delete=models.PROTECT, related_name="client_batches"
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    workload = models.ForeignKey(Workload, on_delete=models.PROTECT, related_name="client_batches")
+    # The batch-capable model of the workload's chain its lines run on (set by validation).
+    model = models.ForeignKey(
+        LlmModel, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     input_file = models.ForeignKey(StoredFile, on_delete=models.PROTECT, related_name="+")
     output_file = models.ForeignKey(
@@ -246,7 +268,18 @@ class ClientBatch(models.Model):
     total = models.PositiveIntegerField(default=0)
     completed = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
+    # Admission, done by a worker in two resumable passes over the file: every line checked
+    # (and its worst case summed) first, then admitted chunk by chunk after one reservation
+    # for the whole file. A worker that dies resumes where the counters say.
+    validated = models.PositiveIntegerField(default=0)
+    admitted = models.PositiveIntegerField(default=0)
+    reservation_usd = MoneyField(default=0)  # USD: the worst case of the lines validated so far
+    # OpenAI's `errors.data` of a batch that failed validation: [{code, message, param, line}].
+    errors = models.JSONField(null=True, blank=True)
+    lease_token = models.CharField(max_length=32, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    failed_at = models.DateTimeField(null=True, blank=True)
     in_progress_at = models.DateTimeField(null=True, blank=True)
     finalizing_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)

@@ -29,12 +29,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -47,8 +49,10 @@ from billing.services import (
     BudgetExceeded,
     hold_release,
     hold_settle,
+    holds_release,
     ledger_record_usage,
     request_hold,
+    reservation_amount,
 )
 from routing import providers
 from routing.events import request_changed, request_touch
@@ -61,6 +65,7 @@ from routing.providers import (
     ProviderError,
     TokenUsage,
 )
+from routing.router import prompt_tokens_bound
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +94,13 @@ def _crash_point(name: str) -> None:
     if name == settings.LLMOPS_BATCH_CRASH_AT:
         log.warning("crash point %s: killing this process", name)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def write_pause() -> None:
+    """Between two write transactions of a long batch write: let waiting writers in (see
+    LLMOPS_BATCH_WRITE_PAUSE_MS; SQLite has one write lock for everyone)."""
+    if settings.LLMOPS_BATCH_WRITE_PAUSE_MS:
+        time.sleep(settings.LLMOPS_BATCH_WRITE_PAUSE_MS / 1000)
 
 
 # --- the buffer ------------------------------------------------------------------------
@@ -330,7 +342,7 @@ def _claim(job_id: int, now: datetime) -> str | None:
     token = secrets.token_hex(8)
     changed = (
         BatchJob.objects.filter(pk=job_id)
-        .exclude(status__in=BatchJob.TERMINAL)
+        .exclude(status__in=(*BatchJob.TERMINAL, BatchJob.Status.BUILDING))
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
         .update(lease_token=token, lease_until=now + LEASE)
     )
@@ -578,9 +590,13 @@ def _poll(job: BatchJob, *, now: datetime) -> None:
         )
         if info.errors:
             fields["last_error"] = "; ".join(info.errors)[:500]
+    elif job.cancel_requested_at:
+        # A cancel is promised to whoever asked: look again soon, not after the backoff a
+        # long-running batch has reached, so the job ends within one poll of the provider's.
+        fields["next_check_at"] = now + POLL_FIRST
     else:
         fields["next_check_at"] = now + poll_backoff(job.polls)
-        if not job.cancel_requested_at and _misses_deadline(job, now=now):
+        if _misses_deadline(job, now=now):
             # Cancel now: the completed items are kept, the rest served before the deadline.
             fields.update(
                 cancel_requested_at=now,
@@ -622,6 +638,8 @@ def _ingest(job: BatchJob, *, now: datetime) -> list[str]:
     """Record every result the provider has for the job, then decide for each item that did
     not succeed. Idempotent: an item already recorded is skipped, and the ledger's key is the
     item's custom_id. Long ingests yield after a slice of time and continue next step."""
+    if job.ingest_started_at is None:
+        _save(job, ingest_started_at=now)
     pending = dict(
         BatchItem.objects.filter(job=job, status=BatchItem.Status.PENDING).values_list(
             "custom_id", "pk"
@@ -651,6 +669,7 @@ def _ingest(job: BatchJob, *, now: datetime) -> list[str]:
                 _record_outcomes(job, chunk, pending, now=now)
                 chunk = []
                 _crash_point("mid_ingest")
+                write_pause()
                 if time.monotonic() - started > INGEST_SLICE_SECONDS:
                     _save(job, next_check_at=timezone.now())
                     return []  # the next step goes on where this one stopped
@@ -709,9 +728,16 @@ def _record_outcome(
         return
     request = item.request
     key = f"batch:{item.custom_id}"
+    # A request cancelled while the provider had it: the provider still billed its answer,
+    # and so do we, against the hold kept for exactly this.
+    note = (
+        "answered after its request was cancelled"
+        if request.status == Request.Status.CANCELLED
+        else ""
+    )
     if hold is not None:
-        hold_settle(hold=hold, key=key, model=job.model, mode=Mode.BATCH, usage=usage)
-    else:  # the request was cancelled meanwhile, or its hold expired: the provider still billed
+        hold_settle(hold=hold, key=key, model=job.model, mode=Mode.BATCH, usage=usage, note=note)
+    else:  # its hold expired (a batch far past its deadline): the provider still billed it
         ledger_record_usage(
             key=key,
             team=request.team,
@@ -720,9 +746,7 @@ def _record_outcome(
             model=job.model,
             mode=Mode.BATCH,
             usage=usage,
-            note="answered after its request was cancelled"
-            if request.status == Request.Status.CANCELLED
-            else "",
+            note=note,
         )
     if request.status != Request.Status.RUNNING:
         return  # cancelled by its client while the batch ran: billed, not reopened
@@ -753,39 +777,34 @@ def _record_outcome(
 
 def _finish(job: BatchJob, *, now: datetime) -> list[str]:
     """Every item still pending did not run; decide what happens to each unfinished request,
-    then close the job with the provider's final status."""
+    then close the job with the provider's final status. In slices of bounded transactions
+    (a cancelled 50,000-line job must not hold the database for minutes); a crash between two
+    resumes with the items not yet decided."""
     never_ran = {
         "cancelled": BatchItem.Status.CANCELLED,
         "expired": BatchItem.Status.EXPIRED,
     }.get(job.provider_status, BatchItem.Status.NOT_RUN)
     failed_batch = job.provider_status == "failed"
+    BatchItem.objects.filter(job=job, status=BatchItem.Status.PENDING).update(
+        status=BatchItem.Status.ERRORED if failed_batch else never_ran,
+        error=(job.last_error or "the provider refused the batch")[:500] if failed_batch else "",
+        ended_at=now,
+    )
+    leftovers = (
+        _items(job)
+        .exclude(status=BatchItem.Status.SUCCEEDED)
+        .filter(next_step="")
+        .select_related("request__workload__policy")
+    )
+    escalate = []
+    while chunk := list(leftovers[:FINISH_CHUNK]):
+        with transaction.atomic():
+            if job.cancel_reason in BatchJob.STOPPED:
+                _items_stop(job, chunk, now=now)
+            else:
+                escalate.extend(_items_decide(job, chunk, now=now))
+        write_pause()
     with transaction.atomic():
-        BatchItem.objects.filter(job=job, status=BatchItem.Status.PENDING).update(
-            status=BatchItem.Status.ERRORED if failed_batch else never_ran,
-            error=(job.last_error or "the provider refused the batch")[:500]
-            if failed_batch
-            else "",
-            ended_at=now,
-        )
-        escalate = []
-        leftovers = (
-            _items(job)
-            .exclude(status=BatchItem.Status.SUCCEEDED)
-            .filter(next_step="")
-            .select_related("request__workload__policy")
-        )
-        for item in leftovers:
-            next_step = _item_next_step(job, item, now=now)
-            BatchItem.objects.filter(pk=item.pk).update(next_step=next_step)
-            if next_step == BatchItem.Next.ESCALATED:
-                escalate.append(item.request)
-        if escalate:
-            reason = (
-                "the batch would miss the deadline"
-                if job.cancel_reason == BatchJob.CancelReason.DEADLINE
-                else f"batch {job.provider_status}"
-            )
-            _requests_escalate(escalate, now=now, why=reason)
         counts = item_counts(job)
         errored = counts[BatchItem.Status.ERRORED] + counts[BatchItem.Status.INVALID]
         succeeded = counts[BatchItem.Status.SUCCEEDED]
@@ -800,7 +819,9 @@ def _finish(job: BatchJob, *, now: datetime) -> list[str]:
         _save(
             job,
             status=status,
-            finished_at=now,
+            # When the last result was recorded, not when this step began: a long ingest's
+            # last slice starts well before it ends.
+            finished_at=max(now, timezone.now()),
             succeeded_count=succeeded,
             errored_count=errored,
             unfinished_count=unfinished,
@@ -811,14 +832,86 @@ def _finish(job: BatchJob, *, now: datetime) -> list[str]:
             .exists()
         ):
             enqueue("batches.tasks.notify", job.pk)
+        if job.client_batch_id:
+            # The client's batch may be whole now: its output files are written by a worker,
+            # not by whichever client call looks first.
+            enqueue("batches.tasks.client_batch_refresh", job.client_batch_id)
+    return escalate
+
+
+# Unfinished items decided per transaction when a job ends.
+FINISH_CHUNK = 1000
+
+
+def _items_decide(job: BatchJob, items: list[BatchItem], *, now: datetime) -> list[str]:
+    """Each unfinished item of a job that ended on its own (or was cancelled to make a
+    deadline): retried, resubmitted, escalated to realtime or failed, per its policy."""
+    escalate = []
+    for item in items:
+        next_step = _item_next_step(job, item, now=now)
+        BatchItem.objects.filter(pk=item.pk).update(next_step=next_step)
+        if next_step == BatchItem.Next.ESCALATED:
+            escalate.append(item.request)
+    if escalate:
+        reason = (
+            "the batch would miss the deadline"
+            if job.cancel_reason == BatchJob.CancelReason.DEADLINE
+            else f"batch {job.provider_status}"
+        )
+        _requests_escalate(escalate, now=now, why=reason)
     return [str(r.pk) for r in escalate]
+
+
+def _items_stop(job: BatchJob, items: list[BatchItem], *, now: datetime) -> None:
+    """The unfinished items of a job someone cancelled: the promise was to stop spending, so
+    nothing is retried or served elsewhere. What never ran ends cancelled, what the provider
+    refused ends failed, and every hold still open goes back (they were kept until now so
+    that answers arriving after the cancel settled against them)."""
+    why = BatchJob.CancelReason(job.cancel_reason).label.lower()
+    stopped = [i for i in items if i.request.status == Request.Status.RUNNING]
+    refusals = (BatchItem.Status.ERRORED, BatchItem.Status.INVALID)
+    refused = [i for i in stopped if i.status in refusals]
+    never_ran = [i for i in stopped if i not in refused]
+    requests = Request.objects.filter(pk__in=[i.request_id for i in items])
+    holds_release(requests=requests)
+    for group, status, note in (
+        (never_ran, Request.Status.CANCELLED, "the provider never ran it"),
+        (refused, Request.Status.FAILED, "the provider refused it"),
+    ):
+        if not group:
+            continue
+        Request.objects.filter(
+            pk__in=[i.request_id for i in group], status=Request.Status.RUNNING
+        ).update(
+            status=status,
+            completed_at=now,
+            updated_at=now,
+            error=f"batch job {job.pk} was cancelled ({why}); {note}",
+            decision_reason=Concat(
+                F("decision_reason"),
+                Value(f" Batch job {job.pk} cancelled ({why}): {note}; its hold was released."),
+            ),
+        )
+        for item in group:
+            item.request.status = status
+            request_changed(item.request)
+    BatchItem.objects.filter(pk__in=[i.pk for i in never_ran]).update(
+        next_step=BatchItem.Next.CANCELLED
+    )
+    BatchItem.objects.filter(pk__in=[i.pk for i in refused]).update(next_step=BatchItem.Next.FAILED)
+    BatchItem.objects.filter(pk__in=[i.pk for i in items if i not in stopped]).update(
+        next_step=BatchItem.Next.DROPPED
+    )
 
 
 def _item_next_step(job: BatchJob, item: BatchItem, *, now: datetime) -> str:
     """What happens to a request whose item did not succeed (the item is final)."""
     request = item.request
     if request.status != Request.Status.RUNNING:
-        return BatchItem.Next.DROPPED  # its client cancelled it; its hold went back then
+        # Its client cancelled it while the provider had it. Its hold stayed so that a late
+        # answer settled against it (a hard budget is never passed); none came: it goes back.
+        holds_release(requests=Request.objects.filter(pk=request.pk))
+        return BatchItem.Next.DROPPED
     policy = request.workload.policy
     if item.status in (BatchItem.Status.ERRORED, BatchItem.Status.INVALID):
         tries = BatchItem.objects.filter(request=request).count()
@@ -826,14 +919,16 @@ def _item_next_step(job: BatchJob, item: BatchItem, *, now: datetime) -> str:
             _request_fail(request, error=f"batch item failed {tries} time(s): {item.error}")
             return BatchItem.Next.FAILED
         if _batch_can_make(request, job.model, policy, now=now):
-            _request_requeue(request, now=now)
+            _request_requeue(request, now=now, why=f"its item in batch job {job.pk} errored")
             return BatchItem.Next.RETRIED
         return BatchItem.Next.ESCALATED
     # It never ran (cancelled, expired, missing): the policy says batch again or serve now.
     if policy.on_deadline_risk == RoutingPolicy.Escalation.REBATCH and _batch_can_make(
         request, job.model, policy, now=now
     ):
-        _request_requeue(request, now=now)
+        _request_requeue(
+            request, now=now, why=f"batch job {job.pk} ended ({job.provider_status}) first"
+        )
         return BatchItem.Next.REBATCHED
     return BatchItem.Next.ESCALATED
 
@@ -847,11 +942,12 @@ def _batch_can_make(request: Request, model: LlmModel, policy, *, now: datetime)
     )
 
 
-def _request_requeue(request: Request, *, now: datetime) -> None:
+def _request_requeue(request: Request, *, now: datetime, why: str) -> None:
     """Back to the buffer (a new item in a later job); its hold stays reserved."""
     request.status = Request.Status.QUEUED
+    request.decision_reason = f"{request.decision_reason} Back to the buffer: {why}."[-2000:]
     request_touch(request)
-    request.save(update_fields=["status", "updated_at"])
+    request.save(update_fields=["status", "decision_reason", "updated_at"])
     request_changed(request)
 
 
@@ -881,6 +977,71 @@ def batch_cancel(*, job: BatchJob, reason: str = BatchJob.CancelReason.USER) -> 
     if changed:
         job.cancel_requested_at, job.cancel_reason = now, reason
     return changed == 1
+
+
+def job_unfinished(job: BatchJob):
+    """The requests a cancelled job left unanswered: they never ran and ended cancelled with
+    it (not those their own client cancelled)."""
+    return Request.objects.filter(
+        batch_items__job=job,
+        batch_items__next_step=BatchItem.Next.CANCELLED,
+        status=Request.Status.CANCELLED,
+    )
+
+
+@dataclass
+class ServeEstimate:
+    requests: int
+    worst_case_usd: Decimal  # USD: every prompt and max_tokens of output at realtime price
+
+
+def job_unfinished_estimate(*, job: BatchJob) -> ServeEstimate:
+    """What serving a cancelled job's unanswered requests now would cost at most: each at the
+    standard (realtime) price of the model it was to run on, with its whole max_tokens."""
+    worst = Decimal(0)
+    count = 0
+    for request in job_unfinished(job).select_related("model").iterator(chunk_size=1000):
+        count += 1
+        worst += reservation_amount(
+            model=request.model or job.model,
+            mode=Mode.REALTIME,
+            prompt_tokens=prompt_tokens_bound(request.params["messages"]),
+            max_output_tokens=request.params["max_tokens"],
+        )
+    return ServeEstimate(requests=count, worst_case_usd=worst)
+
+
+def job_serve_unfinished(*, job: BatchJob) -> list[str]:
+    """An operator's explicit choice after a cancel: serve the job's unanswered requests now,
+    realtime at full price (never a side effect of cancelling). Each goes to routing's
+    realtime path, which takes a realtime hold (a budget that cannot take one fails that
+    request). Returns their ids."""
+    now = timezone.now()
+    served = []
+    note = (
+        f" Served realtime at full price on an operator's word after batch job {job.pk} was "
+        "cancelled."
+    )
+    with transaction.atomic():
+        for request in job_unfinished(job):
+            changed = Request.objects.filter(pk=request.pk, status=Request.Status.CANCELLED).update(
+                status=Request.Status.QUEUED,
+                mode=Request.Mode.REALTIME,
+                completed_at=None,
+                error="",
+                decision_reason=Concat(F("decision_reason"), Value(note)),
+                updated_at=now,
+            )
+            if not changed:
+                continue
+            BatchItem.objects.filter(job=job, request=request).update(
+                next_step=BatchItem.Next.ESCALATED
+            )
+            request.status = Request.Status.QUEUED
+            request_changed(request)
+            served.append(str(request.pk))
+            enqueue("routing.tasks.serve_escalated", str(request.pk))
+    return served
 
 
 def enqueue(func: str, *args) -> None:
@@ -1138,43 +1299,105 @@ def file_chunks(stored: StoredFile, size: int = 1 << 16):
             yield chunk
 
 
-def client_batch_record(
-    *, team, workload, input_file: StoredFile, lines: list[tuple[int, str, Request]], metadata
-) -> ClientBatch:
-    """The client's batch over requests routing already admitted (one per line)."""
-    now = timezone.now()
-    batch = ClientBatch.objects.create(
-        id=ClientBatch.new_id(),
-        team=team,
-        workload=workload,
-        input_file=input_file,
-        endpoint=jsonl.CHAT_ENDPOINT,
-        metadata=metadata or {},
-        status=ClientBatch.Status.IN_PROGRESS,
-        total=len(lines),
-        created_at=now,
-        in_progress_at=now,
-        expires_at=now + COMPLETION_WINDOW,
+# Jobs of a client's batch are built while a worker admits the file (routing.client_batches):
+# each admitted chunk of lines goes straight into the batch's `building` job, which only
+# becomes `pending` (submittable) once the last line is in. They never pass through the
+# buffer: a client that batches itself wants its batch now and its cancel to hit only it.
+
+
+class ClientBatchJobs:
+    """Puts a client's admitted lines into its batch's building jobs, opening a new job where
+    the provider's limits end the last. One per admission slice: it remembers the open job's
+    size between chunks instead of reading it back each time."""
+
+    def __init__(self, batch: ClientBatch) -> None:
+        self.batch = batch
+        self.max_lines, self.max_bytes = batch.model.provider.batch_limits
+        self.job = (
+            BatchJob.objects.filter(client_batch=batch, status=BatchJob.Status.BUILDING)
+            .order_by("-pk")
+            .first()
+        )
+        # Resuming a job an earlier slice began: its size again, bounded as _chunks does.
+        self.size = (
+            sum(
+                _line_bytes(r)
+                for r in Request.objects.filter(batch_items__job=self.job).only("params")
+            )
+            if self.job
+            else 0
+        )
+
+    def add(self, requests: list[Request], *, now: datetime) -> None:
+        """Call inside the chunk's transaction that admits `requests`."""
+        batch = self.batch
+        items: list[BatchItem] = []
+        added: dict[int, int] = defaultdict(int)
+        for request in requests:
+            line_bytes = _line_bytes(request)
+            job = self.job
+            if (
+                job is None
+                or job.item_count >= self.max_lines
+                or (self.size + line_bytes > self.max_bytes)
+            ):
+                job = self.job = BatchJob.objects.create(
+                    team_id=batch.team_id,
+                    provider=batch.model.provider,
+                    model=batch.model,
+                    lane=batch.workload.latency_class,
+                    client_batch=batch,
+                    status=BatchJob.Status.BUILDING,
+                    reason=BatchJob.Reason.CLIENT,
+                    earliest_deadline_at=request.deadline_at,
+                    created_at=now,
+                    next_check_at=now,
+                )
+                self.size = 0
+            custom_id = f"{job.custom_id_prefix}{request.pk.hex}"
+            items.append(BatchItem(job=job, request=request, custom_id=custom_id))
+            job.item_count += 1
+            added[job.pk] += 1
+            self.size += line_bytes
+        BatchItem.objects.bulk_create(items, batch_size=1000)
+        for job_id, count in added.items():
+            BatchJob.objects.filter(pk=job_id).update(item_count=F("item_count") + count)
+
+
+def client_batch_jobs_release(*, batch: ClientBatch, now: datetime) -> list[int]:
+    """The batch is admitted whole: its jobs may be submitted. Returns their ids (the caller
+    enqueues their first step after its transaction commits)."""
+    jobs = list(
+        BatchJob.objects.filter(client_batch=batch, status=BatchJob.Status.BUILDING).values_list(
+            "pk", flat=True
+        )
     )
-    ClientBatchLine.objects.bulk_create(
-        [
-            ClientBatchLine(batch=batch, request=request, custom_id=custom_id, line=number)
-            for number, custom_id, request in lines
-        ],
-        batch_size=1000,
+    BatchJob.objects.filter(pk__in=jobs).update(
+        status=BatchJob.Status.PENDING, created_at=now, next_check_at=now
     )
-    # The client asked for a batch now: its requests leave the buffer at once.
-    report = batches_flush(workload_ids=[workload.pk], force=True)
-    for job in report.jobs:
-        enqueue("batches.tasks.advance", job.pk)
-    return batch
+    return jobs
+
+
+def client_batch_jobs_abandon(*, batch: ClientBatch, now: datetime) -> None:
+    """The client cancelled while its file was being admitted: the jobs built so far never
+    reached a provider, so their requests end cancelled and their holds go back, in bounded
+    transactions (a crash between two resumes where it stopped)."""
+    for job in BatchJob.objects.filter(client_batch=batch, status=BatchJob.Status.BUILDING):
+        BatchJob.objects.filter(pk=job.pk).update(
+            cancel_requested_at=now, cancel_reason=BatchJob.CancelReason.CLIENT
+        )
+        job.cancel_requested_at, job.cancel_reason = now, BatchJob.CancelReason.CLIENT
+        _save(job, provider_status="cancelled")
+        pending = BatchItem.objects.filter(job=job, status=BatchItem.Status.PENDING)
+        pending.update(status=BatchItem.Status.CANCELLED, ended_at=now)
+        _finish(job, now=now)
 
 
 def client_batch_refresh(*, batch: ClientBatch) -> ClientBatch:
     """Bring the client's view up to date from its requests; once none is pending, write its
     output and error files (streamed to disk) and end it. Idempotent and race-safe: the end
     is a conditional UPDATE, and a loser deletes the files it wrote."""
-    if batch.status in ClientBatch.ENDED:
+    if batch.status in ClientBatch.ENDED or batch.status == ClientBatch.Status.VALIDATING:
         return batch
     statuses = dict(
         Request.objects.filter(batch_line__batch=batch)
@@ -1184,25 +1407,32 @@ def client_batch_refresh(*, batch: ClientBatch) -> ClientBatch:
     )
     completed = statuses.get(Request.Status.COMPLETED, 0)
     failed = statuses.get(Request.Status.FAILED, 0) + statuses.get(Request.Status.CANCELLED, 0)
-    fields = {"completed": completed, "failed": failed}
-    if completed + failed < batch.total:
+    # Lines a cancel stopped before they were admitted never became requests.
+    never_admitted = 0 if batch.in_progress_at else batch.total - batch.admitted
+    fields = {"completed": completed, "failed": failed + never_admitted}
+    unended = (
+        BatchJob.objects.filter(client_batch=batch).exclude(status__in=BatchJob.TERMINAL).exists()
+    )
+    if (
+        completed + failed + never_admitted < batch.total
+        or unended
+        or (not batch.in_progress_at and _admission_running(batch))
+    ):
         ClientBatch.objects.filter(pk=batch.pk).update(**fields)
         for name, value in fields.items():
             setattr(batch, name, value)
         return batch
     now = timezone.now()
     output, errors = _write_results(batch)
-    final = ClientBatch.Status.CANCELLED if batch.cancelling_at else ClientBatch.Status.COMPLETED
+    # A cancel that came after every line was answered leaves a completed batch.
+    cancelled = batch.cancelling_at is not None and completed < batch.total
+    final = ClientBatch.Status.CANCELLED if cancelled else ClientBatch.Status.COMPLETED
     fields.update(
         status=final,
         finalizing_at=now,
         output_file=output,
         error_file=errors,
-        **(
-            {"cancelled_at": now}
-            if final == ClientBatch.Status.CANCELLED
-            else {"completed_at": now}
-        ),
+        **({"cancelled_at": now} if cancelled else {"completed_at": now}),
     )
     won = (
         ClientBatch.objects.filter(pk=batch.pk)
@@ -1218,11 +1448,33 @@ def client_batch_refresh(*, batch: ClientBatch) -> ClientBatch:
     return batch
 
 
+def _admission_running(batch: ClientBatch) -> bool:
+    # A worker holds the batch (cancelled mid-admission, still tidying its building jobs).
+    return bool(batch.lease_until and batch.lease_until > timezone.now())
+
+
 def _write_results(batch: ClientBatch) -> tuple[StoredFile | None, StoredFile | None]:
     """OpenAI's output file (answered lines) and error file (the rest), in input order."""
     now = timezone.now()
     files = {}
     handles = {}
+
+    def write(kind: str, record: dict) -> None:
+        if kind not in handles:
+            stored = StoredFile(
+                id=StoredFile.new_id(),
+                team=batch.team,
+                purpose=StoredFile.Purpose.BATCH_OUTPUT,
+                filename=f"{batch.id}_{kind}.jsonl",
+                created_at=now,
+                expires_at=now + FILE_RETENTION,
+            )
+            files[kind], handles[kind] = stored, file_path(stored).open("wb")
+        encoded = (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        handles[kind].write(encoded)
+        files[kind].bytes += len(encoded)
+        files[kind].lines += 1
+
     try:
         lines = (
             ClientBatchLine.objects.filter(batch=batch)
@@ -1231,29 +1483,31 @@ def _write_results(batch: ClientBatch) -> tuple[StoredFile | None, StoredFile | 
             .iterator(chunk_size=2000)
         )
         for line in lines:
-            kind, record = _result_line(line)
-            if kind not in handles:
-                stored = StoredFile(
-                    id=StoredFile.new_id(),
-                    team=batch.team,
-                    purpose=StoredFile.Purpose.BATCH_OUTPUT,
-                    filename=f"{batch.id}_{kind}.jsonl",
-                    created_at=now,
-                    expires_at=now + FILE_RETENTION,
-                )
-                files[kind], handles[kind] = stored, file_path(stored).open("wb")
-            encoded = (
-                json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n"
-            ).encode()
-            handles[kind].write(encoded)
-            files[kind].bytes += len(encoded)
-            files[kind].lines += 1
+            write(*_result_line(line))
+        if not batch.in_progress_at and batch.admitted < batch.total:
+            for number, custom_id in _input_custom_ids(batch.input_file, after=batch.admitted):
+                write("error", _cancelled_line(f"batch_req_{batch.id}_{number}", custom_id))
     finally:
         for handle in handles.values():
             handle.close()
     for stored in files.values():
         stored.save(force_insert=True)
     return files.get("output"), files.get("error")
+
+
+def _input_custom_ids(stored: StoredFile, *, after: int) -> Iterator[tuple[int, str]]:
+    """(line number, custom_id) of the input file's lines past `after` (validated at upload)."""
+    for number, raw in jsonl.raw_lines(file_chunks(stored)):
+        if number > after:
+            yield number, jsonl.parse_line(number, raw).custom_id
+
+
+CANCELLED_MESSAGE = "The batch was cancelled before this request ran."
+
+
+def _cancelled_line(line_id: str, custom_id: str, message: str = CANCELLED_MESSAGE) -> dict:
+    error = {"code": "batch_cancelled", "message": message}
+    return {"id": line_id, "custom_id": custom_id, "response": None, "error": error}
 
 
 def _result_line(line: ClientBatchLine) -> tuple[str, dict]:
@@ -1274,23 +1528,23 @@ def _result_line(line: ClientBatchLine) -> tuple[str, dict]:
         )
         response = {"status_code": 200, "request_id": f"req_{request.pk.hex}", "body": body}
         return "output", {**ident, "response": response, "error": None}
-    code = "batch_cancelled" if request.status == Request.Status.CANCELLED else "request_failed"
-    message = request.error or (
-        "The batch was cancelled before this request ran."
-        if code == "batch_cancelled"
-        else "The request failed."
-    )
-    return "error", {**ident, "response": None, "error": {"code": code, "message": message}}
+    if request.status == Request.Status.CANCELLED:
+        message = request.error or CANCELLED_MESSAGE
+        return "error", _cancelled_line(ident["id"], line.custom_id, message)
+    error = {"code": "request_failed", "message": request.error or "The request failed."}
+    return "error", {**ident, "response": None, "error": error}
 
 
 def client_batch_cancelling(*, batch: ClientBatch) -> bool:
-    """Mark a client's batch cancelling (routing cancels its requests). False if it ended."""
+    """Mark a client's batch cancelling. False if it already ended or was being cancelled."""
     now = timezone.now()
     changed = (
         ClientBatch.objects.filter(pk=batch.pk, cancelling_at__isnull=True)
         .exclude(status__in=ClientBatch.ENDED)
         .update(status=ClientBatch.Status.CANCELLING, cancelling_at=now)
     )
+    if changed:
+        batch.status, batch.cancelling_at = ClientBatch.Status.CANCELLING, now
     return changed == 1
 
 

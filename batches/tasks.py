@@ -13,7 +13,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from batches import selectors, services
-from batches.models import BatchJob
+from batches.models import BatchJob, ClientBatch
 from batches.services import enqueue
 from routing.models import Request
 
@@ -38,7 +38,11 @@ def tick() -> dict:
     ).values_list("pk", flat=True)
     for request_id in stale:
         enqueue("routing.tasks.serve_escalated", str(request_id))
-    return {"flushed_jobs": len(report.jobs), "due_jobs": len(due)}
+    # A client's batch whose admission task was lost (the Redis broker keeps no receipts).
+    admitting = list(selectors.client_batches_admitting(now=now).values_list("pk", flat=True))
+    for batch_id in admitting:
+        enqueue("routing.tasks.admit_client_batch", batch_id)
+    return {"flushed_jobs": len(report.jobs), "due_jobs": len(due), "admitting": len(admitting)}
 
 
 def advance(job_id: int) -> str:
@@ -58,3 +62,9 @@ def notify(job_id: int) -> dict:
     return services.job_notify(
         job=BatchJob.objects.select_related("provider", "model").get(pk=job_id)
     )
+
+
+def client_batch_refresh(batch_id: str) -> str:
+    """A job of a client's batch ended: write its files and end it if it is whole now."""
+    batch = ClientBatch.objects.select_related("team", "input_file").get(pk=batch_id)
+    return services.client_batch_refresh(batch=batch).status

@@ -1,6 +1,6 @@
 """M4: the batch pipeline. A job of N deferred requests is built and uploaded to the provider,
-and its N results ingested into the ledger, through the same services the worker runs
-(batches_flush, job_advance) against the simulator (a process of its own) over HTTP with the
+and its N results ingested into the ledger, through the same services the worker runs (client
+batch admission, job_advance) against the simulator (a process of its own) over HTTP with the
 official SDK; then the ingest is run again and must record nothing.
 
 The targets are for 50,000 requests. A smaller run (`make bench` runs 2,000: the ingest, one
@@ -59,12 +59,12 @@ def run(size: int, sim) -> dict:
     from django.db import connection
     from django.utils import timezone
 
+    from batches import jsonl
     from batches.models import BatchJob
-    from batches.services import _ingest, batches_flush, job_advance
+    from batches.services import _ingest, file_store, job_advance
     from billing.models import Hold, LedgerEntry
-    from routing.apis import openai_ask
+    from routing.client_batches import client_batch_admit, client_batch_create
     from routing.models import Request, Team, Workload
-    from routing.services import requests_admit_deferred
 
     call_command("seed_demo", "--simulator-url", sim.base_url, stdout=io.StringIO())
     # The provider holds the batch until told otherwise: build and ingest are timed apart.
@@ -75,24 +75,29 @@ def run(size: int, sim) -> dict:
     )
 
     def admit(first: int, count: int) -> list[int]:
-        """Admit `count` requests as one client batch and flush them: the provider jobs."""
-        asks = [
-            openai_ask(
-                workload,
-                {
+        """Admit `count` lines as one client batch, as a worker does after /v1/batches: the
+        provider jobs it built."""
+        lines = (
+            jsonl.request_line(
+                custom_id=f"r-{i}",
+                body={
                     "model": "gpt-4o-mini",
                     "messages": [
                         {"role": "user", "content": f"Is review {i} genuine? It says: great"}
                     ],
                     "max_tokens": 16,
                 },
-                source=Request.Source.BATCH_API,
-                metadata={},
             )
             for i in range(first, first + count)
-        ]
-        requests_admit_deferred(team=team, api_key=None, asks=asks, source=Request.Source.BATCH_API)
-        return [job.pk for job in batches_flush(force=True).jobs]
+        )
+        stored = file_store(team=team, filename="bench.jsonl", purpose="batch", chunks=lines)
+        batch = client_batch_create(api_key=None, workload=workload, input_file=stored, metadata={})
+        jobs = []
+        while True:
+            step = client_batch_admit(batch_id=batch.pk)
+            jobs += step.jobs
+            if not step.more:
+                return jobs
 
     def advance_until(jobs: list[int], done) -> int:
         steps = 0
@@ -170,8 +175,8 @@ def markdown(f: dict) -> str:
     full = f["size"] >= FULL_SIZE
     lines = [
         f"`{COMMAND} --size {f['size']}`: {f['size']:,} requests of one workload admitted as a "
-        f"client batch, flushed into {f['jobs']} provider job(s), built and uploaded as JSONL, "
-        "completed by the simulator, and ingested into the ledger (one entry per result, "
+        f"client batch (the worker's admission) into {f['jobs']} provider job(s), built and "
+        "uploaded as JSONL, completed by the simulator, and ingested into the ledger (one entry per result, "
         f"each settling its request's budget hold), on {f['database']}, one process.",
         "",
     ]

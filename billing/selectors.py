@@ -7,15 +7,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
 from billing.fields import usd
-from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Price
+from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Mode, Price
 from billing.pricing import PriceVersion, PricingError, Rates, Tier
 from llmops import memo
 from routing.config import policy_chain
-from routing.models import LlmModel, Team, Workload
+from routing.models import LlmModel, Request, Team, Workload
 
 ZERO = Decimal(0)
 
@@ -225,3 +225,31 @@ def ledger_drift() -> list[Drift]:
         if reserved != period.reserved_usd:
             drifts.append(Drift(period, "reserved_usd", period.reserved_usd, reserved))
     return drifts
+
+
+def unheld_charges() -> list[Request]:
+    """Requests billed more often than a hold was settled for them: a charge recorded with no
+    reservation behind it, so a hard budget could have been passed (I4, I5). Cache hits cost
+    nothing and reserve nothing."""
+    charges = (
+        LedgerEntry.objects.filter(request=OuterRef("pk"), kind=LedgerEntry.Kind.CHARGE)
+        .exclude(mode=Mode.CACHE)
+        .order_by()
+        .values("request")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    settled = (
+        Hold.objects.filter(request=OuterRef("pk"), status=Hold.Status.SETTLED)
+        .order_by()
+        .values("request")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    billed = LedgerEntry.objects.filter(kind=LedgerEntry.Kind.CHARGE).exclude(mode=Mode.CACHE)
+    return list(
+        Request.objects.filter(pk__in=billed.values("request_id"))
+        .annotate(charges=Coalesce(Subquery(charges), 0), settled=Coalesce(Subquery(settled), 0))
+        .filter(charges__gt=F("settled"))
+        .order_by("created_at")
+    )

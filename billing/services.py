@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from billing import selectors
@@ -494,6 +494,76 @@ def hold_release(*, hold: Hold) -> bool:
     """Give a hold back unused (the request failed before any billable work)."""
     with transaction.atomic():
         return _resolve_hold(hold, Hold.Status.RELEASED)
+
+
+def hold_split(
+    *, parent: Hold, children: list[tuple[str, Request, Decimal]], at: datetime | None = None
+) -> list[Hold]:
+    """Carve holds for single requests out of one reservation taken for all of them (a client's
+    batch file is reserved whole, all or nothing, then admitted chunk by chunk). The children
+    count against the parent's budget periods and expire with it; the parent shrinks by what
+    they take, so the periods' reserved totals do not move. Call inside a transaction. Raises
+    ValueError if the parent no longer holds that much (resolved, or already split)."""
+    total = sum((amount for _, _, amount in children), Decimal(0))
+    taken = Hold.objects.filter(
+        pk=parent.pk, status=Hold.Status.HELD, amount_usd__gte=usd(total)
+    ).update(amount_usd=F("amount_usd") - usd(total))
+    if taken != 1:
+        raise ValueError(f"{parent} cannot give {plain(total)} USD to {len(children)} hold(s)")
+    parent.amount_usd -= total
+    at = at or timezone.now()
+    holds = Hold.objects.bulk_create(
+        [
+            Hold(
+                key=key,
+                team_id=parent.team_id,
+                workload_id=parent.workload_id,
+                request=request,
+                amount_usd=amount,
+                created_at=at,
+                expires_at=parent.expires_at,
+            )
+            for key, request, amount in children
+        ]
+    )
+    period_ids = list(parent.periods.values_list("pk", flat=True))
+    Hold.periods.through.objects.bulk_create(
+        [
+            Hold.periods.through(hold_id=hold.pk, budgetperiod_id=period_id)
+            for hold in holds
+            for period_id in period_ids
+        ]
+    )
+    return holds
+
+
+def holds_release(*, requests) -> int:
+    """Give back every open hold of `requests` (a queryset of requests) in a few statements,
+    not one transaction per hold: cancelling a client's 50,000-line batch must not hold the
+    database for minutes. Returns how many were released."""
+    with transaction.atomic():
+        # PostgreSQL: lock them, so a concurrent settle cannot resolve one between our read and
+        # our UPDATE (SQLite's IMMEDIATE transaction already excludes other writers).
+        ids = list(
+            Hold.objects.filter(request__in=requests, status=Hold.Status.HELD)
+            .select_for_update()
+            .values_list("pk", flat=True)
+        )
+        if not ids:
+            return 0
+        per_period = (
+            Hold.periods.through.objects.filter(hold_id__in=ids)
+            .values("budgetperiod_id")
+            .annotate(total=Sum("hold__amount_usd"))
+            .order_by("budgetperiod_id")  # the fixed locking order of every budget write
+        )
+        for row in per_period:
+            BudgetPeriod.objects.filter(pk=row["budgetperiod_id"]).update(
+                reserved_usd=F("reserved_usd") - usd(row["total"])
+            )
+        return Hold.objects.filter(pk__in=ids).update(
+            status=Hold.Status.RELEASED, resolved_at=timezone.now()
+        )
 
 
 def holds_sweep(*, now: datetime | None = None) -> int:

@@ -17,10 +17,8 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from batches import services as batches_services
 from batches.selectors import expected_turnaround
 from billing import selectors as billing_selectors
 from billing.models import Hold, LedgerEntry, Mode
@@ -164,7 +162,7 @@ class RequestRejected(Exception):
         self.status = status
         self.message = message
         self.field = field
-        self.item = item  # which of several asks is refused (requests_admit_deferred)
+        self.item = item  # which of several asks is refused
         self.code = code or {400: "invalid_request", 404: "not_found", 422: "conflict"}.get(
             status, "error"
         )
@@ -218,7 +216,7 @@ def request_admit(
     the response cache, the routing decision and the budget hold. Raises RequestRejected
     (nothing written) or BudgetExceeded/soft-budget refusal (the request recorded as failed).
     `user` is the person behind a browser session, if any."""
-    body = _ask_body(ask)
+    body = ask_body(ask)
     body_hash = Request.hash_body(body)
     if ask.idempotency_key:
         existing = Request.objects.filter(team=team, idempotency_key=ask.idempotency_key).first()
@@ -364,7 +362,7 @@ def request_admit(
     return Admitted(request=request, decision=decision, hold=admission.hold, chain=chain)
 
 
-def _ask_body(ask: Ask) -> dict:
+def ask_body(ask: Ask) -> dict:
     """What identifies a request for idempotency (not the key itself, nor the transport)."""
     return {
         "workload": ask.workload.slug,
@@ -770,22 +768,26 @@ def request_mark_read(*, request: Request) -> None:
 
 
 def request_cancel(*, request: Request) -> bool:
-    """Cancel a request still waiting for a batch: in the buffer, or inside a provider batch
-    (which cannot drop one request: if it answers anyway, that answer is billed, as the
-    provider bills it, and the request stays cancelled). Its hold is released. False if it
-    already finished (a running realtime call ends with its client)."""
+    """Cancel a request still waiting for a batch: in the buffer (its hold is released now),
+    or inside a provider batch, which cannot drop one request: if it answers anyway, that
+    answer is billed, as the provider bills it, against the hold, which therefore stays until
+    the batch has ended (so a hard budget is never passed); the request stays cancelled.
+    False if it already finished (a running realtime call ends with its client)."""
     now = timezone.now()
-    waiting = Q(status__in=[Request.Status.RECEIVED, Request.Status.QUEUED]) | Q(
-        status=Request.Status.RUNNING, mode=Request.Mode.BATCH
-    )
+    cancelled = {"status": Request.Status.CANCELLED, "completed_at": now, "updated_at": now}
+    rows = Request.objects.filter(pk=request.pk)
     with transaction.atomic():
-        changed = Request.objects.filter(waiting, pk=request.pk).update(
-            status=Request.Status.CANCELLED, completed_at=now, updated_at=now
-        )
-        if changed != 1:
+        # Two conditional UPDATEs, not a read then a write: a flush moving the request into a
+        # job meanwhile must not get its hold released.
+        if rows.filter(status__in=[Request.Status.RECEIVED, Request.Status.QUEUED]).update(
+            **cancelled
+        ):
+            for hold in Hold.objects.filter(request=request, status=Hold.Status.HELD):
+                hold_release(hold=hold)
+        elif not rows.filter(status=Request.Status.RUNNING, mode=Request.Mode.BATCH).update(
+            **cancelled
+        ):
             return False
-        for hold in Hold.objects.filter(request=request, status=Hold.Status.HELD):
-            hold_release(hold=hold)
         request.status, request.completed_at, request.updated_at = (
             Request.Status.CANCELLED,
             now,
@@ -840,126 +842,3 @@ def request_serve_escalated(*, request_id: str) -> Request | None:
         return async_to_sync(serve)()
     except RequestFailed as exc:
         return exc.request
-
-
-def requests_admit_deferred(
-    *, team: Team, api_key: ApiKey | None, asks: list[Ask], source: str
-) -> list[Request]:
-    """Admit requests the client itself batched (the OpenAI-compatible /v1/batches): each is
-    queued for a provider batch whatever the workload's latency class, on the batch-capable
-    model the policy prefers (the one asked for, if it is in the chain), with a hold at the
-    batch price. All or nothing: one line the budget cannot cover refuses them all
-    (BudgetExceeded), and a line that cannot be served is a RequestRejected naming it."""
-    if not asks:
-        return []
-    workload = asks[0].workload
-    usable = [
-        m
-        for m in policy_chain(workload.policy_id)
-        if m.enabled and m.provider.enabled and m.provider.supports_batch
-    ]
-    if not usable:
-        raise RequestRejected(
-            400,
-            f"Workload {workload.slug}'s model chain has no batch-capable provider.",
-            field="X-Workload",
-            code="no_batch_model",
-        )
-    now = timezone.now()
-    ttl = (workload.deadline or timedelta(hours=24)) + BATCH_HOLD_GRACE
-    created = []
-    with transaction.atomic():
-        for index, ask in enumerate(asks):
-            model = ask.model if ask.model in usable else usable[0]
-            max_tokens = ask.max_tokens or model.max_output_tokens
-            if max_tokens > model.max_output_tokens:
-                raise RequestRejected(
-                    400,
-                    f"max_tokens {max_tokens} is above {model.model_id}'s limit of "
-                    f"{model.max_output_tokens}.",
-                    field="max_tokens",
-                    item=index,
-                )
-            request = Request.objects.create(
-                team=team,
-                api_key=api_key,
-                workload=workload,
-                source=source,
-                params={**_ask_body(ask), "max_tokens": max_tokens},
-                metadata=ask.metadata,
-                body_hash=Request.hash_body(_ask_body(ask)),
-                status=Request.Status.QUEUED,
-                mode=Request.Mode.BATCH,
-                model=model,
-                decision_reason="Batched by the client (/v1/batches).",
-                created_at=now,
-                deadline_at=now + ttl - BATCH_HOLD_GRACE,
-                updated_at=now,
-            )
-            request_hold(
-                request=request,
-                models=[model],
-                mode=Mode.BATCH,
-                key=f"req:{request.pk}",
-                ttl=ttl,
-                at=now,
-            )
-            created.append(request)
-    return created
-
-
-def client_batch_submit(
-    *,
-    api_key: ApiKey,
-    workload: Workload,
-    input_file,
-    lines: list[tuple[int, str, Ask]],
-    metadata: dict,
-):
-    """A client's /v1/batches call: every line admitted as a deferred request (holds at the
-    batch price, all or nothing), recorded as the client's batch and flushed at once."""
-    with transaction.atomic():
-        try:
-            requests = requests_admit_deferred(
-                team=api_key.team,
-                api_key=api_key,
-                asks=[ask for _, _, ask in lines],
-                source=Request.Source.BATCH_API,
-            )
-        except RequestRejected as exc:
-            if exc.item is None:
-                raise
-            # A client fixes a file by its line numbers: "max_tokens 70000 is above ..."
-            # alone left them searching a 50,000-line file for it.
-            number, custom_id, _ = lines[exc.item]
-            raise RequestRejected(
-                exc.status,
-                f"Invalid batch file: line {number}: body.{exc.field}: {exc.message} "
-                f"(custom_id {custom_id!r})",
-                field=exc.field,
-                code=exc.code,
-            ) from None
-        return batches_services.client_batch_record(
-            team=api_key.team,
-            workload=workload,
-            input_file=input_file,
-            lines=[
-                (number, custom_id, request)
-                for (number, custom_id, _), request in zip(lines, requests, strict=True)
-            ],
-            metadata=metadata,
-        )
-
-
-def client_batch_cancel(*, batch) -> bool:
-    """Cancel a client's batch: every request not yet answered is cancelled (its hold goes
-    back; one already inside a provider batch is billed only if the provider answers it
-    anyway). Answered lines stay in the output file. False if it already ended."""
-    if not batches_services.client_batch_cancelling(batch=batch):
-        return False
-    waiting = Request.objects.filter(batch_line__batch=batch).exclude(
-        status__in=[Request.Status.COMPLETED, Request.Status.FAILED, Request.Status.CANCELLED]
-    )
-    for request in waiting:
-        request_cancel(request=request)
-    return True

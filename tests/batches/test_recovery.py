@@ -7,7 +7,7 @@ import openai
 import pytest
 from django.utils import timezone
 
-from batches import services
+from batches import selectors, services
 from batches.models import BatchItem, BatchJob
 from billing.models import Hold, LedgerEntry
 from routing.models import Request, RoutingPolicy
@@ -39,7 +39,7 @@ def serve_escalated() -> list[Request]:
 
 
 @pytest.mark.parametrize("workload", ["review-moderation", "ticket-summaries"])
-def test_cancelling_a_running_batch_keeps_its_completed_items_and_serves_the_rest_realtime(
+def test_cancelling_a_running_batch_keeps_its_completed_items_and_cancels_the_rest(
     defer, sim, workload
 ):
     job = submitted_job(defer, sim, workload, 10)
@@ -55,18 +55,36 @@ def test_cancelling_a_running_batch_keeps_its_completed_items_and_serves_the_res
     assert job.unfinished_count == 10 - done
     # Completed items: billed once, at the batch price.
     assert LedgerEntry.objects.filter(mode="batch").count() == done
-    # The rest: escalated (the demo policies serve unfinished items realtime), then served.
-    assert set(
-        BatchItem.objects.filter(job=job)
-        .exclude(status="succeeded")
-        .values_list("next_step", flat=True)
-    ) == {"escalated"}
+    # The rest: cancelled, holds released, never served elsewhere as a side effect.
+    rest = BatchItem.objects.filter(job=job).exclude(status="succeeded")
+    assert set(rest.values_list("next_step", flat=True)) == {"cancelled"}
+    cancelled = Request.objects.filter(batch_items__in=rest)
+    assert set(cancelled.values_list("status", flat=True)) == {"cancelled"}
+    assert all(
+        f"Batch job {job.pk} cancelled (cancelled by a user)" in r.decision_reason
+        for r in cancelled
+    )
+    assert serve_escalated() == []
+    assert not LedgerEntry.objects.exclude(mode="batch").exists()
+    assert not Hold.objects.filter(status=Hold.Status.HELD).exists()
+
+    # Serving them anyway is an operator's separate, explicit choice, at full price.
+    estimate = services.job_unfinished_estimate(job=job)
+    assert estimate.requests == 10 - done and estimate.worst_case_usd > 0
+    assert len(services.job_serve_unfinished(job=job)) == 10 - done
     served = serve_escalated()
     assert len(served) == 10 - done
     assert all(r.status == Request.Status.COMPLETED and r.mode == "realtime" for r in served)
-    assert LedgerEntry.objects.filter(mode="realtime").count() == 10 - done
+    assert all("on an operator's word" in r.decision_reason for r in served)
+    realtime = LedgerEntry.objects.filter(mode="realtime")
+    assert realtime.count() == 10 - done
     assert LedgerEntry.objects.count() == 10  # one entry per request, none twice
     assert not Hold.objects.filter(status=Hold.Status.HELD).exists()
+    # The job's cost covers its items wherever they were finally served.
+    costs = selectors.job_ledger(job)
+    assert costs["elsewhere_cost_usd"] == sum(e.cost_usd for e in realtime)
+    assert costs["cost_usd"] == sum(e.cost_usd for e in LedgerEntry.objects.all())
+    assert services.job_serve_unfinished(job=job) == []  # once
 
 
 def test_an_expired_batch_is_recovered_and_unfinished_items_rebatched_when_the_policy_says_so(
@@ -149,7 +167,8 @@ def test_a_request_cancelled_inside_a_running_batch_is_not_reopened(defer, sim):
     assert not Hold.objects.filter(status=Hold.Status.HELD).exists()
 
 
-def test_a_job_cancelled_before_submission_sends_nothing_and_requeues_per_policy(defer, sim):
+def test_a_job_cancelled_before_submission_sends_nothing_and_cancels_its_tickets(defer, sim):
+    # Even where the policy would resubmit what a batch left: a cancel stops spending.
     set_policy("review-moderation", on_deadline_risk=RoutingPolicy.Escalation.REBATCH)
     defer("review-moderation", 2)
     job = services.batches_flush(force=True).jobs[0]
@@ -162,7 +181,9 @@ def test_a_job_cancelled_before_submission_sends_nothing_and_requeues_per_policy
     assert sim.usage()["totals"]["requests"] == 0
     client = openai.OpenAI(base_url=sim.openai_base_url, api_key="sim", max_retries=0)
     assert client.batches.list().data == [] and client.files.list().data == []
-    assert Request.objects.filter(status=Request.Status.QUEUED, mode="batch").count() == 2
+    assert Request.objects.filter(status=Request.Status.CANCELLED).count() == 2
+    assert not Hold.objects.filter(status=Hold.Status.HELD).exists()
+    assert services.batches_flush(force=True).jobs == []  # nothing went back to the buffer
     assert not services.batch_cancel(job=job)  # already ended
 
 

@@ -59,7 +59,8 @@ def test_the_openai_sdk_batch_workflow_completes_against_llmops(llmops, workload
         completion_window="24h",
         metadata={"purpose": "test"},
     )
-    assert batch.status == "in_progress" and batch.request_counts.total == 4
+    # Answered at once, as OpenAI does; a worker checks and admits the lines.
+    assert batch.status == "validating" and batch.request_counts.total == 4
     for _ in range(10):
         work(llmops)
         batch = client.batches.retrieve(batch.id)

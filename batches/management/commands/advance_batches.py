@@ -8,14 +8,16 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from batches import selectors, services
+from routing.client_batches import client_batch_admit
 from routing.models import Request
 from routing.services import request_serve_escalated
 
 
 class Command(BaseCommand):
     help = (
-        "Flush due buffers, run every due job step and serve escalated requests here, without "
-        "a worker cluster: for operators and tests. --until-idle repeats until nothing is due."
+        "Admit clients' batch files, flush due buffers, run every due job step and serve "
+        "escalated requests here, without a worker cluster: for operators and tests. "
+        "--until-idle repeats until nothing is due."
     )
 
     def add_arguments(self, parser):
@@ -46,6 +48,15 @@ class Command(BaseCommand):
             self.stdout.write(f"reconcile: {report.as_dict()}")
 
     def _once(self) -> int:
+        admitted = 0
+        now = timezone.now()
+        for batch_id in selectors.client_batches_admitting(now=now).values_list("pk", flat=True):
+            while True:
+                step = client_batch_admit(batch_id=batch_id)
+                admitted += 1
+                if not step.more:
+                    break
+            self.stdout.write(f"client batch {batch_id}: {step.status or 'busy'}")
         flushed = services.batches_flush()
         steps = 0
         for job_id in selectors.jobs_due(now=timezone.now()).values_list("pk", flat=True):
@@ -58,4 +69,4 @@ class Command(BaseCommand):
         for request_id in escalated:
             served = request_serve_escalated(request_id=str(request_id))
             self.stdout.write(f"escalated request {request_id}: {served and served.status}")
-        return len(flushed.jobs) + steps + len(escalated)
+        return admitted + len(flushed.jobs) + steps + len(escalated)

@@ -1,0 +1,450 @@
+"""A client's own batch (the OpenAI-compatible /v1/batches): accepted at once, admitted by a
+worker, cancelled as OpenAI cancels.
+
+OpenAI answers `batches.create` with a batch in `validating` and checks the file afterwards;
+so does llmops. A 50,000-line file admitted inside the create call held SQLite's one write
+lock for two minutes and took the realtime API down with it. Instead a worker admits it in
+two passes over the stored file, both streamed, resumable and cut into slices that fit the
+task timeout:
+
+1. every line is checked as /v1/chat/completions would check it, and its worst case summed
+   (the first 20 problems fail the batch, each naming its line, as OpenAI's `errors` do);
+2. one reservation for the whole file is taken (all or nothing: a hard budget that cannot
+   cover every line fails the batch), then the lines are admitted in chunks of
+   LLMOPS_BATCH_ADMIT_CHUNK per transaction (set-based inserts: requests, their holds carved
+   out of the file's reservation, the client's lines, the jobs' items), with a pause between
+   chunks so realtime requests get the lock.
+
+The lines go straight into jobs of their own (`building` until the last line is in), never
+into the shared buffer: a cancel then cancels exactly the provider batches that hold them.
+
+Cancelling (`client_batch_cancel`) marks the batch `cancelling` and cancels its provider
+batches at once; lines the provider finished first are ingested, billed once against their
+holds and returned in the output file, the rest end cancelled in the error file, and every
+hold stays until the provider has confirmed and the last results are in.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from batches import jsonl
+from batches import services as batches_services
+from batches.models import BatchJob, ClientBatch, ClientBatchLine, StoredFile
+from billing.models import Hold, Mode
+from billing.pricing import PricingError, plain
+from billing.services import (
+    BudgetExceeded,
+    budget_reserve,
+    hold_release,
+    hold_split,
+    reservation_amount,
+)
+from routing.apis import ChatCompletionInputSerializer, first_error, openai_ask
+from routing.config import policy_chain
+from routing.models import ApiKey, LlmModel, Request, Workload
+from routing.router import prompt_tokens_bound
+from routing.services import BATCH_HOLD_GRACE, Ask, RequestRejected, ask_body
+
+log = logging.getLogger(__name__)
+
+# A slice of admission ends after this long (the task timeout is 60 s) and the next goes on.
+SLICE_SECONDS = 40
+# Whoever holds an unexpired lease admits the batch; a dead worker's lease lapses.
+LEASE = timedelta(minutes=3)
+# The validation pass saves its progress (and looks for a cancel) this often, in lines.
+CHECK_EVERY = 1000
+
+
+def batch_models(workload: Workload) -> list[LlmModel]:
+    """The batch-capable models of the workload's chain, in the policy's order."""
+    return [
+        m
+        for m in policy_chain(workload.policy_id)
+        if m.enabled and m.provider.enabled and m.provider.supports_batch
+    ]
+
+
+def client_batch_create(
+    *, api_key: ApiKey | None, workload: Workload, input_file: StoredFile, metadata: dict
+) -> ClientBatch:
+    """Accept a client's batch: recorded as `validating` and handed to a worker, which checks
+    and admits its lines (`client_batch_admit`). Raises RequestRejected when the workload
+    cannot batch at all; everything that needs reading the file is the worker's."""
+    if not batch_models(workload):
+        raise RequestRejected(
+            400,
+            f"Workload {workload.slug}'s model chain has no batch-capable provider.",
+            field="X-Workload",
+            code="no_batch_model",
+        )
+    now = timezone.now()
+    batch = ClientBatch.objects.create(
+        id=ClientBatch.new_id(),
+        team=workload.team,
+        api_key=api_key,
+        workload=workload,
+        input_file=input_file,
+        endpoint=jsonl.CHAT_ENDPOINT,
+        metadata=metadata or {},
+        status=ClientBatch.Status.VALIDATING,
+        total=input_file.lines,
+        created_at=now,
+        expires_at=now + batches_services.COMPLETION_WINDOW,
+    )
+    batches_services.enqueue("routing.tasks.admit_client_batch", batch.pk)
+    return batch
+
+
+@dataclass
+class AdmitStep:
+    status: str  # the client batch's status after this slice ("" if another worker has it)
+    more: bool = False  # run again: the slice ended before the admission did
+    jobs: list[int] = field(default_factory=list)  # jobs released for submission
+
+
+class _Stop(Exception):
+    """The batch was cancelled, or this worker lost its lease: stop here."""
+
+
+def client_batch_admit(*, batch_id: str) -> AdmitStep:
+    """Run the admission's next slice: check lines, reserve, admit lines, release the jobs, or,
+    for a batch cancelled meanwhile, abandon what was built. Safe to call any time from
+    anywhere: the lease lets one caller in, and every step resumes where the last stopped."""
+    now = timezone.now()
+    token = secrets.token_hex(8)
+    claimed = (
+        ClientBatch.objects.filter(
+            pk=batch_id,
+            status__in=[ClientBatch.Status.VALIDATING, ClientBatch.Status.CANCELLING],
+            in_progress_at__isnull=True,
+        )
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(lease_token=token, lease_until=now + LEASE)
+    )
+    if not claimed:
+        return AdmitStep(status="")
+    batch = ClientBatch.objects.select_related(
+        "team", "api_key", "workload__policy", "input_file", "model__provider"
+    ).get(pk=batch_id)
+    step = AdmitStep(status=batch.status)
+    try:
+        if batch.cancelling_at is None:
+            _admit(batch, token=token, step=step, deadline=time.monotonic() + SLICE_SECONDS)
+        if batch.cancelling_at is not None:
+            _abandon(batch, now=now)
+    except _Stop:
+        step.more = True  # cancelled meanwhile: the next slice tidies up
+    finally:
+        ClientBatch.objects.filter(pk=batch_id, lease_token=token).update(
+            lease_token="", lease_until=None
+        )
+    if batch.cancelling_at is not None:
+        batches_services.client_batch_refresh(batch=batch)
+    batch.refresh_from_db(fields=["status"])
+    step.status = batch.status
+    return step
+
+
+def _admit(batch: ClientBatch, *, token: str, step: AdmitStep, deadline: float) -> None:
+    if batch.validated < batch.total and not _validate(batch, token=token, deadline=deadline):
+        step.more = True
+        return
+    if batch.status == ClientBatch.Status.FAILED:
+        return
+    hold = _file_hold(batch, token=token)
+    if hold is None:
+        return  # refused: the batch failed, naming the budget
+    jobs = batches_services.ClientBatchJobs(batch)
+    chunk: list[tuple[Ask, Decimal]] = []
+    for number, ask in _asks(batch, after=batch.admitted):
+        chunk.append((ask, _worst_case(batch, ask)))
+        if len(chunk) >= settings.LLMOPS_BATCH_ADMIT_CHUNK or number == batch.total:
+            _admit_chunk(batch, chunk, hold=hold, jobs=jobs, token=token)
+            chunk = []
+            batches_services.write_pause()
+            if time.monotonic() > deadline and number < batch.total:
+                step.more = True
+                return
+    if chunk:
+        _admit_chunk(batch, chunk, hold=hold, jobs=jobs, token=token)
+    now = timezone.now()
+    with transaction.atomic():
+        won = ClientBatch.objects.filter(
+            pk=batch.pk,
+            lease_token=token,
+            status=ClientBatch.Status.VALIDATING,
+            cancelling_at__isnull=True,
+        ).update(status=ClientBatch.Status.IN_PROGRESS, in_progress_at=now)
+        if not won:
+            raise _Stop
+        hold.refresh_from_db()
+        hold_release(hold=hold)  # what the lines did not take: nothing, unless prices moved
+        step.jobs = batches_services.client_batch_jobs_release(batch=batch, now=now)
+        for job_id in step.jobs:
+            batches_services.enqueue("batches.tasks.advance", job_id)
+    batch.status, batch.in_progress_at = ClientBatch.Status.IN_PROGRESS, now
+
+
+def _lines(stored: StoredFile, *, after: int) -> Iterator[jsonl.BatchLine]:
+    """The file's lines past line `after`, streamed (checked at upload: they parse)."""
+    for number, raw in jsonl.raw_lines(batches_services.file_chunks(stored)):
+        if number > after:
+            yield jsonl.parse_line(number, raw)
+
+
+def _line_ask(batch: ClientBatch, line: jsonl.BatchLine) -> Ask | dict:
+    """The line as an Ask, or OpenAI's error record naming the line."""
+    body = ChatCompletionInputSerializer(data=line.body)
+    if not body.is_valid():
+        param, message = first_error(body.errors)
+        return _line_error(line.number, f"body.{param}: {message}", param=f"body.{param}")
+    ask = openai_ask(
+        batch.workload,
+        body.validated_data,
+        source=Request.Source.BATCH_API,
+        metadata={"custom_id": line.custom_id},
+    )
+    limit = batch.model.max_output_tokens
+    if ask.max_tokens is not None and ask.max_tokens > limit:
+        return _line_error(
+            line.number,
+            f"body.max_tokens: {ask.max_tokens} is above {batch.model.model_id}'s limit of {limit}",
+            param="body.max_tokens",
+        )
+    return ask
+
+
+def _line_error(line: int | None, message: str, *, param: str | None = None, code: str = ""):
+    prefix = f"line {line}: " if line else ""
+    return {
+        "code": code or "invalid_request",
+        "message": f"{prefix}{message}",
+        "param": param,
+        "line": line,
+    }
+
+
+def _asks(batch: ClientBatch, *, after: int) -> Iterator[tuple[int, Ask]]:
+    for line in _lines(batch.input_file, after=after):
+        ask = _line_ask(batch, line)
+        if isinstance(ask, dict):  # the file changed under us (it cannot): refuse loudly
+            raise RuntimeError(f"{batch.pk}: a validated line no longer validates: {ask}")
+        yield line.number, ask
+
+
+def _max_tokens(batch: ClientBatch, ask: Ask) -> int:
+    return ask.max_tokens or batch.model.max_output_tokens
+
+
+def _worst_case(batch: ClientBatch, ask: Ask) -> Decimal:
+    """A line's reservation at the batch price. Priced as at the batch's creation, so that the
+    two passes agree to the picodollar on what the whole file reserved."""
+    return reservation_amount(
+        model=batch.model,
+        mode=Mode.BATCH,
+        prompt_tokens=prompt_tokens_bound(ask.messages),
+        max_output_tokens=_max_tokens(batch, ask),
+        at=batch.created_at,
+    )
+
+
+def _validate(batch: ClientBatch, *, token: str, deadline: float) -> bool:
+    """The first pass: check every line and sum the worst cases, saving progress as it goes.
+    False if the slice ended first. A batch with problems ends `failed` here."""
+    if batch.model is None:
+        usable = batch_models(batch.workload)
+        if not usable:
+            _fail(batch, token, [_line_error(None, "no batch-capable model", code="no_model")])
+            return True
+        # The model the file names, if the chain has it and it can batch; else the policy's.
+        named = next((m for m in usable if m.model_id == batch.input_file.model), None)
+        batch.model = named or usable[0]
+        _progress(batch, token, model=batch.model)
+    errors = list(batch.errors or [])
+    reservation = batch.reservation_usd
+    checked = batch.validated
+    try:
+        for line in _lines(batch.input_file, after=checked):
+            ask = _line_ask(batch, line)
+            if isinstance(ask, dict):
+                errors.append(ask)
+            else:
+                reservation += _worst_case(batch, ask)
+            checked = line.number
+            if len(errors) >= jsonl.MAX_REPORTED_ERRORS:
+                break
+            if checked % CHECK_EVERY == 0:
+                _progress(batch, token, validated=checked, reservation_usd=reservation)
+                if time.monotonic() > deadline:
+                    batch.validated, batch.reservation_usd = checked, reservation
+                    _progress(batch, token, errors=errors or None)
+                    return False
+    except PricingError as exc:
+        errors.append(_line_error(None, str(exc), code="unpriced_model"))
+    if errors:
+        _fail(batch, token, errors)
+        return True
+    batch.validated, batch.reservation_usd = batch.total, reservation
+    _progress(batch, token, validated=batch.total, reservation_usd=reservation)
+    return True
+
+
+def _progress(batch: ClientBatch, token: str, **fields) -> None:
+    """Save admission progress, unless the batch was cancelled or the lease lost meanwhile."""
+    saved = ClientBatch.objects.filter(
+        pk=batch.pk, lease_token=token, cancelling_at__isnull=True
+    ).update(lease_until=timezone.now() + LEASE, **fields)
+    if saved != 1:
+        raise _Stop
+
+
+def _fail(batch: ClientBatch, token: str, errors: list[dict]) -> None:
+    """End the batch `failed` with OpenAI's `errors` (nothing was admitted yet)."""
+    now = timezone.now()
+    saved = ClientBatch.objects.filter(
+        pk=batch.pk,
+        lease_token=token,
+        status=ClientBatch.Status.VALIDATING,
+        cancelling_at__isnull=True,
+    ).update(status=ClientBatch.Status.FAILED, failed_at=now, errors=errors[:20], total=0)
+    if saved != 1:
+        raise _Stop
+    batch.status = ClientBatch.Status.FAILED
+    log.info("client batch %s refused: %s", batch.pk, errors[0]["message"])
+
+
+def _file_hold(batch: ClientBatch, *, token: str) -> Hold | None:
+    """One reservation for the whole file, taken once (a resumed admission finds it by key).
+    None if a budget refused it: the batch then failed, naming it."""
+    key = f"clientbatch:{batch.pk}"
+    if (hold := Hold.objects.filter(key=key).first()) is not None:
+        return hold
+    ttl = batches_services.COMPLETION_WINDOW + BATCH_HOLD_GRACE
+    try:
+        return budget_reserve(
+            key=key,
+            team=batch.team,
+            workload=batch.workload,
+            amount=batch.reservation_usd,
+            ttl=ttl,
+        ).hold
+    except BudgetExceeded as exc:
+        message = (
+            f"The batch's worst case, ${plain(batch.reservation_usd)} for {batch.total} "
+            f"request(s), does not fit a hard budget: {exc}"
+        )
+        _fail(batch, token, [_line_error(None, message, code="budget_exceeded")])
+        return None
+
+
+def _admit_chunk(
+    batch: ClientBatch,
+    chunk: list[tuple[Ask, Decimal]],
+    *,
+    hold: Hold,
+    jobs: batches_services.ClientBatchJobs,
+    token: str,
+) -> None:
+    """Admit a chunk of lines in one transaction of set-based inserts: their requests, their
+    holds (out of the file's), the client's lines and the jobs' items. The admitted counter
+    moves in the same transaction, so a crash loses the whole chunk or none of it."""
+    now = timezone.now()
+    first = batch.admitted + 1
+    deadline_at = batch.created_at + batches_services.COMPLETION_WINDOW
+    with transaction.atomic():
+        moved = ClientBatch.objects.filter(
+            pk=batch.pk, lease_token=token, admitted=batch.admitted, cancelling_at__isnull=True
+        ).update(admitted=batch.admitted + len(chunk), lease_until=now + LEASE)
+        if moved != 1:
+            raise _Stop
+        requests = [
+            Request(
+                team_id=batch.team_id,
+                api_key_id=batch.api_key_id,
+                workload=batch.workload,
+                source=Request.Source.BATCH_API,
+                params={**ask_body(ask), "max_tokens": _max_tokens(batch, ask)},
+                metadata=ask.metadata,
+                body_hash=Request.hash_body(ask_body(ask)),
+                status=Request.Status.RUNNING,
+                mode=Request.Mode.BATCH,
+                model=batch.model,
+                decision_reason=f"Batched by the client (/v1/batches {batch.pk}).",
+                created_at=now,
+                started_at=now,
+                deadline_at=deadline_at,
+                updated_at=now,
+            )
+            for ask, _ in chunk
+        ]
+        Request.objects.bulk_create(requests, batch_size=500)
+        try:
+            hold_split(
+                parent=hold,
+                children=[
+                    (f"req:{r.pk}", r, amount)
+                    for r, (_, amount) in zip(requests, chunk, strict=True)
+                ],
+                at=now,
+            )
+        except ValueError:
+            # Only a price back-dated into the batch's creation can get here.
+            raise RuntimeError(
+                f"client batch {batch.pk}: its lines now cost more than the reservation taken "
+                "for them"
+            ) from None
+        ClientBatchLine.objects.bulk_create(
+            [
+                ClientBatchLine(
+                    batch=batch,
+                    request=request,
+                    custom_id=ask.metadata["custom_id"],
+                    line=number,
+                )
+                for number, request, (ask, _) in zip(
+                    range(first, first + len(chunk)), requests, chunk, strict=True
+                )
+            ],
+            batch_size=1000,
+        )
+        jobs.add(requests, now=now)
+    batch.admitted += len(chunk)
+
+
+def _abandon(batch: ClientBatch, *, now: datetime) -> None:
+    """Cancelled before its admission ended: the jobs built so far never reached a provider,
+    so their requests end cancelled and every hold, the file's too, goes back."""
+    batches_services.client_batch_jobs_abandon(batch=batch, now=now)
+    hold = Hold.objects.filter(key=f"clientbatch:{batch.pk}", status=Hold.Status.HELD).first()
+    if hold is not None:
+        hold_release(hold=hold)
+
+
+def client_batch_cancel(*, batch: ClientBatch) -> bool:
+    """Cancel a client's batch as OpenAI does: `cancelling` now, its provider batches cancelled
+    at once (a worker step each, enqueued now, not at the next tick); `cancelled` once they
+    ended and their results are in. An admission still running stops and gives everything
+    back. False if the batch already ended."""
+    if not batches_services.client_batch_cancelling(batch=batch):
+        return False
+    started = BatchJob.objects.filter(client_batch=batch).exclude(
+        status__in=(*BatchJob.TERMINAL, BatchJob.Status.BUILDING)
+    )
+    for job in started:
+        if batches_services.batch_cancel(job=job, reason=BatchJob.CancelReason.CLIENT):
+            batches_services.enqueue("batches.tasks.advance", job.pk)
+    if batch.in_progress_at is None:
+        batches_services.enqueue("routing.tasks.admit_client_batch", batch.pk)
+    return True
