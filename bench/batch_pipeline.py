@@ -176,8 +176,8 @@ def markdown(f: dict) -> str:
     lines = [
         f"`{COMMAND} --size {f['size']}`: {f['size']:,} requests of one workload admitted as a "
         f"client batch (the worker's admission) into {f['jobs']} provider job(s), built and "
-        "uploaded as JSONL, completed by the simulator, and ingested into the ledger (one entry per result, "
-        f"each settling its request's budget hold), on {f['database']}, one process.",
+        "uploaded as JSONL, completed by the simulator, and ingested into the ledger (one entry "
+        f"per result, each settling its request's budget hold), on {f['database']}, one process.",
         "",
     ]
     if full:
