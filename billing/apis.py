@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from billing import reports, selectors, services
 from billing.fields import MAX_USD
 from billing.models import Budget, LedgerEntry, Mode
-from billing.pricing import MAX_TOKENS_PER_RECORD, PricingError, Usage
+from billing.pricing import MAX_TOKENS_PER_RECORD, PricingError, Usage, plain
 from routing import selectors as routing_selectors
 from routing.auth import IsTeamAdmin
 from routing.models import LlmModel
@@ -348,7 +348,7 @@ class LedgerListApi(generics.ListAPIView):
         response = super().get(request, *args, **kwargs)
         totals = selectors.ledger_totals(self.get_queryset())
         response.data["totals"] = {
-            k: (f"{v:.12f}" if k.endswith("_usd") else v) for k, v in totals.items()
+            k: (plain(v) if k.endswith("_usd") else v) for k, v in totals.items()
         }
         return response
 
@@ -363,19 +363,35 @@ class ReportFilterSerializer(serializers.Serializer):
     workload = serializers.SlugField(required=False)
     model = serializers.CharField(required=False, max_length=200)
     mode = serializers.ChoiceField(choices=Mode.choices, required=False)
-    since = serializers.DateField(required=False, help_text="UTC day; default: the 1st.")
+    range = serializers.ChoiceField(
+        choices=list(reports.RANGE_PRESETS),
+        required=False,
+        error_messages={
+            "invalid_choice": f'"{{input}}" is not a range: use one of '
+            f"{', '.join(reports.RANGE_PRESETS)}."
+        },
+        help_text=f"A named range of UTC days (default: {reports.DEFAULT_RANGE}); "
+        "since and until win over it.",
+    )
+    since = serializers.DateField(
+        required=False,
+        help_text=f"UTC day; default: the range's first ({reports.DEFAULT_RANGE_DAYS} days "
+        "ending on until).",
+    )
     until = serializers.DateField(required=False, help_text="UTC day, inclusive; default: today.")
 
 
 def report_scope(params, user, *, fields=("team", "workload", "model", "mode")) -> reports.Scope:
     """A report's scope from query parameters (empty ones are absent, as a form sends them).
     Raises ValidationError naming the field."""
-    wanted = {*fields, "since", "until"}
+    wanted = {*fields, "since", "until", "range"}
     raw = {k: v for k, v in params.items() if k in wanted and v != ""}
     data = ReportFilterSerializer(data=raw)
     data.is_valid(raise_exception=True)
+    values = dict(data.validated_data)
+    preset = values.pop("range", "")
     try:
-        return reports.scope_build(user=user, today=timezone.now().date(), **data.validated_data)
+        return reports.scope_build(user=user, today=timezone.now().date(), preset=preset, **values)
     except reports.ScopeError as exc:
         raise ValidationError({exc.field: [exc.message]}) from None
 
@@ -385,6 +401,9 @@ class ScopeOutputSerializer(serializers.Serializer):
     since = serializers.DateField()
     until = serializers.DateField()
     days = serializers.IntegerField()
+    preset = serializers.CharField(
+        allow_null=True, help_text="The named range these days are; null for a custom range."
+    )
     team = serializers.CharField(source="team.slug", allow_null=True, default=None)
     workload = serializers.CharField(source="workload.slug", allow_null=True, default=None)
     model = serializers.CharField()
@@ -466,8 +485,9 @@ class ReportLedgerApi(generics.ListAPIView):
         response = super().get(request, *args, **kwargs)
         totals = selectors.ledger_totals(reports.entries_for(self.scope))
         response.data["totals"] = {
-            k: (f"{v:.12f}" if k.endswith("_usd") else v) for k, v in totals.items()
+            k: (plain(v) if k.endswith("_usd") else v) for k, v in totals.items()
         }
+        response.data["range"] = ScopeOutputSerializer(self.scope).data
         return response
 
 
@@ -577,21 +597,78 @@ class ReportBudgetsApi(APIView):
         return Response(BudgetLineOutputSerializer(lines, many=True).data)
 
 
+# What the calculator's fields are called where people read its errors (the page says the
+# same above its inputs); the API keys its errors by field name, each message led by this.
+CALCULATOR_LABELS = {
+    "model": "Model",
+    "provider": "Provider",
+    "monthly_requests": "Requests per month",
+    "input_tokens": "Input tokens per request",
+    "output_tokens": "Output tokens per request",
+    "batch_share": "Batch-eligible share",
+    "cache_hit_rate": "Cache hit rate",
+}
+REQUIRED = {"required": "required.", "null": "required.", "blank": "required."}
+WHOLE_NUMBER = "must be a whole number ≥ 0."
+SHARE = "must be a share from 0 to 1."
+
+
+def count(*, max_value: int, **kwargs) -> serializers.IntegerField:
+    return serializers.IntegerField(
+        min_value=0,
+        max_value=max_value,
+        error_messages={
+            **REQUIRED,
+            "invalid": WHOLE_NUMBER,
+            "min_value": WHOLE_NUMBER,
+            "max_string_length": WHOLE_NUMBER,
+            "max_value": "must be at most {max_value:,}.",
+        },
+        **kwargs,
+    )
+
+
 def share(**kwargs) -> serializers.DecimalField:
     return serializers.DecimalField(
-        max_digits=7, decimal_places=6, min_value=Decimal(0), max_value=Decimal(1), **kwargs
+        max_digits=7,
+        decimal_places=6,
+        min_value=Decimal(0),
+        max_value=Decimal(1),
+        error_messages={
+            **REQUIRED,
+            "invalid": SHARE,
+            "min_value": SHARE,
+            "max_value": SHARE,
+            "max_digits": SHARE,
+            "max_whole_digits": SHARE,
+            "max_string_length": SHARE,
+            "max_decimal_places": "must have at most {max_decimal_places} decimal places.",
+        },
+        **kwargs,
     )
 
 
 @extend_schema_serializer(component_name="CalculatorRequest")
 class CalculatorInputSerializer(serializers.Serializer):
-    model = serializers.CharField(max_length=200)
-    provider = serializers.SlugField(required=False, help_text="When two providers serve it.")
-    monthly_requests = serializers.IntegerField(min_value=0, max_value=10**10)
-    input_tokens = tokens(help_text="Prompt tokens per request.")
-    output_tokens = tokens(help_text="Output tokens per request.")
+    model = serializers.CharField(
+        max_length=200, error_messages={**REQUIRED, "max_length": "no such model."}
+    )
+    provider = serializers.SlugField(
+        required=False,
+        help_text="When two providers serve it.",
+        error_messages={**REQUIRED, "invalid": "no such provider."},
+    )
+    monthly_requests = count(max_value=10**10)
+    input_tokens = count(max_value=MAX_TOKENS_PER_RECORD, help_text="Prompt tokens per request.")
+    output_tokens = count(max_value=MAX_TOKENS_PER_RECORD, help_text="Output tokens per request.")
     batch_share = share(help_text="Share of requests that can wait for a batch, 0 to 1.")
     cache_hit_rate = share(default=Decimal(0), help_text="Share answered from the cache, 0 to 1.")
+
+    def validate_model(self, value: str) -> str:
+        # Here rather than after validation, so an unknown model is reported with the rest.
+        if not routing_selectors.model_list().filter(model_id=value).exists():
+            raise serializers.ValidationError(f"no enabled model {value!r}.")
+        return value
 
 
 @extend_schema_serializer(component_name="Calculation")
@@ -614,9 +691,32 @@ class CalculationOutputSerializer(serializers.Serializer):
     batch_price_version = serializers.IntegerField(source="batch_price_id", allow_null=True)
 
 
-def calculation(data: dict) -> reports.Calculation:
-    """Validated calculator input → the calculation; ValidationError for a model without
-    prices."""
+def labelled(detail, labels: dict[str, str]) -> dict[str, list[str]]:
+    """Field errors with each message led by the field's label ("Requests per month: must be
+    a whole number ≥ 0."), keyed by field name as DRF keys them."""
+    if not isinstance(detail, dict):
+        detail = {"non_field_errors": detail}
+    return {
+        name: [
+            str(message) if name not in labels else f"{labels[name]}: {message}"
+            for message in (messages if isinstance(messages, list) else [messages])
+        ]
+        for name, messages in detail.items()
+    }
+
+
+def calculator_input(data, labels: dict[str, str] = CALCULATOR_LABELS) -> dict:
+    """The calculator's validated input; a ValidationError with every field's errors at once,
+    labelled for people."""
+    serializer = CalculatorInputSerializer(data=data)
+    if not serializer.is_valid():
+        raise ValidationError(labelled(serializer.errors, labels))
+    return serializer.validated_data
+
+
+def calculation(data: dict, labels: dict[str, str] = CALCULATOR_LABELS) -> reports.Calculation:
+    """Validated calculator input → the calculation; ValidationError for a model that several
+    providers serve or one without prices."""
     try:
         return reports.calculate(
             model=enabled_model(data),
@@ -627,8 +727,10 @@ def calculation(data: dict) -> reports.Calculation:
             cache_hit_rate=data["cache_hit_rate"],
             at=timezone.now(),
         )
+    except ValidationError as exc:
+        raise ValidationError(labelled(exc.detail, labels)) from None
     except PricingError as exc:
-        raise ValidationError({"model": [str(exc)]}) from None
+        raise ValidationError(labelled({"model": [str(exc)]}, labels)) from None
 
 
 class ReportCalculatorApi(APIView):
@@ -638,6 +740,5 @@ class ReportCalculatorApi(APIView):
         summary="Monthly cost all realtime, all batch and hybrid, from the ledger's price table",
     )
     def post(self, request):
-        data = CalculatorInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        return Response(CalculationOutputSerializer(calculation(data.validated_data)).data)
+        data = calculator_input(request.data)
+        return Response(CalculationOutputSerializer(calculation(data)).data)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
+from billing.pricing import plain
+
 MODES = ("realtime", "stream", "batch", "cache")
 # The audit's night (UTC): traffic then rarely has a person waiting.
 NIGHT_HOURS = frozenset({22, 23, 0, 1, 2, 3, 4, 5})
@@ -51,7 +53,7 @@ def stacked_days(
     height: int = 220,
     left: int = 84,
     bottom: int = 22,
-    money_label=lambda d: f"${d}",
+    money_label=lambda d: f"${plain(d)}",
 ) -> Chart:
     """One bar per day, stacked by mode in MODES order."""
     chart = Chart(width=width, height=height, left=left)

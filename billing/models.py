@@ -15,6 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing.fields import MAX_USD, MoneyField
+from billing.pricing import plain
 from llmops import memo
 from routing.models import LlmModel, Request, Team, Workload
 
@@ -153,7 +154,7 @@ class LedgerEntry(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.idempotency_key} ${self.cost_usd}"
+        return f"{self.kind} {self.idempotency_key} ${plain(self.cost_usd)}"
 
 
 class Budget(models.Model):
@@ -272,7 +273,7 @@ class Hold(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"hold {self.key} ${self.amount_usd} {self.status}"
+        return f"hold {self.key} ${plain(self.amount_usd)} {self.status}"
 
 
 # Every request reads these through llmops.memo: a change must reach every process.

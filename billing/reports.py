@@ -27,7 +27,7 @@ from billing import selectors
 from billing.charts import NIGHT_HOURS
 from billing.fields import usd
 from billing.models import Budget, LedgerEntry, Mode, Processing
-from billing.pricing import Usage, price_usage, quantize
+from billing.pricing import Usage, plain, price_usage, quantize
 from routing.models import LatencyClass, LlmModel, Request, Team, Workload
 from routing.selectors import readable_teams
 
@@ -35,6 +35,17 @@ ZERO = Decimal(0)
 DAYS_PER_MONTH = Decimal(30)  # "per month" in recommendations: 30 days of the window's pace
 # Longest range a report covers in one go (a daily chart of more is unreadable anyway).
 MAX_RANGE_DAYS = 731
+# Named ranges of UTC days, in the order the pages offer them. A report opens on the default:
+# "this month" shows two days of figures on the 2nd.
+RANGE_PRESETS = {
+    "this_month": "This month",
+    "last_month": "Last month",
+    "last_30_days": "Last 30 days",
+    "last_90_days": "Last 90 days",
+}
+ROLLING_DAYS = {"last_30_days": 30, "last_90_days": 90}  # ranges that end today
+DEFAULT_RANGE = "last_30_days"
+DEFAULT_RANGE_DAYS = ROLLING_DAYS[DEFAULT_RANGE]  # also the length before an `until` alone
 SERVED_NOW = (Mode.REALTIME, Mode.STREAM)
 
 
@@ -59,6 +70,11 @@ class Scope:
     workload: Workload | None = None
     model: str = ""
     mode: str = ""
+    preset: str | None = None  # the named range these days are (None: a custom range)
+
+    @property
+    def preset_label(self) -> str:
+        return RANGE_PRESETS.get(self.preset or "", "")
 
     @property
     def start(self) -> datetime:
@@ -87,6 +103,45 @@ class Scope:
         return params
 
 
+def preset_bounds(preset: str, today: date) -> tuple[date, date]:
+    """The first and last UTC day (inclusive) of a named range on `today`."""
+    if preset == "this_month":
+        return today.replace(day=1), today
+    if preset == "last_month":
+        end = today.replace(day=1) - timedelta(days=1)
+        return end.replace(day=1), end
+    return today - timedelta(days=ROLLING_DAYS[preset] - 1), today
+
+
+def _range(
+    today: date, preset: str, since: date | None, until: date | None
+) -> tuple[date, date, str | None]:
+    """The days a report covers and the named range they are, if any. Explicit since/until
+    win over a preset: one alone keeps its meaning and the other end is filled in."""
+    if preset and preset not in RANGE_PRESETS:
+        raise ScopeError("range", f"Must be one of {', '.join(RANGE_PRESETS)}.")
+    if since is None and until is None:
+        since, until = preset_bounds(preset or DEFAULT_RANGE, today)
+    elif since is None:
+        # The default's length, ending on the chosen day (never before the first date).
+        since = until - timedelta(days=min(DEFAULT_RANGE_DAYS - 1, (until - date.min).days))
+    elif until is None:
+        until = max(since, today)
+    if until >= date.max:
+        raise ScopeError("until", f"Must be a day before {date.max}.")
+    if since > until:
+        raise ScopeError("since", f"The range starts ({since}) after it ends ({until}).")
+    if (until - since).days + 1 > MAX_RANGE_DAYS:
+        raise ScopeError("until", f"A report covers at most {MAX_RANGE_DAYS} days.")
+    # Name the range when its days are a preset's, so a page that re-submits the dates of a
+    # preset (its filter form does) still says which one it shows.
+    wanted = preset or DEFAULT_RANGE
+    for name in (wanted, *RANGE_PRESETS):
+        if preset_bounds(name, today) == (since, until):
+            return since, until, name
+    return since, until, None
+
+
 def scope_build(
     *,
     user,
@@ -97,8 +152,10 @@ def scope_build(
     mode: str = "",
     since: date | None = None,
     until: date | None = None,
+    preset: str = "",
 ) -> Scope:
     """Turn validated filter values into a Scope, or raise ScopeError naming the field.
+    The range: `since`/`until` when given, else the named `preset`, else the last 30 days.
     Names of other teams' workloads get the same answer as names that do not exist."""
     teams = readable_teams(user)
     chosen = None
@@ -107,15 +164,7 @@ def scope_build(
         if chosen is None:
             raise ScopeError("team", f"You have no team {team!r}.")
         teams = teams.filter(pk=chosen.pk)
-    if since is None:
-        # The month so far, or the month of the chosen end.
-        since = (until or today).replace(day=1)
-    if until is None:
-        until = max(since, today)
-    if since > until:
-        raise ScopeError("since", f"The range starts ({since}) after it ends ({until}).")
-    if (until - since).days + 1 > MAX_RANGE_DAYS:
-        raise ScopeError("until", f"A report covers at most {MAX_RANGE_DAYS} days.")
+    since, until, named = _range(today, preset, since, until)
     chosen_workload = None
     if workload:
         found = list(Workload.objects.filter(team__in=teams, slug=workload).select_related("team"))
@@ -136,6 +185,7 @@ def scope_build(
         workload=chosen_workload,
         model=model,
         mode=mode,
+        preset=named,
     )
 
 
@@ -697,7 +747,7 @@ def _csv_cell(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
     if isinstance(value, Decimal):
-        return f"{value:.12f}"
+        return plain(value)
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value  # a spreadsheet would run it as a formula
     return value

@@ -14,12 +14,18 @@ from rest_framework.exceptions import ValidationError
 
 from billing import apis, charts, reports, selectors
 from billing.models import Mode
+from billing.pricing import plain
 from billing.templatetags.money import usd
 from routing.selectors import model_list, readable_teams
 
 LEDGER_PER_PAGE = 50
 SAVINGS_FIELDS = ("team", "workload", "model")
 PERCENT_FIELDS = ("batch_share", "cache_hit_rate")
+# The calculator page's input labels; its percentages are the API's shares times 100.
+CALCULATOR_LABELS = {
+    **apis.CALCULATOR_LABELS,
+    **{name: f"{apis.CALCULATOR_LABELS[name]} (%)" for name in PERCENT_FIELDS},
+}
 CALCULATOR_DEFAULTS = {
     "monthly_requests": "100000",
     "input_tokens": "1000",
@@ -39,12 +45,35 @@ def _errors(exc: ValidationError) -> list[str]:
     ]
 
 
-def _page(request, template: str, context: dict, *, fields=("team", "workload", "model", "mode")):
-    """Render a report page: its filter bar (with the caller's teams, workloads and models)
-    and either the report or, for a bad filter, what is wrong (400)."""
+def _range_links(params) -> list[tuple[str, str, str]]:
+    """(name, label, href) of each named range, keeping the page's other filters."""
+    keep = {
+        k: v for k, v in params.items() if k not in ("since", "until", "range", "page") and v != ""
+    }
+    return [
+        (name, label, "?" + urlencode({**keep, "range": name}))
+        for name, label in reports.RANGE_PRESETS.items()
+    ]
+
+
+def _page(
+    request,
+    template: str,
+    context: dict,
+    *,
+    fields=("team", "workload", "model", "mode"),
+    ranged: bool = True,
+):
+    """Render a report page: its filter bar (with the caller's teams, workloads and models),
+    the range in force with the named ranges one click away (`ranged`), and either the report
+    or, for a bad filter, what is wrong (400)."""
     teams = readable_teams(request.user).order_by("slug")
     base = {
         "fields": fields,
+        "ranged": ranged,
+        # A lone team needs no picker; a form with nothing to pick is left out.
+        "filterable": ranged or bool(set(fields) - {"team"}) or len(teams) > 1,
+        "ranges": _range_links(request.GET) if ranged else [],
         "teams": teams,
         "workloads": sorted(
             {w for t in teams.prefetch_related("workloads") for w in t.workloads.all()},
@@ -115,34 +144,54 @@ def budgets(request):
     def build(scope):
         return {"lines": reports.budget_lines(scope.teams, timezone.now())}
 
-    return _page(request, "billing/budgets.html", {"build": build}, fields=("team",))
+    return _page(request, "billing/budgets.html", {"build": build}, fields=("team",), ranged=False)
 
 
 @login_required
 def calculator(request):
-    """GET with the form's values; percentages on the page, shares (0 to 1) in the API."""
+    """GET with the form's values; percentages on the page, shares (0 to 1) in the API. Every
+    error is shown at once, by the label its input has on the page."""
     values = {**CALCULATOR_DEFAULTS, **{k: v for k, v in request.GET.items() if v != ""}}
     models = list(model_list())
     values.setdefault("model", models[0].model_id if models else "")
-    context = {"values": values, "models": models, "result": None}
     raw = dict(values)
-    errors = []
+    errors: dict[str, list[str]] = {}
     for name in PERCENT_FIELDS:
-        try:
-            percent = Decimal(values[name])
-        except ArithmeticError:
-            percent = None
-        if percent is None or not percent.is_finite() or not 0 <= percent <= 100:
-            errors.append(f"{name}: must be a percentage from 0 to 100.")
+        share = _share(values[name])
+        if share is None:
+            errors[name] = [f"{CALCULATOR_LABELS[name]}: must be a percentage from 0 to 100."]
+            raw[name] = "0"  # reported above; let the other fields be checked too
         else:
-            raw[name] = str(percent / 100)
-    data = apis.CalculatorInputSerializer(data=raw)
-    if not errors:
-        try:
-            data.is_valid(raise_exception=True)
-            context["result"] = apis.calculation(data.validated_data)
-        except ValidationError as exc:
-            errors = _errors(exc)
-    context["errors"] = errors
-    status = 400 if errors else 200
-    return render(request, "billing/calculator.html", context, status=status)
+            raw[name] = plain(share)
+    result = None
+    try:
+        data = apis.calculator_input(raw, CALCULATOR_LABELS)
+        if not errors:
+            result = apis.calculation(data, CALCULATOR_LABELS)
+    except ValidationError as exc:
+        errors = {**exc.detail, **errors}
+    context = {
+        "values": values,
+        "models": models,
+        "labels": CALCULATOR_LABELS,
+        "result": result,
+        "invalid": set(errors),
+        "errors": [m for name in _in_form_order(errors) for m in errors[name]],
+    }
+    return render(request, "billing/calculator.html", context, status=400 if errors else 200)
+
+
+def _share(percent: str) -> Decimal | None:
+    """A percentage from the form as a share from 0 to 1 (to the API's 6 places), or None."""
+    try:
+        value = Decimal(percent)
+    except ArithmeticError:
+        return None
+    if not value.is_finite() or not 0 <= value <= 100:
+        return None
+    return (value / 100).quantize(Decimal("0.000001"))
+
+
+def _in_form_order(errors: dict) -> list[str]:
+    order = list(CALCULATOR_LABELS)
+    return sorted(errors, key=lambda name: order.index(name) if name in order else len(order))

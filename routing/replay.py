@@ -48,6 +48,7 @@ from billing.pricing import (
     PriceVersion,
     PricingError,
     Usage,
+    plain,
     price_usage,
 )
 from billing.selectors import price_in_force
@@ -422,14 +423,14 @@ class Tally:
             "escalated": self.escalated,
             "missed_savings": self.missed_savings,
             "deadline_misses": self.deadline_misses,
-            "cost_usd": usd(self.cost),
-            "counterfactual_usd": usd(self.counterfactual),
-            "oracle_usd": usd(self.oracle),
+            "cost_usd": plain(self.cost),
+            "counterfactual_usd": plain(self.counterfactual),
+            "oracle_usd": plain(self.oracle),
             "oracle_modes": {
                 mode: self.oracle_modes[mode] for mode in ("realtime", "batch", "cache")
             },
-            "savings_usd": usd(self.savings),
-            "oracle_savings_usd": usd(self.oracle_savings),
+            "savings_usd": plain(self.savings),
+            "oracle_savings_usd": plain(self.oracle_savings),
             "savings_ratio": None if self.ratio is None else str(self.ratio),
         }
 
@@ -874,9 +875,8 @@ def _tick_ceil(moment: datetime) -> datetime:
     return floor if floor == moment else floor + TICK
 
 
-def usd(amount: Decimal) -> str:
-    """A decimal string, never in exponent form (a zero difference is 0E-12)."""
-    return f"{amount:f}"
+# replay_trace prints its totals with this name.
+usd = plain
 
 
 def _seconds(duration: timedelta | None) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -260,3 +261,66 @@ def test_ledger_lists_the_teams_entries_with_totals_for_the_filter(member_key, d
     assert later.json()["count"] == 0
     assert member_key.get("/api/v1/ledger?mode=teleport").status_code == 400
     assert LedgerEntry.objects.count() == 3
+
+
+def test_reports_through_a_key_open_on_the_last_30_days_and_take_a_named_range(member_key):
+    today = timezone.now().date()
+    default = member_key.get("/api/v1/reports/overview").json()["range"]
+    assert (default["since"], default["until"], default["days"], default["preset"]) == (
+        (today - timedelta(days=29)).isoformat(),
+        today.isoformat(),
+        30,
+        "last_30_days",
+    )
+    quarter = member_key.get("/api/v1/reports/savings?range=last_90_days").json()["range"]
+    assert (quarter["days"], quarter["preset"]) == (90, "last_90_days")
+    custom = member_key.get(
+        "/api/v1/reports/overview?range=last_90_days&since=2026-01-01&until=2026-01-31"
+    ).json()["range"]
+    assert (custom["days"], custom["preset"]) == (31, None)
+    refused = member_key.get("/api/v1/reports/overview?range=fortnight")
+    assert refused.status_code == 400
+    assert list(refused.json()) == ["range"]
+
+
+def test_the_calculator_names_every_bad_field_at_once_for_a_key(member_key):
+    response = member_key.post(
+        "/api/v1/reports/calculator",
+        {"model": "gpt-4o-mini", "monthly_requests": "many", "input_tokens": 10,
+         "output_tokens": -5, "batch_share": 2, "cache_hit_rate": "0.1234567"},
+        format="json",
+    )  # fmt: skip
+    assert response.status_code == 400
+    assert response.json() == {
+        "monthly_requests": ["Requests per month: must be a whole number ≥ 0."],
+        "output_tokens": ["Output tokens per request: must be a whole number ≥ 0."],
+        "batch_share": ["Batch-eligible share: must be a share from 0 to 1."],
+        "cache_hit_rate": ["Cache hit rate: must have at most 6 decimal places."],
+    }
+
+
+def test_a_zero_cost_entry_reads_as_plain_zeros_in_every_money_api(member_key, admin_key, demo):
+    acme, _ = demo
+    search = Workload.objects.get(team=acme, slug="product-search")
+    mini = LlmModel.objects.get(model_id="gpt-4o-mini")
+    entry, _ = ledger_record_usage(
+        key="zero",
+        team=acme,
+        workload=search,
+        model=mini,
+        mode="realtime",
+        usage=Usage(input_tokens=0, output_tokens=0),
+        at=timezone.now(),
+    )
+    assert str(entry.cost_usd) == "0E-12"  # what a careless str() would print
+
+    listed = member_key.get("/api/v1/ledger").json()
+    (row,) = listed["results"]
+    for name in ("cost_usd", "counterfactual_cost_usd", "standard_cost_usd", "batch_cost_usd"):
+        assert row[name] == "0.000000000000", name
+    assert listed["totals"]["cost_usd"] == listed["totals"]["saved_usd"] == "0.000000000000"
+    for path in ("/api/v1/ledger", "/api/v1/reports/ledger", "/api/v1/reports/overview",
+                 "/api/v1/reports/budgets", "/api/v1/budgets"):  # fmt: skip
+        client = admin_key if path == "/api/v1/budgets" else member_key
+        text = client.get(path).content.decode()
+        assert not re.search(r"\dE[-+]?\d", text), path

@@ -19,9 +19,10 @@ def usd(value) -> str:
     sign = "-" if amount < 0 else ""
     amount = abs(amount)
     if amount >= 1 or amount == 0:
-        return f"{sign}${amount.quantize(Decimal('0.01'), rounding=ROUND_HALF_EVEN):,}"
+        return f"{sign}${amount.quantize(Decimal('0.01'), rounding=ROUND_HALF_EVEN):,f}"
     places = max(2, 3 - amount.adjusted())  # four significant digits
-    return f"{sign}${amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)}"
+    # "f": str() of an amount under a millionth is in exponent form ($1.234E-7).
+    return f"{sign}${amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN):f}"
 
 
 @register.filter

@@ -61,6 +61,9 @@ def test_hour_bars_mark_the_night_and_scale_to_the_busiest_hour():
         ("0.5", "$0.5000"),
         ("0", "$0.00"),
         ("-0.00001912", "-$0.00001912"),
+        ("0.0000006", "$0.0000006000"),  # str() would say 6.000E-7
+        ("0.000000000001", "$0.000000000001000"),
+        ("0E-12", "$0.00"),
         (None, "—"),
     ],
 )
@@ -79,3 +82,17 @@ def test_exact_amounts_shares_and_durations():
         "2.0 h",
         "3.0 d",
     ]
+
+
+def test_axis_labels_of_tiny_amounts_are_plain_decimals():
+    days = [(date(2026, 11, 1), {"realtime": Decimal("0.0000001")})]
+    chart = stacked_days(days)
+    assert [label for _, label in chart.y_ticks] == [
+        "$0.0000000",
+        "$0.000000025",
+        "$0.00000005",
+        "$0.000000075",
+        "$0.0000001",
+    ]
+    assert chart.rects[0].title == "2026-11-01 realtime $0.0000001"
+    assert "E" not in "".join(label for _, label in stacked_days(days, money_label=usd).y_ticks)

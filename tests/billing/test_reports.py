@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
+import re
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import time_machine
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 from django.test import AsyncClient, Client
@@ -16,6 +18,7 @@ from rest_framework.test import APIClient
 
 from billing.models import LedgerEntry, Mode, Price
 from billing.pricing import Usage
+from billing.reports import RANGE_PRESETS, preset_bounds
 from billing.services import ledger_record_usage, ledger_reverse
 from routing.models import Request
 
@@ -292,7 +295,73 @@ def test_calculator_refuses_bad_input_with_a_400(demo, member, body, field):
 def test_calculator_page_takes_percentages_and_explains_a_bad_one(member):
     page = member.get("/billing/calculator/", {"batch_share": "150"})
     assert page.status_code == 400
-    assert "batch_share: must be a percentage from 0 to 100." in page.content.decode()
+    assert "Batch-eligible share (%): must be a percentage from 0 to 100." in page.content.decode()
+    assert "batch_share:" not in page.content.decode()
+
+
+def alert_items(html: str) -> list[str]:
+    """The messages of the page's #errors box, in order."""
+    box = html.split('id="errors"', 1)[1].split("</div>", 1)[0]
+    return re.findall(r"<li>(.*?)</li>", box)
+
+
+def test_calculator_page_shows_every_error_at_once_by_its_label(demo, member):
+    page = member.get(
+        "/billing/calculator/",
+        {
+            "model": "gpt-9",
+            "monthly_requests": "-3",
+            "input_tokens": "lots",
+            "output_tokens": "1.5",
+            "batch_share": "150",
+            "cache_hit_rate": "ten",
+        },
+    )
+
+    assert page.status_code == 400
+    html = page.content.decode()
+    assert alert_items(html) == [
+        "Model: no enabled model &#x27;gpt-9&#x27;.",
+        "Requests per month: must be a whole number ≥ 0.",
+        "Input tokens per request: must be a whole number ≥ 0.",
+        "Output tokens per request: must be a whole number ≥ 0.",
+        "Batch-eligible share (%): must be a percentage from 0 to 100.",
+        "Cache hit rate (%): must be a percentage from 0 to 100.",
+    ]
+    assert html.count('aria-invalid="true"') == 6
+    assert 'id="result"' not in html
+
+
+def test_calculator_api_reports_every_error_at_once_keyed_by_field_and_labelled(demo, member):
+    response = member.post(
+        "/api/v1/reports/calculator",
+        {
+            "model": "gpt-9",
+            "monthly_requests": 10**11,
+            "input_tokens": -1,
+            "output_tokens": "x",
+            "batch_share": "1.5",
+        },
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "model": ["Model: no enabled model 'gpt-9'."],
+        "monthly_requests": ["Requests per month: must be at most 10,000,000,000."],
+        "input_tokens": ["Input tokens per request: must be a whole number ≥ 0."],
+        "output_tokens": ["Output tokens per request: must be a whole number ≥ 0."],
+        "batch_share": ["Batch-eligible share: must be a share from 0 to 1."],
+    }
+    missing = member.post("/api/v1/reports/calculator", {}, format="json").json()
+    assert missing["monthly_requests"] == ["Requests per month: required."]
+    assert set(missing) == {
+        "model",
+        "monthly_requests",
+        "input_tokens",
+        "output_tokens",
+        "batch_share",
+    }
 
 
 def test_audit_values_a_missed_saving_at_stream_minus_batch_cost_per_month(demo, traffic, staff):
@@ -415,3 +484,205 @@ def test_audit_tells_a_realtime_workload_used_at_night_to_defer_and_a_policy_to_
     reports = rows["nightly-reports"]
     assert reports["action"] == "allow_batch"
     assert usd(reports["value_per_month_usd"]) == sonnet * 15
+
+
+# --- the range a report covers ----------------------------------------------------------
+
+
+def utc_today() -> date:
+    return datetime.now(UTC).date()
+
+
+def test_reports_open_on_the_last_30_days_in_the_api_and_on_the_page(member):
+    today = utc_today()
+
+    body = member.get("/api/v1/reports/overview").json()
+
+    assert body["range"]["since"] == (today - timedelta(days=29)).isoformat()
+    assert body["range"]["until"] == today.isoformat()
+    assert body["range"]["days"] == 30
+    assert body["range"]["preset"] == "last_30_days"
+    assert len(body["daily"]) == 30
+    html = member.get("/billing/").content.decode()
+    since = today - timedelta(days=29)
+    assert (
+        f"<strong>Last 30 days</strong>: {since:%b} {since.day}, {since.year} \u2013 "
+        f"{today:%b} {today.day}, {today.year} <small>(UTC, 30 days)</small>"
+    ) in html
+    assert f'value="{since.isoformat()}"' in html  # the From field says the same
+    for path in ("/billing/ledger/", "/billing/savings/", "/billing/audit/"):
+        page = member.get(path).content.decode()
+        assert 'data-days="30" data-preset="last_30_days"' in page, path
+    savings = member.get("/api/v1/reports/savings").json()["range"]
+    ledger = member.get("/api/v1/reports/ledger").json()["range"]
+    assert savings == ledger == body["range"]
+
+
+@pytest.mark.parametrize(
+    ("today", "preset", "since", "until"),
+    [
+        # The 2nd of a month: "this month" is two days, the default is not.
+        (date(2026, 6, 2), "this_month", date(2026, 6, 1), date(2026, 6, 2)),
+        (date(2026, 6, 2), "last_month", date(2026, 5, 1), date(2026, 5, 31)),
+        (date(2026, 6, 2), "last_30_days", date(2026, 5, 4), date(2026, 6, 2)),
+        (date(2026, 6, 2), "last_90_days", date(2026, 3, 5), date(2026, 6, 2)),
+        # Across a year's end and a leap day.
+        (date(2027, 1, 2), "last_month", date(2026, 12, 1), date(2026, 12, 31)),
+        (date(2027, 1, 2), "last_30_days", date(2026, 12, 4), date(2027, 1, 2)),
+        (date(2027, 1, 2), "last_90_days", date(2026, 10, 5), date(2027, 1, 2)),
+        (date(2028, 3, 1), "last_month", date(2028, 2, 1), date(2028, 2, 29)),
+        (date(2028, 3, 1), "this_month", date(2028, 3, 1), date(2028, 3, 1)),
+    ],
+)
+def test_each_named_range_covers_the_days_its_name_says(today, preset, since, until):
+    assert preset_bounds(preset, today) == (since, until)
+
+
+def test_on_the_2nd_of_january_each_named_range_reaches_the_api_and_the_page(demo):
+    user = User.objects.create_user("january")
+    demo.acme.members.add(user)
+    with time_machine.travel(datetime(2027, 1, 2, 9, 30, tzinfo=UTC), tick=False):
+        client = APIClient()
+        client.force_login(user)
+        ranges = {
+            name: client.get("/api/v1/reports/overview", {"range": name}).json()["range"]
+            for name in RANGE_PRESETS
+        }
+        default = client.get("/api/v1/reports/overview").json()["range"]
+        page = client.get("/billing/savings/", {"range": "last_month", "granularity": "week"})
+
+    assert {name: (r["since"], r["until"], r["days"]) for name, r in ranges.items()} == {
+        "this_month": ("2027-01-01", "2027-01-02", 2),
+        "last_month": ("2026-12-01", "2026-12-31", 31),
+        "last_30_days": ("2026-12-04", "2027-01-02", 30),
+        "last_90_days": ("2026-10-05", "2027-01-02", 90),
+    }
+    assert all(r["preset"] == name for name, r in ranges.items())
+    assert default == ranges["last_30_days"]
+    html = page.content.decode()
+    assert "<strong>Last month</strong>: Dec 1, 2026 \u2013 Dec 31, 2026" in html
+    assert '<strong data-range="last_month" aria-current="true">Last month</strong>' in html
+    # The other ranges are links that keep the page's other filters.
+    assert 'href="?granularity=week&amp;range=last_90_days"' in html
+
+
+def test_since_and_until_win_over_a_named_range(member):
+    today = utc_today()
+    both = member.get(
+        "/api/v1/reports/overview",
+        {"range": "last_90_days", "since": "2026-03-03", "until": "2026-03-05"},
+    ).json()["range"]
+    assert (both["since"], both["until"], both["days"], both["preset"]) == (
+        "2026-03-03",
+        "2026-03-05",
+        3,
+        None,
+    )
+    since_only = member.get(
+        "/api/v1/reports/overview", {"range": "last_month", "since": "2026-01-10"}
+    ).json()["range"]
+    assert (since_only["since"], since_only["until"]) == (
+        "2026-01-10",
+        max(today, date(2026, 1, 10)).isoformat(),
+    )
+    until_only = member.get("/api/v1/reports/overview", {"until": "2026-03-05"}).json()["range"]
+    assert (until_only["since"], until_only["until"], until_only["days"]) == (
+        "2026-02-04",
+        "2026-03-05",
+        30,
+    )
+    # The dates of a named range are named, so re-submitting the filter form keeps its name.
+    month = member.get(
+        "/api/v1/reports/overview",
+        {"since": today.replace(day=1).isoformat(), "until": today.isoformat()},
+    ).json()["range"]
+    assert month["preset"] in ("this_month", "last_30_days")  # both on a month's 30th day
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "message"),
+    [
+        ({"range": "forever"}, "range", '"forever" is not a range: use one of this_month'),
+        ({"until": "9999-12-31"}, "until", "Must be a day before 9999-12-31"),
+        ({"since": "9999-12-31"}, "until", "Must be a day before 9999-12-31"),
+        ({"range": "last_month", "since": "2026-02-30"}, "since", "Date has wrong format"),
+    ],
+)
+def test_a_bad_range_is_a_400_naming_the_parameter(member, params, field, message):
+    for path in ("/api/v1/reports/overview", "/api/v1/reports/ledger", "/api/v1/reports/audit"):
+        response = member.get(path, params)
+        assert response.status_code == 400, path
+        assert message in response.json()[field][0], path
+    assert member.get("/api/v1/reports/ledger.csv", params).status_code == 400
+    page = member.get("/billing/ledger/", params)
+    assert page.status_code == 400
+    assert f"{field}: {message}".replace('"', "&quot;") in page.content.decode()
+    assert 'data-range="last_30_days"' in page.content.decode()  # a way out, one click away
+
+
+def test_a_range_ending_near_the_first_date_is_a_report_not_a_crash(member):
+    body = member.get("/api/v1/reports/overview", {"until": "0001-01-05"}).json()
+    assert (body["range"]["since"], body["range"]["days"]) == ("0001-01-01", 5)
+
+
+def test_the_budgets_page_has_no_range_to_pick(member):
+    html = member.get("/billing/budgets/").content.decode()
+    assert 'id="f-since"' not in html
+    assert 'id="ranges"' not in html
+
+
+# --- money is never in exponent form ------------------------------------------------------
+
+EXPONENT = re.compile(r"\dE[-+]?\d")
+
+
+def test_a_free_and_a_tiny_entry_never_read_in_exponent_form(demo, staff):
+    free = record(
+        demo,
+        "free",
+        workload="product-search",
+        model="gpt-4o-mini",
+        mode=Mode.REALTIME,
+        usage=Usage(input_tokens=0, output_tokens=0),
+    )
+    hit = record(demo, "hit", workload="product-search", model="gpt-4o-mini", mode=Mode.CACHE)
+    tiny = record(
+        demo,
+        "tiny",
+        workload="product-search",
+        model="gpt-4o-mini",
+        mode=Mode.REALTIME,
+        usage=Usage(input_tokens=0, output_tokens=1),
+    )
+    assert str(free.cost_usd) == "0E-12" and hit.cost_usd == 0  # what str() would print
+    assert Decimal(0) < tiny.cost_usd < Decimal("0.000001")
+
+    for entry in (free, hit, tiny):
+        assert not EXPONENT.search(str(entry)), str(entry)
+    assert str(free).endswith("$0.000000000000")
+    params = {**day_range(demo), "team": "acme"}
+    for path in (
+        "/api/v1/reports/ledger",
+        "/api/v1/reports/overview",
+        "/api/v1/reports/savings",
+        "/api/v1/reports/audit",
+        "/api/v1/ledger",
+    ):
+        response = staff.get(path, params)
+        assert response.status_code == 200, path
+        assert not EXPONENT.search(response.content.decode()), path
+    entries = {e["id"]: e for e in staff.get("/api/v1/reports/ledger", params).json()["results"]}
+    assert entries[free.pk]["cost_usd"] == "0.000000000000"
+    assert entries[free.pk]["batch_cost_usd"] == "0.000000000000"
+
+    _, body = csv_download(User.objects.get(username="ops"), params)
+    rows = {int(r["id"]): r for r in csv.DictReader(io.StringIO(body.decode()))}
+    assert rows[free.pk]["cost_usd"] == "0.000000000000"
+    assert Decimal(rows[tiny.pk]["cost_usd"]) == tiny.cost_usd
+    assert not EXPONENT.search(body.decode())
+
+    for path in ("/billing/", "/billing/ledger/", "/billing/savings/", "/billing/audit/"):
+        html = staff.get(path, params).content.decode()
+        assert not EXPONENT.search(html), (path, EXPONENT.search(html))
+    ledger = staff.get("/billing/ledger/", params).content.decode()
+    assert f'data-usd="{tiny.cost_usd:.12f}">${tiny.cost_usd:.10f}</td>' in ledger

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -236,6 +237,50 @@ def test_staff_see_every_team_and_the_calculator_matches_the_price_table(
     hybrid = 160_000 * (batch + standard) / 2
     assert shown(page, "#hybrid") == hybrid
     assert shown(page, "#delta") == 200_000 * standard - hybrid
+    page.context.close()
+
+
+def test_billing_opens_on_the_last_30_days_with_the_other_ranges_one_click_away(
+    browser,  # noqa: F811
+    llmops,
+    ledger,
+):
+    acme = [e for e in ledger["entries"] if e["team"] == "acme"]
+    before = datetime.now(UTC).date()
+    page = sign_in(browser, llmops, MEMBER, MEMBER_PASSWORD)
+    after = datetime.now(UTC).date()
+
+    shown_range = page.locator("#range")
+    until = date.fromisoformat(shown_range.get_attribute("data-until"))
+    since = date.fromisoformat(shown_range.get_attribute("data-since"))
+    assert until in (before, after)  # the server's UTC today
+    assert since == until - timedelta(days=29)
+    assert shown_range.get_attribute("data-days") == "30"
+    expect(shown_range).to_contain_text("Last 30 days")
+    expect(shown_range).to_contain_text(f"{since:%b} {since.day}, {since.year}")
+    expect(page.locator("#f-since")).to_have_value(since.isoformat())
+    expect(page.locator('#ranges [aria-current="true"]')).to_have_text("Last 30 days")
+    assert shown(page, "#total-cost") == expected(acme)["total-cost"]  # today's traffic is in
+
+    page.click('#ranges a[data-range="last_90_days"]')
+    expect(page.locator("#range")).to_have_attribute("data-days", "90")
+    expect(page.locator('#ranges [aria-current="true"]')).to_have_text("Last 90 days")
+    assert shown(page, "#total-cost") == expected(acme)["total-cost"]
+
+    page.click('#ranges a[data-range="last_month"]')
+    expect(page.locator("#range")).to_have_attribute("data-preset", "last_month")
+    first = until.replace(day=1)
+    last_month_end = first - timedelta(days=1)
+    expect(page.locator("#range")).to_have_attribute("data-until", last_month_end.isoformat())
+    assert shown(page, "#total-cost") == 0  # everything was spent today
+    expect(page.locator("#total-cost")).to_have_text("$0.00")
+
+    # The other pages keep the range they were opened with and offer the same choices.
+    page.click('.subnav a:has-text("Ledger")')
+    expect(page.locator("#range")).to_have_attribute("data-preset", "last_month")
+    page.click('#ranges a[data-range="this_month"]')
+    expect(page.locator("#range")).to_have_attribute("data-since", first.isoformat())
+    expect(page.locator("#entry-count")).to_have_text(str(len(acme)))
     page.context.close()
 
 
