@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import uuid
 from collections import OrderedDict
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import ROUND_FLOOR, Decimal
 from types import SimpleNamespace
 from typing import Any
 
@@ -30,7 +32,10 @@ from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed
 
+from billing import selectors as billing_selectors
 from billing.models import LedgerEntry
+from billing.pricing import MILLION, MONEY_QUANTUM, PriceVersion, PricingError, plain
+from billing.services import processing_for
 from llmops.dbthreads import db
 from llmops.text import unstorable_text
 from routing import selectors, services
@@ -219,26 +224,34 @@ class StreamConsumer(JsonSocket):
             field, text = first_error(serializer.errors)
             raise MessageError(f"{field}: {text}", field=field)
         await self.throttle()
-        admitted = await db(self._admit, serializer.validated_data)
+        admitted, started = await db(self._admit, serializer.validated_data)
         self.request_id = str(admitted.request.pk)
-        self.task = asyncio.create_task(self._stream(admitted, received))
+        self.task = asyncio.create_task(self._stream(admitted, started, received))
 
-    def _admit(self, data: dict) -> services.Admitted:
+    def _admit(self, data: dict) -> tuple[services.Admitted, dict | None]:
+        """The admitted request and its `started` message, built in the same database hop
+        (it reads prices), so nothing stands between the provider's first token and the
+        client but the send."""
         caller = self.caller
         ask = native_ask(
             workloads=selectors.workload_list(user=caller.principal),
             data={**data, "stream": True},
             source=Request.Source.WEBSOCKET,
         )
-        return services.request_admit(
+        admitted = services.request_admit(
             team=ask.workload.team,
             api_key=caller.api_key,
             user=caller.user,
             ask=ask,
             sync_only=False,
         )
+        if admitted.request.status == Request.Status.QUEUED:
+            return admitted, None
+        return admitted, _started(admitted)
 
-    async def _stream(self, admitted: services.Admitted, received: float) -> None:
+    async def _stream(
+        self, admitted: services.Admitted, started: dict | None, received: float
+    ) -> None:
         request = admitted.request
         rid = str(request.pk)
         if request.status == Request.Status.QUEUED:
@@ -251,9 +264,10 @@ class StreamConsumer(JsonSocket):
                 }
             )
             return
-        first = None
+        first = last = None
+        deltas = 0
         try:
-            await self.send_json(_started(admitted))
+            await self.send_json(started)
             if request.status == Request.Status.COMPLETED:  # a cache hit
                 first = time.monotonic()
                 await self.send_json({"type": "delta", "text": request.output})
@@ -261,7 +275,9 @@ class StreamConsumer(JsonSocket):
                 async with aclosing(services.request_run(admitted, stream=True)) as events:
                     async for event in events:
                         if isinstance(event, services.Chunk):
-                            first = first or time.monotonic()
+                            last = time.monotonic()
+                            first = first or last
+                            deltas += 1
                             await self.send_json({"type": "delta", "text": event.text})
         except services.RequestFailed as exc:
             summary = await db(self._summary, rid)
@@ -277,19 +293,22 @@ class StreamConsumer(JsonSocket):
             await asyncio.shield(db(services.request_abandon, admitted))
             await self.send_error("llmops failed to stream this request.", request_id=rid)
             return
-        ended = time.monotonic()
         summary = await db(self._summary, rid, read=self.connected)
-        output_tokens = (summary["usage"] or {}).get("output_tokens") or 0
-        generated = request.mode != Request.Mode.CACHE and first is not None
+        usage = summary["usage"] or {}
         await self.send_json(
             {
                 "type": "done",
                 **summary,
                 "ttft_ms": None if first is None else round((first - received) * 1000),
-                # Over the time tokens were arriving; a cache hit generated nothing.
-                "tokens_per_s": round(output_tokens / max(ended - first, 1e-3), 1)
-                if generated
-                else None,
+                # A cache hit generated nothing.
+                "tokens_per_s": None
+                if request.mode == Request.Mode.CACHE or first is None
+                else stream_tokens_per_s(
+                    visible_tokens=(usage.get("output_tokens") or 0)
+                    - (usage.get("reasoning_tokens") or 0),
+                    deltas=deltas,
+                    seconds=last - first,
+                ),
             }
         )
 
@@ -328,11 +347,69 @@ class StreamConsumer(JsonSocket):
         }
 
 
+def stream_tokens_per_s(*, visible_tokens: int, deltas: int, seconds: float) -> float | None:
+    """The rate tokens arrived at after the first delta: the answer's visible tokens (output
+    less reasoning, which is spent before the first token) beyond the first delta's share,
+    over the seconds from the first delta to the last. The playground's live figure is the
+    same quotient over the tokens so far, so the two agree as the answer ends. None when
+    there is no interval to measure (an answer in one piece)."""
+    if deltas < 2 or seconds <= 0 or visible_tokens <= 0:
+        return None
+    return round(visible_tokens * (deltas - 1) / deltas / seconds, 1)
+
+
+_WORD = re.compile(r"\S+")
+
+
+def prompt_tokens_floor(messages: list[dict]) -> int:
+    """A lower bound on a prompt's tokens without a tokenizer: BPE tokenizers (OpenAI's,
+    Anthropic's, SentencePiece's) split text at whitespace before merging, so no token spans
+    two words and every whitespace-separated word is at least one token. Framing tokens and
+    non-text parts are left out: they only add. (router.prompt_tokens_bound is the upper
+    bound admission reserves.)"""
+    words = 0
+    for message in messages:
+        content = message.get("content")
+        parts = content if isinstance(content, list) else [content]
+        for part in parts:
+            text = part.get("text") if isinstance(part, dict) else part
+            if isinstance(text, str):
+                words += len(_WORD.findall(text))
+    return words
+
+
+def live_prices(version: PriceVersion, *, prompt_floor: int) -> tuple[Decimal, Decimal]:
+    """(the least the prompt can cost in USD, the least output rate in USD per million
+    tokens) under `version`, for a running cost that never passes the ledger's: a prompt of
+    at least `prompt_floor` tokens at the cheapest prompt rate (fresh, cached or written to
+    the cache, as the provider decides), and of the tiers the real prompt size can select."""
+    candidates = [version.rates_for(prompt_floor)] + [
+        tier.rates for tier in version.tiers if tier.above_input_tokens >= prompt_floor
+    ]
+    prompt_rate = min(min(r.input, r.cached_input, r.cache_write) for r in candidates)
+    output_rate = min(r.output for r in candidates)
+    return prompt_floor * prompt_rate / MILLION, output_rate
+
+
 def _started(admitted: services.Admitted) -> dict:
-    """The `started` message: where the request goes. Built from what admission loaded, so
-    nothing stands between the provider's first token and the client but this send."""
+    """The `started` message: where the request goes, and the prices a client's running
+    cost uses (runs in admission's database hop: a price may need a read)."""
     request = admitted.request
     model = request.model or (admitted.chain[0] if admitted.chain else None)
+    prompt_cost = output_rate = None
+    if request.mode == Request.Mode.CACHE:
+        prompt_cost = output_rate = Decimal(0)
+    elif model is not None:
+        try:
+            version = billing_selectors.price_in_force(
+                model, processing_for(request.mode), timezone.now()
+            )
+        except PricingError:
+            pass  # admission priced the hold, so only a price deleted since lands here
+        else:
+            prompt_cost, output_rate = live_prices(
+                version, prompt_floor=prompt_tokens_floor(request.params["messages"])
+            )
     return {
         "type": "started",
         "request_id": str(request.pk),
@@ -340,7 +417,14 @@ def _started(admitted: services.Admitted) -> dict:
         "provider": model.provider.slug if model else None,
         "model": model.model_id if model else None,
         "reason": request.decision_reason,
+        "output_usd_per_mtok": None if output_rate is None else plain(output_rate),
+        "prompt_cost_floor_usd": None if prompt_cost is None else plain(_floor(prompt_cost)),
     }
+
+
+def _floor(amount: Decimal) -> Decimal:
+    """Down to the ledger's precision: a floor must not round up past what is billed."""
+    return amount.quantize(MONEY_QUANTUM, rounding=ROUND_FLOOR)
 
 
 # --- /ws/requests/ ---------------------------------------------------------------------

@@ -3,6 +3,7 @@ downloaded browser), against the running stack."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from decimal import Decimal
 
@@ -97,6 +98,82 @@ def test_a_prompt_streams_into_the_page_and_ends_with_its_cost(page, llmops, sim
     # The request is listed among the recent ones, kept current by /ws/requests/.
     row = page.locator(f"#recent tr[data-id='{request['id']}']")
     expect(row.locator("td.status")).to_have_text("completed")
+
+
+# Reads the live figures every 50 ms while the answer streams, with how much of it was there.
+WATCH_FIGURES = """() => {
+  window.figures = [];
+  const text = (id) => document.getElementById(id).textContent;
+  let seen = false;
+  const timer = setInterval(() => {
+    if (text("status").startsWith("streaming")) {
+      seen = true;
+      window.figures.push({chars: text("output").length, tps: text("tps"), cost: text("cost")});
+    } else if (seen) {
+      clearInterval(timer);
+    }
+  }, 50);
+}"""
+
+
+def shown_number(text: str) -> Decimal:
+    """The figure in a counter's text: "≈ 59.8" -> 59.8, "≈ $0.0000123" -> 0.0000123."""
+    return Decimal(text.removeprefix("≈").strip().removeprefix("$").split(" ")[0])
+
+
+@pytest.mark.parametrize(
+    ("workload", "model"),
+    [
+        ("acme/product-search", ""),  # gpt-4o-mini, as the policy decides
+        # Anthropic's prices: a cache write dearer than input, a cached read far cheaper.
+        ("globex/dashboard-qa", "claude-sonnet-4-5"),
+    ],
+)
+def test_the_live_figures_agree_with_the_final_ones(page, llmops, sim, workload, model):
+    # A realistic rate: 150 tokens over about 2.5 s.
+    sim.config(tokens_per_s=60, ttft_ms=200, output_tokens=150)
+    frames = []
+    page.on(
+        "websocket",
+        lambda ws: ws.on("framereceived", lambda frame: frames.append(frame)),
+    )
+    page.reload()
+    expect(page.locator("#connection")).to_have_text("connected")
+    page.select_option("#workload", workload)
+    page.select_option("#model", model)
+    page.fill("#max_tokens", "400")
+    page.fill("#prompt", "Which sleeping bag for minus ten degrees, and why?")
+    page.evaluate(WATCH_FIGURES)
+    page.click("#send")
+    expect(page.locator("#status")).to_have_text("completed")
+
+    messages = [json.loads(f) for f in frames if isinstance(f, str) and f.startswith("{")]
+    [started] = [m for m in messages if m.get("type") == "started"]
+    [done] = [m for m in messages if m.get("type") == "done"]
+    assert done["model"] == started["model"] == (model or "gpt-4o-mini")
+    assert done["usage"]["output_tokens"] == 150
+    # The simulator streamed at 60 tokens/s, and the final figure says so.
+    assert 54 <= done["tokens_per_s"] <= 66, done
+    final_tps = shown_number(page.locator("#tps").text_content())
+    assert final_tps == Decimal(str(done["tokens_per_s"]))
+    final_cost = Decimal(done["cost_usd"])
+    assert page.locator("#cost").text_content() == shown_usd(done["cost_usd"])
+
+    figures = page.evaluate("window.figures")
+    answer = len(page.locator("#output").text_content())
+    live = [f for f in figures if f["tps"].startswith("≈")]
+    late = [f for f in live if f["chars"] >= answer / 2]
+    assert len(late) >= 5, figures
+    for sample in late:
+        tps = shown_number(sample["tps"])
+        assert abs(tps - final_tps) <= final_tps / 10, (sample, final_tps)
+        assert abs(tps - Decimal(str(done["tokens_per_s"]))) <= final_tps / 10, (sample, done)
+    costs = [shown_number(f["cost"]) for f in live if f["cost"].startswith("≈")]
+    assert len(costs) >= 10, figures
+    assert max(costs) <= final_cost, (costs, final_cost)
+    # A real running figure, not a zero that is trivially below: the last one came close.
+    assert costs[-1] >= final_cost * Decimal("0.8"), (costs[-1], final_cost)
+    assert costs == sorted(costs)
 
 
 def test_stop_ends_the_stream_with_an_estimated_cost(page, llmops, sim):

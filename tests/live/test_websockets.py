@@ -73,6 +73,16 @@ def test_a_stream_arrives_in_order_and_done_matches_the_ledger(llmops, sim):
         started = receive(ws)
         assert started["type"] == "started"
         assert (started["mode"], started["model"]) == ("stream", "gpt-4o-mini")
+        assert set(started) == {
+            "type",
+            "request_id",
+            "mode",
+            "provider",
+            "model",
+            "reason",
+            "output_usd_per_mtok",
+            "prompt_cost_floor_usd",
+        }
         deltas, arrivals = [], []
         while (message := receive(ws))["type"] == "delta":
             deltas.append(message)
@@ -97,6 +107,30 @@ def test_a_stream_arrives_in_order_and_done_matches_the_ledger(llmops, sim):
         False,
     )
     assert done["ttft_ms"] >= 0 and done["tokens_per_s"] > 0
+
+
+def test_started_prices_a_running_cost_that_done_agrees_with(llmops, sim):
+    """What a client shows while tokens arrive (the playground does this) agrees with `done`:
+    the rate deltas arrived at after the first, and a cost from `started`'s floor prices."""
+    sim.config(tokens_per_s=60, ttft_ms=100, output_tokens=120)
+    with llmops.ws("/ws/stream/") as ws:
+        start(ws, "Which stove boils water fastest at altitude?", max_tokens=300)
+        started = receive(ws)
+        arrivals = []
+        while (message := receive(ws))["type"] == "delta":
+            arrivals.append(time.monotonic())
+        done = message
+    assert done["type"] == "done" and done["usage"]["output_tokens"] == 120
+    # Decimal strings: the output rate in $/Mtok, and the least the prompt can cost.
+    assert Decimal(started["output_usd_per_mtok"]) == Decimal("0.6")  # gpt-4o-mini's
+    floor = Decimal(started["prompt_cost_floor_usd"])
+    assert 0 < floor <= Decimal(done["cost_usd"]) - 120 * Decimal("0.6") / 1_000_000
+
+    seen = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+    assert abs(seen - done["tokens_per_s"]) <= done["tokens_per_s"] / 10, (seen, done)
+    assert abs(done["tokens_per_s"] - 60) <= 6, done
+    running = [floor + n * Decimal("0.6") / 1_000_000 for n in range(1, len(arrivals) + 1)]
+    assert max(running) <= Decimal(done["cost_usd"])
 
 
 def test_stop_cancels_upstream_and_bills_one_estimate(llmops, sim):

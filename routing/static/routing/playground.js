@@ -6,7 +6,6 @@
   const $ = (id) => document.getElementById(id);
   const workloads = JSON.parse($("workloads-data").textContent);
   const recent = JSON.parse($("recent-data").textContent);
-  const rates = JSON.parse($("rates-data").textContent); // model -> standard $/Mtok
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
 
   // --- money and numbers ------------------------------------------------------------
@@ -19,8 +18,12 @@
     return `$${whole}.${frac}`;
   }
   function approxUsd(amount) {
-    // A running estimate while tokens arrive (a float is fine for a display-only guess).
-    return `≈ $${amount.toPrecision(3)}`;
+    // A running figure while tokens arrive (a float is fine for display only), cut (not
+    // rounded) to three significant digits: rounding up could show more than is billed.
+    if (!(amount > 0)) return "≈ $0.00";
+    const exponent = Math.floor(Math.log10(amount)) - 2;
+    const cut = Math.floor(amount / 10 ** exponent) * 10 ** exponent;
+    return `≈ $${cut.toFixed(Math.max(2, -exponent))}`;
   }
   const when = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "–");
 
@@ -69,7 +72,8 @@
 
   // --- the answer panel ---------------------------------------------------------------
   const output = $("output");
-  let current = null; // {id, started, first, chars, rates, promptTokens}
+  // The streaming request: {id, started, first, deltas, words, inWord, firstTokens, prices}.
+  let current = null;
 
   function setStatus(text) {
     $("status").textContent = text;
@@ -82,17 +86,33 @@
     $("send").disabled = on;
     $("stop").disabled = !on;
   }
-  function runningCounters() {
-    if (!current || current.first === null) return;
-    const outTokens = Math.max(1, Math.round(current.chars / 4));
-    const seconds = Math.max((performance.now() - current.first) / 1000, 0.001);
-    $("tps").textContent = `≈ ${(outTokens / seconds).toFixed(1)}`;
-    if (current.rates) {
-      const cost =
-        (current.promptTokens * Number(current.rates.input_per_mtok) +
-          outTokens * Number(current.rates.output_per_mtok)) /
-        1e6;
-      $("cost").textContent = approxUsd(cost);
+  // Tokens so far, never more than the provider counts: a delta carries at least one token,
+  // and so does each whitespace-separated word (tokenizers split at whitespace before
+  // merging). Characters are no measure: tokens run from 1 to 10+ characters.
+  function tokensSoFar() {
+    return Math.max(current.deltas, current.words);
+  }
+  function countWords(text) {
+    const words = text.match(/\S+/g) || [];
+    let count = words.length;
+    if (count && current.inWord && /^\S/.test(text)) count -= 1; // a word split across deltas
+    if (text) current.inWord = /\S$/.test(text);
+    return count;
+  }
+  // The same figures the server sends in `done` (routing/consumers.py): tokens/s is the
+  // tokens after the first delta over the time from the first delta to the latest, and the
+  // cost prices what has arrived with the `started` message's floor prices.
+  function runningCounters(now) {
+    const tokens = tokensSoFar();
+    const seconds = (now - current.first) / 1000;
+    // Over a fifth of a second at least: two deltas read in one burst are no rate.
+    if (current.deltas >= 2 && seconds >= 0.2) {
+      $("tps").textContent = `≈ ${((tokens - current.firstTokens) / seconds).toFixed(1)}`;
+    }
+    if (current.prices) {
+      $("cost").textContent = approxUsd(
+        current.prices.prompt + (tokens * current.prices.outputPerMtok) / 1e6,
+      );
     }
   }
   function finish(msg, label) {
@@ -113,20 +133,28 @@
     switch (msg.type) {
       case "started":
         current.id = msg.request_id;
-        current.rates = msg.mode === "cache" ? null : rates[msg.model] || null;
+        // Null when llmops has no price for the model: no running cost then.
+        current.prices = msg.output_usd_per_mtok == null ? null : {
+          prompt: Number(msg.prompt_cost_floor_usd),
+          outputPerMtok: Number(msg.output_usd_per_mtok),
+        };
         setStatus(`streaming (${msg.mode})`);
         $("answer-model").textContent = msg.model ? `${msg.model} (${msg.provider})` : "–";
         follow(msg.request_id);
         break;
-      case "delta":
+      case "delta": {
+        const now = performance.now();
+        current.deltas += 1;
+        current.words += countWords(msg.text);
         if (current.first === null) {
-          current.first = performance.now();
-          $("ttft").textContent = `${Math.round(current.first - current.started)} ms`;
+          current.first = now;
+          current.firstTokens = tokensSoFar();
+          $("ttft").textContent = `${Math.round(now - current.started)} ms`;
         }
-        current.chars += msg.text.length;
         output.append(document.createTextNode(msg.text));
-        runningCounters();
+        runningCounters(now);
         break;
+      }
       case "done":
         finish(msg, "completed");
         break;
@@ -183,8 +211,8 @@
     for (const id of ["ttft", "tps", "cost", "answer-model"]) $(id).textContent = "–";
     delete $("cost").dataset.final;
     setStatus("sending…");
-    current = { id: null, started: performance.now(), first: null, chars: 0, rates: null,
-                promptTokens: Math.ceil(prompt.length / 4) + 8 };
+    current = { id: null, started: performance.now(), first: null, deltas: 0, words: 0,
+                inWord: false, firstTokens: 0, prices: null };
     busy(true);
     stream.send(message);
   });
