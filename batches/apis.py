@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from batches import jsonl, selectors, services
 from batches.models import BatchItem, BatchJob, ClientBatch, StoredFile
 from billing.pricing import plain
+from llmops.memory import release_free_memory
 from routing import client_batches
 from routing import services as routing_services
 from routing.apis import first_error, openai_workload
@@ -39,8 +40,12 @@ class JobOutputSerializer(serializers.Serializer):
     earliest_deadline_at = serializers.DateTimeField()
     created_at = serializers.DateTimeField()
     submitted_at = serializers.DateTimeField()
-    ended_at = serializers.DateTimeField()
-    finished_at = serializers.DateTimeField()
+    ended_at = serializers.DateTimeField(help_text="When the provider batch ended.")
+    ingest_started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(help_text="When its last result was recorded.")
+    client_batch = serializers.CharField(
+        source="client_batch_id", allow_null=True, help_text="The /v1/batches batch it runs."
+    )
     turnaround_seconds = serializers.SerializerMethodField()
     cancel_requested_at = serializers.DateTimeField()
     cancel_reason = serializers.CharField()
@@ -66,13 +71,17 @@ class JobOutputSerializer(serializers.Serializer):
 
 @extend_schema_serializer(component_name="BatchJobDetail")
 class JobDetailOutputSerializer(JobOutputSerializer):
-    cost = serializers.SerializerMethodField()
+    cost = serializers.SerializerMethodField(
+        help_text="USD, as decimal strings: what the job's items cost wherever they were "
+        "finally served (`batch_cost_usd` in this batch, `elsewhere_cost_usd` escalated to "
+        "realtime or in a later batch), what that would have cost realtime, the difference."
+    )
 
     def get_cost(self, job) -> dict:
         totals = selectors.job_ledger(job)
+        names = ("cost_usd", "batch_cost_usd", "elsewhere_cost_usd", "counterfactual_cost_usd")
         return {
-            "cost_usd": plain(totals["cost_usd"]),
-            "counterfactual_cost_usd": plain(totals["counterfactual_cost_usd"]),
+            **{name: plain(totals[name]) for name in names},
             "saved_usd": plain(totals["saved_usd"]),
         }
 
@@ -134,9 +143,11 @@ class BatchItemListApi(generics.ListAPIView):
 
 
 class BatchJobCancelApi(APIView):
-    """Cancel a job: the provider batch is cancelled on the job's next step, what completed is
-    kept and billed once, the rest is resubmitted or served realtime per policy (202). A job
-    that already ended, or whose cancel was already asked, is answered as it is with 409."""
+    """Cancel a job: its provider batch is cancelled by a worker step enqueued now; what the
+    provider finished first is kept and billed once; every other ticket ends `cancelled`, its
+    hold released and its client told (websocket push, webhook), never served elsewhere as a
+    side effect (202). A job that already ended, or whose cancel was already asked, is
+    answered as it is with 409."""
 
     @extend_schema(
         request=None,
@@ -255,7 +266,8 @@ class OpenAIView(APIView):
             if isinstance(detail, dict | list):
                 param, message = first_error(detail)
                 return openai_error(code, f"{param}: {message}" if param else message, param=param)
-            return openai_error(code, str(detail))
+            # e.g. method_not_allowed, unsupported_media_type: what the SDK shows as e.code.
+            return openai_error(code, str(detail), code=str(exc.get_codes()))
         return super().handle_exception(exc)
 
     def key(self) -> ApiKey:
@@ -284,6 +296,10 @@ class OpenAIView(APIView):
         return Response(list_json([to_json(r) for r in rows[:limit]], len(rows) > limit))
 
 
+# An upload this large leaves daphne's freed memory with glibc unless it is handed back.
+LARGE_UPLOAD_BYTES = 4 * 1024 * 1024
+
+
 class FileCollectionApi(OpenAIView):
     parser_classes = [MultiPartParser]
 
@@ -300,6 +316,8 @@ class FileCollectionApi(OpenAIView):
             purpose=request.data.get("purpose", ""),
             chunks=upload.chunks(),
         )
+        if stored.bytes > LARGE_UPLOAD_BYTES:
+            release_free_memory()  # the body daphne queued whole (llmops/memory.py)
         return Response(file_json(stored))
 
     def get(self, request):

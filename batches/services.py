@@ -1328,20 +1328,18 @@ class ClientBatchJobs:
             else 0
         )
 
-    def add(self, requests: list[Request], *, now: datetime) -> None:
-        """Call inside the chunk's transaction that admits `requests`."""
+    def prepare(self, requests: list[Request], *, now: datetime) -> list[BatchItem]:
+        """The items of admitted `requests`, each in the open job or a new one where the
+        provider's limits end it (new jobs are only built here; `add` saves them)."""
         batch = self.batch
         items: list[BatchItem] = []
-        added: dict[int, int] = defaultdict(int)
         for request in requests:
             line_bytes = _line_bytes(request)
             job = self.job
-            if (
-                job is None
-                or job.item_count >= self.max_lines
-                or (self.size + line_bytes > self.max_bytes)
+            if job is None or job.item_count >= self.max_lines or (
+                self.size + line_bytes > self.max_bytes
             ):
-                job = self.job = BatchJob.objects.create(
+                job = self.job = BatchJob(
                     team_id=batch.team_id,
                     provider=batch.model.provider,
                     model=batch.model,
@@ -1354,14 +1352,28 @@ class ClientBatchJobs:
                     next_check_at=now,
                 )
                 self.size = 0
-            custom_id = f"{job.custom_id_prefix}{request.pk.hex}"
-            items.append(BatchItem(job=job, request=request, custom_id=custom_id))
+            items.append(BatchItem(job=job, request=request))
             job.item_count += 1
-            added[job.pk] += 1
             self.size += line_bytes
+        return items
+
+    def add(self, items: list[BatchItem]) -> None:
+        """Save what `prepare` built, inside the transaction that admits its requests."""
+        jobs: dict[int, BatchJob] = {}
+        added: dict[int, int] = defaultdict(int)
+        for item in items:
+            jobs[id(item.job)] = item.job  # by identity: a job not saved yet has no pk
+            added[id(item.job)] += 1
+        for key, job in jobs.items():
+            count = added[key]
+            if job.pk is None:
+                job.save(force_insert=True)  # item_count already counts its items
+            else:
+                BatchJob.objects.filter(pk=job.pk).update(item_count=F("item_count") + count)
+        for item in items:
+            item.job_id = item.job.pk
+            item.custom_id = f"{item.job.custom_id_prefix}{item.request.pk.hex}"
         BatchItem.objects.bulk_create(items, batch_size=1000)
-        for job_id, count in added.items():
-            BatchJob.objects.filter(pk=job_id).update(item_count=F("item_count") + count)
 
 
 def client_batch_jobs_release(*, batch: ClientBatch, now: datetime) -> list[int]:

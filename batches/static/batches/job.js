@@ -21,7 +21,15 @@
     for (const key of ["succeeded", "errored", "unfinished"]) {
       document.getElementById("c-" + key).textContent = c[key];
     }
-    if (job.cost) document.getElementById("c-cost").textContent = "$" + Number(job.cost.cost_usd).toFixed(6);
+    if (job.cost) {
+      document.getElementById("c-cost").textContent = "$" + Number(job.cost.cost_usd).toFixed(6);
+      const split = document.getElementById("c-cost-split");
+      const elsewhere = Number(job.cost.elsewhere_cost_usd);
+      split.textContent = "Its items cost $" + Number(job.cost.batch_cost_usd).toFixed(6) + " in this batch" +
+        (elsewhere ? " and $" + elsewhere.toFixed(6) + " where they were served after it (realtime, or a later batch)" : "") +
+        ". Realtime would have cost $" + Number(job.cost.counterfactual_cost_usd).toFixed(6) +
+        " (saved $" + Number(job.cost.saved_usd).toFixed(6) + ").";
+    }
     terminal = ["completed", "cancelled", "expired", "failed"].includes(job.status);
   }
 
