@@ -1336,8 +1336,10 @@ class ClientBatchJobs:
         for request in requests:
             line_bytes = _line_bytes(request)
             job = self.job
-            if job is None or job.item_count >= self.max_lines or (
-                self.size + line_bytes > self.max_bytes
+            if (
+                job is None
+                or job.item_count >= self.max_lines
+                or (self.size + line_bytes > self.max_bytes)
             ):
                 job = self.job = BatchJob(
                     team_id=batch.team_id,

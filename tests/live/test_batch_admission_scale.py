@@ -32,9 +32,11 @@ ADMISSION_TIMEOUT_S = 600
 @pytest.fixture(scope="module")
 def stack(simulator_server, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("llmops-scale")
-    with running_llmops(simulator_server.base_url, data_dir) as llmops:
-        with worker_cluster(llmops.env, data_dir / "qcluster.log", "worker") as cluster:
-            yield llmops, cluster
+    with (
+        running_llmops(simulator_server.base_url, data_dir) as llmops,
+        worker_cluster(llmops.env, data_dir / "qcluster.log", "worker") as cluster,
+    ):
+        yield llmops, cluster
 
 
 def daphne_rss_mb(base_url: str) -> float:
