@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import time
+import uuid
 
 import openai
 import pytest
@@ -38,6 +40,17 @@ def work(llmops: Llmops) -> None:
         "from django.core.management import call_command; import io; "
         "call_command('advance_batches', '--until-idle', '30', stdout=io.StringIO()); print(1)"
     )
+
+
+def work_until(llmops: Llmops, done, timeout: float = 60) -> None:
+    """Run the worker's steps, as a worker cluster would, until `done()` or the timeout: a job
+    waiting on the provider is polled again POLL_FIRST (10 s) after its last look."""
+    deadline = time.monotonic() + timeout
+    while True:
+        work(llmops)
+        if done() or time.monotonic() > deadline:
+            return
+        time.sleep(1)
 
 
 @pytest.mark.parametrize(
@@ -134,3 +147,113 @@ def test_a_cancelled_client_batch_ends_cancelled_with_what_finished(llmops):
         client.batches.cancel(batch.id)
     with pytest.raises(openai.NotFoundError):
         client.batches.retrieve("batch_nope")
+
+
+def provider_batch_requests(simulator_server, model: str) -> int:
+    """Requests the simulator billed at the batch price for `model` since its last reset."""
+    usage = simulator_server.usage()
+    return sum(
+        models.get(model, {}).get("batch", {}).get("requests", 0)
+        for provider, models in usage.items()
+        if provider != "totals"
+    )
+
+
+def test_the_sdk_cancels_a_running_batch_and_bill_ledger_and_output_agree_line_for_line(
+    llmops, simulator_server
+):
+    # Found by a new user: the cancel reported every line failed while the provider batch was
+    # never cancelled, ran to the end and was billed line by line with no answer returned.
+    simulator_server.config(batch_turnaround_s=100, batch_cancel_s=5)
+    client = llmops.openai("review-moderation")
+    uploaded = client.files.create(
+        file=("slow.jsonl", io.BytesIO(jsonl([line(f"s-{i}", f"slow {i}") for i in range(20)]))),
+        purpose="batch",
+    )
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    work(llmops)  # admitted and submitted
+    assert client.batches.retrieve(batch.id).status == "in_progress"
+    simulator_server.advance(40)  # the provider answers some lines
+
+    cancelling = client.batches.cancel(batch.id)
+
+    assert cancelling.status == "cancelling"
+    work(llmops)  # the provider batch's cancel goes out at once
+    assert client.batches.retrieve(batch.id).status == "cancelling"  # until the provider ends
+    simulator_server.advance(10)  # the provider confirms; llmops sees it at its next poll
+    work_until(llmops, lambda: client.batches.retrieve(batch.id).status != "cancelling")
+    batch = client.batches.retrieve(batch.id)
+    assert batch.status == "cancelled" and batch.cancelled_at is not None
+    output = [json.loads(x) for x in client.files.content(batch.output_file_id).text.splitlines()]
+    errors = [json.loads(x) for x in client.files.content(batch.error_file_id).text.splitlines()]
+    billed = provider_batch_requests(simulator_server, "gpt-4o-mini")
+    # Every line names its request: batch_req_<request id>.
+    lines = {x["custom_id"]: x["id"].removeprefix("batch_req_") for x in output + errors}
+    assert sorted(lines) == sorted(f"s-{i}" for i in range(20))
+    charges = {}
+    for request_id in lines.values():
+        status, ledger = llmops.api("GET", f"/api/v1/ledger?request={uuid.UUID(request_id)}")
+        assert status == 200, ledger
+        charges[request_id] = [e for e in ledger["results"] if e["kind"] == "charge"]
+    charged = {request_id for request_id, entries in charges.items() if entries}
+    # Lines the provider billed = ledger charges = answered lines in the output file.
+    assert 0 < billed < 20
+    assert billed == sum(len(e) for e in charges.values()) == len(output)
+    assert len(output) == batch.request_counts.completed
+    assert charged == {x["id"].removeprefix("batch_req_") for x in output}
+    assert all(e["mode"] == "batch" for entries in charges.values() for e in entries)
+    assert len(errors) == batch.request_counts.failed == 20 - billed
+    assert {x["error"]["code"] for x in errors} == {"batch_cancelled"}
+    assert (
+        llmops.shell("from billing.selectors import unheld_charges; print(unheld_charges())")
+        == "[]"
+    )
+
+
+def test_a_cancelled_jobs_tickets_end_cancelled_with_no_realtime_charge(llmops, simulator_server):
+    # Found by a new user: a cancelled job's unfinished tickets were served realtime at full
+    # price once someone pressed Recover, and their decision still said "Deferred".
+    simulator_server.config(batch_turnaround_s=100)
+    tickets = []
+    for i in range(6):
+        status, body = llmops.api(
+            "POST",
+            "/api/v1/requests",
+            {
+                "workload": "review-moderation",
+                "messages": [{"role": "user", "content": f"moderate review {i}"}],
+                "max_tokens": 20,
+            },
+        )
+        assert status == 202, body
+        tickets.append(body["id"])
+    llmops.shell(
+        "from django.core.management import call_command; import io; "
+        "call_command('advance_batches', '--flush', '--until-idle', '30', stdout=io.StringIO()); "
+        "print(1)"
+    )
+    status, jobs = llmops.api("GET", "/api/v1/batches?status=running")
+    [job] = [j for j in jobs["results"] if j["counts"]["total"] == 6]
+
+    status, cancelled = llmops.api("POST", f"/api/v1/batches/{job['id']}/cancel")
+
+    assert status == 202 and cancelled["cancel_reason"] == "user"
+    work(llmops)
+    simulator_server.advance(10)  # the provider confirms; llmops sees it at its next poll
+    work_until(
+        llmops, lambda: llmops.api("GET", f"/api/v1/batches/{job['id']}")[1]["status"] != "running"
+    )
+    status, ended = llmops.api("GET", f"/api/v1/batches/{job['id']}")
+    assert ended["status"] == "cancelled", ended
+    assert ended["finished_at"] is not None and ended["ingest_started_at"] is not None
+    assert ended["counts"]["unfinished"] == 6
+    for ticket in tickets:
+        status, request = llmops.api("GET", f"/api/v1/requests/{ticket}")
+        assert request["status"] == "cancelled", request
+        assert f"Batch job {job['id']} cancelled" in request["decision_reason"]
+        assert request["cost_usd"] in (None, "0", "0.000000000000")
+    status, ledger = llmops.api("GET", "/api/v1/ledger?workload=review-moderation&mode=realtime")
+    assert not {e["request"] for e in ledger["results"]} & set(tickets)
+    assert ended["cost"]["cost_usd"] == "0.000000000000"  # never in exponent form

@@ -35,6 +35,7 @@ from rest_framework.test import APIClient
 from batches import services as batches_services
 from batches.models import BatchItem, BatchJob, ClientBatch, StoredFile
 from billing.models import Budget, LedgerEntry
+from routing.client_batches import client_batch_admit
 from routing.models import (
     ApiKey,
     LatencyClass,
@@ -180,6 +181,9 @@ def make_tenant_b(sim_client) -> TenantB:
         HTTP_X_WORKLOAD=B_NIGHTLY,
     )
     assert client_batch.status_code == 200, client_batch.content
+    # A worker admits the client's lines (routing.client_batches); here, inline.
+    while client_batch_admit(batch_id=client_batch.json()["id"]).more:
+        pass
 
     requests = list(Request.objects.filter(team=team).order_by("created_at"))  # realtime first
     assert len(requests) == 4
