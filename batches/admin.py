@@ -1,16 +1,20 @@
 """Batch jobs in the admin: status, per-item counts, timings and cost; actions to cancel,
-recover partial results and retry only the failed items. Jobs and items are made by the
-machinery, never by hand, so they are read-only here."""
+recover partial results, retry only the failed items and (after a confirmation page showing
+the extra cost) serve a cancelled job's unanswered requests realtime. Jobs and items are made
+by the machinery, never by hand, so they are read-only here."""
 
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from batches import selectors, services
 from batches.models import BatchItem, BatchJob
 from billing.admin import LIST_CSS, usd_cell, when_cell
+from billing.pricing import plain
 from billing.templatetags.money import seconds
 
 # What the items a terminal job never ran are called, by how it ended.
@@ -65,14 +69,28 @@ class BatchJobAdmin(ReadOnlyAdmin):
     search_fields = ["=id", "provider_batch_id", "input_file_id"]
     list_select_related = ["team", "provider", "model"]
     date_hierarchy = "created_at"
-    actions = ["cancel", "recover", "retry_failed"]
+    actions = ["cancel", "recover", "retry_failed", "serve_unfinished"]
     readonly_fields = ["items_link", "job_page", "ledger"]
 
     class Media:
         css = LIST_CSS
 
     fieldsets = [
-        (None, {"fields": ["team", "provider", "model", "lane", "status", "reason", "job_page"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "team",
+                    "provider",
+                    "model",
+                    "lane",
+                    "status",
+                    "reason",
+                    "client_batch",
+                    "job_page",
+                ]
+            },
+        ),
         (
             "Items",
             {
@@ -108,6 +126,7 @@ class BatchJobAdmin(ReadOnlyAdmin):
                     "submit_started_at",
                     "submitted_at",
                     "ended_at",
+                    "ingest_started_at",
                     "finished_at",
                     "next_check_at",
                     "polls",
@@ -175,13 +194,21 @@ class BatchJobAdmin(ReadOnlyAdmin):
     def ledger(self, job: BatchJob) -> str:
         totals = selectors.job_ledger(job)
         return format_html(
-            "cost ${} · realtime would have cost ${} · saved ${}",
-            f"{totals['cost_usd']:.6f}",
-            f"{totals['counterfactual_cost_usd']:.6f}",
-            f"{totals['saved_usd']:.6f}",
+            "cost ${} (${} in this batch, ${} where its requests were served after it: "
+            "realtime or a later batch) · realtime would have cost ${} · saved ${}",
+            *(
+                plain(totals[name])
+                for name in (
+                    "cost_usd",
+                    "batch_cost_usd",
+                    "elsewhere_cost_usd",
+                    "counterfactual_cost_usd",
+                    "saved_usd",
+                )
+            ),
         )
 
-    @admin.action(description="Cancel selected jobs (keep completed items, recover the rest)")
+    @admin.action(description="Cancel selected jobs (keep what the provider finished)")
     def cancel(self, request, queryset):
         cancelled = 0
         for job in queryset:
@@ -191,10 +218,57 @@ class BatchJobAdmin(ReadOnlyAdmin):
                 cancelled += 1
         self.message_user(
             request,
-            f"Cancelling {cancelled} job(s); {queryset.count() - cancelled} had already ended or "
-            "were being cancelled.",
+            f"Cancelling {cancelled} job(s): what their providers finished first is kept and "
+            "billed once; every other request ends cancelled (to serve them anyway once the "
+            "job ended, use “Serve unfinished now”). "
+            f"{queryset.count() - cancelled} had already ended or were being cancelled.",
             messages.SUCCESS if cancelled else messages.WARNING,
         )
+
+    @admin.action(description="Serve unfinished now: a cancelled job's requests, realtime")
+    def serve_unfinished(self, request, queryset):
+        """Asks first, on a page showing what it would cost at full price: a cancel never
+        serves anything elsewhere by itself."""
+        estimates = [
+            (job, services.job_unfinished_estimate(job=job))
+            for job in queryset
+            if job.status == BatchJob.Status.CANCELLED
+        ]
+        estimates = [(job, estimate) for job, estimate in estimates if estimate.requests]
+        if not estimates:
+            self.message_user(
+                request,
+                "None of the selected jobs is a cancelled job with unanswered requests.",
+                messages.WARNING,
+            )
+            return None
+        if request.POST.get("confirm") != "yes":
+            return TemplateResponse(
+                request,
+                "admin/batches/batchjob/serve_unfinished.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Serve unfinished requests now, at full price?",
+                    "estimates": estimates,
+                    "requests": sum(e.requests for _, e in estimates),
+                    "worst_case_usd": sum(e.worst_case_usd for _, e in estimates),
+                    "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+                    "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                    "opts": self.model._meta,
+                },
+            )
+        served = 0
+        for job, _ in estimates:
+            ids = services.job_serve_unfinished(job=job)
+            if ids:
+                self.log_change(
+                    request, job, f"{len(ids)} unanswered request(s) served realtime (admin)."
+                )
+            served += len(ids)
+        self.message_user(
+            request, f"Serving {served} request(s) realtime now, at full price.", messages.SUCCESS
+        )
+        return None
 
     @admin.action(description="Recover partial results now (poll or re-ingest)")
     def recover(self, request, queryset):

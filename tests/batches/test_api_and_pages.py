@@ -10,8 +10,9 @@ from django.test import Client
 from django.urls import reverse
 
 from batches import selectors, services
-from batches.models import BatchJob
+from batches.models import BatchItem, BatchJob
 from billing.models import LedgerEntry
+from billing.pricing import plain
 from routing.models import Request, Team, Workload
 from routing.services import api_key_create
 from tests.batches.test_lifecycle import run_until_idle
@@ -148,4 +149,47 @@ def test_a_jobs_cost_is_the_sum_of_its_batch_charges_in_the_list_and_the_detail(
 
     assert listed.cost_usd == billed == selectors.job_ledger(job)["cost_usd"]
     page = admin_client.get(reverse("admin:batches_batchjob_changelist")).content.decode()
-    assert f"{billed:.6f}" in page
+    assert f"{plain(billed)} USD" in page  # the exact amount, on hover
+
+
+def test_serving_a_cancelled_jobs_requests_is_an_explicit_admin_choice_priced_first(
+    admin_client, job, sim
+):
+    assert services.batch_cancel(job=job)
+    run_until_idle()
+    job.refresh_from_db()
+    assert job.status == "cancelled" and job.unfinished_count == 3
+    url = reverse("admin:batches_batchjob_changelist")
+    expected = services.job_unfinished_estimate(job=job)
+
+    asked = admin_client.post(url, {"action": "serve_unfinished", "_selected_action": [job.pk]})
+
+    # A confirmation page first, with what it would cost at full price; nothing served yet.
+    assert asked.status_code == 200
+    page = asked.content.decode()
+    assert "Serve unfinished requests now, at full price?" in page
+    assert expected.requests == 3 and plain(expected.worst_case_usd) in page
+    assert set(Request.objects.values_list("status", flat=True)) == {"cancelled"}
+
+    served = admin_client.post(
+        url,
+        {"action": "serve_unfinished", "_selected_action": [job.pk], "confirm": "yes"},
+        follow=True,
+    )
+
+    assert "Serving 3 request(s) realtime now, at full price." in served.content.decode()
+    requests = Request.objects.all()
+    assert {(r.status, r.mode) for r in requests} == {("queued", "realtime")}
+    assert all("on an operator's word" in r.decision_reason for r in requests)
+    assert set(BatchItem.objects.values_list("next_step", flat=True)) == {"escalated"}
+
+
+def test_serve_unfinished_refuses_jobs_that_were_not_cancelled(admin_client, job):
+    response = admin_client.post(
+        reverse("admin:batches_batchjob_changelist"),
+        {"action": "serve_unfinished", "_selected_action": [job.pk]},
+        follow=True,
+    )
+
+    assert "None of the selected jobs is a cancelled job" in response.content.decode()
+    assert set(Request.objects.values_list("status", flat=True)) == {"running"}
