@@ -26,7 +26,7 @@ def to_units(amount: Decimal) -> int:
     """Exact picodollars of `amount`; refuses, never rounds, anything finer than $10^-12."""
     units = Decimal(amount).scaleb(PLACES)
     if units != units.to_integral_value():
-        raise ValueError(f"{amount} has more than {PLACES} decimal places")
+        raise ValueError(f"{Decimal(amount):f} has more than {PLACES} decimal places")
     return int(units)
 
 

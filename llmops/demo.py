@@ -4,8 +4,9 @@ Run again (every `make run` does), it creates what is missing (a deleted demo ro
 as the demo has it) and leaves every existing row as it is: an operator's edits in the admin
 (a workload's latency class, a policy, a chain, a budget, a model's tier, a price) survive.
 The exceptions: `api_key` resets the team's `demo` key and `admin_password` the admin's
-password, both asked for explicitly; and a demo provider nobody changed since the seed wrote
-it follows the simulator if that moved (see `_provider`).
+password, both asked for explicitly (`make run` asks for the first only: it gives the admin
+its password only when it creates the admin); and a demo provider nobody changed since the
+seed wrote it follows the simulator if that moved (see `_provider`).
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ def demo_seed(
     simulator_url: str,
     admin_username: str = "admin",
     admin_password: str | None = None,
+    new_admin_password: str | None = None,
     api_key: str | None = None,
     api_key_team: str = "acme",
 ) -> DemoResult:
@@ -145,6 +147,8 @@ def demo_seed(
 
     `admin_password` sets the admin's password and `api_key` makes it the secret of the team's
     `demo` admin key (created, or reset if it exists): both are explicit resets.
+    `new_admin_password` is the password of an admin this call creates, and nothing else (an
+    operator who changed it keeps theirs).
     """
     simulator_url = simulator_url.rstrip("/")
     teams, teams_created = {}, set()
@@ -159,6 +163,8 @@ def demo_seed(
     admin_user, admin_created = User.objects.get_or_create(
         username=admin_username, defaults={"is_staff": True, "is_superuser": True}
     )
+    if admin_created and admin_password is None:
+        admin_password = new_admin_password
     if admin_password is not None or admin_created:
         if admin_password:
             admin_user.set_password(admin_password)

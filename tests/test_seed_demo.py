@@ -316,3 +316,18 @@ def test_a_provider_key_no_configured_encryption_key_opens_is_left_alone():
 
     assert Provider.objects.get(slug="sim-openai").api_key_encrypted == "not-ours"
     assert "Provider sim-openai points at http://127.0.0.1:8100/openai/v1" in out
+
+
+def test_make_runs_seed_gives_the_admin_a_password_only_when_it_creates_the_admin():
+    from llmops.demo import demo_seed
+
+    demo_seed(simulator_url="http://127.0.0.1:8100", new_admin_password="first-run-pass-0001")
+    admin = User.objects.get(username="admin")
+    assert admin.check_password("first-run-pass-0001")
+    admin.set_password("the-operators-own-0002")  # changed in the admin
+    admin.save()
+
+    demo_seed(simulator_url="http://127.0.0.1:8100", new_admin_password="first-run-pass-0001")
+
+    admin.refresh_from_db()
+    assert admin.check_password("the-operators-own-0002")

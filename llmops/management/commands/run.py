@@ -87,7 +87,9 @@ class Command(BaseCommand):
         )
         demo_seed(
             simulator_url=simulator_url,
-            admin_password=credentials["admin_password"],
+            # The admin gets it when the seed creates the admin; a password changed in the
+            # admin since stays (the seed never undoes an operator's edit).
+            new_admin_password=credentials["admin_password"],
             api_key=credentials["api_key"],
         )
 
@@ -246,7 +248,8 @@ class Command(BaseCommand):
             f"  App        {base}/",
             f"  Playground {base}/playground/   (sign in with the admin login)",
             f"  Billing    {base}/billing/   (spend, ledger, savings, audit, budgets, calculator)",
-            f"  Admin      {base}/admin/    login: admin / {credentials['admin_password']}",
+            f"  Admin      {base}/admin/    login: admin / {credentials['admin_password']}"
+            "   (as first set; a password changed in the admin stays)",
             f"  API docs   {base}/api/docs",
             f"  Health     {base}/healthz",
         ]
