@@ -12,8 +12,10 @@
    bad or duplicate custom_ids, mixed and unknown models, bad max_tokens, deep nesting, huge
    lines, blank lines, CRLF, non-UTF-8, missing fields, wrong url/method) and sends them
    through the real upload path, /v1/files then /v1/batches (llmops has no other batch
-   upload). Proves: every answer is 2xx or a 4xx naming the problem (its line), never 5xx; a
-   refused upload or batch leaves no row behind; an accepted batch holds one request per line.
+   upload; the worker's admission runs inline). Proves: every answer is 2xx or a 4xx naming the
+   problem (its line), never 5xx; a refused upload leaves no row behind; a batch whose lines
+   the worker refuses ends `failed` naming them, with nothing admitted; an accepted batch holds
+   one request per line.
 
 Both fuzzers run with a fixed seed and no example database, so a run is reproducible.
 """
@@ -44,6 +46,7 @@ from batches import services as batch_services
 from batches.models import BatchItem, BatchJob, ClientBatch, ClientBatchLine, StoredFile
 from billing.models import Budget, LedgerEntry
 from llmops.demo import demo_seed
+from routing.client_batches import client_batch_admit
 from routing.models import LlmModel, Request, Workload
 
 SEED = 6_2026
@@ -507,14 +510,40 @@ def test_hostile_batch_files_are_refused_by_line_or_accepted_whole(batch_api, fi
             tally["server_errors"] += 1
             problems.append(f"{stage} {status}: {data[:300]!r}\n{step.content[:1000]!r}")
             return
-        if status == 200:
-            tally["accepted"] += 1
+        if stage == "batch" and status == 200:
+            # Created at once ("validating"); a worker checks the lines and admits the file
+            # whole, or fails the batch naming its lines with nothing admitted.
+            batch_id = step.json()["id"]
+            while client_batch_admit(batch_id=batch_id).more:
+                pass
+            batch = ClientBatch.objects.get(pk=batch_id)
             created = row_counts()["Request"] - before["Request"]
-            if body_errors or created != len(lines):
+            if batch.status == ClientBatch.Status.IN_PROGRESS:
+                tally["accepted"] += 1
+                if body_errors or created != len(lines):
+                    problems.append(
+                        f"batch accepted with {created} requests for {len(lines)} lines "
+                        f"(lines that must be refused: {sorted(body_errors)}): {data[:300]!r}"
+                    )
+                return
+            tally[f"batch {batch.status}"] += 1
+            if batch.status != ClientBatch.Status.FAILED or created:
                 problems.append(
-                    f"batch accepted with {created} requests for {len(lines)} lines "
-                    f"(lines that must be refused: {sorted(body_errors)}): {data[:300]!r}"
+                    f"batch {batch.status} with {created} requests: {batch.errors}\n"
+                    f"{data[:300]!r}"
                 )
+                return
+            tally["refused_4xx"] += 1
+            named = {e["line"] for e in batch.errors if e["line"]}
+            expected = body_errors | maybe
+            if not named or not named <= expected:
+                problems.append(
+                    f"failed batch names lines {sorted(named)}, expected some of "
+                    f"{sorted(expected)}: {batch.errors}\n{data[:300]!r}"
+                )
+            return
+        if status == 200:
+            problems.append(f"upload refused with a 200?: {step.content[:300]!r}")
             return
         tally["refused_4xx"] += 1
         message = step.json()["error"]["message"]
