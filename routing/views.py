@@ -9,12 +9,8 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
-from django.utils import timezone
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from billing import selectors as billing_selectors
-from billing.models import Processing
-from billing.pricing import PricingError
 from routing import selectors
 from routing.apis import RequestOutputSerializer
 from routing.metrics import REGISTRY
@@ -38,27 +34,12 @@ def playground(request):
     """Stream a completion over /ws/stream/ and watch its cost; deferred requests update
     themselves through /ws/requests/ (static/routing/playground.js does the talking)."""
     workloads = selectors.playground_workloads(user=request.user)
-    # Standard rates of the chains' models, for the page's running estimate while tokens
-    # arrive (the exact cost comes from the ledger at the end).
-    now, rates = timezone.now(), {}
-    for model in selectors.model_list().filter(
-        model_id__in={m for w in workloads for m in w["models"]}
-    ):
-        try:
-            version = billing_selectors.price_in_force(model, Processing.STANDARD, now)
-        except PricingError:
-            continue  # no estimate shown; admission refuses the model anyway
-        rates[model.model_id] = {
-            "input_per_mtok": str(version.rates.input),
-            "output_per_mtok": str(version.rates.output),
-        }
     recent = selectors.request_list(user=request.user).filter(user=request.user)[:PLAYGROUND_RECENT]
     return render(
         request,
         "routing/playground.html",
         {
             "workloads": workloads,
-            "rates": rates,
             "recent": recent,
             "recent_json": RequestOutputSerializer(recent, many=True).data,
         },

@@ -52,13 +52,8 @@ def test_a_member_sees_only_their_teams_workloads_with_their_chains(client, demo
     assert qa["deferrable"] is False
     nightly = next(w for w in workloads if w["slug"] == "nightly-reports")
     assert nightly["deferrable"] is True
-    # Standard rates of every chain model, for the running estimate (the demo's prices).
-    rates = page_data(response, "rates-data")
-    assert set(rates) == {"gpt-4o", "claude-sonnet-4-5", "gpt-4o-mini"}
-    assert rates["gpt-4o-mini"] == {
-        "input_per_mtok": "0.1500000000",
-        "output_per_mtok": "0.6000000000",
-    }
+    # The running cost is priced by the stream's own `started` message, not the page.
+    assert 'id="rates-data"' not in response.content.decode()
 
 
 def test_recent_requests_are_the_users_own(client, demo):
