@@ -57,7 +57,7 @@ from routing.apis import ChatCompletionInputSerializer, first_error, openai_ask
 from routing.config import policy_chain
 from routing.models import ApiKey, LlmModel, Request, Workload
 from routing.router import prompt_tokens_bound
-from routing.services import BATCH_HOLD_GRACE, Ask, RequestRejected, ask_body
+from routing.services import BATCH_HOLD_GRACE, Ask, RequestRejected, ask_body, request_cancel
 
 log = logging.getLogger(__name__)
 
@@ -451,6 +451,19 @@ def client_batch_cancel(*, batch: ClientBatch) -> bool:
     for job in started:
         if batches_services.batch_cancel(job=job, reason=BatchJob.CancelReason.CLIENT):
             batches_services.enqueue("batches.tasks.advance", job.pk)
+    # Lines that left the batch's own jobs (a retry back in the shared buffer, an escalation)
+    # are cancelled one by one; inside another provider batch a line keeps its hold until that
+    # batch ends, as any cancelled request does.
+    strays = (
+        Request.objects.filter(
+            batch_line__batch=batch,
+            status__in=[Request.Status.QUEUED, Request.Status.RUNNING],
+        )
+        .exclude(batch_items__job__in=started)
+        .exclude(batch_items__job__client_batch=batch, batch_items__job__status="building")
+    )
+    for request in strays:
+        request_cancel(request=request)
     if batch.in_progress_at is None:
         batches_services.enqueue("routing.tasks.admit_client_batch", batch.pk)
     return True

@@ -354,3 +354,22 @@ def test_a_stalled_admission_is_picked_up_again_by_the_tick(api, sim, monkeypatc
     tasks.tick()
 
     assert ("routing.tasks.admit_client_batch", created["id"]) in enqueued
+
+
+def test_a_cancel_reaches_lines_a_retry_put_back_in_the_shared_buffer(api, sim):
+    sim.fault(provider="openai", kind="batch_item_error", rate=1.0, endpoint="batches", count=1)
+    created = create(api, jsonl(3))
+    admit(created["id"])
+    run_until_idle()
+    # The provider refused every line once: they wait in the shared buffer for a retry.
+    assert Request.objects.filter(status="queued", mode="batch").count() == 3
+    assert retrieve(api, created["id"])["status"] == "in_progress"
+
+    api.post(f"/v1/batches/{created['id']}/cancel")
+
+    batch = retrieve(api, created["id"])
+    assert batch["status"] == "cancelled"
+    assert batch["request_counts"] == {"total": 3, "completed": 0, "failed": 3}
+    assert set(Request.objects.values_list("status", flat=True)) == {"cancelled"}
+    assert services.batches_flush(force=True).jobs == []
+    no_open_holds_and_no_drift()
