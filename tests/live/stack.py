@@ -66,6 +66,24 @@ class Llmops:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
 
+    def defer(self, workload: str, n: int, *, text: str = "Review {i}: fake?") -> list[str]:
+        """POST `n` requests to a deferrable workload through the native API; their ids (each
+        must be answered 202, a ticket)."""
+        ids = []
+        for i in range(n):
+            status, body = self.api(
+                "POST",
+                "/api/v1/requests",
+                {
+                    "workload": workload,
+                    "messages": [{"role": "user", "content": text.format(i=i)}],
+                    "max_tokens": 30,
+                },
+            )
+            assert status == 202, body
+            ids.append(body["id"])
+        return ids
+
     def shell(self, code: str) -> str:
         """Run Python in `manage.py shell` against the server's database (another process, as
         a worker is); returns the last line it printed."""

@@ -101,20 +101,6 @@ def advance_batches(llmops: Llmops) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def defer(llmops: Llmops, n: int) -> None:
-    for i in range(n):
-        status, body = llmops.api(
-            "POST",
-            "/api/v1/requests",
-            {
-                "workload": "review-moderation",
-                "messages": [{"role": "user", "content": f"Review {i}: fake?"}],
-                "max_tokens": 30,
-            },
-        )
-        assert status == 202, body
-
-
 @pytest.fixture(scope="module")
 def rows(llmops, simulator_server) -> dict:
     simulator_server.reset()
@@ -123,7 +109,7 @@ def rows(llmops, simulator_server) -> dict:
     fault = simulator_server.fault(
         provider="openai", kind="batch_item_error", rate=1.0, endpoint="batches", count=1
     )
-    defer(llmops, 3)
+    llmops.defer("review-moderation", 3)
     advance_batches(llmops)
     simulator_server.delete_fault(fault)
     advance_batches(llmops)

@@ -216,19 +216,7 @@ def test_a_cancelled_jobs_tickets_end_cancelled_with_no_realtime_charge(llmops, 
     # Found by a new user: a cancelled job's unfinished tickets were served realtime at full
     # price once someone pressed Recover, and their decision still said "Deferred".
     simulator_server.config(batch_turnaround_s=100)
-    tickets = []
-    for i in range(6):
-        status, body = llmops.api(
-            "POST",
-            "/api/v1/requests",
-            {
-                "workload": "review-moderation",
-                "messages": [{"role": "user", "content": f"moderate review {i}"}],
-                "max_tokens": 20,
-            },
-        )
-        assert status == 202, body
-        tickets.append(body["id"])
+    tickets = llmops.defer("review-moderation", 6, text="moderate review {i}")
     llmops.shell(
         "from django.core.management import call_command; import io; "
         "call_command('advance_batches', '--flush', '--until-idle', '30', stdout=io.StringIO()); "
