@@ -869,9 +869,10 @@ def _items_stop(job: BatchJob, items: list[BatchItem], *, now: datetime) -> None
     that answers arriving after the cancel settled against them)."""
     why = BatchJob.CancelReason(job.cancel_reason).label.lower()
     stopped = [i for i in items if i.request.status == Request.Status.RUNNING]
+    dropped = [i for i in items if i.request.status != Request.Status.RUNNING]
     refusals = (BatchItem.Status.ERRORED, BatchItem.Status.INVALID)
     refused = [i for i in stopped if i.status in refusals]
-    never_ran = [i for i in stopped if i not in refused]
+    never_ran = [i for i in stopped if i.status not in refusals]
     requests = Request.objects.filter(pk__in=[i.request_id for i in items])
     holds_release(requests=requests)
     for group, status, note in (
@@ -899,7 +900,7 @@ def _items_stop(job: BatchJob, items: list[BatchItem], *, now: datetime) -> None
         next_step=BatchItem.Next.CANCELLED
     )
     BatchItem.objects.filter(pk__in=[i.pk for i in refused]).update(next_step=BatchItem.Next.FAILED)
-    BatchItem.objects.filter(pk__in=[i.pk for i in items if i not in stopped]).update(
+    BatchItem.objects.filter(pk__in=[i.pk for i in dropped]).update(
         next_step=BatchItem.Next.DROPPED
     )
 
