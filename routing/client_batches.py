@@ -295,10 +295,21 @@ def _validate(batch: ClientBatch, *, token: str, deadline: float) -> bool:
             if len(errors) >= jsonl.MAX_REPORTED_ERRORS:
                 break
             if checked % CHECK_EVERY == 0:
-                _progress(batch, token, validated=checked, reservation_usd=reservation)
+                # The problems found so far are saved with the counter: a worker resuming
+                # from here must not forget them.
+                _progress(
+                    batch,
+                    token,
+                    validated=checked,
+                    reservation_usd=reservation,
+                    errors=errors or None,
+                )
                 if time.monotonic() > deadline:
-                    batch.validated, batch.reservation_usd = checked, reservation
-                    _progress(batch, token, errors=errors or None)
+                    batch.validated, batch.reservation_usd, batch.errors = (
+                        checked,
+                        reservation,
+                        errors or None,
+                    )
                     return False
     except PricingError as exc:
         errors.append(_line_error(None, str(exc), code="unpriced_model"))

@@ -373,3 +373,20 @@ def test_a_cancel_reaches_lines_a_retry_put_back_in_the_shared_buffer(api, sim):
     assert set(Request.objects.values_list("status", flat=True)) == {"cancelled"}
     assert services.batches_flush(force=True).jobs == []
     no_open_holds_and_no_drift()
+
+
+def test_a_validation_in_many_slices_remembers_the_problems_of_earlier_ones(
+    api, sim, monkeypatch
+):
+    monkeypatch.setattr(client_batches, "SLICE_SECONDS", 0)
+    monkeypatch.setattr(client_batches, "CHECK_EVERY", 2)
+    bad = jsonl(1, prefix="bad").replace(b'"max_tokens": 20', b'"max_tokens": -1')
+    created = create(api, bad + jsonl(6))
+
+    slices = admit(created["id"])
+
+    assert slices >= 3
+    failed = retrieve(api, created["id"])
+    assert failed["status"] == "failed"
+    assert [e["line"] for e in failed["errors"]["data"]] == [1]
+    assert not Request.objects.exists() and not Hold.objects.exists()
