@@ -375,17 +375,28 @@ def test_a_cancel_reaches_lines_a_retry_put_back_in_the_shared_buffer(api, sim):
     no_open_holds_and_no_drift()
 
 
-def test_a_validation_in_many_slices_remembers_the_problems_of_earlier_ones(
+def test_a_validation_resumed_after_a_crash_remembers_the_problems_found_before_it(
     api, sim, monkeypatch
 ):
-    monkeypatch.setattr(client_batches, "SLICE_SECONDS", 0)
     monkeypatch.setattr(client_batches, "CHECK_EVERY", 2)
     bad = jsonl(1, prefix="bad").replace(b'"max_tokens": 20', b'"max_tokens": -1')
     created = create(api, bad + jsonl(6))
+    lines = client_batches._lines
 
-    slices = admit(created["id"])
+    def dies_after_the_first_checkpoint(stored, *, after):
+        for line in lines(stored, after=after):
+            if line.number == 4:
+                raise RuntimeError("worker killed")
+            yield line
 
-    assert slices >= 3
+    monkeypatch.setattr(client_batches, "_lines", dies_after_the_first_checkpoint)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        client_batches.client_batch_admit(batch_id=created["id"])
+    assert ClientBatch.objects.get().validated == 2  # the checkpoint before the crash
+    monkeypatch.setattr(client_batches, "_lines", lines)
+
+    admit(created["id"])
+
     failed = retrieve(api, created["id"])
     assert failed["status"] == "failed"
     assert [e["line"] for e in failed["errors"]["data"]] == [1]
