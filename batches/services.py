@@ -69,7 +69,8 @@ from routing.router import prompt_tokens_bound
 
 log = logging.getLogger(__name__)
 
-# Longer than any step runs (the task timeout is 60 s; an ingest yields after INGEST_SLICE).
+# Longer than any step runs (the task timeout is 60 s; a step yields INGEST_SLICE_SECONDS
+# after it began and goes on in the next).
 LEASE = timedelta(minutes=3)
 INGEST_SLICE_SECONDS = 40
 # Polling backoff: quick at first (small batches end in minutes), then every ten minutes.
@@ -370,15 +371,17 @@ def job_advance(*, job_id: int, now: datetime | None = None) -> StepResult:
     if token is None:
         return result
     result.ran = True
+    # The step's own clock: waiting for a cancel and ingesting share one task's time.
+    deadline = time.monotonic() + INGEST_SLICE_SECONDS
     _crash_point("after_claim")
     job = BatchJob.objects.select_related("provider", "model", "team").get(pk=job_id)
     try:
         if job.status in (BatchJob.Status.PENDING, BatchJob.Status.SUBMITTING):
             _submit(job, now=now)
         if job.status == BatchJob.Status.RUNNING:
-            _poll(job, now=now)
+            _poll(job, now=now, deadline=deadline)
         if job.status == BatchJob.Status.INGESTING:
-            result.escalated = _ingest(job, now=now)
+            result.escalated = _ingest(job, now=now, deadline=deadline)
     except Exception as exc:
         # The provider is down or refused a control call (or a bug): try again later, backing
         # off, with the reason on the job for the admin. Every step is safe to repeat.
@@ -562,7 +565,7 @@ def _find_anthropic_batch(job: BatchJob, api, endpoint) -> BatchInfo | None:
     return _UNDECIDED if undecided else None
 
 
-def _poll(job: BatchJob, *, now: datetime) -> None:
+def _poll(job: BatchJob, *, now: datetime, deadline: float | None = None) -> None:
     endpoint = job.provider.endpoint()
     api = providers.batch_api(job.provider.kind)
     if job.cancel_requested_at and not job.cancel_sent_at:
@@ -573,6 +576,8 @@ def _poll(job: BatchJob, *, now: datetime) -> None:
                 raise
         _save(job, cancel_sent_at=now)
     info = api.batch_retrieve(endpoint, batch_id=job.provider_batch_id)
+    if job.cancel_requested_at and not info.ended:
+        info = _await_cancel(api, endpoint, job, info, deadline=deadline)
     fields = {
         "provider_status": info.status,
         "provider_completed": info.completed,
@@ -608,6 +613,23 @@ def _poll(job: BatchJob, *, now: datetime) -> None:
     _crash_point("after_poll")
 
 
+def _await_cancel(api, endpoint, job: BatchJob, info: BatchInfo, *, deadline) -> BatchInfo:
+    """Look again for a little while: a provider often confirms a cancel within seconds, and
+    waiting here ends the job now instead of at the next tick of the scheduler (a minute)."""
+    wait = settings.LLMOPS_BATCH_CANCEL_WAIT_SECONDS
+    until = time.monotonic() + wait
+    if deadline is not None:
+        until = min(until, deadline - INGEST_SLICE_SECONDS / 2)  # leave the ingest its time
+    while not info.ended and time.monotonic() + CANCEL_LOOK_EVERY <= until:
+        time.sleep(CANCEL_LOOK_EVERY)
+        info = api.batch_retrieve(endpoint, batch_id=job.provider_batch_id)
+    return info
+
+
+# How often a step waiting for a provider's cancel looks again, in seconds.
+CANCEL_LOOK_EVERY = 1
+
+
 def _misses_deadline(job: BatchJob, *, now: datetime) -> bool:
     """Will the batch (expected to end at submit + observed p90) end too late for its earliest
     deadline, minus the margin of the tightest policy among its items?"""
@@ -634,7 +656,7 @@ def _misses_deadline(job: BatchJob, *, now: datetime) -> bool:
 # --- ingest ----------------------------------------------------------------------------
 
 
-def _ingest(job: BatchJob, *, now: datetime) -> list[str]:
+def _ingest(job: BatchJob, *, now: datetime, deadline: float | None = None) -> list[str]:
     """Record every result the provider has for the job, then decide for each item that did
     not succeed. Idempotent: an item already recorded is skipped, and the ledger's key is the
     item's custom_id. Long ingests yield after a slice of time and continue next step."""
@@ -655,7 +677,7 @@ def _ingest(job: BatchJob, *, now: datetime) -> list[str]:
             output_file_id=job.output_file_id or None,
             error_file_id=job.error_file_id or None,
         )
-        started = time.monotonic()
+        deadline = deadline or time.monotonic() + INGEST_SLICE_SECONDS
         chunk: list[BatchOutcome] = []
         unknown = 0
         for outcome in api.batch_results(endpoint, info=info):
@@ -670,7 +692,7 @@ def _ingest(job: BatchJob, *, now: datetime) -> list[str]:
                 chunk = []
                 _crash_point("mid_ingest")
                 write_pause()
-                if time.monotonic() - started > INGEST_SLICE_SECONDS:
+                if time.monotonic() > deadline:
                     _save(job, next_check_at=timezone.now())
                     return []  # the next step goes on where this one stopped
         if chunk:

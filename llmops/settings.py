@@ -349,6 +349,9 @@ LLMOPS_WS_RESYNC_SECONDS = env.int(
 LLMOPS_BATCH_CRASH_AT = env.str("LLMOPS_BATCH_CRASH_AT", "")
 # Results recorded per ingest transaction: larger is faster, smaller loses less to a crash.
 LLMOPS_BATCH_INGEST_CHUNK = env.int("LLMOPS_BATCH_INGEST_CHUNK", 200, min=1, max=10_000)
+# Seconds a worker step that sent a provider batch's cancel keeps looking for the provider to
+# confirm it (most confirm within seconds); past that the job is polled again at the next tick.
+LLMOPS_BATCH_CANCEL_WAIT_SECONDS = env.int("LLMOPS_BATCH_CANCEL_WAIT_SECONDS", 15, min=0, max=50)
 # Lines of a client's batch file (/v1/batches) admitted per database transaction by a worker:
 # each transaction holds SQLite's one write lock, which every realtime request waits for
 # (100 lines: about 40 ms on this machine).

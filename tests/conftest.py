@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache, caches
 from rest_framework.test import APIClient
 
@@ -37,6 +38,9 @@ def _hermetic_environment(monkeypatch) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    # Tests steer the simulator's clock: a worker step must not wait in real time for a
+    # cancel the test confirms by moving that clock (tests of the wait turn it on).
+    monkeypatch.setattr(settings, "LLMOPS_BATCH_CANCEL_WAIT_SECONDS", 0)
     cache.clear()
     caches["throttle"].clear()
     memo.reset()  # rows memoized by a previous test may have been rolled back

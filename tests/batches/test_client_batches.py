@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -401,3 +402,25 @@ def test_a_validation_resumed_after_a_crash_remembers_the_problems_found_before_
     assert failed["status"] == "failed"
     assert [e["line"] for e in failed["errors"]["data"]] == [1]
     assert not Request.objects.exists() and not Hold.objects.exists()
+
+
+def test_the_step_that_sends_a_cancel_waits_for_a_quick_provider_and_ends_the_job(
+    api, sim, settings
+):
+    # The scheduler's tick comes once a minute: a provider that confirms within seconds ends
+    # the job in the step that sent the cancel, not a minute later.
+    settings.LLMOPS_BATCH_CANCEL_WAIT_SECONDS = 10
+    sim.config(batch_turnaround_s=100, batch_cancel_s=2)  # two seconds, on the real clock
+    created = create(api, jsonl(5))
+    admit(created["id"])
+    run_until_idle_or_waiting()
+    api.post(f"/v1/batches/{created['id']}/cancel")
+    job = BatchJob.objects.get()
+
+    services.job_advance(job_id=job.pk)
+
+    job.refresh_from_db()
+    assert job.status == "cancelled" and job.cancel_sent_at is not None
+    assert job.finished_at - job.cancel_sent_at < timedelta(seconds=10)
+    assert retrieve(api, created["id"])["status"] == "cancelled"
+    no_open_holds_and_no_drift()

@@ -158,10 +158,14 @@ def _prepared_env(data_dir: Path, database_url: str | None, settings: dict) -> d
         k: v for k, v in os.environ.items() if not k.startswith(("LLMOPS_", "DATABASE_", "REDIS_"))
     }
     env.update(
-        LLMOPS_DATA_DIR=str(data_dir),
-        NO_PROXY="127.0.0.1,localhost",
-        PYTHONUNBUFFERED="1",
-        **settings,
+        {
+            "LLMOPS_DATA_DIR": str(data_dir),
+            "NO_PROXY": "127.0.0.1,localhost",
+            "PYTHONUNBUFFERED": "1",
+            # Tests confirm a provider's cancel by moving the simulator's clock, not by waiting.
+            "LLMOPS_BATCH_CANCEL_WAIT_SECONDS": "0",
+            **settings,
+        }
     )
     if database_url:
         env["DATABASE_URL"] = database_url
