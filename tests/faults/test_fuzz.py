@@ -529,8 +529,7 @@ def test_hostile_batch_files_are_refused_by_line_or_accepted_whole(batch_api, fi
             tally[f"batch {batch.status}"] += 1
             if batch.status != ClientBatch.Status.FAILED or created:
                 problems.append(
-                    f"batch {batch.status} with {created} requests: {batch.errors}\n"
-                    f"{data[:300]!r}"
+                    f"batch {batch.status} with {created} requests: {batch.errors}\n{data[:300]!r}"
                 )
                 return
             tally["refused_4xx"] += 1
