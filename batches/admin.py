@@ -178,7 +178,15 @@ class BatchJobAdmin(ReadOnlyAdmin):
 
     @admin.display(description="cost", ordering="cost_usd")
     def cost(self, job: BatchJob) -> str:
-        return usd_cell(job.cost_usd)
+        # Wherever its items were served; the part spent after it (escalated realtime, a later
+        # batch) is named, since that later job's row counts it as its own too.
+        if not job.elsewhere_cost_usd:
+            return usd_cell(job.cost_usd)
+        return format_html(
+            '{}<br><span class="quiet">{} after it</span>',
+            usd_cell(job.cost_usd),
+            usd_cell(job.elsewhere_cost_usd),
+        )
 
     @admin.display(description="items")
     def items_link(self, job: BatchJob) -> str:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import openai
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from batches import selectors, services
 from batches.models import BatchItem, BatchJob
 from billing.models import Hold, LedgerEntry
+from billing.pricing import plain
 from routing.models import Request, RoutingPolicy
 from routing.services import request_cancel, request_serve_escalated
 from tests.batches.test_lifecycle import run_until_idle
@@ -40,7 +42,7 @@ def serve_escalated() -> list[Request]:
 
 @pytest.mark.parametrize("workload", ["review-moderation", "ticket-summaries"])
 def test_cancelling_a_running_batch_keeps_its_completed_items_and_cancels_the_rest(
-    defer, sim, workload
+    defer, sim, workload, admin_client
 ):
     job = submitted_job(defer, sim, workload, 10)
     sim.advance(45)  # about 4 of 10 items finish
@@ -85,6 +87,10 @@ def test_cancelling_a_running_batch_keeps_its_completed_items_and_cancels_the_re
     assert costs["elsewhere_cost_usd"] == sum(e.cost_usd for e in realtime)
     assert costs["cost_usd"] == sum(e.cost_usd for e in LedgerEntry.objects.all())
     assert services.job_serve_unfinished(job=job) == []  # once
+    # The job list names the part spent after the job, which no sum of the column should
+    # count twice.
+    listing = admin_client.get(reverse("admin:batches_batchjob_changelist")).content.decode()
+    assert f"{plain(costs['elsewhere_cost_usd'])} USD" in listing and "after it" in listing
 
 
 def test_an_expired_batch_is_recovered_and_unfinished_items_rebatched_when_the_policy_says_so(
