@@ -54,10 +54,19 @@ class SyncReport:
     skipped: dict[str, str] = field(default_factory=dict)  # model → why
 
 
-def prices_sync(*, at: datetime | None = None, models: list[LlmModel] | None = None) -> SyncReport:
+def prices_sync(
+    *,
+    at: datetime | None = None,
+    models: list[LlmModel] | None = None,
+    missing_only: bool = False,
+    note: str = "",
+) -> SyncReport:
     """Copy genai-prices' current prices into new versions where they differ from ours.
 
     Idempotent: a model whose latest version already has these rates gets nothing new.
+    `missing_only` adds a published version only where a model has no price of that kind of
+    processing in force at `at`, so a version in force stays so, an operator's negotiated one
+    included (the demo seed and its history price what they create, and change nothing else).
     """
     at = at or timezone.now()
     report = SyncReport()
@@ -71,19 +80,22 @@ def prices_sync(*, at: datetime | None = None, models: list[LlmModel] | None = N
             report.skipped[str(model)] = str(exc)
             continue
         for version in versions:
-            current = (
-                Price.objects.filter(model=model, processing=version.processing)
-                .order_by("-effective_from")
-                .first()
-            )
-            if (
-                current is not None
-                and selectors.price_version(current).rates == version.rates
-                and (selectors.price_version(current).tiers == version.tiers)
-            ):
+            prices = Price.objects.filter(model=model, processing=version.processing)
+            if missing_only:
+                current = prices.filter(effective_from__lte=at).first()
+                unchanged = current is not None
+            else:
+                current = prices.order_by("-effective_from").first()
+                unchanged = current is not None and (
+                    selectors.price_version(current).rates == version.rates
+                    and selectors.price_version(current).tiers == version.tiers
+                )
+            if unchanged:
                 report.unchanged += 1
                 continue
-            report.created.append(price_create(model=model, version=version, effective_from=at))
+            report.created.append(
+                price_create(model=model, version=version, effective_from=at, note=note)
+            )
     return report
 
 

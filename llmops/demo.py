@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.utils import timezone
 
-from billing.models import Budget, Price
-from billing.price_sources import published_versions
-from billing.pricing import PricingError
-from billing.services import price_create
+from billing.models import Budget
+from billing.services import prices_sync
 from llmops.crypto import DecryptionError
 from routing.models import (
     ApiKey,
@@ -250,7 +247,8 @@ def demo_seed(
                 defaults={"limit_usd": limit, "hard": False},
             )
 
-    _prices(models=list(models.values()), at=timezone.now())
+    # A published price wherever a demo model has none in force: an operator's version stays.
+    prices_sync(models=list(models.values()), missing_only=True)
 
     if api_key is not None:
         key = api_key_reset(
@@ -312,21 +310,3 @@ def _stored_key(provider: Provider) -> str:
         return provider.get_api_key()
     except DecryptionError:  # not under our keys: not the seed's either
         return ""
-
-
-def _prices(*, models: list[LlmModel], at: datetime) -> None:
-    """A published price from `at` wherever a model has no price in force then for a kind of
-    processing. Not a price sync: a price in force stays the one in force, an operator's
-    negotiated version included (`sync_prices` adds genai-prices' newer versions)."""
-    for model in models:
-        try:
-            versions = published_versions(
-                model_id=model.model_id, provider_kind=model.provider.kind, at=at
-            )
-        except PricingError:
-            continue  # an unpriced model: its requests are refused until priced in the admin
-        in_force = Price.objects.filter(model=model, effective_from__lte=at)
-        have = set(in_force.values_list("processing", flat=True))
-        for version in versions:
-            if version.processing not in have:
-                price_create(model=model, version=version, effective_from=at)

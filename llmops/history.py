@@ -37,14 +37,12 @@ from django.utils import timezone
 
 from batches.models import BatchJob
 from batches.services import batches_flush, job_advance
-from billing.models import LedgerEntry, Price
-from billing.price_sources import published_versions
-from billing.pricing import PricingError
-from billing.services import price_create
+from billing.models import LedgerEntry
+from billing.services import prices_sync
 from llmops.simulator.testing import SimulatorHandle
 from routing import providers
 from routing.apis import native_ask, openai_ask
-from routing.models import ApiKey, LatencyClass, LlmModel, Provider, Request, Team, Workload
+from routing.models import ApiKey, LatencyClass, Provider, Request, Team, Workload
 from routing.replay import TraceRow, trace_read
 from routing.services import (
     Admitted,
@@ -233,7 +231,9 @@ def history_replay(
     plan = [a for a in plan if a.at <= until - SETTLE]
     if not plan:
         return _report(replayed=True, days=0)
-    _prices_from(plan[0].at)
+    # A price of every model in force from the first replayed moment: the ledger prices a
+    # usage at the price in force when it occurred (add-only: nothing is edited).
+    prices_sync(at=plan[0].at, missing_only=True, note="demo")
     replay = _Replay(teams=teams, simulator=simulator, until=until, seed=seed, stop=stop)
     simulator.config(**SIM_INSTANT)
     try:
@@ -682,24 +682,6 @@ def _check_simulator(simulator: SimulatorHandle) -> None:
                 "or batch files; "
                 "the demo history needs a fresh one (restart it, or POST /_sim/reset)"
             )
-
-
-def _prices_from(moment: datetime) -> None:
-    """Make a price of every model in force from `moment`: the demo seeds prices as of its
-    first run, and the ledger prices a usage at the price in force when it occurred. The
-    version added is the published one at `moment` (add-only: nothing is edited)."""
-    for model in LlmModel.objects.select_related("provider"):
-        try:
-            versions = published_versions(
-                model_id=model.model_id, provider_kind=model.provider.kind, at=moment
-            )
-        except PricingError:
-            continue  # an unpriced model: its requests are refused, as they would be live
-        for version in versions:
-            if not Price.objects.filter(
-                model=model, processing=version.processing, effective_from__lte=moment
-            ).exists():
-                price_create(model=model, version=version, effective_from=moment, note="demo")
 
 
 def _days_recorded() -> int:
