@@ -156,3 +156,16 @@ def select_version(
     if not candidates:
         raise PricingError(f"no {processing} price for {model} is in force at {at.isoformat()}")
     return max(candidates, key=lambda v: v.effective_from)
+
+
+def live_prices(version: PriceVersion, *, prompt_floor: int) -> tuple[Decimal, Decimal]:
+    """(the least the prompt can cost in USD, the least output rate in USD per million
+    tokens) under `version`, for a running cost that never passes the ledger's: a prompt of
+    at least `prompt_floor` tokens at the cheapest prompt rate (fresh, cached or written to
+    the cache, as the provider decides), and of the tiers the real prompt size can select."""
+    candidates = [version.rates_for(prompt_floor)] + [
+        tier.rates for tier in version.tiers if tier.above_input_tokens >= prompt_floor
+    ]
+    prompt_rate = min(min(r.input, r.cached_input, r.cache_write) for r in candidates)
+    output_rate = min(r.output for r in candidates)
+    return prompt_floor * prompt_rate / MILLION, output_rate

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 import uuid
 from collections import OrderedDict
@@ -34,7 +33,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from billing import selectors as billing_selectors
 from billing.models import LedgerEntry
-from billing.pricing import MILLION, MONEY_QUANTUM, PriceVersion, PricingError, plain
+from billing.pricing import MONEY_QUANTUM, PricingError, live_prices, plain
 from billing.services import processing_for
 from llmops.dbthreads import db
 from llmops.text import unstorable_text
@@ -48,6 +47,7 @@ from routing.apis import (
 from routing.auth import ApiKeyAuthentication, KeyPrincipal, throttle_wait
 from routing.events import request_group, team_group
 from routing.models import Request
+from routing.router import prompt_tokens_floor
 
 log = logging.getLogger(__name__)
 
@@ -356,39 +356,6 @@ def stream_tokens_per_s(*, visible_tokens: int, deltas: int, seconds: float) -> 
     if deltas < 2 or seconds <= 0 or visible_tokens <= 0:
         return None
     return round(visible_tokens * (deltas - 1) / deltas / seconds, 1)
-
-
-_WORD = re.compile(r"\S+")
-
-
-def prompt_tokens_floor(messages: list[dict]) -> int:
-    """A lower bound on a prompt's tokens without a tokenizer: BPE tokenizers (OpenAI's,
-    Anthropic's, SentencePiece's) split text at whitespace before merging, so no token spans
-    two words and every whitespace-separated word is at least one token. Framing tokens and
-    non-text parts are left out: they only add. (router.prompt_tokens_bound is the upper
-    bound admission reserves.)"""
-    words = 0
-    for message in messages:
-        content = message.get("content")
-        parts = content if isinstance(content, list) else [content]
-        for part in parts:
-            text = part.get("text") if isinstance(part, dict) else part
-            if isinstance(text, str):
-                words += len(_WORD.findall(text))
-    return words
-
-
-def live_prices(version: PriceVersion, *, prompt_floor: int) -> tuple[Decimal, Decimal]:
-    """(the least the prompt can cost in USD, the least output rate in USD per million
-    tokens) under `version`, for a running cost that never passes the ledger's: a prompt of
-    at least `prompt_floor` tokens at the cheapest prompt rate (fresh, cached or written to
-    the cache, as the provider decides), and of the tiers the real prompt size can select."""
-    candidates = [version.rates_for(prompt_floor)] + [
-        tier.rates for tier in version.tiers if tier.above_input_tokens >= prompt_floor
-    ]
-    prompt_rate = min(min(r.input, r.cached_input, r.cache_write) for r in candidates)
-    output_rate = min(r.output for r in candidates)
-    return prompt_floor * prompt_rate / MILLION, output_rate
 
 
 def _started(admitted: services.Admitted) -> dict:

@@ -9,6 +9,7 @@ facts (policy, chain, circuit states, budget state, batch turnaround) and record
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, fields
 from datetime import timedelta
 
@@ -235,3 +236,23 @@ def prompt_tokens_bound(messages: list[dict]) -> int:
     for message in messages:
         total += 4 + len(json.dumps(message.get("content", ""), ensure_ascii=False).encode())
     return total
+
+
+_WORD = re.compile(r"\S+")
+
+
+def prompt_tokens_floor(messages: list[dict]) -> int:
+    """A lower bound on a prompt's tokens without a tokenizer: BPE tokenizers (OpenAI's,
+    Anthropic's, SentencePiece's) split text at whitespace before merging, so no token spans
+    two words and every whitespace-separated word is at least one token. Framing tokens and
+    non-text parts are left out: they only add. (prompt_tokens_bound is the upper bound
+    admission reserves.)"""
+    words = 0
+    for message in messages:
+        content = message.get("content")
+        parts = content if isinstance(content, list) else [content]
+        for part in parts:
+            text = part.get("text") if isinstance(part, dict) else part
+            if isinstance(text, str):
+                words += len(_WORD.findall(text))
+    return words
