@@ -21,6 +21,7 @@ from routing import services as routing_services
 from routing.apis import first_error, openai_workload
 from routing.auth import KeyPrincipal
 from routing.models import ApiKey, LatencyClass
+from routing.protocols import openai
 from routing.selectors import teams_for
 
 
@@ -176,10 +177,8 @@ class BatchJobCancelApi(APIView):
 
 
 def openai_error(status_code: int, message: str, *, param: str = "", code: str = "") -> Response:
-    kind = "invalid_request_error" if status_code < 500 else "api_error"
     return Response(
-        {"error": {"message": message, "type": kind, "param": param or None, "code": code or None}},
-        status=status_code,
+        openai.error_body(status_code, message, param=param, code=code), status=status_code
     )
 
 

@@ -27,6 +27,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from llmops.health import run_checks
+from routing.protocols import openai
 
 # The APIs' paths: the prefix itself and anything below it (the catch-alls in llmops/urls.py).
 OPENAI_PATHS = re.compile(r"/v1\b")
@@ -71,8 +72,7 @@ def api_error(request: HttpRequest, status: int, message: str, *, code: str) -> 
     The x-request-id becomes the openai SDK's `e.request_id`."""
     path = request.path_info
     if OPENAI_PATHS.match(path):
-        kind = "invalid_request_error" if status < 500 else "api_error"  # as batches.apis'
-        body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        body = openai.error_body(status, message, code=code)
     elif NATIVE_PATHS.match(path):
         body = {"detail": message}
     else:

@@ -31,6 +31,7 @@ from routing import selectors, services
 from routing.auth import ApiKeyAuthentication, KeyPrincipal, throttle_key
 from routing.config import policy_chain
 from routing.models import ApiKey, LatencyClass, Request, Tier, Workload
+from routing.protocols import openai
 from routing.providers import Completion, TokenUsage, to_openai_chunk, to_openai_response
 
 
@@ -342,11 +343,7 @@ def _error(status: int, message: str, *, field: str = "", code: str = "") -> Jso
 
 
 def _openai_error(status: int, message: str, *, field: str = "", code: str = "") -> JsonResponse:
-    kind = "invalid_request_error" if status < 500 else "api_error"
-    return JsonResponse(
-        {"error": {"message": message, "type": kind, "param": field or None, "code": code or None}},
-        status=status,
-    )
+    return JsonResponse(openai.error_body(status, message, param=field, code=code), status=status)
 
 
 def first_error(errors) -> tuple[str, str]:
