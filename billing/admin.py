@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
+from django import forms
 from django.contrib import admin
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -11,7 +12,8 @@ from billing import selectors
 from billing.models import Budget, LedgerEntry, Price
 from billing.pricing import plain
 from billing.templatetags.money import usd
-from routing.admin import ReadOnlyAdmin
+from routing.admin import ReadOnlyAdmin, team_choices
+from routing.models import Workload
 
 # Admin change lists narrow enough for 1400 px beside both sidebars (nowrap, money right).
 LIST_CSS = {"all": ["llmops/admin-lists.css"]}
@@ -144,6 +146,23 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
         return response
 
 
+class BudgetForm(forms.ModelForm):
+    class Meta:
+        model = Budget
+        fields = "__all__"  # noqa: DJ007 - what the admin's default form showed
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        team_choices(self, "workload", Workload, team_id=self.instance.team_id)
+
+    def clean(self):
+        cleaned = super().clean()
+        team, workload = cleaned.get("team"), cleaned.get("workload")
+        if team and workload and workload.team_id != team.pk:
+            self.add_error("workload", "The workload belongs to another team.")
+        return cleaned
+
+
 @admin.register(Budget)
 class BudgetAdmin(admin.ModelAdmin):
     list_display = [
@@ -153,7 +172,7 @@ class BudgetAdmin(admin.ModelAdmin):
     list_filter = ["team", "period", "hard"]
     search_fields = ["team__slug", "workload__slug"]
     list_select_related = ["team", "workload"]
-    autocomplete_fields = ["workload"]
+    form = BudgetForm
 
     def _status(self, obj: Budget) -> selectors.BudgetStatus:
         # Cached per row: three columns read it.

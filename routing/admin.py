@@ -50,8 +50,36 @@ class TeamAdmin(admin.ModelAdmin):
         return obj._members
 
 
+def team_label(row) -> str:
+    return f"{row.team.slug} / {row}"
+
+
+def team_choices(form: forms.ModelForm, name: str, model, *, team_id: int | None) -> None:
+    """The `name` picker of `form`: rows of `model` labelled `team / name`, and only the
+    team's once the team is known. Every team names its policies and workloads freely, so
+    names repeat across teams (the demo's overnight-batch is in both)."""
+    field = form.fields.get(name)
+    if field is None:
+        return
+    rows = model.objects.select_related("team")
+    field.queryset = rows.filter(team_id=team_id) if team_id else rows
+    field.label_from_instance = team_label
+
+
+class ApiKeyForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = ["team", "name", "role", "default_workload"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # ApiKey.clean refuses another team's workload.
+        team_choices(self, "default_workload", Workload, team_id=self.instance.team_id)
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
+    form = ApiKeyForm
     list_display = [
         "name",
         "team",
@@ -291,10 +319,6 @@ class RoutingPolicyAdmin(admin.ModelAdmin):
         return " → ".join(link.model.model_id for link in obj.links.all()) or "—"
 
 
-def policy_label(policy: RoutingPolicy) -> str:
-    return f"{policy.team.slug} / {policy.name}"
-
-
 class WorkloadForm(forms.ModelForm):
     new_webhook_secret = forms.CharField(
         required=False,
@@ -318,16 +342,8 @@ class WorkloadForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if "policy" in self.fields:
-            # Every team has its own policies, often with the same names (the demo's
-            # overnight-batch): say whose each is, and offer only the workload's team's once
-            # that is known. Workload.clean refuses another team's policy on the add form.
-            field = self.fields["policy"]
-            policies = RoutingPolicy.objects.select_related("team")
-            if self.instance.team_id:
-                policies = policies.filter(team_id=self.instance.team_id)
-            field.queryset = policies
-            field.label_from_instance = policy_label
+        # Workload.clean refuses another team's policy on the add form.
+        team_choices(self, "policy", RoutingPolicy, team_id=self.instance.team_id)
 
     def clean(self):
         cleaned = super().clean()

@@ -269,3 +269,51 @@ def test_a_new_workloads_policy_picker_names_teams_and_refuses_a_mismatch(admin_
     added = admin_client.post("/admin/routing/workload/add/", {**form, "policy": ours.pk})
     assert added.status_code == 302
     assert Workload.objects.get(slug="faq").policy == ours
+
+
+def picker_labels(response, name: str) -> list[str]:
+    field = response.context["adminform"].form.fields[name]
+    return [label for value, label in field.choices if value]
+
+
+def test_a_keys_default_workload_picker_offers_its_teams_workloads_by_team(admin_client, demo):
+    from routing.services import api_key_create
+
+    key, _ = api_key_create(team=Team.objects.get(slug="acme"), name="ci")
+    response = admin_client.get(f"/admin/routing/apikey/{key.pk}/change/")
+
+    labels = picker_labels(response, "default_workload")
+    assert labels and all(label.startswith("acme / ") for label in labels)
+    assert "acme / product-search" in labels
+
+
+def test_a_budgets_workload_picker_names_teams_and_refuses_another_teams(admin_client, demo):
+    from billing.models import Budget
+    from routing.models import Workload
+
+    budget = Budget.objects.get(team__slug="acme", workload=None)
+    labels = picker_labels(
+        admin_client.get(f"/admin/billing/budget/{budget.pk}/change/"), "workload"
+    )
+    assert labels and all(label.startswith("acme / ") for label in labels)
+    added = admin_client.get("/admin/billing/budget/add/")
+    assert "globex / nightly-reports" in picker_labels(added, "workload")
+
+    theirs = Workload.objects.get(team__slug="globex", slug="nightly-reports")
+    refused = admin_client.post(
+        "/admin/billing/budget/add/",
+        {
+            "team": Team.objects.get(slug="acme").pk,
+            "workload": theirs.pk,
+            "period": "day",
+            "limit_usd": "10",
+            "hard": "on",
+            "alert_threshold": "0.8",
+            "created_at_0": "2026-12-02",
+            "created_at_1": "10:00:00",
+        },
+    )
+    assert refused.status_code == 200
+    assert refused.context["adminform"].form.errors["workload"] == [
+        "The workload belongs to another team."
+    ]
