@@ -343,6 +343,32 @@ LLMOPS_WS_RESYNC_SECONDS = env.int(
     "LLMOPS_WS_RESYNC_SECONDS", 15 if REDIS_URL else 2, min=1, max=3600
 )
 
+# A socket re-reads its credentials (the key not revoked, the session not ended, the user
+# still active) at least this often, in seconds; a revocation in this process closes its
+# sockets at once (routing.socket_auth).
+LLMOPS_WS_AUTH_RECHECK_SECONDS = env.int("LLMOPS_WS_AUTH_RECHECK_SECONDS", 2, min=1, max=60)
+# Messages a socket may send: a sustained rate per second and a burst above it. Past them a
+# socket gets an error; a socket that keeps flooding is closed (policy violation, 1008).
+LLMOPS_WS_MESSAGES_PER_SECOND = env.int("LLMOPS_WS_MESSAGES_PER_SECOND", 10, min=1, max=10_000)
+LLMOPS_WS_MESSAGE_BURST = env.int("LLMOPS_WS_MESSAGE_BURST", 30, min=1, max=100_000)
+# Largest message a socket accepts, in bytes (a start message carries a whole prompt).
+LLMOPS_WS_MAX_MESSAGE_BYTES = env.int(
+    "LLMOPS_WS_MAX_MESSAGE_BYTES", LLMOPS_MAX_BODY_BYTES, min=1024, max=104_857_600
+)
+# Open sockets per API key and per signed-in user, across both websocket endpoints.
+LLMOPS_WS_MAX_SOCKETS_PER_CALLER = env.int(
+    "LLMOPS_WS_MAX_SOCKETS_PER_CALLER", 20, min=1, max=10_000
+)
+# Request ids one /ws/requests/ socket may follow (or `all` of its teams').
+LLMOPS_WS_MAX_SUBSCRIPTIONS = env.int("LLMOPS_WS_MAX_SUBSCRIPTIONS", 1_000, min=1, max=100_000)
+
+# --- limits every API path shares (llmops.limits) -------------------------------------------
+# `metadata`: at most this many characters of JSON, nested at most this deep.
+LLMOPS_MAX_METADATA_CHARS = env.int("LLMOPS_MAX_METADATA_CHARS", 4_000, min=100, max=1_000_000)
+LLMOPS_MAX_METADATA_DEPTH = env.int("LLMOPS_MAX_METADATA_DEPTH", 5, min=1, max=64)
+# Headers a client names values with (Idempotency-Key, X-Request-Id...): at most this long.
+LLMOPS_MAX_KEY_HEADER_CHARS = env.int("LLMOPS_MAX_KEY_HEADER_CHARS", 200, min=16, max=4096)
+
 # --- batches ---------------------------------------------------------------------------
 # Fault injection for the crash tests only: a worker reaching the named point of a batch job's
 # lifecycle (batches.services._crash_point) kills itself with SIGKILL. Never set it otherwise.
