@@ -60,15 +60,21 @@ TESTS = [
     ),
     (
         "T8",
-        "Cross-tenant sweep, websocket refusals, `check --deploy`",
-        "0 leaks; bad origin or no auth refused; 0 warnings in production mode",
+        "A hostile tenant: cross-tenant sweep, websockets (origins, revoked credentials, "
+        "floods, caps, resync cost), hostile bodies and limits, idempotency, the cache key, "
+        "outbound URLs, login throttling, `check --deploy`",
+        "0 leaks; a foreign origin (scheme, host or port) or no auth refused; a revoked key or "
+        "ended session closes its sockets within seconds with 0 messages after the revocation; "
+        "a flood gets an error then a close, memory bounded; NaN/Infinity and over-limit "
+        "input a 4xx naming the field, 0 server errors; a 402 replays as 402; no redirect "
+        "followed and no private target without the operator's switch; password guessing "
+        "locked out; 0 warnings in production mode",
         "tests/security/",
     ),
 ]
 # Why a test records nothing in a pass by design (tests/faults/run.py)
 NOT_IN_PASS = {
     ("MP", "sqlite"): "it needs PostgreSQL + Redis",
-    ("T8", "scaled"): "it runs in the first pass; `make test` runs it on both databases",
 }
 PASS_TITLES = {
     "sqlite": "embedded default (SQLite)",

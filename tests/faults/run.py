@@ -5,10 +5,10 @@
 1. The embedded default (SQLite, ORM broker, in-memory channel layer): tests/faults and
    tests/security, without the tests marked `scaled`.
 2. Scaled mode: tests/faults with the `scaled` ones (two daphne processes, two worker
-   clusters) on PostgreSQL + Redis, from DATABASE_URL/REDIS_URL when they are set, otherwise on
-   throwaway servers `.ci/scaled-services` starts (it installs Debian's packages when missing;
-   root). tests/security is left to the first pass here: `make test` already runs it on both
-   databases, and the pass would take a minute and a half longer.
+   clusters) and tests/security on PostgreSQL + Redis, from DATABASE_URL/REDIS_URL when they
+   are set, otherwise on throwaway servers `.ci/scaled-services` starts (it installs Debian's
+   packages when missing; root). tests/security runs in both passes so that T8 reports both
+   databases: revocation across processes goes through the Redis channel layer there.
 
 Each pass writes its figures to var/faults/figures-<pass>.json (tests/figures.py) and its
 pytest outcome to var/faults/<pass>.log; RELIABILITY.md is rendered from those files
@@ -103,7 +103,7 @@ def main() -> int:
     if args.only in (None, "scaled"):
         env, scaled_dir = scaled_environment()
         try:
-            passes.append(run_pass("scaled", env, "", ["tests/faults"], extra))
+            passes.append(run_pass("scaled", env, "", ["tests/faults", "tests/security"], extra))
         finally:
             if scaled_dir:
                 subprocess.run([str(SCALED), "stop", scaled_dir], check=False)
