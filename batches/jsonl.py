@@ -4,7 +4,9 @@ Pure (no database, no network), so the upload validator of the OpenAI-compatible
 the flush that builds provider files share one set of rules:
 
 - UTF-8 without a byte-order mark (one on line 1 is stripped, as OpenAI does; anywhere else it
-  is an error), no NUL or lone surrogates, no NaN/Infinity, no blank lines inside the file;
+  is an error), no NUL or lone surrogates, no blank lines inside the file;
+- numbers JSON can carry, parsed by the loader every API path shares (llmops.limits): no NaN,
+  Infinity, 1e999 or integer past 64 bits, the error naming the field (`body.temperature`);
 - every line an object `{"custom_id", "method": "POST", "url": <endpoint>, "body": {...}}`;
 - `custom_id` unique and matching `^[a-zA-Z0-9_-]{1,64}$`, the stricter of the two providers'
   rules, so any file can run on either;
@@ -22,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from llmops import limits
 from llmops.text import unstorable_text
 
 CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -90,10 +93,6 @@ def raw_lines(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
         yield number + 1, pending.removesuffix(b"\r")
 
 
-def _no_constants(name: str):
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def parse_line(number: int, raw: bytes, *, endpoint: str = CHAT_ENDPOINT) -> BatchLine:
     """One input line, checked on its own (uniqueness and models are the file's business).
     Raises LineError-carrying BatchFileError."""
@@ -114,11 +113,9 @@ def parse_line(number: int, raw: bytes, *, endpoint: str = CHAT_ENDPOINT) -> Bat
     except UnicodeDecodeError as exc:
         raise fail(f"not UTF-8 (byte {exc.start})") from None
     try:
-        value = json.loads(text, parse_constant=_no_constants)
-    except RecursionError:
-        raise fail("nested too deeply") from None
-    except ValueError as exc:
-        raise fail(f"not valid JSON: {exc}") from None
+        value = limits.loads(text)
+    except limits.Refused as exc:
+        raise fail(exc.message.removeprefix("The body is ").removesuffix(".")) from None
     if not isinstance(value, dict):
         raise fail("must be a JSON object")
     if (problem := unstorable_text(value)) is not None:

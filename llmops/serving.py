@@ -7,26 +7,29 @@ turned the inner stack into async_to_sync. POST /v1/chat/completions and POST /a
 need none of it: they are called with an API key (no session, no CSRF cookie, no messages),
 answer JSON or server-sent events (nothing static), and are csrf-exempt. This handler runs
 them with only what the stack would add to their responses — SecurityMiddleware's and
-XFrameOptionsMiddleware's work, called inline because it does no I/O — and without Django's
-thread per request (their database work runs in llmops.dbthreads' pool). Every other URL and
-method goes through Django's usual handler.
+XFrameOptionsMiddleware's work, called inline because it does no I/O — and CommonMiddleware's
+Host check (ALLOWED_HOSTS), without Django's thread per request (their database work runs in
+llmops.dbthreads' pool). Every other URL and method goes through Django's usual handler.
 """
 
 from __future__ import annotations
 
 from asgiref.sync import markcoroutinefunction
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 
+from llmops import views
+
 SERVING_PATHS = frozenset({"/v1/chat/completions", "/api/v1/requests"})
 
 
 class ServingHeaders:
-    """SecurityMiddleware (HTTPS redirect, HSTS, nosniff, referrer and opener policies) and
-    XFrameOptionsMiddleware, as one async middleware."""
+    """The Host check, SecurityMiddleware (HTTPS redirect, HSTS, nosniff, referrer and opener
+    policies) and XFrameOptionsMiddleware, as one async middleware."""
 
     def __init__(self, get_response) -> None:
         self.get_response = get_response
@@ -35,7 +38,22 @@ class ServingHeaders:
         markcoroutinefunction(self)
 
     async def __call__(self, request):
-        response = self.security.process_request(request)
+        try:
+            # What CommonMiddleware does first on every other path: a Host outside
+            # ALLOWED_HOSTS (DNS rebinding, poisoned absolute URLs) is refused. Answered here,
+            # in the caller's JSON shape: Django's own answer is an HTML page (with DEBUG, its
+            # technical page).
+            request.get_host()
+        except DisallowedHost:
+            response = views.api_error(
+                request,
+                400,
+                "The Host header is not one this server answers.",
+                code="bad_host",
+                field="Host",
+            )
+        else:
+            response = self.security.process_request(request)
         if response is None:
             response = await self.get_response(request)
         response = self.security.process_response(request, response)

@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import URLPattern, include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.parsers import JSONParser
+from rest_framework.views import APIView
 
 from batches import apis as batches_apis
 from batches import urls as batches_urls
@@ -9,6 +11,7 @@ from batches import views as batches_views
 from billing import urls as billing_urls
 from billing import views as billing_views
 from llmops import views
+from llmops.limits import StrictJSONParser
 from routing import apis as routing_apis
 from routing import urls as routing_urls
 from routing import views as routing_views
@@ -25,11 +28,28 @@ handler500 = views.server_error
 
 
 def api(patterns: list[URLPattern]) -> list[URLPattern]:
-    """`patterns` with each view wrapped in views.api_errors."""
+    """`patterns` with each view wrapped in views.api_errors, and each DRF view parsing JSON
+    with the strict loader every API path shares (llmops.limits)."""
     return [
-        URLPattern(p.pattern, views.api_errors(p.callback), p.default_args, p.name)
+        URLPattern(p.pattern, views.api_errors(strict_json(p.callback)), p.default_args, p.name)
         for p in patterns
     ]
+
+
+def strict_json(view):
+    """A DRF class-based view rebuilt with StrictJSONParser in place of DRF's JSONParser,
+    whose STRICT_JSON refuses NaN but lets 1e999 through as infinity and names no field.
+    Function views (the async serving endpoints) parse with llmops.limits themselves."""
+    cls = getattr(view, "view_class", None)
+    if cls is None or not issubclass(cls, APIView):
+        return view
+    parsers = [
+        StrictJSONParser if issubclass(parser, JSONParser) else parser
+        for parser in cls.parser_classes
+    ]
+    if parsers == list(cls.parser_classes):
+        return view
+    return cls.as_view(**{**view.initkwargs, "parser_classes": parsers})
 
 
 # OpenAI's surface for the official SDK (no trailing slashes: it sends none).

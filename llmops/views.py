@@ -6,6 +6,8 @@ error shape under /v1, so the openai SDK raises the right class with our message
 `{"detail": …}` under /api/v1. Three pieces: `not_served`, the catch-all for unknown API paths;
 `api_errors`, around every API view, which answers an exception the view let out with or without
 DEBUG; and the handler40x/500 below, for errors raised outside any view (DEBUG off only).
+`api_errors` also applies the limits every API path shares (llmops.limits) before the view
+reads anything: client-named headers and the body's declared size.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ from functools import wraps
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.core import signals
-from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
+from django.core.exceptions import (
+    BadRequest,
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+)
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import render
@@ -26,6 +33,7 @@ from django.views.decorators.cache import cache_control, never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
+from llmops import limits
 from llmops.health import run_checks
 from routing.protocols import openai
 
@@ -67,14 +75,20 @@ def favicon(request: HttpRequest) -> HttpResponse:
     return HttpResponse(FAVICON, content_type="image/svg+xml")
 
 
-def api_error(request: HttpRequest, status: int, message: str, *, code: str) -> JsonResponse | None:
+def api_error(
+    request: HttpRequest, status: int, message: str, *, code: str, field: str | None = None
+) -> JsonResponse | None:
     """The error answer of the API `request` was sent to, or None for a path outside the APIs.
-    The x-request-id becomes the openai SDK's `e.request_id`."""
+    The x-request-id becomes the openai SDK's `e.request_id`. With a `field` (a refusal of what
+    the client sent; "" for the body as a whole) the answer names it: OpenAI's `param`, and the
+    native serving endpoints' `code` and `field` (routing/apis.py `_error`)."""
     path = request.path_info
     if OPENAI_PATHS.match(path):
-        body = openai.error_body(status, message, code=code)
+        body = openai.error_body(status, message, param=field, code=code)
     elif NATIVE_PATHS.match(path):
         body = {"detail": message}
+        if field is not None:
+            body.update(code=code, **({"field": field} if field else {}))
     else:
         return None
     return JsonResponse(body, status=status, headers={"x-request-id": _request_id()})
@@ -103,6 +117,8 @@ def api_errors(view):
 
         @wraps(view)
         async def inner(request, *args, **kwargs):
+            if (refused := _over_limits(request)) is not None:
+                return refused
             try:
                 response = await view(request, *args, **kwargs)
             except Exception as exc:
@@ -114,6 +130,8 @@ def api_errors(view):
 
         @wraps(view)
         def inner(request, *args, **kwargs):
+            if (refused := _over_limits(request)) is not None:
+                return refused
             try:
                 response = view(request, *args, **kwargs)
             except Exception as exc:
@@ -121,6 +139,17 @@ def api_errors(view):
             return _with_request_id(response)
 
     return inner
+
+
+def _over_limits(request: HttpRequest) -> JsonResponse | None:
+    """The refusal of a request past the header or body-size limits, or None. Cheap (no
+    body is read) so it runs on the event loop for the async serving views."""
+    try:
+        limits.check_headers(request)
+        limits.check_body_size(request)
+    except limits.Refused as exc:
+        return api_error(request, exc.status, exc.message, code=exc.code, field=exc.field)
+    return None
 
 
 def _with_request_id(response: HttpResponse) -> HttpResponse:
@@ -135,6 +164,9 @@ def _exception_answer(request: HttpRequest, exc: Exception) -> JsonResponse:
     which may hold internals."""
     if isinstance(exc, Http404):
         status, message, code = NOT_FOUND
+    elif isinstance(exc, RequestDataTooBig):  # a body whose length was not declared up front
+        refused = limits.body_too_large()
+        status, message, code = refused.status, refused.message, refused.code
     elif isinstance(exc, PermissionDenied):
         status, message, code = FORBIDDEN
     elif isinstance(exc, BadRequest | SuspiciousOperation | MultiPartParserError):

@@ -25,6 +25,7 @@ from rest_framework.exceptions import AuthenticationFailed, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from llmops import limits
 from llmops.dbthreads import db
 from llmops.text import unstorable_text
 from routing import selectors, services
@@ -305,12 +306,26 @@ class RequestInputSerializer(serializers.Serializer):
     model = serializers.CharField(max_length=200, required=False)
     stream = StrictBoolean(required=False, default=False)
     metadata = serializers.DictField(required=False, default=dict)
-    idempotency_key = serializers.CharField(max_length=200, required=False)
+    idempotency_key = serializers.CharField(required=False)
 
     def validate_metadata(self, value):
-        if len(json.dumps(value)) > 4_000:
-            raise ValidationError("At most 4000 characters of JSON.")
+        return checked_metadata(value)
+
+    def validate_idempotency_key(self, value):
+        if len(value) > settings.LLMOPS_MAX_KEY_HEADER_CHARS:
+            raise ValidationError(
+                f"At most {settings.LLMOPS_MAX_KEY_HEADER_CHARS} characters (as the header)."
+            )
         return value
+
+
+def checked_metadata(value):
+    """`metadata` within the limits every path shares (llmops.limits), as a field error."""
+    try:
+        limits.check_metadata(value, field="metadata")
+    except limits.Refused as exc:
+        raise ValidationError(exc.message.removeprefix("metadata: ")) from None
+    return value
 
 
 class ChatCompletionInputSerializer(serializers.Serializer):
@@ -326,6 +341,9 @@ class ChatCompletionInputSerializer(serializers.Serializer):
     n = StrictInteger(min_value=1, max_value=1, required=False, allow_null=True)
     user = serializers.CharField(max_length=200, required=False)
     metadata = serializers.DictField(required=False, allow_null=True)
+
+    def validate_metadata(self, value):
+        return checked_metadata(value)
 
     def to_internal_value(self, data):
         if isinstance(data, dict):
@@ -367,17 +385,12 @@ def _authenticate(http_request) -> ApiKey:
 
 
 def _read_json(http_request) -> dict:
-    length = http_request.META.get("CONTENT_LENGTH") or "0"
-    if not length.isdigit() or int(length) > settings.LLMOPS_MAX_BODY_BYTES:
-        raise services.RequestRejected(
-            413, f"The body is over {settings.LLMOPS_MAX_BODY_BYTES} bytes.", code="too_large"
-        )
+    """The body, parsed strictly (llmops.limits; its size and headers were checked by
+    llmops.views.api_errors before the view ran)."""
     try:
-        body = json.loads(http_request.body or b"null")
-    except ValueError as exc:
-        raise services.RequestRejected(400, f"The body is not valid JSON: {exc}.") from None
-    except RecursionError:
-        raise services.RequestRejected(400, "The body is nested too deeply.") from None
+        body = limits.loads(http_request.body or b"null")
+    except limits.Refused as exc:
+        raise services.RequestRejected(exc.status, exc.message, field=exc.field) from None
     if not isinstance(body, dict):
         raise services.RequestRejected(400, "The body must be a JSON object.")
     if (path := unstorable_text(body)) is not None:
@@ -398,6 +411,8 @@ def _prepare(http_request, *, openai: bool) -> services.Admitted:
             429, f"Too many requests for this API key; retry in {wait:.0f} s.", code="throttled"
         )
     body = _read_json(http_request)
+    # chat_completions reads stream_options from it after admission, without a second parse.
+    http_request.llmops_body = body
     serializer = (ChatCompletionInputSerializer if openai else RequestInputSerializer)(data=body)
     if not serializer.is_valid():
         field, message = first_error(serializer.errors)
@@ -568,6 +583,8 @@ async def request_create(http_request):
         )
     if admitted.replay or request.status in (Request.Status.COMPLETED, Request.Status.QUEUED):
         body = await db(_request_json, request)
+        if request.status == Request.Status.FAILED:
+            body["detail"] = UPSTREAM_FAILED.format(error=request.error)
         return JsonResponse(body, status=REPLAY_STATUS.get(request.status, 200))
     if request.params.get("stream"):
         return StreamingHttpResponse(
@@ -607,6 +624,9 @@ class _StreamBody:
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 REPLAY_STATUS = {Request.Status.QUEUED: 202, Request.Status.FAILED: 502}
+# What a replayed request that failed upstream (every model of its chain) says: the first
+# answer's message. A refusal at admission replays by itself (services.refusal_of).
+UPSTREAM_FAILED = "Every model in the chain failed: {error}"
 
 
 async def _native_stream(admitted: services.Admitted):
@@ -641,7 +661,7 @@ async def chat_completions(http_request):
     request = admitted.request
     stream = request.params.get("stream")
     include_usage = bool(
-        (json.loads(http_request.body).get("stream_options") or {}).get("include_usage")
+        (http_request.llmops_body.get("stream_options") or {}).get("include_usage")
     )
     if request.status == Request.Status.COMPLETED:
         if stream:
@@ -651,7 +671,12 @@ async def chat_completions(http_request):
                 headers=SSE_HEADERS,
             )
         return JsonResponse(await db(_openai_body, request))
+    if admitted.replay and request.status == Request.Status.FAILED:
+        return _openai_error(
+            502, UPSTREAM_FAILED.format(error=request.error), code="upstream_failed"
+        )
     if admitted.replay:
+        # Still running, or cancelled (its client left): a 409, which the SDK retries.
         return _openai_error(
             409, f"The request with this Idempotency-Key is {request.status}.", code="in_progress"
         )

@@ -57,7 +57,14 @@ from routing.apis import ChatCompletionInputSerializer, first_error, openai_ask
 from routing.config import policy_chain
 from routing.models import ApiKey, LlmModel, Request, Workload
 from routing.router import prompt_tokens_bound
-from routing.services import BATCH_HOLD_GRACE, Ask, RequestRejected, ask_body, request_cancel
+from routing.services import (
+    BATCH_HOLD_GRACE,
+    Ask,
+    RequestRejected,
+    ask_body,
+    ask_params,
+    request_cancel,
+)
 
 log = logging.getLogger(__name__)
 
@@ -387,15 +394,14 @@ def _admit_chunk(
     # lock is ours and every realtime request that wants to write waits for it.
     requests, holds, lines = [], [], []
     for number, (ask, amount) in enumerate(chunk, start=first):
-        body = ask_body(ask)
         request = Request(
             team_id=batch.team_id,
             api_key_id=batch.api_key_id,
             workload=batch.workload,
             source=Request.Source.BATCH_API,
-            params={**body, "max_tokens": _max_tokens(batch, ask)},
+            params=ask_params(ask, max_tokens=_max_tokens(batch, ask)),
             metadata=ask.metadata,
-            body_hash=Request.hash_body(body),
+            body_hash=Request.hash_body(ask_body(ask)),
             status=Request.Status.RUNNING,
             mode=Request.Mode.BATCH,
             model=batch.model,

@@ -35,6 +35,15 @@ LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+# Admission refusals (budget_exceeded, soft_budget_exceeded, unpriced_model). A refusal
+# without an Idempotency-Key writes no row (a refused flood must cost no writes), so this
+# counter is where they are seen; team and workload by slug, as the teams' own pages name them.
+REFUSED = Counter(
+    "llmops_requests_refused",
+    "Requests refused at admission, by team, workload and reason.",
+    ["team", "workload", "reason"],
+    registry=REGISTRY,
+)
 CACHE_LOOKUPS = Counter(
     "llmops_cache_lookups",
     "Response-cache lookups by workload and result (hit or miss).",

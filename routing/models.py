@@ -230,7 +230,12 @@ class RoutingPolicy(models.Model):
 
     class CacheKey(models.TextChoices):
         FULL_PROMPT = "full_prompt", "The full prompt"
-        USER_AND_SYSTEM_HASH = "user_and_system_hash", "User messages + hash of the system message"
+        # The stored value predates its meaning: every role counts (issue 19), the instructions
+        # (system and developer messages) hashed apart from the conversation.
+        USER_AND_SYSTEM_HASH = (
+            "user_and_system_hash",
+            "The conversation (every role) + hash of the system and developer messages",
+        )
 
     class Escalation(models.TextChoices):
         REALTIME = "realtime", "Serve the unfinished items realtime"

@@ -9,7 +9,7 @@ import hmac
 import secrets
 import time
 from collections.abc import AsyncIterator
-from contextlib import aclosing, nullcontext
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -213,22 +213,17 @@ def request_admit(
     user: AbstractBaseUser | None = None,
 ) -> Admitted:
     """Everything before a provider is called, in the database only: the idempotent replay,
-    the response cache, the routing decision and the budget hold. Raises RequestRejected
-    (nothing written) or BudgetExceeded/soft-budget refusal (the request recorded as failed).
+    the response cache, the routing decision and the budget hold. Raises RequestRejected:
+    a refusal of the ask writes nothing; a refusal at admission (a budget, an unpriced model)
+    writes nothing either unless the ask carries an Idempotency-Key, whose retries must get
+    the same answer: then the request is recorded as failed with its refusal (`refusal_of`).
     `user` is the person behind a browser session, if any."""
     body = ask_body(ask)
     body_hash = Request.hash_body(body)
     if ask.idempotency_key:
         existing = Request.objects.filter(team=team, idempotency_key=ask.idempotency_key).first()
         if existing is not None:
-            if existing.body_hash != body_hash:
-                raise RequestRejected(
-                    422,
-                    "This Idempotency-Key was already used with a different request body.",
-                    field="idempotency_key",
-                    code="idempotency_key_reused",
-                )
-            return Admitted(request=existing, replay=True)
+            return _replay(existing, body_hash)
 
     workload = ask.workload
     policy = workload.policy
@@ -257,37 +252,7 @@ def request_admit(
         )
 
     now = timezone.now()
-    # A savepoint only where a concurrent retry can collide on the idempotency key.
-    try:
-        with transaction.atomic() if ask.idempotency_key else nullcontext():
-            request = Request.objects.create(
-                team=team,
-                api_key=api_key,
-                user=user,
-                workload=workload,
-                source=ask.source,
-                params={**body, "max_tokens": max_tokens},  # the limit applied if none was asked
-                metadata=ask.metadata,
-                idempotency_key=ask.idempotency_key,
-                body_hash=body_hash,
-                created_at=now,
-                deadline_at=now + workload.deadline if workload.deadline else None,
-            )
-    except IntegrityError:
-        if not ask.idempotency_key:
-            raise
-        # A concurrent retry with the same key won the insert: answer with its request.
-        existing = Request.objects.get(team=team, idempotency_key=ask.idempotency_key)
-        if existing.body_hash != body_hash:
-            raise RequestRejected(
-                422,
-                "This Idempotency-Key was already used with a different request body.",
-                field="idempotency_key",
-                code="idempotency_key_reused",
-            ) from None
-        return Admitted(request=existing, replay=True)
-
-    params = {**body, "max_tokens": max_tokens}
+    params = ask_params(ask, max_tokens=max_tokens)  # the limit applied if none was asked
     cached = None
     if policy.cache_enabled:
         cached = response_cache_get(policy=policy, params=params)
@@ -311,15 +276,24 @@ def request_admit(
     )
     by_key = {(m.provider.slug, m.model_id): m for m in usable}
     chain = [by_key[(o.provider, o.model_id)] for o in decision.chain]
-    request.mode = decision.mode
-    request.decision_reason = decision.reason
-    request.missed_saving = decision.missed_saving
+    request = Request(
+        team=team,
+        api_key=api_key,
+        user=user,
+        workload=workload,
+        source=ask.source,
+        params=params,
+        metadata=ask.metadata,
+        idempotency_key=ask.idempotency_key,
+        body_hash=body_hash,
+        created_at=now,
+        deadline_at=now + workload.deadline if workload.deadline else None,
+        mode=decision.mode,
+        decision_reason=decision.reason,
+        missed_saving=decision.missed_saving,
+    )
     if decision.refused:
-        _request_close(request, Request.Status.FAILED, error=decision.reason)
-        raise RequestRejected(429, decision.reason, field="budget", code="soft_budget_exceeded")
-    if cached is not None:
-        _request_answer_from_cache(request, cached=cached, primary=chain[0])
-        return Admitted(request=request, decision=decision, chain=chain)
+        raise _refuse(request, RequestRejected(429, decision.reason, code=SOFT_BUDGET_EXCEEDED))
 
     mode = decision.mode
     ttl = (
@@ -328,38 +302,111 @@ def request_admit(
         else REALTIME_HOLD_TTL
     )
     try:
-        admission = request_hold(
-            request=request, models=chain, mode=mode, key=f"req:{request.pk}", ttl=ttl, at=now
+        # The row and its hold in one transaction: a refused hold leaves no row behind.
+        with transaction.atomic():
+            request.save(force_insert=True)
+            if cached is not None:
+                _request_answer_from_cache(request, cached=cached, primary=chain[0])
+                return Admitted(request=request, decision=decision, chain=chain)
+            admission = request_hold(
+                request=request, models=chain, mode=mode, key=f"req:{request.pk}", ttl=ttl, at=now
+            )
+            if mode == Mode.BATCH:
+                # The batch buffer (batches app) picks queued requests up by status and model.
+                request.model = chain[0]
+                request.status = Request.Status.QUEUED
+            else:
+                request.status = Request.Status.RUNNING
+                request.started_at = timezone.now()
+            request_touch(request)
+            request.save(update_fields=["model", "status", "started_at", "updated_at"])
+            request_changed(request)
+    except IntegrityError:
+        if not ask.idempotency_key:
+            raise
+        # A concurrent retry with the same key won the insert: answer with its request.
+        return _replay(
+            Request.objects.get(team=team, idempotency_key=ask.idempotency_key), body_hash
         )
     except PricingError as exc:
-        _request_close(request, Request.Status.FAILED, error=str(exc))
-        raise RequestRejected(503, str(exc), field="model", code="unpriced_model") from exc
+        raise _refuse(request, RequestRejected(503, str(exc), code=UNPRICED_MODEL)) from exc
     except BudgetExceeded as exc:
-        _request_close(request, Request.Status.FAILED, error=str(exc))
-        raise RequestRejected(402, str(exc), field="budget", code="budget_exceeded") from exc
+        raise _refuse(request, RequestRejected(402, str(exc), code=BUDGET_EXCEEDED)) from exc
     if mode == Mode.BATCH:
-        # The batch buffer (batches app) picks queued requests up by status and model.
-        request.model = chain[0]
-        request.status = Request.Status.QUEUED
         metrics.REQUESTS.labels(workload.slug, mode, request.status).inc()
-    else:
-        request.status = Request.Status.RUNNING
-        request.started_at = timezone.now()
-    request_touch(request)
-    request.save(
-        update_fields=[
-            "mode",
-            "decision_reason",
-            "missed_saving",
-            "params",
-            "model",
-            "status",
-            "started_at",
-            "updated_at",
-        ]
-    )
-    request_changed(request)
     return Admitted(request=request, decision=decision, hold=admission.hold, chain=chain)
+
+
+# Refusals at admission: the code, with the status and field every answer to it carries.
+BUDGET_EXCEEDED, SOFT_BUDGET_EXCEEDED, UNPRICED_MODEL = (
+    "budget_exceeded",
+    "soft_budget_exceeded",
+    "unpriced_model",
+)
+REFUSALS = {
+    BUDGET_EXCEEDED: (402, "budget"),
+    SOFT_BUDGET_EXCEEDED: (429, "budget"),
+    UNPRICED_MODEL: (503, "model"),
+}
+# Where a refused request's row (kept only under an Idempotency-Key) records its refusal.
+REFUSAL_PARAM = "refused"
+
+
+def _replay(existing: Request, body_hash: str) -> Admitted:
+    if existing.body_hash != body_hash:
+        raise RequestRejected(
+            422,
+            "This Idempotency-Key was already used with a different request body.",
+            field="idempotency_key",
+            code="idempotency_key_reused",
+        )
+    if (refusal := refusal_of(existing)) is not None:
+        raise refusal  # the first answer, again (Stripe's rule): not a 502 for a 402
+    return Admitted(request=existing, replay=True)
+
+
+def _refuse(request: Request, rejected: RequestRejected) -> RequestRejected:
+    """Count a refusal at admission; keep a row of it only under an Idempotency-Key. Returns
+    the exception to raise: the replay of a concurrent retry's answer if it won the key."""
+    rejected.field = REFUSALS[rejected.code][1]
+    metrics.REFUSED.labels(request.team.slug, request.workload.slug, rejected.code).inc()
+    if not request.idempotency_key:
+        return rejected
+    request.params = {**request.params, REFUSAL_PARAM: rejected.code}
+    request.status = Request.Status.FAILED
+    request.error = rejected.message[:2000]
+    request.completed_at = timezone.now()
+    request_touch(request)
+    try:
+        with transaction.atomic():
+            request.save(force_insert=True)
+    except IntegrityError:
+        existing = Request.objects.get(team=request.team, idempotency_key=request.idempotency_key)
+        try:
+            _replay(existing, request.body_hash)
+        except RequestRejected as replayed:
+            return replayed
+        return rejected  # it was admitted meanwhile; this one was refused all the same
+    request_changed(request)
+    metrics.observe_request(request)
+    return rejected
+
+
+def refusal_of(request: Request) -> RequestRejected | None:
+    """The refusal a request recorded at admission (kept for its Idempotency-Key), or None."""
+    code = request.params.get(REFUSAL_PARAM) if request.status == Request.Status.FAILED else None
+    if code not in REFUSALS:
+        return None
+    status, field = REFUSALS[code]
+    return RequestRejected(status, request.error, field=field, code=code)
+
+
+def ask_params(ask: Ask, *, max_tokens: int) -> dict:
+    """What a request row keeps of the ask in `params`: the body without its metadata, which
+    has a column of its own (it was stored twice), with the max_tokens applied."""
+    params = ask_body(ask)
+    del params["metadata"]
+    return {**params, "max_tokens": max_tokens}
 
 
 def ask_body(ask: Ask) -> dict:
@@ -689,13 +736,25 @@ def _request_fail_mid_stream(
 # shares it and entries expire by themselves.
 
 
+# Bumped whenever what goes into a key changes: entries keyed the old way are never read again
+# (they expire by their TTL). v2: every role counts in user_and_system_hash (issue 19: a
+# developer message steered an answer another key was then served for the user message alone).
+CACHE_KEY_VERSION = "v2"
+# The messages that instruct rather than converse; user_and_system_hash hashes them apart.
+INSTRUCTION_ROLES = ("system", "developer")
+
+
 def _cache_key(policy: RoutingPolicy, params: dict) -> str:
+    """Everything that can change the answer, in every mode: each message whatever its role
+    (system, developer, user, assistant, tool), in order, the model asked for, max_tokens and
+    temperature."""
     messages = params["messages"]
     if policy.cache_key == RoutingPolicy.CacheKey.USER_AND_SYSTEM_HASH:
-        system = [m.get("content") for m in messages if m.get("role") == "system"]
-        users = [m.get("content") for m in messages if m.get("role") == "user"]
-        system_hash = Request.hash_body({"system": system})
-        material = {"system": system_hash, "user": users}
+        instructions = [m for m in messages if m.get("role") in INSTRUCTION_ROLES]
+        material = {
+            "instructions": Request.hash_body({"instructions": instructions}),
+            "conversation": [m for m in messages if m.get("role") not in INSTRUCTION_ROLES],
+        }
     else:
         material = {"messages": messages}
     material.update(
@@ -703,7 +762,8 @@ def _cache_key(policy: RoutingPolicy, params: dict) -> str:
         max_tokens=params.get("max_tokens"),
         temperature=params.get("temperature"),
     )
-    return f"llmops:response:{policy.pk}:{Request.hash_body(material)}"
+    digest = Request.hash_body(material)
+    return f"llmops:response:{CACHE_KEY_VERSION}:{policy.pk}:{digest}"
 
 
 def response_cache_get(*, policy: RoutingPolicy, params: dict) -> dict | None:
