@@ -15,13 +15,14 @@ from django.conf import settings  # noqa: E402
 
 from llmops.routing import websocket_urlpatterns  # noqa: E402
 from llmops.serving import ServingRouter  # noqa: E402
-from llmops.websocket import BrowserOriginValidator  # noqa: E402
+from llmops.websocket import HandshakeValidator, bound_daphne_sockets  # noqa: E402
+
+# daphne imports this module before it builds its server: the bounds apply to that server.
+bound_daphne_sockets(max_message_bytes=settings.LLMOPS_WS_MAX_MESSAGE_BYTES)
 
 application = ProtocolTypeRouter(
     {
         "http": ServingRouter(django_asgi_app),
-        "websocket": BrowserOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), settings.ALLOWED_HOSTS
-        ),
+        "websocket": HandshakeValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -1,9 +1,14 @@
 """Websockets: /ws/stream/ streams completions, /ws/requests/ tells of request status changes.
 
-Both accept a browser session (with an Origin from ALLOWED_HOSTS, checked by
-llmops.websocket) or an `Authorization: Bearer <key>` header; anything else is refused at the
-handshake. Messages are JSON objects with a `type`; a bad one gets `{"type": "error"}` and the
-socket stays open.
+Both accept a browser session (with an Origin of this site, checked by llmops.websocket) or an
+`Authorization: Bearer <key>` header; anything else is refused at the handshake. Messages are
+JSON objects with a `type`; a bad one gets `{"type": "error"}` and the socket stays open.
+
+A socket is held to what REST is held to (routing.socket_auth): its credentials are re-read
+before every message and every few seconds, and it is closed (4401) once they end; its caller
+has at most LLMOPS_WS_MAX_SOCKETS_PER_CALLER open; it sends at most
+LLMOPS_WS_MESSAGES_PER_SECOND (bursts of LLMOPS_WS_MESSAGE_BURST) messages of at most
+LLMOPS_WS_MAX_MESSAGE_BYTES, and follows at most LLMOPS_WS_MAX_SUBSCRIPTIONS requests.
 """
 
 from __future__ import annotations
@@ -16,17 +21,14 @@ import uuid
 from collections import OrderedDict
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
-from datetime import timedelta
 from decimal import ROUND_FLOOR, Decimal
 from types import SimpleNamespace
 from typing import Any
 
 from autobahn.exception import Disconnected
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db.models import Q
 from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.exceptions import AuthenticationFailed
@@ -35,9 +37,10 @@ from billing import selectors as billing_selectors
 from billing.models import LedgerEntry
 from billing.pricing import MONEY_QUANTUM, PricingError, live_prices, plain
 from billing.services import processing_for
+from llmops import limits
 from llmops.dbthreads import db
 from llmops.text import unstorable_text
-from routing import selectors, services
+from routing import selectors, services, socket_auth, socket_resync
 from routing.apis import (
     RequestInputSerializer,
     RequestOutputSerializer,
@@ -48,6 +51,7 @@ from routing.auth import ApiKeyAuthentication, KeyPrincipal, throttle_wait
 from routing.events import request_group, team_group
 from routing.models import Request
 from routing.router import prompt_tokens_floor
+from routing.socket_auth import Credential
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +66,6 @@ SUMMARY_FIELDS = (
     "cost_usd",
     "counterfactual_cost_usd",
 )
-# A subscriber catching up reads changes this far back, so a change committed by another
-# process while the last read ran is not skipped; the repeats are dropped as already sent.
-RESYNC_OVERLAP = timedelta(seconds=5)
-MAX_SUBSCRIBED_IDS = 1_000
 
 
 class MessageError(Exception):
@@ -77,9 +77,11 @@ class MessageError(Exception):
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is on the socket: a session user (the browser) or an API key's team."""
+    """Who is on the socket: a session user (the browser) or an API key's team, and what it
+    authenticated with (re-read by routing.socket_auth for the socket's whole life)."""
 
     principal: Any  # a User or a KeyPrincipal, as the selectors take it
+    credential: Credential
 
     @property
     def user(self):
@@ -93,7 +95,7 @@ class Caller:
 def caller_from_scope(scope) -> Caller | None:
     """The caller, or None to refuse the handshake. A key must come in the Authorization
     header (query strings end up in logs); a session only counts with an Origin header, which
-    browsers always send and the origin validator has already checked."""
+    browsers always send and llmops.websocket has checked."""
     headers = dict(scope.get("headers") or [])
     if b"authorization" in headers:
         # The REST API's authentication, fed the handshake's header.
@@ -102,25 +104,26 @@ def caller_from_scope(scope) -> Caller | None:
             found = ApiKeyAuthentication().authenticate(handshake)
         except AuthenticationFailed:
             return None
-        return Caller(found[0]) if found else None
+        return Caller(found[0], Credential(key_id=found[1].pk)) if found else None
     user = scope.get("user")
     if user is not None and user.is_authenticated and b"origin" in headers:
-        return Caller(user)
+        session = scope.get("session")
+        # No session (a scope built by hand) re-reads as ended: the socket closes at once.
+        session_key = session.session_key if session is not None else None
+        return Caller(user, Credential(session_key=session_key, user_id=user.pk))
     return None
 
 
 def parse_message(text_data: str | None, bytes_data: bytes | None) -> dict:
     raw = text_data if text_data is not None else (bytes_data or b"").decode("utf-8", "replace")
-    if len(raw.encode()) > settings.LLMOPS_MAX_BODY_BYTES:
-        raise MessageError(
-            f"The message is over {settings.LLMOPS_MAX_BODY_BYTES} bytes.", code="too_large"
-        )
     try:
-        message = json.loads(raw)
-    except ValueError as exc:
-        raise MessageError(f"The message is not valid JSON: {exc}.") from None
-    except RecursionError:
-        raise MessageError("The message is nested too deeply.") from None
+        # NaN, Infinity, 1e999 and integers past 64 bits are refused naming the field, as
+        # the HTTP APIs refuse them.
+        message = limits.loads(raw)
+    except limits.Refused as exc:
+        raise MessageError(
+            exc.message.replace("The body", "The message"), field=exc.field
+        ) from None
     if not isinstance(message, dict):
         raise MessageError("A message must be a JSON object with a `type`.")
     if (path := unstorable_text(message)) is not None:
@@ -134,23 +137,120 @@ def _dumps(message: dict) -> str:
     return json.dumps(message, cls=DjangoJSONEncoder)
 
 
+class TokenBucket:
+    """LLMOPS_WS_MESSAGES_PER_SECOND sustained, LLMOPS_WS_MESSAGE_BURST at once."""
+
+    def __init__(self, *, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = float(burst), time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class JsonSocket(AsyncWebsocketConsumer):
-    """Authentication, message parsing and error replies shared by both endpoints."""
+    """Authentication, limits, message parsing and error replies shared by both endpoints."""
 
     handlers: dict[str, str] = {}  # message type -> method name
+    connected = False
+    # Set (from any thread) once the credentials ended: nothing is sent after that.
+    revoked = False
+    credential: Credential | None = None
 
     async def connect(self) -> None:
-        self.caller = await database_sync_to_async(caller_from_scope)(self.scope)
+        self.caller = await db(caller_from_scope, self.scope)
         if self.caller is None:
             await self.close()  # before accept: the handshake is answered 403
             return
-        self.connected = True
+        self.credential = self.caller.credential
+        self.loop = asyncio.get_running_loop()
+        self.bucket = TokenBucket(
+            rate=settings.LLMOPS_WS_MESSAGES_PER_SECOND, burst=settings.LLMOPS_WS_MESSAGE_BURST
+        )
+        self.refused = 0  # messages refused in a row for their rate
+        local = socket_auth.register(self)
+        try:
+            allowed = await db(socket_auth.claim_slot, self.credential, local)
+        except Exception:
+            log.exception("could not count the sockets of %s", self.credential.caller)
+            allowed = True  # a cache outage must not take websockets down with it
+        for group in socket_auth.groups_of(self.credential):
+            await self.channel_layer.group_add(group, self.channel_name)
+        # Accepted before the cap is told, so that the client reads why it is closed.
+        self.connected = not self.revoked
         await self.accept()
+        if not allowed:
+            await self.send_error(
+                f"This caller has {settings.LLMOPS_WS_MAX_SOCKETS_PER_CALLER} websockets open "
+                "already; close one first.",
+                code="too_many_sockets",
+            )
+            await self.shut(socket_auth.CLOSE_POLICY)
+        elif self.revoked:
+            await self.shut(socket_auth.CLOSE_CREDENTIALS_ENDED)
 
     async def disconnect(self, code) -> None:
         self.connected = False
+        if self.credential is None:
+            return  # refused at the handshake
+        socket_auth.unregister(self)
+        for group in socket_auth.groups_of(self.credential):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def shut(self, code: int) -> None:
+        """Close from our side; the disconnect that follows cleans up."""
+        self.connected = False
+        if not getattr(self, "shut_code", None):
+            self.shut_code = code
+            await self.close(code=code)
+
+    def revoke(self) -> None:
+        """The credentials ended (called from any thread): send nothing more, close 4401."""
+        self.revoked = True
+        self.connected = False
+        self.loop.call_soon_threadsafe(self._close_revoked)
+
+    def _close_revoked(self) -> None:
+        if not getattr(self, "shut_code", None):
+            self.loop.create_task(self.shut(socket_auth.CLOSE_CREDENTIALS_ENDED))
+
+    async def credentials_changed(self, event: dict) -> None:
+        """A group message from routing.socket_auth: another process changed our
+        credentials; re-read them."""
+        if not self.revoked and await db(socket_auth.principal_for, self.credential) is None:
+            self.revoke()
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
+        if not self.connected:
+            return  # closing: what arrives meanwhile is dropped unread
+        if not self.bucket.take():
+            # The error once per run of refused messages: answering each one would let a
+            # flood fill the outgoing buffer instead.
+            self.refused += 1
+            if self.refused == 1:
+                await self.send_error(
+                    f"Over {settings.LLMOPS_WS_MESSAGES_PER_SECOND} messages a second; this "
+                    "one was dropped.",
+                    code="rate_limited",
+                )
+            if self.refused >= settings.LLMOPS_WS_MESSAGE_BURST:
+                await self.shut(socket_auth.CLOSE_POLICY)
+            return
+        self.refused = 0
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size > settings.LLMOPS_WS_MAX_MESSAGE_BYTES:
+            await self.send_error(
+                f"The message is over {settings.LLMOPS_WS_MAX_MESSAGE_BYTES} bytes.",
+                code="too_large",
+            )
+            await self.shut(socket_auth.CLOSE_TOO_LARGE)
+            return
         try:
             message = parse_message(text_data, bytes_data)
             kind = message.get("type")
@@ -161,6 +261,13 @@ class JsonSocket(AsyncWebsocketConsumer):
                     field="type",
                     code="unknown_type",
                 )
+            # Who the caller is, read again: a key revoked in another process since the last
+            # re-read must not start a completion.
+            principal = await db(socket_auth.principal_for, self.credential)
+            if principal is None:
+                self.revoke()
+                return
+            self.caller = Caller(principal, self.credential)
             await getattr(self, handler)(message)
         except MessageError as exc:
             await self.send_error(str(exc), field=exc.field, code=exc.code)
@@ -168,7 +275,7 @@ class JsonSocket(AsyncWebsocketConsumer):
             await self.send_error(exc.message, field=exc.field, code=exc.code)
 
     async def send_json(self, message: dict) -> None:
-        if not getattr(self, "connected", False):
+        if self.revoked or not self.connected:
             return
         try:
             await self.send(text_data=_dumps(message))
@@ -399,10 +506,14 @@ def _floor(amount: Decimal) -> Decimal:
 
 class SubscribeSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=["subscribe", "unsubscribe"])
-    request_ids = serializers.ListField(
-        child=serializers.UUIDField(), required=False, max_length=MAX_SUBSCRIBED_IDS
-    )
+    request_ids = serializers.ListField(child=serializers.UUIDField(), required=False)
     all = serializers.BooleanField(required=False, default=False)
+
+    def validate_request_ids(self, value):
+        limit = settings.LLMOPS_WS_MAX_SUBSCRIPTIONS
+        if len(value) > limit:
+            raise serializers.ValidationError(f"At most {limit} request ids per socket.")
+        return value
 
     def validate(self, attrs):
         if not attrs.get("request_ids") and not attrs["all"]:
@@ -413,75 +524,73 @@ class SubscribeSerializer(serializers.Serializer):
 class RequestsConsumer(JsonSocket):
     """Pushes `{"type": "status", "request": {...}}` for every status change of the requests
     a client subscribed to (by id, or `all` of its teams'). Pushes arrive through the channel
-    layer; a periodic read of `Request.updated_at` catches what the layer did not carry."""
+    layer; the process's poller (routing.socket_resync) hands over what the layer did not
+    carry."""
 
     handlers = {"subscribe": "subscribe", "unsubscribe": "unsubscribe"}
 
     async def connect(self) -> None:
-        self.ids: set[uuid.UUID] = set()
+        self.ids: dict[uuid.UUID, int] = {}  # followed request -> its team
         self.team_ids: set[int] = set()
         # (status, updated_at) last sent per request: a push and a catch-up read of the same
         # change are told once.
         self.sent: OrderedDict[uuid.UUID, tuple] = OrderedDict()
-        self.since = timezone.now()
-        self.resync: asyncio.Task | None = None
         await super().connect()
 
     async def subscribe(self, message: dict) -> None:
+        if len(message.get("request_ids") or []) > settings.LLMOPS_WS_MAX_SUBSCRIPTIONS:
+            raise MessageError(  # before the serializer parses thousands of ids
+                f"At most {settings.LLMOPS_WS_MAX_SUBSCRIPTIONS} request ids per socket; "
+                "subscribe to `all`.",
+                field="request_ids",
+            )
         data = self._validated(message)
         if data["type"] != "subscribe":
             raise MessageError("type: expected subscribe.", field="type")
-        self.since = min(self.since, timezone.now() - RESYNC_OVERLAP)
         ids = data.get("request_ids") or []
-        found, team_ids = await database_sync_to_async(self._visible)(ids, data["all"])
+        found, team_ids = await db(self._visible, ids, data["all"])
         unknown = [str(i) for i in ids if i not in found]
-        if len(self.ids | set(found)) > MAX_SUBSCRIBED_IDS:
+        if len(self.ids.keys() | found.keys()) > settings.LLMOPS_WS_MAX_SUBSCRIPTIONS:
             raise MessageError(
-                f"At most {MAX_SUBSCRIBED_IDS} request ids per socket; subscribe to `all`.",
+                f"At most {settings.LLMOPS_WS_MAX_SUBSCRIPTIONS} request ids per socket; "
+                "subscribe to `all`.",
                 field="request_ids",
             )
         # Join the groups before reading the current state: a change in between is then
         # pushed rather than lost.
-        for request_id in found:
+        for request_id in found.keys() - self.ids.keys():
             await self.channel_layer.group_add(request_group(request_id), self.channel_name)
-        for team_id in team_ids:
+        for team_id in team_ids - self.team_ids:
             await self.channel_layer.group_add(team_group(team_id), self.channel_name)
-        self.ids |= set(found)
+        self.ids.update(found)
         self.team_ids |= team_ids
-        await self.send_json(
-            {
-                "type": "subscribed",
-                "request_ids": sorted(str(i) for i in self.ids),
-                "all": bool(self.team_ids),
-            }
-        )
+        await self.send_json(self._subscribed())
         if unknown:
             await self.send_error(
                 f"Unknown request ids (not found among your teams'): {', '.join(unknown)}.",
                 field="request_ids",
                 code="not_found",
             )
-        await self._push(ids=found)
-        if self.resync is None:
-            self.resync = asyncio.create_task(self._catch_up())
+        await self.push(list(found))
+        socket_resync.poller().add(self)
 
     async def unsubscribe(self, message: dict) -> None:
         data = self._validated(message)
         for request_id in data.get("request_ids") or []:
-            if request_id in self.ids:
-                self.ids.discard(request_id)
+            if self.ids.pop(request_id, None) is not None:
                 await self.channel_layer.group_discard(request_group(request_id), self.channel_name)
         if data["all"]:
             for team_id in self.team_ids:
                 await self.channel_layer.group_discard(team_group(team_id), self.channel_name)
             self.team_ids = set()
-        await self.send_json(
-            {
-                "type": "subscribed",
-                "request_ids": sorted(str(i) for i in self.ids),
-                "all": bool(self.team_ids),
-            }
-        )
+        await self.send_json(self._subscribed())
+
+    def _subscribed(self) -> dict:
+        return {
+            "type": "subscribed",
+            "request_ids": sorted(str(i) for i in self.ids),
+            "all": bool(self.team_ids),
+        }
 
     def _validated(self, message: dict) -> dict:
         serializer = SubscribeSerializer(data=message)
@@ -490,12 +599,12 @@ class RequestsConsumer(JsonSocket):
             raise MessageError(f"{field}: {text}" if field else text, field=field)
         return serializer.validated_data
 
-    def _visible(self, ids: list[uuid.UUID], all_teams: bool) -> tuple[list[uuid.UUID], set]:
+    def _visible(self, ids: list[uuid.UUID], all_teams: bool) -> tuple[dict, set]:
         principal = self.caller.principal
-        found = list(
+        found = dict(
             selectors.request_list(user=principal)
             .filter(pk__in=ids)
-            .values_list("pk", flat=True)
+            .values_list("pk", "team_id")
             .order_by()
         )
         teams = (
@@ -503,14 +612,26 @@ class RequestsConsumer(JsonSocket):
         )
         return found, teams
 
+    # What routing.socket_resync's poller asks of a subscriber.
+
+    def teams_followed(self) -> set[int]:
+        return self.team_ids | set(self.ids.values())
+
+    def wants(self, change: socket_resync.Change) -> bool:
+        return (change.id in self.ids or change.team_id in self.team_ids) and self.sent.get(
+            change.id
+        ) != change.mark
+
     async def request_changed(self, event: dict) -> None:
         """A group message from routing.events."""
         request_id = uuid.UUID(event["id"])
         if request_id in self.ids or event.get("team") in self.team_ids:
-            await self._push(ids=[request_id])
+            await self.push([request_id])
 
-    async def _push(self, *, ids=None, since=None) -> None:
-        bodies = await database_sync_to_async(self._changed)(ids, since)
+    async def push(self, ids: list[uuid.UUID]) -> None:
+        if not ids or not self.connected:
+            return
+        bodies = await db(self._changed, ids)
         for body in bodies:
             await self.send_json(
                 {
@@ -521,41 +642,27 @@ class RequestsConsumer(JsonSocket):
                 }
             )
 
-    def _changed(self, ids, since) -> list[dict]:
-        """Requests (by id, or changed since `since` among the subscribed) not yet told."""
-        qs = selectors.request_list(user=self.caller.principal)
-        if ids is not None:
-            qs = qs.filter(pk__in=ids)
-        else:
-            qs = qs.filter(updated_at__gte=since).filter(
-                Q(pk__in=list(self.ids)) | Q(team_id__in=list(self.team_ids))
-            )
+    def _changed(self, ids: list[uuid.UUID]) -> list[dict]:
+        """Those of `ids` this caller may read whose current state it was not told yet."""
+        qs = selectors.request_list(user=self.caller.principal).filter(pk__in=ids)
         bodies = []
+        limit = settings.LLMOPS_WS_MAX_SUBSCRIPTIONS
         for request in qs.order_by("updated_at")[:500]:
             mark = (request.status, request.updated_at)
             if self.sent.get(request.pk) == mark:
                 continue
             self.sent[request.pk] = mark
             self.sent.move_to_end(request.pk)
-            if request.status == Request.Status.COMPLETED:
+            if request.status == Request.Status.COMPLETED and not self.revoked:
                 services.request_mark_read(request=request)
             bodies.append(RequestOutputSerializer(request).data)
-        while len(self.sent) > 10 * MAX_SUBSCRIBED_IDS:
+        while len(self.sent) > 10 * limit:
             self.sent.popitem(last=False)
         return bodies
 
-    async def _catch_up(self) -> None:
-        interval = settings.LLMOPS_WS_RESYNC_SECONDS
-        while True:
-            await asyncio.sleep(interval)
-            read_at = timezone.now()
-            await self._push(since=self.since)
-            self.since = read_at - RESYNC_OVERLAP
-
     async def disconnect(self, code) -> None:
         await super().disconnect(code)
-        if self.resync is not None:
-            self.resync.cancel()
+        socket_resync.poller().discard(self)
         for request_id in self.ids:
             await self.channel_layer.group_discard(request_group(request_id), self.channel_name)
         for team_id in self.team_ids:

@@ -10,8 +10,6 @@ from decimal import Decimal
 import pytest
 from websockets.exceptions import InvalidStatus
 
-ORIGIN = "http://127.0.0.1"
-
 
 def receive(ws, timeout: float = 30) -> dict:
     return json.loads(ws.recv(timeout=timeout))
@@ -260,7 +258,9 @@ def test_a_foreign_origin_is_refused_even_with_a_session(llmops):
 
 def test_a_browser_session_streams_and_its_requests_are_its_users(llmops, sim):
     cookie = llmops.login()
-    with llmops.ws("/ws/stream/", key=None, origin=ORIGIN, headers={"Cookie": cookie}) as ws:
+    # The page's own origin: scheme, host and port of the server.
+    origin = llmops.base_url
+    with llmops.ws("/ws/stream/", key=None, origin=origin, headers={"Cookie": cookie}) as ws:
         start(ws, "What is a good rain jacket?", team="acme")
         started = receive(ws)
         _, done = until(ws, "done")

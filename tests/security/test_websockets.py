@@ -20,11 +20,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 PATHS = ["/ws/stream/", "/ws/requests/"]
 GOOD_ORIGIN = "http://localhost:8000"
+# Browsers and websocket clients always send Host; the handshake's origin is compared with it.
+HOST = (b"host", b"localhost:8000")
 
 
 def handshake(path: str, headers: list[tuple[bytes, bytes]]) -> bool:
     async def connect() -> bool:
-        communicator = WebsocketCommunicator(application, path, headers=headers)
+        communicator = WebsocketCommunicator(application, path, headers=[HOST, *headers])
         connected, _ = await communicator.connect()
         await communicator.disconnect()
         return connected
@@ -54,6 +56,10 @@ def bearer(api_key) -> bytes:
         "https://localhost.evil.example",
         "http://evil.example:8000",
         "null",  # a sandboxed iframe or a file:// page
+        # Same host, another port or scheme: another origin, as the CSRF check has it.
+        "http://localhost:8001",
+        "http://localhost",
+        "https://localhost:8000",
     ],
 )
 def test_a_foreign_origin_is_refused_even_with_a_session_or_a_key(
@@ -121,10 +127,12 @@ def test_a_key_of_team_a_hears_nothing_of_team_bs_requests(team, other_team, api
         a = WebsocketCommunicator(
             application,
             "/ws/requests/",
-            headers=[(b"authorization", f"Bearer {api_key[1]}".encode())],
+            headers=[HOST, (b"authorization", f"Bearer {api_key[1]}".encode())],
         )
         b = WebsocketCommunicator(
-            application, "/ws/requests/", headers=[(b"authorization", f"Bearer {b_raw}".encode())]
+            application,
+            "/ws/requests/",
+            headers=[HOST, (b"authorization", f"Bearer {b_raw}".encode())],
         )
         assert (await a.connect())[0] and (await b.connect())[0]
         await a.send_json_to({"type": "subscribe", "request_ids": [str(theirs.pk)]})

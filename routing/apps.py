@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class RoutingConfig(AppConfig):
+    name = "routing"
+
+    def ready(self) -> None:
+        # Websockets re-read their credentials when a key, a session or a user changes
+        # (routing.socket_auth): the one use of signals here, because the writers (the admin,
+        # Django's auth views, any save of a User) are not ours to call a service from.
+        from django.contrib.admin.models import LogEntry
+        from django.contrib.auth import get_user_model
+        from django.contrib.auth.signals import user_logged_out
+        from django.contrib.sessions.models import Session
+        from django.db.models.signals import post_delete, post_save
+
+        from routing import socket_auth
+        from routing.models import ApiKey
+
+        uid = "routing.socket_auth."
+        post_save.connect(socket_auth.api_key_saved, sender=ApiKey, dispatch_uid=uid + "key")
+        post_delete.connect(
+            socket_auth.api_key_deleted, sender=ApiKey, dispatch_uid=uid + "key-deleted"
+        )
+        post_save.connect(socket_auth.admin_logged, sender=LogEntry, dispatch_uid=uid + "admin")
+        post_save.connect(
+            socket_auth.user_saved, sender=get_user_model(), dispatch_uid=uid + "user"
+        )
+        post_delete.connect(
+            socket_auth.session_deleted, sender=Session, dispatch_uid=uid + "session"
+        )
+        user_logged_out.connect(socket_auth.user_logged_out, dispatch_uid=uid + "logout")
