@@ -22,8 +22,6 @@ import re
 import secrets
 import signal
 import time
-import urllib.error
-import urllib.request
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
@@ -54,6 +52,7 @@ from billing.services import (
     request_hold,
     reservation_amount,
 )
+from llmops import outbound
 from routing import providers
 from routing.events import request_changed, request_touch
 from routing.models import LlmModel, Provider, Request, RoutingPolicy
@@ -1632,25 +1631,36 @@ def job_notify(*, job: BatchJob) -> dict[str, str]:
 
 
 def _deliver(workload, body: bytes) -> str:
+    """POST one notice, at most WEBHOOK_TRIES times. A redirect or a refused target
+    (llmops.outbound: private addresses need the operator's allow-list, checked again here
+    because DNS and the list may have changed since the URL was saved) fails at once: neither
+    changes on a retry, and the signed headers must never go to a second address."""
     timestamp = str(int(time.time()))
-    request = urllib.request.Request(  # noqa: S310 - validated http(s) URL set by an admin
-        workload.batch_webhook_url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "llmops-webhook/1",
-            "X-Llmops-Timestamp": timestamp,
-            "X-Llmops-Signature": webhook_signature(workload.get_webhook_secret(), timestamp, body),
-        },
-    )
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "llmops-webhook/1",
+        "X-Llmops-Timestamp": timestamp,
+        "X-Llmops-Signature": webhook_signature(workload.get_webhook_secret(), timestamp, body),
+    }
     error = ""
     for attempt in range(WEBHOOK_TRIES):
         try:
-            with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:  # noqa: S310
-                return f"delivered ({response.status})"
-        except (urllib.error.URLError, OSError) as exc:
+            status = outbound.post(
+                workload.batch_webhook_url,
+                body=body,
+                headers=headers,
+                timeout=WEBHOOK_TIMEOUT_SECONDS,
+            )
+        except (outbound.OutboundRefused, outbound.RedirectRefused) as exc:
             error = str(exc)
+            break
+        except OSError as exc:
+            error = str(exc) or repr(exc)
+        else:
+            if 200 <= status < 300:
+                return f"delivered ({status})"
+            error = f"HTTP {status}"
+        if attempt + 1 < WEBHOOK_TRIES:
             time.sleep(2**attempt)
     log.warning("batch webhook of %s failed: %s", workload.slug, error)
     return f"failed: {error}"

@@ -11,12 +11,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from llmops.env import Env, redact_url
+from llmops.outbound import parse_allow_list
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = Env()
@@ -84,6 +87,7 @@ INSTALLED_APPS = [
     "routing",
     "billing",
     "batches",
+    "axes",  # last, as its docs ask: its checks wrap the other apps' login views
 ]
 
 MIDDLEWARE = [
@@ -95,6 +99,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a locked-out login into the lockout page (registration/lockout.html).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "llmops.urls"
@@ -205,6 +211,8 @@ else:
     }
 
 # --- Auth, i18n, static -----------------------------------------------------------
+# Production behind a TLS-terminating proxy that sets X-Forwarded-Proto and X-Forwarded-For.
+BEHIND_TLS_PROXY = not DEBUG and env.bool("LLMOPS_BEHIND_TLS_PROXY", False)
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -214,6 +222,37 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "playground"
 LOGOUT_REDIRECT_URL = "home"
+# Axes first: it refuses a locked-out username+address before any password is checked. API
+# keys (routing.auth) are not passwords and never pass through these backends.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Password guessing on /accounts/login/ and /admin/login/ (django-axes): this many wrong
+# passwords for one username from one address lock that pair out for the cool-off, in minutes,
+# even with the right password; each try while locked restarts the cool-off.
+LLMOPS_LOGIN_FAILURES = env.int("LLMOPS_LOGIN_FAILURES", 5, min=1, max=1000)
+LLMOPS_LOGIN_COOLOFF_MINUTES = env.int("LLMOPS_LOGIN_COOLOFF_MINUTES", 15, min=1, max=10_080)
+AXES_FAILURE_LIMIT = LLMOPS_LOGIN_FAILURES
+AXES_COOLOFF_TIME = timedelta(minutes=LLMOPS_LOGIN_COOLOFF_MINUTES)
+# Per username and address together: one guesser cannot lock a colleague out from elsewhere.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/lockout.html"
+
+
+def _login_client_address(request) -> str:
+    """The address login failures count against: REMOTE_ADDR, or behind the TLS proxy
+    (LLMOPS_BEHIND_TLS_PROXY) the last X-Forwarded-For entry, the one that proxy appended;
+    entries left of it are whatever the client chose to send."""
+    remote = request.META.get("REMOTE_ADDR", "")
+    if not BEHIND_TLS_PROXY:
+        return remote
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").rsplit(",", 1)[-1].strip()
+    return forwarded or remote
+
+
+AXES_CLIENT_IP_CALLABLE = _login_client_address
 # Server-side: a new API key is shown once through a message and must not ride in a cookie.
 MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
@@ -251,7 +290,7 @@ if not DEBUG:
     SECURE_HSTS_SECONDS = env.int("LLMOPS_HSTS_SECONDS", 31_536_000, min=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("LLMOPS_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env.bool("LLMOPS_HSTS_PRELOAD", True)
-    if env.bool("LLMOPS_BEHIND_TLS_PROXY", False):
+    if BEHIND_TLS_PROXY:
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- API ---------------------------------------------------------------------------
@@ -302,6 +341,19 @@ _sim_reach_host = "127.0.0.1" if LLMOPS_SIM_HOST in ("0.0.0.0", "::") else LLMOP
 LLMOPS_SIMULATOR_URL = env.url(
     "LLMOPS_SIMULATOR_URL", f"http://{_sim_reach_host}:{LLMOPS_SIM_PORT}", schemes=("http", "https")
 ).rstrip("/")
+# Provider base URLs and batch webhooks (llmops.outbound) may not reach loopback, private,
+# link-local (the cloud metadata service), unspecified, multicast or reserved addresses, unless
+# listed here: host, host:port, [v6]:port, an address or a CIDR block, comma-separated. An admin
+# account is not the operator: this is the operator's word. Debug mode trusts this machine's
+# loopback (the simulator, a local webhook receiver) and the simulator's own address.
+_sim_netloc = urlsplit(LLMOPS_SIMULATOR_URL).netloc
+LLMOPS_OUTBOUND_ALLOW_PRIVATE = env.list(
+    "LLMOPS_OUTBOUND_ALLOW_PRIVATE", ["127.0.0.0/8", "::1", _sim_netloc] if DEBUG else []
+)
+try:
+    parse_allow_list(LLMOPS_OUTBOUND_ALLOW_PRIVATE)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"LLMOPS_OUTBOUND_ALLOW_PRIVATE: {exc}") from None
 # /healthz probes each provider at most this often; the result is cached.
 LLMOPS_PROVIDER_PROBE_TTL = env.int("LLMOPS_PROVIDER_PROBE_TTL", 15, min=0, max=3600)
 # A worker cluster counts as up if its last heartbeat is younger than this.
@@ -320,8 +372,11 @@ LLMOPS_CIRCUIT_COOLDOWN = env.int("LLMOPS_CIRCUIT_COOLDOWN", 30, min=1, max=8640
 # Request bodies above this are refused with 413 before they are parsed.
 LLMOPS_MAX_BODY_BYTES = env.int("LLMOPS_MAX_BODY_BYTES", 1_048_576, min=1024, max=104_857_600)
 DATA_UPLOAD_MAX_MEMORY_SIZE = LLMOPS_MAX_BODY_BYTES
-# If set, /metrics wants `Authorization: Bearer <token>` (it names teams' workloads).
+# /metrics wants `Authorization: Bearer <token>` (it names every team's workloads). Unset, it
+# is open in debug mode and answers 403 naming this setting in production: metrics are optional,
+# so a deployment without them still starts, but never shows them to anyone.
 LLMOPS_METRICS_TOKEN = env.str("LLMOPS_METRICS_TOKEN", "")
+LLMOPS_METRICS_NEED_TOKEN = not DEBUG  # not settings.DEBUG: the test runner turns that off
 # Requests per API key (DRF rate syntax: N/second|minute|hour|day), counted in the cache.
 # Threads that run the serving endpoints' database work, each keeping its connection
 # (llmops/dbthreads.py); 0 runs it in each request's own thread, as Django does.
@@ -421,5 +476,7 @@ LOGGING = {
         # older openai versions too): prompts are never logged, whatever LLMOPS_LOG_LEVEL says.
         "anthropic._base_client": {"level": "INFO"},
         "openai._base_client": {"level": "INFO"},
+        # Its version banner at every start; lockouts (WARNING) and failures (INFO) still log.
+        "axes.apps": {"level": "WARNING"},
     },
 }

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-from llmops import crypto, memo
+from llmops import crypto, memo, outbound
 from routing.providers.types import Endpoint, Timeouts
 
 
@@ -82,7 +82,8 @@ class ApiKey(models.Model):
 
 
 def validate_provider_base_url(value: str) -> None:
-    """A base URL is where we send prompts and keys: no credentials, no query, http(s) only."""
+    """A base URL is where we send prompts and keys (a webhook URL: signed notices): http(s)
+    only, no credentials, no query, and not a private address (llmops.outbound)."""
     # urlsplit drops tabs and newlines silently: a URL that holds any is refused, not cleaned.
     if any(c.isspace() or not c.isprintable() for c in value):
         raise ValidationError("Base URL must not contain spaces or control characters.")
@@ -95,6 +96,12 @@ def validate_provider_base_url(value: str) -> None:
         raise ValidationError("Base URL must not contain credentials; use the API key field.")
     if parts.query or parts.fragment:
         raise ValidationError("Base URL must not have a query string or fragment.")
+    # Where it points: no loopback, private or metadata address unless the operator allows it
+    # (checked again at every connection, llmops.outbound).
+    try:
+        outbound.check_url(value)
+    except outbound.OutboundRefused as refused:
+        raise ValidationError(f"Base URL refused: {refused}.") from None
 
 
 class Provider(models.Model):

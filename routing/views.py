@@ -21,6 +21,11 @@ PLAYGROUND_RECENT = 20
 async def metrics(request):
     """/metrics for Prometheus (reads the circuit states from the database and the cache)."""
     token = settings.LLMOPS_METRICS_TOKEN
+    if not token and settings.LLMOPS_METRICS_NEED_TOKEN:
+        # Open only on a developer's machine: the series name every team's workloads.
+        return HttpResponse(
+            "metrics are off in production until LLMOPS_METRICS_TOKEN is set\n", status=403
+        )
     if token and not hmac.compare_digest(
         request.headers.get("Authorization", ""), f"Bearer {token}"
     ):

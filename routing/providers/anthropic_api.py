@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import anthropic
 
+from llmops import outbound
 from routing.providers.calls import (
     classify,
     client_for,
@@ -40,7 +41,12 @@ FINISH = {
 def _client(*, base_url: str, api_key: str, timeout) -> anthropic.AsyncAnthropic:
     # base_url without /v1: the SDK's paths already start with it.
     return anthropic.AsyncAnthropic(
-        base_url=base_url, api_key=api_key or "unset", max_retries=0, timeout=timeout
+        base_url=base_url,
+        api_key=api_key or "unset",
+        max_retries=0,
+        timeout=timeout,
+        # Connects only to addresses the outbound policy allows, and follows no redirect.
+        http_client=outbound.async_http_client(),
     )
 
 
@@ -189,6 +195,7 @@ def _batch_client(endpoint: Endpoint) -> Iterator[anthropic.Anthropic]:
         api_key=endpoint.api_key or "unset",
         max_retries=0,
         timeout=anthropic.Timeout(t.total, connect=t.connect),
+        http_client=outbound.sync_http_client(),
     )
     with client, sdk_errors(anthropic, anthropic.AnthropicError, LABEL):
         yield client

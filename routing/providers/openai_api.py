@@ -10,6 +10,7 @@ from typing import BinaryIO
 import openai
 from openai.types.chat import ChatCompletion
 
+from llmops import outbound
 from routing.providers.calls import (
     classify,
     client_for,
@@ -35,7 +36,12 @@ def _client(*, base_url: str, api_key: str, timeout) -> openai.AsyncOpenAI:
     # max_retries=0: retries are our decision (only unbilled failures), not the SDK's.
     # The SDK refuses to build without a key; local servers often need none.
     return openai.AsyncOpenAI(
-        base_url=base_url, api_key=api_key or "unset", max_retries=0, timeout=timeout
+        base_url=base_url,
+        api_key=api_key or "unset",
+        max_retries=0,
+        timeout=timeout,
+        # Connects only to addresses the outbound policy allows, and follows no redirect.
+        http_client=outbound.async_http_client(),
     )
 
 
@@ -163,6 +169,7 @@ def _batch_client(endpoint: Endpoint) -> Iterator[openai.OpenAI]:
         api_key=endpoint.api_key or "unset",
         max_retries=0,
         timeout=openai.Timeout(t.total, connect=t.connect),
+        http_client=outbound.sync_http_client(),
     )
     with client, sdk_errors(openai, openai.OpenAIError, LABEL):
         yield client
