@@ -92,7 +92,11 @@ def bound_daphne_sockets(*, max_message_bytes: int) -> None:
     def __init__(self, *args, **kwargs):
         factory_init(self, *args, **kwargs)
         self.setProtocolOptions(
-            maxFramePayloadSize=max_message_bytes, maxMessagePayloadSize=max_message_bytes
+            maxFramePayloadSize=max_message_bytes,
+            maxMessagePayloadSize=max_message_bytes,
+            # Tell the client why (1009) instead of dropping the TCP connection; the rest of
+            # the refused frame is read and discarded, not buffered.
+            failByDrop=False,
         )
 
     def onMessage(self, payload, isBinary):
