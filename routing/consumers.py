@@ -182,9 +182,13 @@ class JsonSocket(AsyncWebsocketConsumer):
             allowed = True  # a cache outage must not take websockets down with it
         for group in socket_auth.groups_of(self.credential):
             await self.channel_layer.group_add(group, self.channel_name)
+        if self.revoked:  # revoked while this handshake was being read
+            await self.close()
+            return
         # Accepted before the cap is told, so that the client reads why it is closed.
-        self.connected = not self.revoked
+        self.connected = True
         await self.accept()
+        self.accepted = True
         if not allowed:
             await self.send_error(
                 f"This caller has {settings.LLMOPS_WS_MAX_SOCKETS_PER_CALLER} websockets open "
@@ -217,7 +221,8 @@ class JsonSocket(AsyncWebsocketConsumer):
         self.loop.call_soon_threadsafe(self._close_revoked)
 
     def _close_revoked(self) -> None:
-        if not getattr(self, "shut_code", None):
+        # Before the accept, connect() sees the flag and refuses the handshake itself.
+        if getattr(self, "accepted", False) and not getattr(self, "shut_code", None):
             self.loop.create_task(self.shut(socket_auth.CLOSE_CREDENTIALS_ENDED))
 
     async def credentials_changed(self, event: dict) -> None:

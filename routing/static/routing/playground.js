@@ -60,8 +60,11 @@
         onOpen && onOpen(state);
       };
       ws.onmessage = (event) => onMessage(JSON.parse(event.data));
-      ws.onclose = () => {
-        state.onclose && state.onclose();
+      ws.onclose = (event) => {
+        state.onclose && state.onclose(event);
+        // 4401: the session ended (logout elsewhere, password changed); a new socket on the
+        // same cookie would only be refused.
+        if (event.code === 4401) return;
         setTimeout(open, delay);
         delay = Math.min(delay * 2, 10000);
       };
@@ -183,8 +186,9 @@
         break;
     }
   }, () => ($("connection").textContent = "connected"));
-  stream.onclose = () => {
-    $("connection").textContent = "reconnecting…";
+  stream.onclose = (event) => {
+    $("connection").textContent =
+      event.code === 4401 ? "signed out: reload the page to sign in" : "reconnecting…";
     if (current) {
       setStatus("connection lost");
       busy(false);
