@@ -9,8 +9,9 @@ revoked key or an ended browser session must close it. Three paths do it, fastes
    Then each is closed on its event loop. Signals: ApiKey saved revoked or deleted, an admin
    log entry about a key (the admin's revoke action writes the key with a queryset update,
    which sends no post_save), `user_logged_out`, a Session row deleted, and a User saved with
-   a new password or deactivated (then each of that user's sessions is re-read: the session
-   that changed its own password keeps its new hash and stays open).
+   a new password or deactivated (then each of that user's sessions is re-read). The session
+   that changed its own password is closed too: Django moves it to a new session key
+   (update_session_auth_hash cycles it), and the browser reconnects on its new cookie.
 2. The same handler sends a channel-layer group message (a group per credential) that makes
    every other daphne process re-read that credential for its own sockets (Redis layer only:
    the in-memory layer of the embedded mode reaches no other process).

@@ -69,6 +69,7 @@ def test_a_key_revoked_in_the_admin_closes_its_sockets_at_once_and_settles_the_s
     figures.record(
         "T8",
         "websocket: key revoked in the admin mid-stream",
+        # From the admin's response (negative: closed before the response arrived).
         stream_closed_after_s=round(stream.closed_at - revoked, 3) if closed else None,
         subscriber_closed_after_s=round(notes.closed_at - revoked, 3) if closed else None,
         close_codes=[stream.close_code, notes.close_code],
@@ -169,7 +170,8 @@ def test_a_change_made_by_another_process_closes_the_socket_within_the_recheck(
     figures.record(
         "T8",
         f"websocket: {change} by another process",
-        closed_after_s=round(socket.closed_at - changed, 3) if closed else None,
+        # From the command's exit (it boots Django first): negative if closed before it.
+        closed_after_command_exit_s=round(socket.closed_at - changed, 3) if closed else None,
         close_code=socket.close_code,
         messages_after=len(socket.after(changed)),
     )

@@ -62,9 +62,8 @@
       ws.onmessage = (event) => onMessage(JSON.parse(event.data));
       ws.onclose = (event) => {
         state.onclose && state.onclose(event);
-        // 4401: the session ended (logout elsewhere, password changed); a new socket on the
-        // same cookie would only be refused.
-        if (event.code === 4401) return;
+        // After a 4401 (the session ended) a retry is refused unless the browser has a new
+        // session cookie (a password change moves the session to a new key): keep trying.
         setTimeout(open, delay);
         delay = Math.min(delay * 2, 10000);
       };
