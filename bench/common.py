@@ -245,6 +245,8 @@ def production_env() -> dict[str, str]:
         "LLMOPS_SECURE_SSL_REDIRECT": "false",
         "LLMOPS_API_RATE": "100000000/minute",
         "LLMOPS_LOG_LEVEL": "warning",
+        # The simulator runs on this machine: production refuses loopback targets otherwise.
+        "LLMOPS_OUTBOUND_ALLOW_PRIVATE": "127.0.0.1",
     }
 
 

@@ -136,6 +136,13 @@ def api_key_revoke(*, key: ApiKey) -> bool:
     changed = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
         revoked_at=timezone.now()
     )
+    if changed == 1:
+        # .update() sends no post_save: tell this process's sockets (and, through the channel
+        # layer, the others') once the revocation is committed. Imported here: routing.auth
+        # imports this module and socket_auth imports routing.auth.
+        from routing import socket_auth
+
+        transaction.on_commit(lambda: socket_auth.credentials_changed("key", key.pk, ended=True))
     return changed == 1
 
 

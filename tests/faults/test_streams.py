@@ -89,7 +89,7 @@ async def ws(llmops: Llmops, tag: str, cut_after: int) -> str:
     async with websockets.asyncio.client.connect(
         f"{llmops.ws_url}/ws/stream/",
         additional_headers={"Authorization": f"Bearer {llmops.api_key}"},
-        origin="http://127.0.0.1",
+        origin=llmops.base_url,
         proxy=None,
     ) as socket:
         request = body(tag)
