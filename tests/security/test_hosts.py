@@ -59,3 +59,28 @@ def test_an_allowed_host_goes_on_to_authentication(path):
     status, _, body = post(path, "localhost")
 
     assert status == 401, body
+
+
+@pytest.mark.parametrize("debug", [True, False], ids=["debug", "no-debug"])
+@pytest.mark.parametrize("path", ["/v1/batches", "/api/v1/requests?limit=1", "/v1/nowhere"])
+def test_a_foreign_host_on_any_api_path_is_a_json_400(client, settings, debug, path, figures):
+    """Outside the fast path Django's middleware would answer an HTML page (with DEBUG, its
+    technical page naming settings and paths)."""
+    settings.DEBUG = debug
+
+    response = client.get(path, HTTP_HOST="evil.example")
+    figures.record("T8", f"GET {path} with Host evil.example", status=response.status_code)
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    error = body["error"] if path.startswith("/v1") else body
+    assert error["code"] == "bad_host"
+    assert "Traceback" not in response.content.decode()
+
+
+def test_a_foreign_host_on_a_page_still_gets_djangos_400(client):
+    response = client.get("/billing/", HTTP_HOST="evil.example")
+
+    assert response.status_code == 400
+    assert not response["Content-Type"].startswith("application/json")
