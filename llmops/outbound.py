@@ -336,30 +336,28 @@ class _GuardedSyncBackend(httpcore2.NetworkBackend):
         self._inner.sleep(seconds)
 
 
+def _guarded_pool(pool_class, backend):
+    """httpx takes no network backend; its pool does. Same pool settings as the transport's."""
+    return pool_class(
+        ssl_context=httpx2.create_ssl_context(),
+        max_connections=POOL_LIMITS.max_connections,
+        max_keepalive_connections=POOL_LIMITS.max_keepalive_connections,
+        keepalive_expiry=POOL_LIMITS.keepalive_expiry,
+        network_backend=backend,
+    )
+
+
 def async_http_client() -> httpx2.AsyncClient:
     """An httpx client for an SDK (`http_client=`): checked addresses, no redirects (the SDKs'
     default follows them, and Anthropic's x-api-key header would follow along), and no proxy
     from the environment (a proxy would connect to a name we could not check)."""
     transport = httpx2.AsyncHTTPTransport(limits=POOL_LIMITS, trust_env=False)
-    # httpx takes no network backend; its pool does. Same pool settings as the transport's own.
-    transport._pool = httpcore2.AsyncConnectionPool(
-        ssl_context=httpx2.create_ssl_context(),
-        max_connections=POOL_LIMITS.max_connections,
-        max_keepalive_connections=POOL_LIMITS.max_keepalive_connections,
-        keepalive_expiry=POOL_LIMITS.keepalive_expiry,
-        network_backend=_GuardedAsyncBackend(),
-    )
+    transport._pool = _guarded_pool(httpcore2.AsyncConnectionPool, _GuardedAsyncBackend())
     return httpx2.AsyncClient(transport=transport, follow_redirects=False, trust_env=False)
 
 
 def sync_http_client() -> httpx2.Client:
     """async_http_client for the sync SDK clients."""
     transport = httpx2.HTTPTransport(limits=POOL_LIMITS, trust_env=False)
-    transport._pool = httpcore2.ConnectionPool(
-        ssl_context=httpx2.create_ssl_context(),
-        max_connections=POOL_LIMITS.max_connections,
-        max_keepalive_connections=POOL_LIMITS.max_keepalive_connections,
-        keepalive_expiry=POOL_LIMITS.keepalive_expiry,
-        network_backend=_GuardedSyncBackend(),
-    )
+    transport._pool = _guarded_pool(httpcore2.ConnectionPool, _GuardedSyncBackend())
     return httpx2.Client(transport=transport, follow_redirects=False, trust_env=False)
