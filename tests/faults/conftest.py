@@ -44,6 +44,8 @@ def fault_stack(sim: SimulatorHandle, data_dir: Path, **settings: str) -> Iterat
     # Every fault test sends bursts from the one demo key: the per-key throttle would refuse
     # them before the fault under test is reached.
     settings.setdefault("LLMOPS_API_RATE", "100000/minute")
+    # ...and T4 holds 45 sockets open at once on that key, past the per-caller socket cap.
+    settings.setdefault("LLMOPS_WS_MAX_SOCKETS_PER_CALLER", "1000")
     with (
         fresh_database() as database_url,
         running_llmops(sim.base_url, data_dir, database_url=database_url, **settings) as stack,
