@@ -14,11 +14,10 @@ from rest_framework.views import APIView
 
 from batches import jsonl, selectors, services
 from batches.models import BatchItem, BatchJob, ClientBatch, StoredFile
+from batches.services import client_batches
 from billing.pricing import plain
 from llmops.memory import release_free_memory
-from routing import client_batches
-from routing import services as routing_services
-from routing.apis import first_error, openai_workload
+from routing.asks import RequestRejected, first_error, openai_workload
 from routing.auth import KeyPrincipal
 from routing.models import ApiKey, LatencyClass
 from routing.protocols import openai
@@ -378,7 +377,7 @@ class BatchCollectionApi(OpenAIView):
         data = serializer.validated_data
         try:
             workload = openai_workload(request, key)
-        except routing_services.RequestRejected as exc:
+        except RequestRejected as exc:
             raise services.SurfaceError(exc.status, exc.message, param=exc.field) from None
         stored = _file_of(self, data["input_file_id"])
         if stored.purpose != StoredFile.Purpose.BATCH:
@@ -391,7 +390,7 @@ class BatchCollectionApi(OpenAIView):
             batch = client_batches.client_batch_create(
                 api_key=key, workload=workload, input_file=stored, metadata=data.get("metadata")
             )
-        except routing_services.RequestRejected as exc:
+        except RequestRejected as exc:
             raise services.SurfaceError(
                 exc.status, exc.message, param=exc.field, code=exc.code
             ) from None

@@ -25,10 +25,13 @@ ESCALATION_STALE = timedelta(minutes=2)
 
 def tick() -> dict:
     now = timezone.now()
-    report = services.batches_flush(now=now)
-    for request_id in report.escalated:
-        enqueue("routing.tasks.serve_escalated", request_id)
-    due = list(selectors.jobs_due(now=now).values_list("pk", flat=True))
+    report = services.flush_then_enqueue(now=now)
+    flushed = {job.pk for job in report.jobs}
+    due = [
+        job_id
+        for job_id in selectors.jobs_due(now=now).values_list("pk", flat=True)
+        if job_id not in flushed
+    ]
     for job_id in due:
         enqueue("batches.tasks.advance", job_id)
     stale = Request.objects.filter(
@@ -41,7 +44,7 @@ def tick() -> dict:
     # A client's batch whose admission task was lost (the Redis broker keeps no receipts).
     admitting = list(selectors.client_batches_admitting(now=now).values_list("pk", flat=True))
     for batch_id in admitting:
-        enqueue("routing.tasks.admit_client_batch", batch_id)
+        enqueue("batches.tasks.admit_client_batch", batch_id)
     return {"flushed_jobs": len(report.jobs), "due_jobs": len(due), "admitting": len(admitting)}
 
 
@@ -68,3 +71,12 @@ def client_batch_refresh(batch_id: str) -> str:
     """A job of a client's batch ended: write its files and end it if it is whole now."""
     batch = ClientBatch.objects.select_related("team", "input_file").get(pk=batch_id)
     return services.client_batch_refresh(batch=batch).status
+
+
+def admit_client_batch(batch_id: str) -> str:
+    """The next slice of a client's batch admission (OpenAI-compatible /v1/batches); enqueues
+    the following one while there is more."""
+    step = services.client_batch_admit(batch_id=batch_id)
+    if step.more:
+        enqueue("batches.tasks.admit_client_batch", batch_id)
+    return step.status or "busy"

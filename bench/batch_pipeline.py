@@ -61,9 +61,9 @@ def run(size: int, sim) -> dict:
 
     from batches import jsonl
     from batches.models import BatchJob
-    from batches.services import _ingest, file_store, job_advance
+    from batches.services import file_store, job_advance, job_ingest
+    from batches.services.client_batches import client_batch_admit, client_batch_create
     from billing.models import Hold, LedgerEntry
-    from routing.client_batches import client_batch_admit, client_batch_create
     from routing.models import Request, Team, Workload
 
     call_command("seed_demo", "--simulator-url", sim.base_url, stdout=io.StringIO())
@@ -125,7 +125,7 @@ def run(size: int, sim) -> dict:
     entries = LedgerEntry.objects.filter(request__workload=workload).count()
     with Phase() as again:
         for pk in jobs:
-            _ingest(BatchJob.objects.get(pk=pk), now=timezone.now())
+            job_ingest(BatchJob.objects.get(pk=pk), now=timezone.now())
     entries_after = LedgerEntry.objects.filter(request__workload=workload).count()
     completed = Request.objects.filter(workload=workload, status=Request.Status.COMPLETED).count()
     figures = {

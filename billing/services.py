@@ -22,9 +22,16 @@ from billing import selectors
 from billing.fields import usd
 from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Mode, Price, Processing
 from billing.price_sources import published_versions
-from billing.pricing import Cost, PriceVersion, PricingError, Usage, plain, price_usage
+from billing.pricing import (
+    Cost,
+    PriceVersion,
+    PricingError,
+    Usage,
+    plain,
+    price_usage,
+    prompt_tokens_bound,
+)
 from routing.models import LlmModel, Request, Team, Workload
-from routing.router import prompt_tokens_bound
 
 # A hold whose request never reported back is released after this long.
 DEFAULT_HOLD_TTL = timedelta(hours=25)  # batches may take 24 h

@@ -22,6 +22,7 @@ from django.db import transaction
 from billing.models import Budget
 from billing.services import prices_sync
 from llmops.crypto import DecryptionError
+from routing.keys import api_key_reset
 from routing.models import (
     ApiKey,
     LatencyClass,
@@ -33,7 +34,6 @@ from routing.models import (
     Tier,
     Workload,
 )
-from routing.services import api_key_reset
 
 # (provider slug, model id, tier, context window, max output tokens)
 MODELS = [

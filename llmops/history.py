@@ -41,14 +41,13 @@ from billing.models import LedgerEntry
 from billing.services import prices_sync
 from llmops.simulator.testing import SimulatorHandle
 from routing import providers
-from routing.apis import native_ask, openai_ask
+from routing.asks import RequestRejected, native_ask, openai_ask
 from routing.models import ApiKey, LatencyClass, Provider, Request, Team, Workload
 from routing.replay import TraceRow, trace_read
 from routing.services import (
     Admitted,
     Chunk,
     RequestFailed,
-    RequestRejected,
     request_admit,
     request_mark_read,
     request_run,

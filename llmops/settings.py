@@ -427,7 +427,7 @@ LLMOPS_MAX_KEY_HEADER_CHARS = env.int("LLMOPS_MAX_KEY_HEADER_CHARS", 200, min=16
 
 # --- batches ---------------------------------------------------------------------------
 # Fault injection for the crash tests only: a worker reaching the named point of a batch job's
-# lifecycle (batches.services._crash_point) kills itself with SIGKILL. Never set it otherwise.
+# lifecycle (batches.services.crash_point) kills itself with SIGKILL. Never set it otherwise.
 LLMOPS_BATCH_CRASH_AT = env.str("LLMOPS_BATCH_CRASH_AT", "")
 # Results recorded per ingest transaction: larger is faster, smaller loses less to a crash.
 LLMOPS_BATCH_INGEST_CHUNK = env.int("LLMOPS_BATCH_INGEST_CHUNK", 200, min=1, max=10_000)

@@ -8,6 +8,7 @@ from django.utils.html import format_html
 
 from batches import services as batches_services
 from routing import circuit, selectors
+from routing.keys import api_key_create, api_key_revoke
 from routing.models import (
     ApiKey,
     LlmModel,
@@ -19,7 +20,6 @@ from routing.models import (
     Team,
     Workload,
 )
-from routing.services import api_key_create, api_key_revoke
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -393,13 +393,9 @@ class WorkloadAdmin(admin.ModelAdmin):
     @admin.action(description="Flush their deferred requests into batch jobs now")
     def flush_batches(self, request, queryset):
         with transaction.atomic():
-            report = batches_services.batches_flush(
+            report = batches_services.flush_then_enqueue(
                 workload_ids=list(queryset.values_list("pk", flat=True)), force=True
             )
-            for job in report.jobs:
-                batches_services.enqueue("batches.tasks.advance", job.pk)
-            for request_id in report.escalated:
-                batches_services.enqueue("routing.tasks.serve_escalated", request_id)
             for workload in queryset:
                 self.log_change(request, workload, "Deferred requests flushed (admin action).")
         self.message_user(

@@ -8,7 +8,6 @@ import contextlib
 import json
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -16,7 +15,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     extend_schema,
-    extend_schema_field,
     extend_schema_serializer,
     inline_serializer,
 )
@@ -25,12 +23,10 @@ from rest_framework.exceptions import AuthenticationFailed, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from llmops import limits
+from batches import services as batches_services
 from llmops.dbthreads import db
-from llmops.text import unstorable_text
-from routing import selectors, services
+from routing import asks, selectors, services
 from routing.auth import ApiKeyAuthentication, KeyPrincipal, throttle_key
-from routing.config import policy_chain
 from routing.models import ApiKey, LatencyClass, Request, Tier, Workload
 from routing.protocols import openai
 from routing.providers import Completion, TokenUsage, to_openai_chunk, to_openai_response
@@ -124,50 +120,8 @@ class WorkloadDetailApi(APIView):
         return Response(WorkloadOutputSerializer(matches[0]).data)
 
 
-class AttemptOutputSerializer(serializers.Serializer):
-    position = serializers.IntegerField()
-    provider = serializers.CharField(source="model.provider.slug")
-    model = serializers.CharField(source="model.model_id")
-    outcome = serializers.CharField()
-    error_kind = serializers.CharField()
-    error = serializers.CharField()
-    status_code = serializers.IntegerField(allow_null=True)
-    latency_ms = serializers.IntegerField(allow_null=True)
-    first_byte_ms = serializers.IntegerField(allow_null=True)
-
-
-@extend_schema_serializer(component_name="Request")
-class RequestOutputSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    team = serializers.CharField(source="team.slug")
-    workload = serializers.CharField(source="workload.slug")
-    status = serializers.ChoiceField(choices=Request.Status.choices)
-    mode = serializers.CharField()
-    source = serializers.CharField()
-    provider = serializers.CharField(source="model.provider.slug", allow_null=True, default=None)
-    model = serializers.CharField(source="model.model_id", allow_null=True, default=None)
-    output = serializers.CharField()
-    finish_reason = serializers.CharField()
-    usage = serializers.JSONField()
-    cost_usd = serializers.DecimalField(max_digits=24, decimal_places=12, allow_null=True)
-    counterfactual_cost_usd = serializers.DecimalField(
-        max_digits=24, decimal_places=12, allow_null=True
-    )
-    decision_reason = serializers.CharField()
-    missed_saving = serializers.BooleanField()
-    params = serializers.JSONField()
-    metadata = serializers.JSONField()
-    error = serializers.CharField()
-    attempts = AttemptOutputSerializer(many=True)
-    deadline_at = serializers.DateTimeField()
-    created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField()
-    first_token_at = serializers.DateTimeField()
-    completed_at = serializers.DateTimeField()
-
-
 class RequestListApi(generics.ListAPIView):
-    serializer_class = RequestOutputSerializer
+    serializer_class = asks.RequestOutputSerializer
 
     class FilterSerializer(serializers.Serializer):
         status = serializers.ChoiceField(choices=Request.Status.choices, required=False)
@@ -184,7 +138,7 @@ class RequestListApi(generics.ListAPIView):
 
 
 class RequestDetailApi(generics.RetrieveAPIView):
-    serializer_class = RequestOutputSerializer
+    serializer_class = asks.RequestOutputSerializer
     lookup_field = "id"
 
     def get_queryset(self):
@@ -201,16 +155,17 @@ class RequestCancelApi(APIView):
     released. A request that already finished is answered as it is, with 409."""
 
     @extend_schema(
-        request=None, responses={200: RequestOutputSerializer, 409: RequestOutputSerializer}
+        request=None,
+        responses={200: asks.RequestOutputSerializer, 409: asks.RequestOutputSerializer},
     )
     def post(self, request, id):
         found = selectors.request_list(user=request.user).filter(pk=id).first()
         if found is None:
             raise Http404
-        cancelled = services.request_cancel(request=found)
+        cancelled = batches_services.request_cancel(request=found)
         found = selectors.request_list(user=request.user).get(pk=id)
         return Response(
-            RequestOutputSerializer(found).data,
+            asks.RequestOutputSerializer(found).data,
             status=status.HTTP_200_OK if cancelled else status.HTTP_409_CONFLICT,
         )
 
@@ -221,136 +176,6 @@ class RequestCancelApi(APIView):
 # sync view of an ASGI server on one shared thread, so a sync view would serialise all
 # traffic behind the slowest completion. DRF still validates (in a worker thread) and
 # documents them: the schema classes below describe the bodies.
-
-
-class StrictInteger(serializers.IntegerField):
-    """An integer that is a JSON integer: not "5", not 5.0, not true."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, bool) or not isinstance(data, int):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class StrictNumber(serializers.FloatField):
-    def to_internal_value(self, data):
-        if isinstance(data, bool) or not isinstance(data, int | float):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class StrictBoolean(serializers.BooleanField):
-    def to_internal_value(self, data):
-        if not isinstance(data, bool):
-            self.fail("invalid", input=data)
-        return data
-
-
-ROLES = ("system", "developer", "user", "assistant")
-MAX_MESSAGES = 1_000
-
-
-@extend_schema_field(
-    {
-        "oneOf": [
-            {"type": "string"},
-            {
-                "type": "array",
-                "minItems": 1,
-                "items": {
-                    "type": "object",
-                    "properties": {"type": {"enum": ["text"]}, "text": {"type": "string"}},
-                    "required": ["type", "text"],
-                },
-            },
-        ]
-    }
-)
-class MessageContentField(serializers.JSONField):
-    """Documented as what validate_content takes (a bare JSONField reads as "any value")."""
-
-
-class MessageSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=ROLES)
-    content = MessageContentField()
-
-    def validate_content(self, value):
-        # A string, or OpenAI's list of text parts; other part types (images, audio) are not
-        # routed by llmops yet, so they are refused rather than silently dropped.
-        if isinstance(value, str):
-            return value
-        if (
-            isinstance(value, list)
-            and value
-            and all(
-                isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
-                for p in value
-            )
-        ):
-            return value
-        raise ValidationError("Must be a string or a list of {type: text, text: string} parts.")
-
-
-class MessagesField(serializers.ListField):
-    child = MessageSerializer()
-
-    def __init__(self, **kwargs):
-        super().__init__(min_length=1, max_length=MAX_MESSAGES, **kwargs)
-
-
-class RequestInputSerializer(serializers.Serializer):
-    workload = serializers.SlugField()
-    messages = MessagesField()
-    max_tokens = StrictInteger(min_value=1, required=False)
-    temperature = StrictNumber(min_value=0, max_value=2, required=False, allow_null=True)
-    model = serializers.CharField(max_length=200, required=False)
-    stream = StrictBoolean(required=False, default=False)
-    metadata = serializers.DictField(required=False, default=dict)
-    idempotency_key = serializers.CharField(required=False)
-
-    def validate_metadata(self, value):
-        return checked_metadata(value)
-
-    def validate_idempotency_key(self, value):
-        if len(value) > settings.LLMOPS_MAX_KEY_HEADER_CHARS:
-            raise ValidationError(
-                f"At most {settings.LLMOPS_MAX_KEY_HEADER_CHARS} characters (as the header)."
-            )
-        return value
-
-
-def checked_metadata(value):
-    """`metadata` within the limits every path shares (llmops.limits), as a field error."""
-    try:
-        limits.check_metadata(value, field="metadata")
-    except limits.Refused as exc:
-        raise ValidationError(exc.message.removeprefix("metadata: ")) from None
-    return value
-
-
-class ChatCompletionInputSerializer(serializers.Serializer):
-    """The subset of OpenAI's chat.completions body that llmops routes."""
-
-    model = serializers.CharField(max_length=200)
-    messages = MessagesField()
-    max_tokens = StrictInteger(min_value=1, required=False, allow_null=True)
-    max_completion_tokens = StrictInteger(min_value=1, required=False, allow_null=True)
-    temperature = StrictNumber(min_value=0, max_value=2, required=False, allow_null=True)
-    stream = StrictBoolean(required=False, default=False)
-    stream_options = serializers.DictField(required=False, allow_null=True)
-    n = StrictInteger(min_value=1, max_value=1, required=False, allow_null=True)
-    user = serializers.CharField(max_length=200, required=False)
-    metadata = serializers.DictField(required=False, allow_null=True)
-
-    def validate_metadata(self, value):
-        return checked_metadata(value)
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unsupported = sorted(set(data) & {"tools", "functions", "tool_choice", "audio"})
-            if unsupported:
-                raise ValidationError({unsupported[0]: ["Not supported by llmops yet."]})
-        return super().to_internal_value(data)
 
 
 def _error(status: int, message: str, *, field: str = "", code: str = "") -> JsonResponse:
@@ -364,19 +189,6 @@ def _openai_error(status: int, message: str, *, field: str = "", code: str = "")
     return JsonResponse(openai.error_body(status, message, param=field, code=code), status=status)
 
 
-def first_error(errors) -> tuple[str, str]:
-    """(field, message) of a DRF error tree, e.g. ('messages.0.role', '"x" is not...')."""
-    path = []
-    while isinstance(errors, dict | list):
-        if isinstance(errors, dict):
-            key = next(iter(errors))
-            path.append(str(key))
-            errors = errors[key]
-        else:
-            errors = errors[0] if errors else "invalid"
-    return ".".join(p for p in path if p != "non_field_errors"), str(errors)
-
-
 def _authenticate(http_request) -> ApiKey:
     found = ApiKeyAuthentication().authenticate(http_request)
     if found is None:
@@ -384,158 +196,39 @@ def _authenticate(http_request) -> ApiKey:
     return found[1]
 
 
-def _read_json(http_request) -> dict:
-    """The body, parsed strictly (llmops.limits; its size and headers were checked by
-    llmops.views.api_errors before the view ran)."""
-    try:
-        body = limits.loads(http_request.body or b"null")
-    except limits.Refused as exc:
-        raise services.RequestRejected(exc.status, exc.message, field=exc.field) from None
-    if not isinstance(body, dict):
-        raise services.RequestRejected(400, "The body must be a JSON object.")
-    if (path := unstorable_text(body)) is not None:
-        # PostgreSQL refuses NUL in text and JSON; a lone surrogate is not UTF-8 at all.
-        raise services.RequestRejected(
-            400,
-            f"{path or 'body'}: contains a NUL character or an unpaired surrogate.",
-            field=path,
-        )
-    return body
-
-
 def _prepare(http_request, *, openai: bool) -> services.Admitted:
     """Authenticate, validate and admit (sync: runs in a worker thread)."""
     key = _authenticate(http_request)
     if (wait := throttle_key(http_request, key)) is not None:
-        raise services.RequestRejected(
+        raise asks.RequestRejected(
             429, f"Too many requests for this API key; retry in {wait:.0f} s.", code="throttled"
         )
-    body = _read_json(http_request)
+    body = asks.json_object(http_request.body)
     # chat_completions reads stream_options from it after admission, without a second parse.
     http_request.llmops_body = body
-    serializer = (ChatCompletionInputSerializer if openai else RequestInputSerializer)(data=body)
+    serializer = (asks.ChatCompletionInputSerializer if openai else asks.RequestInputSerializer)(
+        data=body
+    )
     if not serializer.is_valid():
-        field, message = first_error(serializer.errors)
-        raise services.RequestRejected(400, f"{field}: {message}", field=field)
+        field, message = asks.first_error(serializer.errors)
+        raise asks.RequestRejected(400, f"{field}: {message}", field=field)
     data = serializer.validated_data
     team = key.team
     if not openai:
-        ask = native_ask(
+        ask = asks.native_ask(
             workloads=Workload.objects.filter(team=team),
             data=data,
             idempotency_key=data.get("idempotency_key")
             or http_request.headers.get("Idempotency-Key"),
         )
         return services.request_admit(team=team, api_key=key, ask=ask, sync_only=False)
-    ask = openai_ask(
-        openai_workload(http_request, key),
+    ask = asks.openai_ask(
+        asks.openai_workload(http_request, key),
         data,
         source=Request.Source.OPENAI,
         idempotency_key=http_request.headers.get("Idempotency-Key"),
     )
     return services.request_admit(team=team, api_key=key, ask=ask, sync_only=True)
-
-
-def openai_workload(http_request, key: ApiKey) -> Workload:
-    """The workload an OpenAI-compatible call bills: its X-Workload header, else the key's
-    default. Raises RequestRejected naming the header."""
-    slug = http_request.headers.get("X-Workload") or ""
-    workload = (
-        Workload.objects.filter(team=key.team, slug=slug, enabled=True)
-        .select_related("policy")
-        .first()
-        if slug
-        else key.default_workload
-    )
-    if workload is None:
-        raise services.RequestRejected(
-            404 if slug else 400,
-            f"Unknown workload {slug!r}."
-            if slug
-            else "Name a workload in the X-Workload header (this key has no default).",
-            field="X-Workload",
-        )
-    return workload
-
-
-def openai_ask(
-    workload: Workload,
-    data: dict,
-    *,
-    source: str,
-    idempotency_key: str | None = None,
-    metadata: dict | None = None,
-) -> services.Ask:
-    """An Ask from a validated chat.completions body. OpenAI clients must send some model: one
-    outside the chain means "the policy decides"."""
-    return services.Ask(
-        workload=workload,
-        messages=data["messages"],
-        max_tokens=data.get("max_completion_tokens") or data.get("max_tokens"),
-        temperature=data.get("temperature"),
-        model=chain_model(workload, data["model"]),
-        stream=data.get("stream", False),
-        metadata={**(metadata or {}), **(data.get("metadata") or {})},
-        idempotency_key=idempotency_key,
-        source=source,
-    )
-
-
-def chain_model(workload: Workload, model_id: str | None):
-    """The model of the workload's chain called `model_id`, or None (the chain is memoized, so
-    a batch file's lines do not query it each)."""
-    if not model_id:
-        return None
-    return next((m for m in policy_chain(workload.policy_id) if m.model_id == model_id), None)
-
-
-def native_ask(
-    *,
-    workloads,
-    data: dict,
-    idempotency_key: str | None = None,
-    source: str = Request.Source.NATIVE,
-) -> services.Ask:
-    """An Ask from a validated native body (REST or websocket). `workloads` are the ones the
-    caller may use; a slug several of a session user's teams share needs `team`."""
-    slug = data["workload"]
-    matches = workloads.filter(slug=slug, enabled=True).select_related("team", "policy")
-    if team_slug := data.get("team"):
-        matches = matches.filter(team__slug=team_slug)
-    found = list(matches[:2])
-    if not found:
-        raise services.RequestRejected(404, f"Unknown workload {slug!r}.", field="workload")
-    if len(found) > 1:
-        raise services.RequestRejected(
-            400,
-            f"Several of your teams have a workload {slug!r}: name one with `team`.",
-            field="team",
-        )
-    workload = found[0]
-    model = chain_model(workload, data.get("model"))
-    if data.get("model") and model is None:
-        chain = [m.model_id for m in policy_chain(workload.policy_id)]
-        raise services.RequestRejected(
-            400,
-            f"Model {data['model']!r} is not in workload {workload.slug}'s chain "
-            f"({', '.join(chain)}).",
-            field="model",
-        )
-    return services.Ask(
-        workload=workload,
-        messages=data["messages"],
-        max_tokens=data.get("max_tokens"),
-        temperature=data.get("temperature"),
-        model=model,
-        stream=data.get("stream", False),
-        metadata=data.get("metadata") or {},
-        idempotency_key=idempotency_key,
-        source=source,
-    )
-
-
-def _request_json(request: Request) -> dict:
-    return RequestOutputSerializer(selectors.request_with_cost(request)).data
 
 
 async def _admit(http_request, *, openai: bool):
@@ -554,7 +247,7 @@ async def _admit(http_request, *, openai: bool):
         raise
     except AuthenticationFailed as exc:
         return None, fail(401, str(exc.detail), code="unauthorized")
-    except services.RequestRejected as exc:
+    except asks.RequestRejected as exc:
         return None, fail(exc.status, exc.message, field=exc.field, code=exc.code)
 
 
@@ -582,7 +275,7 @@ async def request_create(http_request):
             code="in_progress",
         )
     if admitted.replay or request.status in (Request.Status.COMPLETED, Request.Status.QUEUED):
-        body = await db(_request_json, request)
+        body = await db(asks.request_json, request)
         if request.status == Request.Status.FAILED:
             body["detail"] = UPSTREAM_FAILED.format(error=request.error)
         return JsonResponse(body, status=REPLAY_STATUS.get(request.status, 200))
@@ -596,9 +289,9 @@ async def request_create(http_request):
         async for event in services.request_run(admitted, stream=False):
             request = event
     except services.RequestFailed as exc:
-        body = await db(_request_json, exc.request)
+        body = await db(asks.request_json, exc.request)
         return JsonResponse({**body, "detail": str(exc)}, status=exc.status)
-    return JsonResponse(await db(_request_json, request))
+    return JsonResponse(await db(asks.request_json, request))
 
 
 class _StreamBody:
@@ -636,14 +329,14 @@ async def _native_stream(admitted: services.Admitted):
             if isinstance(event, services.Chunk):
                 yield _sse("delta", {"text": event.text})
             else:
-                yield _sse("done", await db(_request_json, event))
+                yield _sse("done", await db(asks.request_json, event))
     except services.RequestFailed as exc:
         yield _sse("error", {"message": str(exc), "request_id": str(admitted.request.pk)})
 
 
 async def _native_replay_stream(request: Request):
     """A completed request (a cache hit, an idempotent retry) told as a stream."""
-    body = await db(_request_json, request)
+    body = await db(asks.request_json, request)
     yield _sse("started", {"request_id": body["id"]})
     yield _sse("delta", {"text": body["output"]})
     yield _sse("done", body)
@@ -782,9 +475,9 @@ class RequestCollectionSchema(RequestListApi):
     # The async view reads JSON only and authenticates API keys only: say so, rather than
     # the form bodies and session cookie DRF's defaults would document.
     @extend_schema(
-        request={"application/json": RequestInputSerializer},
+        request={"application/json": asks.RequestInputSerializer},
         auth=[{"ApiKey": []}],
-        responses={200: RequestOutputSerializer, 202: RequestOutputSerializer},
+        responses={200: asks.RequestOutputSerializer, 202: asks.RequestOutputSerializer},
         description="Submit a request. 200 with the completed request (realtime or a cache "
         "hit); `text/event-stream` when `stream` is true (events `started`, `delta`, `done`, "
         "`error`); 202 with the queued request when the workload is deferred to a batch. "
@@ -799,7 +492,7 @@ class ChatCompletionsSchema(APIView):
     """Documents POST /v1/chat/completions, which the async chat_completions serves."""
 
     @extend_schema(
-        request={"application/json": ChatCompletionInputSerializer},
+        request={"application/json": asks.ChatCompletionInputSerializer},
         auth=[{"ApiKey": []}],
         responses={200: OpenApiTypes.OBJECT},
         description="OpenAI-compatible chat completions for the official openai SDK: set "

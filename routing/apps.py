@@ -16,7 +16,7 @@ class RoutingConfig(AppConfig):
         from django.contrib.sessions.models import Session
         from django.db.models.signals import post_delete, post_save
 
-        from routing import socket_auth
+        from routing import keys, socket_auth
         from routing.models import ApiKey
 
         uid = "routing.socket_auth."
@@ -32,3 +32,4 @@ class RoutingConfig(AppConfig):
             socket_auth.session_deleted, sender=Session, dispatch_uid=uid + "session"
         )
         user_logged_out.connect(socket_auth.user_logged_out, dispatch_uid=uid + "logout")
+        keys.key_revoked.connect(socket_auth.api_key_revoked, dispatch_uid=uid + "key-revoked")

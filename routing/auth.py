@@ -10,8 +10,8 @@ from django.core.cache import caches
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions, throttling
 
+from routing.keys import api_key_authenticate
 from routing.models import ApiKey, Team
-from routing.services import api_key_authenticate
 
 
 @dataclass(frozen=True)

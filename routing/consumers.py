@@ -35,22 +35,13 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from billing import selectors as billing_selectors
 from billing.models import LedgerEntry
-from billing.pricing import MONEY_QUANTUM, PricingError, live_prices, plain
+from billing.pricing import MONEY_QUANTUM, PricingError, live_prices, plain, prompt_tokens_floor
 from billing.services import processing_for
-from llmops import limits
 from llmops.dbthreads import db
-from llmops.text import unstorable_text
-from routing import selectors, services, socket_auth, socket_resync
-from routing.apis import (
-    RequestInputSerializer,
-    RequestOutputSerializer,
-    first_error,
-    native_ask,
-)
+from routing import asks, selectors, services, socket_auth, socket_resync
 from routing.auth import ApiKeyAuthentication, KeyPrincipal, throttle_wait
 from routing.events import request_group, team_group
 from routing.models import Request
-from routing.router import prompt_tokens_floor
 from routing.socket_auth import Credential
 
 log = logging.getLogger(__name__)
@@ -117,20 +108,11 @@ def caller_from_scope(scope) -> Caller | None:
 def parse_message(text_data: str | None, bytes_data: bytes | None) -> dict:
     raw = text_data if text_data is not None else (bytes_data or b"").decode("utf-8", "replace")
     try:
-        # NaN, Infinity, 1e999 and integers past 64 bits are refused naming the field, as
-        # the HTTP APIs refuse them.
-        message = limits.loads(raw)
-    except limits.Refused as exc:
-        raise MessageError(
-            exc.message.replace("The body", "The message"), field=exc.field
-        ) from None
-    if not isinstance(message, dict):
-        raise MessageError("A message must be a JSON object with a `type`.")
-    if (path := unstorable_text(message)) is not None:
-        raise MessageError(
-            f"{path}: contains a NUL character or an unpaired surrogate.", field=path
-        )
-    return message
+        # Read as the HTTP APIs read a body: NaN, Infinity, 1e999, integers past 64 bits, NUL
+        # and lone surrogates are refused naming the field.
+        return asks.json_object(raw, what="The message")
+    except asks.RequestRejected as exc:
+        raise MessageError(exc.message, field=exc.field) from None
 
 
 def _dumps(message: dict) -> str:
@@ -276,7 +258,7 @@ class JsonSocket(AsyncWebsocketConsumer):
             await getattr(self, handler)(message)
         except MessageError as exc:
             await self.send_error(str(exc), field=exc.field, code=exc.code)
-        except services.RequestRejected as exc:
+        except asks.RequestRejected as exc:
             await self.send_error(exc.message, field=exc.field, code=exc.code)
 
     async def send_json(self, message: dict) -> None:
@@ -306,7 +288,7 @@ class JsonSocket(AsyncWebsocketConsumer):
 # --- /ws/stream/ -----------------------------------------------------------------------
 
 
-class StartSerializer(RequestInputSerializer):
+class StartSerializer(asks.RequestInputSerializer):
     """`{"type": "start", "workload", "messages", "max_tokens", "model"?, "temperature"?}`;
     `team` picks among a session user's teams that share a workload slug."""
 
@@ -333,7 +315,7 @@ class StreamConsumer(JsonSocket):
         received = time.monotonic()
         serializer = StartSerializer(data=message)
         if not serializer.is_valid():
-            field, text = first_error(serializer.errors)
+            field, text = asks.first_error(serializer.errors)
             raise MessageError(f"{field}: {text}", field=field)
         await self.throttle()
         admitted, started = await db(self._admit, serializer.validated_data)
@@ -345,7 +327,7 @@ class StreamConsumer(JsonSocket):
         (it reads prices), so nothing stands between the provider's first token and the
         client but the send."""
         caller = self.caller
-        ask = native_ask(
+        ask = asks.native_ask(
             workloads=selectors.workload_list(user=caller.principal),
             data={**data, "stream": True},
             source=Request.Source.WEBSOCKET,
@@ -451,7 +433,7 @@ class StreamConsumer(JsonSocket):
         request = selectors.request_list(user=self.caller.principal).get(pk=request_id)
         if read:
             services.request_mark_read(request=request)
-        body = RequestOutputSerializer(request).data
+        body = asks.RequestOutputSerializer(request).data
         return {
             "request_id": request_id,
             **{name: body[name] for name in SUMMARY_FIELDS},
@@ -600,7 +582,7 @@ class RequestsConsumer(JsonSocket):
     def _validated(self, message: dict) -> dict:
         serializer = SubscribeSerializer(data=message)
         if not serializer.is_valid():
-            field, text = first_error(serializer.errors)
+            field, text = asks.first_error(serializer.errors)
             raise MessageError(f"{field}: {text}" if field else text, field=field)
         return serializer.validated_data
 
@@ -660,7 +642,7 @@ class RequestsConsumer(JsonSocket):
             self.sent.move_to_end(request.pk)
             if request.status == Request.Status.COMPLETED and not self.revoked:
                 services.request_mark_read(request=request)
-            bodies.append(RequestOutputSerializer(request).data)
+            bodies.append(asks.RequestOutputSerializer(request).data)
         while len(self.sent) > 10 * limit:
             self.sent.popitem(last=False)
         return bodies

@@ -8,8 +8,6 @@ facts (policy, chain, circuit states, budget state, batch turnaround) and record
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, fields
 from datetime import timedelta
 
@@ -226,33 +224,3 @@ def route(inp: RouteInput) -> Decision:
         f"Served now at full price (missed saving): {why_not}",
         missed_saving=deferrable,
     )
-
-
-def prompt_tokens_bound(messages: list[dict]) -> int:
-    """An upper bound on a prompt's tokens without a tokenizer: byte-level BPE tokens (OpenAI,
-    Anthropic) are at least one UTF-8 byte each, plus a few tokens of framing per message.
-    Admission reserves this, so a budget can never be overrun by an undercount."""
-    total = 3
-    for message in messages:
-        total += 4 + len(json.dumps(message.get("content", ""), ensure_ascii=False).encode())
-    return total
-
-
-_WORD = re.compile(r"\S+")
-
-
-def prompt_tokens_floor(messages: list[dict]) -> int:
-    """A lower bound on a prompt's tokens without a tokenizer: BPE tokenizers (OpenAI's,
-    Anthropic's, SentencePiece's) split text at whitespace before merging, so no token spans
-    two words and every whitespace-separated word is at least one token. Framing tokens and
-    non-text parts are left out: they only add. (prompt_tokens_bound is the upper bound
-    admission reserves.)"""
-    words = 0
-    for message in messages:
-        content = message.get("content")
-        parts = content if isinstance(content, list) else [content]
-        for part in parts:
-            text = part.get("text") if isinstance(part, dict) else part
-            if isinstance(text, str):
-                words += len(_WORD.findall(text))
-    return words

@@ -1,12 +1,10 @@
-"""Writes for the routing app: API keys, and the request front door (request_admit and
-request_run), the only service that calls both billing and the providers."""
+"""The request front door (request_admit and request_run), the only service that calls both
+billing and the providers. API keys are in routing.keys, the response cache in
+routing.response_cache, requests as clients send them in routing.asks."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -15,23 +13,23 @@ from datetime import datetime, timedelta
 
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from batches.selectors import expected_turnaround
+from batches.services import BATCH_HOLD_GRACE
 from billing import selectors as billing_selectors
 from billing.models import Hold, LedgerEntry, Mode
-from billing.pricing import PricingError, Usage
+from billing.pricing import PricingError, Usage, prompt_tokens_bound
 from billing.services import (
     BudgetExceeded,
     hold_release,
     hold_settle,
-    ledger_record_usage,
     request_hold,
 )
 from llmops.dbthreads import db
 from routing import circuit, metrics, providers
+from routing.asks import Ask, RequestRejected, ask_body, ask_params
 from routing.config import policy_chain
 from routing.events import request_changed, request_touch
 from routing.models import (
@@ -52,99 +50,12 @@ from routing.providers import (
     TokenUsage,
     stream_cut,
 )
-from routing.router import (
-    Decision,
-    ModelOption,
-    PolicySpec,
-    RouteInput,
-    prompt_tokens_bound,
-    route,
+from routing.response_cache import (
+    request_answer_from_cache,
+    response_cache_get,
+    response_cache_put,
 )
-
-API_KEY_PREFIX = "llm_"
-MIN_CUSTOM_SECRET_LENGTH = 16
-# last_used_at is a hint for humans; writing it on every call would make each
-# API request a database write, so it is refreshed at most this often.
-LAST_USED_RESOLUTION = timedelta(minutes=1)
-
-
-def hash_api_key(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()
-
-
-def api_key_create(
-    *,
-    team: Team,
-    name: str,
-    role: str = ApiKey.Role.MEMBER,
-    created_by: AbstractBaseUser | None = None,
-    secret: str | None = None,
-) -> tuple[ApiKey, str]:
-    """Create a key and return it with its secret, which is never retrievable again.
-
-    `secret` lets scripts choose the key (seed_demo --api-key); otherwise 256
-    random bits are generated.
-    """
-    raw = secret if secret is not None else API_KEY_PREFIX + secrets.token_urlsafe(32)
-    if len(raw) < MIN_CUSTOM_SECRET_LENGTH:
-        raise ValueError(f"an API key must be at least {MIN_CUSTOM_SECRET_LENGTH} characters")
-    key = ApiKey.objects.create(
-        team=team,
-        name=name,
-        role=role,
-        prefix=raw[:12],
-        key_hash=hash_api_key(raw),
-        created_by=created_by,
-    )
-    return key, raw
-
-
-@transaction.atomic
-def api_key_reset(*, team: Team, name: str, role: str, secret: str) -> ApiKey:
-    """Make `secret` the key called `name` of `team`, creating or un-revoking it."""
-    key_hash = hash_api_key(secret)
-    holder = ApiKey.objects.filter(key_hash=key_hash).exclude(team=team, name=name).first()
-    if holder is not None:
-        raise ValueError(f"that secret is already the key {holder.name!r} of team {holder.team}")
-    if len(secret) < MIN_CUSTOM_SECRET_LENGTH:
-        raise ValueError(f"an API key must be at least {MIN_CUSTOM_SECRET_LENGTH} characters")
-    key, _ = ApiKey.objects.update_or_create(
-        team=team,
-        name=name,
-        defaults={"role": role, "prefix": secret[:12], "key_hash": key_hash, "revoked_at": None},
-    )
-    return key
-
-
-def api_key_authenticate(*, raw: str) -> ApiKey | None:
-    """The active key matching `raw`, or None. Refreshes last_used_at (throttled)."""
-    key_hash = hash_api_key(raw)
-    key = ApiKey.objects.select_related("team").filter(key_hash=key_hash).first()
-    # The lookup is by hash; compare again in constant time so that no code path
-    # ever compares secrets with a short-circuiting ==.
-    if key is None or not hmac.compare_digest(key.key_hash, key_hash) or not key.is_active:
-        return None
-    now = timezone.now()
-    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
-        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
-        key.last_used_at = now
-    return key
-
-
-def api_key_revoke(*, key: ApiKey) -> bool:
-    """Revoke a key; returns False if it was already revoked."""
-    changed = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
-        revoked_at=timezone.now()
-    )
-    if changed == 1:
-        # .update() sends no post_save: tell this process's sockets (and, through the channel
-        # layer, the others') once the revocation is committed. Imported here: routing.auth
-        # imports this module and socket_auth imports routing.auth.
-        from routing import socket_auth
-
-        transaction.on_commit(lambda: socket_auth.credentials_changed("key", key.pk, ended=True))
-    return changed == 1
-
+from routing.router import Decision, ModelOption, PolicySpec, RouteInput, route
 
 # --- requests: the front door ---------------------------------------------------------
 #
@@ -155,24 +66,6 @@ def api_key_revoke(*, key: ApiKey) -> bool:
 # A hold on a request served now outlives any provider call (LLMOPS_PROVIDER_TIMEOUT_TOTAL)
 # so only a process that died leaves one for the sweeper.
 REALTIME_HOLD_TTL = timedelta(minutes=30)
-# What a deferred request's hold must outlive beyond its deadline (late batch results bill).
-BATCH_HOLD_GRACE = timedelta(hours=1)
-
-
-class RequestRejected(Exception):
-    """The request cannot be served as asked: an HTTP status, a message, the field at fault."""
-
-    def __init__(
-        self, status: int, message: str, *, field: str = "", code: str = "", item: int | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
-        self.item = item  # which of several asks is refused
-        self.code = code or {400: "invalid_request", 404: "not_found", 422: "conflict"}.get(
-            status, "error"
-        )
 
 
 class RequestFailed(Exception):
@@ -182,21 +75,6 @@ class RequestFailed(Exception):
         super().__init__(message)
         self.request = request
         self.status = status
-
-
-@dataclass(frozen=True)
-class Ask:
-    """A validated client request (the API's serializers build it)."""
-
-    workload: Workload
-    messages: list[dict]
-    max_tokens: int | None
-    temperature: float | None = None
-    model: LlmModel | None = None  # the client's choice; must be in the policy's chain
-    stream: bool = False
-    metadata: dict = field(default_factory=dict)
-    idempotency_key: str | None = None
-    source: str = Request.Source.NATIVE
 
 
 @dataclass
@@ -313,7 +191,7 @@ def request_admit(
         with transaction.atomic():
             request.save(force_insert=True)
             if cached is not None:
-                _request_answer_from_cache(request, cached=cached, primary=chain[0])
+                request_answer_from_cache(request, cached=cached, primary=chain[0])
                 return Admitted(request=request, decision=decision, chain=chain)
             admission = request_hold(
                 request=request, models=chain, mode=mode, key=f"req:{request.pk}", ttl=ttl, at=now
@@ -406,27 +284,6 @@ def refusal_of(request: Request) -> RequestRejected | None:
         return None
     status, field = REFUSALS[code]
     return RequestRejected(status, request.error, field=field, code=code)
-
-
-def ask_params(ask: Ask, *, max_tokens: int) -> dict:
-    """What a request row keeps of the ask in `params`: the body without its metadata, which
-    has a column of its own (it was stored twice), with the max_tokens applied."""
-    params = ask_body(ask)
-    del params["metadata"]
-    return {**params, "max_tokens": max_tokens}
-
-
-def ask_body(ask: Ask) -> dict:
-    """What identifies a request for idempotency (not the key itself, nor the transport)."""
-    return {
-        "workload": ask.workload.slug,
-        "messages": ask.messages,
-        "max_tokens": ask.max_tokens,
-        "temperature": ask.temperature,
-        "model": ask.model.model_id if ask.model else None,
-        "stream": ask.stream,
-        "metadata": ask.metadata,
-    }
 
 
 def _options(models: list[LlmModel], *, deferrable: bool) -> tuple[ModelOption, ...]:
@@ -738,93 +595,6 @@ def _request_fail_mid_stream(
         _request_close(request, status, error=error)
 
 
-# --- the response cache ---------------------------------------------------------------
-# In Django's cache (a file cache on one machine, Redis when scaled out), so every process
-# shares it and entries expire by themselves.
-
-
-# Bumped whenever what goes into a key changes: entries keyed the old way are never read again
-# (they expire by their TTL). v2: every role counts in user_and_system_hash (issue 19: a
-# developer message steered an answer another key was then served for the user message alone).
-CACHE_KEY_VERSION = "v2"
-# The messages that instruct rather than converse; user_and_system_hash hashes them apart.
-INSTRUCTION_ROLES = ("system", "developer")
-
-
-def _cache_key(policy: RoutingPolicy, params: dict) -> str:
-    """Everything that can change the answer, in every mode: each message whatever its role
-    (system, developer, user, assistant, tool), in order, the model asked for, max_tokens and
-    temperature."""
-    messages = params["messages"]
-    if policy.cache_key == RoutingPolicy.CacheKey.USER_AND_SYSTEM_HASH:
-        instructions = [m for m in messages if m.get("role") in INSTRUCTION_ROLES]
-        material = {
-            "instructions": Request.hash_body({"instructions": instructions}),
-            "conversation": [m for m in messages if m.get("role") not in INSTRUCTION_ROLES],
-        }
-    else:
-        material = {"messages": messages}
-    material.update(
-        model=params.get("model"),
-        max_tokens=params.get("max_tokens"),
-        temperature=params.get("temperature"),
-    )
-    digest = Request.hash_body(material)
-    return f"llmops:response:{CACHE_KEY_VERSION}:{policy.pk}:{digest}"
-
-
-def response_cache_get(*, policy: RoutingPolicy, params: dict) -> dict | None:
-    return cache.get(_cache_key(policy, params))
-
-
-def response_cache_put(*, policy: RoutingPolicy, params: dict, request: Request) -> None:
-    if request.finish_reason not in ("stop", "length"):
-        return  # a filtered or tool-call answer is not one to repeat
-    # "length" is kept: max_tokens is part of the key, so the same request would stop there.
-    cache.set(
-        _cache_key(policy, params),
-        {
-            "text": request.output,
-            "finish_reason": request.finish_reason,
-            "usage": request.usage,
-            "model": request.model_id,
-            "from_request": str(request.pk),
-        },
-        timeout=policy.cache_ttl.total_seconds(),
-    )
-
-
-def _request_answer_from_cache(request: Request, *, cached: dict, primary: LlmModel) -> None:
-    """A hit costs nothing; its ledger entry keeps the counterfactual of serving it for real."""
-    # With its provider: the websocket's `started` names it from the event loop.
-    answered = LlmModel.objects.select_related("provider").filter(pk=cached["model"]).first()
-    model = answered or primary
-    usage = Usage(**cached["usage"])
-    with transaction.atomic():
-        ledger_record_usage(
-            key=f"req:{request.pk}:charge",
-            team=request.team,
-            workload=request.workload,
-            request=request,
-            model=model,
-            mode=Mode.CACHE,
-            usage=usage,
-            note=f"cache hit of {cached['from_request']}",
-        )
-        request.model = model
-        request.output = cached["text"]
-        request.finish_reason = cached["finish_reason"]
-        request.usage = cached["usage"]
-        request.status = Request.Status.COMPLETED
-        # Answered in the response the client waits for: read at once.
-        request.started_at = request.first_token_at = request.completed_at = timezone.now()
-        request.first_read_at = request.completed_at
-        request_touch(request)
-        request.save()
-        request_changed(request)
-    metrics.observe_request(request)
-
-
 def request_mark_read(*, request: Request) -> None:
     """Note when the client first read a finished result (the workload audit compares it with
     the deadline: results nobody reads for hours did not need realtime)."""
@@ -832,36 +602,6 @@ def request_mark_read(*, request: Request) -> None:
         now = timezone.now()
         Request.objects.filter(pk=request.pk, first_read_at__isnull=True).update(first_read_at=now)
         request.first_read_at = now
-
-
-def request_cancel(*, request: Request) -> bool:
-    """Cancel a request still waiting for a batch: in the buffer (its hold is released now),
-    or inside a provider batch, which cannot drop one request: if it answers anyway, that
-    answer is billed, as the provider bills it, against the hold, which therefore stays until
-    the batch has ended (so a hard budget is never passed); the request stays cancelled.
-    False if it already finished (a running realtime call ends with its client)."""
-    now = timezone.now()
-    cancelled = {"status": Request.Status.CANCELLED, "completed_at": now, "updated_at": now}
-    rows = Request.objects.filter(pk=request.pk)
-    with transaction.atomic():
-        # Two conditional UPDATEs, not a read then a write: a flush moving the request into a
-        # job meanwhile must not get its hold released.
-        if rows.filter(status__in=[Request.Status.RECEIVED, Request.Status.QUEUED]).update(
-            **cancelled
-        ):
-            for hold in Hold.objects.filter(request=request, status=Hold.Status.HELD):
-                hold_release(hold=hold)
-        elif not rows.filter(status=Request.Status.RUNNING, mode=Request.Mode.BATCH).update(
-            **cancelled
-        ):
-            return False
-        request.status, request.completed_at, request.updated_at = (
-            Request.Status.CANCELLED,
-            now,
-            now,
-        )
-        request_changed(request)
-    return True
 
 
 def request_serve_escalated(*, request_id: str) -> Request | None:

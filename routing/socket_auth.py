@@ -313,6 +313,11 @@ def api_key_saved(sender, instance: ApiKey, created: bool, **kwargs) -> None:
         on_commit_changed("key", instance.pk, ended=True)
 
 
+def api_key_revoked(sender, key: ApiKey, **kwargs) -> None:
+    """routing.keys.api_key_revoke, after its commit (sent from on_commit)."""
+    credentials_changed("key", key.pk, ended=True)
+
+
 def api_key_deleted(sender, instance: ApiKey, **kwargs) -> None:
     on_commit_changed("key", instance.pk, ended=True)
 

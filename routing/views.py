@@ -12,7 +12,7 @@ from django.shortcuts import render
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from routing import selectors
-from routing.apis import RequestOutputSerializer
+from routing.asks import RequestOutputSerializer
 from routing.metrics import REGISTRY
 
 PLAYGROUND_RECENT = 20

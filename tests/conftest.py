@@ -8,8 +8,8 @@ from django.core.cache import cache, caches
 from rest_framework.test import APIClient
 
 from llmops import memo
+from routing.keys import api_key_create
 from routing.models import ApiKey, Team
-from routing.services import api_key_create
 
 
 def pytest_configure(config) -> None:

@@ -8,8 +8,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 
+from routing.keys import hash_api_key
 from routing.models import ApiKey, Provider, Team
-from routing.services import hash_api_key
 
 pytestmark = pytest.mark.django_db
 
@@ -277,7 +277,7 @@ def picker_labels(response, name: str) -> list[str]:
 
 
 def test_a_keys_default_workload_picker_offers_its_teams_workloads_by_team(admin_client, demo):
-    from routing.services import api_key_create
+    from routing.keys import api_key_create
 
     key, _ = api_key_create(team=Team.objects.get(slug="acme"), name="ci")
     response = admin_client.get(f"/admin/routing/apikey/{key.pk}/change/")

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from routing.keys import api_key_create, api_key_revoke
 from routing.models import ApiKey, LatencyClass, Request, RoutingPolicy, Workload
-from routing.services import api_key_create, api_key_revoke
 
 pytestmark = pytest.mark.django_db
 

@@ -15,8 +15,8 @@ from genai_prices import calc_price
 from billing.models import Budget, BudgetPeriod, LedgerEntry
 from billing.pricing import Usage, quantize
 from billing.services import budget_reserve, ledger_record_usage
+from routing.keys import api_key_create
 from routing.models import ApiKey, LlmModel, Team, Workload
-from routing.services import api_key_create
 
 pytestmark = pytest.mark.django_db
 

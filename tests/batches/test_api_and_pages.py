@@ -13,8 +13,8 @@ from batches import selectors, services
 from batches.models import BatchItem, BatchJob
 from billing.models import LedgerEntry
 from billing.pricing import plain
+from routing.keys import api_key_create
 from routing.models import Request, Team, Workload
-from routing.services import api_key_create
 from tests.batches.test_lifecycle import run_until_idle
 
 pytestmark = pytest.mark.django_db

@@ -16,9 +16,9 @@ from django.test import override_settings
 
 from batches import services
 from batches.models import BatchItem, BatchJob, ClientBatch, StoredFile
+from batches.services import client_batches
 from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry
 from billing.selectors import ledger_drift, unheld_charges
-from routing import client_batches
 from routing.models import Request
 from tests.batches.test_lifecycle import run_until_idle
 
@@ -354,7 +354,7 @@ def test_a_stalled_admission_is_picked_up_again_by_the_tick(api, sim, monkeypatc
 
     tasks.tick()
 
-    assert ("routing.tasks.admit_client_batch", created["id"]) in enqueued
+    assert ("batches.tasks.admit_client_batch", created["id"]) in enqueued
 
 
 def test_a_cancel_reaches_lines_a_retry_put_back_in_the_shared_buffer(api, sim):

@@ -10,10 +10,12 @@ from django.utils import timezone
 
 from batches import selectors, services
 from batches.models import BatchItem, BatchJob
+from batches.services import request_cancel
+from batches.services.common import MAX_ITEM_ATTEMPTS
 from billing.models import Hold, LedgerEntry
 from billing.pricing import plain
 from routing.models import Request, RoutingPolicy
-from routing.services import request_cancel, request_serve_escalated
+from routing.services import request_serve_escalated
 from tests.batches.test_lifecycle import run_until_idle
 
 pytestmark = pytest.mark.django_db
@@ -124,7 +126,7 @@ def test_failed_items_are_retried_alone_and_fail_their_request_after_the_bound(d
     sim.fault(provider="openai", kind="batch_item_error", rate=1.0, endpoint="batches", count=100)
     [request_id] = defer("review-moderation", 1)
 
-    for attempt in range(services.MAX_ITEM_ATTEMPTS):
+    for attempt in range(MAX_ITEM_ATTEMPTS):
         jobs = services.batches_flush(force=True).jobs
         assert len(jobs) == 1, f"attempt {attempt + 1} found nothing to resubmit"
         run_until_idle()
@@ -193,15 +195,16 @@ def test_a_job_cancelled_before_submission_sends_nothing_and_cancels_its_tickets
     assert not services.batch_cancel(job=job)  # already ended
 
 
-def test_retrying_a_jobs_failed_items_resubmits_only_them_with_a_new_hold(defer, sim):
+def test_retrying_a_jobs_failed_items_resubmits_only_them_with_a_new_hold(
+    defer, sim, monkeypatch
+):
     fault = sim.fault(provider="openai", kind="batch_item_error", rate=0.5, seed=7, count=1000)
-    services.MAX_ITEM_ATTEMPTS, saved = 1, services.MAX_ITEM_ATTEMPTS
-    try:
+    with monkeypatch.context() as patch:
+        # One try each: the failed items fail their requests at once (ingest reads the bound).
+        patch.setattr("batches.services.ingest.MAX_ITEM_ATTEMPTS", 1)
         defer("review-moderation", 8)
         job = services.batches_flush(force=True).jobs[0]
         run_until_idle()
-    finally:
-        services.MAX_ITEM_ATTEMPTS = saved
     job.refresh_from_db()
     failed = sorted(
         str(pk) for pk in Request.objects.filter(status="failed").values_list("pk", flat=True)

@@ -39,7 +39,7 @@ from billing.models import Budget
 from billing.services import budget_create, reservation_amount
 from routing.config import policy_chain
 from routing.models import RoutingPolicy, Team, Workload
-from routing.router import prompt_tokens_bound
+from billing.pricing import prompt_tokens_bound
 team = Team.objects.get(slug="acme")
 policy = RoutingPolicy.objects.get(team=team, name="interactive")
 workload = Workload.objects.create(team=team, slug={slug!r}, policy=policy,

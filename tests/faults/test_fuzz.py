@@ -44,9 +44,9 @@ from schemathesis.core.failures import Failure, FailureGroup
 
 from batches import services as batch_services
 from batches.models import BatchItem, BatchJob, ClientBatch, ClientBatchLine, StoredFile
+from batches.services.client_batches import client_batch_admit
 from billing.models import Budget, LedgerEntry
 from llmops.demo import demo_seed
-from routing.client_batches import client_batch_admit
 from routing.models import LlmModel, Request, Workload
 
 SEED = 6_2026

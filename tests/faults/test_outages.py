@@ -40,7 +40,7 @@ def stack(own_sim, tmp_path_factory):
         # The demo key is acme's; dashboard-qa is globex's: give the test a globex key.
         llmops.api_key = llmops.shell(
             "from routing.models import Team\n"
-            "from routing.services import api_key_create\n"
+            "from routing.keys import api_key_create\n"
             "_, raw = api_key_create(team=Team.objects.get(slug='globex'), name='t7')\n"
             "print(raw)"
         )

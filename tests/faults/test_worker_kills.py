@@ -10,7 +10,7 @@ milliseconds, so each test can kill many workers. A worker runs what `manage.py
 advance_batches` runs (flush, every due step, the reconciler) against the live server's
 database and the module's simulator.
 
-- At each step: LLMOPS_BATCH_CRASH_AT (batches.services._crash_point) makes a worker SIGKILL
+- At each step: LLMOPS_BATCH_CRASH_AT (batches.services.crash_point) makes a worker SIGKILL
   itself at each named point, one job per point. The dead workers' leases hold, as they would
   for minutes, while the next point's worker submits its own job; then one fresh worker
   recovers them all together.

@@ -3,7 +3,7 @@ lost, nothing billed twice, one provider batch per job, no orphan left at the pr
 
 The worker is `manage.py advance_batches` (what the django-q2 tasks run, inline) in its own
 process against the live server's database; LLMOPS_BATCH_CRASH_AT makes it SIGKILL itself at
-the named point (batches.services._crash_point)."""
+the named point (batches.services.crash_point)."""
 
 from __future__ import annotations
 

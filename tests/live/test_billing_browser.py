@@ -55,7 +55,7 @@ def ask(llmops: Llmops, workload: str, text: str, key: str | None = None) -> tup
 def ledger(llmops, simulator_server) -> dict:
     simulator_server.reset()
     globex_key = llmops.shell(
-        "from routing.models import Team, ApiKey; from routing.services import api_key_create; "
+        "from routing.models import Team, ApiKey; from routing.keys import api_key_create; "
         "print(api_key_create(team=Team.objects.get(slug='globex'), name='b', "
         "role=ApiKey.Role.ADMIN)[1])"
     )

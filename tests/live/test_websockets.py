@@ -301,7 +301,7 @@ def test_all_team_requests_are_pushed_including_changes_made_by_another_process(
         # A django-q2 worker is another process: on the in-memory channel layer its change
         # reaches this socket by the catch-up read of updated_at.
         llmops.shell(
-            "from routing.models import Request; from routing.services import request_cancel; "
+            "from routing.models import Request; from batches.services import request_cancel; "
             f"request_cancel(request=Request.objects.get(pk='{queued['id']}'))"
         )
         assert status_of(notes, queued["id"])["status"] == "cancelled"

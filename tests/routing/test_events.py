@@ -9,9 +9,9 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from batches.services import request_cancel
 from routing import events
 from routing.models import Request, Workload
-from routing.services import request_cancel
 
 pytestmark = pytest.mark.django_db
 

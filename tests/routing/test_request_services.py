@@ -13,8 +13,8 @@ from django.core.management import call_command
 from billing.models import Budget, Hold, LedgerEntry
 from billing.selectors import budget_status
 from billing.services import budget_update
+from routing.keys import api_key_create
 from routing.models import Request, RoutingPolicy, Workload
-from routing.services import api_key_create
 
 pytestmark = pytest.mark.django_db
 KEY = "llm_service-test-key-0123456789"

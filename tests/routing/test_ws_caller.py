@@ -9,11 +9,18 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth.models import AnonymousUser, User
 
-from billing.pricing import PriceVersion, Rates, Tier, Usage, live_prices, price_usage
+from billing.pricing import (
+    PriceVersion,
+    Rates,
+    Tier,
+    Usage,
+    live_prices,
+    price_usage,
+    prompt_tokens_floor,
+)
 from llmops.simulator.textgen import count_tokens
 from routing.auth import KeyPrincipal
 from routing.consumers import caller_from_scope, stream_tokens_per_s
-from routing.router import prompt_tokens_floor
 
 
 def scope(headers=(), user=None) -> dict:

@@ -68,7 +68,7 @@ def new_key(llmops: Llmops, name: str, team: str = "acme") -> tuple[int, str]:
 
 def new_keys(llmops: Llmops, names: list[str], team: str = "acme") -> list[tuple[int, str]]:
     out = llmops.shell(
-        "from routing.models import Team; from routing.services import api_key_create; "
+        "from routing.models import Team; from routing.keys import api_key_create; "
         f"t = Team.objects.get(slug={team!r}); "
         f"print(' '.join(f'{{k.pk}} {{raw}}' for k, raw in "
         f"(api_key_create(team=t, name=n) for n in {names!r})))"

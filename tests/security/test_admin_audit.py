@@ -12,8 +12,8 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.management import call_command
 
 from billing.models import Budget
+from routing.keys import api_key_create
 from routing.models import ApiKey, LlmModel, Provider, Team
-from routing.services import api_key_create
 
 pytestmark = pytest.mark.django_db
 

@@ -9,8 +9,8 @@ import hmac
 import pytest
 from django.db import connection
 
+from routing.keys import api_key_create, api_key_revoke
 from routing.models import ApiKey
-from routing.services import api_key_create, api_key_revoke
 
 pytestmark = pytest.mark.django_db
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from routing.keys import api_key_create
 from routing.models import RoutingPolicy, Workload
-from routing.services import CACHE_KEY_VERSION, _cache_key, api_key_create
+from routing.response_cache import CACHE_KEY_VERSION, cache_key
 from tests.security.serving_demo import WORKLOAD, demo_fixture, http_fixture, native
 
 pytestmark = pytest.mark.django_db
@@ -69,10 +70,10 @@ def test_a_steered_answer_is_not_served_to_another_key_sending_only_the_user_mes
 def test_every_role_changes_the_key_and_the_key_is_versioned(mode):
     policy = RoutingPolicy(pk=1, cache_key=mode)
     base = {"messages": [USER], "model": None, "max_tokens": 20, "temperature": None}
-    keys = {_cache_key(policy, {**base, "messages": messages}) for messages in STEERS.values()}
-    keys.add(_cache_key(policy, base))
+    keys = {cache_key(policy, {**base, "messages": messages}) for messages in STEERS.values()}
+    keys.add(cache_key(policy, base))
     tool = [USER, {"role": "tool", "content": "in stock: 0"}]
-    keys.add(_cache_key(policy, {**base, "messages": tool}))
+    keys.add(cache_key(policy, {**base, "messages": tool}))
 
     assert len(keys) == len(STEERS) + 2
     assert all(k.startswith(f"llmops:response:{CACHE_KEY_VERSION}:1:") for k in keys)

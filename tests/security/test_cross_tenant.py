@@ -34,8 +34,9 @@ from rest_framework.test import APIClient
 
 from batches import services as batches_services
 from batches.models import BatchItem, BatchJob, ClientBatch, StoredFile
+from batches.services.client_batches import client_batch_admit
 from billing.models import Budget, LedgerEntry
-from routing.client_batches import client_batch_admit
+from routing.keys import api_key_create
 from routing.models import (
     ApiKey,
     LatencyClass,
@@ -46,7 +47,6 @@ from routing.models import (
     Team,
     Workload,
 )
-from routing.services import api_key_create
 
 pytestmark = pytest.mark.django_db
 

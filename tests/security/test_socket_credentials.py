@@ -143,7 +143,7 @@ def test_a_change_made_by_another_process_closes_the_socket_within_the_recheck(
         key_id, raw = new_key(llmops, "revoked-by-command")
         socket = subscribed_to_all(enter, llmops, raw)
         code = (
-            "from routing.models import ApiKey; from routing.services import api_key_revoke; "
+            "from routing.models import ApiKey; from routing.keys import api_key_revoke; "
             f"print(api_key_revoke(key=ApiKey.objects.get(pk={key_id})))"
         )
     else:

@@ -15,8 +15,8 @@ from django.db.backends.signals import connection_created
 from django.utils import timezone
 
 from llmops.asgi import application
+from routing.keys import api_key_create
 from routing.models import Request
-from routing.services import api_key_create
 from tests.security.test_websockets import HOST, queued_request
 
 # Committed rows: the consumers read them from their own database connections.

@@ -11,9 +11,10 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.test import Client
 
+from batches.services import request_cancel
 from llmops.asgi import application
+from routing.keys import api_key_create
 from routing.models import LatencyClass, Request, RoutingPolicy, Workload
-from routing.services import api_key_create, request_cancel
 
 # Committed rows: the consumers read them from their own database connections.
 pytestmark = pytest.mark.django_db(transaction=True)

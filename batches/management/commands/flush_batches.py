@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 
 from batches import services
 from routing.models import Workload
@@ -32,12 +31,7 @@ class Command(BaseCommand):
                 )
         elif team:
             raise CommandError("--team narrows --workload; give both.")
-        with transaction.atomic():
-            report = services.batches_flush(workload_ids=workload_ids, force=True)
-            for job in report.jobs:
-                services.enqueue("batches.tasks.advance", job.pk)
-            for request_id in report.escalated:
-                services.enqueue("routing.tasks.serve_escalated", request_id)
+        report = services.flush_then_enqueue(workload_ids=workload_ids, force=True)
         for job in report.jobs:
             self.stdout.write(
                 f"job {job.pk}: {job.item_count} request(s) for {job.provider.slug}/"

@@ -41,10 +41,21 @@ from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from batches import jsonl
-from batches import services as batches_services
 from batches.models import BatchJob, ClientBatch, ClientBatchLine, StoredFile
+from batches.services.common import enqueue, write_pause
+from batches.services.files import (
+    COMPLETION_WINDOW,
+    ClientBatchJobs,
+    client_batch_cancelling,
+    client_batch_jobs_abandon,
+    client_batch_jobs_release,
+    client_batch_refresh,
+    file_chunks,
+)
+from batches.services.recovery import batch_cancel, request_cancel
+from batches.services.rules import BATCH_HOLD_GRACE
 from billing.models import Hold, Mode
-from billing.pricing import PricingError, plain
+from billing.pricing import PricingError, plain, prompt_tokens_bound
 from billing.services import (
     BudgetExceeded,
     budget_reserve,
@@ -53,18 +64,17 @@ from billing.services import (
     reservation_amount,
 )
 from llmops.memory import release_free_memory
-from routing.apis import ChatCompletionInputSerializer, first_error, openai_ask
-from routing.config import policy_chain
-from routing.models import ApiKey, LlmModel, Request, Workload
-from routing.router import prompt_tokens_bound
-from routing.services import (
-    BATCH_HOLD_GRACE,
+from routing.asks import (
     Ask,
+    ChatCompletionInputSerializer,
     RequestRejected,
     ask_body,
     ask_params,
-    request_cancel,
+    first_error,
+    openai_ask,
 )
+from routing.config import policy_chain
+from routing.models import ApiKey, LlmModel, Request, Workload
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +120,9 @@ def client_batch_create(
         status=ClientBatch.Status.VALIDATING,
         total=input_file.lines,
         created_at=now,
-        expires_at=now + batches_services.COMPLETION_WINDOW,
+        expires_at=now + COMPLETION_WINDOW,
     )
-    batches_services.enqueue("routing.tasks.admit_client_batch", batch.pk)
+    enqueue("batches.tasks.admit_client_batch", batch.pk)
     return batch
 
 
@@ -161,7 +171,7 @@ def client_batch_admit(*, batch_id: str) -> AdmitStep:
         )
         release_free_memory()  # a worker admits files of any size, one slice at a time
     if batch.cancelling_at is not None:
-        batches_services.client_batch_refresh(batch=batch)
+        client_batch_refresh(batch=batch)
     batch.refresh_from_db(fields=["status"])
     step.status = batch.status
     return step
@@ -176,14 +186,14 @@ def _admit(batch: ClientBatch, *, token: str, step: AdmitStep, deadline: float) 
     hold = _file_hold(batch, token=token)
     if hold is None:
         return  # refused: the batch failed, naming the budget
-    jobs = batches_services.ClientBatchJobs(batch)
+    jobs = ClientBatchJobs(batch)
     chunk: list[tuple[Ask, Decimal]] = []
     for number, ask in _asks(batch, after=batch.admitted):
         chunk.append((ask, _worst_case(batch, ask)))
         if len(chunk) >= settings.LLMOPS_BATCH_ADMIT_CHUNK or number == batch.total:
             _admit_chunk(batch, chunk, hold=hold, jobs=jobs, token=token)
             chunk = []
-            batches_services.write_pause()
+            write_pause()
             if time.monotonic() > deadline and number < batch.total:
                 step.more = True
                 return
@@ -201,15 +211,15 @@ def _admit(batch: ClientBatch, *, token: str, step: AdmitStep, deadline: float) 
             raise _Stop
         hold.refresh_from_db()
         hold_release(hold=hold)  # what the lines did not take: nothing, unless prices moved
-        step.jobs = batches_services.client_batch_jobs_release(batch=batch, now=now)
+        step.jobs = client_batch_jobs_release(batch=batch, now=now)
         for job_id in step.jobs:
-            batches_services.enqueue("batches.tasks.advance", job_id)
+            enqueue("batches.tasks.advance", job_id)
     batch.status, batch.in_progress_at = ClientBatch.Status.IN_PROGRESS, now
 
 
 def _lines(stored: StoredFile, *, after: int) -> Iterator[jsonl.BatchLine]:
     """The file's lines past line `after`, streamed (checked at upload: they parse)."""
-    for number, raw in jsonl.raw_lines(batches_services.file_chunks(stored)):
+    for number, raw in jsonl.raw_lines(file_chunks(stored)):
         if number > after:
             yield jsonl.parse_line(number, raw)
 
@@ -358,7 +368,7 @@ def _file_hold(batch: ClientBatch, *, token: str) -> Hold | None:
     key = f"clientbatch:{batch.pk}"
     if (hold := Hold.objects.filter(key=key).first()) is not None:
         return hold
-    ttl = batches_services.COMPLETION_WINDOW + BATCH_HOLD_GRACE
+    ttl = COMPLETION_WINDOW + BATCH_HOLD_GRACE
     try:
         return budget_reserve(
             key=key,
@@ -381,7 +391,7 @@ def _admit_chunk(
     chunk: list[tuple[Ask, Decimal]],
     *,
     hold: Hold,
-    jobs: batches_services.ClientBatchJobs,
+    jobs: ClientBatchJobs,
     token: str,
 ) -> None:
     """Admit a chunk of lines in one transaction of set-based inserts: their requests, their
@@ -389,7 +399,7 @@ def _admit_chunk(
     moves in the same transaction, so a crash loses the whole chunk or none of it."""
     now = timezone.now()
     first = batch.admitted + 1
-    deadline_at = batch.created_at + batches_services.COMPLETION_WINDOW
+    deadline_at = batch.created_at + COMPLETION_WINDOW
     # Every row is built before the transaction begins: while it runs, SQLite's one write
     # lock is ours and every realtime request that wants to write waits for it.
     requests, holds, lines = [], [], []
@@ -449,7 +459,7 @@ def _admit_chunk(
 def _abandon(batch: ClientBatch, *, now: datetime) -> None:
     """Cancelled before its admission ended: the jobs built so far never reached a provider,
     so their requests end cancelled and every hold, the file's too, goes back."""
-    batches_services.client_batch_jobs_abandon(batch=batch, now=now)
+    client_batch_jobs_abandon(batch=batch, now=now)
     hold = Hold.objects.filter(key=f"clientbatch:{batch.pk}", status=Hold.Status.HELD).first()
     if hold is not None:
         hold_release(hold=hold)
@@ -460,14 +470,14 @@ def client_batch_cancel(*, batch: ClientBatch) -> bool:
     at once (a worker step each, enqueued now, not at the next tick); `cancelled` once they
     ended and their results are in. An admission still running stops and gives everything
     back. False if the batch already ended."""
-    if not batches_services.client_batch_cancelling(batch=batch):
+    if not client_batch_cancelling(batch=batch):
         return False
     started = BatchJob.objects.filter(client_batch=batch).exclude(
         status__in=(*BatchJob.TERMINAL, BatchJob.Status.BUILDING)
     )
     for job in started:
-        if batches_services.batch_cancel(job=job, reason=BatchJob.CancelReason.CLIENT):
-            batches_services.enqueue("batches.tasks.advance", job.pk)
+        if batch_cancel(job=job, reason=BatchJob.CancelReason.CLIENT):
+            enqueue("batches.tasks.advance", job.pk)
     # Lines that left the batch's own jobs (a retry back in the shared buffer, an escalation)
     # are cancelled one by one; inside another provider batch a line keeps its hold until that
     # batch ends, as any cancelled request does.
@@ -482,5 +492,5 @@ def client_batch_cancel(*, batch: ClientBatch) -> bool:
     for request in strays:
         request_cancel(request=request)
     if batch.in_progress_at is None:
-        batches_services.enqueue("routing.tasks.admit_client_batch", batch.pk)
+        enqueue("batches.tasks.admit_client_batch", batch.pk)
     return True

@@ -1,4 +1,5 @@
-"""Run the batch machinery in this process: what the worker's schedules do, inline."""
+"""Run the batch machinery in this process: what the worker's schedules do, inline. A routing
+command, not a batches one: it also serves escalated requests through routing's front door."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from batches import selectors, services
-from routing.client_batches import client_batch_admit
 from routing.models import Request
 from routing.services import request_serve_escalated
 
@@ -52,7 +52,7 @@ class Command(BaseCommand):
         now = timezone.now()
         for batch_id in selectors.client_batches_admitting(now=now).values_list("pk", flat=True):
             while True:
-                step = client_batch_admit(batch_id=batch_id)
+                step = services.client_batch_admit(batch_id=batch_id)
                 admitted += 1
                 if not step.more:
                     break

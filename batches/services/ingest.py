@@ -1,0 +1,375 @@
+"""A finished provider batch's results: each line billed once against its request's hold (the
+ledger entry's key makes a repeat a no-op), requests completed, failed or sent to a new batch,
+and the job ended once every item has an outcome."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Concat
+from django.utils import timezone
+
+from batches.models import BatchItem, BatchJob
+from batches.selectors import expected_turnaround, item_counts
+from batches.services.buffer import requests_escalate
+from batches.services.common import (
+    INGEST_SLICE_SECONDS,
+    MAX_ITEM_ATTEMPTS,
+    crash_point,
+    enqueue,
+    job_items,
+    job_save,
+    write_pause,
+)
+from batches.services.rules import batch_can_make
+from billing.models import Hold, Mode
+from billing.pricing import PricingError, Usage
+from billing.services import (
+    hold_release,
+    hold_settle,
+    holds_release,
+    ledger_record_usage,
+)
+from routing import providers
+from routing.events import request_changed, request_touch
+from routing.models import LlmModel, Request, RoutingPolicy
+from routing.providers import (
+    BatchInfo,
+    BatchOutcome,
+)
+
+log = logging.getLogger(__name__)
+
+
+def job_ingest(job: BatchJob, *, now: datetime, deadline: float | None = None) -> list[str]:
+    """Record every result the provider has for the job, then decide for each item that did
+    not succeed. Idempotent: an item already recorded is skipped, and the ledger's key is the
+    item's custom_id. Long ingests yield after a slice of time and continue next step."""
+    if job.ingest_started_at is None:
+        job_save(job, ingest_started_at=now)
+    pending = dict(
+        BatchItem.objects.filter(job=job, status=BatchItem.Status.PENDING).values_list(
+            "custom_id", "pk"
+        )
+    )
+    if job.provider_batch_id and pending:
+        endpoint = job.provider.endpoint()
+        api = providers.batch_api(job.provider.kind)
+        info = BatchInfo(
+            id=job.provider_batch_id,
+            status=job.provider_status,
+            created_at=0,
+            output_file_id=job.output_file_id or None,
+            error_file_id=job.error_file_id or None,
+        )
+        deadline = deadline or time.monotonic() + INGEST_SLICE_SECONDS
+        chunk: list[BatchOutcome] = []
+        unknown = 0
+        for outcome in api.batch_results(endpoint, info=info):
+            if outcome.custom_id not in pending:
+                if not outcome.custom_id.startswith(job.custom_id_prefix):
+                    unknown += 1  # not ours, or malformed: quarantined by not being recorded
+                continue
+            chunk.append(outcome)
+            # Items per transaction: one commit per item would make 50,000 results 50,000 fsyncs.
+            if len(chunk) >= settings.LLMOPS_BATCH_INGEST_CHUNK:
+                _record_outcomes(job, chunk, pending, now=now)
+                chunk = []
+                crash_point("mid_ingest")
+                write_pause()
+                if time.monotonic() > deadline:
+                    job_save(job, next_check_at=timezone.now())
+                    return []  # the next step goes on where this one stopped
+        if chunk:
+            _record_outcomes(job, chunk, pending, now=now)
+        if unknown:
+            log.error("batch job %s: %d result lines with unknown custom_ids", job.pk, unknown)
+            job_save(job, last_error=f"{unknown} result lines with unknown custom_ids ignored")
+    crash_point("after_ingest")
+    return job_finish(job, now=now)
+
+
+def _record_outcomes(
+    job: BatchJob, outcomes: list[BatchOutcome], pending: dict[str, int], *, now: datetime
+) -> None:
+    item_ids = [pending[o.custom_id] for o in outcomes]
+    items = {
+        item.custom_id: item
+        for item in BatchItem.objects.filter(pk__in=item_ids).select_related(
+            "request__team", "request__workload"
+        )
+    }
+    holds = {
+        hold.request_id: hold
+        for hold in Hold.objects.filter(
+            request_id__in=[i.request_id for i in items.values()], status=Hold.Status.HELD
+        )
+    }
+    with transaction.atomic():
+        for outcome in outcomes:
+            item = items[outcome.custom_id]
+            _record_outcome(job, item, outcome, holds.get(item.request_id), now=now)
+            pending.pop(outcome.custom_id, None)
+
+
+def _record_outcome(
+    job: BatchJob, item: BatchItem, outcome: BatchOutcome, hold: Hold | None, *, now: datetime
+) -> None:
+    status, error = outcome.outcome, outcome.error
+    usage = None
+    if status == "succeeded":
+        try:
+            usage = Usage(**outcome.completion.usage.__dict__)
+        except (PricingError, TypeError) as exc:
+            status, error = "invalid", f"unusable usage: {exc}"
+    # The item changes once: a second ingest of the same line finds it no longer pending.
+    changed = BatchItem.objects.filter(pk=item.pk, status=BatchItem.Status.PENDING).update(
+        status=status, error=error[:500], ended_at=now
+    )
+    if changed != 1:
+        return
+    item.status = status
+    if status == BatchItem.Status.INVALID:
+        log.error("batch job %s item %s quarantined: %s", job.pk, item.custom_id, error)
+    if usage is None:
+        return
+    request = item.request
+    key = f"batch:{item.custom_id}"
+    # A request cancelled while the provider had it: the provider still billed its answer,
+    # and so do we, against the hold kept for exactly this.
+    note = (
+        "answered after its request was cancelled"
+        if request.status == Request.Status.CANCELLED
+        else ""
+    )
+    if hold is not None:
+        hold_settle(hold=hold, key=key, model=job.model, mode=Mode.BATCH, usage=usage, note=note)
+    else:  # its hold expired (a batch far past its deadline): the provider still billed it
+        ledger_record_usage(
+            key=key,
+            team=request.team,
+            workload=request.workload,
+            request=request,
+            model=job.model,
+            mode=Mode.BATCH,
+            usage=usage,
+            note=note,
+        )
+    if request.status != Request.Status.RUNNING:
+        return  # cancelled by its client while the batch ran: billed, not reopened
+    completion = outcome.completion
+    request.model = job.model
+    request.mode = Request.Mode.BATCH
+    request.output = completion.text
+    request.finish_reason = completion.finish_reason
+    request.usage = usage.as_dict()
+    request.status = Request.Status.COMPLETED
+    request.completed_at = request.first_token_at = now
+    request_touch(request)
+    request.save(
+        update_fields=[
+            "model",
+            "mode",
+            "output",
+            "finish_reason",
+            "usage",
+            "status",
+            "completed_at",
+            "first_token_at",
+            "updated_at",
+        ]
+    )
+    request_changed(request)
+
+
+def job_finish(job: BatchJob, *, now: datetime) -> list[str]:
+    """Every item still pending did not run; decide what happens to each unfinished request,
+    then close the job with the provider's final status. In slices of bounded transactions
+    (a cancelled 50,000-line job must not hold the database for minutes); a crash between two
+    resumes with the items not yet decided."""
+    never_ran = {
+        "cancelled": BatchItem.Status.CANCELLED,
+        "expired": BatchItem.Status.EXPIRED,
+    }.get(job.provider_status, BatchItem.Status.NOT_RUN)
+    failed_batch = job.provider_status == "failed"
+    BatchItem.objects.filter(job=job, status=BatchItem.Status.PENDING).update(
+        status=BatchItem.Status.ERRORED if failed_batch else never_ran,
+        error=(job.last_error or "the provider refused the batch")[:500] if failed_batch else "",
+        ended_at=now,
+    )
+    leftovers = (
+        job_items(job)
+        .exclude(status=BatchItem.Status.SUCCEEDED)
+        .filter(next_step="")
+        .select_related("request__workload__policy")
+    )
+    escalate = []
+    while chunk := list(leftovers[:FINISH_CHUNK]):
+        with transaction.atomic():
+            if job.cancel_reason in BatchJob.STOPPED:
+                _items_stop(job, chunk, now=now)
+            else:
+                escalate.extend(_items_decide(job, chunk, now=now))
+        write_pause()
+    with transaction.atomic():
+        counts = item_counts(job)
+        errored = counts[BatchItem.Status.ERRORED] + counts[BatchItem.Status.INVALID]
+        succeeded = counts[BatchItem.Status.SUCCEEDED]
+        status = {
+            "cancelled": BatchJob.Status.CANCELLED,
+            "expired": BatchJob.Status.EXPIRED,
+            "failed": BatchJob.Status.FAILED,
+        }.get(job.provider_status, BatchJob.Status.COMPLETED)
+        unfinished = job.item_count - succeeded - errored
+        if job.cancel_requested_at and status == BatchJob.Status.COMPLETED and unfinished:
+            status = BatchJob.Status.CANCELLED
+        job_save(
+            job,
+            status=status,
+            # When the last result was recorded, not when this step began: a long ingest's
+            # last slice starts well before it ends.
+            finished_at=max(now, timezone.now()),
+            succeeded_count=succeeded,
+            errored_count=errored,
+            unfinished_count=unfinished,
+        )
+        if (
+            Request.objects.filter(batch_items__job=job)
+            .exclude(workload__batch_webhook_url="")
+            .exists()
+        ):
+            enqueue("batches.tasks.notify", job.pk)
+        if job.client_batch_id:
+            # The client's batch may be whole now: its output files are written by a worker,
+            # not by whichever client call looks first.
+            enqueue("batches.tasks.client_batch_refresh", job.client_batch_id)
+    return escalate
+
+
+# Unfinished items decided per transaction when a job ends.
+FINISH_CHUNK = 1000
+
+
+def _items_decide(job: BatchJob, items: list[BatchItem], *, now: datetime) -> list[str]:
+    """Each unfinished item of a job that ended on its own (or was cancelled to make a
+    deadline): retried, resubmitted, escalated to realtime or failed, per its policy."""
+    escalate = []
+    for item in items:
+        next_step = _item_next_step(job, item, now=now)
+        BatchItem.objects.filter(pk=item.pk).update(next_step=next_step)
+        if next_step == BatchItem.Next.ESCALATED:
+            escalate.append(item.request)
+    if escalate:
+        reason = (
+            "the batch would miss the deadline"
+            if job.cancel_reason == BatchJob.CancelReason.DEADLINE
+            else f"batch {job.provider_status}"
+        )
+        requests_escalate(escalate, now=now, why=reason)
+    return [str(r.pk) for r in escalate]
+
+
+def _items_stop(job: BatchJob, items: list[BatchItem], *, now: datetime) -> None:
+    """The unfinished items of a job someone cancelled: the promise was to stop spending, so
+    nothing is retried or served elsewhere. What never ran ends cancelled, what the provider
+    refused ends failed, and every hold still open goes back (they were kept until now so
+    that answers arriving after the cancel settled against them)."""
+    why = BatchJob.CancelReason(job.cancel_reason).label.lower()
+    stopped = [i for i in items if i.request.status == Request.Status.RUNNING]
+    dropped = [i for i in items if i.request.status != Request.Status.RUNNING]
+    refusals = (BatchItem.Status.ERRORED, BatchItem.Status.INVALID)
+    refused = [i for i in stopped if i.status in refusals]
+    never_ran = [i for i in stopped if i.status not in refusals]
+    requests = Request.objects.filter(pk__in=[i.request_id for i in items])
+    holds_release(requests=requests)
+    for group, status, note in (
+        (never_ran, Request.Status.CANCELLED, "the provider never ran it"),
+        (refused, Request.Status.FAILED, "the provider refused it"),
+    ):
+        if not group:
+            continue
+        Request.objects.filter(
+            pk__in=[i.request_id for i in group], status=Request.Status.RUNNING
+        ).update(
+            status=status,
+            completed_at=now,
+            updated_at=now,
+            error=f"batch job {job.pk} was cancelled ({why}); {note}",
+            decision_reason=Concat(
+                F("decision_reason"),
+                Value(f" Batch job {job.pk} cancelled ({why}): {note}; its hold was released."),
+            ),
+        )
+        for item in group:
+            item.request.status = status
+            request_changed(item.request)
+    BatchItem.objects.filter(pk__in=[i.pk for i in never_ran]).update(
+        next_step=BatchItem.Next.CANCELLED
+    )
+    BatchItem.objects.filter(pk__in=[i.pk for i in refused]).update(next_step=BatchItem.Next.FAILED)
+    BatchItem.objects.filter(pk__in=[i.pk for i in dropped]).update(
+        next_step=BatchItem.Next.DROPPED
+    )
+
+
+def _item_next_step(job: BatchJob, item: BatchItem, *, now: datetime) -> str:
+    """What happens to a request whose item did not succeed (the item is final)."""
+    request = item.request
+    if request.status != Request.Status.RUNNING:
+        # Its client cancelled it while the provider had it. Its hold stayed so that a late
+        # answer settled against it (a hard budget is never passed); none came: it goes back.
+        holds_release(requests=Request.objects.filter(pk=request.pk))
+        return BatchItem.Next.DROPPED
+    policy = request.workload.policy
+    if item.status in (BatchItem.Status.ERRORED, BatchItem.Status.INVALID):
+        tries = BatchItem.objects.filter(request=request).count()
+        if tries >= MAX_ITEM_ATTEMPTS or item.status == BatchItem.Status.INVALID:
+            _request_fail(request, error=f"batch item failed {tries} time(s): {item.error}")
+            return BatchItem.Next.FAILED
+        if _batch_can_make(request, job.model, policy, now=now):
+            _request_requeue(request, now=now, why=f"its item in batch job {job.pk} errored")
+            return BatchItem.Next.RETRIED
+        return BatchItem.Next.ESCALATED
+    # It never ran (cancelled, expired, missing): the policy says batch again or serve now.
+    if policy.on_deadline_risk == RoutingPolicy.Escalation.REBATCH and _batch_can_make(
+        request, job.model, policy, now=now
+    ):
+        _request_requeue(
+            request, now=now, why=f"batch job {job.pk} ended ({job.provider_status}) first"
+        )
+        return BatchItem.Next.REBATCHED
+    return BatchItem.Next.ESCALATED
+
+
+def _batch_can_make(request: Request, model: LlmModel, policy, *, now: datetime) -> bool:
+    return batch_can_make(
+        now=now,
+        deadline_at=request.deadline_at,
+        turnaround=expected_turnaround(model=model),
+        margin=policy.deadline_margin,
+    )
+
+
+def _request_requeue(request: Request, *, now: datetime, why: str) -> None:
+    """Back to the buffer (a new item in a later job); its hold stays reserved."""
+    request.status = Request.Status.QUEUED
+    request.decision_reason = f"{request.decision_reason} Back to the buffer: {why}."[-2000:]
+    request_touch(request)
+    request.save(update_fields=["status", "decision_reason", "updated_at"])
+    request_changed(request)
+
+
+def _request_fail(request: Request, *, error: str) -> None:
+    for hold in Hold.objects.filter(request=request, status=Hold.Status.HELD):
+        hold_release(hold=hold)
+    request.status = Request.Status.FAILED
+    request.error = error[:2000]
+    request.completed_at = timezone.now()
+    request_touch(request)
+    request.save(update_fields=["status", "error", "completed_at", "updated_at"])
+    request_changed(request)

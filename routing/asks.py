@@ -1,0 +1,385 @@
+"""Requests as clients send them: the bodies of POST /api/v1/requests, /v1/chat/completions,
+websocket `start` messages and batch-file lines, validated and turned into an `Ask`, and the
+request object as clients read it back.
+
+Every door (the HTTP APIs, the websocket consumers, the pages, client batches and the demo
+history) reads requests through this module, so one body means one thing on each of them;
+nothing here writes to the database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+
+from llmops import limits
+from llmops.text import unstorable_text
+from routing import selectors
+from routing.config import policy_chain
+from routing.models import ApiKey, LlmModel, Request, Workload
+
+
+class RequestRejected(Exception):
+    """The request cannot be served as asked: an HTTP status, a message, the field at fault."""
+
+    def __init__(
+        self, status: int, message: str, *, field: str = "", code: str = "", item: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+        self.item = item  # which of several asks is refused
+        self.code = code or {400: "invalid_request", 404: "not_found", 422: "conflict"}.get(
+            status, "error"
+        )
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A validated client request (the API's serializers build it)."""
+
+    workload: Workload
+    messages: list[dict]
+    max_tokens: int | None
+    temperature: float | None = None
+    model: LlmModel | None = None  # the client's choice; must be in the policy's chain
+    stream: bool = False
+    metadata: dict = field(default_factory=dict)
+    idempotency_key: str | None = None
+    source: str = Request.Source.NATIVE
+
+
+def ask_body(ask: Ask) -> dict:
+    """What identifies a request for idempotency (not the key itself, nor the transport)."""
+    return {
+        "workload": ask.workload.slug,
+        "messages": ask.messages,
+        "max_tokens": ask.max_tokens,
+        "temperature": ask.temperature,
+        "model": ask.model.model_id if ask.model else None,
+        "stream": ask.stream,
+        "metadata": ask.metadata,
+    }
+
+
+def ask_params(ask: Ask, *, max_tokens: int) -> dict:
+    """What a request row keeps of the ask in `params`: the body without its metadata, which
+    has a column of its own (it was stored twice), with the max_tokens applied."""
+    params = ask_body(ask)
+    del params["metadata"]
+    return {**params, "max_tokens": max_tokens}
+
+
+class StrictInteger(serializers.IntegerField):
+    """An integer that is a JSON integer: not "5", not 5.0, not true."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictNumber(serializers.FloatField):
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBoolean(serializers.BooleanField):
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+ROLES = ("system", "developer", "user", "assistant")
+
+
+MAX_MESSAGES = 1_000
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string"},
+            {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "properties": {"type": {"enum": ["text"]}, "text": {"type": "string"}},
+                    "required": ["type", "text"],
+                },
+            },
+        ]
+    }
+)
+class MessageContentField(serializers.JSONField):
+    """Documented as what validate_content takes (a bare JSONField reads as "any value")."""
+
+
+class MessageSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=ROLES)
+    content = MessageContentField()
+
+    def validate_content(self, value):
+        # A string, or OpenAI's list of text parts; other part types (images, audio) are not
+        # routed by llmops yet, so they are refused rather than silently dropped.
+        if isinstance(value, str):
+            return value
+        if (
+            isinstance(value, list)
+            and value
+            and all(
+                isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+                for p in value
+            )
+        ):
+            return value
+        raise ValidationError("Must be a string or a list of {type: text, text: string} parts.")
+
+
+class MessagesField(serializers.ListField):
+    child = MessageSerializer()
+
+    def __init__(self, **kwargs):
+        super().__init__(min_length=1, max_length=MAX_MESSAGES, **kwargs)
+
+
+class RequestInputSerializer(serializers.Serializer):
+    workload = serializers.SlugField()
+    messages = MessagesField()
+    max_tokens = StrictInteger(min_value=1, required=False)
+    temperature = StrictNumber(min_value=0, max_value=2, required=False, allow_null=True)
+    model = serializers.CharField(max_length=200, required=False)
+    stream = StrictBoolean(required=False, default=False)
+    metadata = serializers.DictField(required=False, default=dict)
+    idempotency_key = serializers.CharField(required=False)
+
+    def validate_metadata(self, value):
+        return checked_metadata(value)
+
+    def validate_idempotency_key(self, value):
+        if len(value) > settings.LLMOPS_MAX_KEY_HEADER_CHARS:
+            raise ValidationError(
+                f"At most {settings.LLMOPS_MAX_KEY_HEADER_CHARS} characters (as the header)."
+            )
+        return value
+
+
+def checked_metadata(value):
+    """`metadata` within the limits every path shares (llmops.limits), as a field error."""
+    try:
+        limits.check_metadata(value, field="metadata")
+    except limits.Refused as exc:
+        raise ValidationError(exc.message.removeprefix("metadata: ")) from None
+    return value
+
+
+class ChatCompletionInputSerializer(serializers.Serializer):
+    """The subset of OpenAI's chat.completions body that llmops routes."""
+
+    model = serializers.CharField(max_length=200)
+    messages = MessagesField()
+    max_tokens = StrictInteger(min_value=1, required=False, allow_null=True)
+    max_completion_tokens = StrictInteger(min_value=1, required=False, allow_null=True)
+    temperature = StrictNumber(min_value=0, max_value=2, required=False, allow_null=True)
+    stream = StrictBoolean(required=False, default=False)
+    stream_options = serializers.DictField(required=False, allow_null=True)
+    n = StrictInteger(min_value=1, max_value=1, required=False, allow_null=True)
+    user = serializers.CharField(max_length=200, required=False)
+    metadata = serializers.DictField(required=False, allow_null=True)
+
+    def validate_metadata(self, value):
+        return checked_metadata(value)
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unsupported = sorted(set(data) & {"tools", "functions", "tool_choice", "audio"})
+            if unsupported:
+                raise ValidationError({unsupported[0]: ["Not supported by llmops yet."]})
+        return super().to_internal_value(data)
+
+
+def first_error(errors) -> tuple[str, str]:
+    """(field, message) of a DRF error tree, e.g. ('messages.0.role', '"x" is not...')."""
+    path = []
+    while isinstance(errors, dict | list):
+        if isinstance(errors, dict):
+            key = next(iter(errors))
+            path.append(str(key))
+            errors = errors[key]
+        else:
+            errors = errors[0] if errors else "invalid"
+    return ".".join(p for p in path if p != "non_field_errors"), str(errors)
+
+
+def json_object(raw: bytes | str, *, what: str = "The body") -> dict:
+    """A body or a socket message, parsed strictly (llmops.limits): a JSON object whose text
+    every database can store. Raises RequestRejected naming the field at fault."""
+    try:
+        body = limits.loads(raw or b"null")
+    except limits.Refused as exc:
+        raise RequestRejected(
+            exc.status, exc.message.replace("The body", what), field=exc.field
+        ) from None
+    if not isinstance(body, dict):
+        raise RequestRejected(400, f"{what} must be a JSON object.")
+    if (path := unstorable_text(body)) is not None:
+        # PostgreSQL refuses NUL in text and JSON; a lone surrogate is not UTF-8 at all.
+        raise RequestRejected(
+            400,
+            f"{path or what.lower()}: contains a NUL character or an unpaired surrogate.",
+            field=path,
+        )
+    return body
+
+
+def openai_workload(http_request, key: ApiKey) -> Workload:
+    """The workload an OpenAI-compatible call bills: its X-Workload header, else the key's
+    default. Raises RequestRejected naming the header."""
+    slug = http_request.headers.get("X-Workload") or ""
+    workload = (
+        Workload.objects.filter(team=key.team, slug=slug, enabled=True)
+        .select_related("policy")
+        .first()
+        if slug
+        else key.default_workload
+    )
+    if workload is None:
+        raise RequestRejected(
+            404 if slug else 400,
+            f"Unknown workload {slug!r}."
+            if slug
+            else "Name a workload in the X-Workload header (this key has no default).",
+            field="X-Workload",
+        )
+    return workload
+
+
+def openai_ask(
+    workload: Workload,
+    data: dict,
+    *,
+    source: str,
+    idempotency_key: str | None = None,
+    metadata: dict | None = None,
+) -> Ask:
+    """An Ask from a validated chat.completions body. OpenAI clients must send some model: one
+    outside the chain means "the policy decides"."""
+    return Ask(
+        workload=workload,
+        messages=data["messages"],
+        max_tokens=data.get("max_completion_tokens") or data.get("max_tokens"),
+        temperature=data.get("temperature"),
+        model=chain_model(workload, data["model"]),
+        stream=data.get("stream", False),
+        metadata={**(metadata or {}), **(data.get("metadata") or {})},
+        idempotency_key=idempotency_key,
+        source=source,
+    )
+
+
+def chain_model(workload: Workload, model_id: str | None):
+    """The model of the workload's chain called `model_id`, or None (the chain is memoized, so
+    a batch file's lines do not query it each)."""
+    if not model_id:
+        return None
+    return next((m for m in policy_chain(workload.policy_id) if m.model_id == model_id), None)
+
+
+def native_ask(
+    *,
+    workloads,
+    data: dict,
+    idempotency_key: str | None = None,
+    source: str = Request.Source.NATIVE,
+) -> Ask:
+    """An Ask from a validated native body (REST or websocket). `workloads` are the ones the
+    caller may use; a slug several of a session user's teams share needs `team`."""
+    slug = data["workload"]
+    matches = workloads.filter(slug=slug, enabled=True).select_related("team", "policy")
+    if team_slug := data.get("team"):
+        matches = matches.filter(team__slug=team_slug)
+    found = list(matches[:2])
+    if not found:
+        raise RequestRejected(404, f"Unknown workload {slug!r}.", field="workload")
+    if len(found) > 1:
+        raise RequestRejected(
+            400,
+            f"Several of your teams have a workload {slug!r}: name one with `team`.",
+            field="team",
+        )
+    workload = found[0]
+    model = chain_model(workload, data.get("model"))
+    if data.get("model") and model is None:
+        chain = [m.model_id for m in policy_chain(workload.policy_id)]
+        raise RequestRejected(
+            400,
+            f"Model {data['model']!r} is not in workload {workload.slug}'s chain "
+            f"({', '.join(chain)}).",
+            field="model",
+        )
+    return Ask(
+        workload=workload,
+        messages=data["messages"],
+        max_tokens=data.get("max_tokens"),
+        temperature=data.get("temperature"),
+        model=model,
+        stream=data.get("stream", False),
+        metadata=data.get("metadata") or {},
+        idempotency_key=idempotency_key,
+        source=source,
+    )
+
+
+class AttemptOutputSerializer(serializers.Serializer):
+    position = serializers.IntegerField()
+    provider = serializers.CharField(source="model.provider.slug")
+    model = serializers.CharField(source="model.model_id")
+    outcome = serializers.CharField()
+    error_kind = serializers.CharField()
+    error = serializers.CharField()
+    status_code = serializers.IntegerField(allow_null=True)
+    latency_ms = serializers.IntegerField(allow_null=True)
+    first_byte_ms = serializers.IntegerField(allow_null=True)
+
+
+@extend_schema_serializer(component_name="Request")
+class RequestOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    team = serializers.CharField(source="team.slug")
+    workload = serializers.CharField(source="workload.slug")
+    status = serializers.ChoiceField(choices=Request.Status.choices)
+    mode = serializers.CharField()
+    source = serializers.CharField()
+    provider = serializers.CharField(source="model.provider.slug", allow_null=True, default=None)
+    model = serializers.CharField(source="model.model_id", allow_null=True, default=None)
+    output = serializers.CharField()
+    finish_reason = serializers.CharField()
+    usage = serializers.JSONField()
+    cost_usd = serializers.DecimalField(max_digits=24, decimal_places=12, allow_null=True)
+    counterfactual_cost_usd = serializers.DecimalField(
+        max_digits=24, decimal_places=12, allow_null=True
+    )
+    decision_reason = serializers.CharField()
+    missed_saving = serializers.BooleanField()
+    params = serializers.JSONField()
+    metadata = serializers.JSONField()
+    error = serializers.CharField()
+    attempts = AttemptOutputSerializer(many=True)
+    deadline_at = serializers.DateTimeField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField()
+    first_token_at = serializers.DateTimeField()
+    completed_at = serializers.DateTimeField()
+
+
+def request_json(request: Request) -> dict:
+    """The request as GET /api/v1/requests/{id} shows it (with its cost)."""
+    return RequestOutputSerializer(selectors.request_with_cost(request)).data

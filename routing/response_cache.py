@@ -1,0 +1,99 @@
+"""The response cache: answers kept in Django's cache (a file cache on one machine, Redis when
+scaled out), so every process shares them and entries expire by themselves; a hit is answered
+at no cost, its ledger entry keeping the counterfactual of serving it for real."""
+
+from __future__ import annotations
+
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from billing.models import Mode
+from billing.pricing import Usage
+from billing.services import ledger_record_usage
+from routing import metrics
+from routing.events import request_changed, request_touch
+from routing.models import LlmModel, Request, RoutingPolicy
+
+# Bumped whenever what goes into a key changes: entries keyed the old way are never read again
+# (they expire by their TTL). v2: every role counts in user_and_system_hash (issue 19: a
+# developer message steered an answer another key was then served for the user message alone).
+CACHE_KEY_VERSION = "v2"
+
+
+# The messages that instruct rather than converse; user_and_system_hash hashes them apart.
+INSTRUCTION_ROLES = ("system", "developer")
+
+
+def cache_key(policy: RoutingPolicy, params: dict) -> str:
+    """Everything that can change the answer, in every mode: each message whatever its role
+    (system, developer, user, assistant, tool), in order, the model asked for, max_tokens and
+    temperature."""
+    messages = params["messages"]
+    if policy.cache_key == RoutingPolicy.CacheKey.USER_AND_SYSTEM_HASH:
+        instructions = [m for m in messages if m.get("role") in INSTRUCTION_ROLES]
+        material = {
+            "instructions": Request.hash_body({"instructions": instructions}),
+            "conversation": [m for m in messages if m.get("role") not in INSTRUCTION_ROLES],
+        }
+    else:
+        material = {"messages": messages}
+    material.update(
+        model=params.get("model"),
+        max_tokens=params.get("max_tokens"),
+        temperature=params.get("temperature"),
+    )
+    digest = Request.hash_body(material)
+    return f"llmops:response:{CACHE_KEY_VERSION}:{policy.pk}:{digest}"
+
+
+def response_cache_get(*, policy: RoutingPolicy, params: dict) -> dict | None:
+    return cache.get(cache_key(policy, params))
+
+
+def response_cache_put(*, policy: RoutingPolicy, params: dict, request: Request) -> None:
+    if request.finish_reason not in ("stop", "length"):
+        return  # a filtered or tool-call answer is not one to repeat
+    # "length" is kept: max_tokens is part of the key, so the same request would stop there.
+    cache.set(
+        cache_key(policy, params),
+        {
+            "text": request.output,
+            "finish_reason": request.finish_reason,
+            "usage": request.usage,
+            "model": request.model_id,
+            "from_request": str(request.pk),
+        },
+        timeout=policy.cache_ttl.total_seconds(),
+    )
+
+
+def request_answer_from_cache(request: Request, *, cached: dict, primary: LlmModel) -> None:
+    """A hit costs nothing; its ledger entry keeps the counterfactual of serving it for real."""
+    # With its provider: the websocket's `started` names it from the event loop.
+    answered = LlmModel.objects.select_related("provider").filter(pk=cached["model"]).first()
+    model = answered or primary
+    usage = Usage(**cached["usage"])
+    with transaction.atomic():
+        ledger_record_usage(
+            key=f"req:{request.pk}:charge",
+            team=request.team,
+            workload=request.workload,
+            request=request,
+            model=model,
+            mode=Mode.CACHE,
+            usage=usage,
+            note=f"cache hit of {cached['from_request']}",
+        )
+        request.model = model
+        request.output = cached["text"]
+        request.finish_reason = cached["finish_reason"]
+        request.usage = cached["usage"]
+        request.status = Request.Status.COMPLETED
+        # Answered in the response the client waits for: read at once.
+        request.started_at = request.first_token_at = request.completed_at = timezone.now()
+        request.first_read_at = request.completed_at
+        request_touch(request)
+        request.save()
+        request_changed(request)
+    metrics.observe_request(request)
