@@ -37,10 +37,12 @@ test: install browser
 faults: install browser
 	$(PY) tests/faults/run.py
 
-## lint: ruff (lint + format check) and missing migrations
+## lint: ruff (lint + format check), the import-layering contracts (pyproject.toml) and missing
+## migrations
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(PY) manage.py makemigrations --check --dry-run
 
 ## bench: every benchmark in bench/ (a few minutes; installs the LiteLLM proxy once into

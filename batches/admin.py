@@ -16,6 +16,7 @@ from batches.models import BatchItem, BatchJob
 from billing.admin import LIST_CSS, usd_cell, when_cell
 from billing.pricing import plain
 from billing.templatetags.money import seconds
+from llmops.admin import ReadOnlyAdmin
 
 # What the items a terminal job never ran are called, by how it ended.
 NEVER_RAN = {BatchJob.Status.CANCELLED: "cancelled", BatchJob.Status.EXPIRED: "expired"}
@@ -47,17 +48,6 @@ def job_outcome(job: BatchJob) -> str:
     """'completed · 1 succeeded, 2 errored'."""
     status, said = outcome_parts(job)
     return f"{status} · {', '.join(said)}"
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False  # the ledger points at these requests; history stays
 
 
 @admin.register(BatchJob)

@@ -143,32 +143,6 @@ def parse_line(number: int, raw: bytes, *, endpoint: str = CHAT_ENDPOINT) -> Bat
     return BatchLine(number=number, custom_id=custom_id, model=model, body=body)
 
 
-def read_lines(
-    chunks: Iterable[bytes], *, endpoint: str = CHAT_ENDPOINT, one_model: bool = True
-) -> Iterator[BatchLine]:
-    """The lines of a file, validated as they stream by. Raises BatchFileError at the first
-    bad line: use `scan` first to report every problem before anything is processed."""
-    seen: set[str] = set()
-    model = None
-    for number, raw in raw_lines(chunks):
-        line = parse_line(number, raw, endpoint=endpoint)
-        if line.custom_id in seen:
-            raise BatchFileError([LineError(number, f"duplicate custom_id {line.custom_id!r}")])
-        seen.add(line.custom_id)
-        if one_model and model is not None and line.model != model:
-            raise BatchFileError(
-                [
-                    LineError(
-                        number,
-                        f"model {line.model!r} differs from {model!r} on earlier lines "
-                        "(one model per batch file)",
-                    )
-                ]
-            )
-        model = model or line.model
-        yield line
-
-
 def scan(chunks: Iterable[bytes], *, endpoint: str = CHAT_ENDPOINT, one_model: bool = True) -> Scan:
     """Validate a whole file in one streaming pass, collecting up to MAX_REPORTED_ERRORS
     line-numbered problems; raises BatchFileError listing them, else returns what it holds."""

@@ -11,10 +11,11 @@ from django.db.models import Case, Count, OuterRef, Q, QuerySet, Subquery, Sum, 
 from django.db.models.functions import Coalesce
 
 from batches.models import BatchItem, BatchJob, ClientBatch
-from billing.fields import MoneyField, usd
-from billing.models import LedgerEntry, Mode
+from billing.fields import MoneyField, usd_value
+from billing.models import LedgerEntry
 from billing.selectors import ledger_totals
-from routing.models import LlmModel, Team
+from llmops.stats import nearest_rank
+from routing.models import LlmModel, Mode, Team
 
 # Observed turnaround replaces the provider's promise once this many batches have ended.
 MIN_OBSERVATIONS = 5
@@ -35,12 +36,6 @@ class Turnaround:
         return self.observed >= MIN_OBSERVATIONS
 
 
-def _percentile(sorted_values: list[timedelta], q: float) -> timedelta:
-    # Nearest rank: a real observed value, never an interpolation nobody saw.
-    index = max(0, min(len(sorted_values) - 1, round(q * len(sorted_values) + 0.5) - 1))
-    return sorted_values[index]
-
-
 def turnaround(*, model: LlmModel) -> Turnaround:
     """p50 and p90 of submit → provider end, over this model's recent batches that ran to
     completion (cancelled and expired ones say nothing about how long a batch takes)."""
@@ -57,7 +52,7 @@ def turnaround(*, model: LlmModel) -> Turnaround:
     values = sorted(ended - submitted for submitted, ended in rows)
     if not values:
         return Turnaround(None, None, 0)
-    return Turnaround(_percentile(values, 0.5), _percentile(values, 0.9), len(values))
+    return Turnaround(nearest_rank(values, 0.5), nearest_rank(values, 0.9), len(values))
 
 
 def expected_turnaround(*, model: LlmModel) -> timedelta:
@@ -149,7 +144,7 @@ def _cost_of(entries: QuerySet[LedgerEntry]) -> Subquery:
 def with_cost(jobs: QuerySet[BatchJob]) -> QuerySet[BatchJob]:
     """`jobs` annotated in the same query with `cost_usd` (USD, wherever their items were
     served; None before any answer) and its part `batch_cost_usd`."""
-    zero = usd(Decimal(0))
+    zero = usd_value(Decimal(0))
     return jobs.annotate(
         batch_cost_usd=_cost_of(_in_batch(OuterRef("pk"))),
         elsewhere_cost_usd=_cost_of(_elsewhere(OuterRef("pk"), OuterRef("created_at"))),

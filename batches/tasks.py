@@ -15,7 +15,7 @@ from django.utils import timezone
 from batches import selectors, services
 from batches.models import BatchJob, ClientBatch
 from batches.services import enqueue
-from routing.models import Request
+from routing.models import Mode, Request
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def tick() -> dict:
         enqueue("batches.tasks.advance", job_id)
     stale = Request.objects.filter(
         status=Request.Status.QUEUED,
-        mode=Request.Mode.REALTIME,
+        mode=Mode.REALTIME,
         updated_at__lt=now - ESCALATION_STALE,
     ).values_list("pk", flat=True)
     for request_id in stale:

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
+from llmops.stats import nearest_rank  # noqa: E402
 from tests.live.stack import API_KEY  # noqa: E402
 
 COMMAND = ".venv/bin/python bench/throughput.py"
@@ -36,11 +37,6 @@ RATES = [10, 20, 40, 60, 80, 120, 160, 240, 320, 480, 640]
 P99_LIMIT_MS = 100.0
 TARGET_PER_CORE = 300
 WARMUP_RATE, WARMUP_S = 10, 3
-
-
-def percentile(values: list[float], share: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(share * len(values)))]
 
 
 async def step(base_url: str, rate: int, seconds: float, first: int, stop_early: bool = True):
@@ -154,8 +150,8 @@ def measure(seconds: float) -> dict:
                 "stopped_after_s": result["stopped_after_s"],
                 "errors": result["errors"],
                 "achieved_per_s": round(done / wall, 1),
-                "p50_ms": round(percentile(result["latencies"], 0.5), 1) if done else None,
-                "p99_ms": round(percentile(result["latencies"], 0.99), 1) if done else None,
+                "p50_ms": round(nearest_rank(result["latencies"], 0.5), 1) if done else None,
+                "p99_ms": round(nearest_rank(result["latencies"], 0.99), 1) if done else None,
                 "server_cpu_ms_per_request": round(cpu * 1000 / max(1, done), 2),
             }
             row["ok"] = (

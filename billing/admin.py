@@ -11,8 +11,8 @@ from django.utils.html import format_html, format_html_join
 from billing import selectors
 from billing.models import Budget, LedgerEntry, Price
 from billing.pricing import plain
-from billing.templatetags.money import usd
-from routing.admin import ReadOnlyAdmin, team_choices
+from billing.templatetags.money import format_usd
+from llmops.admin import ReadOnlyAdmin, team_choices
 from routing.models import Workload
 
 # Admin change lists narrow enough for 1400 px beside both sidebars (nowrap, money right).
@@ -24,7 +24,7 @@ def usd_cell(amount: Decimal | None) -> str:
     hover; never in exponent form."""
     if amount is None:
         return "—"
-    return format_html('<span title="{} USD">{}</span>', plain(amount), usd(amount))
+    return format_html('<span title="{} USD">{}</span>', plain(amount), format_usd(amount))
 
 
 def when_cell(moment: datetime | None, now: datetime | None = None) -> str:

@@ -13,13 +13,13 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing import reports, selectors, services
+from billing import queries, reports, selectors, services
 from billing.fields import MAX_USD
-from billing.models import Budget, LedgerEntry, Mode
+from billing.models import Budget, LedgerEntry
 from billing.pricing import MAX_TOKENS_PER_RECORD, PricingError, Usage, plain
 from routing import selectors as routing_selectors
 from routing.auth import IsTeamAdmin
-from routing.models import LlmModel
+from routing.models import Mode
 
 
 def money(**kwargs) -> serializers.DecimalField:
@@ -186,19 +186,6 @@ class BudgetDetailApi(APIView):
 # --- pricing ----------------------------------------------------------------------------
 
 
-def enabled_model(data: dict) -> LlmModel:
-    """The enabled model `data["model"]` names (and `data["provider"]`, when two serve it)."""
-    models = routing_selectors.model_list().filter(model_id=data["model"])
-    if data.get("provider"):
-        models = models.filter(provider__slug=data["provider"])
-    models = list(models[:2])
-    if not models:
-        raise ValidationError({"model": [f"no enabled model {data['model']!r}"]})
-    if len(models) > 1:
-        raise ValidationError({"provider": ["Several providers serve this model; name one."]})
-    return models[0]
-
-
 class PricingEstimateApi(APIView):
     @extend_schema_serializer(component_name="PricingEstimateRequest")
     class InputSerializer(serializers.Serializer):
@@ -248,7 +235,7 @@ class PricingEstimateApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         data = data.validated_data
-        model = enabled_model(data)
+        model = queries.enabled_model(data)
         usage = Usage(
             input_tokens=data["input_tokens"]
             - data["cached_input_tokens"]
@@ -357,45 +344,6 @@ class LedgerListApi(generics.ListAPIView):
 # The JSON behind the billing pages (billing/views.py renders the same selectors).
 
 
-@extend_schema_serializer(component_name="ReportFilter")
-class ReportFilterSerializer(serializers.Serializer):
-    team = serializers.SlugField(required=False, help_text="Staff and members of several teams.")
-    workload = serializers.SlugField(required=False)
-    model = serializers.CharField(required=False, max_length=200)
-    mode = serializers.ChoiceField(choices=Mode.choices, required=False)
-    range = serializers.ChoiceField(
-        choices=list(reports.RANGE_PRESETS),
-        required=False,
-        error_messages={
-            "invalid_choice": f'"{{input}}" is not a range: use one of '
-            f"{', '.join(reports.RANGE_PRESETS)}."
-        },
-        help_text=f"A named range of UTC days (default: {reports.DEFAULT_RANGE}); "
-        "since and until win over it.",
-    )
-    since = serializers.DateField(
-        required=False,
-        help_text=f"UTC day; default: the range's first ({reports.DEFAULT_RANGE_DAYS} days "
-        "ending on until).",
-    )
-    until = serializers.DateField(required=False, help_text="UTC day, inclusive; default: today.")
-
-
-def report_scope(params, user, *, fields=("team", "workload", "model", "mode")) -> reports.Scope:
-    """A report's scope from query parameters (empty ones are absent, as a form sends them).
-    Raises ValidationError naming the field."""
-    wanted = {*fields, "since", "until", "range"}
-    raw = {k: v for k, v in params.items() if k in wanted and v != ""}
-    data = ReportFilterSerializer(data=raw)
-    data.is_valid(raise_exception=True)
-    values = dict(data.validated_data)
-    preset = values.pop("range", "")
-    try:
-        return reports.scope_build(user=user, today=timezone.now().date(), preset=preset, **values)
-    except reports.ScopeError as exc:
-        raise ValidationError({exc.field: [exc.message]}) from None
-
-
 @extend_schema_serializer(component_name="ReportRange")
 class ScopeOutputSerializer(serializers.Serializer):
     since = serializers.DateField()
@@ -462,12 +410,12 @@ class ReportOverviewApi(APIView):
         budgets = BudgetLineOutputSerializer(many=True)
 
     @extend_schema(
-        parameters=[ReportFilterSerializer],
+        parameters=[queries.ReportFilterSerializer],
         responses=OutputSerializer,
         summary="Spend by team, workload, model and mode; daily spend; budgets; savings",
     )
     def get(self, request):
-        scope = report_scope(request.query_params, request.user)
+        scope = queries.report_scope(request.query_params, request.user)
         return Response(self.OutputSerializer(reports.overview(scope, timezone.now())).data)
 
 
@@ -475,11 +423,12 @@ class ReportLedgerApi(generics.ListAPIView):
     serializer_class = LedgerEntryOutputSerializer
 
     def get_queryset(self):
-        self.scope = report_scope(self.request.query_params, self.request.user)
+        self.scope = queries.report_scope(self.request.query_params, self.request.user)
         return reports.ledger_page_entries(self.scope)
 
     @extend_schema(
-        parameters=[ReportFilterSerializer], summary="Ledger entries of a report's filter, totals"
+        parameters=[queries.ReportFilterSerializer],
+        summary="Ledger entries of a report's filter, totals",
     )
     def get(self, request, *args, **kwargs):
         response = super().get(request, *args, **kwargs)
@@ -493,12 +442,12 @@ class ReportLedgerApi(generics.ListAPIView):
 
 class ReportLedgerCsvApi(APIView):
     @extend_schema(
-        parameters=[ReportFilterSerializer],
+        parameters=[queries.ReportFilterSerializer],
         responses={(200, "text/csv"): OpenApiTypes.STR},
         summary="The filtered ledger as CSV, streamed (any size, flat memory)",
     )
     def get(self, request):
-        scope = report_scope(request.query_params, request.user)
+        scope = queries.report_scope(request.query_params, request.user)
         response = StreamingHttpResponse(
             reports.ledger_csv_stream(scope), content_type="text/csv; charset=utf-8"
         )
@@ -508,7 +457,7 @@ class ReportLedgerCsvApi(APIView):
 
 
 class ReportSavingsApi(APIView):
-    class FilterSerializer(ReportFilterSerializer):
+    class FilterSerializer(queries.ReportFilterSerializer):
         granularity = serializers.ChoiceField(choices=list(reports.GRANULARITIES), default="month")
 
     @extend_schema_serializer(component_name="ReportSavings")
@@ -525,18 +474,9 @@ class ReportSavingsApi(APIView):
         summary="Actual against counterfactual, split into batch, cache and tiering; missed",
     )
     def get(self, request):
-        granularity = savings_granularity(request.query_params)
-        scope = report_scope(request.query_params, request.user)
+        granularity = queries.savings_granularity(request.query_params)
+        scope = queries.report_scope(request.query_params, request.user)
         return Response(self.OutputSerializer(reports.savings(scope, granularity)).data)
-
-
-def savings_granularity(params) -> str:
-    value = params.get("granularity") or "month"
-    if value not in reports.GRANULARITIES:
-        raise ValidationError(
-            {"granularity": [f"Must be one of {', '.join(reports.GRANULARITIES)}."]}
-        )
-    return value
 
 
 @extend_schema_serializer(component_name="AuditRow")
@@ -575,100 +515,28 @@ class AuditRowOutputSerializer(serializers.Serializer):
 
 class ReportAuditApi(APIView):
     @extend_schema(
-        parameters=[ReportFilterSerializer],
+        parameters=[queries.ReportFilterSerializer],
         responses=AuditRowOutputSerializer(many=True),
         summary="Each workload's latency class against observed use, with a recommendation",
     )
     def get(self, request):
-        scope = report_scope(request.query_params, request.user, fields=("team", "workload"))
+        scope = queries.report_scope(
+            request.query_params, request.user, fields=("team", "workload")
+        )
         rows = reports.workload_audit(scope)
         return Response(AuditRowOutputSerializer(rows, many=True).data)
 
 
 class ReportBudgetsApi(APIView):
     @extend_schema(
-        parameters=[ReportFilterSerializer],
+        parameters=[queries.ReportFilterSerializer],
         responses=BudgetLineOutputSerializer(many=True),
         summary="Each budget's period: limit, spent, reserved, remaining and projection",
     )
     def get(self, request):
-        scope = report_scope(request.query_params, request.user, fields=("team",))
+        scope = queries.report_scope(request.query_params, request.user, fields=("team",))
         lines = reports.budget_lines(scope.teams, timezone.now())
         return Response(BudgetLineOutputSerializer(lines, many=True).data)
-
-
-# What the calculator's fields are called where people read its errors (the page says the
-# same above its inputs); the API keys its errors by field name, each message led by this.
-CALCULATOR_LABELS = {
-    "model": "Model",
-    "provider": "Provider",
-    "monthly_requests": "Requests per month",
-    "input_tokens": "Input tokens per request",
-    "output_tokens": "Output tokens per request",
-    "batch_share": "Batch-eligible share",
-    "cache_hit_rate": "Cache hit rate",
-}
-REQUIRED = {"required": "required.", "null": "required.", "blank": "required."}
-WHOLE_NUMBER = "must be a whole number ≥ 0."
-SHARE = "must be a share from 0 to 1."
-
-
-def count(*, max_value: int, **kwargs) -> serializers.IntegerField:
-    return serializers.IntegerField(
-        min_value=0,
-        max_value=max_value,
-        error_messages={
-            **REQUIRED,
-            "invalid": WHOLE_NUMBER,
-            "min_value": WHOLE_NUMBER,
-            "max_string_length": WHOLE_NUMBER,
-            "max_value": "must be at most {max_value:,}.",
-        },
-        **kwargs,
-    )
-
-
-def share(**kwargs) -> serializers.DecimalField:
-    return serializers.DecimalField(
-        max_digits=7,
-        decimal_places=6,
-        min_value=Decimal(0),
-        max_value=Decimal(1),
-        error_messages={
-            **REQUIRED,
-            "invalid": SHARE,
-            "min_value": SHARE,
-            "max_value": SHARE,
-            "max_digits": SHARE,
-            "max_whole_digits": SHARE,
-            "max_string_length": SHARE,
-            "max_decimal_places": "must have at most {max_decimal_places} decimal places.",
-        },
-        **kwargs,
-    )
-
-
-@extend_schema_serializer(component_name="CalculatorRequest")
-class CalculatorInputSerializer(serializers.Serializer):
-    model = serializers.CharField(
-        max_length=200, error_messages={**REQUIRED, "max_length": "no such model."}
-    )
-    provider = serializers.SlugField(
-        required=False,
-        help_text="When two providers serve it.",
-        error_messages={**REQUIRED, "invalid": "no such provider."},
-    )
-    monthly_requests = count(max_value=10**10)
-    input_tokens = count(max_value=MAX_TOKENS_PER_RECORD, help_text="Prompt tokens per request.")
-    output_tokens = count(max_value=MAX_TOKENS_PER_RECORD, help_text="Output tokens per request.")
-    batch_share = share(help_text="Share of requests that can wait for a batch, 0 to 1.")
-    cache_hit_rate = share(default=Decimal(0), help_text="Share answered from the cache, 0 to 1.")
-
-    def validate_model(self, value: str) -> str:
-        # Here rather than after validation, so an unknown model is reported with the rest.
-        if not routing_selectors.model_list().filter(model_id=value).exists():
-            raise serializers.ValidationError(f"no enabled model {value!r}.")
-        return value
 
 
 @extend_schema_serializer(component_name="Calculation")
@@ -691,54 +559,12 @@ class CalculationOutputSerializer(serializers.Serializer):
     batch_price_version = serializers.IntegerField(source="batch_price_id", allow_null=True)
 
 
-def labelled(detail, labels: dict[str, str]) -> dict[str, list[str]]:
-    """Field errors with each message led by the field's label ("Requests per month: must be
-    a whole number ≥ 0."), keyed by field name as DRF keys them."""
-    if not isinstance(detail, dict):
-        detail = {"non_field_errors": detail}
-    return {
-        name: [
-            str(message) if name not in labels else f"{labels[name]}: {message}"
-            for message in (messages if isinstance(messages, list) else [messages])
-        ]
-        for name, messages in detail.items()
-    }
-
-
-def calculator_input(data, labels: dict[str, str] = CALCULATOR_LABELS) -> dict:
-    """The calculator's validated input; a ValidationError with every field's errors at once,
-    labelled for people."""
-    serializer = CalculatorInputSerializer(data=data)
-    if not serializer.is_valid():
-        raise ValidationError(labelled(serializer.errors, labels))
-    return serializer.validated_data
-
-
-def calculation(data: dict, labels: dict[str, str] = CALCULATOR_LABELS) -> reports.Calculation:
-    """Validated calculator input → the calculation; ValidationError for a model that several
-    providers serve or one without prices."""
-    try:
-        return reports.calculate(
-            model=enabled_model(data),
-            monthly_requests=data["monthly_requests"],
-            input_tokens=data["input_tokens"],
-            output_tokens=data["output_tokens"],
-            batch_share=data["batch_share"],
-            cache_hit_rate=data["cache_hit_rate"],
-            at=timezone.now(),
-        )
-    except ValidationError as exc:
-        raise ValidationError(labelled(exc.detail, labels)) from None
-    except PricingError as exc:
-        raise ValidationError(labelled({"model": [str(exc)]}, labels)) from None
-
-
 class ReportCalculatorApi(APIView):
     @extend_schema(
-        request=CalculatorInputSerializer,
+        request=queries.CalculatorInputSerializer,
         responses=CalculationOutputSerializer,
         summary="Monthly cost all realtime, all batch and hybrid, from the ledger's price table",
     )
     def post(self, request):
-        data = calculator_input(request.data)
-        return Response(CalculationOutputSerializer(calculation(data)).data)
+        data = queries.calculator_input(request.data)
+        return Response(CalculationOutputSerializer(queries.calculation(data)).data)

@@ -61,8 +61,8 @@ class MoneyField(models.DecimalField):
         return None if value is None else from_units(value)
 
 
-def usd(amount: Decimal) -> Value:
-    """An amount for a query expression: F("spent_usd") + usd(x). A bare Decimal there would
-    reach the database as dollars and be added to picodollars; usd() converts it like the
+def usd_value(amount: Decimal) -> Value:
+    """An amount for a query expression: F("spent_usd") + usd_value(x). A bare Decimal there would
+    reach the database as dollars and be added to picodollars; usd_value() converts it like the
     column it meets."""
     return Value(amount, output_field=MoneyField())

@@ -16,8 +16,7 @@ from django.utils import timezone
 
 from billing.fields import MAX_USD, MoneyField
 from billing.pricing import plain
-from llmops import memo
-from routing.models import LlmModel, Request, Team, Workload
+from routing.models import LlmModel, Mode, Request, Team, Workload
 
 # At most 15 significant digits: SQLite keeps a decimal as a binary float, which round-trips
 # exactly only that far. Up to $99,999.9999999999 per million tokens.
@@ -29,13 +28,6 @@ class Processing(models.TextChoices):
     BATCH = "batch"
     FLEX = "flex"
     PRIORITY = "priority"
-
-
-class Mode(models.TextChoices):
-    REALTIME = "realtime"
-    STREAM = "stream"
-    BATCH = "batch"
-    CACHE = "cache"
 
 
 class Price(models.Model):
@@ -274,7 +266,3 @@ class Hold(models.Model):
 
     def __str__(self) -> str:
         return f"hold {self.key} ${plain(self.amount_usd)} {self.status}"
-
-
-# Every request reads these through llmops.memo: a change must reach every process.
-memo.watch(Price, Budget)

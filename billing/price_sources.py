@@ -12,7 +12,7 @@ from importlib.metadata import version as package_version
 
 from genai_prices import data_snapshot, types
 
-from billing.pricing import PriceVersion, PricingError, Rates, Tier
+from billing.pricing import ContextTier, PriceVersion, PricingError, Rates
 
 SOURCE = f"genai-prices {package_version('genai-prices')}"
 
@@ -81,7 +81,7 @@ def _version(
         effective_from=at,
         rates=Rates(**{k: _rate_at(p, None) for k, p in fields.items()}),
         tiers=tuple(
-            Tier(start, Rates(**{k: _rate_at(p, start) for k, p in fields.items()}))
+            ContextTier(start, Rates(**{k: _rate_at(p, start) for k, p in fields.items()}))
             for start in starts
         ),
         derived=derived,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -49,7 +48,7 @@ class Rates:
 
 
 @dataclass(frozen=True)
-class Tier:
+class ContextTier:
     """Above this many prompt tokens, every token of the request is billed at these rates."""
 
     above_input_tokens: int
@@ -63,7 +62,7 @@ class PriceVersion:
     processing: str
     effective_from: datetime
     rates: Rates
-    tiers: tuple[Tier, ...] = ()
+    tiers: tuple[ContextTier, ...] = ()
     derived: bool = False
     source: str = ""
 
@@ -81,7 +80,8 @@ class PriceVersion:
             processing="batch",
             rates=self.rates.scaled(BATCH_DISCOUNT),
             tiers=tuple(
-                Tier(t.above_input_tokens, t.rates.scaled(BATCH_DISCOUNT)) for t in self.tiers
+                ContextTier(t.above_input_tokens, t.rates.scaled(BATCH_DISCOUNT))
+                for t in self.tiers
             ),
             derived=True,
         )
@@ -148,16 +148,6 @@ def plain(amount: Decimal | int | str) -> str:
 
 def quantize(amount: Decimal) -> Decimal:
     return amount.quantize(MONEY_QUANTUM, rounding=ROUND_HALF_EVEN)
-
-
-def select_version(
-    versions: Iterable[PriceVersion], *, model: str, processing: str, at: datetime
-) -> PriceVersion:
-    """The version in force at `at`: the latest effective_from not after it."""
-    candidates = [v for v in versions if v.processing == processing and v.effective_from <= at]
-    if not candidates:
-        raise PricingError(f"no {processing} price for {model} is in force at {at.isoformat()}")
-    return max(candidates, key=lambda v: v.effective_from)
 
 
 def live_prices(version: PriceVersion, *, prompt_floor: int) -> tuple[Decimal, Decimal]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -25,10 +24,11 @@ from django.db.models.functions import Coalesce, ExtractHour, TruncDate, TruncMo
 
 from billing import selectors
 from billing.charts import NIGHT_HOURS
-from billing.fields import usd
-from billing.models import Budget, LedgerEntry, Mode, Processing
+from billing.fields import usd_value
+from billing.models import Budget, LedgerEntry, Processing
 from billing.pricing import Usage, plain, price_usage, quantize
-from routing.models import LatencyClass, LlmModel, Request, Team, Workload
+from llmops.stats import nearest_rank
+from routing.models import LatencyClass, LlmModel, Mode, Request, Team, Workload
 from routing.selectors import readable_teams
 
 ZERO = Decimal(0)
@@ -215,7 +215,7 @@ def ledger_page_entries(scope: Scope) -> QuerySet[LedgerEntry]:
 
 
 def _sum(column: str, condition: Q | None = None) -> Coalesce:
-    return Coalesce(Sum(column, filter=condition), usd(ZERO))
+    return Coalesce(Sum(column, filter=condition), usd_value(ZERO))
 
 
 # Deferrable traffic served now at full price (the router flagged it) on a model that has a
@@ -467,13 +467,6 @@ class AuditRow:
         return quantize(self.served_now_batch_usd / self.served_now)
 
 
-def _percentile(values: list[float], share: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, max(0, math.ceil(share * len(values)) - 1))]
-
-
 def workload_audit(scope: Scope) -> list[AuditRow]:
     """Each workload's declared latency class against how it is used, and what deferring the
     traffic that does not need an answer now would save per month."""
@@ -504,8 +497,8 @@ def workload_audit(scope: Scope) -> list[AuditRow]:
         delays[workload_id].append(max(0.0, (first_read - completed).total_seconds()))
     for pk, values in delays.items():
         rows[pk].read_count = len(values)
-        rows[pk].read_p50_s = _percentile(values, 0.5)
-        rows[pk].read_p90_s = _percentile(values, 0.9)
+        rows[pk].read_p50_s = nearest_rank(values, 0.5)
+        rows[pk].read_p90_s = nearest_rank(values, 0.9)
 
     entries = LedgerEntry.objects.filter(
         workload_id__in=list(rows), occurred_at__gte=scope.start, occurred_at__lt=scope.end

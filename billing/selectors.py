@@ -10,12 +10,12 @@ from typing import Any
 from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
-from billing.fields import usd
-from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Mode, Price
-from billing.pricing import PriceVersion, PricingError, Rates, Tier
+from billing.fields import usd_value
+from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Price
+from billing.pricing import ContextTier, PriceVersion, PricingError, Rates
 from llmops import memo
 from routing.config import policy_chain
-from routing.models import LlmModel, Request, Team, Workload
+from routing.models import LlmModel, Mode, Request, Team, Workload
 
 ZERO = Decimal(0)
 
@@ -34,7 +34,7 @@ def price_version(price: Price) -> PriceVersion:
             reasoning=price.reasoning_per_mtok,
         ),
         tiers=tuple(
-            Tier(
+            ContextTier(
                 above_input_tokens=int(t["above_input_tokens"]),
                 rates=Rates(
                     input=Decimal(t["input"]),
@@ -51,7 +51,7 @@ def price_version(price: Price) -> PriceVersion:
     )
 
 
-def tier_json(tier: Tier) -> dict[str, Any]:
+def tier_json(tier: ContextTier) -> dict[str, Any]:
     """A tier as JSON with decimal strings (JSON numbers would come back as floats)."""
     rates = tier.rates
     return {
@@ -133,7 +133,7 @@ def entries_in_scope(period: BudgetPeriod) -> QuerySet[LedgerEntry]:
 
 def period_spent(period: BudgetPeriod) -> Decimal:
     """What the ledger says a budget period has spent (its counter should agree)."""
-    return entries_in_scope(period).aggregate(s=Coalesce(Sum("cost_usd"), usd(ZERO)))["s"]
+    return entries_in_scope(period).aggregate(s=Coalesce(Sum("cost_usd"), usd_value(ZERO)))["s"]
 
 
 @dataclass
@@ -174,8 +174,8 @@ def budget_status(budget: Budget, at: datetime) -> BudgetStatus:
 
 def ledger_totals(entries: QuerySet[LedgerEntry]) -> dict[str, Any]:
     sums = entries.aggregate(
-        cost_usd=Coalesce(Sum("cost_usd"), usd(ZERO)),
-        counterfactual_cost_usd=Coalesce(Sum("counterfactual_cost_usd"), usd(ZERO)),
+        cost_usd=Coalesce(Sum("cost_usd"), usd_value(ZERO)),
+        counterfactual_cost_usd=Coalesce(Sum("counterfactual_cost_usd"), usd_value(ZERO)),
         input_tokens=Coalesce(Sum("input_tokens"), 0),
         cached_input_tokens=Coalesce(Sum("cached_input_tokens"), 0),
         cache_write_tokens=Coalesce(Sum("cache_write_tokens"), 0),
@@ -197,8 +197,8 @@ def ledger_sums_by(entries: QuerySet[LedgerEntry], dimension: str) -> list[dict[
     return list(
         entries.values(field)
         .annotate(
-            cost_usd=Coalesce(Sum("cost_usd"), usd(ZERO)),
-            counterfactual_cost_usd=Coalesce(Sum("counterfactual_cost_usd"), usd(ZERO)),
+            cost_usd=Coalesce(Sum("cost_usd"), usd_value(ZERO)),
+            counterfactual_cost_usd=Coalesce(Sum("counterfactual_cost_usd"), usd_value(ZERO)),
         )
         .order_by(field)
     )
@@ -218,7 +218,7 @@ def ledger_drift() -> list[Drift]:
     for period in BudgetPeriod.objects.select_related("budget__team", "budget__workload"):
         spent = period_spent(period)
         reserved = period.holds.filter(status=Hold.Status.HELD).aggregate(
-            s=Coalesce(Sum("amount_usd"), usd(ZERO))
+            s=Coalesce(Sum("amount_usd"), usd_value(ZERO))
         )["s"]
         if spent != period.spent_usd:
             drifts.append(Drift(period, "spent_usd", period.spent_usd, spent))

@@ -19,8 +19,8 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from billing import selectors
-from billing.fields import usd
-from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Mode, Price, Processing
+from billing.fields import usd_value
+from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Price, Processing
 from billing.price_sources import published_versions
 from billing.pricing import (
     Cost,
@@ -31,7 +31,7 @@ from billing.pricing import (
     price_usage,
     prompt_tokens_bound,
 )
-from routing.models import LlmModel, Request, Team, Workload
+from routing.models import LlmModel, Mode, Request, Team, Workload
 
 # A hold whose request never reported back is released after this long.
 DEFAULT_HOLD_TTL = timedelta(hours=25)  # batches may take 24 h
@@ -355,7 +355,7 @@ def _periods_for(*, team: Team, workload: Workload | None, at: datetime) -> list
         )
         period.budget = budget
         if created and (spent := selectors.period_spent(period)):
-            BudgetPeriod.objects.filter(pk=period.pk).update(spent_usd=usd(spent))
+            BudgetPeriod.objects.filter(pk=period.pk).update(spent_usd=usd_value(spent))
             period.spent_usd = spent
         periods.append(period)
     return sorted(periods, key=lambda p: p.pk)
@@ -365,7 +365,9 @@ def _add_spent(periods: list[BudgetPeriod], amount: Decimal) -> None:
     if amount == 0:
         return
     for period in periods:
-        BudgetPeriod.objects.filter(pk=period.pk).update(spent_usd=F("spent_usd") + usd(amount))
+        BudgetPeriod.objects.filter(pk=period.pk).update(
+            spent_usd=F("spent_usd") + usd_value(amount)
+        )
 
 
 @dataclass
@@ -406,13 +408,13 @@ def budget_reserve(
                     # The check and the increment are one statement: concurrent
                     # admissions cannot both see the same headroom (no check-then-spend).
                     changed = rows.filter(
-                        spent_usd__lte=F("limit_usd") - F("reserved_usd") - usd(amount)
-                    ).update(reserved_usd=F("reserved_usd") + usd(amount))
+                        spent_usd__lte=F("limit_usd") - F("reserved_usd") - usd_value(amount)
+                    ).update(reserved_usd=F("reserved_usd") + usd_value(amount))
                     if changed != 1:
                         period.refresh_from_db()
                         raise BudgetExceeded(period.budget, period, amount)
                 else:
-                    rows.update(reserved_usd=F("reserved_usd") + usd(amount))
+                    rows.update(reserved_usd=F("reserved_usd") + usd_value(amount))
                     period.refresh_from_db()
                     if period.spent_usd + period.reserved_usd > period.limit_usd:
                         soft_breaches.append(period.budget)
@@ -483,7 +485,7 @@ def _resolve_hold(hold: Hold, status: str) -> bool:
     if changed != 1:
         return False
     BudgetPeriod.objects.filter(holds=hold).update(
-        reserved_usd=F("reserved_usd") - usd(hold.amount_usd)
+        reserved_usd=F("reserved_usd") - usd_value(hold.amount_usd)
     )
     hold.status = status
     return True
@@ -525,8 +527,8 @@ def hold_split(
     ValueError if the parent no longer holds that much (resolved, or already split)."""
     total = sum((amount for _, _, amount in children), Decimal(0))
     taken = Hold.objects.filter(
-        pk=parent.pk, status=Hold.Status.HELD, amount_usd__gte=usd(total)
-    ).update(amount_usd=F("amount_usd") - usd(total))
+        pk=parent.pk, status=Hold.Status.HELD, amount_usd__gte=usd_value(total)
+    ).update(amount_usd=F("amount_usd") - usd_value(total))
     if taken != 1:
         raise ValueError(f"{parent} cannot give {plain(total)} USD to {len(children)} hold(s)")
     parent.amount_usd -= total
@@ -578,7 +580,7 @@ def holds_release(*, requests) -> int:
         )
         for row in per_period:
             BudgetPeriod.objects.filter(pk=row["budgetperiod_id"]).update(
-                reserved_usd=F("reserved_usd") - usd(row["total"])
+                reserved_usd=F("reserved_usd") - usd_value(row["total"])
             )
         return Hold.objects.filter(pk__in=ids).update(
             status=Hold.Status.RELEASED, resolved_at=timezone.now()

@@ -12,10 +12,10 @@ from django.shortcuts import render
 from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
-from billing import apis, charts, reports, selectors
-from billing.models import Mode
+from billing import charts, queries, reports, selectors
 from billing.pricing import plain
-from billing.templatetags.money import usd
+from billing.templatetags.money import format_usd
+from routing.models import Mode
 from routing.selectors import model_list, readable_teams
 
 LEDGER_PER_PAGE = 50
@@ -23,8 +23,8 @@ SAVINGS_FIELDS = ("team", "workload", "model")
 PERCENT_FIELDS = ("batch_share", "cache_hit_rate")
 # The calculator page's input labels; its percentages are the API's shares times 100.
 CALCULATOR_LABELS = {
-    **apis.CALCULATOR_LABELS,
-    **{name: f"{apis.CALCULATOR_LABELS[name]} (%)" for name in PERCENT_FIELDS},
+    **queries.CALCULATOR_LABELS,
+    **{name: f"{queries.CALCULATOR_LABELS[name]} (%)" for name in PERCENT_FIELDS},
 }
 CALCULATOR_DEFAULTS = {
     "monthly_requests": "100000",
@@ -85,7 +85,7 @@ def _page(
     }
     build = context.pop("build")
     try:
-        scope = apis.report_scope(request.GET, request.user, fields=fields)
+        scope = queries.report_scope(request.GET, request.user, fields=fields)
         body = build(scope)
     except ValidationError as exc:
         return render(request, template, {**base, "errors": _errors(exc)}, status=400)
@@ -98,7 +98,7 @@ def overview(request):
     def build(scope):
         body = reports.overview(scope, timezone.now())
         days = [(d["day"], d["by_mode"]) for d in body["daily"]]
-        return {**body, "chart": charts.stacked_days(days, money_label=usd)}
+        return {**body, "chart": charts.stacked_days(days, money_label=format_usd)}
 
     return _page(request, "billing/overview.html", {"build": build})
 
@@ -118,7 +118,7 @@ def ledger(request):
 @login_required
 def savings(request):
     def build(scope):
-        granularity = apis.savings_granularity(request.GET)
+        granularity = queries.savings_granularity(request.GET)
         return {
             **reports.savings(scope, granularity),
             "granularities": list(reports.GRANULARITIES),
@@ -165,9 +165,9 @@ def calculator(request):
             raw[name] = plain(share)
     result = None
     try:
-        data = apis.calculator_input(raw, CALCULATOR_LABELS)
+        data = queries.calculator_input(raw, CALCULATOR_LABELS)
         if not errors:
-            result = apis.calculation(data, CALCULATOR_LABELS)
+            result = queries.calculation(data, CALCULATOR_LABELS)
     except ValidationError as exc:
         errors = {**exc.detail, **errors}
     context = {

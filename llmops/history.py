@@ -46,7 +46,6 @@ from routing.models import ApiKey, LatencyClass, Provider, Request, Team, Worklo
 from routing.replay import TraceRow, trace_read
 from routing.services import (
     Admitted,
-    Chunk,
     RequestFailed,
     request_admit,
     request_mark_read,
@@ -233,7 +232,7 @@ def history_replay(
     # A price of every model in force from the first replayed moment: the ledger prices a
     # usage at the price in force when it occurred (add-only: nothing is edited).
     prices_sync(at=plan[0].at, missing_only=True, note="demo")
-    replay = _Replay(teams=teams, simulator=simulator, until=until, seed=seed, stop=stop)
+    replay = _HistoryRun(teams=teams, simulator=simulator, until=until, seed=seed, stop=stop)
     simulator.config(**SIM_INSTANT)
     try:
         async_to_sync(replay.run)(plan)
@@ -432,7 +431,7 @@ def messages_for(row: TraceRow) -> list[dict]:
 # --- the replay -------------------------------------------------------------------------
 
 
-class _Replay:
+class _HistoryRun:
     """The event loop of the history: arrivals, the buffer's ticks, batch polls and reads,
     handled in time order, each at its moment on the moved clock."""
 
@@ -545,7 +544,7 @@ class _Replay:
                 request_run(admitted, stream=arrival.how in (How.STREAM, How.CUT))
             ) as events:
                 async for event in events:
-                    if isinstance(event, Chunk):
+                    if isinstance(event, providers.Delta):
                         chunks += 1
                         if arrival.how == How.CUT and chunks >= CUT_AFTER_CHUNKS:
                             break

@@ -88,8 +88,9 @@ def watch(*models) -> None:
 
     for model in models:
         # weak=False: the receiver is a closure, nothing else holds it.
-        post_save.connect(changed, sender=model, weak=False)
-        post_delete.connect(changed, sender=model, weak=False)
+        uid = f"llmops.memo:{model._meta.label}"
+        post_save.connect(changed, sender=model, weak=False, dispatch_uid=uid)
+        post_delete.connect(changed, sender=model, weak=False, dispatch_uid=uid)
 
 
 def reset() -> None:

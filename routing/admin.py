@@ -7,6 +7,7 @@ from django.db.models import Count
 from django.utils.html import format_html
 
 from batches import services as batches_services
+from llmops.admin import ReadOnlyAdmin, team_choices
 from routing import circuit, selectors
 from routing.keys import api_key_create, api_key_revoke
 from routing.models import (
@@ -22,19 +23,6 @@ from routing.models import (
 )
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """For records written only by the application (requests, the ledger): view, never edit."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "member_count", "created_at"]
@@ -48,22 +36,6 @@ class TeamAdmin(admin.ModelAdmin):
     @admin.display(description="members", ordering="_members")
     def member_count(self, obj: Team) -> int:
         return obj._members
-
-
-def team_label(row) -> str:
-    return f"{row.team.slug} / {row}"
-
-
-def team_choices(form: forms.ModelForm, name: str, model, *, team_id: int | None) -> None:
-    """The `name` picker of `form`: rows of `model` labelled `team / name`, and only the
-    team's once the team is known. Every team names its policies and workloads freely, so
-    names repeat across teams (the demo's overnight-batch is in both)."""
-    field = form.fields.get(name)
-    if field is None:
-        return
-    rows = model.objects.select_related("team")
-    field.queryset = rows.filter(team_id=team_id) if team_id else rows
-    field.label_from_instance = team_label
 
 
 class ApiKeyForm(forms.ModelForm):

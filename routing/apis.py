@@ -24,12 +24,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from batches import services as batches_services
+from billing.pricing import Usage
 from llmops.dbthreads import db
 from routing import asks, selectors, services
 from routing.auth import ApiKeyAuthentication, KeyPrincipal, throttle_key
 from routing.models import ApiKey, LatencyClass, Request, Tier, Workload
 from routing.protocols import openai
-from routing.providers import Completion, TokenUsage, to_openai_chunk, to_openai_response
+from routing.providers import Completion, Delta, to_openai_chunk, to_openai_response
 
 
 class MeApi(APIView):
@@ -326,7 +327,7 @@ async def _native_stream(admitted: services.Admitted):
     yield _sse("started", {"request_id": str(admitted.request.pk)})
     try:
         async for event in services.request_run(admitted, stream=True):
-            if isinstance(event, services.Chunk):
+            if isinstance(event, Delta):
                 yield _sse("delta", {"text": event.text})
             else:
                 yield _sse("done", await db(asks.request_json, event))
@@ -391,8 +392,8 @@ def _openai_id(request: Request) -> str:
     return f"chatcmpl-{request.pk.hex}"
 
 
-def _token_usage(request: Request) -> TokenUsage:
-    return TokenUsage(**request.usage) if request.usage else TokenUsage(input_tokens=0)
+def _token_usage(request: Request) -> Usage:
+    return Usage(**request.usage) if request.usage else Usage(input_tokens=0)
 
 
 def _openai_body(request: Request) -> dict:
@@ -419,7 +420,7 @@ async def _openai_stream(admitted: services.Admitted, include_usage: bool):
     first = True
     try:
         async for event in services.request_run(admitted, stream=True):
-            if isinstance(event, services.Chunk):
+            if isinstance(event, Delta):
                 yield _sse(
                     None,
                     to_openai_chunk(

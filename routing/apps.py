@@ -4,6 +4,8 @@ from django.apps import AppConfig
 
 
 class RoutingConfig(AppConfig):
+    """Teams, keys, workloads and policies, and the front door that routes each request."""
+
     name = "routing"
 
     def ready(self) -> None:
@@ -16,8 +18,12 @@ class RoutingConfig(AppConfig):
         from django.contrib.sessions.models import Session
         from django.db.models.signals import post_delete, post_save
 
+        from llmops import memo
         from routing import keys, socket_auth
-        from routing.models import ApiKey
+        from routing.models import ApiKey, LlmModel, PolicyModel, Provider, RoutingPolicy, Workload
+
+        # The configuration every request reads is memoized per process (llmops.memo).
+        memo.watch(Provider, LlmModel, RoutingPolicy, PolicyModel, Workload)
 
         uid = "routing.socket_auth."
         post_save.connect(socket_auth.api_key_saved, sender=ApiKey, dispatch_uid=uid + "key")

@@ -41,7 +41,8 @@ from llmops.dbthreads import db
 from routing import asks, selectors, services, socket_auth, socket_resync
 from routing.auth import ApiKeyAuthentication, KeyPrincipal, throttle_wait
 from routing.events import request_group, team_group
-from routing.models import Request
+from routing.models import Mode, Request
+from routing.providers import Delta
 from routing.socket_auth import Credential
 
 log = logging.getLogger(__name__)
@@ -368,7 +369,7 @@ class StreamConsumer(JsonSocket):
             else:
                 async with aclosing(services.request_run(admitted, stream=True)) as events:
                     async for event in events:
-                        if isinstance(event, services.Chunk):
+                        if isinstance(event, Delta):
                             last = time.monotonic()
                             first = first or last
                             deltas += 1
@@ -396,7 +397,7 @@ class StreamConsumer(JsonSocket):
                 "ttft_ms": None if first is None else round((first - received) * 1000),
                 # A cache hit generated nothing.
                 "tokens_per_s": None
-                if request.mode == Request.Mode.CACHE or first is None
+                if request.mode == Mode.CACHE or first is None
                 else stream_tokens_per_s(
                     visible_tokens=(usage.get("output_tokens") or 0)
                     - (usage.get("reasoning_tokens") or 0),
@@ -458,7 +459,7 @@ def _started(admitted: services.Admitted) -> dict:
     request = admitted.request
     model = request.model or (admitted.chain[0] if admitted.chain else None)
     prompt_cost = output_rate = None
-    if request.mode == Request.Mode.CACHE:
+    if request.mode == Mode.CACHE:
         prompt_cost = output_rate = Decimal(0)
     elif model is not None:
         try:

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-from llmops import crypto, memo, outbound
+from llmops import crypto, outbound
 from routing.providers.types import Endpoint, Timeouts
 
 
@@ -422,6 +422,15 @@ class Workload(models.Model):
         return ""
 
 
+class Mode(models.TextChoices):
+    """How a request was served, and so which price its ledger entries bear."""
+
+    REALTIME = "realtime"
+    STREAM = "stream"
+    BATCH = "batch"
+    CACHE = "cache"
+
+
 class Request(models.Model):
     """One unit of work sent by a client: what it asked, how it was routed, what it cost."""
 
@@ -432,12 +441,6 @@ class Request(models.Model):
         COMPLETED = "completed"
         FAILED = "failed"
         CANCELLED = "cancelled"
-
-    class Mode(models.TextChoices):
-        REALTIME = "realtime"
-        STREAM = "stream"
-        BATCH = "batch"
-        CACHE = "cache"
 
     class Source(models.TextChoices):
         NATIVE = "native", "Native API"
@@ -543,7 +546,3 @@ class RequestAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.position} {self.model} {self.outcome}"
-
-
-# Every request reads these through llmops.memo: a change must reach every process.
-memo.watch(Provider, LlmModel, RoutingPolicy, PolicyModel, Workload)

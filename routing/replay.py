@@ -34,7 +34,7 @@ from typing import Any, BinaryIO
 
 from django.utils import timezone
 
-from batches.selectors import MIN_OBSERVATIONS, WINDOW, _percentile, expected_turnaround
+from batches.selectors import MIN_OBSERVATIONS, WINDOW, expected_turnaround
 from batches.services import (
     Waiting,
     batch_can_make,
@@ -52,7 +52,7 @@ from billing.pricing import (
     price_usage,
 )
 from billing.selectors import price_in_force
-from llmops.demo import MODELS
+from llmops.stats import nearest_rank
 from routing.models import LatencyClass, LlmModel, RoutingPolicy, Workload
 from routing.router import (
     TIERS,
@@ -265,7 +265,7 @@ class SimPolicy:
 @dataclass(frozen=True)
 class World:
     models: dict[str, SimModel]
-    tier_models: dict[str, tuple[str, ...]]  # the demo's models of each tier, then the others
+    tier_models: dict[str, tuple[str, ...]]  # each tier's models, in the order they were added
     workload_policies: dict[str, SimPolicy]  # by trace workload slug
     class_policies: dict[str, SimPolicy]  # by latency class, for every other workload
     prices_at: datetime
@@ -278,8 +278,12 @@ def world_load(what_if: WhatIf | None = None, *, at: datetime | None = None) -> 
     what_if = what_if or WhatIf()
     at = at or timezone.now()
     models = {}
-    for model in LlmModel.objects.select_related("provider").filter(
-        enabled=True, provider__enabled=True
+    # In the order they were added (the demo adds its own first, cheapest of each tier first):
+    # a trace workload without a chain of a tier takes that tier's first model.
+    for model in (
+        LlmModel.objects.select_related("provider")
+        .filter(enabled=True, provider__enabled=True)
+        .order_by("pk")
     ):
         promised = (
             what_if.batch_turnaround
@@ -299,9 +303,7 @@ def world_load(what_if: WhatIf | None = None, *, at: datetime | None = None) -> 
             batch=_price(model, Processing.BATCH, at),
         )
         models[sim.name] = sim
-    demo = [f"{provider}/{model_id}" for provider, model_id, *_ in MODELS]
-    ranked = [n for n in demo if n in models] + sorted(n for n in models if n not in demo)
-    tier_models = {tier: tuple(n for n in ranked if models[n].tier == tier) for tier in TIERS}
+    tier_models = {tier: tuple(n for n in models if models[n].tier == tier) for tier in TIERS}
 
     policies = list(
         RoutingPolicy.objects.select_related("team")
@@ -470,7 +472,7 @@ class Report:
 
 def replay(rows: Iterable[TraceRow], world: World) -> Report:
     """Serve every row as llmops would, on a simulated clock; see the module's docstring."""
-    return _Replay(world).run(rows)
+    return _TraceReplay(world).run(rows)
 
 
 @dataclass(eq=False)
@@ -499,7 +501,7 @@ class _Job:
     cancel_sent: bool = False
 
 
-class _Replay:
+class _TraceReplay:
     def __init__(self, world: World) -> None:
         self.world = world
         self.total = Tally()
@@ -802,7 +804,7 @@ class _Replay:
         observed = self.observed.setdefault(model.name, deque(maxlen=WINDOW))
         observed.append(took)
         if len(observed) >= MIN_OBSERVATIONS:
-            self.expected[model.name] = _percentile(sorted(observed), 0.9)
+            self.expected[model.name] = nearest_rank(observed, 0.9)
 
     # -- lookups, memoised --
 
@@ -819,7 +821,7 @@ class _Replay:
         )
 
     def _chain(self, policy: SimPolicy, tier: str) -> tuple[SimModel, ...]:
-        """The policy's models of the tier, in chain order, else the demo's models of it."""
+        """The policy's models of the tier, in chain order, else every model of the tier."""
         key = (policy.label, tier)
         chain = self._chains.get(key)
         if chain is None:

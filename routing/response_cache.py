@@ -8,12 +8,11 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from billing.models import Mode
 from billing.pricing import Usage
 from billing.services import ledger_record_usage
 from routing import metrics
 from routing.events import request_changed, request_touch
-from routing.models import LlmModel, Request, RoutingPolicy
+from routing.models import LlmModel, Mode, Request, RoutingPolicy
 
 # Bumped whenever what goes into a key changes: entries keyed the old way are never read again
 # (they expire by their TTL). v2: every role counts in user_and_system_hash (issue 19: a

@@ -8,7 +8,7 @@ from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.utils import timezone
 
 from routing.auth import KeyPrincipal
-from routing.models import LatencyClass, LlmModel, Request, RequestAttempt, Team, Workload
+from routing.models import LatencyClass, LlmModel, Mode, Request, RequestAttempt, Team, Workload
 
 
 def teams_for(user) -> QuerySet[Team]:
@@ -132,5 +132,5 @@ def workloads_with_cache_stats(workloads: QuerySet[Workload], *, days: int = 30)
     recent = Q(requests__created_at__gte=since, requests__status=Request.Status.COMPLETED)
     return workloads.annotate(
         _served=Count("requests", filter=recent),
-        _hits=Count("requests", filter=recent & Q(requests__mode=Request.Mode.CACHE)),
+        _hits=Count("requests", filter=recent & Q(requests__mode=Mode.CACHE)),
     )

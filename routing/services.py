@@ -19,7 +19,7 @@ from django.utils import timezone
 from batches.selectors import expected_turnaround
 from batches.services import BATCH_HOLD_GRACE
 from billing import selectors as billing_selectors
-from billing.models import Hold, LedgerEntry, Mode
+from billing.models import Hold, LedgerEntry
 from billing.pricing import PricingError, Usage, prompt_tokens_bound
 from billing.services import (
     BudgetExceeded,
@@ -36,6 +36,7 @@ from routing.models import (
     ApiKey,
     LatencyClass,
     LlmModel,
+    Mode,
     Request,
     RequestAttempt,
     RoutingPolicy,
@@ -47,7 +48,6 @@ from routing.providers import (
     Completion,
     Delta,
     ProviderError,
-    TokenUsage,
     stream_cut,
 )
 from routing.response_cache import (
@@ -326,24 +326,7 @@ def _request_close(request: Request, status: str, *, error: str = "") -> None:
     metrics.observe_request(request)
 
 
-def _usage(tokens: TokenUsage) -> Usage:
-    return Usage(
-        input_tokens=tokens.input_tokens,
-        cached_input_tokens=tokens.cached_input_tokens,
-        cache_write_tokens=tokens.cache_write_tokens,
-        output_tokens=tokens.output_tokens,
-        reasoning_tokens=tokens.reasoning_tokens,
-    )
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """A piece of a streamed answer, as it arrived."""
-
-    text: str
-
-
-async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Chunk | Request]:
+async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Delta | Request]:
     """Call the chain in order until one model answers: yields Chunks (when streaming) and
     finally the completed Request. Falls back to the next model only before the first byte
     reached the client and only on failures the provider did not bill; no transaction is
@@ -379,7 +362,7 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Chun
                                     # database write here would delay the first token.
                                     request.first_token_at = timezone.now()
                                 text.append(event.text)
-                                yield Chunk(event.text)
+                                yield event
                             else:
                                 completion = event
                     if completion is None:  # the adapters promise one; never bill nothing
@@ -518,7 +501,7 @@ def _attempt_record(request: Request, position: int, model: LlmModel, outcome: s
 def _request_complete(admitted: Admitted, *, model: LlmModel, completion: Completion) -> Request:
     """The answer and its bill, in one transaction: the ledger entry settles the hold."""
     request = admitted.request
-    usage = _usage(completion.usage)
+    usage = completion.usage
     with transaction.atomic():
         hold_settle(
             hold=admitted.hold,
@@ -611,7 +594,7 @@ def request_serve_escalated(*, request_id: str) -> Request | None:
     took it or it is no longer waiting."""
     now = timezone.now()
     claimed = Request.objects.filter(
-        pk=request_id, status=Request.Status.QUEUED, mode=Request.Mode.REALTIME
+        pk=request_id, status=Request.Status.QUEUED, mode=Mode.REALTIME
     ).update(status=Request.Status.RUNNING, started_at=now, updated_at=now)
     if claimed != 1:
         return None

@@ -16,7 +16,7 @@ from batches.selectors import expected_turnaround
 from batches.services.common import enqueue
 from batches.services.rules import Waiting, flush_plan
 from routing.events import request_changed, request_touch
-from routing.models import LlmModel, Provider, Request
+from routing.models import LlmModel, Mode, Provider, Request
 
 
 @dataclass
@@ -43,7 +43,7 @@ def batches_flush(
     now). Requests whose deadline no batch can meet any more are escalated to realtime."""
     now = now or timezone.now()
     report = FlushReport()
-    queued = Request.objects.filter(status=Request.Status.QUEUED, mode=Request.Mode.BATCH)
+    queued = Request.objects.filter(status=Request.Status.QUEUED, mode=Mode.BATCH)
     if workload_ids is not None:
         queued = queued.filter(workload_id__in=list(workload_ids))
     # Listed first: the flush of one group writes while the next are still to come.
@@ -148,7 +148,7 @@ def requests_escalate(requests: list[Request], *, now: datetime, why: str) -> No
     wait as queued requests of mode realtime, which the reconciler re-enqueues if lost."""
     for request in requests:
         request.status = Request.Status.QUEUED
-        request.mode = Request.Mode.REALTIME
+        request.mode = Mode.REALTIME
         request.decision_reason = f"{request.decision_reason} Escalated: {why}."[-2000:]
         request_touch(request)
         request.save(update_fields=["status", "mode", "decision_reason", "updated_at"])

@@ -54,7 +54,7 @@ from batches.services.files import (
 )
 from batches.services.recovery import batch_cancel, request_cancel
 from batches.services.rules import BATCH_HOLD_GRACE
-from billing.models import Hold, Mode
+from billing.models import Hold
 from billing.pricing import PricingError, plain, prompt_tokens_bound
 from billing.services import (
     BudgetExceeded,
@@ -74,7 +74,7 @@ from routing.asks import (
     openai_ask,
 )
 from routing.config import policy_chain
-from routing.models import ApiKey, LlmModel, Request, Workload
+from routing.models import ApiKey, LlmModel, Mode, Request, Workload
 
 log = logging.getLogger(__name__)
 
@@ -413,7 +413,7 @@ def _admit_chunk(
             metadata=ask.metadata,
             body_hash=Request.hash_body(ask_body(ask)),
             status=Request.Status.RUNNING,
-            mode=Request.Mode.BATCH,
+            mode=Mode.BATCH,
             model=batch.model,
             decision_reason=f"Batched by the client (/v1/batches {batch.pk}).",
             created_at=now,

@@ -19,11 +19,11 @@ from batches.models import BatchItem, BatchJob, ClientBatch, ClientBatchLine, St
 from batches.services.buffer import line_bytes
 from batches.services.common import job_save
 from batches.services.ingest import job_finish
+from billing.pricing import Usage
 from routing import providers
 from routing.models import Request
 from routing.providers import (
     Completion,
-    TokenUsage,
 )
 
 FILE_RETENTION = timedelta(days=30)
@@ -334,7 +334,7 @@ def _result_line(line: ClientBatchLine) -> tuple[str, dict]:
         completion = Completion(
             text=request.output,
             finish_reason=request.finish_reason or "stop",
-            usage=TokenUsage(**request.usage),
+            usage=Usage(**request.usage),
             model=request.model.model_id,
         )
         body = providers.to_openai_response(

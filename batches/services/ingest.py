@@ -27,7 +27,7 @@ from batches.services.common import (
     write_pause,
 )
 from batches.services.rules import batch_can_make
-from billing.models import Hold, Mode
+from billing.models import Hold
 from billing.pricing import PricingError, Usage
 from billing.services import (
     hold_release,
@@ -37,7 +37,7 @@ from billing.services import (
 )
 from routing import providers
 from routing.events import request_changed, request_touch
-from routing.models import LlmModel, Request, RoutingPolicy
+from routing.models import LlmModel, Mode, Request, RoutingPolicy
 from routing.providers import (
     BatchInfo,
     BatchOutcome,
@@ -164,7 +164,7 @@ def _record_outcome(
         return  # cancelled by its client while the batch ran: billed, not reopened
     completion = outcome.completion
     request.model = job.model
-    request.mode = Request.Mode.BATCH
+    request.mode = Mode.BATCH
     request.output = completion.text
     request.finish_reason = completion.finish_reason
     request.usage = usage.as_dict()

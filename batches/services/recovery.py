@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from batches.models import BatchItem, BatchJob
 from batches.services.common import MAX_ITEM_ATTEMPTS, RETRY_HOLD_TTL, enqueue, job_items
-from billing.models import Hold, Mode
+from billing.models import Hold
 from billing.pricing import PricingError, prompt_tokens_bound
 from billing.services import (
     BudgetExceeded,
@@ -23,7 +23,7 @@ from billing.services import (
     reservation_amount,
 )
 from routing.events import request_changed, request_touch
-from routing.models import Request
+from routing.models import Mode, Request
 
 
 def batch_cancel(*, job: BatchJob, reason: str = BatchJob.CancelReason.USER) -> bool:
@@ -87,7 +87,7 @@ def job_serve_unfinished(*, job: BatchJob) -> list[str]:
         for request in job_unfinished(job):
             changed = Request.objects.filter(pk=request.pk, status=Request.Status.CANCELLED).update(
                 status=Request.Status.QUEUED,
-                mode=Request.Mode.REALTIME,
+                mode=Mode.REALTIME,
                 completed_at=None,
                 error="",
                 decision_reason=Concat(F("decision_reason"), Value(note)),
@@ -167,7 +167,7 @@ def job_retry_failed(*, job: BatchJob, now: datetime | None = None) -> RetryRepo
                 )
                 changed = Request.objects.filter(
                     pk=request.pk, status=Request.Status.FAILED
-                ).update(status=Request.Status.QUEUED, mode=Request.Mode.BATCH, error="")
+                ).update(status=Request.Status.QUEUED, mode=Mode.BATCH, error="")
                 if changed != 1:
                     raise _ChangedMeanwhile
                 BatchItem.objects.filter(pk=item.pk).update(next_step=BatchItem.Next.RETRIED)
@@ -201,9 +201,7 @@ def request_cancel(*, request: Request) -> bool:
         ):
             for hold in Hold.objects.filter(request=request, status=Hold.Status.HELD):
                 hold_release(hold=hold)
-        elif not rows.filter(status=Request.Status.RUNNING, mode=Request.Mode.BATCH).update(
-            **cancelled
-        ):
+        elif not rows.filter(status=Request.Status.RUNNING, mode=Mode.BATCH).update(**cancelled):
             return False
         request.status, request.completed_at, request.updated_at = (
             Request.Status.CANCELLED,

@@ -17,7 +17,8 @@ from billing.migrations import _append_only
 
 def _version(price):
     # billing.selectors.price_version, on the historical model.
-    from billing.pricing import PriceVersion, Rates, Tier
+    from billing.pricing import ContextTier as Tier
+    from billing.pricing import PriceVersion, Rates
 
     def rates(r):
         return Rates(

@@ -9,8 +9,8 @@ from django import template
 register = template.Library()
 
 
-@register.filter
-def usd(value) -> str:
+@register.filter(name="usd")
+def format_usd(value) -> str:
     """Dollars for people: cents from $1 up, four significant digits below (a request often
     costs a fraction of a cent, which cents would show as $0.00)."""
     if value is None or value == "":
@@ -25,8 +25,8 @@ def usd(value) -> str:
     return f"{sign}${amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN):f}"
 
 
-@register.filter
-def usd_exact(value) -> str:
+@register.filter(name="usd_exact")
+def format_usd_exact(value) -> str:
     return "" if value is None or value == "" else f"{Decimal(value):.12f}"
 
 

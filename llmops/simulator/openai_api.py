@@ -224,7 +224,7 @@ def endpoint(state: SimState, name: str, fn: Handler) -> Callable[[web.Request],
 
 
 @dataclass(slots=True)
-class ChatRequest:
+class ChatCall:
     model: str
     prompt: str
     max_tokens: int | None
@@ -307,9 +307,7 @@ def _bounded_int(body: dict[str, Any], key: str, low: int, high: int | None) -> 
     return value
 
 
-def parse_chat(
-    body: dict[str, Any], models: dict[str, int], *, in_batch: bool = False
-) -> ChatRequest:
+def parse_chat(body: dict[str, Any], models: dict[str, int], *, in_batch: bool = False) -> ChatCall:
     """A checked chat request with its canonical prompt, or an OpenAIError naming the field."""
     model = body.get("model")
     if model is None:
@@ -414,7 +412,7 @@ def parse_chat(
         raise OpenAIError(
             400, "'stream' is not supported in the Batch API.", param="stream", code="invalid_value"
         )
-    return ChatRequest(
+    return ChatCall(
         model=model,
         prompt="\n".join(lines),
         max_tokens=max_tokens,
@@ -439,7 +437,7 @@ class ChatPlan:
         return sum(choice.output_tokens for choice in self.choices)
 
 
-def plan_chat(state: SimState, request: ChatRequest) -> ChatPlan:
+def plan_chat(state: SimState, request: ChatCall) -> ChatPlan:
     """Usage and answers for a request; consults and feeds the prompt cache."""
     prompt_tokens = tokens(request.prompt)
     cached = state.cache.openai_cached_tokens(request.model, prompt_tokens)
@@ -558,7 +556,7 @@ class OpenAIChat:
         rid: str,
         completion_id: str,
         created: int,
-        parsed: ChatRequest,
+        parsed: ChatCall,
         plan: ChatPlan,
         fault: Fault | None,
     ) -> web.StreamResponse:

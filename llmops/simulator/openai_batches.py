@@ -26,8 +26,8 @@ from llmops.simulator.batches import (
     finish_order,
 )
 from llmops.simulator.openai_api import (
+    ChatCall,
     ChatPlan,
-    ChatRequest,
     OpenAIError,
     completion_json,
     endpoint,
@@ -45,7 +45,7 @@ from llmops.simulator.openai_files import (
     page_after,
     query_int,
 )
-from llmops.simulator.state import SimState, StoredFile
+from llmops.simulator.state import SimFile, SimState
 from llmops.simulator.wire import dumps
 
 BATCH_ENDPOINT = "/v1/chat/completions"
@@ -109,7 +109,7 @@ class ParsedInput:
 
     errors: list[dict[str, Any]] = field(default_factory=list)
     model: str | None = None
-    requests: list[tuple[str, ChatRequest | OpenAIError]] = field(default_factory=list)
+    requests: list[tuple[str, ChatCall | OpenAIError]] = field(default_factory=list)
 
 
 def parse_input(data: bytes, models: dict[str, int]) -> ParsedInput:
@@ -221,7 +221,7 @@ def parse_input(data: bytes, models: dict[str, int]) -> ParsedInput:
                 )
                 continue
         try:
-            request: ChatRequest | OpenAIError = parse_chat(body, models, in_batch=True)
+            request: ChatCall | OpenAIError = parse_chat(body, models, in_batch=True)
         except OpenAIError as exc:
             request = exc
         if not errors:
@@ -508,7 +508,7 @@ class OpenAIBatches:
             (failed, "error", "error_file_id"),
         ):
             if lines:
-                stored = StoredFile(
+                stored = SimFile(
                     id=ids.make("file-"),
                     filename=f"{batch.id}_{suffix}.jsonl",
                     purpose="batch_output",

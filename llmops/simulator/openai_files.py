@@ -14,7 +14,7 @@ from llmops.simulator.openai_api import (
     json_response,
     missing,
 )
-from llmops.simulator.state import SimState, StoredFile
+from llmops.simulator.state import SimFile, SimState
 from llmops.simulator.wire import is_int, page_window
 
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
@@ -65,7 +65,7 @@ class OpenAIFiles:
             web.get(f"{base}/{{file_id}}/content", endpoint(s, "files", self.file_content)),
         ]
 
-    def _file(self, file_id: str) -> StoredFile:
+    def _file(self, file_id: str) -> SimFile:
         found = self.state.file(file_id)
         if found is None:
             raise OpenAIError(404, f"No such File object: {file_id}", param="id")
@@ -109,7 +109,7 @@ class OpenAIFiles:
         elif purpose == "batch":
             ttl = DEFAULT_FILE_TTL_S
         now = int(self.state.clock.now())
-        stored = StoredFile(
+        stored = SimFile(
             id=self.state.ids.make("file-"),
             filename=filename or "upload",
             purpose=purpose,

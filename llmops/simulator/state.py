@@ -505,7 +505,7 @@ class FaultBook:
 
 
 @dataclass(slots=True)
-class StoredFile:
+class SimFile:
     id: str
     filename: str
     purpose: str
@@ -538,7 +538,7 @@ class SimState:
         self.usage = UsageBook()
         self.faults = FaultBook()
         self.cache = PromptCache()
-        self.files: dict[str, StoredFile] = {}
+        self.files: dict[str, SimFile] = {}
         self.openai_batches: dict[str, Any] = {}
         self.anthropic_batches: dict[str, Any] = {}
 
@@ -574,7 +574,7 @@ class SimState:
         )
         return self.fault(provider, endpoint, model if isinstance(model, str) else None, kinds)
 
-    def file(self, file_id: str) -> StoredFile | None:
+    def file(self, file_id: str) -> SimFile | None:
         found = self.files.get(file_id)
         if (
             found is not None

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 from asgiref.sync import async_to_sync
 
+from billing.pricing import Usage
 from routing.providers import anthropic_api, openai_api
 from routing.providers.errors import ProviderError, stream_cut
 from routing.providers.types import (
@@ -21,7 +22,6 @@ from routing.providers.types import (
     Delta,
     Endpoint,
     Timeouts,
-    TokenUsage,
 )
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "Endpoint",
     "ProviderError",
     "Timeouts",
-    "TokenUsage",
     "batch_api",
     "complete",
     "complete_sync",
@@ -76,7 +75,7 @@ def complete_sync(endpoint: Endpoint, request: ChatRequest) -> Completion:
     return async_to_sync(complete)(endpoint, request)
 
 
-def _openai_usage(usage: TokenUsage) -> dict:
+def _openai_usage(usage: Usage) -> dict:
     prompt = usage.input_tokens + usage.cached_input_tokens + usage.cache_write_tokens
     return {
         "prompt_tokens": prompt,
@@ -113,7 +112,7 @@ def to_openai_chunk(
     model: str,
     delta_text: str | None = None,
     finish_reason: str | None = None,
-    usage: TokenUsage | None = None,
+    usage: Usage | None = None,
     role: bool = False,
 ) -> dict:
     """One chat.completion.chunk: a piece of text, the finish reason, or (include_usage) the

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import anthropic
 
+from billing.pricing import Usage
 from llmops import outbound
 from routing.providers.calls import (
     classify,
@@ -23,7 +24,6 @@ from routing.providers.types import (
     Completion,
     Delta,
     Endpoint,
-    TokenUsage,
 )
 
 LABEL = "Anthropic API"
@@ -103,9 +103,9 @@ def _kwargs(request: ChatRequest) -> dict:
     return kwargs
 
 
-def _usage(usage) -> TokenUsage:
+def _usage(usage) -> Usage:
     # Anthropic's input_tokens already excludes cache reads and writes.
-    return TokenUsage(
+    return Usage(
         input_tokens=usage.input_tokens or 0,
         cached_input_tokens=usage.cache_read_input_tokens or 0,
         cache_write_tokens=usage.cache_creation_input_tokens or 0,

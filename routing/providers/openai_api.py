@@ -10,6 +10,7 @@ from typing import BinaryIO
 import openai
 from openai.types.chat import ChatCompletion
 
+from billing.pricing import Usage
 from llmops import outbound
 from routing.providers.calls import (
     classify,
@@ -26,7 +27,6 @@ from routing.providers.types import (
     Completion,
     Delta,
     Endpoint,
-    TokenUsage,
 )
 
 LABEL = "OpenAI API"
@@ -77,7 +77,7 @@ def _kwargs(request: ChatRequest) -> dict:
     return kwargs
 
 
-def _usage(usage) -> TokenUsage:
+def _usage(usage) -> Usage:
     if usage is None:
         raise ProviderError(
             f"{LABEL} answered without usage",
@@ -87,7 +87,7 @@ def _usage(usage) -> TokenUsage:
         )
     cached = getattr(usage.prompt_tokens_details, "cached_tokens", None) or 0
     reasoning = getattr(usage.completion_tokens_details, "reasoning_tokens", None) or 0
-    return TokenUsage(
+    return Usage(
         input_tokens=usage.prompt_tokens - cached,
         cached_input_tokens=cached,
         output_tokens=usage.completion_tokens,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from billing.pricing import Usage
+
 
 @dataclass(frozen=True)
 class Timeouts:
@@ -30,19 +32,10 @@ class ChatRequest:
 
 
 @dataclass(frozen=True)
-class TokenUsage:
-    input_tokens: int  # uncached input
-    cached_input_tokens: int = 0  # cache reads
-    cache_write_tokens: int = 0
-    output_tokens: int = 0  # including reasoning
-    reasoning_tokens: int = 0
-
-
-@dataclass(frozen=True)
 class Completion:
     text: str
     finish_reason: str  # OpenAI's vocabulary: stop | length | content_filter | tool_calls
-    usage: TokenUsage
+    usage: Usage
     model: str
     provider_request_id: str | None = None
 

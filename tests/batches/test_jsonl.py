@@ -3,12 +3,42 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from batches import jsonl
+
+
+def read_lines(
+    chunks: Iterable[bytes], *, endpoint: str = jsonl.CHAT_ENDPOINT, one_model: bool = True
+) -> Iterator[jsonl.BatchLine]:
+    """The lines of a file, validated as they stream by, raising BatchFileError at the first bad
+    line: the strict reader built of `raw_lines` and `parse_line` (here, as only tests use it;
+    the app reports every problem with `scan` first)."""
+    seen: set[str] = set()
+    model = None
+    for number, raw in jsonl.raw_lines(chunks):
+        line = jsonl.parse_line(number, raw, endpoint=endpoint)
+        if line.custom_id in seen:
+            raise jsonl.BatchFileError(
+                [jsonl.LineError(number, f"duplicate custom_id {line.custom_id!r}")]
+            )
+        seen.add(line.custom_id)
+        if one_model and model is not None and line.model != model:
+            raise jsonl.BatchFileError(
+                [
+                    jsonl.LineError(
+                        number,
+                        f"model {line.model!r} differs from {model!r} on earlier lines "
+                        "(one model per batch file)",
+                    )
+                ]
+            )
+        model = model or line.model
+        yield line
 
 
 def line(custom_id="r-1", model="gpt-4o-mini", **overrides) -> bytes:
@@ -53,7 +83,7 @@ def test_a_valid_file_streams_its_lines_and_a_bom_on_line_one_is_stripped():
     data = jsonl.BOM + line("a") + b"\r\n" + line("b") + b"\n"
     scan = jsonl.scan(chunks(data, 7))
     assert (scan.lines, scan.models) == (2, {"gpt-4o-mini"})
-    read = list(jsonl.read_lines(chunks(data, 5)))
+    read = list(read_lines(chunks(data, 5)))
     assert [(x.number, x.custom_id, x.model) for x in read] == [
         (1, "a", "gpt-4o-mini"),
         (2, "b", "gpt-4o-mini"),
@@ -111,7 +141,7 @@ def test_mixed_models_are_allowed_where_the_provider_allows_them():
 
 def test_reading_stops_at_the_first_bad_line():
     data = line("a") + b"\n" + line("a")
-    lines = jsonl.read_lines([data])
+    lines = read_lines([data])
     assert next(lines).custom_id == "a"
     with pytest.raises(jsonl.BatchFileError, match="line 2: duplicate custom_id"):
         next(lines)
@@ -120,7 +150,7 @@ def test_reading_stops_at_the_first_bad_line():
 def test_request_lines_round_trip_and_refuse_ids_a_provider_would_refuse():
     body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "héllo"}]}
     encoded = jsonl.request_line(custom_id="job7-req1", body=body)
-    [parsed] = jsonl.read_lines([encoded])
+    [parsed] = read_lines([encoded])
     assert (parsed.custom_id, parsed.body) == ("job7-req1", body)
     with pytest.raises(ValueError, match="does not match"):
         jsonl.request_line(custom_id="job 7", body=body)

@@ -14,7 +14,7 @@ from batches.services import request_cancel
 from batches.services.common import MAX_ITEM_ATTEMPTS
 from billing.models import Hold, LedgerEntry
 from billing.pricing import plain
-from routing.models import Request, RoutingPolicy
+from routing.models import Mode, Request, RoutingPolicy
 from routing.services import request_serve_escalated
 from tests.batches.test_lifecycle import run_until_idle
 
@@ -36,7 +36,7 @@ def set_policy(workload: str, **fields) -> None:
 
 
 def serve_escalated() -> list[Request]:
-    waiting = Request.objects.filter(status=Request.Status.QUEUED, mode=Request.Mode.REALTIME)
+    waiting = Request.objects.filter(status=Request.Status.QUEUED, mode=Mode.REALTIME)
     return [
         request_serve_escalated(request_id=str(pk)) for pk in waiting.values_list("pk", flat=True)
     ]
@@ -195,9 +195,7 @@ def test_a_job_cancelled_before_submission_sends_nothing_and_cancels_its_tickets
     assert not services.batch_cancel(job=job)  # already ended
 
 
-def test_retrying_a_jobs_failed_items_resubmits_only_them_with_a_new_hold(
-    defer, sim, monkeypatch
-):
+def test_retrying_a_jobs_failed_items_resubmits_only_them_with_a_new_hold(defer, sim, monkeypatch):
     fault = sim.fault(provider="openai", kind="batch_item_error", rate=0.5, seed=7, count=1000)
     with monkeypatch.context() as patch:
         # One try each: the failed items fail their requests at once (ingest reads the bound).

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from billing.charts import hour_bars, nice_ceiling, stacked_days
-from billing.templatetags.money import pct, seconds, usd, usd_exact
+from billing.templatetags.money import format_usd, format_usd_exact, pct, seconds
 
 
 @pytest.mark.parametrize(
@@ -68,11 +68,11 @@ def test_hour_bars_mark_the_night_and_scale_to_the_busiest_hour():
     ],
 )
 def test_usd_shows_cents_or_four_significant_digits(amount, shown):
-    assert usd(None if amount is None else Decimal(amount)) == shown
+    assert format_usd(None if amount is None else Decimal(amount)) == shown
 
 
 def test_exact_amounts_shares_and_durations():
-    assert usd_exact(Decimal("0.1")) == "0.100000000000"
+    assert format_usd_exact(Decimal("0.1")) == "0.100000000000"
     assert pct(Decimal("0.0504")) == "5.0%"
     assert pct(0.5, 0) == "50%"
     assert [seconds(v) for v in (None, 12, 600, 7200, 259200)] == [
@@ -95,4 +95,6 @@ def test_axis_labels_of_tiny_amounts_are_plain_decimals():
         "$0.0000001",
     ]
     assert chart.rects[0].title == "2026-11-01 realtime $0.0000001"
-    assert "E" not in "".join(label for _, label in stacked_days(days, money_label=usd).y_ticks)
+    assert "E" not in "".join(
+        label for _, label in stacked_days(days, money_label=format_usd).y_ticks
+    )

@@ -12,8 +12,8 @@ from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 
-from billing.fields import MoneyField, from_units, usd
-from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Mode
+from billing.fields import MoneyField, from_units, usd_value
+from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry
 from billing.pricing import MAX_TOKENS_PER_RECORD, PricingError, Usage
 from billing.selectors import budget_status, ledger_drift
 from billing.services import (
@@ -30,7 +30,7 @@ from billing.services import (
     pricing_estimate,
     reservation_amount,
 )
-from routing.models import LlmModel, PolicyModel, Provider, RoutingPolicy, Workload
+from routing.models import LlmModel, Mode, PolicyModel, Provider, RoutingPolicy, Workload
 
 pytestmark = pytest.mark.django_db
 
@@ -273,7 +273,9 @@ def test_reconcile_finds_no_drift_after_a_month_of_mixed_traffic(demo):
 def test_reconcile_exits_1_naming_a_corrupted_counter(demo, field):
     a_month_of_traffic(demo)
     period = BudgetPeriod.objects.get(budget=demo.budget(demo.acme))
-    BudgetPeriod.objects.filter(pk=period.pk).update(**{field: F(field) + usd(Decimal("0.000001"))})
+    BudgetPeriod.objects.filter(pk=period.pk).update(
+        **{field: F(field) + usd_value(Decimal("0.000001"))}
+    )
 
     with pytest.raises(SystemExit) as exit_info:
         reconcile()
@@ -287,7 +289,7 @@ def test_reconcile_exits_1_naming_a_corrupted_counter(demo, field):
 def test_reconcile_output_names_the_budget_and_the_drifted_counter(demo):
     a_month_of_traffic(demo)
     BudgetPeriod.objects.filter(budget=demo.budget(demo.acme)).update(
-        spent_usd=F("spent_usd") - usd(Decimal("0.5"))
+        spent_usd=F("spent_usd") - usd_value(Decimal("0.5"))
     )
     out, err = io.StringIO(), io.StringIO()
 

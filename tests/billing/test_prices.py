@@ -12,11 +12,11 @@ from django.core.management import call_command
 from genai_prices import Usage as GenaiUsage
 from genai_prices import calc_price
 
-from billing.models import Mode, Price, Processing
+from billing.models import Price, Processing
 from billing.pricing import PriceVersion, Rates, Usage, quantize
 from billing.services import ledger_record_usage, price_create, pricing_estimate
 from llmops.demo import MODELS
-from routing.models import LlmModel, Provider
+from routing.models import LlmModel, Mode, Provider
 
 pytestmark = pytest.mark.django_db
 

@@ -25,7 +25,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Mode, Processing
+from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Processing
 from billing.pricing import PriceVersion, Rates, Usage
 from billing.selectors import budget_status, ledger_drift
 from billing.services import (
@@ -39,7 +39,7 @@ from billing.services import (
     ledger_reverse,
     price_create,
 )
-from routing.models import LlmModel, PolicyModel, Provider, RoutingPolicy, Team, Workload
+from routing.models import LlmModel, Mode, PolicyModel, Provider, RoutingPolicy, Team, Workload
 
 UNIT = Decimal("0.01")  # a cent: not exact in binary, so float money would drift
 LIMITS = {"team": 40, "workload": 24}  # units

@@ -16,11 +16,11 @@ from django.contrib.auth.models import User
 from django.test import AsyncClient, Client
 from rest_framework.test import APIClient
 
-from billing.models import LedgerEntry, Mode, Price
+from billing.models import LedgerEntry, Price
 from billing.pricing import Usage
 from billing.reports import RANGE_PRESETS, preset_bounds
 from billing.services import ledger_record_usage, ledger_reverse
-from routing.models import Request
+from routing.models import Mode, Request
 
 pytestmark = pytest.mark.django_db
 

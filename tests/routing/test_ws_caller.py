@@ -10,9 +10,9 @@ import pytest
 from django.contrib.auth.models import AnonymousUser, User
 
 from billing.pricing import (
+    ContextTier,
     PriceVersion,
     Rates,
-    Tier,
     Usage,
     live_prices,
     price_usage,
@@ -137,7 +137,7 @@ def test_the_live_cost_of_a_whole_answer_is_never_above_the_ledgers(usage):
         cache_write=Decimal("7.5"),
         output=Decimal(22),
     )
-    priced = version(ANTHROPIC, [Tier(200_000, dear)])
+    priced = version(ANTHROPIC, [ContextTier(200_000, dear)])
     prompt, output = live_prices(priced, prompt_floor=1_000)  # 1,000 words
     live = prompt + usage.output_tokens * output / Decimal(1_000_000)
     assert live <= price_usage(usage, priced).total
@@ -148,8 +148,12 @@ def test_live_prices_above_a_tier_use_its_rates():
         input=Decimal(1), cached_input=Decimal("0.1"), cache_write=Decimal(2), output=Decimal(5)
     )
     # A floor past the tier's threshold: the ledger must use the tier, and so does the floor.
-    prompt, output = live_prices(version(ANTHROPIC, [Tier(100, cheap_above)]), prompt_floor=500)
+    prompt, output = live_prices(
+        version(ANTHROPIC, [ContextTier(100, cheap_above)]), prompt_floor=500
+    )
     assert (prompt, output) == (Decimal("0.00005"), Decimal(5))
     # Below it, either may apply in the end: the cheaper of the two.
-    prompt, output = live_prices(version(ANTHROPIC, [Tier(1_000, cheap_above)]), prompt_floor=500)
+    prompt, output = live_prices(
+        version(ANTHROPIC, [ContextTier(1_000, cheap_above)]), prompt_floor=500
+    )
     assert (prompt, output) == (Decimal("0.00005"), Decimal(5))

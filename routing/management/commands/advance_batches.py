@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from batches import selectors, services
-from routing.models import Request
+from routing.models import Mode, Request
 from routing.services import request_serve_escalated
 
 
@@ -64,7 +64,7 @@ class Command(BaseCommand):
             steps += result.ran
             self.stdout.write(f"job {job_id}: {result.status or 'busy'}")
         escalated = Request.objects.filter(
-            status=Request.Status.QUEUED, mode=Request.Mode.REALTIME
+            status=Request.Status.QUEUED, mode=Mode.REALTIME
         ).values_list("pk", flat=True)
         for request_id in escalated:
             served = request_serve_escalated(request_id=str(request_id))
