@@ -31,7 +31,7 @@ CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 BOM = b"\xef\xbb\xbf"
 CHAT_ENDPOINT = "/v1/chat/completions"
 
-# Provider limits per batch (provider-contract.md): requests and bytes.
+# Provider limits per batch, as OpenAI and Anthropic document them: requests and bytes.
 OPENAI_MAX_LINES, OPENAI_MAX_BYTES = 50_000, 200 * 1024 * 1024
 ANTHROPIC_MAX_REQUESTS, ANTHROPIC_MAX_BYTES = 100_000, 256 * 1024 * 1024
 # A line longer than this is refused before it is parsed (one request body, not a file).

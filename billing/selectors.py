@@ -213,7 +213,7 @@ class Drift:
 
 
 def ledger_drift() -> list[Drift]:
-    """Every budget-period counter that differs from what its entries and holds say (I3)."""
+    """Every budget-period counter that differs from what its entries and holds say."""
     drifts = []
     for period in BudgetPeriod.objects.select_related("budget__team", "budget__workload"):
         spent = period_spent(period)
@@ -229,7 +229,7 @@ def ledger_drift() -> list[Drift]:
 
 def unheld_charges() -> list[Request]:
     """Requests billed more often than a hold was settled for them: a charge recorded with no
-    reservation behind it, so a hard budget could have been passed (I4, I5). Cache hits cost
+    reservation behind it, so a hard budget could have been passed. Cache hits cost
     nothing and reserve nothing."""
     charges = (
         LedgerEntry.objects.filter(request=OuterRef("pk"), kind=LedgerEntry.Kind.CHARGE)

@@ -1,11 +1,11 @@
 """Writes for money: price versions, ledger entries, budget holds.
 
-Invariants (docs/reliability.md): the ledger is append-only (I1, also enforced by
-a database trigger) and idempotent by key (I2); budget counters are caches that
-reconcile_ledger rebuilds from entries and holds (I3); a hold resolves exactly
-once (I4); admission can never take spent + reserved above a hard limit (I5),
-because it is a conditional UPDATE on each budget-period row, taken in a fixed
-order inside one transaction; nothing is ever priced as $0 by accident (I6).
+Invariants (the fault suite, tests/faults, checks each under load and crashes): the ledger is
+append-only (also enforced by a database trigger) and idempotent by key; budget counters are
+caches that reconcile_ledger rebuilds from entries and holds; a hold resolves exactly once;
+admission can never take spent + reserved above a hard limit, because it is a conditional
+UPDATE on each budget-period row, taken in a fixed order inside one transaction; nothing is
+ever priced as $0 by accident.
 """
 
 from __future__ import annotations
@@ -326,7 +326,7 @@ def _insert_once(key: str, write) -> tuple[LedgerEntry, bool]:
     """Run `write` (an entry and its counter updates) once per key: (entry, created).
 
     The unique key decides, so a retry, or a concurrent call that loses the insert,
-    gets the recorded entry back and changes nothing (I2). Callers look the key up first.
+    gets the recorded entry back and changes nothing. Callers look the key up first.
     """
     try:
         with transaction.atomic():

@@ -6,7 +6,8 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmops.settings")
-# Build the Django app before importing anything that touches models (platform-notes).
+# Build the Django app first: the websocket routes below import consumers, which import models,
+# and models cannot be imported before Django is set up (AppRegistryNotReady).
 django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402

@@ -1,9 +1,9 @@
-"""What every API path refuses before anything is written, in one place (issue 19): bodies past
+"""What every API path refuses before anything is written, in one place: bodies past
 LLMOPS_MAX_BODY_BYTES, numbers no database or client can round-trip (NaN, Infinity, 1e999,
 integers past 64 bits), metadata past LLMOPS_MAX_METADATA_CHARS or LLMOPS_MAX_METADATA_DEPTH,
 and client-named headers past LLMOPS_MAX_KEY_HEADER_CHARS.
 
-The serving fast path (routing/apis.py), DRF's views (StrictJSONParser, installed by
+The serving fast path (routing/asks.py), DRF's views (StrictJSONParser, installed by
 llmops/urls.py) and batch files (batches/jsonl.py) all parse JSON with `loads`; each answers a
 `Refused` in its caller's error shape. Pure: no database.
 """

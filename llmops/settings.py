@@ -137,8 +137,8 @@ except Exception as exc:  # the library raises several types; all mean "bad URL"
     ) from None
 
 if _db["ENGINE"] == "django.db.backends.sqlite3":
-    # Checked on this machine (platform-notes): without WAL + IMMEDIATE + a busy
-    # timeout, a burst of django-q2 tasks loses results to "database is locked".
+    # Measured with the worker cluster: without WAL + IMMEDIATE + a busy timeout, a burst of
+    # django-q2 tasks loses results to "database is locked".
     _db["OPTIONS"] = {
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",

@@ -237,8 +237,8 @@ class RoutingPolicy(models.Model):
 
     class CacheKey(models.TextChoices):
         FULL_PROMPT = "full_prompt", "The full prompt"
-        # The stored value predates its meaning: every role counts (issue 19), the instructions
-        # (system and developer messages) hashed apart from the conversation.
+        # The stored value predates its meaning: every role counts (since cache key v2), the
+        # instructions (system and developer messages) hashed apart from the conversation.
         USER_AND_SYSTEM_HASH = (
             "user_and_system_hash",
             "The conversation (every role) + hash of the system and developer messages",

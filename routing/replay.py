@@ -493,7 +493,7 @@ class _Job:
     model: SimModel
     items: list[_Deferred]
     earliest_deadline_at: datetime
-    margin: timedelta  # the tightest policy's, as batches.services._misses_deadline takes it
+    margin: timedelta  # the tightest policy's, as batches.services.lifecycle reads it
     submitted_at: datetime | None = None
     ends_at: datetime | None = None  # on the provider's side
     polls: int = 0
@@ -578,7 +578,7 @@ class _TraceReplay:
         cache_key = None
         hit = False
         if policy.cache_ttl is not None:
-            # routing.services._cache_key: the policy, the messages, the model asked for (none
+            # routing.response_cache.cache_key: the policy, the messages, the model asked for (none
             # in a trace), max_tokens and temperature (none either).
             cache_key = (policy.pk, row.system_prompt_id, row.prompt_id, row.max_tokens)
             expires = self.cache.get(cache_key)
@@ -666,7 +666,7 @@ class _TraceReplay:
                 tally.escalated += 1
                 tally.deadline_misses += now > deadline
         if cache_key is not None:
-            # A completed answer goes into the cache (routing.services._request_complete).
+            # A completed answer goes into the cache (routing.services, once the request completes).
             self.cache[cache_key] = now + policy.cache_ttl
 
     def _answered(self, tallies: list[Tally], mode: str, cost: Decimal, now: datetime) -> None:

@@ -15,7 +15,7 @@ from routing.events import request_changed, request_touch
 from routing.models import LlmModel, Mode, Request, RoutingPolicy
 
 # Bumped whenever what goes into a key changes: entries keyed the old way are never read again
-# (they expire by their TTL). v2: every role counts in user_and_system_hash (issue 19: a
+# (they expire by their TTL). v2: every role counts in user_and_system_hash (in v1 a
 # developer message steered an answer another key was then served for the user message alone).
 CACHE_KEY_VERSION = "v2"
 

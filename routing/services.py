@@ -386,7 +386,7 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Delt
                 if exc.after_first_byte or text or exc.kind == "stream_cut":
                     # The client already has part of an answer: another model cannot continue it.
                     # Or the provider took the call on and broke off before any output: it may
-                    # bill the prompt, so no other model is paid for it too (reliability.md).
+                    # bill the prompt, so no other model is paid for it too.
                     # Either way record an estimate of what it billed, flagged as such.
                     await _to_the_end(
                         _request_fail_mid_stream,

@@ -1,4 +1,4 @@
-"""I1: ledger entries are append-only, enforced by the database itself.
+"""Ledger entries are append-only, enforced by the database itself.
 
 The ORM is not the only writer a database ever has (a shell, a script, a
 migration); these triggers refuse UPDATE and DELETE on ledger rows whoever

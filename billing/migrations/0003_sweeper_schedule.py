@@ -5,7 +5,7 @@ FUNC = "billing.tasks.sweep_expired_holds"
 
 def create(apps, schema_editor):
     Schedule = apps.get_model("django_q", "Schedule")
-    # I4: holds of requests that died are released by this, every minute.
+    # Holds of requests that died are released by this, every minute (a hold resolves once).
     Schedule.objects.update_or_create(
         func=FUNC,
         defaults={
