@@ -219,9 +219,11 @@ def first_error(errors) -> tuple[str, str]:
     return ".".join(p for p in path if p != "non_field_errors"), str(errors)
 
 
-def json_object(raw: bytes | str, *, what: str = "The body") -> dict:
-    """A body or a socket message, parsed strictly (llmops.limits): a JSON object whose text
-    every database can store. Raises RequestRejected naming the field at fault."""
+def json_object(
+    raw: bytes | str, *, what: str = "The body", not_object: str = "The body must be a JSON object."
+) -> dict:
+    """A body or a socket message (`what`), parsed strictly (llmops.limits): a JSON object
+    whose text every database can store. Raises RequestRejected naming the field at fault."""
     try:
         body = limits.loads(raw or b"null")
     except limits.Refused as exc:
@@ -229,12 +231,12 @@ def json_object(raw: bytes | str, *, what: str = "The body") -> dict:
             exc.status, exc.message.replace("The body", what), field=exc.field
         ) from None
     if not isinstance(body, dict):
-        raise RequestRejected(400, f"{what} must be a JSON object.")
+        raise RequestRejected(400, not_object)
     if (path := unstorable_text(body)) is not None:
         # PostgreSQL refuses NUL in text and JSON; a lone surrogate is not UTF-8 at all.
         raise RequestRejected(
             400,
-            f"{path or what.lower()}: contains a NUL character or an unpaired surrogate.",
+            f"{path or 'body'}: contains a NUL character or an unpaired surrogate.",
             field=path,
         )
     return body

@@ -111,7 +111,11 @@ def parse_message(text_data: str | None, bytes_data: bytes | None) -> dict:
     try:
         # Read as the HTTP APIs read a body: NaN, Infinity, 1e999, integers past 64 bits, NUL
         # and lone surrogates are refused naming the field.
-        return asks.json_object(raw, what="The message")
+        return asks.json_object(
+            raw,
+            what="The message",
+            not_object="A message must be a JSON object with a `type`.",
+        )
     except asks.RequestRejected as exc:
         raise MessageError(exc.message, field=exc.field) from None
 
