@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+import io
 import os
 
 import pytest
 from django.conf import settings
 from django.core.cache import cache, caches
+from django.core.management import call_command
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from llmops import memo
 from routing.keys import api_key_create
-from routing.models import ApiKey, Team
+from routing.models import ApiKey, LlmModel, Team, Workload
+from tests.demo import DEMO_KEY, Demo, mid_next_month
 
 
 def pytest_configure(config) -> None:
@@ -95,6 +99,35 @@ def client_for():
         return client
 
     return make
+
+
+@pytest.fixture
+def demo(db, sim) -> Demo:
+    """The seeded demo world (tests/demo.py), its providers pointing at the session's simulator
+    and acme's admin-role key 'demo' set to DEMO_KEY."""
+    before = timezone.now()
+    call_command(
+        "seed_demo",
+        "--simulator-url",
+        sim.base_url,
+        "--api-key",
+        DEMO_KEY,
+        stdout=io.StringIO(),
+    )
+    return Demo(
+        acme=Team.objects.get(slug="acme"),
+        globex=Team.objects.get(slug="globex"),
+        models={m.model_id: m for m in LlmModel.objects.select_related("provider")},
+        workloads={w.slug: w for w in Workload.objects.select_related("policy", "team")},
+        at=mid_next_month(before),
+        synced_at=before,
+    )
+
+
+@pytest.fixture
+def api(demo, client_for) -> APIClient:
+    """An API client with the demo key (acme, admin role)."""
+    return client_for(demo.key)
 
 
 @pytest.fixture

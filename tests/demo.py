@@ -1,15 +1,17 @@
+"""The demo world the `demo` fixture (tests/conftest.py) seeds for a test: `seed_demo` against
+the session's simulator, with one API key every test module shares (DEMO_KEY)."""
+
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from django.core.management import call_command
-from django.utils import timezone
-
 from billing.models import Budget
 from routing.models import LlmModel, Team, Workload
+
+# Acme's admin-role API key 'demo' (`seed_demo --api-key`); calls that name no workload go to
+# product-search, its default.
+DEMO_KEY = "llm_demo-test-key-0123456789"
 
 
 def mid_next_month(now: datetime) -> datetime:
@@ -21,28 +23,16 @@ def mid_next_month(now: datetime) -> datetime:
 
 @dataclass
 class Demo:
+    """acme (hard $500 team budget; soft $150 on product-descriptions) and globex (hard $200),
+    six models with standard and batch prices from genai-prices, providers at the simulator."""
+
     acme: Team
     globex: Team
     models: dict[str, LlmModel]  # by model id
     workloads: dict[str, Workload]  # by slug (unique across the demo's two teams)
     at: datetime  # when tests record usage: after the price sync, mid-month
     synced_at: datetime  # no price is in force before this
+    key: str = DEMO_KEY  # the raw secret of acme's admin-role key 'demo'
 
     def budget(self, team: Team, workload: Workload | None = None) -> Budget:
         return Budget.objects.get(team=team, workload=workload, period=Budget.Period.MONTH)
-
-
-@pytest.fixture
-def demo(db) -> Demo:
-    """The seeded demo world: acme (hard $500 team budget; soft $150 on product-descriptions)
-    and globex (hard $200), six models with standard and batch prices from genai-prices."""
-    before = timezone.now()
-    call_command("seed_demo", "--simulator-url", "http://127.0.0.1:9", stdout=io.StringIO())
-    return Demo(
-        acme=Team.objects.get(slug="acme"),
-        globex=Team.objects.get(slug="globex"),
-        models={m.model_id: m for m in LlmModel.objects.select_related("provider")},
-        workloads={w.slug: w for w in Workload.objects.select_related("policy", "team")},
-        at=mid_next_month(before),
-        synced_at=before,
-    )

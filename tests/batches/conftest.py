@@ -1,26 +1,6 @@
 from __future__ import annotations
 
-import io
-
 import pytest
-from django.core.management import call_command
-from rest_framework.test import APIClient
-
-KEY = "llm_batch-test-key-0123456789"
-
-
-@pytest.fixture
-def demo(sim):
-    call_command(
-        "seed_demo", "--simulator-url", sim.base_url, "--api-key", KEY, stdout=io.StringIO()
-    )
-
-
-@pytest.fixture
-def api(demo) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {KEY}")
-    return client
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.core.management import call_command
 from django.utils import timezone
 from genai_prices import Usage as GenaiUsage
 from genai_prices import calc_price
@@ -16,32 +15,25 @@ from billing.models import Budget, BudgetPeriod, LedgerEntry
 from billing.pricing import Usage, quantize
 from billing.services import budget_reserve, ledger_record_usage
 from routing.keys import api_key_create
-from routing.models import ApiKey, LlmModel, Team, Workload
+from routing.models import ApiKey, LlmModel, Workload
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def demo(db):
-    call_command("seed_demo", "--simulator-url", "http://127.0.0.1:9")
-    acme, globex = Team.objects.get(slug="acme"), Team.objects.get(slug="globex")
-    return acme, globex
-
-
-@pytest.fixture
 def admin_key(demo, client_for):
-    _, raw = api_key_create(team=demo[0], name="admin", role=ApiKey.Role.ADMIN)
+    _, raw = api_key_create(team=demo.acme, name="admin", role=ApiKey.Role.ADMIN)
     return client_for(raw)
 
 
 @pytest.fixture
 def member_key(demo, client_for):
-    _, raw = api_key_create(team=demo[0], name="member", role=ApiKey.Role.MEMBER)
+    _, raw = api_key_create(team=demo.acme, name="member", role=ApiKey.Role.MEMBER)
     return client_for(raw)
 
 
 def test_budgets_list_only_the_keys_team_with_live_counters(admin_key, demo):
-    acme, _ = demo
+    acme = demo.acme
     budget = Budget.objects.get(team=acme, workload=None)
     budget_reserve(key="r1", team=acme, amount=Decimal("1.25"))
     body = admin_key.get("/api/v1/budgets").json()
@@ -85,7 +77,7 @@ def test_admin_key_creates_a_workload_budget(admin_key, demo):
 
 
 def test_member_key_cannot_change_budgets(member_key, demo):
-    budget = Budget.objects.get(team=demo[0], workload=None)
+    budget = Budget.objects.get(team=demo.acme, workload=None)
     response = member_key.patch(f"/api/v1/budgets/{budget.pk}", {"limit_usd": "1"}, format="json")
     assert response.status_code == 403
     assert "admin role" in response.json()["detail"]
@@ -124,7 +116,7 @@ def test_bad_budgets_are_400_naming_the_field_and_write_nothing(admin_key, paylo
 
 
 def test_patching_the_limit_moves_the_current_period_with_it(admin_key, demo):
-    acme, _ = demo
+    acme = demo.acme
     budget = Budget.objects.get(team=acme, workload=None)
     budget_reserve(key="r1", team=acme, amount=Decimal("10"))
     response = admin_key.patch(f"/api/v1/budgets/{budget.pk}", {"limit_usd": "20"}, format="json")
@@ -218,7 +210,7 @@ def test_a_model_without_a_price_is_an_error_not_zero(member_key):
 
 
 def test_ledger_lists_the_teams_entries_with_totals_for_the_filter(member_key, demo):
-    acme, globex = demo
+    acme, globex = demo.acme, demo.globex
     now = timezone.now()
     search = Workload.objects.get(team=acme, slug="product-search")
     nightly = Workload.objects.get(team=acme, slug="product-descriptions")
@@ -300,7 +292,7 @@ def test_the_calculator_names_every_bad_field_at_once_for_a_key(member_key):
 
 
 def test_a_zero_cost_entry_reads_as_plain_zeros_in_every_money_api(member_key, admin_key, demo):
-    acme, _ = demo
+    acme = demo.acme
     search = Workload.objects.get(team=acme, slug="product-search")
     mini = LlmModel.objects.get(model_id="gpt-4o-mini")
     entry, _ = ledger_record_usage(

@@ -1,4 +1,6 @@
-"""The ledger invariants of docs/reliability.md, I1 to I6, one property per test, on the demo."""
+"""The ledger's invariants, one property per test, on the demo: I1 append-only, I2 idempotent by
+key, I3 derivable (budget counters rebuilt from entries and holds), I4 a hold resolves once, I5
+no overspend of a hard budget, I6 no float money and no silent $0."""
 
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from django.core.management import call_command
 
 from billing.models import BudgetPeriod, Hold, LedgerEntry
 from billing.pricing import Usage
@@ -13,11 +12,6 @@ from billing.services import budget_reserve, hold_settle, reservation_amount
 from routing.models import LlmModel, Workload
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def demo(db):
-    call_command("seed_demo", "--simulator-url", "http://127.0.0.1:9")
 
 
 def test_worst_case_is_the_whole_prompt_written_to_cache_plus_max_tokens_at_the_modes_price(demo):

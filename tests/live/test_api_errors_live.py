@@ -1,4 +1,4 @@
-"""Errors on a real socket, as the official openai SDK and plain HTTP clients meet them (issue 18):
+"""Errors on a real socket, as the official openai SDK and plain HTTP clients meet them:
 JSON under /v1 and /api/v1, never Django's HTML pages, with the stack's DEBUG on (the dev
 default, which the live stack keeps)."""
 

@@ -1,4 +1,4 @@
-"""API clients get JSON errors, never an HTML page (issue 18): OpenAI's shape under /v1, DRF's
+"""API clients get JSON errors, never an HTML page: OpenAI's shape under /v1, DRF's
 under /api/v1, with DEBUG on (the dev default) and off; HTML pages keep their HTML errors."""
 
 from __future__ import annotations

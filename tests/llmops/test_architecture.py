@@ -29,6 +29,12 @@ def modules() -> dict[str, Path]:
     return found
 
 
+# Parsed once, at collection: on Python 3.11 ast.parse can fail with "AST constructor recursion
+# depth mismatch" while another thread (the test simulator's, printing a traceback, which parses
+# source for its carets) parses too; no such thread runs before the first test.
+TREES = {name: ast.parse(path.read_text()) for name, path in modules().items()}
+
+
 def test_no_module_is_over_900_lines():
     long = {
         name: n
@@ -46,10 +52,10 @@ def test_every_app_has_an_appconfig_of_its_own():
 
 def test_one_class_per_name_across_the_apps():
     defined = collections.defaultdict(list)
-    for name, path in modules().items():
+    for name, tree in TREES.items():
         if ".management.commands." in name:
             continue  # Django finds a command by its class name, Command
-        for node in ast.parse(path.read_text()).body:
+        for node in tree.body:
             if isinstance(node, ast.ClassDef):
                 defined[node.name].append(name)
     assert {k: v for k, v in defined.items() if len(v) > 1} == {}
@@ -57,9 +63,8 @@ def test_one_class_per_name_across_the_apps():
 
 def test_no_module_takes_a_private_name_from_another_app():
     taken = []
-    for name, path in modules().items():
+    for name, tree in TREES.items():
         app = name.split(".")[0]
-        tree = ast.parse(path.read_text())
         aliases = {}
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in APPS:

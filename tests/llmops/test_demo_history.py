@@ -27,7 +27,6 @@ from llmops.history import (
     trace_rows,
 )
 from routing.models import Provider, Request
-from tests.batches.conftest import demo  # noqa: F401 - the demo world against the simulator
 
 DEMO_TEAMS = {
     team: {slug: latency for slug, _, latency, _, _ in workloads}
@@ -99,7 +98,7 @@ def test_prompts_are_about_as_long_as_the_trace_says(rows):
 
 
 @pytest.fixture
-def replayed(demo, sim):  # noqa: F811 - the imported fixture
+def replayed(demo, sim):
     before = sim.config()
     report = history_replay(simulator_url=sim.base_url, days=DAYS, per_day=30)
     return report, before
@@ -212,7 +211,7 @@ def test_a_second_replay_adds_nothing(replayed, sim):
     )
 
 
-def test_refused_requests_are_reported_not_raised(demo, sim):  # noqa: F811
+def test_refused_requests_are_reported_not_raised(demo, sim):
     Budget.objects.filter(team__slug="acme", workload=None).update(limit_usd=Decimal("0.001"))
 
     report = history_replay(simulator_url=sim.base_url, days=1, per_day=20)
@@ -226,7 +225,7 @@ def test_refused_requests_are_reported_not_raised(demo, sim):  # noqa: F811
     assert history().filter(team__slug="globex", status="completed").exists()
 
 
-def test_history_refuses_providers_that_are_not_the_simulator(demo, sim):  # noqa: F811
+def test_history_refuses_providers_that_are_not_the_simulator(demo, sim):
     Provider.objects.filter(slug="sim-openai").update(base_url="https://api.openai.com/v1")
 
     with pytest.raises(ValueError, match="sim-openai do not point at the simulator"):
@@ -234,7 +233,7 @@ def test_history_refuses_providers_that_are_not_the_simulator(demo, sim):  # noq
     assert not Request.objects.exists()
 
 
-def test_history_refuses_a_simulator_that_already_holds_batches(demo, sim):  # noqa: F811
+def test_history_refuses_a_simulator_that_already_holds_batches(demo, sim):
     client = openai.OpenAI(base_url=sim.openai_base_url, api_key="sim", max_retries=0)
     line = {"custom_id": "x", "method": "POST", "url": "/v1/chat/completions", "body": {}}
     upload = client.files.create(file=("in.jsonl", json.dumps(line).encode()), purpose="batch")
@@ -244,7 +243,7 @@ def test_history_refuses_a_simulator_that_already_holds_batches(demo, sim):  # n
     assert upload.id and not Request.objects.exists()
 
 
-def test_a_stopped_replay_ends_early_and_keeps_what_it_replayed(demo, sim):  # noqa: F811
+def test_a_stopped_replay_ends_early_and_keeps_what_it_replayed(demo, sim):
     asked = iter(range(1000))
 
     report = history_replay(

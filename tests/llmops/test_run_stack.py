@@ -27,7 +27,7 @@ from llmops import history
 from llmops.env import Env
 from llmops.management.commands.run import history_size
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

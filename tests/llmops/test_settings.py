@@ -15,7 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from llmops.env import Env, redact_url
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 PRODUCTION_ENV = {
     "LLMOPS_DEBUG": "false",

@@ -17,10 +17,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def queued(team, db):
-    from django.core.management import call_command
-
-    call_command("seed_demo", "--simulator-url", "http://127.0.0.1:9")
+def queued(demo):
     workload = Workload.objects.get(team__slug="acme", slug="ticket-summaries")
     return Request.objects.create(
         team=workload.team, workload=workload, status=Request.Status.QUEUED

@@ -6,12 +6,10 @@ changed configuration, so only committed changes show what a server does."""
 
 from __future__ import annotations
 
-import io
 from decimal import Decimal
 
 import pytest
 from django.core.cache import cache
-from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -27,24 +25,15 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("ledger_emptied_after"),
 ]
-KEY = "llm_hot-path-test-key-0123456789"
 # What one realtime request may cost once the memo is warm: the key, the workload, the
 # request row (insert, two updates), the hold (budget period, reserve, hold, its period link),
 # the attempt, the ledger entry (its key, the period, the entry, spent, hold, reserved) and
 # the answer (the request with its cost, its attempts) — plus the transactions around them.
-# The row and its hold commit in one transaction (issue 19: a refused hold leaves no row), so
+# The row and its hold commit in one transaction (a refused hold leaves no row), so
 # the reserve's BEGIN/COMMIT became a SAVEPOINT/RELEASE inside it: two more statements, two
 # fewer commits.
 NATIVE_STATEMENTS = 28
 OPENAI_STATEMENTS = 26
-
-
-@pytest.fixture
-def api(sim, client_for):
-    call_command(
-        "seed_demo", "--simulator-url", sim.base_url, "--api-key", KEY, stdout=io.StringIO()
-    )
-    return client_for(KEY)
 
 
 def native(api, text: str, workload: str = "product-search"):
@@ -157,9 +146,8 @@ def test_another_process_changing_the_configuration_drops_this_ones_memo():
     assert memo.memoized("k", build) == 2
 
 
-def test_a_price_row_saved_anywhere_invalidates(admin_client):
+def test_a_price_row_saved_anywhere_invalidates(admin_client, demo):
     # Saved in the admin, not through the hot path: the memo must still let it through.
-    call_command("seed_demo", "--simulator-url", "http://127.0.0.1:9", stdout=io.StringIO())
     model = LlmModel.objects.get(model_id="gpt-4o-mini")
     before = price_versions(model.pk, Processing.STANDARD)
     _, sql = statements(lambda: price_versions(model.pk, Processing.STANDARD))

@@ -7,16 +7,10 @@ import json
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.management import call_command
 
 from routing.models import Request, Team, Workload
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def demo():
-    call_command("seed_demo", "--simulator-url", "http://127.0.0.1:9")
 
 
 def member_of(team_slug: str, username: str = "ana") -> User:

@@ -19,11 +19,6 @@ from routing.replay import trace_read
 SHARED_TRACE = Path(__file__).resolve().parents[2] / "llmops" / "data" / "ecommerce-day.jsonl.gz"
 
 
-@pytest.fixture
-def demo(db) -> None:
-    call_command("seed_demo", "--simulator-url", "http://127.0.0.1:9", stdout=io.StringIO())
-
-
 def line(rid, t, workload, latency, deadline, tier, prompt, tokens_in, tokens_out, **extra):
     return {
         "id": rid,

@@ -3,12 +3,10 @@ throttling, failures and holds. The live tests cover the same path over a real s
 
 from __future__ import annotations
 
-import io
 from decimal import Decimal
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.core.management import call_command
 
 from billing.models import Budget, Hold, LedgerEntry
 from billing.selectors import budget_status
@@ -17,20 +15,7 @@ from routing.keys import api_key_create
 from routing.models import Request, RoutingPolicy, Workload
 
 pytestmark = pytest.mark.django_db
-KEY = "llm_service-test-key-0123456789"
 ASK = {"messages": [{"role": "user", "content": "Is the kettle in stock?"}], "max_tokens": 20}
-
-
-@pytest.fixture
-def demo(sim):
-    call_command(
-        "seed_demo", "--simulator-url", sim.base_url, "--api-key", KEY, stdout=io.StringIO()
-    )
-
-
-@pytest.fixture
-def api(client_for, demo):
-    return client_for(KEY)
 
 
 def post(api, workload="product-search", **body):
@@ -53,7 +38,7 @@ def test_a_request_a_hard_budget_cannot_cover_is_402_and_holds_nothing(api):
     assert response.status_code == 402
     assert response.json()["field"] == "budget"
     assert not LedgerEntry.objects.exists() and not Hold.objects.exists()
-    # Without an Idempotency-Key a refusal writes nothing (issue 19): it is counted instead.
+    # Without an Idempotency-Key a refusal writes nothing: it is counted instead.
     assert not Request.objects.exists()
 
 

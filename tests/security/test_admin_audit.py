@@ -9,7 +9,6 @@ import pytest
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.contrib.auth.models import User
 from django.contrib.contenttypes.models import ContentType
-from django.core.management import call_command
 
 from billing.models import Budget
 from routing.keys import api_key_create
@@ -25,11 +24,6 @@ def root(client) -> User:
     user = User.objects.create_superuser("root", "root@example.com", "pw-for-tests-only")
     client.force_login(user)
     return user
-
-
-@pytest.fixture
-def demo(db):
-    call_command("seed_demo", "--simulator-url", "http://127.0.0.1:9")
 
 
 def entries_for(obj) -> list[LogEntry]:

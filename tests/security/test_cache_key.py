@@ -11,10 +11,10 @@ from django.test import Client
 from routing.keys import api_key_create
 from routing.models import RoutingPolicy, Workload
 from routing.response_cache import CACHE_KEY_VERSION, cache_key
-from tests.security.serving_demo import WORKLOAD, demo_fixture, http_fixture, native
+from tests.security.serving_demo import WORKLOAD, http_fixture, native
 
 pytestmark = pytest.mark.django_db
-__all__ = ["demo_fixture", "http_fixture"]  # fixtures this module uses
+__all__ = ["http_fixture"]  # the fixture this module uses
 
 USER = {"role": "user", "content": "Is the kettle in stock?"}
 STEERS = {

@@ -10,7 +10,6 @@ batch ids...), nothing may answer 5xx, and B's rows must be as they were afterwa
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from collections import Counter
@@ -25,7 +24,6 @@ from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 from django.contrib.contenttypes.models import ContentType
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.core.management import call_command
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.urls.exceptions import Resolver404
@@ -47,10 +45,10 @@ from routing.models import (
     Team,
     Workload,
 )
+from tests.demo import DEMO_KEY
 
 pytestmark = pytest.mark.django_db
 
-KEY_A = "llm_tenant-a-key-0123456789abcdef"
 METRICS_TOKEN = "operators-only-metrics-token"
 B_TEAM = "zqteamb-initech"
 B_SEARCH = "zqwlb-search"
@@ -400,16 +398,14 @@ def sweep(who: str, client, tenant: TenantB, result: Sweep, relogin=None) -> Non
 
 
 @pytest.fixture
-def tenants(sim, client_for, settings):
+def tenants(demo, client_for, settings):
+    """Team A is the demo's acme, with its admin-role key DEMO_KEY; team B is made here."""
     settings.LLMOPS_API_RATE = "100000000/minute"  # thousands of calls from one key
     # /metrics names every team's workloads: deployed for tenants, it takes a token.
     settings.LLMOPS_METRICS_TOKEN = METRICS_TOKEN
-    call_command(
-        "seed_demo", "--simulator-url", sim.base_url, "--api-key", KEY_A, stdout=io.StringIO()
-    )
     tenant = make_tenant_b(client_for)
     # A has history of its own, so its lists and pages have rows to render.
-    mine = client_for(KEY_A).post(
+    mine = client_for(DEMO_KEY).post(
         "/api/v1/requests",
         {
             "workload": "product-search",
@@ -446,7 +442,7 @@ def test_no_url_gives_team_a_anything_of_team_b(tenants, client_for, figures):
 
     result = Sweep()
     key_client = APIClient()
-    key_client.credentials(HTTP_AUTHORIZATION=f"Bearer {KEY_A}")
+    key_client.credentials(HTTP_AUTHORIZATION=f"Bearer {DEMO_KEY}")
     key_client.raise_request_exception = False
     sweep("key:A", key_client, tenant, result)
     session = Client(raise_request_exception=False)
@@ -496,7 +492,7 @@ def test_the_sweep_would_see_b_s_data_where_b_may_read_it(tenants, client_for, s
 
 def test_metrics_name_every_teams_workloads_so_they_take_the_token(tenants, client_for, client):
     """/metrics is for operators: it is not scoped to a team, so a tenant's key is not enough."""
-    assert client_for(KEY_A).get("/metrics").status_code == 401
+    assert client_for(DEMO_KEY).get("/metrics").status_code == 401
     operator = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {METRICS_TOKEN}")
     assert operator.status_code == 200
     assert B_SEARCH in operator.content.decode()  # what the token protects

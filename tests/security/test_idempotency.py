@@ -15,14 +15,13 @@ from routing.models import Request
 from tests.security.serving_demo import (
     WORKLOAD,
     chat,
-    demo_fixture,
     http_fixture,
     native,
     refused_count,
 )
 
 pytestmark = pytest.mark.django_db
-__all__ = ["demo_fixture", "http_fixture"]  # fixtures this module uses
+__all__ = ["http_fixture"]  # the fixture this module uses
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 import routing.services
 from batches.models import ClientBatch
 from routing.models import Request
-from tests.security.serving_demo import WORKLOAD, chat, demo_fixture, http_fixture, native
+from tests.security.serving_demo import WORKLOAD, chat, http_fixture, native
 
 pytestmark = pytest.mark.django_db
-__all__ = ["demo_fixture", "http_fixture"]  # fixtures this module uses
+__all__ = ["http_fixture"]  # the fixture this module uses
 
 # (where, raw JSON text with the bad number in place): each must be refused naming `where`.
 NOT_FINITE = ["NaN", "Infinity", "-Infinity", "1e999", "123456789012345678901234567890"]

@@ -6,7 +6,6 @@ SQL query log)."""
 from __future__ import annotations
 
 import importlib.util
-import io
 import logging
 import logging.config
 from pathlib import Path
@@ -14,7 +13,6 @@ from pathlib import Path
 import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings as django_settings
-from django.core.management import call_command
 from django.utils import timezone
 
 from batches import services as batches_services
@@ -23,7 +21,6 @@ from routing.models import Request
 
 pytestmark = pytest.mark.django_db
 
-KEY = "llm_logging-test-key-0123456789"
 PROMPT_MARKER = "zq-prompt-marker-7f3c9a"
 BODY_MARKER = "zq-body-marker-41d2e8"
 SETTINGS_FILE = Path(django_settings.BASE_DIR) / "llmops" / "settings.py"
@@ -68,14 +65,6 @@ def record_text(record: logging.LogRecord) -> str:
     formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
     text = formatter.format(record)  # message, arguments and any traceback
     return f"{text}\n{record.__dict__!r}"
-
-
-@pytest.fixture
-def api(sim, client_for):
-    call_command(
-        "seed_demo", "--simulator-url", sim.base_url, "--api-key", KEY, stdout=io.StringIO()
-    )
-    return client_for(KEY)
 
 
 def ask(text: str) -> list[dict]:

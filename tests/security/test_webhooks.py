@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from batches import services, tasks
 from llmops import outbound
 from routing.models import LatencyClass, RoutingPolicy, Workload
-from tests.batches.conftest import api, defer, demo  # noqa: F401 - fixtures
+from tests.batches.conftest import defer  # noqa: F401 - a fixture
 from tests.batches.test_lifecycle import run_until_idle
 
 pytestmark = pytest.mark.django_db
