@@ -5,6 +5,7 @@ import os
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.cache import cache, caches
 from django.core.management import call_command
 from django.utils import timezone
@@ -87,6 +88,14 @@ def other_team(db) -> Team:
 @pytest.fixture
 def api_key(team) -> tuple[ApiKey, str]:
     return api_key_create(team=team, name="ci", role=ApiKey.Role.ADMIN)
+
+
+@pytest.fixture
+def admin_client(client):
+    """A signed-in superuser, "root" (pytest-django's own is "admin")."""
+    user = User.objects.create_superuser("root", "root@example.com", "pw-for-tests-only")
+    client.force_login(user)
+    return client
 
 
 @pytest.fixture

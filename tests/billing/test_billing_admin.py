@@ -6,18 +6,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import User
 
 from routing.models import Team
+from tests.admin_pages import picker_labels
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def admin_client(client):
-    user = User.objects.create_superuser("root", "root@example.com", "pw-for-tests-only")
-    client.force_login(user)
-    return client
 
 
 @pytest.mark.parametrize(
@@ -90,11 +83,6 @@ def test_budget_admin_shows_utilisation(admin_client, demo):
     budget_reserve(key="r", team=team, amount=Decimal("125"))
     page = admin_client.get(f"/admin/billing/budget/?team__id__exact={team.pk}").content.decode()
     assert "25.0%" in page  # 125 of the 500 monthly team budget
-
-
-def picker_labels(response, name: str) -> list[str]:
-    field = response.context["adminform"].form.fields[name]
-    return [label for value, label in field.choices if value]
 
 
 def test_a_budgets_workload_picker_names_teams_and_refuses_another_teams(admin_client, demo):

@@ -5,19 +5,12 @@ tests/billing/test_billing_admin.py."""
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import User
 
 from routing.keys import hash_api_key
 from routing.models import ApiKey, Provider, Team
+from tests.admin_pages import picker_labels
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def admin_client(client):
-    user = User.objects.create_superuser("root", "root@example.com", "pw-for-tests-only")
-    client.force_login(user)
-    return client
 
 
 @pytest.mark.parametrize(
@@ -200,11 +193,6 @@ def test_a_new_workloads_policy_picker_names_teams_and_refuses_a_mismatch(admin_
     added = admin_client.post("/admin/routing/workload/add/", {**form, "policy": ours.pk})
     assert added.status_code == 302
     assert Workload.objects.get(slug="faq").policy == ours
-
-
-def picker_labels(response, name: str) -> list[str]:
-    field = response.context["adminform"].form.fields[name]
-    return [label for value, label in field.choices if value]
 
 
 def test_a_keys_default_workload_picker_offers_its_teams_workloads_by_team(admin_client, demo):
