@@ -278,7 +278,7 @@ def world_load(what_if: WhatIf | None = None, *, at: datetime | None = None) -> 
     what_if = what_if or WhatIf()
     at = at or timezone.now()
     models = {}
-    # In the order they were added (the demo adds its own first, cheapest of each tier first):
+    # In the order they were added (seed_demo adds its models in its own list's order):
     # a trace workload without a chain of a tier takes that tier's first model.
     for model in (
         LlmModel.objects.select_related("provider")
