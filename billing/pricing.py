@@ -163,14 +163,53 @@ def live_prices(version: PriceVersion, *, prompt_floor: int) -> tuple[Decimal, D
     return prompt_floor * prompt_rate / MILLION, output_rate
 
 
-def prompt_tokens_bound(messages: list[dict]) -> int:
+# What one referenced image or file may cost in prompt tokens, whatever its bytes: a tile
+# count times a per-model multiplier (gpt-4o-mini's high detail reaches ~37,000 for one image;
+# Claude's is ~1,600), or a PDF's pages. Data inline is bounded by its bytes instead.
+IMAGE_TOKENS_BOUND = 50_000
+FILE_TOKENS_BOUND = 200_000
+_IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
+
+
+def prompt_tokens_bound(messages: list[dict], *, extra: tuple = ()) -> int:
     """An upper bound on a prompt's tokens without a tokenizer: byte-level BPE tokens (OpenAI,
-    Anthropic) are at least one UTF-8 byte each, plus a few tokens of framing per message.
-    Admission reserves this, so a budget can never be overrun by an undercount."""
+    Anthropic) are at least one UTF-8 byte each, plus a few tokens of framing per message; an
+    image or a file by reference counts its bound above. `extra`: other request fields the
+    provider counts as prompt (tool definitions, a response schema). Admission reserves this,
+    so a budget can never be overrun by an undercount."""
     total = 3
     for message in messages:
-        total += 4 + len(json.dumps(message.get("content", ""), ensure_ascii=False).encode())
-    return total
+        content = message.get("content", "")
+        rest = {k: v for k, v in message.items() if k not in ("role", "content")}
+        total += 4 + (_json_bytes(rest) if rest else 0)
+        if not isinstance(content, list):
+            total += _json_bytes(content)
+            continue
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind in _IMAGE_PARTS:
+                total += IMAGE_TOKENS_BOUND
+            elif kind == "file" and not (part.get("file") or {}).get("file_data"):
+                total += FILE_TOKENS_BOUND
+            else:
+                total += _json_bytes(part)
+    return total + sum(_json_bytes(item) for item in extra if item is not None)
+
+
+def request_prompt_bound(params: dict) -> int:
+    """prompt_tokens_bound of a request row's params: its messages, and every other field of
+    the client's body (`options`: tools and response schemas count as prompt; the rest is
+    small, and counting it keeps the bound a bound)."""
+    return prompt_tokens_bound(params["messages"], extra=(params.get("options") or None,))
+
+
+def request_output_bound(params: dict) -> int:
+    """The most output tokens a request row's params allow: max_tokens for each of n choices."""
+    return params["max_tokens"] * (params.get("n") or 1)
+
+
+def _json_bytes(value) -> int:
+    return len(json.dumps(value, ensure_ascii=False).encode())
 
 
 _WORD = re.compile(r"\S+")

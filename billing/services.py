@@ -29,7 +29,8 @@ from billing.pricing import (
     Usage,
     plain,
     price_usage,
-    prompt_tokens_bound,
+    request_output_bound,
+    request_prompt_bound,
 )
 from routing.models import LlmModel, Mode, Request, Team, Workload
 
@@ -455,13 +456,13 @@ def request_hold(
     touches. Raises PricingError for an unpriced model, BudgetExceeded if a hard budget
     cannot take it."""
     at = at or timezone.now()
-    prompt_tokens = prompt_tokens_bound(request.params["messages"])
+    prompt_tokens = request_prompt_bound(request.params)
     amount = max(
         reservation_amount(
             model=model,
             mode=mode,
             prompt_tokens=prompt_tokens,
-            max_output_tokens=request.params["max_tokens"],
+            max_output_tokens=request_output_bound(request.params),
             at=at,
         )
         for model in models

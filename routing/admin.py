@@ -268,6 +268,7 @@ class RoutingPolicyAdmin(admin.ModelAdmin):
     inlines = [PolicyModelInline]
     fieldsets = [
         (None, {"fields": ["team", "name", "tier", "fallback_across_tiers"]}),
+        ("Models clients may name", {"fields": ["model_aliases", "allow_any_model"]}),
         (
             "Deferral to provider batches",
             {

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
+import uuid
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -29,8 +31,8 @@ from llmops.dbthreads import db
 from routing import asks, selectors, services
 from routing.auth import ApiKeyAuthentication, KeyPrincipal, throttle_key
 from routing.models import ApiKey, LatencyClass, Request, Tier, Workload
-from routing.protocols import openai
-from routing.providers import Completion, Delta, to_openai_chunk, to_openai_response
+from routing.protocols import openai, openai_chat
+from routing.providers import Delta
 
 
 class MeApi(APIView):
@@ -186,8 +188,20 @@ def _error(status: int, message: str, *, field: str = "", code: str = "") -> Jso
     return JsonResponse(body, status=status)
 
 
-def _openai_error(status: int, message: str, *, field: str = "", code: str = "") -> JsonResponse:
-    return JsonResponse(openai.error_body(status, message, param=field, code=code), status=status)
+def _openai_error(
+    status: int,
+    message: str,
+    *,
+    field: str = "",
+    code: str = "",
+    rid: str | None = None,
+    retry_after: float | None = None,
+) -> JsonResponse:
+    return _identified(
+        JsonResponse(openai.error_body(status, message, param=field, code=code), status=status),
+        rid,
+        retry_after=retry_after,
+    )
 
 
 def _authenticate(http_request) -> ApiKey:
@@ -202,7 +216,10 @@ def _prepare(http_request, *, openai: bool) -> services.Admitted:
     key = _authenticate(http_request)
     if (wait := throttle_key(http_request, key)) is not None:
         raise asks.RequestRejected(
-            429, f"Too many requests for this API key; retry in {wait:.0f} s.", code="throttled"
+            429,
+            f"Too many requests for this API key; retry in {wait:.0f} s.",
+            code="throttled",
+            retry_after=wait,
         )
     body = asks.json_object(http_request.body)
     # chat_completions reads stream_options from it after admission, without a second parse.
@@ -249,7 +266,12 @@ async def _admit(http_request, *, openai: bool):
     except AuthenticationFailed as exc:
         return None, fail(401, str(exc.detail), code="unauthorized")
     except asks.RequestRejected as exc:
-        return None, fail(exc.status, exc.message, field=exc.field, code=exc.code)
+        response = fail(exc.status, exc.message, field=exc.field, code=exc.code)
+        if exc.retry_after is not None:
+            response = _identified(
+                response, response.get("x-request-id"), retry_after=exc.retry_after
+            )
+        return None, response
 
 
 def _sse(event: str | None, data) -> bytes:
@@ -291,18 +313,25 @@ async def request_create(http_request):
             request = event
     except services.RequestFailed as exc:
         body = await db(asks.request_json, exc.request)
-        return JsonResponse({**body, "detail": str(exc)}, status=exc.status)
+        return _identified(
+            JsonResponse({**body, "detail": str(exc)}, status=exc.status),
+            body["id"],
+            retry_after=exc.retry_after,
+        )
     return JsonResponse(await db(asks.request_json, request))
 
 
 class _StreamBody:
     """A streamed request's response body. If the client leaves before the body's first read,
-    request_run never starts, so its own clean-up cannot run and the request would stay
-    running with its hold taken; Django closes the body however the response ended, and a
-    body never read gives the hold back then."""
+    request_run never starts (or, when the view awaited its first event, waits at it), so its
+    own clean-up cannot run and the request would stay running with its hold taken; Django
+    closes the body however the response ended, and a body never read settles it then: the
+    hold given back, or the started call closed and billed as request_run does for a client
+    gone."""
 
-    def __init__(self, body, admitted: services.Admitted) -> None:
+    def __init__(self, body, admitted: services.Admitted, events=None) -> None:
         self.body, self.admitted, self.started = body, admitted, False
+        self.events = events
 
     def __aiter__(self):
         return self
@@ -312,8 +341,11 @@ class _StreamBody:
         return await self.body.__anext__()
 
     def close(self) -> None:  # sync: Django calls it through sync_to_async
-        if not self.started:
-            services.request_abandon(self.admitted)
+        if self.started:
+            return
+        if self.events is not None:
+            async_to_sync(self.events.aclose)()
+        services.request_abandon(self.admitted)  # a no-op once the request is closed
 
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -328,7 +360,8 @@ async def _native_stream(admitted: services.Admitted):
     try:
         async for event in services.request_run(admitted, stream=True):
             if isinstance(event, Delta):
-                yield _sse("delta", {"text": event.text})
+                if event.text:  # a relayed chunk may carry none (the finish, the usage)
+                    yield _sse("delta", {"text": event.text})
             else:
                 yield _sse("done", await db(asks.request_json, event))
     except services.RequestFailed as exc:
@@ -344,7 +377,8 @@ async def _native_replay_stream(request: Request):
 
 
 async def chat_completions(http_request):
-    """POST /v1/chat/completions for the official openai SDK (plain and streamed)."""
+    """POST /v1/chat/completions for OpenAI clients: the body relayed as sent to the model the
+    client named (or its policy's chain), the answer relayed as the provider sent it."""
     if http_request.method != "POST":
         response = _openai_error(405, "Only POST is supported.", code="method_not_allowed")
         response["Allow"] = "POST"
@@ -353,39 +387,81 @@ async def chat_completions(http_request):
     if error is not None:
         return error
     request = admitted.request
+    rid = str(request.pk)
     stream = request.params.get("stream")
     include_usage = bool(
         (http_request.llmops_body.get("stream_options") or {}).get("include_usage")
     )
     if request.status == Request.Status.COMPLETED:
         if stream:
-            return StreamingHttpResponse(
-                _openai_replay_stream(request, include_usage),
-                content_type="text/event-stream",
-                headers=SSE_HEADERS,
+            return _identified(
+                StreamingHttpResponse(
+                    _openai_replay_stream(request, include_usage),
+                    content_type="text/event-stream",
+                    headers=SSE_HEADERS,
+                ),
+                rid,
             )
-        return JsonResponse(await db(_openai_body, request))
+        return _identified(JsonResponse(await db(_openai_body, request)), rid)
     if admitted.replay and request.status == Request.Status.FAILED:
         return _openai_error(
-            502, UPSTREAM_FAILED.format(error=request.error), code="upstream_failed"
+            502, UPSTREAM_FAILED.format(error=request.error), code="upstream_failed", rid=rid
         )
     if admitted.replay:
         # Still running, or cancelled (its client left): a 409, which the SDK retries.
         return _openai_error(
-            409, f"The request with this Idempotency-Key is {request.status}.", code="in_progress"
+            409,
+            f"The request with this Idempotency-Key is {request.status}.",
+            code="in_progress",
+            rid=rid,
         )
     if stream:
-        return StreamingHttpResponse(
-            _StreamBody(_openai_stream(admitted, include_usage), admitted),
-            content_type="text/event-stream",
-            headers=SSE_HEADERS,
+        # The first event before the response starts: a request refused upstream (a provider's
+        # 400, every provider busy) is answered with its status, as the provider would, not as
+        # an error inside a 200 stream.
+        events = services.request_run(admitted, stream=True)
+        try:
+            first = await events.__anext__()
+        except services.RequestFailed as exc:
+            return _openai_failure(exc, rid)
+        return _identified(
+            StreamingHttpResponse(
+                _StreamBody(
+                    _openai_stream(admitted, events, first, include_usage), admitted, events
+                ),
+                content_type="text/event-stream",
+                headers=SSE_HEADERS,
+            ),
+            rid,
         )
     try:
         async for event in services.request_run(admitted, stream=False):
             request = event
     except services.RequestFailed as exc:
-        return _openai_error(exc.status, str(exc), code="upstream_failed")
-    return JsonResponse(await db(_openai_body, request))
+        return _openai_failure(exc, rid)
+    return _identified(JsonResponse(await db(_openai_body, request)), rid)
+
+
+def _identified(response, rid: str | None = None, *, retry_after: float | None = None):
+    """Every /v1 answer names its request (x-request-id: the SDKs' `_request_id`, the id to
+    look the request up by) and, when trying again later can succeed, how long to wait."""
+    response["x-request-id"] = rid or f"req_{uuid.uuid4().hex}"
+    if retry_after is not None:
+        # The SDKs read retry-after-ms first (a wait under a second), then retry-after.
+        response["retry-after-ms"] = str(max(1, round(retry_after * 1000)))
+        response["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return response
+
+
+def _openai_failure(exc: services.RequestFailed, rid: str) -> JsonResponse:
+    """A request that no provider answered: a provider's refusal as the provider worded it,
+    every provider busy as 429/503 with Retry-After, anything else 502."""
+    refusal = exc.provider_error
+    if refusal is not None and refusal.body is not None:
+        body = openai.error_envelope(refusal.body, status=exc.status)
+        return _identified(JsonResponse(body, status=exc.status), rid)
+    code = {429: "rate_limit_exceeded", 503: "overloaded"}.get(exc.status, "upstream_failed")
+    return _openai_error(exc.status, str(exc), code=code, rid=rid, retry_after=exc.retry_after)
 
 
 def _openai_id(request: Request) -> str:
@@ -396,41 +472,59 @@ def _token_usage(request: Request) -> Usage:
     return Usage(**request.usage) if request.usage else Usage(input_tokens=0)
 
 
+def _openai_identity(request: Request, answer: dict) -> dict:
+    """The id, created and model a rendered answer carries: those the provider gave it (an
+    idempotent replay repeats the first answer), else the request's own."""
+    return {
+        "id": answer.get("id") or _openai_id(request),
+        "created": answer.get("created") or int(request.created_at.timestamp()),
+        "model": answer.get("model") or request.model.model_id,
+    }
+
+
 def _openai_body(request: Request) -> dict:
     """Sync: a replayed request loads its model here (a served one has it already)."""
-    completion = Completion(
-        text=request.output,
-        finish_reason=request.finish_reason or "stop",
-        usage=_token_usage(request),
-        model=request.model.model_id,
-        provider_request_id=None,
-    )
-    return to_openai_response(
-        completion,
-        id=_openai_id(request),
-        created=int(request.created_at.timestamp()),
-        model=request.model.model_id,
+    answer = asks.answer_of(request)
+    return openai_chat.response_body(
+        answer, usage=_token_usage(request), **_openai_identity(request, answer)
     )
 
 
-async def _openai_stream(admitted: services.Admitted, include_usage: bool):
+async def _openai_stream(admitted: services.Admitted, events, first, include_usage: bool):
+    """The stream as the provider sent it (a relay: each event's bytes), or rendered here
+    (a translated answer's text), then [DONE] once the answer is billed."""
     request = admitted.request
     ident, created = _openai_id(request), int(request.created_at.timestamp())
-    model_id = admitted.chain[0].model_id
-    first = True
+    role = True
     try:
-        async for event in services.request_run(admitted, stream=True):
+        event = first
+        while True:
             if isinstance(event, Delta):
-                yield _sse(
-                    None,
-                    to_openai_chunk(
-                        id=ident, created=created, model=model_id, delta_text=event.text, role=first
-                    ),
-                )
-                first = False
-            else:
-                for chunk in _openai_finish(event, ident, created, include_usage):
-                    yield chunk
+                if event.raw is not None:
+                    yield event.raw
+                elif event.text:
+                    delta = {"content": event.text} | ({"role": "assistant"} if role else {})
+                    role = False
+                    yield _sse(None, _chunk(ident, created, admitted.serving.model_id, delta))
+            elif not _relayed(event):
+                answer = asks.answer_of(event)
+                usage = _token_usage(event) if include_usage else None
+                model = event.model.model_id
+                finish = openai_chat.first_finish(answer)
+                yield _sse(None, _chunk(ident, created, model, {}, finish=finish))
+                if usage is not None:
+                    yield _sse(
+                        None,
+                        {
+                            **_chunk(ident, created, model, {}),
+                            "choices": [],
+                            "usage": (openai_chat.usage_json(usage)),
+                        },
+                    )
+            try:
+                event = await events.__anext__()
+            except StopAsyncIteration:
+                break
     except services.RequestFailed as exc:
         yield _sse(
             None, {"error": {"message": str(exc), "type": "api_error", "code": "upstream_failed"}}
@@ -438,35 +532,73 @@ async def _openai_stream(admitted: services.Admitted, include_usage: bool):
     yield _sse(None, "[DONE]")
 
 
+def _relayed(request: Request) -> bool:
+    """Whether a request's answer came relayed from an OpenAI-protocol provider (its stream
+    already held every chunk, finish and usage included)."""
+    return request.model.provider.kind != "anthropic"
+
+
+def _chunk(ident: str, created: int, model: str, delta: dict, *, finish=None) -> dict:
+    return {
+        "id": ident,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+
+
 async def _openai_replay_stream(request: Request, include_usage: bool):
     """A completed request (a cache hit, an idempotent retry) told as a stream."""
     request = await db(Request.objects.select_related("model").get, pk=request.pk)
-    ident, created = _openai_id(request), int(request.created_at.timestamp())
-    model_id = request.model.model_id
-    yield _sse(
-        None,
-        to_openai_chunk(
-            id=ident, created=created, model=model_id, delta_text=request.output, role=True
-        ),
+    answer = asks.answer_of(request)
+    chunks = openai_chat.answer_chunks(
+        answer,
+        usage=_token_usage(request) if include_usage else None,
+        **_openai_identity(request, answer),
     )
-    for chunk in _openai_finish(request, ident, created, include_usage):
-        yield chunk
+    for chunk in chunks:
+        yield _sse(None, chunk)
     yield _sse(None, "[DONE]")
 
 
-def _openai_finish(request: Request, ident: str, created: int, include_usage: bool) -> list:
-    """A finished request's closing chunks: the finish reason, then the usage if asked for."""
-    model_id = request.model.model_id
-    chunks = [
-        to_openai_chunk(
-            id=ident, created=created, model=model_id, finish_reason=request.finish_reason or "stop"
+# --- GET /v1/models ------------------------------------------------------------------------
+
+
+@csrf_exempt
+def openai_models(http_request, model_id: str | None = None):
+    """GET /v1/models and /v1/models/{id}: what the key's team may name as `model` (its
+    workloads' chains, every enabled model where a policy allows any, and the policies'
+    aliases), in OpenAI's shape; an id it may not name is a 404 model_not_found."""
+    if http_request.method != "GET":
+        response = _openai_error(405, "Only GET is supported.", code="method_not_allowed")
+        response["Allow"] = "GET"
+        return response
+    try:
+        key = _authenticate(http_request)
+    except AuthenticationFailed as exc:
+        return _openai_error(401, str(exc.detail), code="invalid_api_key")
+    models, aliases = selectors.models_for_team(key.team)
+    entries = [
+        {
+            "id": m.model_id,
+            "object": "model",
+            "created": int(m.created_at.timestamp()),
+            "owned_by": m.provider.slug,
+        }
+        for m in models
+    ] + [{"id": a, "object": "model", "created": 0, "owned_by": "llmops"} for a in aliases]
+    if model_id is None:
+        return _identified(JsonResponse({"object": "list", "data": entries}))
+    found = next((e for e in entries if e["id"] == model_id), None)
+    if found is None:
+        return _openai_error(
+            404,
+            f"The model `{model_id}` does not exist or you do not have access to it.",
+            field="model",
+            code="model_not_found",
         )
-    ]
-    if include_usage:
-        chunks.append(
-            to_openai_chunk(id=ident, created=created, model=model_id, usage=_token_usage(request))
-        )
-    return [_sse(None, chunk) for chunk in chunks]
+    return _identified(JsonResponse(found))
 
 
 class RequestCollectionSchema(RequestListApi):
@@ -496,10 +628,17 @@ class ChatCompletionsSchema(APIView):
         request={"application/json": asks.ChatCompletionInputSerializer},
         auth=[{"ApiKey": []}],
         responses={200: OpenApiTypes.OBJECT},
-        description="OpenAI-compatible chat completions for the official openai SDK: set "
-        "`base_url` to llmops' `/v1` and `api_key` to a gateway key. The workload comes from "
-        "the `X-Workload` header, else the key's default workload; `model` picks a model of "
-        "the workload's chain (any other value lets the policy choose). Always answers now.",
+        description="OpenAI-compatible chat completions for the official openai SDK and "
+        "frameworks: set `base_url` to llmops' `/v1` and `api_key` to a gateway key. The body "
+        "is relayed as sent (tools, response_format, stop, seed, n, logprobs, content parts "
+        "and any other field) and the answer comes back as the provider sent it; a Claude model "
+        "gets it translated, and a parameter it cannot honour is a 400 naming it. The workload "
+        "comes from the `X-Workload` header, else the key's default workload. `model` is the "
+        "client's: the policy's primary or an alias (`auto`) is the chain with its fallbacks, "
+        "another model of the chain is that model alone, an unknown one is 404 "
+        "`model_not_found`. A provider's 4xx is passed on; every provider busy is 429/503 "
+        "with Retry-After. Every response carries `x-request-id`: the request's id in "
+        "`/api/v1/requests`. Always answers now.",
     )
     def post(self, request):  # pragma: no cover - routed to chat_completions
         raise Http404

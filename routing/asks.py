@@ -20,16 +20,26 @@ from llmops.text import unstorable_text
 from routing import selectors
 from routing.config import policy_chain
 from routing.models import ApiKey, LlmModel, Request, Workload
+from routing.protocols import openai_chat, translation
+from routing.providers.types import ChatRequest
 
 
 class RequestRejected(Exception):
     """The request cannot be served as asked: an HTTP status, a message, the field at fault."""
 
     def __init__(
-        self, status: int, message: str, *, field: str = "", code: str = "", item: int | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        field: str = "",
+        code: str = "",
+        item: int | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after  # seconds, for a 429: when trying again can succeed
         self.message = message
         self.field = field
         self.item = item  # which of several asks is refused
@@ -51,6 +61,12 @@ class Ask:
     metadata: dict = field(default_factory=dict)
     idempotency_key: str | None = None
     source: str = Request.Source.NATIVE
+    # The model is the client's alone: no fallback replaces it (an OpenAI client named a model
+    # other than its policy's primary or an alias).
+    pinned: bool = False
+    # Every other field of an OpenAI body, as sent (routing.protocols.openai_chat).
+    options: dict = field(default_factory=dict)
+    n: int = 1  # choices asked for: each is billed, so each is reserved for
 
 
 def ask_body(ask: Ask) -> dict:
@@ -63,6 +79,9 @@ def ask_body(ask: Ask) -> dict:
         "model": ask.model.model_id if ask.model else None,
         "stream": ask.stream,
         "metadata": ask.metadata,
+        **({"options": ask.options} if ask.options else {}),
+        **({"n": ask.n} if ask.n != 1 else {}),
+        **({"pinned": True} if ask.pinned else {}),
     }
 
 
@@ -71,6 +90,12 @@ def ask_params(ask: Ask, *, max_tokens: int) -> dict:
     has a column of its own (it was stored twice), with the max_tokens applied."""
     params = ask_body(ask)
     del params["metadata"]
+    options = params.get("options") or {}
+    if isinstance(options.get("metadata"), dict):
+        # An OpenAI body's metadata is relayed too: its values are in the metadata column
+        # already, so only its keys are kept here (chat_request puts it back together).
+        params["options"] = {k: v for k, v in options.items() if k != "metadata"}
+        params["metadata_keys"] = sorted(options["metadata"])
     return {**params, "max_tokens": max_tokens}
 
 
@@ -181,29 +206,118 @@ def checked_metadata(value):
     return value
 
 
+OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "minItems": 1,
+        "items": {
+            "type": "object",
+            "properties": {
+                "role": {"enum": list(OPENAI_ROLES)},
+                "content": {
+                    "oneOf": [
+                        {"type": "string"},
+                        {"type": "array", "items": {"type": "object"}},
+                        {"type": "null"},
+                    ]
+                },
+                "tool_calls": {"type": "array", "items": {"type": "object"}},
+                "tool_call_id": {"type": "string"},
+            },
+            "required": ["role"],
+        },
+    }
+)
+class OpenAIMessagesField(serializers.JSONField):
+    """OpenAI's messages, checked for what llmops reads (roles, content, parts' types) and
+    otherwise kept as sent: tool calls, tool results, names and unknown keys pass through."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, list):
+            raise ValidationError("Expected a list of messages.")
+        if not 1 <= len(data) <= MAX_MESSAGES:
+            raise ValidationError(f"Between 1 and {MAX_MESSAGES} messages.")
+        for index, message in enumerate(data):
+            if not isinstance(message, dict):
+                raise ValidationError({index: ["Must be an object."]})
+            if message.get("role") not in OPENAI_ROLES:
+                raise ValidationError(
+                    {index: {"role": [f"Must be one of {', '.join(OPENAI_ROLES)}."]}}
+                )
+            content = message.get("content")
+            if content is None:
+                if message["role"] == "assistant" and (
+                    message.get("tool_calls") or message.get("function_call")
+                ):
+                    continue
+                raise ValidationError({index: {"content": ["This field is required."]}})
+            if isinstance(content, str):
+                continue
+            if not isinstance(content, list):
+                raise ValidationError(
+                    {index: {"content": ["Must be a string or a list of parts."]}}
+                )
+            for position, part in enumerate(content):
+                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                    raise ValidationError(
+                        {index: {"content": {position: ["Must be an object with a `type`."]}}}
+                    )
+                if part["type"] == "text" and not isinstance(part.get("text"), str):
+                    raise ValidationError(
+                        {index: {"content": {position: ["A text part needs a string `text`."]}}}
+                    )
+        return data
+
+
+class StopField(serializers.JSONField):
+    def to_internal_value(self, data):
+        if data is None or isinstance(data, str):
+            return data
+        if isinstance(data, list) and len(data) <= 4 and all(isinstance(s, str) for s in data):
+            return data
+        raise ValidationError("Must be a string or a list of at most 4 strings.")
+
+
 class ChatCompletionInputSerializer(serializers.Serializer):
-    """The subset of OpenAI's chat.completions body that llmops routes."""
+    """OpenAI's chat.completions body. llmops checks what it routes and bills on; every other
+    field (tools, tool_choice, response_format, seed, logprobs, ... and any it does not know)
+    is relayed as sent, in `options`. The provider checks those; its 400 reaches the client."""
 
     model = serializers.CharField(max_length=200)
-    messages = MessagesField()
+    messages = OpenAIMessagesField()
     max_tokens = StrictInteger(min_value=1, required=False, allow_null=True)
     max_completion_tokens = StrictInteger(min_value=1, required=False, allow_null=True)
     temperature = StrictNumber(min_value=0, max_value=2, required=False, allow_null=True)
+    top_p = StrictNumber(min_value=0, max_value=1, required=False, allow_null=True)
+    n = StrictInteger(min_value=1, max_value=128, required=False, allow_null=True)
     stream = StrictBoolean(required=False, default=False)
     stream_options = serializers.DictField(required=False, allow_null=True)
-    n = StrictInteger(min_value=1, max_value=1, required=False, allow_null=True)
+    stop = StopField(required=False, allow_null=True)
+    tools = serializers.ListField(
+        child=serializers.DictField(), required=False, allow_null=True, max_length=512
+    )
+    response_format = serializers.DictField(required=False, allow_null=True)
     user = serializers.CharField(max_length=200, required=False)
     metadata = serializers.DictField(required=False, allow_null=True)
 
     def validate_metadata(self, value):
         return checked_metadata(value)
 
+    def validate(self, attrs):
+        if attrs.get("stream_options") is not None and not attrs.get("stream"):
+            raise ValidationError(
+                {"stream_options": ["Only allowed when `stream` is true (as OpenAI's API)."]}
+            )
+        return attrs
+
     def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unsupported = sorted(set(data) & {"tools", "functions", "tool_choice", "audio"})
-            if unsupported:
-                raise ValidationError({unsupported[0]: ["Not supported by llmops yet."]})
-        return super().to_internal_value(data)
+        validated = super().to_internal_value(data)
+        # What was checked is relayed as sent, with every field the serializer does not name.
+        validated["options"] = openai_chat.options_of(data)
+        return validated
 
 
 def first_error(errors) -> tuple[str, str]:
@@ -272,18 +386,56 @@ def openai_ask(
     idempotency_key: str | None = None,
     metadata: dict | None = None,
 ) -> Ask:
-    """An Ask from a validated chat.completions body. OpenAI clients must send some model: one
-    outside the chain means "the policy decides"."""
+    """An Ask from a validated chat.completions body (ChatCompletionInputSerializer). The model
+    is the client's (openai_model)."""
+    model, pinned = openai_model(workload, data["model"])
     return Ask(
         workload=workload,
         messages=data["messages"],
         max_tokens=data.get("max_completion_tokens") or data.get("max_tokens"),
         temperature=data.get("temperature"),
-        model=chain_model(workload, data["model"]),
+        model=model,
+        pinned=pinned,
         stream=data.get("stream", False),
         metadata={**(metadata or {}), **(data.get("metadata") or {})},
         idempotency_key=idempotency_key,
         source=source,
+        options=data.get("options") or {},
+        n=data.get("n") or 1,
+    )
+
+
+def openai_model(workload: Workload, name: str) -> tuple[LlmModel | None, bool]:
+    """What an OpenAI client's `model` means for a workload: (the model, pinned). An alias of
+    the policy, or its primary, is the chain with its fallbacks; another model of the chain,
+    or any enabled model where the policy allows any, is that model alone. Raises
+    RequestRejected: 404 model_not_found for a model llmops does not know, 400 naming the
+    allowed models for one the policy does not allow."""
+    policy = workload.policy
+    chain = policy_chain(policy.pk)
+    if name in policy.aliases:
+        return None, False
+    named = next((m for m in chain if m.model_id == name), None)
+    if named is not None:
+        primary = next((m for m in chain if m.enabled and m.provider.enabled), None)
+        return named, named is not primary
+    known = selectors.model_named(name)
+    if known is None:
+        raise RequestRejected(
+            404,
+            f"The model `{name}` does not exist or you do not have access to it.",
+            field="model",
+            code="model_not_found",
+        )
+    if policy.allow_any_model:
+        return known, True
+    allowed = sorted(policy.aliases) + [m.model_id for m in chain if m.enabled]
+    raise RequestRejected(
+        400,
+        f"Model {name!r} is not allowed for workload {workload.slug}: use one of "
+        f"{', '.join(allowed)}.",
+        field="model",
+        code="model_not_allowed",
     )
 
 
@@ -385,3 +537,46 @@ class RequestOutputSerializer(serializers.Serializer):
 def request_json(request: Request) -> dict:
     """The request as GET /api/v1/requests/{id} shows it (with its cost)."""
     return RequestOutputSerializer(selectors.request_with_cost(request)).data
+
+
+def answer_of(request: Request) -> dict:
+    """A completed request's whole answer (openai_chat's shape); a request recorded before
+    answers were kept has its text only."""
+    if request.answer:
+        return request.answer
+    return openai_chat.text_answer(
+        request.output,
+        finish_reason=request.finish_reason or "stop",
+        model=request.model.model_id if request.model_id else "",
+    )
+
+
+# Where an OpenAI client's own body is the request (relayed with the limit it set, or none).
+OPENAI_BODY_SOURCES = frozenset({Request.Source.OPENAI, Request.Source.BATCH_API})
+
+
+def chat_request(request: Request, model: LlmModel | None = None) -> ChatRequest:
+    """What a provider is sent for a request row (realtime or as a batch line): its messages
+    and every option as the client sent them, for `model` (set per attempt if None)."""
+    params = request.params
+    options = params.get("options") or {}
+    if (keys := params.get("metadata_keys")) is not None:
+        options = {**options, "metadata": {k: request.metadata.get(k) for k in keys}}
+    return ChatRequest(
+        model=model.model_id if model else "",
+        messages=params["messages"],
+        max_tokens=params["max_tokens"],
+        temperature=params.get("temperature"),
+        options=options,
+        send_max_tokens=request.source not in OPENAI_BODY_SOURCES,
+    )
+
+
+def refused_param(model: LlmModel, params: dict) -> str | None:
+    """The first parameter of a request (its params) `model` cannot honour — its provider
+    speaks another protocol and the parameter does not translate —, or None."""
+    if model.provider.kind != "anthropic":
+        return None
+    return translation.anthropic_refuses(
+        options=params.get("options") or {}, messages=params["messages"]
+    )

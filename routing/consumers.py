@@ -374,6 +374,8 @@ class StreamConsumer(JsonSocket):
                 async with aclosing(services.request_run(admitted, stream=True)) as events:
                     async for event in events:
                         if isinstance(event, Delta):
+                            if not event.text:
+                                continue  # a relayed chunk without text (the finish, usage)
                             last = time.monotonic()
                             first = first or last
                             deltas += 1

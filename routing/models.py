@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -227,6 +228,10 @@ class LatencyClass(models.TextChoices):
     SCHEDULED = "scheduled", "Scheduled (hours)"
 
 
+# What a model alias may be: the characters of provider model ids.
+ALIAS_RE = re.compile(r"[A-Za-z0-9._:/-]{1,100}")
+
+
 class RoutingPolicy(models.Model):
     """How a workload's requests are served: the model chain, deferral, caching, budget breach."""
 
@@ -290,6 +295,19 @@ class RoutingPolicy(models.Model):
         help_text="What a request does when a soft budget it touches is over its limit.",
     )
     chain = models.ManyToManyField(LlmModel, through="PolicyModel", related_name="+", blank=True)
+    model_aliases = models.CharField(
+        max_length=200,
+        default="auto",
+        blank=True,
+        help_text="Comma-separated model names an OpenAI-compatible client may send to mean "
+        "“this policy's chain, with its fallbacks” (naming the primary does the same; naming "
+        "another model of the chain pins that model).",
+    )
+    allow_any_model = models.BooleanField(
+        default=False,
+        help_text="Clients may name any enabled model, not only the chain's (it is served "
+        "alone, without fallback).",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -306,9 +324,18 @@ class RoutingPolicy(models.Model):
     def max_batch_wait(self) -> timedelta:
         return timedelta(seconds=self.max_batch_wait_seconds)
 
+    @property
+    def aliases(self) -> frozenset[str]:
+        return frozenset(a.strip() for a in self.model_aliases.split(",") if a.strip())
+
     def clean(self) -> None:
         if self.cache_ttl is not None and self.cache_ttl.total_seconds() <= 0:
             raise ValidationError({"cache_ttl": "The cache TTL must be positive."})
+        bad = [a for a in self.aliases if not ALIAS_RE.fullmatch(a)]
+        if bad:
+            raise ValidationError(
+                {"model_aliases": f"Not a model name: {bad[0]!r} (letters, digits, . _ : / -)."}
+            )
 
 
 class PolicyModel(models.Model):
@@ -480,6 +507,10 @@ class Request(models.Model):
     )  # the model that answered
     output = models.TextField(blank=True)
     finish_reason = models.CharField(max_length=20, blank=True)
+    # The whole answer in OpenAI's chat.completion shape without its usage (which has its
+    # own column): every choice with its tool calls, refusal and logprobs, and the
+    # provider's id, model and system_fingerprint. `output` is choice 0's text.
+    answer = models.JSONField(default=dict, blank=True)
     # Token counts as billed: input (uncached), cached_input, cache_write, output, reasoning.
     usage = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)

@@ -13,11 +13,15 @@ from billing.services import ledger_record_usage
 from routing import metrics
 from routing.events import request_changed, request_touch
 from routing.models import LlmModel, Mode, Request, RoutingPolicy
+from routing.protocols import openai_chat
 
 # Bumped whenever what goes into a key changes: entries keyed the old way are never read again
 # (they expire by their TTL). v2: every role counts in user_and_system_hash (in v1 a
 # developer message steered an answer another key was then served for the user message alone).
-CACHE_KEY_VERSION = "v2"
+# v3: every field of an OpenAI body that can change the answer counts (tools, response_format,
+# stop, seed, n, top_p, penalties, logprobs, content parts): in v2 a request differing only in
+# them was served another's answer.
+CACHE_KEY_VERSION = "v3"
 
 
 # The messages that instruct rather than converse; user_and_system_hash hashes them apart.
@@ -26,8 +30,9 @@ INSTRUCTION_ROLES = ("system", "developer")
 
 def cache_key(policy: RoutingPolicy, params: dict) -> str:
     """Everything that can change the answer, in every mode: each message whatever its role
-    (system, developer, user, assistant, tool), in order, the model asked for, max_tokens and
-    temperature."""
+    (system, developer, user, assistant, tool) and its parts, in order, the model asked for,
+    max_tokens, temperature, and every field of the client's body but those that only tag or
+    transport the call (openai_chat.answer_material)."""
     messages = params["messages"]
     if policy.cache_key == RoutingPolicy.CacheKey.USER_AND_SYSTEM_HASH:
         instructions = [m for m in messages if m.get("role") in INSTRUCTION_ROLES]
@@ -41,6 +46,7 @@ def cache_key(policy: RoutingPolicy, params: dict) -> str:
         model=params.get("model"),
         max_tokens=params.get("max_tokens"),
         temperature=params.get("temperature"),
+        options=openai_chat.answer_material(params.get("options") or {}),
     )
     digest = Request.hash_body(material)
     return f"llmops:response:{CACHE_KEY_VERSION}:{policy.pk}:{digest}"
@@ -51,13 +57,15 @@ def response_cache_get(*, policy: RoutingPolicy, params: dict) -> dict | None:
 
 
 def response_cache_put(*, policy: RoutingPolicy, params: dict, request: Request) -> None:
-    if request.finish_reason not in ("stop", "length"):
-        return  # a filtered or tool-call answer is not one to repeat
+    if request.finish_reason not in ("stop", "length", "tool_calls"):
+        return  # a filtered answer is not one to repeat
     # "length" is kept: max_tokens is part of the key, so the same request would stop there.
+    # "tool_calls" too: the same tools and conversation call the same tools.
     cache.set(
         cache_key(policy, params),
         {
             "text": request.output,
+            "answer": request.answer,
             "finish_reason": request.finish_reason,
             "usage": request.usage,
             "model": request.model_id,
@@ -86,6 +94,10 @@ def request_answer_from_cache(request: Request, *, cached: dict, primary: LlmMod
         )
         request.model = model
         request.output = cached["text"]
+        # The cached answer under this request's own identity (the view renders its id).
+        request.answer = {
+            k: v for k, v in (cached.get("answer") or {}).items() if k not in ("id", "created")
+        }
         request.finish_reason = cached["finish_reason"]
         request.usage = cached["usage"]
         request.status = Request.Status.COMPLETED

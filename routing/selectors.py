@@ -8,7 +8,17 @@ from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.utils import timezone
 
 from routing.auth import KeyPrincipal
-from routing.models import LatencyClass, LlmModel, Mode, Request, RequestAttempt, Team, Workload
+from routing.models import (
+    LatencyClass,
+    LlmModel,
+    Mode,
+    PolicyModel,
+    Request,
+    RequestAttempt,
+    RoutingPolicy,
+    Team,
+    Workload,
+)
 
 
 def teams_for(user) -> QuerySet[Team]:
@@ -69,6 +79,31 @@ def model_list() -> QuerySet[LlmModel]:
         .select_related("provider")
         .order_by("tier", "provider__slug", "model_id")
     )
+
+
+def model_named(model_id: str) -> LlmModel | None:
+    """The enabled model a client names by its provider's id (the first added, if several
+    providers serve it)."""
+    return model_list().filter(model_id=model_id).order_by("pk").first()
+
+
+def models_for_team(team: Team) -> tuple[list[LlmModel], list[str]]:
+    """What a team's clients may name as `model`: the enabled models of its enabled
+    workloads' chains (every enabled model if one policy allows any), and its policies'
+    aliases."""
+    policies = list(RoutingPolicy.objects.filter(team=team, workloads__enabled=True).distinct())
+    aliases = sorted({alias for policy in policies for alias in policy.aliases})
+    models = model_list().order_by("model_id", "pk")
+    if not any(policy.allow_any_model for policy in policies):
+        models = models.filter(
+            pk__in=PolicyModel.objects.filter(policy__in=policies).values("model_id")
+        )
+    seen, unique = set(), []
+    for model in models:
+        if model.model_id not in seen:
+            seen.add(model.model_id)
+            unique.append(model)
+    return unique, aliases
 
 
 def request_list(

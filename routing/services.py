@@ -20,7 +20,7 @@ from batches.selectors import expected_turnaround
 from batches.services import BATCH_HOLD_GRACE
 from billing import selectors as billing_selectors
 from billing.models import Hold, LedgerEntry
-from billing.pricing import PricingError, Usage, prompt_tokens_bound
+from billing.pricing import PricingError, Usage, request_prompt_bound
 from billing.services import (
     BudgetExceeded,
     hold_release,
@@ -28,7 +28,7 @@ from billing.services import (
     request_hold,
 )
 from llmops.dbthreads import db
-from routing import circuit, metrics, providers
+from routing import asks, circuit, metrics, providers
 from routing.asks import Ask, RequestRejected, ask_body, ask_params
 from routing.config import policy_chain
 from routing.events import request_changed, request_touch
@@ -44,7 +44,7 @@ from routing.models import (
     Workload,
 )
 from routing.providers import (
-    ChatRequest,
+    BUSY_KINDS,
     Completion,
     Delta,
     ProviderError,
@@ -69,12 +69,46 @@ REALTIME_HOLD_TTL = timedelta(minutes=30)
 
 
 class RequestFailed(Exception):
-    """Every model in the chain failed; the request is recorded as failed, its hold released."""
+    """The request could not be answered; it is recorded as failed, its hold released.
+    `status`: what the client is told (502 when every model failed, the provider's own 4xx
+    for a request it refused, 429/503 when every provider was busy); `provider_error`: the
+    provider's refusal, whose error object a client of its protocol gets as sent;
+    `retry_after`: seconds the client may wait before trying again."""
 
-    def __init__(self, request: Request, message: str, *, status: int = 502) -> None:
+    def __init__(
+        self,
+        request: Request,
+        message: str,
+        *,
+        status: int = 502,
+        provider_error: ProviderError | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.request = request
         self.status = status
+        self.provider_error = provider_error
+        self.retry_after = retry_after
+
+
+# When every provider was busy and none said how long: a short wait the SDKs honour.
+BUSY_RETRY_AFTER = 1.0
+
+
+def _chain_failed(request: Request, message: str, failures: list) -> RequestFailed:
+    """Every model failed: 429 when each failure was a provider's rate limit or overload
+    (503 when none was a rate limit), with the shortest wait any asked for; else 502."""
+    text = f"Every model in the chain failed: {message}"
+    if failures and all(f.kind in BUSY_KINDS and not f.after_first_byte for f in failures):
+        waits = [f.retry_after for f in failures if f.retry_after is not None]
+        limited = any(f.kind == "rate_limited" for f in failures)
+        return RequestFailed(
+            request,
+            text,
+            status=429 if limited else 503,
+            retry_after=min(waits) if waits else BUSY_RETRY_AFTER,
+        )
+    return RequestFailed(request, text)
 
 
 @dataclass
@@ -87,6 +121,9 @@ class Admitted:
     # A client holds the connection the answer goes back on (not an escalated batch ticket):
     # it reads the answer the moment it is complete.
     client_waiting: bool = True
+    # The model being called now (request_run sets it): what a translated stream's chunks
+    # name, the same in each (no fallback after the first byte).
+    serving: LlmModel | None = None
 
 
 def request_admit(
@@ -113,6 +150,8 @@ def request_admit(
     workload = ask.workload
     policy = workload.policy
     usable = [m for m in policy_chain(policy.pk) if m.enabled and m.provider.enabled]
+    if ask.pinned:
+        usable = [ask.model]  # the client's model alone (openai_model checked it is allowed)
     if not usable:
         raise RequestRejected(
             503,
@@ -127,6 +166,7 @@ def request_admit(
             f"({', '.join(m.model_id for m in usable)}).",
             field="model",
         )
+    _check_honoured(ask, usable)  # pinned: the one model
     limit = min(m.max_output_tokens for m in ([ask.model] if ask.model else usable))
     max_tokens = ask.max_tokens if ask.max_tokens is not None else limit
     if max_tokens > limit:
@@ -146,6 +186,7 @@ def request_admit(
     deferrable = workload.latency_class != LatencyClass.REALTIME and (
         policy.allow_batch or policy.soft_breach_action == RoutingPolicy.BreachAction.DEFER
     )
+    breached_until = _soft_budget_breached(team=team, workload=workload, at=now)
     decision = route(
         RouteInput(
             latency_class=workload.latency_class,
@@ -156,7 +197,7 @@ def request_admit(
             requested_model=ask.model.model_id if ask.model else None,
             sync_only=sync_only,
             cache_hit=cached is not None,
-            soft_budget_breached=_soft_budget_breached(team=team, workload=workload, at=now),
+            soft_budget_breached=breached_until is not None,
         )
     )
     by_key = {(m.provider.slug, m.model_id): m for m in usable}
@@ -178,7 +219,12 @@ def request_admit(
         missed_saving=decision.missed_saving,
     )
     if decision.refused:
-        raise _refuse(request, RequestRejected(429, decision.reason, code=SOFT_BUDGET_EXCEEDED))
+        # Retry-After: the breached budget's period ends (an SDK retries only within 120 s).
+        wait = max(1.0, (breached_until - now).total_seconds())
+        raise _refuse(
+            request,
+            RequestRejected(429, decision.reason, code=SOFT_BUDGET_EXCEEDED, retry_after=wait),
+        )
 
     mode = decision.mode
     ttl = (
@@ -286,6 +332,22 @@ def refusal_of(request: Request) -> RequestRejected | None:
     return RequestRejected(status, request.error, field=field, code=code)
 
 
+def _check_honoured(ask: Ask, models: list[LlmModel]) -> None:
+    """A 400 naming the parameter and the model when no model that may serve the ask can honour
+    it (a chain where some can goes on: request_run skips the others, saying why)."""
+    params = {"messages": ask.messages, "options": ask.options}
+    refusals = [(model, asks.refused_param(model, params)) for model in models]
+    if all(param is not None for _, param in refusals):
+        model, param = refusals[0]
+        raise RequestRejected(
+            400,
+            f"{param} cannot be honoured by {model.model_id} ({model.provider.kind} protocol); "
+            f"name a model that supports it.",
+            field=param,
+            code="unsupported_parameter",
+        )
+
+
 def _options(models: list[LlmModel], *, deferrable: bool) -> tuple[ModelOption, ...]:
     # Every provider's circuit in one cache read (one MGET on Redis), not one per model.
     states = {c.provider: c.state for c in circuit.circuits({m.provider.slug for m in models})}
@@ -306,14 +368,15 @@ def _options(models: list[LlmModel], *, deferrable: bool) -> tuple[ModelOption, 
     )
 
 
-def _soft_budget_breached(*, team: Team, workload: Workload, at: datetime) -> bool:
+def _soft_budget_breached(*, team: Team, workload: Workload, at: datetime) -> datetime | None:
+    """When the first soft budget over its limit starts a new period, or None if none is."""
     for budget in billing_selectors.budgets_touching(team=team, workload=workload):
         if budget.hard:
             continue
         status = billing_selectors.budget_status(budget, at)
         if status.spent_usd + status.reserved_usd >= status.limit_usd:
-            return True
-    return False
+            return status.ends_at
+    return None
 
 
 def _request_close(request: Request, status: str, *, error: str = "") -> None:
@@ -332,19 +395,19 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Delt
     reached the client and only on failures the provider did not bill; no transaction is
     open across a provider call. Raises RequestFailed when nothing answered."""
     request = admitted.request
-    chat = ChatRequest(
-        model="",
-        messages=request.params["messages"],
-        max_tokens=request.params["max_tokens"],
-        temperature=request.params.get("temperature"),
-    )
-    errors = []
+    chat = asks.chat_request(request)
+    errors: list[str] = []
+    failures: list[ProviderError] = []
     try:
         for position, model in enumerate(admitted.chain):
             endpoint = await db(_call_begin, request, position, model)
             if endpoint is None:
                 errors.append(f"{model.model_id}: circuit open")
                 continue
+            if isinstance(endpoint, str):
+                errors.append(f"{model.model_id}: {endpoint}")
+                continue
+            admitted.serving = model
             call = replace(chat, model=model.model_id)
             started = time.monotonic()
             first_byte_ms = None
@@ -383,6 +446,7 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Delt
                     first_byte_ms=first_byte_ms,
                 )
                 errors.append(f"{model.model_id}: {exc}")
+                failures.append(exc)
                 if exc.after_first_byte or text or exc.kind == "stream_cut":
                     # The client already has part of an answer: another model cannot continue it.
                     # Or the provider took the call on and broke off before any output: it may
@@ -398,10 +462,15 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Delt
                     raise RequestFailed(
                         request, f"{model.model_id} failed mid-stream: {exc}"
                     ) from exc
-                if exc.maybe_billed or (not exc.retryable and exc.kind == "bad_request"):
-                    # Retrying a call that may have been billed could pay twice; a request the
-                    # provider rejects as malformed fails the same way everywhere.
-                    break
+                if exc.definitive:
+                    # The provider refused the request itself: another model would refuse it
+                    # alike, and the client is owed the provider's own answer.
+                    await db(_request_fail, admitted, error=f"{model.model_id}: {exc}")
+                    raise RequestFailed(
+                        request, str(exc), status=exc.status, provider_error=exc
+                    ) from exc
+                if exc.maybe_billed:
+                    break  # retrying a call that may have been billed could pay twice
                 continue
             except (asyncio.CancelledError, GeneratorExit):
                 # The client went away mid-stream: the provider still bills what it produced.
@@ -427,7 +496,7 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Delt
             return
         message = "; ".join(errors) or "no model could be called"
         await db(_request_fail, admitted, error=message)
-        raise RequestFailed(request, f"Every model in the chain failed: {message}")
+        raise _chain_failed(request, message, failures)
     except (asyncio.CancelledError, GeneratorExit):
         # Cancelled outside a provider call (before the first, between fallbacks): nothing
         # was billed, so the hold goes back. After an estimate this finds nothing to do.
@@ -448,9 +517,14 @@ async def _to_the_end(fn, *args, **kwargs):
 
 
 def _call_begin(request: Request, position: int, model: LlmModel):
-    """Before calling `model`: its endpoint, or None (recorded as skipped) if its circuit is
-    open. One database unit, as are _call_failed and _call_succeeded: each hop to a thread
-    and back costs more than the work it carries."""
+    """Before calling `model`: its endpoint; None (recorded as skipped) if its circuit is
+    open; why, if it cannot honour the request (skipped too). One database unit, as are
+    _call_failed and _call_succeeded: each hop to a thread and back costs more than the work
+    it carries."""
+    if (param := asks.refused_param(model, request.params)) is not None:
+        reason = f"cannot honour {param} ({model.provider.kind} protocol)"
+        _attempt_record(request, position, model, RequestAttempt.Outcome.SKIPPED, error=reason)
+        return reason
     provider = model.provider.slug
     if not circuit.allow(provider):
         outcome = RequestAttempt.Outcome.SKIPPED
@@ -462,7 +536,8 @@ def _call_begin(request: Request, position: int, model: LlmModel):
 def _call_failed(
     request: Request, position: int, model: LlmModel, exc: ProviderError, **timings
 ) -> None:
-    circuit.record_failure(model.provider.slug, str(exc))
+    if not exc.definitive:  # a request the provider refused says nothing of its health
+        circuit.record_failure(model.provider.slug, str(exc))
     _attempt_record(
         request,
         position,
@@ -513,6 +588,7 @@ def _request_complete(admitted: Admitted, *, model: LlmModel, completion: Comple
         request.model = model
         request.output = completion.text
         request.finish_reason = completion.finish_reason
+        request.answer = completion.answer
         request.usage = usage.as_dict()
         request.status = Request.Status.COMPLETED
         request.completed_at = timezone.now()
@@ -559,7 +635,7 @@ def _request_fail_mid_stream(
     estimate (a byte-bounded prompt and ~4 characters per output token), settle the hold."""
     request = admitted.request
     usage = Usage(
-        input_tokens=prompt_tokens_bound(request.params["messages"]),
+        input_tokens=request_prompt_bound(request.params),
         output_tokens=max(1, -(-len(text) // 4)) if text else 0,
     )
     with transaction.atomic():

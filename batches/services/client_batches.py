@@ -72,6 +72,7 @@ from routing.asks import (
     ask_params,
     first_error,
     openai_ask,
+    refused_param,
 )
 from routing.config import policy_chain
 from routing.models import ApiKey, LlmModel, Mode, Request, Workload
@@ -236,12 +237,22 @@ def _line_ask(batch: ClientBatch, line: jsonl.BatchLine) -> Ask | dict:
     except ValidationError as exc:
         param, message = first_error(exc.detail)
         return _line_error(line.number, f"body.{param}: {message}", param=f"body.{param}")
+    # The file's model was settled for the whole batch (one model per file, as providers
+    # require): each line is that model's.
     ask = openai_ask(
         batch.workload,
-        data,
+        {**data, "model": batch.model.model_id},
         source=Request.Source.BATCH_API,
         metadata={"custom_id": line.custom_id},
     )
+    if param := refused_param(batch.model, {"messages": ask.messages, "options": ask.options}):
+        return _line_error(
+            line.number,
+            f"body.{param}: cannot be honoured by {batch.model.model_id} "
+            f"({batch.model.provider.kind} protocol)",
+            param=f"body.{param}",
+            code="unsupported_parameter",
+        )
     limit = batch.model.max_output_tokens
     if ask.max_tokens is not None and ask.max_tokens > limit:
         return _line_error(
@@ -280,8 +291,8 @@ def _worst_case(batch: ClientBatch, ask: Ask) -> Decimal:
     return reservation_amount(
         model=batch.model,
         mode=Mode.BATCH,
-        prompt_tokens=prompt_tokens_bound(ask.messages),
-        max_output_tokens=_max_tokens(batch, ask),
+        prompt_tokens=prompt_tokens_bound(ask.messages, extra=(ask.options or None,)),
+        max_output_tokens=_max_tokens(batch, ask) * ask.n,
         at=batch.created_at,
     )
 

@@ -20,11 +20,9 @@ from batches.services.buffer import line_bytes
 from batches.services.common import job_save
 from batches.services.ingest import job_finish
 from billing.pricing import Usage
-from routing import providers
+from routing import asks
 from routing.models import Request
-from routing.providers import (
-    Completion,
-)
+from routing.protocols import openai_chat
 
 FILE_RETENTION = timedelta(days=30)
 COMPLETION_WINDOW = timedelta(hours=24)
@@ -331,14 +329,9 @@ def _result_line(line: ClientBatchLine) -> tuple[str, dict]:
     request = line.request
     ident = {"id": f"batch_req_{request.pk.hex}", "custom_id": line.custom_id}
     if request.status == Request.Status.COMPLETED:
-        completion = Completion(
-            text=request.output,
-            finish_reason=request.finish_reason or "stop",
+        body = openai_chat.response_body(
+            asks.answer_of(request),
             usage=Usage(**request.usage),
-            model=request.model.model_id,
-        )
-        body = providers.to_openai_response(
-            completion,
             id=f"chatcmpl-{request.pk.hex}",
             created=int(request.completed_at.timestamp()),
             model=request.model.model_id,

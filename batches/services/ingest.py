@@ -167,6 +167,7 @@ def _record_outcome(
     request.mode = Mode.BATCH
     request.output = completion.text
     request.finish_reason = completion.finish_reason
+    request.answer = completion.answer
     request.usage = usage.as_dict()
     request.status = Request.Status.COMPLETED
     request.completed_at = request.first_token_at = now
@@ -177,6 +178,7 @@ def _record_outcome(
             "mode",
             "output",
             "finish_reason",
+            "answer",
             "usage",
             "status",
             "completed_at",

@@ -32,7 +32,7 @@ from batches.services.common import (
 )
 from batches.services.ingest import job_ingest
 from batches.services.rules import POLL_FIRST, batch_late, poll_backoff
-from routing import providers
+from routing import asks, providers
 from routing.models import LlmModel, Provider, Request
 from routing.providers import (
     BatchInfo,
@@ -85,13 +85,7 @@ def job_advance(*, job_id: int, now: datetime | None = None) -> StepResult:
 
 
 def _chat(request: Request, model: LlmModel) -> ChatRequest:
-    params = request.params
-    return ChatRequest(
-        model=model.model_id,
-        messages=params["messages"],
-        max_tokens=params["max_tokens"],
-        temperature=params.get("temperature"),
-    )
+    return asks.chat_request(request, model)
 
 
 def _submit(job: BatchJob, *, now: datetime) -> None:

@@ -15,7 +15,7 @@ from django.utils import timezone
 from batches.models import BatchItem, BatchJob
 from batches.services.common import MAX_ITEM_ATTEMPTS, RETRY_HOLD_TTL, enqueue, job_items
 from billing.models import Hold
-from billing.pricing import PricingError, prompt_tokens_bound
+from billing.pricing import PricingError, request_output_bound, request_prompt_bound
 from billing.services import (
     BudgetExceeded,
     hold_release,
@@ -66,8 +66,8 @@ def job_unfinished_estimate(*, job: BatchJob) -> ServeEstimate:
         worst += reservation_amount(
             model=request.model or job.model,
             mode=Mode.REALTIME,
-            prompt_tokens=prompt_tokens_bound(request.params["messages"]),
-            max_output_tokens=request.params["max_tokens"],
+            prompt_tokens=request_prompt_bound(request.params),
+            max_output_tokens=request_output_bound(request.params),
         )
     return ServeEstimate(requests=count, worst_case_usd=worst)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +16,11 @@ from typing import Any
 from aiohttp import web
 
 from llmops.simulator.state import Fault, SimState
+from llmops.simulator.structured import call_id, chosen_tools, json_text, schema_value
 from llmops.simulator.textgen import (
     Choice,
+    corpus_text,
+    count_tokens,
     derive_seed,
     generate,
     output_length,
@@ -232,6 +236,17 @@ class ChatCall:
     stop: list[str] | None
     stream: bool
     include_usage: bool
+    tools: list[dict] | None = None  # the tools called (chosen_tools), if any
+    schema: dict | None = None  # the JSON schema the content must follow ({} for json_object)
+    logprobs: int | None = None  # top_logprobs per token when logprobs is on
+    seed: int | None = None
+    image_tokens: int = 0
+
+
+# What an image part costs in prompt tokens (gpt-4o's 512 px tiles: 85 at low detail, a
+# 1024 x 1024 image's 765 otherwise).
+IMAGE_TOKENS = {"low": 85}
+IMAGE_TOKENS_DEFAULT = 765
 
 
 def _content_text(content: Any, param: str) -> str:
@@ -251,6 +266,12 @@ def _content_text(content: Any, param: str) -> str:
             parts.append(text)
         elif kind == "refusal":
             parts.append(str(part.get("refusal", "")))
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else None
+            if not isinstance(url, str) or not url:
+                raise missing(f"{param}[{index}].image_url.url")
+            parts.append(f"<image:{image.get('detail') or 'auto'}>")
         elif isinstance(kind, str):
             parts.append(f"<{kind}>")
         else:
@@ -412,15 +433,146 @@ def parse_chat(body: dict[str, Any], models: dict[str, int], *, in_batch: bool =
         raise OpenAIError(
             400, "'stream' is not supported in the Batch API.", param="stream", code="invalid_value"
         )
+    prompt = "\n".join(lines)
+    last_role = messages[-1].get("role")
     return ChatCall(
         model=model,
-        prompt="\n".join(lines),
+        prompt=prompt,
         max_tokens=max_tokens,
         n=n,
         stop=stop,
         stream=bool(stream),
         include_usage=include_usage,
+        tools=_called_tools(body, last_role=last_role, prompt=prompt) or None,
+        schema=_response_schema(body, prompt),
+        logprobs=_logprobs(body),
+        seed=_bounded_int(body, "seed", -(2**63), 2**63 - 1),
+        image_tokens=sum(
+            IMAGE_TOKENS.get(detail, IMAGE_TOKENS_DEFAULT) for detail in _IMAGE_MARK.findall(prompt)
+        ),
     )
+
+
+_IMAGE_MARK = re.compile(r"<image:(\w+)>")
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _called_tools(body: dict[str, Any], *, last_role: str, prompt: str) -> list[dict]:
+    """The tools checked as OpenAI checks them, and those this answer calls."""
+    tools = body.get("tools")
+    choice = body.get("tool_choice")
+    if tools is None:
+        if choice not in (None, "none"):
+            raise OpenAIError(
+                400,
+                "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' "
+                "are specified.",
+                param="tool_choice",
+                code="invalid_value",
+            )
+        return []
+    if not isinstance(tools, list):
+        raise invalid_type("tools", "an array", tools)
+    names = set()
+    for index, tool in enumerate(tools):
+        where = f"tools[{index}]"
+        if not isinstance(tool, dict):
+            raise invalid_type(where, "an object", tool)
+        if tool.get("type", "function") != "function":
+            continue
+        function = tool.get("function")
+        if not isinstance(function, dict):
+            raise missing(f"{where}.function")
+        name = function.get("name")
+        if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
+            raise OpenAIError(
+                400,
+                f"Invalid '{where}.function.name': string does not match pattern. Expected a "
+                "string that matches the pattern '^[a-zA-Z0-9_-]+$'.",
+                param=f"{where}.function.name",
+                code="invalid_value",
+            )
+        parameters = function.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise invalid_type(f"{where}.function.parameters", "an object", parameters)
+        names.add(name)
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        if name not in names:
+            raise OpenAIError(
+                400,
+                f"Invalid value for 'tool_choice': no function named {name!r} was specified "
+                "in the 'tools' parameter.",
+                param="tool_choice",
+                code="invalid_value",
+            )
+    elif choice not in (None, "none", "auto", "required"):
+        raise OpenAIError(
+            400,
+            f"Invalid value for 'tool_choice': {choice!r}.",
+            param="tool_choice",
+            code="invalid_value",
+        )
+    return chosen_tools(
+        tools,
+        choice if choice is not None else "auto",
+        last_role=last_role,
+        prompt=prompt.rsplit("\n", 1)[-1],
+        parallel=body.get("parallel_tool_calls", True) is not False,
+    )
+
+
+def _response_schema(body: dict[str, Any], prompt: str) -> dict | None:
+    """The schema a response_format asks the content to follow ({} for any JSON object)."""
+    fmt = body.get("response_format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict):
+        raise invalid_type("response_format", "an object", fmt)
+    kind = fmt.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        if "json" not in prompt.lower():
+            raise OpenAIError(
+                400,
+                "'messages' must contain the word 'json' in some form, to use "
+                "'response_format' of type 'json_object'.",
+                param="messages",
+                code=None,
+            )
+        return {}
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict):
+            raise missing("response_format.json_schema")
+        if not isinstance(spec.get("name"), str):
+            raise missing("response_format.json_schema.name")
+        schema = spec.get("schema")
+        if schema is not None and not isinstance(schema, dict):
+            raise invalid_type("response_format.json_schema.schema", "an object", schema)
+        return schema or {"type": "object", "properties": {}}
+    raise OpenAIError(
+        400,
+        f"Invalid value: {kind!r}. Supported values are: 'text', 'json_object' and 'json_schema'.",
+        param="response_format.type",
+        code="invalid_value",
+    )
+
+
+def _logprobs(body: dict[str, Any]) -> int | None:
+    top = _bounded_int(body, "top_logprobs", 0, 20)
+    on = body.get("logprobs")
+    if on is not None and not isinstance(on, bool):
+        raise invalid_type("logprobs", "a boolean", on)
+    if top is not None and not on:
+        raise OpenAIError(
+            400,
+            "Invalid value for 'top_logprobs': 'logprobs' must be set to true.",
+            param="top_logprobs",
+            code="invalid_value",
+        )
+    return (top or 0) if on else None
 
 
 @dataclass(slots=True)
@@ -431,6 +583,7 @@ class ChatPlan:
     prompt_tokens: int
     cached_tokens: int
     choices: list[Choice]
+    logprobs: int | None = None  # top_logprobs per token, when logprobs is on
 
     @property
     def completion_tokens(self) -> int:
@@ -442,21 +595,74 @@ def plan_chat(state: SimState, request: ChatCall) -> ChatPlan:
     prompt_tokens = tokens(request.prompt)
     cached = state.cache.openai_cached_tokens(request.model, prompt_tokens)
     settings = state.config.for_model(request.model)
-    seed = prompt_seed(request.model, request.prompt)
+    seed = prompt_seed(request.model, f"{request.seed}\x00{request.prompt}")
     choices: list[Choice] = []
     for index in range(request.n):
         choice_seed = derive_seed(seed, index) if index else seed
+        if request.tools:
+            choices.append(_tool_choice(choice_seed, request.tools))
+            continue
+        if request.schema is not None:
+            choices.append(_json_choice(choice_seed, request.schema, request.max_tokens))
+            continue
         wanted = settings.output_tokens or output_length(
             choice_seed, settings.min_output_tokens, settings.max_output_tokens
         )
         choices.append(
             generate(choice_seed, wanted=wanted, max_tokens=request.max_tokens, stop=request.stop)
         )
-    return ChatPlan(request.model, len(prompt_tokens) + PROMPT_OVERHEAD_TOKENS, cached, choices)
+    prompt_total = len(prompt_tokens) + PROMPT_OVERHEAD_TOKENS + request.image_tokens
+    return ChatPlan(request.model, prompt_total, cached, choices, request.logprobs)
+
+
+def _tool_choice(seed: int, tools: list[dict]) -> Choice:
+    calls = []
+    for index, tool in enumerate(tools):
+        function = tool["function"]
+        arguments = json_text(schema_value(function.get("parameters") or {}, seed + index))
+        calls.append(
+            {
+                "id": call_id(seed, index),
+                "type": "function",
+                "function": {"name": function["name"], "arguments": arguments},
+            }
+        )
+    spent = sum(count_tokens(c["function"]["arguments"]) + 3 for c in calls)
+    return Choice(seed, 0, -1, spent, "tool_calls", tool_calls=tuple(calls))
+
+
+def _json_choice(seed: int, schema: dict, max_tokens: int | None) -> Choice:
+    value = schema_value(schema, seed) if schema else {"answer": corpus_text(seed, 8)}
+    text = json_text(value)
+    spent = count_tokens(text)
+    if max_tokens is not None and spent > max_tokens:
+        # Cut off mid-document, as a real model is: the client sees finish_reason length.
+        kept = " ".join(text.split(" ")[:max_tokens]) if " " in text else text[: max_tokens * 3]
+        return Choice(seed, 0, -1, max_tokens, "length", fixed=kept)
+    return Choice(seed, 0, -1, spent, "stop", fixed=text)
 
 
 def finish_reason(choice: Choice) -> str:
+    if choice.finish == "tool_calls":
+        return "tool_calls"
     return "length" if choice.finish == "length" else "stop"
+
+
+def logprobs_json(text: str, top: int) -> dict[str, Any]:
+    """Per-token log probabilities for a text (one entry per word piece)."""
+    entries = []
+    for piece in pieces(text):
+        raw = list(piece.encode())
+        logprob = -round((len(piece) % 7) * 0.013 + 0.001, 4)
+        alternatives = [{"token": piece, "logprob": logprob, "bytes": raw}]
+        alternatives += [
+            {"token": f"{piece}{i}", "logprob": logprob - 1.5 * i, "bytes": [*raw, 48 + i]}
+            for i in range(1, top)
+        ]
+        entries.append(
+            {"token": piece, "logprob": logprob, "bytes": raw, "top_logprobs": alternatives[:top]}
+        )
+    return {"content": entries, "refusal": None}
 
 
 def usage_json(plan: ChatPlan, completion_tokens: int | None = None) -> dict[str, Any]:
@@ -484,13 +690,10 @@ def completion_json(completion_id: str, created: int, plan: ChatPlan) -> dict[st
         "choices": [
             {
                 "index": index,
-                "message": {
-                    "role": "assistant",
-                    "content": choice.text,
-                    "refusal": None,
-                    "annotations": [],
-                },
-                "logprobs": None,
+                "message": _message(choice),
+                "logprobs": None
+                if plan.logprobs is None or choice.tool_calls
+                else logprobs_json(choice.text, plan.logprobs),
                 "finish_reason": finish_reason(choice),
             }
             for index, choice in enumerate(plan.choices)
@@ -499,6 +702,47 @@ def completion_json(completion_id: str, created: int, plan: ChatPlan) -> dict[st
         "service_tier": "default",
         "system_fingerprint": "fp_simulator",
     }
+
+
+def _stream_deltas(choice: Choice, top_logprobs: int | None) -> list[tuple[str, str]]:
+    """(delta JSON, logprobs JSON) of each streamed piece of a choice: a word of text, or a
+    tool call's head (id, type and name, once) and then its arguments in pieces."""
+    if choice.tool_calls:
+        deltas = []
+        for index, call in enumerate(choice.tool_calls):
+            head = {
+                "index": index,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
+            deltas.append(dumps({"tool_calls": [head]}))
+            arguments = call["function"]["arguments"]
+            for start in range(0, len(arguments), 12):
+                piece = {"index": index, "function": {"arguments": arguments[start : start + 12]}}
+                deltas.append(dumps({"tool_calls": [piece]}))
+        return [(delta, "null") for delta in deltas]
+    return [
+        (
+            f'{{"content":{dumps(piece)}}}',
+            "null"
+            if top_logprobs is None
+            else dumps({"content": logprobs_json(piece, top_logprobs)["content"], "refusal": None}),
+        )
+        for piece in pieces(choice.text)
+    ]
+
+
+def _message(choice: Choice) -> dict[str, Any]:
+    if choice.tool_calls:
+        return {
+            "role": "assistant",
+            "content": None,
+            "refusal": None,
+            "annotations": [],
+            "tool_calls": list(choice.tool_calls),
+        }
+    return {"role": "assistant", "content": choice.text, "refusal": None, "annotations": []}
 
 
 def bill_chat(state: SimState, plan: ChatPlan, mode: str, output_tokens: int | None = None) -> None:
@@ -567,11 +811,12 @@ class OpenAIChat:
             f'"model":{dumps(plan.model)},"system_fingerprint":"fp_simulator","choices":['
         )
         head = "".join(
-            f'{prefix}{{"index":{index},"delta":{{"role":"assistant","content":"","refusal":null}},'
+            f'{prefix}{{"index":{index},"delta":{{"role":"assistant",'
+            f'"content":{"null" if choice.tool_calls else chr(34) * 2},"refusal":null}},'
             f'"logprobs":null,"finish_reason":null}}]{usage_tail}\n\n'
-            for index in range(len(plan.choices))
+            for index, choice in enumerate(plan.choices)
         ).encode()
-        choice_pieces = [pieces(choice.text) for choice in plan.choices]
+        choice_pieces = [_stream_deltas(choice, plan.logprobs) for choice in plan.choices]
         steps = max((len(p) for p in choice_pieces), default=0)
         events: list[bytes] = []
         weights: list[int] | None = [] if len(plan.choices) > 1 else None
@@ -579,9 +824,10 @@ class OpenAIChat:
             chunk = []
             for index, choice in enumerate(choice_pieces):
                 if step < len(choice):
+                    delta, logprobs = choice[step]
                     chunk.append(
-                        f'{prefix}{{"index":{index},"delta":{{"content":{dumps(choice[step])}}},'
-                        f'"logprobs":null,"finish_reason":null}}]{usage_tail}\n\n'
+                        f'{prefix}{{"index":{index},"delta":{delta},'
+                        f'"logprobs":{logprobs},"finish_reason":null}}]{usage_tail}\n\n'
                     )
             events.append("".join(chunk).encode())
             if weights is not None:

@@ -124,11 +124,17 @@ class Choice:
     words: int  # corpus words generated before any stop-sequence cut
     cut: int  # characters kept after a stop-sequence cut, or -1
     output_tokens: int
-    finish: str  # "stop", "length" or "stop_sequence"
+    finish: str  # "stop", "length", "stop_sequence" or "tool_calls"
     stop_sequence: str | None = None
+    fixed: str | None = None  # a structured answer's text (JSON), not the corpus's
+    tool_calls: tuple | None = None  # OpenAI tool_call objects, when the answer calls tools
 
     @property
     def text(self) -> str:
+        if self.fixed is not None:
+            return self.fixed
+        if self.tool_calls:
+            return ""
         text = corpus_text(self.seed, self.words)
         return text if self.cut < 0 else text[: self.cut]
 

@@ -11,9 +11,8 @@ from collections.abc import AsyncIterator
 
 from asgiref.sync import async_to_sync
 
-from billing.pricing import Usage
 from routing.providers import anthropic_api, openai_api
-from routing.providers.errors import ProviderError, stream_cut
+from routing.providers.errors import BUSY_KINDS, ProviderError, stream_cut
 from routing.providers.types import (
     BatchInfo,
     BatchOutcome,
@@ -25,6 +24,7 @@ from routing.providers.types import (
 )
 
 __all__ = [
+    "BUSY_KINDS",
     "BatchInfo",
     "BatchOutcome",
     "ChatRequest",
@@ -39,8 +39,6 @@ __all__ = [
     "probe",
     "stream",
     "stream_cut",
-    "to_openai_chunk",
-    "to_openai_response",
 ]
 
 
@@ -73,59 +71,3 @@ def batch_api(kind: str):
 
 def complete_sync(endpoint: Endpoint, request: ChatRequest) -> Completion:
     return async_to_sync(complete)(endpoint, request)
-
-
-def _openai_usage(usage: Usage) -> dict:
-    prompt = usage.input_tokens + usage.cached_input_tokens + usage.cache_write_tokens
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": prompt + usage.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
-        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
-    }
-
-
-def to_openai_response(completion: Completion, *, id: str, created: int, model: str) -> dict:
-    """A chat.completion object, whichever provider answered."""
-    return {
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": completion.text, "refusal": None},
-                "finish_reason": completion.finish_reason,
-                "logprobs": None,
-            }
-        ],
-        "usage": _openai_usage(completion.usage),
-    }
-
-
-def to_openai_chunk(
-    *,
-    id: str,
-    created: int,
-    model: str,
-    delta_text: str | None = None,
-    finish_reason: str | None = None,
-    usage: Usage | None = None,
-    role: bool = False,
-) -> dict:
-    """One chat.completion.chunk: a piece of text, the finish reason, or (include_usage) the
-    final usage chunk, which has no choices."""
-    chunk = {"id": id, "object": "chat.completion.chunk", "created": created, "model": model}
-    if usage is not None:
-        return {**chunk, "choices": [], "usage": _openai_usage(usage)}
-    delta = {}
-    if role:
-        delta["role"] = "assistant"
-    if delta_text is not None:
-        delta["content"] = delta_text
-    return {
-        **chunk,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
-    }

@@ -9,6 +9,7 @@ import anthropic
 
 from billing.pricing import Usage
 from llmops import outbound
+from routing.protocols import openai_chat, translation
 from routing.providers.calls import (
     classify,
     client_for,
@@ -97,9 +98,20 @@ def _kwargs(request: ChatRequest) -> dict:
     kwargs = {"model": request.model, "max_tokens": request.max_tokens, "messages": turns}
     if system:
         kwargs["system"] = "\n\n".join(system)
-    if request.temperature is not None:
-        # anthropic 2.12's messages.create has no temperature parameter; the API still takes it.
-        kwargs["extra_body"] = {"temperature": request.temperature}
+    # anthropic 2.12's messages.create has no temperature or top_p parameter; the API takes
+    # both. What the router let through here is honoured (translation.anthropic_refuses).
+    extra = {
+        key: value
+        for key, value in (
+            ("temperature", request.temperature),
+            ("top_p", request.options.get("top_p")),
+        )
+        if value is not None
+    }
+    if extra:
+        kwargs["extra_body"] = extra
+    if sequences := translation.stop_sequences(request.options.get("stop")):
+        kwargs["stop_sequences"] = sequences
     return kwargs
 
 
@@ -124,12 +136,23 @@ async def complete(endpoint: Endpoint, request: ChatRequest) -> Completion:
         message = await client.messages.create(**_kwargs(request), timeout=_timeout(endpoint))
     except anthropic.AnthropicError as exc:
         raise _translate(exc) from exc
-    return Completion(
+    return _completion(
         text="".join(block.text for block in message.content if block.type == "text"),
         finish_reason=FINISH.get(message.stop_reason or "", "stop"),
         usage=_usage(message.usage),
         model=message.model,
-        provider_request_id=message.id,
+        ident=message.id,
+    )
+
+
+def _completion(*, text: str, finish_reason: str, usage: Usage, model: str, ident) -> Completion:
+    return Completion(
+        text=text,
+        finish_reason=finish_reason,
+        usage=usage,
+        model=model,
+        provider_request_id=ident,
+        answer=openai_chat.text_answer(text, finish_reason=finish_reason, model=model),
     )
 
 
@@ -172,12 +195,8 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
         raise classify(exc, anthropic, LABEL, after_first_byte=produced, opened=opened) from exc
     if usage is None or not stopped:
         raise stream_cut(f"{LABEL} stream ended before message_stop", after_first_byte=produced)
-    yield Completion(
-        text="".join(text),
-        finish_reason=finish,
-        usage=_usage(usage),
-        model=model,
-        provider_request_id=ident,
+    yield _completion(
+        text="".join(text), finish_reason=finish, usage=_usage(usage), model=model, ident=ident
     )
 
 
@@ -261,12 +280,12 @@ def _outcome(item) -> BatchOutcome:
         return BatchOutcome(
             item.custom_id,
             "succeeded",
-            Completion(
+            _completion(
                 text="".join(b.text for b in message.content if b.type == "text"),
                 finish_reason=FINISH.get(message.stop_reason or "", "stop"),
                 usage=usage,
                 model=message.model,
-                provider_request_id=message.id,
+                ident=message.id,
             ),
         )
     if result.type == "errored":

@@ -37,7 +37,15 @@ def classify(
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, sdk.APIStatusError):
-        error = from_status(f"{label} error {exc.status_code}: {exc.message}", exc.status_code)
+        body = exc.body
+        if sdk.__name__ == "openai" and isinstance(body, dict) and "error" not in body:
+            body = {"error": body}  # the openai SDK keeps only the envelope's inside
+        error = from_status(
+            f"{label} error {exc.status_code}: {exc.message}",
+            exc.status_code,
+            body=body,
+            headers=exc.response.headers,
+        )
     elif isinstance(exc, sdk.APITimeoutError | asyncio.TimeoutError | TimeoutError):
         # The request was sent: the provider may be generating (and billing) it.
         error = ProviderError(

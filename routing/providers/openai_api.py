@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
+import httpx2
 import openai
 from openai.types.chat import ChatCompletion
 
 from billing.pricing import Usage
 from llmops import outbound
+from routing.protocols import openai_chat
 from routing.providers.calls import (
     classify,
     client_for,
@@ -19,7 +21,7 @@ from routing.providers.calls import (
     sdk_errors,
     with_deadlines,
 )
-from routing.providers.errors import ProviderError, stream_cut
+from routing.providers.errors import ProviderError, from_status, stream_cut
 from routing.providers.types import (
     BatchInfo,
     BatchOutcome,
@@ -68,88 +70,191 @@ async def probe(*, base_url: str, api_key: str, timeout: float) -> None:
 
 
 def _kwargs(request: ChatRequest) -> dict:
-    kwargs = {"model": request.model, "messages": request.messages}
-    # max_completion_tokens is the current name; OpenAI-compatible servers (vLLM, Ollama)
-    # often know only max_tokens, which OpenAI still accepts for these models.
-    kwargs["max_tokens"] = request.max_tokens
+    """The body sent upstream: the client's as sent, with the provider's model id."""
+    body = openai_chat.upstream_body(
+        model=request.model, messages=request.messages, options=request.options
+    )
     if request.temperature is not None:
-        kwargs["temperature"] = request.temperature
-    return kwargs
+        body.setdefault("temperature", request.temperature)
+    if request.send_max_tokens and "max_completion_tokens" not in body:
+        # llmops' own doors (native API, websocket, history) always bound the answer, by
+        # max_tokens: OpenAI-compatible servers (vLLM, Ollama) often know only that name.
+        body.setdefault("max_tokens", request.max_tokens)
+    return body
 
 
 def _usage(usage) -> Usage:
+    """The ledger's usage from the SDK's usage object (batch results)."""
     if usage is None:
-        raise ProviderError(
-            f"{LABEL} answered without usage",
-            retryable=False,
-            maybe_billed=True,
-            kind="no_usage",
-        )
-    cached = getattr(usage.prompt_tokens_details, "cached_tokens", None) or 0
-    reasoning = getattr(usage.completion_tokens_details, "reasoning_tokens", None) or 0
-    return Usage(
-        input_tokens=usage.prompt_tokens - cached,
-        cached_input_tokens=cached,
-        output_tokens=usage.completion_tokens,
-        reasoning_tokens=reasoning,
+        raise _no_usage()
+    return openai_chat.usage_of(usage.model_dump()) or Usage(input_tokens=0)
+
+
+def _no_usage() -> ProviderError:
+    return ProviderError(
+        f"{LABEL} answered without usage", retryable=False, maybe_billed=True, kind="no_usage"
     )
 
 
-async def complete(endpoint: Endpoint, request: ChatRequest) -> Completion:
-    client = client_for(endpoint, _build)
+# --- the chat relay ------------------------------------------------------------------------
+# Same protocol: the body goes up as the client sent it and the answer comes back as the
+# provider sent it (every field, every SSE event, byte for byte), with the usage read from it.
+# Plain HTTP rather than the SDK's typed objects, which would drop unknown fields and cost a
+# parse and re-encode per chunk.
+
+
+def _http(endpoint: Endpoint) -> httpx2.AsyncClient:
+    client = outbound.async_http_client()
+    client.timeout = httpx2.Timeout(endpoint.timeouts.total, connect=endpoint.timeouts.connect)
+    return client
+
+
+def _headers(endpoint: Endpoint) -> dict:
+    return {"Authorization": f"Bearer {endpoint.api_key or 'unset'}"}
+
+
+def _url(endpoint: Endpoint) -> str:
+    return endpoint.base_url.rstrip("/") + "/chat/completions"
+
+
+async def _refused(response: httpx2.Response) -> ProviderError:
+    """A non-2xx answer as a ProviderError carrying the provider's error object."""
+    raw = await response.aread()
     try:
-        response = await client.chat.completions.create(**_kwargs(request))
-    except openai.OpenAIError as exc:
-        raise _translate(exc) from exc
-    choice = response.choices[0]
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    message = (
+        error.get("message") if isinstance(error, dict) else raw[:200].decode(errors="replace")
+    )
+    return from_status(
+        f"{LABEL} error {response.status_code}: {message}",
+        response.status_code,
+        body=body if isinstance(error, dict) else None,
+        headers=response.headers,
+    )
+
+
+def _transport_error(exc: Exception, *, produced: bool, opened: bool) -> ProviderError:
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, httpx2.TimeoutException | TimeoutError):
+        error = ProviderError(
+            f"{LABEL} timed out", retryable=True, maybe_billed=True, kind="timeout_total"
+        )
+    elif isinstance(exc, httpx2.ConnectError) and not opened:
+        error = ProviderError(
+            f"cannot connect to {LABEL}: {exc}",
+            retryable=True,
+            maybe_billed=False,
+            kind="connection",
+        )
+    elif isinstance(exc, httpx2.HTTPError):
+        error = stream_cut(f"{LABEL} stream cut: {exc}", after_first_byte=produced)
+    else:
+        error = ProviderError(f"{LABEL} client error: {exc!r}", retryable=False, maybe_billed=False)
+    error.after_first_byte = produced
+    if produced:
+        error.maybe_billed = True
+    return error
+
+
+async def complete(endpoint: Endpoint, request: ChatRequest) -> Completion:
+    client = client_for(endpoint, _http)
+    body = _kwargs(request)
+    body.pop("stream_options", None)
+    body["stream"] = False
+    try:
+        response = await client.post(_url(endpoint), json=body, headers=_headers(endpoint))
+        if response.status_code >= 300:
+            raise await _refused(response)
+        answer = response.json()
+    except (httpx2.HTTPError, TimeoutError, ValueError) as exc:
+        raise _transport_error(exc, produced=False, opened=False) from exc
+    if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+        raise ProviderError(
+            f"{LABEL} answered something that is not a chat.completion",
+            retryable=False,
+            maybe_billed=True,
+            kind="bad_answer",
+        )
+    usage = openai_chat.usage_of(answer.get("usage"))
+    if usage is None:
+        raise _no_usage()
+    kept = openai_chat.answer_of(answer)
     return Completion(
-        text=choice.message.content or "",
-        finish_reason=choice.finish_reason or "stop",
-        usage=_usage(response.usage),
-        model=response.model,
-        provider_request_id=response.id,
+        text=openai_chat.first_text(kept),
+        finish_reason=openai_chat.first_finish(kept),
+        usage=usage,
+        model=str(answer.get("model") or request.model),
+        provider_request_id=answer.get("id"),
+        answer=kept,
     )
 
 
 async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delta | Completion]:
-    client = client_for(endpoint, _build)
+    """The provider's events relayed as Deltas carrying their bytes, then the Completion. The
+    usage is always asked for (a stream without it cannot be billed); when the client did not
+    ask, the usage-only chunk is kept from it."""
+    client = client_for(endpoint, _http)
     t = endpoint.timeouts
-    produced, text, finish, usage, model, ident = False, [], "stop", None, request.model, None
-    opened = False
+    body = _kwargs(request)
+    body["stream"] = True
+    options = dict(body.get("stream_options") or {})
+    client_wants_usage = bool(options.get("include_usage"))
+    body["stream_options"] = {**options, "include_usage": True}
+    folded = openai_chat.StreamAnswer()
+    produced = opened = False
     try:
-        # include_usage: without it a streamed answer reports no tokens and cannot be billed.
         response = await open_stream(
-            client.chat.completions.create(
-                **_kwargs(request), stream=True, stream_options={"include_usage": True}
+            client.send(
+                client.build_request("POST", _url(endpoint), json=body, headers=_headers(endpoint)),
+                stream=True,
             ),
             first_byte=t.first_byte,
             label=LABEL,
         )
         opened = True
-        async with response:
-            async for chunk in with_deadlines(
-                response, first_byte=t.first_byte, total=t.total, label=LABEL
+        try:
+            if response.status_code >= 300:
+                raise await _refused(response)
+            buffer = b""
+            async for data in with_deadlines(
+                response.aiter_raw(), first_byte=t.first_byte, total=t.total, label=LABEL
             ):
-                ident, model = chunk.id or ident, chunk.model or model
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                for choice in chunk.choices:
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
-                    if choice.delta and choice.delta.content:
-                        produced = True
-                        text.append(choice.delta.content)
-                        yield Delta(choice.delta.content)
+                events, buffer = openai_chat.sse_events(buffer + data)
+                for event in events:
+                    payload = openai_chat.sse_data(event)
+                    if payload is None or payload == "[DONE]":
+                        continue  # the view ends the stream itself, after billing
+                    chunk = openai_chat.chunk_of(payload)
+                    if chunk is None:
+                        continue
+                    if "error" in chunk and "choices" not in chunk:
+                        raise stream_cut(
+                            f"{LABEL} stream error: {chunk['error']}", after_first_byte=produced
+                        )
+                    text = folded.add(chunk)
+                    if chunk.get("usage") and not chunk.get("choices") and not client_wants_usage:
+                        continue
+                    produced = produced or bool(chunk.get("choices"))
+                    yield Delta(text, raw=event)
+        finally:
+            await response.aclose()
     except Exception as exc:
-        raise classify(exc, openai, LABEL, after_first_byte=produced, opened=opened) from exc
+        raise _transport_error(exc, produced=produced, opened=opened) from exc
+    usage = openai_chat.usage_of(folded.usage)
     if usage is None:
         raise stream_cut(f"{LABEL} stream ended without usage", after_first_byte=produced)
+    answer = folded.answer()
     yield Completion(
-        text="".join(text),
-        finish_reason=finish,
-        usage=_usage(usage),
-        model=model,
-        provider_request_id=ident,
+        text="".join(folded.text),
+        finish_reason=openai_chat.first_finish(answer),
+        usage=usage,
+        model=str(answer.get("model") or request.model),
+        provider_request_id=answer.get("id"),
+        answer=answer,
     )
 
 
@@ -176,8 +281,11 @@ def _batch_client(endpoint: Endpoint) -> Iterator[openai.OpenAI]:
 
 
 def batch_body(request: ChatRequest) -> dict:
-    """The `body` of one batch input line."""
-    return _kwargs(request)
+    """The `body` of one batch input line (the Batch API streams nothing)."""
+    body = _kwargs(request)
+    body.pop("stream", None)
+    body.pop("stream_options", None)
+    return body
 
 
 def _batch_info(batch) -> BatchInfo:
@@ -262,17 +370,19 @@ def _outcome(line: dict) -> BatchOutcome:
     response, error = line.get("response"), line.get("error")
     if response and 200 <= int(response.get("status_code") or 0) < 300:
         try:
-            completion = ChatCompletion.model_validate(response["body"])
-            choice = completion.choices[0]
+            body = response["body"]
+            completion = ChatCompletion.model_validate(body)  # the shape checked, then kept raw
+            answer = openai_chat.answer_of(body)
             return BatchOutcome(
                 custom_id,
                 "succeeded",
                 Completion(
-                    text=choice.message.content or "",
-                    finish_reason=choice.finish_reason or "stop",
+                    text=openai_chat.first_text(answer),
+                    finish_reason=openai_chat.first_finish(answer),
                     usage=_usage(completion.usage),
                     model=completion.model,
                     provider_request_id=completion.id,
+                    answer=answer,
                 ),
             )
         except (ValueError, KeyError, IndexError, TypeError, ProviderError) as exc:

@@ -29,6 +29,12 @@ class ChatRequest:
     messages: list[dict]
     max_tokens: int
     temperature: float | None = None
+    # Every other field of the client's OpenAI body (routing.protocols.openai_chat), as sent:
+    # relayed untouched to an OpenAI-protocol provider, translated for another.
+    options: dict = field(default_factory=dict)
+    # Send max_tokens upstream when `options` set no limit: llmops' own doors always bound an
+    # answer; an OpenAI client's body goes up with the limit it set, or none.
+    send_max_tokens: bool = True
 
 
 @dataclass(frozen=True)
@@ -38,13 +44,18 @@ class Completion:
     usage: Usage
     model: str
     provider_request_id: str | None = None
+    # The whole answer in OpenAI's chat.completion shape, usage apart (openai_chat answers).
+    answer: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Delta:
-    """A piece of streamed text, as it arrived."""
+    """A piece of a streamed answer, as it arrived: choice 0's new text (maybe none: a tool
+    call's piece, another choice, the finish reason) and, from a relay, the event's bytes as
+    the provider sent them."""
 
     text: str
+    raw: bytes | None = None
 
 
 # --- provider batches -------------------------------------------------------------------

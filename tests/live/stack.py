@@ -97,9 +97,14 @@ class Llmops:
         )
         return (out.stdout.strip().splitlines() or [""])[-1]
 
-    def request_of(self, completion_id: str) -> dict:
-        """The llmops request behind an OpenAI completion id (chatcmpl-<request uuid hex>)."""
-        request_id = uuid.UUID(completion_id.removeprefix("chatcmpl-"))
+    def request_of(self, answer) -> dict:
+        """The llmops request behind an OpenAI answer: its x-request-id (the SDK's
+        `_request_id`, or the header of a stream's response), or a batch line's
+        chatcmpl-<request uuid hex>."""
+        if isinstance(answer, str):
+            request_id = uuid.UUID(answer.removeprefix("chatcmpl-"))
+        else:
+            request_id = answer._request_id
         status, body = self.api("GET", f"/api/v1/requests/{request_id}")
         assert status == 200, body
         return body

@@ -22,13 +22,13 @@ def test_an_outage_of_the_primary_is_answered_by_the_fallback(llmops, sim):
 
     assert all(a.choices[0].message.content for a in answers)
     assert {a.model for a in answers} == {"claude-haiku-4-5"}
-    request = llmops.request_of(answers[0].id)
+    request = llmops.request_of(answers[0])
     assert request["model"] == "claude-haiku-4-5"
     outcomes = [(a["model"], a["outcome"]) for a in request["attempts"]]
     assert outcomes == [("gpt-4o-mini", "error"), ("claude-haiku-4-5", "ok")]
     assert request["attempts"][0]["status_code"] == 503
     # Two failures open the circuit (LLMOPS_CIRCUIT_FAILURES=2): the router puts openai last.
-    last = llmops.request_of(answers[2].id)
+    last = llmops.request_of(answers[2])
     assert [(a["model"], a["outcome"]) for a in last["attempts"]] == [("claude-haiku-4-5", "ok")]
     assert "Circuit open for sim-openai" in last["decision_reason"]
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -245,3 +245,41 @@ def test_a_cancelled_jobs_tickets_end_cancelled_with_no_realtime_charge(llmops, 
     status, ledger = llmops.api("GET", "/api/v1/ledger?workload=review-moderation&mode=realtime")
     assert not {e["request"] for e in ledger["results"]} & set(tickets)
     assert ended["cost"]["cost_usd"] == "0.000000000000"  # never in exponent form
+
+
+def test_batch_lines_keep_their_tools_and_the_output_lines_carry_the_tool_calls(llmops):
+    client = llmops.openai("review-moderation")  # gpt-4o-mini, batch-capable
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "flag_review",
+            "parameters": {
+                "type": "object",
+                "properties": {"fake": {"type": "boolean"}, "reason": {"type": "string"}},
+                "required": ["fake", "reason"],
+            },
+        },
+    }
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Is this review fake? 'Best tent ever!!!'"}],
+        "tools": [tool],
+        "tool_choice": "required",
+        "max_tokens": 100,
+    }
+    rows = [{"custom_id": "t-1", "method": "POST", "url": "/v1/chat/completions", "body": body}]
+    uploaded = client.files.create(file=("tools.jsonl", io.BytesIO(jsonl(rows))), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+
+    work_until(llmops, lambda: client.batches.retrieve(batch.id).status == "completed")
+
+    batch = client.batches.retrieve(batch.id)
+    assert batch.status == "completed", batch
+    [result] = [json.loads(x) for x in client.files.content(batch.output_file_id).text.splitlines()]
+    choice = result["response"]["body"]["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    [call] = choice["message"]["tool_calls"]
+    assert call["function"]["name"] == "flag_review"
+    assert set(json.loads(call["function"]["arguments"])) == {"fake", "reason"}

@@ -45,7 +45,7 @@ def test_the_openai_sdk_gets_a_completion_billed_at_the_price_table(llmops, sim)
 
     assert completion.choices[0].message.content
     assert completion.usage.completion_tokens > 0
-    request = llmops.request_of(completion.id)
+    request = llmops.request_of(completion)
     assert (request["status"], request["mode"], request["model"]) == (
         "completed",
         "realtime",
@@ -74,7 +74,7 @@ def test_the_openai_sdk_streams_and_the_stream_is_billed(llmops, sim):
     usage = [c.usage for c in chunks if c.usage]
     assert text and len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1
     assert usage and usage[-1].completion_tokens > 0
-    request = llmops.request_of(chunks[0].id)
+    request = llmops.request_of(stream.response.headers["x-request-id"])
     assert (request["status"], request["mode"], request["output"]) == ("completed", "stream", text)
     [entry] = ledger_for(llmops, request["id"])
     assert entry["mode"] == "stream"
@@ -94,7 +94,7 @@ def test_a_repeated_prompt_on_a_cached_workload_is_a_free_cache_hit(llmops, sim)
     second = client.chat.completions.create(**ask)
 
     assert second.choices[0].message.content == first.choices[0].message.content
-    hit = llmops.request_of(second.id)
+    hit = llmops.request_of(second)
     assert hit["mode"] == "cache"
     [entry] = ledger_for(llmops, hit["id"])
     assert (entry["mode"], Decimal(entry["cost_usd"])) == ("cache", 0)

@@ -9,6 +9,7 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from routing import providers
+from routing.protocols import openai_chat
 from routing.providers import ChatRequest, Completion, Delta, Endpoint, ProviderError, Timeouts
 
 KINDS = [("openai", "gpt-4o-mini"), ("anthropic", "claude-haiku-4-5")]
@@ -62,7 +63,7 @@ def test_stream_yields_deltas_then_one_completion_with_usage(sim, kind, model):
     [
         (429, "rate_limited", True),
         (500, "server_error", True),
-        (503, "server_error", True),
+        (503, "overloaded", True),  # OpenAI: "overloaded or not ready"
         (400, "bad_request", False),
         (401, "auth", False),
     ],
@@ -127,17 +128,15 @@ def test_answers_translate_to_shapes_the_openai_sdk_parses(sim, kind, model):
     ep = endpoint(sim, kind)
     completion = providers.complete_sync(ep, ChatRequest(model=model, messages=ASK, max_tokens=9))
 
-    body = providers.to_openai_response(completion, id="chatcmpl-1", created=1, model=model)
+    identity = {"id": "chatcmpl-1", "created": 1, "model": model}
+    body = openai_chat.response_body(completion.answer, usage=completion.usage, **identity)
     parsed = ChatCompletion.model_validate(body)
     assert parsed.choices[0].message.content == completion.text
     assert parsed.usage.completion_tokens == completion.usage.output_tokens
-    chunks = [
-        providers.to_openai_chunk(id="c", created=1, model=model, delta_text="Hi", role=True),
-        providers.to_openai_chunk(id="c", created=1, model=model, finish_reason="stop"),
-        providers.to_openai_chunk(id="c", created=1, model=model, usage=completion.usage),
-    ]
+    chunks = openai_chat.answer_chunks(completion.answer, usage=completion.usage, **identity)
     parsed_chunks = [ChatCompletionChunk.model_validate(c) for c in chunks]
-    assert parsed_chunks[0].choices[0].delta.content == "Hi"
+    assert parsed_chunks[0].choices[0].delta.content == completion.text
+    assert parsed_chunks[1].choices[0].finish_reason == completion.finish_reason
     assert parsed_chunks[2].usage.prompt_tokens == completion.usage.input_tokens
 
 

@@ -74,7 +74,7 @@ def test_a_soft_budget_over_its_limit_downgrades_to_a_cheaper_tier(client_for, d
 
 
 def test_when_every_model_fails_the_client_gets_502_and_the_hold_is_released(api, sim):
-    sim.fault(provider="*", status=503, count=10)
+    sim.fault(provider="*", status=500, count=10)
 
     response = post(api)
 
@@ -87,12 +87,27 @@ def test_when_every_model_fails_the_client_gets_502_and_the_hold_is_released(api
     assert not LedgerEntry.objects.exists()
 
 
-def test_a_request_the_provider_rejects_as_malformed_does_not_fall_back(api, sim):
-    sim.fault(provider="openai", status=400, count=1)
+def test_when_every_provider_is_busy_the_client_gets_its_status_and_a_wait(api, sim):
+    sim.fault(provider="openai", status=429, retry_after=7, count=10)
+    sim.fault(provider="anthropic", status=529, retry_after=3, count=10)
 
     response = post(api)
 
-    assert response.status_code == 502
+    # Busy, not broken: a 429 (one was a rate limit) with the shortest wait any asked for.
+    assert response.status_code == 429, response.json()
+    assert response["Retry-After"] == "3" and response["retry-after-ms"] == "3000"
+    assert [a["status_code"] for a in response.json()["attempts"]] == [429, 529]
+    assert not LedgerEntry.objects.exists()
+
+
+def test_a_request_the_provider_rejects_as_malformed_does_not_fall_back(api, sim):
+    sim.fault(provider="openai", status=400, message="Bad tool schema.", count=1)
+
+    response = post(api)
+
+    # The provider's own status and words, and no other model tried (it would refuse alike).
+    assert response.status_code == 400
+    assert "Bad tool schema." in response.json()["detail"]
     assert [a["outcome"] for a in response.json()["attempts"]] == ["error"]
 
 
@@ -154,7 +169,7 @@ def test_the_admin_shows_a_requests_decision_attempts_and_the_circuits(admin_cli
     ).content.decode()
 
     assert "Served now: a realtime workload" in page
-    assert "server_error" in page and "claude-haiku-4-5" in page  # the failed attempt, then ok
+    assert "overloaded" in page and "claude-haiku-4-5" in page  # the failed attempt, then ok
     assert "closed" in providers  # one failure of five does not open a circuit
     assert provider.status_code == 200 and "consecutive failure" in provider.content.decode()
     assert "cache hit rate" in workloads.lower()
