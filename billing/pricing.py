@@ -196,11 +196,20 @@ def prompt_tokens_bound(messages: list[dict], *, extra: tuple = ()) -> int:
     return total + sum(_json_bytes(item) for item in extra if item is not None)
 
 
+# The fields of an OpenAI body besides its messages that cost tokens: tool definitions and a
+# response schema are tokenized into the prompt, and a prediction's rejected tokens are billed
+# on top of the answer (counted here, the hold still covers them); the rest (limits,
+# sampling, stop) are settings, not tokens.
+PROMPT_OPTIONS = ("tools", "functions", "response_format", "prediction")
+
+
 def request_prompt_bound(params: dict) -> int:
-    """prompt_tokens_bound of a request row's params: its messages, and every other field of
-    the client's body (`options`: tools and response schemas count as prompt; the rest is
-    small, and counting it keeps the bound a bound)."""
-    return prompt_tokens_bound(params["messages"], extra=(params.get("options") or None,))
+    """prompt_tokens_bound of a request row's params: its messages and the fields of the
+    client's body that count as prompt (PROMPT_OPTIONS)."""
+    options = params.get("options") or {}
+    return prompt_tokens_bound(
+        params["messages"], extra=tuple(options.get(k) for k in PROMPT_OPTIONS)
+    )
 
 
 def request_output_bound(params: dict) -> int:

@@ -55,7 +55,7 @@ from batches.services.files import (
 from batches.services.recovery import batch_cancel, request_cancel
 from batches.services.rules import BATCH_HOLD_GRACE
 from billing.models import Hold
-from billing.pricing import PricingError, plain, prompt_tokens_bound
+from billing.pricing import PricingError, plain, request_prompt_bound
 from billing.services import (
     BudgetExceeded,
     budget_reserve,
@@ -291,7 +291,7 @@ def _worst_case(batch: ClientBatch, ask: Ask) -> Decimal:
     return reservation_amount(
         model=batch.model,
         mode=Mode.BATCH,
-        prompt_tokens=prompt_tokens_bound(ask.messages, extra=(ask.options or None,)),
+        prompt_tokens=request_prompt_bound({"messages": ask.messages, "options": ask.options}),
         max_output_tokens=_max_tokens(batch, ask) * ask.n,
         at=batch.created_at,
     )
