@@ -46,14 +46,19 @@ def classify(
             body=body,
             headers=exc.response.headers,
         )
-    elif isinstance(exc, sdk.APITimeoutError | asyncio.TimeoutError | TimeoutError):
+    # httpx's own errors too: the OpenAI chat relay calls the HTTP API without the SDK.
+    elif isinstance(exc, sdk.APITimeoutError | httpx2.TimeoutException | TimeoutError):
         # The request was sent: the provider may be generating (and billing) it.
         error = ProviderError(
             f"{label} timed out", retryable=True, maybe_billed=True, kind="timeout_total"
         )
     # Once a stream's 200 has arrived the provider has taken the call on and may bill its
     # prompt: a broken connection after that is a cut stream (below), not a refused connect.
-    elif isinstance(exc, sdk.APIConnectionError) and not after_first_byte and not opened:
+    elif (
+        isinstance(exc, sdk.APIConnectionError | httpx2.ConnectError)
+        and not after_first_byte
+        and not opened
+    ):
         error = ProviderError(
             f"cannot connect to {label}: {exc}",
             retryable=True,

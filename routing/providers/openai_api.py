@@ -136,30 +136,6 @@ async def _refused(response: httpx2.Response) -> ProviderError:
     )
 
 
-def _transport_error(exc: Exception, *, produced: bool, opened: bool) -> ProviderError:
-    if isinstance(exc, ProviderError):
-        return exc
-    if isinstance(exc, httpx2.TimeoutException | TimeoutError):
-        error = ProviderError(
-            f"{LABEL} timed out", retryable=True, maybe_billed=True, kind="timeout_total"
-        )
-    elif isinstance(exc, httpx2.ConnectError) and not opened:
-        error = ProviderError(
-            f"cannot connect to {LABEL}: {exc}",
-            retryable=True,
-            maybe_billed=False,
-            kind="connection",
-        )
-    elif isinstance(exc, httpx2.HTTPError):
-        error = stream_cut(f"{LABEL} stream cut: {exc}", after_first_byte=produced)
-    else:
-        error = ProviderError(f"{LABEL} client error: {exc!r}", retryable=False, maybe_billed=False)
-    error.after_first_byte = produced
-    if produced:
-        error.maybe_billed = True
-    return error
-
-
 async def complete(endpoint: Endpoint, request: ChatRequest) -> Completion:
     client = client_for(endpoint, _http)
     body = _kwargs(request)
@@ -171,7 +147,7 @@ async def complete(endpoint: Endpoint, request: ChatRequest) -> Completion:
             raise await _refused(response)
         answer = response.json()
     except (httpx2.HTTPError, TimeoutError, ValueError) as exc:
-        raise _transport_error(exc, produced=False, opened=False) from exc
+        raise classify(exc, openai, LABEL, after_first_byte=False) from exc
     if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
         raise ProviderError(
             f"{LABEL} answered something that is not a chat.completion",
@@ -243,7 +219,7 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
         finally:
             await response.aclose()
     except Exception as exc:
-        raise _transport_error(exc, produced=produced, opened=opened) from exc
+        raise classify(exc, openai, LABEL, after_first_byte=produced, opened=opened) from exc
     usage = openai_chat.usage_of(folded.usage)
     if usage is None:
         raise stream_cut(f"{LABEL} stream ended without usage", after_first_byte=produced)
