@@ -117,8 +117,13 @@ def test_small_messages_past_the_rate_get_rate_limited_then_a_close(llmops, ente
     # Within the burst every message is answered (an unknown type is an error reply).
     for _ in range(BURST):
         ws.send(json.dumps({"type": "ping"}))
-    limited = reader.wait_for("error", timeout=5)
-    assert limited["code"] == "unknown_type"
+    # Every reply read before the flood: when the server closes on a socket it still has
+    # unread data from, its kernel resets the connection, and a reset discards whatever the
+    # client had received but not yet read (CI lost 26 of the 30 replies so).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(reader.messages) < BURST:
+        time.sleep(0.02)
+    assert [m["code"] for _, m in reader.messages] == ["unknown_type"] * BURST
     # Paced so that daphne's unread bound does not trip first: the consumer's limit closes.
     sent = 0
     try:
