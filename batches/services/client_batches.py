@@ -72,6 +72,7 @@ from routing.asks import (
     ask_params,
     first_error,
     openai_ask,
+    openai_model,
     refused_param,
 )
 from routing.config import policy_chain
@@ -96,25 +97,49 @@ def batch_models(workload: Workload) -> list[LlmModel]:
     ]
 
 
+def batch_model(workload: Workload, name: str) -> LlmModel:
+    """The model a batch file's lines are answered by: the one they name, as on
+    /v1/chat/completions (an alias or the policy's primary is the chain's first model that can
+    batch; another model is that model), settled once for the file since providers take one
+    model per batch. Raises RequestRejected: 404 model_not_found, 400 model_not_allowed, or
+    400 when the model (or the whole chain) cannot batch."""
+    usable = batch_models(workload)
+    named, pinned = openai_model(workload, name)
+    if not pinned:  # an alias, or the primary: the chain decides
+        if not usable:
+            raise RequestRejected(
+                400,
+                f"Workload {workload.slug}'s model chain has no batch-capable provider.",
+                field="X-Workload",
+                code="no_batch_model",
+            )
+        return usable[0]
+    if not (named.enabled and named.provider.enabled and named.provider.supports_batch):
+        raise RequestRejected(
+            400,
+            f"Model {named.model_id!r} cannot take a batch (its provider "
+            f"{named.provider.name} has batches off, or it is disabled)"
+            + (f"; {usable[0].model_id} can." if usable else "."),
+            field="model",
+            code="no_batch_model",
+        )
+    return named
+
+
 def client_batch_create(
     *, api_key: ApiKey | None, workload: Workload, input_file: StoredFile, metadata: dict
 ) -> ClientBatch:
     """Accept a client's batch: recorded as `validating` and handed to a worker, which checks
     and admits its lines (`client_batch_admit`). Raises RequestRejected when the workload
     cannot batch at all; everything that needs reading the file is the worker's."""
-    if not batch_models(workload):
-        raise RequestRejected(
-            400,
-            f"Workload {workload.slug}'s model chain has no batch-capable provider.",
-            field="X-Workload",
-            code="no_batch_model",
-        )
+    model = batch_model(workload, input_file.model)
     now = timezone.now()
     batch = ClientBatch.objects.create(
         id=ClientBatch.new_id(),
         team=workload.team,
         api_key=api_key,
         workload=workload,
+        model=model,
         input_file=input_file,
         endpoint=jsonl.CHAT_ENDPOINT,
         metadata=metadata or {},
@@ -305,7 +330,7 @@ def _validate(batch: ClientBatch, *, token: str, deadline: float) -> bool:
         if not usable:
             _fail(batch, token, [_line_error(None, "no batch-capable model", code="no_model")])
             return True
-        # The model the file names, if the chain has it and it can batch; else the policy's.
+        # A batch created before its model was settled at creation (the old rule).
         named = next((m for m in usable if m.model_id == batch.input_file.model), None)
         batch.model = named or usable[0]
         _progress(batch, token, model=batch.model)

@@ -424,3 +424,53 @@ def test_the_step_that_sends_a_cancel_waits_for_a_quick_provider_and_ends_the_jo
     assert job.finished_at - job.cancel_sent_at < timedelta(seconds=10)
     assert retrieve(api, created["id"])["status"] == "cancelled"
     no_open_holds_and_no_drift()
+
+
+def upload_and_create(api, data: bytes, workload: str = WORKLOAD):
+    upload = api.post(
+        "/v1/files",
+        {"purpose": "batch", "file": SimpleUploadedFile("in.jsonl", data)},
+        format="multipart",
+    )
+    return api.post(
+        "/v1/batches",
+        {
+            "input_file_id": upload.json()["id"],
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        },
+        format="json",
+        HTTP_X_WORKLOAD=workload,
+    )
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        ("gpt-4o-mini", "gpt-4o-mini"),  # the policy's primary: the chain's first that batches
+        ("auto", "gpt-4o-mini"),  # an alias of the policy
+        ("claude-haiku-4-5", "claude-haiku-4-5"),  # another model of the chain: that one
+    ],
+)
+def test_a_batch_is_answered_by_the_model_its_lines_name(api, sim, model, expected):
+    created = create(api, jsonl(2, model=model))
+    assert ClientBatch.objects.get(pk=created["id"]).model.model_id == expected
+    admit(created["id"])
+    assert {r.model.model_id for r in Request.objects.all()} == {expected}
+
+
+def test_a_batch_naming_an_unknown_model_is_refused_at_creation(api, sim):
+    response = upload_and_create(api, jsonl(1, model="gpt-99-nonexistent"))
+    assert response.status_code == 404, response.content
+    error = response.json()["error"]
+    assert error["code"] == "model_not_found" and "gpt-99-nonexistent" in error["message"]
+    assert not ClientBatch.objects.exists()
+
+
+def test_a_batch_naming_a_model_outside_the_policy_is_refused_naming_the_allowed_ones(api, sim):
+    response = upload_and_create(api, jsonl(1, model="claude-opus-4-1"))
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "model_not_allowed"
+    assert "gpt-4o-mini" in error["message"] and "claude-haiku-4-5" in error["message"]
+    assert not ClientBatch.objects.exists()
