@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Debian packages are installed as root (CI) or through sudo (a developer's machine).
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint format install clean browser bench faults
+.PHONY: run test lint format install clean browser clients bench faults
 
 # Reinstall only when the dependency list changes.
 $(STAMP): pyproject.toml
@@ -27,8 +27,19 @@ browser:
 	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the browser tests"; \
 	  $(SUDO) sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium'; }
 
+## clients: the third-party clients the live tests drive (LangChain, litellm, instructor,
+## pydantic-ai) in a venv of their own, since they pin an openai SDK of their own
+CLIENTS_VENV  := var/clients-venv
+CLIENTS_STAMP := $(CLIENTS_VENV)/.installed-stamp
+$(CLIENTS_STAMP): tests/clients/requirements.txt
+	$(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+clients: $(CLIENTS_STAMP)
+
 ## test: the whole pytest suite
-test: install browser
+test: install browser clients
 	LLMOPS_DATA_DIR=var/test $(PY) -m pytest $(PYTEST_ARGS)
 
 ## faults: the fault suite (tests/faults, tests/security) on SQLite, then on PostgreSQL + Redis

@@ -1,6 +1,7 @@
 """T3: the ledger reconciled against the provider's own bill. A day's mix of traffic (plain and
-streamed answers through both APIs, prompts long enough to be cached, response-cache hits,
-OpenAI and Anthropic batches ingested by a worker) goes through llmops to the simulator, whose
+streamed answers through both APIs, prompts long enough to be cached, response-cache hits, tool
+calls plain and streamed, n=2 and images on an OpenAI and a Claude model, OpenAI and Anthropic
+batches ingested by a worker) goes through llmops to the simulator, whose
 `/_sim/usage` book counts every token it served; the two must agree per provider, model and
 mode, in requests, tokens and dollars (tests/faults/bill.py): drift 0."""
 
@@ -38,6 +39,53 @@ def native_stream(stack: Llmops, body: dict) -> str:
         return response.read().decode()
 
 
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def rich_traffic(client) -> dict:
+    """Tool calls (plain and streamed), n=2 and image parts, relayed to an OpenAI model and
+    translated for a Claude one: the usage the ledger reads from each must be the bill's."""
+    sent = {}
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/tent.png"}}
+    for model in ("gpt-4o-mini", "claude-haiku-4-5"):
+        for i in range(4):
+            ask = [{"role": "user", "content": f"Weather in city {i}? Use get_weather."}]
+            answer = client.chat.completions.create(
+                model=model, messages=ask, tools=[WEATHER], max_tokens=60
+            )
+            assert answer.choices[0].message.tool_calls, answer
+            stream = client.chat.completions.create(
+                model=model, messages=ask, tools=[WEATHER], max_tokens=60, stream=True
+            )
+            for _ in stream:
+                pass
+            photo = [{"type": "text", "text": f"What is in picture {i}?"}, image]
+            client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": photo}], max_tokens=30
+            )
+        sent[f"openai SDK on {model}: tool calls, streamed tool calls, images"] = 12
+    for i in range(4):
+        answer = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": f"two takes on {i}"}],
+            max_tokens=30,
+            n=2,
+        )
+        assert len(answer.choices) == 2
+    sent["openai SDK, n=2"] = 4
+    return sent
+
+
 def traffic(stack: Llmops) -> dict:
     """The mix; returns how many of each kind were sent."""
     sent = {}
@@ -73,10 +121,24 @@ def traffic(stack: Llmops) -> dict:
             status, answer = stack.api("POST", "/api/v1/requests", body)
             assert status == 200, answer
     sent["native API, plain and streamed"] = 20
+    sent.update(rich_traffic(client))
     for workload in ("review-moderation", "ticket-summaries"):  # OpenAI's and Anthropic's
         for round_ in range(5):
             defer(stack, workload, f"{workload} round {round_}")
         sent[f"batch via {workload}"] = 5 * ITEMS
+        for i in range(4):  # tool calls through the batch: lines as sent, or translated
+            status, body = stack.api(
+                "POST",
+                "/api/v1/requests",
+                {
+                    "workload": workload,
+                    "messages": [{"role": "user", "content": f"Weather {i}? Use get_weather."}],
+                    "tools": [WEATHER],
+                    "max_tokens": 60,
+                },
+            )
+            assert status == 202, body
+        sent[f"batch via {workload} with tools"] = 4
     ran = worker(stack, "advance_batches", "--flush", "--until-idle", "30")
     assert ran.returncode == 0, ran.stderr
     return sent
