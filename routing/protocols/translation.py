@@ -70,7 +70,6 @@ def stop_sequences(stop) -> list[str] | None:
 # silent drops: what does not translate was refused by anthropic_refuses before this runs.
 
 TOOL_CHOICE = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}
-STRUCTURED_OUTPUTS_BETA = "structured-outputs-2025-11-13"
 
 
 def anthropic_body(
@@ -114,7 +113,7 @@ def anthropic_body(
         "json_object",
     ):
         schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
-        body["output_format"] = {"type": "json_schema", "schema": schema}
+        body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     user = options.get("safety_identifier") or options.get("user")
     if isinstance(user, str) and user and "@" not in user:
         body["metadata"] = {"user_id": user}

@@ -90,7 +90,7 @@ def test_images_and_structured_output_translate():
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
         {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
     ]
-    assert body["output_format"] == {"type": "json_schema", "schema": schema}
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
 
 
 def test_an_anthropic_tool_use_answer_reads_as_openai_tool_calls():
