@@ -31,7 +31,15 @@ ANTHROPIC_HONOURS = {
     "presence_penalty": {0},
     "frequency_penalty": {0},
     "service_tier": {"auto", "default"},
+    "tools": _ANY,
+    "tool_choice": _ANY,
+    "parallel_tool_calls": _ANY,
+    "response_format": _ANY,
 }
+# Content parts a Claude model reads (input_audio has no Anthropic counterpart).
+ANTHROPIC_PARTS = frozenset({"text", "image_url"})
+# Anthropic's temperature stops at 1 (OpenAI's at 2): above, the answer would not be the asked.
+ANTHROPIC_MAX_TEMPERATURE = 1
 
 
 def anthropic_refuses(*, options: dict, messages: list[dict]) -> str | None:
@@ -44,15 +52,22 @@ def anthropic_refuses(*, options: dict, messages: list[dict]) -> str | None:
         allowed = ANTHROPIC_HONOURS[key]
         if allowed is not _ANY and value not in allowed:
             return key
+    temperature = options.get("temperature")
+    if isinstance(temperature, int | float) and temperature > ANTHROPIC_MAX_TEMPERATURE:
+        return "temperature"
+    for tool in options.get("tools") or ():
+        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+            return "tools"  # custom tools have no Anthropic counterpart
+    fmt = options.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") not in ("text", "json_object", "json_schema"):
+        return "response_format"
     for index, message in enumerate(messages):
-        if message.get("role") not in ("system", "developer", "user", "assistant"):
+        if message.get("role") not in ("system", "developer", "user", "assistant", "tool"):
             return f"messages[{index}].role"
-        if message.get("tool_calls"):
-            return f"messages[{index}].tool_calls"
         content = message.get("content")
         if isinstance(content, list):
             for position, part in enumerate(content):
-                if not isinstance(part, dict) or part.get("type") != "text":
+                if not isinstance(part, dict) or part.get("type") not in ANTHROPIC_PARTS:
                     return f"messages[{index}].content[{position}]"
     return None
 
