@@ -502,8 +502,9 @@ async def _openai_stream(admitted: services.Admitted, events, first, include_usa
             if isinstance(event, Delta):
                 if event.raw is not None:
                     yield event.raw
-                elif event.text:
-                    delta = {"content": event.text} | ({"role": "assistant"} if role else {})
+                elif event.openai or event.text:
+                    delta = event.openai or {"content": event.text}
+                    delta = {**delta, "role": "assistant"} if role else delta
                     role = False
                     yield _sse(None, _chunk(ident, created, admitted.serving.model_id, delta))
             elif not _relayed(event):

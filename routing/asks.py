@@ -122,7 +122,7 @@ class StrictBoolean(serializers.BooleanField):
         return data
 
 
-ROLES = ("system", "developer", "user", "assistant")
+ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
 MAX_MESSAGES = 1_000
@@ -150,9 +150,24 @@ class MessageContentField(serializers.JSONField):
 
 class MessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=ROLES)
-    content = MessageContentField()
+    content = MessageContentField(allow_null=True)
+    # A tool-calling conversation's turns, in OpenAI's shape: the assistant's calls, and each
+    # `tool` message's answer to one of them.
+    tool_calls = serializers.ListField(child=serializers.DictField(), required=False)
+    tool_call_id = serializers.CharField(max_length=200, required=False)
+
+    def validate(self, attrs):
+        if attrs.get("content") is None and not (
+            attrs["role"] == "assistant" and attrs.get("tool_calls")
+        ):
+            raise ValidationError({"content": ["Required (null only beside tool_calls)."]})
+        if attrs["role"] == "tool" and not attrs.get("tool_call_id"):
+            raise ValidationError({"tool_call_id": ["A tool message answers a tool call."]})
+        return attrs
 
     def validate_content(self, value):
+        if value is None:
+            return None
         # A string, or OpenAI's list of text parts; other part types (images, audio) are not
         # routed by llmops yet, so they are refused rather than silently dropped.
         if isinstance(value, str):
@@ -176,6 +191,15 @@ class MessagesField(serializers.ListField):
         super().__init__(min_length=1, max_length=MAX_MESSAGES, **kwargs)
 
 
+class StopField(serializers.JSONField):
+    def to_internal_value(self, data):
+        if data is None or isinstance(data, str):
+            return data
+        if isinstance(data, list) and len(data) <= 4 and all(isinstance(s, str) for s in data):
+            return data
+        raise ValidationError("Must be a string or a list of at most 4 strings.")
+
+
 class RequestInputSerializer(serializers.Serializer):
     workload = serializers.SlugField()
     messages = MessagesField()
@@ -185,6 +209,20 @@ class RequestInputSerializer(serializers.Serializer):
     stream = StrictBoolean(required=False, default=False)
     metadata = serializers.DictField(required=False, default=dict)
     idempotency_key = serializers.CharField(required=False)
+    # OpenAI's shapes, passed to the model as they are (translated for a Claude model).
+    tools = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        max_length=512,
+        help_text="OpenAI function tools: [{type: function, function: {name, parameters}}].",
+    )
+    tool_choice = serializers.JSONField(
+        required=False, help_text="none | auto | required | {type: function, function: {name}}."
+    )
+    response_format = serializers.DictField(
+        required=False, help_text="{type: json_object} or {type: json_schema, json_schema}."
+    )
+    stop = StopField(required=False, help_text="A string or up to 4 strings.")
 
     def validate_metadata(self, value):
         return checked_metadata(value)
@@ -270,15 +308,6 @@ class OpenAIMessagesField(serializers.JSONField):
                         {index: {"content": {position: ["A text part needs a string `text`."]}}}
                     )
         return data
-
-
-class StopField(serializers.JSONField):
-    def to_internal_value(self, data):
-        if data is None or isinstance(data, str):
-            return data
-        if isinstance(data, list) and len(data) <= 4 and all(isinstance(s, str) for s in data):
-            return data
-        raise ValidationError("Must be a string or a list of at most 4 strings.")
 
 
 class ChatCompletionInputSerializer(serializers.Serializer):
@@ -489,7 +518,12 @@ def native_ask(
         metadata=data.get("metadata") or {},
         idempotency_key=idempotency_key,
         source=source,
+        options={key: data[key] for key in NATIVE_OPTIONS if data.get(key) is not None},
     )
+
+
+# The native body's fields that are OpenAI's own, carried to the model as options.
+NATIVE_OPTIONS = ("tools", "tool_choice", "response_format", "stop")
 
 
 class AttemptOutputSerializer(serializers.Serializer):
@@ -515,6 +549,10 @@ class RequestOutputSerializer(serializers.Serializer):
     provider = serializers.CharField(source="model.provider.slug", allow_null=True, default=None)
     model = serializers.CharField(source="model.model_id", allow_null=True, default=None)
     output = serializers.CharField()
+    tool_calls = serializers.SerializerMethodField(
+        help_text="The tools the answer calls, in OpenAI's shape ({id, type, function: {name, "
+        "arguments}}): answer each with a `tool` message and send the conversation again."
+    )
     finish_reason = serializers.CharField()
     usage = serializers.JSONField()
     cost_usd = serializers.DecimalField(max_digits=24, decimal_places=12, allow_null=True)
@@ -532,6 +570,11 @@ class RequestOutputSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField()
     first_token_at = serializers.DateTimeField()
     completed_at = serializers.DateTimeField()
+
+    def get_tool_calls(self, request) -> list[dict]:
+        if request.status != Request.Status.COMPLETED:
+            return []
+        return openai_chat.tool_calls_of(answer_of(request))
 
 
 def request_json(request: Request) -> dict:

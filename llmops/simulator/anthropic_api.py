@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from llmops.simulator.state import Fault, SimState
+from llmops.simulator.structured import chosen_tools, json_choice, tool_choice
 from llmops.simulator.textgen import (
     Choice,
     count_tokens,
@@ -45,7 +46,12 @@ log = logging.getLogger(__name__)
 PROMPT_OVERHEAD_TOKENS = 3
 MAX_CACHE_BREAKPOINTS = 4
 MODEL_CREATED = 1_740_000_000
-_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "stop_sequence": "stop_sequence"}
+_STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "stop_sequence": "stop_sequence",
+    "tool_calls": "tool_use",
+}
 
 Handler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
 
@@ -168,6 +174,14 @@ class MessagesRequest:
     max_tokens: int
     stop: list[str] | None
     stream: bool
+    tools: list[dict] | None = None  # the tools called ({name, input_schema}), if any
+    schema: dict | None = None  # output_config.format's JSON schema
+    image_tokens: int = 0
+
+
+# What an image block costs in input tokens (Claude: width x height / 750; ~1,400 for a
+# 1024 x 1024 image).
+IMAGE_TOKENS = 1_400
 
 
 def _block_text(block: Any, where: str) -> str:
@@ -194,6 +208,11 @@ def _block_text(block: Any, where: str) -> str:
         return str(content)
     if kind in ("thinking", "redacted_thinking"):
         return str(block.get("thinking", ""))
+    if kind in ("image", "document"):
+        source = block.get("source")
+        if not isinstance(source, dict) or source.get("type") not in ("base64", "url", "file"):
+            raise invalid(f"{where}.source: Input should be a base64, url or file source")
+        return f"<{kind}>"
     return f"<{kind}>"
 
 
@@ -313,6 +332,10 @@ def parse_messages(
             f"max_tokens: {max_tokens} > {models[model]}, which is the maximum allowed number "
             f"of output tokens for {model}"
         )
+    last = messages[-1].get("content")
+    after_tool = isinstance(last, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in last
+    )
     return MessagesRequest(
         model=model,
         segments=segments,
@@ -320,7 +343,58 @@ def parse_messages(
         max_tokens=max_tokens,
         stop=stop,
         stream=bool(stream),
+        tools=_called_tools(body, after_tool=after_tool, prompt=segments[-1] if segments else ""),
+        schema=_output_schema(body),
+        image_tokens=IMAGE_TOKENS * sum(s.count("<image>") for s in segments),
     )
+
+
+def _called_tools(body: dict[str, Any], *, after_tool: bool, prompt: str) -> list[dict] | None:
+    tools = [t for t in body.get("tools") or () if isinstance(t, dict) and "input_schema" in t]
+    choice = body.get("tool_choice")
+    if choice is not None and not (isinstance(choice, dict) and "type" in choice):
+        raise invalid("tool_choice: Input should be a valid dictionary with a type")
+    kind = (choice or {}).get("type", "auto")
+    if kind not in ("auto", "any", "tool", "none"):
+        raise invalid("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'")
+    names = {t.get("name") for t in tools}
+    if kind == "tool" and choice.get("name") not in names:
+        raise invalid(f"tool_choice.name: Tool '{choice.get('name')}' not found in tools")
+    as_openai = [
+        {"type": "function", "function": {"name": t["name"], "parameters": t["input_schema"]}}
+        for t in tools
+    ]
+    openai_choice = {
+        "auto": "auto",
+        "any": "required",
+        "none": "none",
+        "tool": {"type": "function", "function": {"name": (choice or {}).get("name")}},
+    }[kind]
+    picked = chosen_tools(
+        as_openai,
+        openai_choice,
+        last_role="tool" if after_tool else "user",
+        prompt=prompt,
+        parallel=not (choice or {}).get("disable_parallel_tool_use"),
+    )
+    return picked or None
+
+
+def _output_schema(body: dict[str, Any]) -> dict | None:
+    config = body.get("output_config")
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        raise invalid("output_config: Input should be a valid dictionary")
+    fmt = config.get("format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise invalid("output_config.format.type: Input should be 'json_schema'")
+    schema = fmt.get("schema")
+    if not isinstance(schema, dict):
+        raise invalid("output_config.format.schema: Field required")
+    return schema
 
 
 @dataclass(slots=True)
@@ -348,11 +422,32 @@ def plan_message(state: SimState, request: MessagesRequest) -> MessagePlan:
         )
     settings = state.config.for_model(request.model)
     seed = prompt_seed(request.model, prompt)
-    wanted = settings.output_tokens or output_length(
-        seed, settings.min_output_tokens, settings.max_output_tokens
-    )
-    choice = generate(seed, wanted=wanted, max_tokens=request.max_tokens, stop=request.stop)
+    if request.tools:
+        choice = tool_choice(seed, request.tools, ids="toolu_")
+    elif request.schema is not None:
+        choice = json_choice(seed, request.schema, request.max_tokens)
+    else:
+        wanted = settings.output_tokens or output_length(
+            seed, settings.min_output_tokens, settings.max_output_tokens
+        )
+        choice = generate(seed, wanted=wanted, max_tokens=request.max_tokens, stop=request.stop)
+    total += request.image_tokens
     return MessagePlan(request.model, total - read - created, read, created, choice)
+
+
+def content_json(choice: Choice) -> list[dict[str, Any]]:
+    """A choice's content blocks: its text, or a tool_use block per call."""
+    if choice.tool_calls:
+        return [
+            {
+                "type": "tool_use",
+                "id": call["id"],
+                "name": call["function"]["name"],
+                "input": json.loads(call["function"]["arguments"]),
+            }
+            for call in choice.tool_calls
+        ]
+    return [{"type": "text", "text": choice.text}]
 
 
 def usage_json(plan: MessagePlan, output_tokens: int | None = None) -> dict[str, Any]:
@@ -372,11 +467,46 @@ def message_json(message_id: str, plan: MessagePlan) -> dict[str, Any]:
         "type": "message",
         "role": "assistant",
         "model": plan.model,
-        "content": [{"type": "text", "text": choice.text}],
+        "content": content_json(choice),
         "stop_reason": _STOP_REASONS[choice.finish],
         "stop_sequence": choice.stop_sequence,
         "usage": usage_json(plan),
     }
+
+
+def _stream_blocks(choice: Choice) -> tuple[bytes, list[bytes]]:
+    """(what opens the content, its events): a text block's start, then its deltas; or each
+    tool_use block's start, its input in partial_json pieces and (but the last) its stop, as
+    events. The last block's stop is in the tail."""
+
+    def start(index: int, block: dict) -> bytes:
+        return sse_event(
+            "content_block_start",
+            dumps({"type": "content_block_start", "index": index, "content_block": block}),
+        )
+
+    def delta(index: int, body: dict) -> bytes:
+        return sse_event(
+            "content_block_delta",
+            dumps({"type": "content_block_delta", "index": index, "delta": body}),
+        )
+
+    if not choice.tool_calls:
+        opening = start(0, {"type": "text", "text": ""})
+        return opening, [delta(0, {"type": "text_delta", "text": p}) for p in pieces(choice.text)]
+    events = []
+    for index, block in enumerate(content_json(choice)):
+        head = b""
+        if index:
+            head = sse_event(
+                "content_block_stop", dumps({"type": "content_block_stop", "index": index - 1})
+            )
+        head += start(index, {**block, "input": {}})
+        arguments = json.dumps(block["input"], separators=(",", ":"))
+        parts = [arguments[i : i + 12] for i in range(0, len(arguments), 12)] or [""]
+        events.append(head + delta(index, {"type": "input_json_delta", "partial_json": parts[0]}))
+        events += [delta(index, {"type": "input_json_delta", "partial_json": p}) for p in parts[1:]]
+    return b"", events
 
 
 def bill_message(
@@ -467,6 +597,7 @@ class AnthropicMessages:
         settings = self.state.config.for_model(plan.model)
         choice = plan.choice
         start_usage = usage_json(plan, output_tokens=1)
+        opening, events = _stream_blocks(choice)
         head = b"".join(
             (
                 sse_event(
@@ -487,26 +618,18 @@ class AnthropicMessages:
                         }
                     ),
                 ),
-                sse_event(
-                    "content_block_start",
-                    '{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}',
-                ),
+                opening,
                 sse_event("ping", '{"type":"ping"}'),
             )
         )
-        events = [
-            sse_event(
-                "content_block_delta",
-                '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":'
-                f"{dumps(piece)}}}}}",
-            )
-            for piece in pieces(choice.text)
-        ]
         final_usage = usage_json(plan)
         del final_usage["service_tier"]
         tail = b"".join(
             (
-                sse_event("content_block_stop", '{"type":"content_block_stop","index":0}'),
+                sse_event(
+                    "content_block_stop",
+                    f'{{"type":"content_block_stop","index":{len(choice.tool_calls or [0]) - 1}}}',
+                ),
                 sse_event(
                     "message_delta",
                     dumps(

@@ -16,11 +16,9 @@ from typing import Any
 from aiohttp import web
 
 from llmops.simulator.state import Fault, SimState
-from llmops.simulator.structured import call_id, chosen_tools, json_text, schema_value
+from llmops.simulator.structured import chosen_tools, json_choice, tool_choice
 from llmops.simulator.textgen import (
     Choice,
-    corpus_text,
-    count_tokens,
     derive_seed,
     generate,
     output_length,
@@ -600,10 +598,10 @@ def plan_chat(state: SimState, request: ChatCall) -> ChatPlan:
     for index in range(request.n):
         choice_seed = derive_seed(seed, index) if index else seed
         if request.tools:
-            choices.append(_tool_choice(choice_seed, request.tools))
+            choices.append(tool_choice(choice_seed, request.tools))
             continue
         if request.schema is not None:
-            choices.append(_json_choice(choice_seed, request.schema, request.max_tokens))
+            choices.append(json_choice(choice_seed, request.schema, request.max_tokens))
             continue
         wanted = settings.output_tokens or output_length(
             choice_seed, settings.min_output_tokens, settings.max_output_tokens
@@ -613,33 +611,6 @@ def plan_chat(state: SimState, request: ChatCall) -> ChatPlan:
         )
     prompt_total = len(prompt_tokens) + PROMPT_OVERHEAD_TOKENS + request.image_tokens
     return ChatPlan(request.model, prompt_total, cached, choices, request.logprobs)
-
-
-def _tool_choice(seed: int, tools: list[dict]) -> Choice:
-    calls = []
-    for index, tool in enumerate(tools):
-        function = tool["function"]
-        arguments = json_text(schema_value(function.get("parameters") or {}, seed + index))
-        calls.append(
-            {
-                "id": call_id(seed, index),
-                "type": "function",
-                "function": {"name": function["name"], "arguments": arguments},
-            }
-        )
-    spent = sum(count_tokens(c["function"]["arguments"]) + 3 for c in calls)
-    return Choice(seed, 0, -1, spent, "tool_calls", tool_calls=tuple(calls))
-
-
-def _json_choice(seed: int, schema: dict, max_tokens: int | None) -> Choice:
-    value = schema_value(schema, seed) if schema else {"answer": corpus_text(seed, 8)}
-    text = json_text(value)
-    spent = count_tokens(text)
-    if max_tokens is not None and spent > max_tokens:
-        # Cut off mid-document, as a real model is: the client sees finish_reason length.
-        kept = " ".join(text.split(" ")[:max_tokens]) if " " in text else text[: max_tokens * 3]
-        return Choice(seed, 0, -1, max_tokens, "length", fixed=kept)
-    return Choice(seed, 0, -1, spent, "stop", fixed=text)
 
 
 def finish_reason(choice: Choice) -> str:

@@ -12,7 +12,7 @@ import json
 import random
 from typing import Any
 
-from llmops.simulator.textgen import corpus_text
+from llmops.simulator.textgen import Choice, corpus_text, count_tokens
 
 MAX_DEPTH = 6
 
@@ -117,9 +117,9 @@ def json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def call_id(seed: int, index: int) -> str:
+def call_id(seed: int, index: int, *, prefix: str = "call_") -> str:
     digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=12).hexdigest()
-    return f"call_{digest}"
+    return f"{prefix}{digest}"
 
 
 def chosen_tools(
@@ -141,3 +141,32 @@ def chosen_tools(
     named = [t for t in functions if t["function"].get("name", "\x00") in prompt]
     picked = named or functions[:1]
     return picked if parallel else picked[:1]
+
+
+def tool_choice(seed: int, tools: list[dict], *, ids: str = "call_") -> Choice:
+    """An answer that calls `tools` (OpenAI tool objects), arguments valid for each."""
+    calls = []
+    for index, tool in enumerate(tools):
+        function = tool["function"]
+        arguments = json_text(schema_value(function.get("parameters") or {}, seed + index))
+        calls.append(
+            {
+                "id": call_id(seed, index, prefix=ids),
+                "type": "function",
+                "function": {"name": function["name"], "arguments": arguments},
+            }
+        )
+    spent = sum(count_tokens(c["function"]["arguments"]) + 3 for c in calls)
+    return Choice(seed, 0, -1, spent, "tool_calls", tool_calls=tuple(calls))
+
+
+def json_choice(seed: int, schema: dict, max_tokens: int | None) -> Choice:
+    """An answer whose text is JSON valid for `schema` ({}: any object), cut at max_tokens."""
+    value = schema_value(schema, seed) if schema else {"answer": corpus_text(seed, 8)}
+    text = json_text(value)
+    spent = count_tokens(text)
+    if max_tokens is not None and spent > max_tokens:
+        # Cut off mid-document, as a real model is: the client sees finish_reason length.
+        kept = " ".join(text.split(" ")[:max_tokens]) if " " in text else text[: max_tokens * 3]
+        return Choice(seed, 0, -1, max_tokens, "length", fixed=kept)
+    return Choice(seed, 0, -1, spent, "stop", fixed=text)

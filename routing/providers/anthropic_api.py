@@ -72,46 +72,37 @@ async def probe(*, base_url: str, api_key: str, timeout: float) -> None:
             raise _translate(exc) from exc
 
 
-def _text(content) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content)
+# The Messages fields the SDK's create() takes by name; the rest of a translated body (e.g.
+# temperature, top_p, which anthropic 2.x's create() does not name) goes in extra_body.
+_SDK_FIELDS = frozenset(
+    {
+        "model",
+        "max_tokens",
+        "messages",
+        "system",
+        "metadata",
+        "output_config",
+        "stop_sequences",
+        "tool_choice",
+        "tools",
+    }
+)
 
 
 def _kwargs(request: ChatRequest) -> dict:
-    """OpenAI messages → Anthropic's: system (and developer) messages become `system`, and
-    consecutive turns of one role merge (Anthropic requires alternating roles)."""
-    system, turns = [], []
-    for message in request.messages:
-        text = _text(message["content"])
-        if message["role"] in ("system", "developer"):
-            system.append(text)
-        elif turns and turns[-1]["role"] == message["role"]:
-            turns[-1]["content"] += "\n\n" + text
-        else:
-            turns.append({"role": message["role"], "content": text})
-    if not turns or turns[0]["role"] != "user":
-        # OpenAI takes a conversation that opens with the assistant, or holds only system
-        # messages; Anthropic refuses both (the first message must be the user's), which
-        # answered a valid OpenAI body 502. A minimal user turn opens it, as LiteLLM does.
-        turns.insert(0, {"role": "user", "content": "."})
-    kwargs = {"model": request.model, "max_tokens": request.max_tokens, "messages": turns}
-    if system:
-        kwargs["system"] = "\n\n".join(system)
-    # anthropic 2.12's messages.create has no temperature or top_p parameter; the API takes
-    # both. What the router let through here is honoured (translation.anthropic_refuses).
-    extra = {
-        key: value
-        for key, value in (
-            ("temperature", request.temperature),
-            ("top_p", request.options.get("top_p")),
-        )
-        if value is not None
-    }
-    if extra:
+    """An OpenAI request as Messages create() arguments (translation.anthropic_body: system
+    messages, tool turns, tools, images, structured output; what does not translate was
+    refused before the call)."""
+    body = translation.anthropic_body(
+        model=request.model,
+        messages=request.messages,
+        options=request.options,
+        max_tokens=request.max_tokens,
+        temperature=request.temperature,
+    )
+    kwargs = {k: v for k, v in body.items() if k in _SDK_FIELDS}
+    if extra := {k: v for k, v in body.items() if k not in _SDK_FIELDS}:
         kwargs["extra_body"] = extra
-    if sequences := translation.stop_sequences(request.options.get("stop")):
-        kwargs["stop_sequences"] = sequences
     return kwargs
 
 
@@ -136,30 +127,30 @@ async def complete(endpoint: Endpoint, request: ChatRequest) -> Completion:
         message = await client.messages.create(**_kwargs(request), timeout=_timeout(endpoint))
     except anthropic.AnthropicError as exc:
         raise _translate(exc) from exc
-    return _completion(
-        text="".join(block.text for block in message.content if block.type == "text"),
-        finish_reason=FINISH.get(message.stop_reason or "", "stop"),
-        usage=_usage(message.usage),
-        model=message.model,
-        ident=message.id,
-    )
+    return _completion(message, usage=_usage(message.usage))
 
 
-def _completion(*, text: str, finish_reason: str, usage: Usage, model: str, ident) -> Completion:
+def _completion(message, *, usage: Usage) -> Completion:
+    """A Message (the SDK's object) as a Completion whose answer is in OpenAI's shape."""
+    answer = translation.openai_answer(message.model_dump())
     return Completion(
-        text=text,
-        finish_reason=finish_reason,
+        text=openai_chat.first_text(answer),
+        finish_reason=openai_chat.first_finish(answer),
         usage=usage,
-        model=model,
-        provider_request_id=ident,
-        answer=openai_chat.text_answer(text, finish_reason=finish_reason, model=model),
+        model=message.model,
+        provider_request_id=message.id,
+        answer=answer,
     )
 
 
 async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delta | Completion]:
+    """The events as Deltas carrying choice 0's OpenAI delta (text, or a tool call's head and
+    its arguments in pieces), then the Completion."""
     client = client_for(endpoint, _build)
     t = endpoint.timeouts
-    produced, text = False, []
+    produced = False
+    folded = openai_chat.StreamAnswer()
+    tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool call index
     usage, finish, model, ident = None, "stop", request.model, None
     stopped = opened = False
     try:
@@ -173,12 +164,27 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
             async for event in with_deadlines(
                 response, first_byte=t.first_byte, total=t.total, label=LABEL
             ):
+                delta = None
                 if event.type == "message_start":
                     usage, model, ident = event.message.usage, event.message.model, event.message.id
+                elif event.type == "content_block_start" and event.content_block.type == "tool_use":
+                    block = event.content_block
+                    tools[event.index] = len(tools)
+                    delta = {
+                        "tool_calls": [
+                            {
+                                "index": tools[event.index],
+                                "id": block.id,
+                                "type": "function",
+                                "function": {"name": block.name, "arguments": ""},
+                            }
+                        ]
+                    }
                 elif event.type == "content_block_delta" and event.delta.type == "text_delta":
-                    produced = True
-                    text.append(event.delta.text)
-                    yield Delta(event.delta.text)
+                    delta = {"content": event.delta.text}
+                elif event.type == "content_block_delta" and event.delta.type == "input_json_delta":
+                    piece = {"arguments": event.delta.partial_json}
+                    delta = {"tool_calls": [{"index": tools[event.index], "function": piece}]}
                 elif event.type == "message_delta":
                     finish = FINISH.get(event.delta.stop_reason or "", "stop")
                     # The final usage: output tokens so far, input counts repeated or absent.
@@ -191,12 +197,23 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
                     )
                 elif event.type == "message_stop":
                     stopped = True
+                if delta is not None:
+                    produced = True
+                    text = folded.add({"choices": [{"index": 0, "delta": delta}]})
+                    yield Delta(text, openai=delta)
     except Exception as exc:
         raise classify(exc, anthropic, LABEL, after_first_byte=produced, opened=opened) from exc
     if usage is None or not stopped:
         raise stream_cut(f"{LABEL} stream ended before message_stop", after_first_byte=produced)
-    yield _completion(
-        text="".join(text), finish_reason=finish, usage=_usage(usage), model=model, ident=ident
+    folded.add({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+    answer = {**folded.answer(), "model": model}
+    yield Completion(
+        text="".join(folded.text),
+        finish_reason=finish,
+        usage=_usage(usage),
+        model=model,
+        provider_request_id=ident,
+        answer=answer,
     )
 
 
@@ -280,13 +297,7 @@ def _outcome(item) -> BatchOutcome:
         return BatchOutcome(
             item.custom_id,
             "succeeded",
-            _completion(
-                text="".join(b.text for b in message.content if b.type == "text"),
-                finish_reason=FINISH.get(message.stop_reason or "", "stop"),
-                usage=usage,
-                model=message.model,
-                ident=message.id,
-            ),
+            _completion(message, usage=usage),
         )
     if result.type == "errored":
         error = getattr(getattr(result.error, "error", None), "message", "") or str(result.error)

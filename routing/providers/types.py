@@ -56,6 +56,9 @@ class Delta:
 
     text: str
     raw: bytes | None = None
+    # From a translated stream: choice 0's delta in OpenAI's shape ({"content": ...} or
+    # {"tool_calls": [...]}), for an OpenAI client's chunk.
+    openai: dict | None = None
 
 
 # --- provider batches -------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 
 import pytest
@@ -169,3 +170,38 @@ def test_conversations_openai_takes_but_anthropic_would_refuse_still_reach_claud
     )
 
     assert completion.text
+
+
+TOOLS = {
+    "tools": [
+        {
+            "type": "function",
+            "function": {
+                "name": "find_shoe",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"size": {"type": "integer", "minimum": 35, "maximum": 48}},
+                    "required": ["size"],
+                },
+            },
+        }
+    ],
+    "tool_choice": "required",
+}
+
+
+@pytest.mark.parametrize(("kind", "model"), KINDS)
+def test_a_streamed_tool_call_ends_as_the_same_answer_on_either_protocol(sim, kind, model):
+    request = ChatRequest(model=model, messages=ASK, max_tokens=100, options=TOOLS)
+
+    *deltas, completion = collect(endpoint(sim, kind), request)
+    whole = providers.complete_sync(endpoint(sim, kind), request)
+
+    assert all(isinstance(d, Delta) for d in deltas) and isinstance(completion, Completion)
+    for answer in (completion.answer, whole.answer):
+        [choice] = answer["choices"]
+        assert choice["finish_reason"] == "tool_calls"
+        [call] = choice["message"]["tool_calls"]
+        assert call["function"]["name"] == "find_shoe"
+        assert 35 <= json.loads(call["function"]["arguments"])["size"] <= 48
+    assert completion.finish_reason == whole.finish_reason == "tool_calls"

@@ -259,3 +259,72 @@ def test_async_client_creates_and_streams(sim: SimulatorHandle) -> None:
 
     assert streamed == plain
     assert set(sim.usage()["anthropic"][MODEL]) == {"realtime", "stream"}
+
+
+WEATHER = {
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+
+
+def test_a_tool_is_called_then_its_result_is_answered_in_text(claude: anthropic.Anthropic) -> None:
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    called = claude.messages.create(model=MODEL, max_tokens=200, messages=ask, tools=[WEATHER])
+
+    assert called.stop_reason == "tool_use"
+    [block] = called.content
+    assert block.type == "tool_use" and block.id.startswith("toolu_")
+    assert isinstance(block.input["city"], str)
+
+    answered = claude.messages.create(
+        model=MODEL,
+        max_tokens=20,
+        tools=[WEATHER],
+        messages=[
+            *ask,
+            {"role": "assistant", "content": [block.model_dump()]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": block.id, "content": "20 C"}],
+            },
+        ],
+    )
+    assert answered.stop_reason in ("end_turn", "max_tokens")
+    assert answered.content[0].type == "text"
+
+
+def test_a_streamed_tool_call_accumulates_in_the_sdk(claude: anthropic.Anthropic) -> None:
+    with claude.messages.stream(
+        model=MODEL,
+        max_tokens=200,
+        messages=[{"role": "user", "content": "Weather?"}],
+        tools=[WEATHER],
+        tool_choice={"type": "tool", "name": "get_weather"},
+    ) as stream:
+        message = stream.get_final_message()
+
+    [block] = message.content
+    assert block.type == "tool_use" and set(block.input) == {"city"}
+    assert message.stop_reason == "tool_use"
+
+
+def test_output_config_format_answers_json_of_the_schema(claude: anthropic.Anthropic) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "stars": {"type": "integer"}},
+        "required": ["name", "stars"],
+    }
+    message = claude.messages.create(
+        model=MODEL,
+        max_tokens=200,
+        messages=[{"role": "user", "content": "Rate a tent."}],
+        output_config={"format": {"type": "json_schema", "schema": schema}},
+    )
+
+    value = json.loads(message.content[0].text)
+    assert isinstance(value["name"], str) and isinstance(value["stars"], int)
