@@ -247,8 +247,17 @@ def test_a_cancelled_jobs_tickets_end_cancelled_with_no_realtime_charge(llmops, 
     assert ended["cost"]["cost_usd"] == "0.000000000000"  # never in exponent form
 
 
-def test_batch_lines_keep_their_tools_and_the_output_lines_carry_the_tool_calls(llmops):
-    client = llmops.openai("review-moderation")  # gpt-4o-mini, batch-capable
+@pytest.mark.parametrize(
+    "workload, model",
+    [
+        ("review-moderation", "gpt-4o-mini"),  # lines as sent to OpenAI's batch
+        ("ticket-summaries", "claude-sonnet-4-5"),  # translated into Anthropic's batch params
+    ],
+)
+def test_batch_lines_keep_their_tools_and_the_output_lines_carry_the_tool_calls(
+    llmops, workload, model
+):
+    client = llmops.openai(workload)
     tool = {
         "type": "function",
         "function": {
@@ -261,7 +270,7 @@ def test_batch_lines_keep_their_tools_and_the_output_lines_carry_the_tool_calls(
         },
     }
     body = {
-        "model": "gpt-4o-mini",
+        "model": model,
         "messages": [{"role": "user", "content": "Is this review fake? 'Best tent ever!!!'"}],
         "tools": [tool],
         "tool_choice": "required",
@@ -283,3 +292,4 @@ def test_batch_lines_keep_their_tools_and_the_output_lines_carry_the_tool_calls(
     [call] = choice["message"]["tool_calls"]
     assert call["function"]["name"] == "flag_review"
     assert set(json.loads(call["function"]["arguments"])) == {"fake", "reason"}
+    assert result["response"]["body"]["model"] == model
