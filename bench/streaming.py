@@ -636,9 +636,10 @@ def in_the_way(f: dict, added_sse: float, added_ws: float, streams: int) -> list
             f"At N = {first_bad['n']}, {first_bad['stalled']} streams stalled "
             f"({first_bad['stalled_by_gap']} with a gap over {STALL_MS:g} ms, the others by "
             f"falling behind the pace, up to {first_bad['max_lag_ms']:,.0f} ms), {where}. Each "
-            "frame goes through the openai SDK (parsed into a chunk object), llmops' stream "
-            "loop, a new OpenAI chunk encoded as JSON, Django's streaming response and daphne "
-            "(one write per frame).",
+            "frame is read from the provider by httpx, parsed once (JSON, folded into the "
+            "answer that is billed and recorded), relayed as the provider's own bytes through "
+            "llmops' stream loop and Django's streaming response, and written by daphne (one "
+            "write per frame).",
         ]
     return lines
 

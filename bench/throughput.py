@@ -240,7 +240,7 @@ def markdown(f: dict) -> str:
             "",
             "**What stands in the way**: daphne's CPU per request, the same path as M1's (about "
             "25 SQL statements written and read through the Django ORM before each answer, the "
-            "openai SDK's client, JSON): at "
+            "outbound httpx call, JSON): at "
             f"{f['server_cpu_ms_per_request']} CPU-ms per request one core serves {per_core} "
             f"requests/s, and {TARGET_PER_CORE} would need about "
             f"{1000 / TARGET_PER_CORE:.1f} ms. One daphne process runs Python on one core at a "

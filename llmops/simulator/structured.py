@@ -66,6 +66,9 @@ def _value(schema: dict, root: dict, rng: random.Random, depth: int) -> Any:
         return {} if kind == "object" else []
     if kind == "object":
         properties = schema.get("properties") or {}
+        if not properties and schema.get("additionalProperties") is not False:
+            # Any object will do: a real model writes some keys, not `{}`.
+            return {"answer": _string({}, rng)}
         required = set(schema.get("required") or properties)
         return {
             name: _value(sub, root, rng, depth + 1)
@@ -162,14 +165,7 @@ def tool_choice(seed: int, tools: list[dict], *, ids: str = "call_") -> Choice:
 
 def json_choice(seed: int, schema: dict, max_tokens: int | None) -> Choice:
     """An answer whose text is JSON valid for `schema` ({}: any object), cut at max_tokens."""
-    # An object schema that names no properties (json_object asked of a Claude model arrives
-    # so) gets what any object gets from a real model: some keys, not `{}`.
-    open_object = not schema or (
-        schema.get("type") == "object"
-        and not schema.get("properties")
-        and schema.get("additionalProperties") is not False
-    )
-    value = {"answer": corpus_text(seed, 8)} if open_object else schema_value(schema, seed)
+    value = schema_value(schema, seed) if schema else {"answer": corpus_text(seed, 8)}
     text = json_text(value)
     spent = count_tokens(text)
     if max_tokens is not None and spent > max_tokens:

@@ -61,6 +61,10 @@ def anthropic_refuses(*, options: dict, messages: list[dict]) -> str | None:
     fmt = options.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") not in ("text", "json_object", "json_schema"):
         return "response_format"
+    if json_object(options) and options.get("tools"):
+        # json_object rides on a forced tool call (JSON_TOOL), which would keep the model from
+        # calling the client's own tools.
+        return "response_format"
     for index, message in enumerate(messages):
         if message.get("role") not in ("system", "developer", "user", "assistant", "tool"):
             return f"messages[{index}].role"
@@ -85,6 +89,19 @@ def stop_sequences(stop) -> list[str] | None:
 # silent drops: what does not translate was refused by anthropic_refuses before this runs.
 
 TOOL_CHOICE = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}
+# The tool a json_object response_format is asked through (a name no client tool has: a body
+# with tools of its own and json_object is refused before this runs).
+JSON_TOOL = "llmops_json_object"
+JSON_TOOL_DEFINITION = {
+    "name": JSON_TOOL,
+    "description": "Answer with a JSON object.",
+    "input_schema": {"type": "object"},
+}
+
+
+def json_object(options: dict) -> bool:
+    fmt = options.get("response_format")
+    return isinstance(fmt, dict) and fmt.get("type") == "json_object"
 
 
 def anthropic_body(
@@ -123,12 +140,17 @@ def anthropic_body(
             choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
         if choice is not None:
             body["tool_choice"] = choice
-    if (fmt := options.get("response_format")) and fmt.get("type") in (
-        "json_schema",
-        "json_object",
-    ):
+    fmt = options.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
         body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+    elif json_object(options):
+        # Anthropic's structured outputs take no schema-less object ("any JSON object" is not
+        # a schema they accept), so json_object is a forced call of a tool whose input is any
+        # object, as LiteLLM does for models without structured outputs; openai_answer turns
+        # that call back into the JSON text of `content`.
+        body["tools"] = [JSON_TOOL_DEFINITION]
+        body["tool_choice"] = {"type": "tool", "name": JSON_TOOL}
     user = options.get("safety_identifier") or options.get("user")
     if isinstance(user, str) and user and "@" not in user:
         body["metadata"] = {"user_id": user}
@@ -198,6 +220,8 @@ def _tool(tool: dict) -> dict:
     }
     if function.get("description"):
         out["description"] = function["description"]
+    if function.get("strict") is not None:  # Anthropic's tools take strict too (GA)
+        out["strict"] = function["strict"]
     return out
 
 
@@ -223,9 +247,13 @@ STOP_REASON = {
 def openai_answer(message: dict) -> dict:
     """An Anthropic message (as JSON) as an OpenAI answer (openai_chat's shape)."""
     text, calls = [], []
+    finish = STOP_REASON.get(message.get("stop_reason") or "", "stop")
     for block in message.get("content") or ():
         if block.get("type") == "text":
             text.append(block.get("text", ""))
+        elif block.get("type") == "tool_use" and block.get("name") == JSON_TOOL:
+            text.append(json.dumps(block.get("input") or {}, ensure_ascii=False))
+            finish = "stop" if finish == "tool_calls" else finish
         elif block.get("type") == "tool_use":
             calls.append(
                 {
@@ -237,7 +265,6 @@ def openai_answer(message: dict) -> dict:
                     },
                 }
             )
-    finish = STOP_REASON.get(message.get("stop_reason") or "", "stop")
     return openai_chat.text_answer(
         "".join(text), finish_reason=finish, model=message.get("model", ""), tool_calls=calls
     )

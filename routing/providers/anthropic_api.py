@@ -151,6 +151,7 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
     produced = False
     folded = openai_chat.StreamAnswer()
     tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool call index
+    json_blocks: set[int] = set()  # the forced JSON_TOOL call of a json_object: content
     usage, finish, model, ident = None, "stop", request.model, None
     stopped = opened = False
     try:
@@ -169,6 +170,9 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
                     usage, model, ident = event.message.usage, event.message.model, event.message.id
                 elif event.type == "content_block_start" and event.content_block.type == "tool_use":
                     block = event.content_block
+                    if block.name == translation.JSON_TOOL:
+                        json_blocks.add(event.index)
+                        continue
                     tools[event.index] = len(tools)
                     delta = {
                         "tool_calls": [
@@ -183,10 +187,15 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
                 elif event.type == "content_block_delta" and event.delta.type == "text_delta":
                     delta = {"content": event.delta.text}
                 elif event.type == "content_block_delta" and event.delta.type == "input_json_delta":
-                    piece = {"arguments": event.delta.partial_json}
-                    delta = {"tool_calls": [{"index": tools[event.index], "function": piece}]}
+                    if event.index in json_blocks:
+                        delta = {"content": event.delta.partial_json}
+                    else:
+                        piece = {"arguments": event.delta.partial_json}
+                        delta = {"tool_calls": [{"index": tools[event.index], "function": piece}]}
                 elif event.type == "message_delta":
                     finish = FINISH.get(event.delta.stop_reason or "", "stop")
+                    if json_blocks and finish == "tool_calls":
+                        finish = "stop"  # the JSON answer's tool was ours, not the client's
                     # The final usage: output tokens so far, input counts repeated or absent.
                     usage = usage.model_copy(
                         update={

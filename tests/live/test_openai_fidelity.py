@@ -152,6 +152,29 @@ def test_json_object_answers_json_and_the_providers_400_reaches_the_client(llmop
     assert request["status"] == "failed" and not ledger_of(llmops, request["id"])
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_json_object_on_a_claude_model_answers_a_json_object(llmops, sim, client, stream):
+    ask = {
+        "model": "claude-haiku-4-5",
+        "messages": [{"role": "user", "content": "Reply in JSON: a tent's name."}],
+        "response_format": {"type": "json_object"},
+        "max_tokens": 100,
+    }
+    if stream:
+        chunks = list(client.chat.completions.create(**ask, stream=True))
+        content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        finish = next(c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason)
+        assert not any(c.choices[0].delta.tool_calls for c in chunks if c.choices)
+    else:
+        answer = client.chat.completions.create(**ask)
+        content, finish = answer.choices[0].message.content, answer.choices[0].finish_reason
+        assert answer.choices[0].message.tool_calls is None
+    # A JSON object as content, ended as a plain answer: the tool it rode on stays llmops'.
+    value = json.loads(content)
+    assert isinstance(value, dict) and value
+    assert finish == "stop"
+
+
 def test_stop_is_honoured_and_not_served_another_requests_cache_entry(llmops, sim, client):
     ask = {
         "model": "gpt-4o-mini",

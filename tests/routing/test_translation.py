@@ -116,3 +116,47 @@ def test_an_anthropic_tool_use_answer_reads_as_openai_tool_calls():
     [call] = choice["message"]["tool_calls"]
     assert (call["id"], call["function"]["name"]) == ("toolu_1", "get_weather")
     assert json.loads(call["function"]["arguments"]) == {"city": "Rome"}
+
+
+def test_a_strict_tool_stays_strict():
+    strict = {**TOOL, "function": {**TOOL["function"], "strict": True}}
+    body = translation.anthropic_body(
+        model="claude-haiku-4-5",
+        messages=[{"role": "user", "content": "Weather?"}],
+        options={"tools": [strict]},
+        max_tokens=10,
+    )
+    assert body["tools"][0]["strict"] is True
+
+
+def test_json_object_rides_on_a_forced_tool_and_comes_back_as_content():
+    body = translation.anthropic_body(
+        model="claude-haiku-4-5",
+        messages=[{"role": "user", "content": "A tent, in JSON."}],
+        options={"response_format": {"type": "json_object"}},
+        max_tokens=50,
+    )
+    # No schema-less output_config: Anthropic's structured outputs refuse "any object".
+    assert "output_config" not in body
+    assert body["tools"] == [translation.JSON_TOOL_DEFINITION]
+    assert body["tool_choice"] == {"type": "tool", "name": translation.JSON_TOOL}
+
+    answer = translation.openai_answer(
+        {
+            "model": "claude-haiku-4-5",
+            "stop_reason": "tool_use",
+            "content": [
+                {"type": "tool_use", "id": "t1", "name": translation.JSON_TOOL, "input": {"a": 1}}
+            ],
+        }
+    )
+    [choice] = answer["choices"]
+    assert json.loads(choice["message"]["content"]) == {"a": 1}
+    assert choice["finish_reason"] == "stop" and not choice["message"].get("tool_calls")
+
+
+def test_json_object_with_tools_of_its_own_cannot_be_honoured_by_claude():
+    options = {"response_format": {"type": "json_object"}, "tools": [TOOL]}
+    assert translation.anthropic_refuses(options=options, messages=[]) == "response_format"
+    alone = {"response_format": {"type": "json_object"}}
+    assert translation.anthropic_refuses(options=alone, messages=[]) is None
