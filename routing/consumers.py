@@ -54,6 +54,7 @@ SUMMARY_FIELDS = (
     "provider",
     "model",
     "finish_reason",
+    "tool_calls",  # the answer's, whole (a stream's deltas carry text)
     "usage",
     "cost_usd",
     "counterfactual_cost_usd",

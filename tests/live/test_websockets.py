@@ -107,6 +107,26 @@ def test_a_stream_arrives_in_order_and_done_matches_the_ledger(llmops, sim):
     assert done["ttft_ms"] >= 0 and done["tokens_per_s"] > 0
 
 
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-haiku-4-5"])
+def test_a_streamed_tool_call_ends_in_done_with_its_tool_calls(llmops, sim, model):
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+    with llmops.ws("/ws/stream/") as ws:
+        start(ws, f"Weather in Bergen ({model})? Use get_weather.", model=model, tools=[tool])
+        _, done = until(ws, "done", "error")
+
+    assert done["type"] == "done", done
+    assert (done["model"], done["finish_reason"]) == (model, "tool_calls")
+    [call] = done["tool_calls"]
+    assert call["function"]["name"] == "get_weather"
+    assert set(json.loads(call["function"]["arguments"])) <= {"city"}
+
+
 def test_started_prices_a_running_cost_that_done_agrees_with(llmops, sim):
     """What a client shows while tokens arrive (the playground does this) agrees with `done`:
     the rate deltas arrived at after the first, and a cost from `started`'s floor prices."""
