@@ -234,12 +234,13 @@ class LlmModelAdmin(admin.ModelAdmin):
     list_display = [
         "model_id",
         "provider",
+        "kind",
         "tier",
         "context_window",
         "max_output_tokens",
         "enabled",
     ]
-    list_filter = ["tier", "enabled", "provider"]
+    list_filter = ["kind", "tier", "enabled", "provider"]
     search_fields = ["model_id", "provider__slug"]
     list_select_related = ["provider"]
     list_editable = ["enabled"]

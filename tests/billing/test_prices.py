@@ -275,3 +275,37 @@ def test_an_admin_override_prices_later_usage_and_leaves_history_alone(demo, adm
     assert (override.source, override.derived, override.created_by) == ("admin", False, admin_user)
     assert Price.objects.filter(pk=published.pk).values().get() == published_row
     assert Price.objects.filter(model=gpt4o, processing="standard").count() == 2
+
+
+@pytest.mark.parametrize(
+    "model_id, per_mtok", [("text-embedding-3-small", "0.02"), ("text-embedding-3-large", "0.13")]
+)
+def test_an_embedding_model_is_priced_per_input_token_with_a_half_price_batch(
+    demo_models, model_id, per_mtok
+):
+    model = LlmModel.objects.create(
+        provider=demo_models[0].provider,
+        model_id=model_id,
+        kind=LlmModel.Kind.EMBEDDING,
+        context_window=8192,
+        max_output_tokens=0,
+    )
+    sync_prices()
+
+    standard, batch = price(model, Processing.STANDARD), price(model, Processing.BATCH)
+    assert standard.input_per_mtok == Decimal(per_mtok) and standard.output_per_mtok == 0
+    assert batch.input_per_mtok == Decimal(per_mtok) / 2 and batch.output_per_mtok == 0
+
+
+def test_a_chat_model_without_an_output_price_is_not_priced_as_free(demo_models):
+    # Only a model marked embedding may have no output price: a chat model without one is a
+    # gap in the published data, priced in the admin, never silently at zero.
+    model = LlmModel.objects.create(
+        provider=demo_models[0].provider,
+        model_id="text-embedding-3-small",
+        context_window=8192,
+        max_output_tokens=1,
+    )
+    report = sync_prices()
+    assert not Price.objects.filter(model=model).exists()
+    assert "text-embedding-3-small" in report
