@@ -20,7 +20,7 @@ from llmops.text import unstorable_text
 from routing import selectors
 from routing.config import policy_chain
 from routing.models import ApiKey, LlmModel, Request, Workload
-from routing.protocols import openai_chat, translation
+from routing.protocols import openai_chat, openai_embeddings, translation
 from routing.providers.types import ChatRequest
 
 
@@ -67,6 +67,9 @@ class Ask:
     # Every other field of an OpenAI body, as sent (routing.protocols.openai_chat).
     options: dict = field(default_factory=dict)
     n: int = 1  # choices asked for: each is billed, so each is reserved for
+    # What is asked (providers.types.ChatRequest.kind): "chat", or "embeddings", whose input
+    # is in `options` (no messages, no output tokens).
+    kind: str = "chat"
 
 
 def ask_body(ask: Ask) -> dict:
@@ -82,6 +85,7 @@ def ask_body(ask: Ask) -> dict:
         **({"options": ask.options} if ask.options else {}),
         **({"n": ask.n} if ask.n != 1 else {}),
         **({"pinned": True} if ask.pinned else {}),
+        **({"kind": ask.kind} if ask.kind != "chat" else {}),
     }
 
 
@@ -349,6 +353,60 @@ class ChatCompletionInputSerializer(serializers.Serializer):
         return validated
 
 
+class EmbeddingInputField(serializers.Field):
+    """OpenAI's embeddings `input`, checked as OpenAI checks it (openai_embeddings.inputs_of)."""
+
+    def to_internal_value(self, data):
+        try:
+            openai_embeddings.inputs_of(data)
+        except openai_embeddings.InputError as exc:
+            raise ValidationError(f"Invalid 'input': {exc}.") from None
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
+class EmbeddingsInputSerializer(serializers.Serializer):
+    """OpenAI's embeddings body: the model and input read, every field relayed as sent."""
+
+    model = serializers.CharField(max_length=200)
+    input = EmbeddingInputField()
+    encoding_format = serializers.ChoiceField(["float", "base64"], required=False)
+    dimensions = StrictInteger(min_value=1, required=False)
+    user = serializers.CharField(max_length=200, required=False)
+
+    def to_internal_value(self, data):
+        validated = super().to_internal_value(data)
+        validated["options"] = openai_embeddings.options_of(data)
+        return validated
+
+
+def embeddings_ask(
+    workload: Workload,
+    data: dict,
+    *,
+    source: str,
+    idempotency_key: str | None = None,
+    metadata: dict | None = None,
+) -> Ask:
+    """An Ask from a validated embeddings body (EmbeddingsInputSerializer): no messages and
+    no output, the input (and every other field) in options. The model is the client's."""
+    model, pinned = openai_model(workload, data["model"], kind=LlmModel.Kind.EMBEDDING)
+    return Ask(
+        workload=workload,
+        messages=[],
+        max_tokens=0,
+        model=model,
+        pinned=pinned,
+        metadata=dict(metadata or {}),
+        idempotency_key=idempotency_key,
+        source=source,
+        options=data["options"],
+        kind="embeddings",
+    )
+
+
 def first_error(errors) -> tuple[str, str]:
     """(field, message) of a DRF error tree, e.g. ('messages.0.role', '"x" is not...')."""
     path = []
@@ -417,7 +475,7 @@ def openai_ask(
 ) -> Ask:
     """An Ask from a validated chat.completions body (ChatCompletionInputSerializer). The model
     is the client's (openai_model)."""
-    model, pinned = openai_model(workload, data["model"])
+    model, pinned = openai_model(workload, data["model"], kind=LlmModel.Kind.CHAT)
     return Ask(
         workload=workload,
         messages=data["messages"],
@@ -434,18 +492,23 @@ def openai_ask(
     )
 
 
-def openai_model(workload: Workload, name: str) -> tuple[LlmModel | None, bool]:
+def openai_model(
+    workload: Workload, name: str, *, kind: str | None = None
+) -> tuple[LlmModel | None, bool]:
     """What an OpenAI client's `model` means for a workload: (the model, pinned). An alias of
     the policy, or its primary, is the chain with its fallbacks; another model of the chain,
     or any enabled model where the policy allows any, is that model alone. Raises
     RequestRejected: 404 model_not_found for a model llmops does not know, 400 naming the
-    allowed models for one the policy does not allow."""
+    allowed models for one the policy does not allow, 400 for a model of another `kind` than
+    the surface serves (a chat model on /v1/embeddings)."""
     policy = workload.policy
     chain = policy_chain(policy.pk)
     if name in policy.aliases:
+        _check_kind(workload, next(iter(chain), None), kind)
         return None, False
     named = next((m for m in chain if m.model_id == name), None)
     if named is not None:
+        _check_kind(workload, named, kind)
         primary = next((m for m in chain if m.enabled and m.provider.enabled), None)
         return named, named is not primary
     known = selectors.model_named(name)
@@ -457,6 +520,7 @@ def openai_model(workload: Workload, name: str) -> tuple[LlmModel | None, bool]:
             code="model_not_found",
         )
     if policy.allow_any_model:
+        _check_kind(workload, known, kind)
         return known, True
     allowed = sorted(policy.aliases) + [m.model_id for m in chain if m.enabled]
     raise RequestRejected(
@@ -465,6 +529,24 @@ def openai_model(workload: Workload, name: str) -> tuple[LlmModel | None, bool]:
         f"{', '.join(allowed)}.",
         field="model",
         code="model_not_allowed",
+    )
+
+
+SURFACE_OF_KIND = {
+    LlmModel.Kind.CHAT: "/v1/chat/completions",
+    LlmModel.Kind.EMBEDDING: "/v1/embeddings",
+}
+
+
+def _check_kind(workload: Workload, model: LlmModel | None, kind: str | None) -> None:
+    if kind is None or model is None or model.kind == kind:
+        return
+    raise RequestRejected(
+        400,
+        f"{model.model_id} (workload {workload.slug}) is a {model.kind} model: call "
+        f"{SURFACE_OF_KIND[model.kind]} with it, or name a {kind} model here.",
+        field="model",
+        code="wrong_model_kind",
     )
 
 
@@ -612,6 +694,7 @@ def chat_request(request: Request, model: LlmModel | None = None) -> ChatRequest
         temperature=params.get("temperature"),
         options=options,
         send_max_tokens=request.source not in OPENAI_BODY_SOURCES,
+        kind=params.get("kind", "chat"),
     )
 
 

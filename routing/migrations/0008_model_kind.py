@@ -4,15 +4,22 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('routing', '0007_openai_fidelity'),
+        ("routing", "0007_openai_fidelity"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='llmmodel',
-            name='kind',
-            field=models.CharField(choices=[('chat', 'Chat (generates text: chat completions, responses, messages)'), ('embedding', 'Embedding (/v1/embeddings)')], default='chat', help_text='Which surfaces may name it: an embedding model is priced per input token only.', max_length=10),
+            model_name="llmmodel",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("chat", "Chat (generates text: chat completions, responses, messages)"),
+                    ("embedding", "Embedding (/v1/embeddings)"),
+                ],
+                default="chat",
+                help_text="Which surfaces may name it: an embedding model is priced per input token only.",
+                max_length=10,
+            ),
         ),
     ]
