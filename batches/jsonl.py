@@ -30,6 +30,13 @@ from llmops.text import unstorable_text
 CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 BOM = b"\xef\xbb\xbf"
 CHAT_ENDPOINT = "/v1/chat/completions"
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+
+
+def endpoint_of(model) -> str:
+    """The url a provider batch of `model`'s requests asks (one per batch, as OpenAI requires)."""
+    return EMBEDDINGS_ENDPOINT if model.embeds else CHAT_ENDPOINT
+
 
 # Provider limits per batch, as OpenAI and Anthropic document them: requests and bytes.
 OPENAI_MAX_LINES, OPENAI_MAX_BYTES = 50_000, 200 * 1024 * 1024

@@ -211,10 +211,14 @@ def _authenticate(http_request) -> ApiKey:
     return found[1]
 
 
-# The OpenAI-compatible surfaces: the body's serializer and the Ask it makes.
+# Each surface's body serializer and the Ask it makes: OpenAI-compatible, and native.
 OPENAI_SURFACES = {
     "chat": (asks.ChatCompletionInputSerializer, asks.openai_ask),
     "embeddings": (asks.EmbeddingsInputSerializer, asks.embeddings_ask),
+}
+NATIVE_SURFACES = {
+    "chat": (asks.RequestInputSerializer, asks.native_ask),
+    "embeddings": (asks.NativeEmbeddingsInputSerializer, asks.native_embeddings_ask),
 }
 
 
@@ -231,22 +235,22 @@ def _prepare(http_request, *, openai: bool, surface: str = "chat") -> services.A
     body = asks.json_object(http_request.body)
     # chat_completions reads stream_options from it after admission, without a second parse.
     http_request.llmops_body = body
-    serializer_class, openai_ask = OPENAI_SURFACES[surface]
-    serializer = (serializer_class if openai else asks.RequestInputSerializer)(data=body)
+    serializer_class, make_ask = (OPENAI_SURFACES if openai else NATIVE_SURFACES)[surface]
+    serializer = serializer_class(data=body)
     if not serializer.is_valid():
         field, message = asks.first_error(serializer.errors)
         raise asks.RequestRejected(400, f"{field}: {message}", field=field)
     data = serializer.validated_data
     team = key.team
     if not openai:
-        ask = asks.native_ask(
+        ask = make_ask(
             workloads=Workload.objects.filter(team=team),
             data=data,
             idempotency_key=data.get("idempotency_key")
             or http_request.headers.get("Idempotency-Key"),
         )
         return services.request_admit(team=team, api_key=key, ask=ask, sync_only=False)
-    ask = openai_ask(
+    ask = make_ask(
         asks.openai_workload(http_request, key),
         data,
         source=Request.Source.OPENAI,
@@ -286,9 +290,10 @@ def _sse(event: str | None, data) -> bytes:
     return f"{head}data: {payload}\n\n".encode()
 
 
-async def request_create(http_request):
-    """POST /api/v1/requests: 200 with the completed request, an SSE stream, or 202 queued."""
-    admitted, error = await _admit(http_request, openai=False)
+async def request_create(http_request, surface: str = "chat"):
+    """POST /api/v1/requests (and /api/v1/embeddings): 200 with the completed request, an SSE
+    stream, or 202 queued."""
+    admitted, error = await _admit(http_request, openai=False, surface=surface)
     if error is not None:
         return error
     request = admitted.request
@@ -707,6 +712,17 @@ async def requests_endpoint(http_request):
     if http_request.method == "POST":
         return await request_create(http_request)
     return await sync_to_async(_request_list_view)(http_request)
+
+
+@csrf_exempt
+async def native_embeddings(http_request):
+    """POST /api/v1/embeddings: a workload's embeddings, 200 with the completed request (its
+    `embeddings`), or 202 with a ticket when the workload defers them to a provider batch."""
+    if http_request.method != "POST":
+        response = _error(405, "Only POST is supported.", code="method_not_allowed")
+        response["Allow"] = "POST"
+        return response
+    return await request_create(http_request, surface="embeddings")
 
 
 # drf-spectacular documents a URL by the DRF class it finds on the view function.

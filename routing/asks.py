@@ -367,6 +367,23 @@ class EmbeddingInputField(serializers.Field):
         return value
 
 
+class NativeEmbeddingsInputSerializer(serializers.Serializer):
+    """POST /api/v1/embeddings: a workload's embeddings, answered now or deferred to a batch
+    as the workload's policy decides."""
+
+    workload = serializers.SlugField()
+    team = serializers.SlugField(required=False)
+    input = EmbeddingInputField(help_text="A string, strings, a token array or token arrays.")
+    model = serializers.CharField(max_length=200, required=False)
+    dimensions = StrictInteger(min_value=1, required=False)
+    encoding_format = serializers.ChoiceField(["float", "base64"], required=False)
+    metadata = serializers.DictField(required=False, default=dict)
+    idempotency_key = serializers.CharField(required=False)
+
+    validate_metadata = RequestInputSerializer.validate_metadata
+    validate_idempotency_key = RequestInputSerializer.validate_idempotency_key
+
+
 class EmbeddingsInputSerializer(serializers.Serializer):
     """OpenAI's embeddings body: the model and input read, every field relayed as sent."""
 
@@ -567,6 +584,50 @@ def native_ask(
 ) -> Ask:
     """An Ask from a validated native body (REST or websocket). `workloads` are the ones the
     caller may use; a slug several of a session user's teams share needs `team`."""
+    workload, model = _native_target(workloads, data, kind=LlmModel.Kind.CHAT)
+    return Ask(
+        workload=workload,
+        messages=data["messages"],
+        max_tokens=data.get("max_tokens"),
+        temperature=data.get("temperature"),
+        model=model,
+        stream=data.get("stream", False),
+        metadata=data.get("metadata") or {},
+        idempotency_key=idempotency_key,
+        source=source,
+        options={key: data[key] for key in NATIVE_OPTIONS if data.get(key) is not None},
+    )
+
+
+def native_embeddings_ask(
+    *,
+    workloads,
+    data: dict,
+    idempotency_key: str | None = None,
+    source: str = Request.Source.NATIVE,
+) -> Ask:
+    """An Ask from a validated native embeddings body (NativeEmbeddingsInputSerializer)."""
+    workload, model = _native_target(workloads, data, kind=LlmModel.Kind.EMBEDDING)
+    return Ask(
+        workload=workload,
+        messages=[],
+        max_tokens=0,
+        model=model,
+        metadata=data.get("metadata") or {},
+        idempotency_key=idempotency_key,
+        source=source,
+        options={k: data[k] for k in NATIVE_EMBEDDING_OPTIONS if data.get(k) is not None},
+        kind="embeddings",
+    )
+
+
+# The native embeddings body's fields that are OpenAI's own, relayed to the model.
+NATIVE_EMBEDDING_OPTIONS = ("input", "dimensions", "encoding_format")
+
+
+def _native_target(workloads, data: dict, *, kind: str) -> tuple[Workload, LlmModel | None]:
+    """The workload a native body names (one the caller may use) and the model of its chain
+    the body names, if any, of the `kind` the surface serves."""
     slug = data["workload"]
     matches = workloads.filter(slug=slug, enabled=True).select_related("team", "policy")
     if team_slug := data.get("team"):
@@ -590,18 +651,8 @@ def native_ask(
             f"({', '.join(chain)}).",
             field="model",
         )
-    return Ask(
-        workload=workload,
-        messages=data["messages"],
-        max_tokens=data.get("max_tokens"),
-        temperature=data.get("temperature"),
-        model=model,
-        stream=data.get("stream", False),
-        metadata=data.get("metadata") or {},
-        idempotency_key=idempotency_key,
-        source=source,
-        options={key: data[key] for key in NATIVE_OPTIONS if data.get(key) is not None},
-    )
+    _check_kind(workload, model or next(iter(policy_chain(workload.policy_id)), None), kind)
+    return workload, model
 
 
 # The native body's fields that are OpenAI's own, carried to the model as options.
@@ -636,6 +687,11 @@ class RequestOutputSerializer(serializers.Serializer):
         "arguments}}): answer each with a `tool` message and send the conversation again."
     )
     finish_reason = serializers.CharField()
+    kind = serializers.SerializerMethodField(help_text="chat, or embeddings.")
+    embeddings = serializers.SerializerMethodField(
+        help_text="An embeddings request's vectors, in input order (floats, or base64 strings "
+        "where the request asked for base64); null for a chat request or an unfinished one."
+    )
     usage = serializers.JSONField()
     cost_usd = serializers.DecimalField(max_digits=24, decimal_places=12, allow_null=True)
     counterfactual_cost_usd = serializers.DecimalField(
@@ -654,9 +710,17 @@ class RequestOutputSerializer(serializers.Serializer):
     completed_at = serializers.DateTimeField()
 
     def get_tool_calls(self, request) -> list[dict]:
-        if request.status != Request.Status.COMPLETED:
+        if request.status != Request.Status.COMPLETED or request.params.get("kind"):
             return []
         return openai_chat.tool_calls_of(answer_of(request))
+
+    def get_kind(self, request) -> str:
+        return request.params.get("kind", "chat")
+
+    def get_embeddings(self, request) -> list | None:
+        if request.params.get("kind") != "embeddings" or not request.answer:
+            return None
+        return openai_embeddings.vectors(request.answer)
 
 
 def request_json(request: Request) -> dict:

@@ -3,12 +3,10 @@ bounds and relays, and what of an answer it keeps.
 
 As with chat, the body is relayed as sent (the model id mapped): llmops reads the model and
 the input (to bound its tokens for the budget hold) and passes every other field through.
-An answer's vectors go back to the client and into the response cache, not into the request
-row: a realtime row keeps the answer without them (a 2,048-input answer is tens of MB)."""
+The answer is kept whole on the request row (an idempotent replay, a cache hit and a batch
+ticket's result repeat it)."""
 
 from __future__ import annotations
-
-import json
 
 ENDPOINT = "/v1/embeddings"
 ROUTED_FIELDS = frozenset({"model"})
@@ -77,17 +75,7 @@ def count(answer: dict) -> int:
     return len(data) if isinstance(data, list) else 0
 
 
-def stored(answer: dict) -> dict:
-    """An answer as a realtime request row keeps it: everything but the vectors."""
-    return {
-        **{k: v for k, v in answer.items() if k != "data"},
-        "data": [
-            {k: v for k, v in item.items() if k != "embedding"}
-            for item in answer.get("data") or ()
-            if isinstance(item, dict)
-        ],
-    }
-
-
-def response_body(answer: dict) -> bytes:
-    return json.dumps(answer, separators=(",", ":")).encode()
+def vectors(answer: dict) -> list:
+    """The answer's embeddings in input order (as the provider encoded them)."""
+    items = [i for i in answer.get("data") or () if isinstance(i, dict)]
+    return [i.get("embedding") for i in sorted(items, key=lambda i: i.get("index", 0))]

@@ -47,17 +47,11 @@ def test_the_hold_bound_covers_every_token():
     assert emb.input_tokens_bound(["héllo", [1, 2, 3]]) == len("héllo".encode()) + 3
 
 
-def test_a_stored_answer_keeps_everything_but_the_vectors():
+def test_vectors_are_read_in_input_order():
     answer = {
-        "object": "list",
-        "model": "text-embedding-3-small",
-        "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
-        "usage": {"prompt_tokens": 2, "total_tokens": 2},
+        "data": [
+            {"object": "embedding", "index": 1, "embedding": [0.3]},
+            {"object": "embedding", "index": 0, "embedding": [0.1]},
+        ]
     }
-    assert emb.stored(answer) == {
-        "object": "list",
-        "model": "text-embedding-3-small",
-        "data": [{"object": "embedding", "index": 0}],
-        "usage": {"prompt_tokens": 2, "total_tokens": 2},
-    }
-    assert emb.count(answer) == 1
+    assert emb.vectors(answer) == [[0.1], [0.3]]
