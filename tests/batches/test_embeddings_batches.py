@@ -3,13 +3,16 @@ ticket, goes to a provider batch of /v1/embeddings lines and is billed at the ba
 
 from __future__ import annotations
 
+import json
 import math
 from decimal import Decimal
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from batches import services
 from batches.models import BatchJob
+from batches.services import client_batches
 from billing.models import Hold, LedgerEntry
 from routing.models import Request
 from tests.batches.test_lifecycle import run_until_idle
@@ -67,3 +70,96 @@ def test_a_chat_workload_is_not_an_embeddings_one(api, sim):
     response = embed(api, "product-search", ["tent"])
     assert response.status_code == 400
     assert response.json()["code"] == "wrong_model_kind"
+
+
+def embeddings_file(n: int, *, model: str = "text-embedding-3-small") -> bytes:
+    return b"".join(
+        json.dumps(
+            {
+                "custom_id": f"e-{i}",
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {"model": model, "input": [f"product {i}", f"colour {i}"]},
+            }
+        ).encode()
+        + b"\n"
+        for i in range(n)
+    )
+
+
+def upload(api, data: bytes) -> str:
+    response = api.post(
+        "/v1/files",
+        {"purpose": "batch", "file": SimpleUploadedFile("in.jsonl", data)},
+        format="multipart",
+    )
+    assert response.status_code == 200, response.content
+    return response.json()["id"]
+
+
+def create(api, file_id: str, endpoint: str = "/v1/embeddings"):
+    return api.post(
+        "/v1/batches",
+        {"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h"},
+        format="json",
+        HTTP_X_WORKLOAD="catalog-embeddings",
+    )
+
+
+def test_a_client_batch_of_embeddings_lines_runs_to_its_output_file(api, sim, settings):
+    settings.LLMOPS_BATCH_WRITE_PAUSE_MS = 0
+    created = create(api, upload(api, embeddings_file(4)))
+    assert created.status_code == 200, created.content
+    batch_id = created.json()["id"]
+    assert created.json()["endpoint"] == "/v1/embeddings"
+
+    while client_batches.client_batch_admit(batch_id=batch_id).more:
+        pass
+    run_until_idle()
+
+    batch = api.get(f"/v1/batches/{batch_id}").json()
+    assert batch["status"] == "completed", batch
+    assert batch["request_counts"] == {"total": 4, "completed": 4, "failed": 0}
+    output = api.get(f"/v1/files/{batch['output_file_id']}/content")
+    lines = [json.loads(x) for x in b"".join(output.streaming_content).splitlines()]
+    assert sorted(line["custom_id"] for line in lines) == [f"e-{i}" for i in range(4)]
+    for line in lines:
+        body = line["response"]["body"]
+        assert body["object"] == "list" and body["model"] == "text-embedding-3-small"
+        assert [d["index"] for d in body["data"]] == [0, 1]
+        assert all(unit(d["embedding"]) for d in body["data"])
+    for request in Request.objects.all():
+        [charge] = LedgerEntry.objects.filter(request=request)
+        assert charge.mode == "batch"
+        assert charge.cost_usd == SMALL_PER_MTOK / 2 * charge.input_tokens / 10**6
+
+
+def test_a_batch_whose_endpoint_is_not_its_lines_url_is_refused(api, sim):
+    refused = create(api, upload(api, embeddings_file(1)), endpoint="/v1/chat/completions")
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "endpoint"
+    assert "/v1/embeddings" in refused.json()["error"]["message"]
+
+
+def test_a_file_mixing_endpoints_is_refused_at_the_line_that_differs(api, sim):
+    chat = {
+        "custom_id": "c-1",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+    }
+    data = embeddings_file(1) + json.dumps(chat).encode() + b"\n"
+    response = api.post(
+        "/v1/files",
+        {"purpose": "batch", "file": SimpleUploadedFile("in.jsonl", data)},
+        format="multipart",
+    )
+    assert response.status_code == 400
+    assert "line 2: url '/v1/chat/completions' differs" in response.json()["error"]["message"]
+
+
+def test_a_chat_model_in_an_embeddings_file_is_refused_at_creation(api, sim):
+    refused = create(api, upload(api, embeddings_file(1, model="gpt-4o-mini")))
+    assert refused.status_code == 400, refused.content
+    error = refused.json()["error"]
+    assert error["code"] == "model_not_allowed" and "text-embedding-3-small" in error["message"]

@@ -22,7 +22,11 @@ pytestmark = pytest.mark.django_db
 
 DEMO_MODEL_IDS = [model_id for _, model_id, *_ in MODELS]
 # Our batch prices that genai-prices does not publish: derived by the providers' 50% rule.
-DERIVED = {("claude-opus-4-1", Processing.BATCH)}
+DERIVED = {
+    ("claude-opus-4-1", Processing.BATCH),
+    ("text-embedding-3-small", Processing.BATCH),
+    ("text-embedding-3-large", Processing.BATCH),
+}
 RATE_FIELDS = ["input_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok", "output_per_mtok"]
 
 
@@ -122,7 +126,7 @@ def test_a_published_batch_price_is_copied_not_derived(demo, model_id, input_rat
     assert batch.source.startswith("genai-prices")
 
 
-def test_only_opus_batch_is_derived_among_the_demo_models(demo):
+def test_only_opus_and_the_embedding_models_batch_prices_are_derived(demo):
     derived = set(Price.objects.filter(derived=True).values_list("model__model_id", "processing"))
     assert derived == DERIVED
 

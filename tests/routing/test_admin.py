@@ -140,6 +140,8 @@ def test_the_workload_policy_picker_offers_only_the_workloads_teams_policies(adm
 
     assert policy_labels(response) == [
         "acme / deferrable-economy",
+        "acme / embeddings-batch",
+        "acme / embeddings-realtime",
         "acme / interactive",
         "acme / interactive-economy",
         "acme / overnight-batch",
