@@ -686,6 +686,23 @@ class ChatCompletionsSchema(APIView):
         raise Http404
 
 
+class NativeEmbeddingsSchema(APIView):
+    """Documents POST /api/v1/embeddings, which the async native_embeddings serves."""
+
+    @extend_schema(
+        request={"application/json": asks.NativeEmbeddingsInputSerializer},
+        auth=[{"ApiKey": []}],
+        responses={200: asks.RequestOutputSerializer, 202: asks.RequestOutputSerializer},
+        description="Embed a workload's input. 200 with the completed request and its "
+        "`embeddings` (realtime or a cache hit); 202 with a queued ticket when the workload "
+        "defers to a provider batch of /v1/embeddings lines at the batch price (fetch it from "
+        "`/api/v1/requests/{id}`, or have it pushed to the workload's webhook). A chat "
+        "workload is a 400 `wrong_model_kind`.",
+    )
+    def post(self, request):  # pragma: no cover - routed to native_embeddings
+        raise Http404
+
+
 class EmbeddingsSchema(APIView):
     """Documents POST /v1/embeddings, which the async embeddings view serves."""
 
@@ -734,3 +751,5 @@ chat_completions.initkwargs = {}
 embeddings = csrf_exempt(embeddings)
 embeddings.cls = EmbeddingsSchema
 embeddings.initkwargs = {}
+native_embeddings.cls = NativeEmbeddingsSchema
+native_embeddings.initkwargs = {}

@@ -353,6 +353,16 @@ class ChatCompletionInputSerializer(serializers.Serializer):
         return validated
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string"},
+            {"type": "array", "items": {"type": "string"}},
+            {"type": "array", "items": {"type": "integer"}},
+            {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
+        ]
+    }
+)
 class EmbeddingInputField(serializers.Field):
     """OpenAI's embeddings `input`, checked as OpenAI checks it (openai_embeddings.inputs_of)."""
 

@@ -57,6 +57,8 @@ def inputs_of(value) -> list[str | list[int]]:
             raise InputError(f"input {index} must be a non-empty string or array of tokens")
         elif len(item) > MAX_INPUT_TOKENS:
             raise InputError(f"input {index} is over {MAX_INPUT_TOKENS} tokens")
+    if len({isinstance(item, str) for item in items}) > 1:
+        raise InputError("must be all strings or all arrays of tokens, not a mix")
     return items
 
 

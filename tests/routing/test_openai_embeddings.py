@@ -33,6 +33,7 @@ def test_every_input_shape_reads_as_its_items(value, items):
         (["x"] * 2049, "at most 2048 inputs"),
         ([[1] * 8193], "over 8192 tokens"),
         (7, "non-empty string"),
+        ([[1, 2], "a"], "not a mix"),
         (None, "non-empty string"),
     ],
 )
