@@ -163,3 +163,17 @@ def test_a_chat_model_in_an_embeddings_file_is_refused_at_creation(api, sim):
     assert refused.status_code == 400, refused.content
     error = refused.json()["error"]
     assert error["code"] == "model_not_allowed" and "text-embedding-3-small" in error["message"]
+
+
+def test_a_deferrable_workload_called_through_v1_answers_now_as_a_missed_saving(api, sim):
+    response = api.post(
+        "/v1/embeddings",
+        {"model": "text-embedding-3-small", "input": ["a tent"]},
+        format="json",
+        HTTP_X_WORKLOAD="catalog-embeddings",
+    )
+
+    assert response.status_code == 200, response.content
+    assert len(response.json()["data"]) == 1
+    request = Request.objects.get(pk=response["x-request-id"])
+    assert (request.mode, request.missed_saving) == ("realtime", True)

@@ -1,9 +1,9 @@
 """T3: the ledger reconciled against the provider's own bill. A day's mix of traffic (plain and
 streamed answers through both APIs, prompts long enough to be cached, response-cache hits, tool
 calls plain and streamed, n=2 and images on an OpenAI and a Claude model, embeddings realtime
-and batched, OpenAI and Anthropic batches ingested by a worker) goes through llmops to the simulator, whose
-`/_sim/usage` book counts every token it served; the two must agree per provider, model and
-mode, in requests, tokens and dollars (tests/faults/bill.py): drift 0."""
+and batched, OpenAI and Anthropic batches ingested by a worker) goes through llmops to the
+simulator, whose `/_sim/usage` book counts every token it served; the two must agree per
+provider, model and mode, in requests, tokens and dollars (tests/faults/bill.py): drift 0."""
 
 from __future__ import annotations
 
