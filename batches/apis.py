@@ -356,8 +356,10 @@ class BatchCollectionApi(OpenAIView):
         )
 
         def validate_endpoint(self, value):
-            if value != jsonl.CHAT_ENDPOINT:
-                raise serializers.ValidationError(f"llmops batches {jsonl.CHAT_ENDPOINT} only")
+            if value not in jsonl.ENDPOINTS:
+                raise serializers.ValidationError(
+                    f"llmops batches {' and '.join(jsonl.ENDPOINTS)}, not {value!r}"
+                )
             return value
 
         def validate_completion_window(self, value):
@@ -383,6 +385,13 @@ class BatchCollectionApi(OpenAIView):
         if stored.purpose != StoredFile.Purpose.BATCH:
             raise services.SurfaceError(
                 400, f"{stored.id} is not a batch input file", param="input_file_id"
+            )
+        if stored.endpoint != data["endpoint"]:
+            # OpenAI requires every line's url to be the batch's endpoint.
+            raise services.SurfaceError(
+                400,
+                f"The lines of {stored.id} ask {stored.endpoint}, not {data['endpoint']}.",
+                param="endpoint",
             )
         try:
             # Answers at once in `validating`, as OpenAI does: a worker checks and admits the

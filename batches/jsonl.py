@@ -30,6 +30,15 @@ from llmops.text import unstorable_text
 CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 BOM = b"\xef\xbb\xbf"
 CHAT_ENDPOINT = "/v1/chat/completions"
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+# The urls a batch file's lines may ask (one per file, as OpenAI requires).
+ENDPOINTS = (CHAT_ENDPOINT, EMBEDDINGS_ENDPOINT)
+
+
+def endpoint_of(model) -> str:
+    """The url a provider batch of `model`'s requests asks (one per batch, as OpenAI requires)."""
+    return EMBEDDINGS_ENDPOINT if model.embeds else CHAT_ENDPOINT
+
 
 # Provider limits per batch, as OpenAI and Anthropic document them: requests and bytes.
 OPENAI_MAX_LINES, OPENAI_MAX_BYTES = 50_000, 200 * 1024 * 1024
@@ -64,6 +73,7 @@ class BatchLine:
     custom_id: str
     model: str
     body: dict
+    url: str = CHAT_ENDPOINT
 
 
 @dataclass
@@ -73,6 +83,7 @@ class Scan:
     lines: int = 0
     bytes: int = 0
     models: set[str] = field(default_factory=set)
+    urls: set[str] = field(default_factory=set)
 
 
 def raw_lines(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
@@ -93,9 +104,10 @@ def raw_lines(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
         yield number + 1, pending.removesuffix(b"\r")
 
 
-def parse_line(number: int, raw: bytes, *, endpoint: str = CHAT_ENDPOINT) -> BatchLine:
-    """One input line, checked on its own (uniqueness and models are the file's business).
-    Raises LineError-carrying BatchFileError."""
+def parse_line(number: int, raw: bytes, *, endpoint: str | None = None) -> BatchLine:
+    """One input line, checked on its own (uniqueness, models and urls are the file's
+    business): its url must be `endpoint`, or any of ENDPOINTS if None. Raises
+    LineError-carrying BatchFileError."""
 
     def fail(message: str) -> BatchFileError:
         return BatchFileError([LineError(number, message)])
@@ -130,8 +142,11 @@ def parse_line(number: int, raw: bytes, *, endpoint: str = CHAT_ENDPOINT) -> Bat
         )
     if value.get("method") != "POST":
         raise fail(f"method must be POST, got {value.get('method')!r}")
-    if value.get("url") != endpoint:
-        raise fail(f"url must be {endpoint}, got {value.get('url')!r}")
+    url = value.get("url")
+    if endpoint is not None and url != endpoint:
+        raise fail(f"url must be {endpoint}, got {url!r}")
+    if url not in ENDPOINTS:
+        raise fail(f"url must be one of {', '.join(ENDPOINTS)}, got {url!r}")
     body = value.get("body")
     if not isinstance(body, dict):
         raise fail("body must be a JSON object")
@@ -140,16 +155,17 @@ def parse_line(number: int, raw: bytes, *, endpoint: str = CHAT_ENDPOINT) -> Bat
         raise fail("body.model is missing")
     if body.get("stream"):
         raise fail("body.stream is not allowed in a batch")
-    return BatchLine(number=number, custom_id=custom_id, model=model, body=body)
+    return BatchLine(number=number, custom_id=custom_id, model=model, body=body, url=url)
 
 
-def scan(chunks: Iterable[bytes], *, endpoint: str = CHAT_ENDPOINT, one_model: bool = True) -> Scan:
+def scan(chunks: Iterable[bytes], *, endpoint: str | None = None, one_model: bool = True) -> Scan:
     """Validate a whole file in one streaming pass, collecting up to MAX_REPORTED_ERRORS
     line-numbered problems; raises BatchFileError listing them, else returns what it holds."""
     result = Scan()
     errors: list[LineError] = []
     seen: set[str] = set()
     first_model_line: dict[str, int] = {}
+    first_url_line: dict[str, int] = {}
     truncated = False
     for number, raw in raw_lines(chunks):
         result.lines = number
@@ -163,20 +179,27 @@ def scan(chunks: Iterable[bytes], *, endpoint: str = CHAT_ENDPOINT, one_model: b
                 errors.append(LineError(number, f"duplicate custom_id {line.custom_id!r}"))
             seen.add(line.custom_id)
             first_model_line.setdefault(line.model, number)
+            first_url_line.setdefault(line.url, number)
             result.models.add(line.model)
+            result.urls.add(line.url)
         if len(errors) >= MAX_REPORTED_ERRORS:
             truncated = True
             break
     if one_model and len(first_model_line) > 1 and not truncated:
-        (first, _), (other, at) = sorted(first_model_line.items(), key=lambda kv: kv[1])[:2]
-        errors.append(
-            LineError(at, f"model {other!r} differs from {first!r} (one model per batch file)")
-        )
+        errors.append(_second(first_model_line, "model", "one model per batch file"))
+    if len(first_url_line) > 1 and not truncated:
+        errors.append(_second(first_url_line, "url", "one endpoint per batch file"))
     if result.lines == 0:
         errors.append(LineError(1, "the file is empty"))
     if errors:
         raise BatchFileError(errors[:MAX_REPORTED_ERRORS], truncated=truncated)
     return result
+
+
+def _second(first_line: dict[str, int], what: str, rule: str) -> LineError:
+    """The error at the first line whose `what` differs from the file's first line's."""
+    (first, _), (other, at) = sorted(first_line.items(), key=lambda kv: kv[1])[:2]
+    return LineError(at, f"{what} {other!r} differs from {first!r} ({rule})")
 
 
 def request_line(*, custom_id: str, body: dict, endpoint: str = CHAT_ENDPOINT) -> bytes:

@@ -212,6 +212,11 @@ class StoredFile(models.Model):
     bytes = models.PositiveBigIntegerField(default=0)
     lines = models.PositiveIntegerField(default=0)
     model = models.CharField(max_length=200, blank=True, help_text="The one model its lines name.")
+    endpoint = models.CharField(
+        max_length=100,
+        default="/v1/chat/completions",
+        help_text="The one url its lines ask (/v1/chat/completions or /v1/embeddings).",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(null=True, blank=True)
 

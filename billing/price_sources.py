@@ -30,8 +30,11 @@ CONTEXTS: dict[str, dict[str, str]] = {
 }
 
 
-def published_versions(*, model_id: str, provider_kind: str, at: datetime) -> list[PriceVersion]:
-    """Standard, batch (published or derived) and, where sold, flex and priority prices."""
+def published_versions(
+    *, model_id: str, provider_kind: str, at: datetime, embedding: bool = False
+) -> list[PriceVersion]:
+    """Standard, batch (published or derived) and, where sold, flex and priority prices. An
+    embedding model has an input price only (its output costs nothing)."""
     provider_id = PROVIDER_IDS.get(provider_kind)
     if provider_id is None:
         raise PricingError(f"genai-prices has no prices for {provider_kind} providers")
@@ -43,12 +46,16 @@ def published_versions(*, model_id: str, provider_kind: str, at: datetime) -> li
         raise PricingError(f"genai-prices does not know {provider_id} model {model_id}") from exc
 
     standard_prices = info.get_prices(at)
-    standard = _version(model_id, "standard", at, standard_prices, derived=False)
+    standard = _version(
+        model_id, "standard", at, standard_prices, derived=False, embedding=embedding
+    )
     versions = [standard]
     for processing, context in CONTEXTS.items():
         prices = info.get_prices(at, context)
         if prices != standard_prices:
-            versions.append(_version(model_id, processing, at, prices, derived=False))
+            versions.append(
+                _version(model_id, processing, at, prices, derived=False, embedding=embedding)
+            )
         elif processing == "batch" and provider_kind in BATCH_RULE_PROVIDERS:
             # genai-prices silently falls back to the standard price when a model
             # has no batch variant; the provider's documented rule is 50%.
@@ -57,7 +64,13 @@ def published_versions(*, model_id: str, provider_kind: str, at: datetime) -> li
 
 
 def _version(
-    model_id: str, processing: str, at: datetime, prices: types.ModelPrice, *, derived: bool
+    model_id: str,
+    processing: str,
+    at: datetime,
+    prices: types.ModelPrice,
+    *,
+    derived: bool,
+    embedding: bool = False,
 ) -> PriceVersion:
     fields = {
         "input": getattr(prices, "input_mtok", None),
@@ -66,6 +79,8 @@ def _version(
         "cache_write": getattr(prices, "cache_write_mtok", None),
         "output": getattr(prices, "output_mtok", None),
     }
+    if embedding and fields["output"] is None:
+        fields["output"] = Decimal(0)  # an embedding writes no tokens
     if fields["input"] is None or fields["output"] is None:
         raise PricingError(f"genai-prices has no token prices for {model_id}")
     fields["cached_input"] = fields["cached_input"] or fields["input"]

@@ -199,8 +199,9 @@ def prompt_tokens_bound(messages: list[dict], *, extra: tuple = ()) -> int:
 # The fields of an OpenAI body besides its messages that cost tokens: tool definitions and a
 # response schema are tokenized into the prompt, and a prediction's rejected tokens are billed
 # on top of the answer (counted here, the hold still covers them); the rest (limits,
-# sampling, stop) are settings, not tokens.
-PROMPT_OPTIONS = ("tools", "functions", "response_format", "prediction")
+# sampling, stop) are settings, not tokens. An embeddings body's `input` is all prompt (its
+# JSON has at least a byte per token of text, and a digit per token of a token array).
+PROMPT_OPTIONS = ("tools", "functions", "response_format", "prediction", "input")
 
 
 def request_prompt_bound(params: dict) -> int:

@@ -82,7 +82,10 @@ def prices_sync(
     for model in models:
         try:
             versions = published_versions(
-                model_id=model.model_id, provider_kind=model.provider.kind, at=at
+                model_id=model.model_id,
+                provider_kind=model.provider.kind,
+                at=at,
+                embedding=model.embeds,
             )
         except PricingError as exc:
             report.skipped[str(model)] = str(exc)

@@ -44,6 +44,11 @@ MODELS = [
     ("sim-anthropic", "claude-sonnet-4-5", Tier.STANDARD, 200_000, 64_000),
     ("sim-anthropic", "claude-opus-4-1", Tier.PREMIUM, 200_000, 32_000),
 ]
+# (provider slug, model id, tier, tokens per input): embedding models write no tokens.
+EMBEDDING_MODELS = [
+    ("sim-openai", "text-embedding-3-small", Tier.ECONOMY, 8_192),
+    ("sim-openai", "text-embedding-3-large", Tier.STANDARD, 8_192),
+]
 
 # (name, tier, allow batch, max buffer wait s, response cache, chain)
 POLICIES = [
@@ -53,6 +58,9 @@ POLICIES = [
     ("interactive-economy", Tier.ECONOMY, False, 0, True, ["gpt-4o-mini", "claude-haiku-4-5"]),
     ("deferrable-economy", Tier.ECONOMY, True, 300, False, ["gpt-4o-mini", "claude-haiku-4-5"]),
     ("overnight-batch", Tier.STANDARD, True, 3600, False, ["claude-sonnet-4-5", "gpt-4o"]),
+    # A search box embeds the same queries again and again: cache them.
+    ("embeddings-realtime", Tier.ECONOMY, False, 0, True, ["text-embedding-3-small"]),
+    ("embeddings-batch", Tier.ECONOMY, True, 3600, False, ["text-embedding-3-small"]),
 ]
 # The simulator finishes demo batches in minutes (real providers promise 24 h).
 SIMULATED_BATCH_TURNAROUND = timedelta(minutes=10)
@@ -82,6 +90,20 @@ WORKLOADS = {
             LatencyClass.SCHEDULED,
             timedelta(hours=24),
             "overnight-batch",
+        ),
+        (
+            "query-embeddings",
+            "Embeds shoppers' search queries for retrieval.",
+            LatencyClass.REALTIME,
+            None,
+            "embeddings-realtime",
+        ),
+        (
+            "catalog-embeddings",
+            "Re-embeds the product catalogue overnight.",
+            LatencyClass.SCHEDULED,
+            timedelta(hours=24),
+            "embeddings-batch",
         ),
         (
             "ticket-summaries",
@@ -200,6 +222,17 @@ def demo_seed(
             provider=providers[provider_slug],
             model_id=model_id,
             defaults={"tier": tier, "context_window": context, "max_output_tokens": max_out},
+        )
+    for provider_slug, model_id, tier, context in EMBEDDING_MODELS:
+        models[model_id], _ = LlmModel.objects.get_or_create(
+            provider=providers[provider_slug],
+            model_id=model_id,
+            defaults={
+                "kind": LlmModel.Kind.EMBEDDING,
+                "tier": tier,
+                "context_window": context,
+                "max_output_tokens": 0,
+            },
         )
 
     for team_slug, team in teams.items():

@@ -42,7 +42,7 @@ from billing.services import prices_sync
 from llmops.simulator.testing import SimulatorHandle
 from routing import providers
 from routing.asks import RequestRejected, native_ask, openai_ask
-from routing.models import ApiKey, LatencyClass, Provider, Request, Team, Workload
+from routing.models import ApiKey, LatencyClass, LlmModel, Provider, Request, Team, Workload
 from routing.replay import TraceRow, trace_read
 from routing.services import (
     Admitted,
@@ -642,7 +642,11 @@ def _demo_teams() -> dict[str, tuple[Team, ApiKey | None, list[Workload]]]:
     for team in Team.objects.filter(slug__in=TEAM_SHARES):
         key = ApiKey.objects.filter(team=team, name="demo", revoked_at__isnull=True).first()
         workloads = list(
-            Workload.objects.filter(team=team, enabled=True).select_related("policy", "team")
+            Workload.objects.filter(team=team, enabled=True)
+            # The trace is chat traffic: embedding workloads have none of it.
+            .exclude(policy__links__model__kind=LlmModel.Kind.EMBEDDING)
+            .select_related("policy", "team")
+            .distinct()
         )
         found[team.slug] = (team, key, workloads)
     if not found:

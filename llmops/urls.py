@@ -55,6 +55,7 @@ def strict_json(view):
 # OpenAI's surface for the official SDK (no trailing slashes: it sends none).
 openai_compatible = [
     path("v1/chat/completions", routing_apis.chat_completions, name="openai-chat-completions"),
+    path("v1/embeddings", routing_apis.embeddings, name="openai-embeddings"),
     path("v1/models", routing_apis.openai_models, name="openai-models"),
     path("v1/models/<path:model_id>", routing_apis.openai_models, name="openai-model"),
     path("v1/files", batches_apis.FileCollectionApi.as_view(), name="openai-files"),

@@ -234,19 +234,37 @@ class LlmModelAdmin(admin.ModelAdmin):
     list_display = [
         "model_id",
         "provider",
+        "kind",
         "tier",
         "context_window",
         "max_output_tokens",
         "enabled",
     ]
-    list_filter = ["tier", "enabled", "provider"]
+    list_filter = ["kind", "tier", "enabled", "provider"]
     search_fields = ["model_id", "provider__slug"]
     list_select_related = ["provider"]
     list_editable = ["enabled"]
 
 
+class PolicyModelFormSet(forms.BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        kinds = {
+            form.cleaned_data["model"].kind
+            for form in self.forms
+            if form.cleaned_data.get("model") and not form.cleaned_data.get("DELETE")
+        }
+        if len(kinds) > 1:
+            # A chain answers one surface: a fallback from an embedding model to a chat model
+            # (or back) would answer with something else than was asked.
+            raise forms.ValidationError(
+                "A model chain is all chat models or all embedding models, not both."
+            )
+
+
 class PolicyModelInline(admin.TabularInline):
     model = PolicyModel
+    formset = PolicyModelFormSet
     extra = 1
     autocomplete_fields = ["model"]
     ordering = ["position"]

@@ -211,7 +211,18 @@ def _authenticate(http_request) -> ApiKey:
     return found[1]
 
 
-def _prepare(http_request, *, openai: bool) -> services.Admitted:
+# Each surface's body serializer and the Ask it makes: OpenAI-compatible, and native.
+OPENAI_SURFACES = {
+    "chat": (asks.ChatCompletionInputSerializer, asks.openai_ask),
+    "embeddings": (asks.EmbeddingsInputSerializer, asks.embeddings_ask),
+}
+NATIVE_SURFACES = {
+    "chat": (asks.RequestInputSerializer, asks.native_ask),
+    "embeddings": (asks.NativeEmbeddingsInputSerializer, asks.native_embeddings_ask),
+}
+
+
+def _prepare(http_request, *, openai: bool, surface: str = "chat") -> services.Admitted:
     """Authenticate, validate and admit (sync: runs in a worker thread)."""
     key = _authenticate(http_request)
     if (wait := throttle_key(http_request, key)) is not None:
@@ -224,23 +235,22 @@ def _prepare(http_request, *, openai: bool) -> services.Admitted:
     body = asks.json_object(http_request.body)
     # chat_completions reads stream_options from it after admission, without a second parse.
     http_request.llmops_body = body
-    serializer = (asks.ChatCompletionInputSerializer if openai else asks.RequestInputSerializer)(
-        data=body
-    )
+    serializer_class, make_ask = (OPENAI_SURFACES if openai else NATIVE_SURFACES)[surface]
+    serializer = serializer_class(data=body)
     if not serializer.is_valid():
         field, message = asks.first_error(serializer.errors)
         raise asks.RequestRejected(400, f"{field}: {message}", field=field)
     data = serializer.validated_data
     team = key.team
     if not openai:
-        ask = asks.native_ask(
+        ask = make_ask(
             workloads=Workload.objects.filter(team=team),
             data=data,
             idempotency_key=data.get("idempotency_key")
             or http_request.headers.get("Idempotency-Key"),
         )
         return services.request_admit(team=team, api_key=key, ask=ask, sync_only=False)
-    ask = asks.openai_ask(
+    ask = make_ask(
         asks.openai_workload(http_request, key),
         data,
         source=Request.Source.OPENAI,
@@ -249,10 +259,10 @@ def _prepare(http_request, *, openai: bool) -> services.Admitted:
     return services.request_admit(team=team, api_key=key, ask=ask, sync_only=True)
 
 
-async def _admit(http_request, *, openai: bool):
+async def _admit(http_request, *, openai: bool, surface: str = "chat"):
     """(admitted, None) or (None, an error response)."""
     fail = _openai_error if openai else _error
-    admission = asyncio.ensure_future(db(_prepare, http_request, openai=openai))
+    admission = asyncio.ensure_future(db(_prepare, http_request, openai=openai, surface=surface))
     try:
         return await asyncio.shield(admission), None
     except asyncio.CancelledError:
@@ -280,9 +290,10 @@ def _sse(event: str | None, data) -> bytes:
     return f"{head}data: {payload}\n\n".encode()
 
 
-async def request_create(http_request):
-    """POST /api/v1/requests: 200 with the completed request, an SSE stream, or 202 queued."""
-    admitted, error = await _admit(http_request, openai=False)
+async def request_create(http_request, surface: str = "chat"):
+    """POST /api/v1/requests (and /api/v1/embeddings): 200 with the completed request, an SSE
+    stream, or 202 queued."""
+    admitted, error = await _admit(http_request, openai=False, surface=surface)
     if error is not None:
         return error
     request = admitted.request
@@ -403,18 +414,8 @@ async def chat_completions(http_request):
                 rid,
             )
         return _identified(JsonResponse(await db(_openai_body, request)), rid)
-    if admitted.replay and request.status == Request.Status.FAILED:
-        return _openai_error(
-            502, UPSTREAM_FAILED.format(error=request.error), code="upstream_failed", rid=rid
-        )
     if admitted.replay:
-        # Still running, or cancelled (its client left): a 409, which the SDK retries.
-        return _openai_error(
-            409,
-            f"The request with this Idempotency-Key is {request.status}.",
-            code="in_progress",
-            rid=rid,
-        )
+        return _openai_unfinished_replay(request, rid)
     if stream:
         # The first event before the response starts: a request refused upstream (a provider's
         # 400, every provider busy) is answered with its status, as the provider would, not as
@@ -440,6 +441,46 @@ async def chat_completions(http_request):
     except services.RequestFailed as exc:
         return _openai_failure(exc, rid)
     return _identified(JsonResponse(await db(_openai_body, request)), rid)
+
+
+async def embeddings(http_request):
+    """POST /v1/embeddings for OpenAI clients: the body relayed as sent to the embedding model
+    the client named (or its policy's chain), the answer as the provider sent it (vectors in
+    the encoding asked for), billed per input token."""
+    if http_request.method != "POST":
+        response = _openai_error(405, "Only POST is supported.", code="method_not_allowed")
+        response["Allow"] = "POST"
+        return response
+    admitted, error = await _admit(http_request, openai=True, surface="embeddings")
+    if error is not None:
+        return error
+    request = admitted.request
+    rid = str(request.pk)
+    if admitted.replay and request.status != Request.Status.COMPLETED:
+        return _openai_unfinished_replay(request, rid)
+    if request.status != Request.Status.COMPLETED:  # not a cache hit: ask the provider
+        try:
+            async for event in services.request_run(admitted, stream=False):
+                request = event
+        except services.RequestFailed as exc:
+            return _openai_failure(exc, rid)
+    # The answer as the provider sent it (kept whole: a replay and a cache hit repeat it).
+    return _identified(JsonResponse(request.answer), rid)
+
+
+def _openai_unfinished_replay(request: Request, rid: str) -> JsonResponse:
+    """An Idempotency-Key retry of a request that did not complete."""
+    if request.status == Request.Status.FAILED:
+        return _openai_error(
+            502, UPSTREAM_FAILED.format(error=request.error), code="upstream_failed", rid=rid
+        )
+    # Still running, or cancelled (its client left): a 409, which the SDK retries.
+    return _openai_error(
+        409,
+        f"The request with this Idempotency-Key is {request.status}.",
+        code="in_progress",
+        rid=rid,
+    )
 
 
 def _identified(response, rid: str | None = None, *, retry_after: float | None = None):
@@ -645,6 +686,41 @@ class ChatCompletionsSchema(APIView):
         raise Http404
 
 
+class NativeEmbeddingsSchema(APIView):
+    """Documents POST /api/v1/embeddings, which the async native_embeddings serves."""
+
+    @extend_schema(
+        request={"application/json": asks.NativeEmbeddingsInputSerializer},
+        auth=[{"ApiKey": []}],
+        responses={200: asks.RequestOutputSerializer, 202: asks.RequestOutputSerializer},
+        description="Embed a workload's input. 200 with the completed request and its "
+        "`embeddings` (realtime or a cache hit); 202 with a queued ticket when the workload "
+        "defers to a provider batch of /v1/embeddings lines at the batch price (fetch it from "
+        "`/api/v1/requests/{id}`, or have it pushed to the workload's webhook). A chat "
+        "workload is a 400 `wrong_model_kind`.",
+    )
+    def post(self, request):  # pragma: no cover - routed to native_embeddings
+        raise Http404
+
+
+class EmbeddingsSchema(APIView):
+    """Documents POST /v1/embeddings, which the async embeddings view serves."""
+
+    @extend_schema(
+        request={"application/json": asks.EmbeddingsInputSerializer},
+        auth=[{"ApiKey": []}],
+        responses={200: OpenApiTypes.OBJECT},
+        description="OpenAI-compatible embeddings for the official openai SDK: `input` as a "
+        "string, strings, a token array or token arrays; `encoding_format` float or base64 "
+        "(the SDK's default); `dimensions`. Relayed as sent to the embedding model the client "
+        "names (an alias or the policy's primary: its chain), the vectors as the provider made "
+        "them; billed per input token. A chat model here is a 400 `wrong_model_kind`. The "
+        "workload comes from `X-Workload`, else the key's default workload.",
+    )
+    def post(self, request):  # pragma: no cover - routed to embeddings
+        raise Http404
+
+
 _request_list_view = RequestCollectionSchema.as_view()
 
 
@@ -655,9 +731,25 @@ async def requests_endpoint(http_request):
     return await sync_to_async(_request_list_view)(http_request)
 
 
+@csrf_exempt
+async def native_embeddings(http_request):
+    """POST /api/v1/embeddings: a workload's embeddings, 200 with the completed request (its
+    `embeddings`), or 202 with a ticket when the workload defers them to a provider batch."""
+    if http_request.method != "POST":
+        response = _error(405, "Only POST is supported.", code="method_not_allowed")
+        response["Allow"] = "POST"
+        return response
+    return await request_create(http_request, surface="embeddings")
+
+
 # drf-spectacular documents a URL by the DRF class it finds on the view function.
 requests_endpoint.cls = RequestCollectionSchema
 requests_endpoint.initkwargs = {}
 chat_completions = csrf_exempt(chat_completions)
 chat_completions.cls = ChatCompletionsSchema
 chat_completions.initkwargs = {}
+embeddings = csrf_exempt(embeddings)
+embeddings.cls = EmbeddingsSchema
+embeddings.initkwargs = {}
+native_embeddings.cls = NativeEmbeddingsSchema
+native_embeddings.initkwargs = {}

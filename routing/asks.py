@@ -20,7 +20,7 @@ from llmops.text import unstorable_text
 from routing import selectors
 from routing.config import policy_chain
 from routing.models import ApiKey, LlmModel, Request, Workload
-from routing.protocols import openai_chat, translation
+from routing.protocols import openai_chat, openai_embeddings, translation
 from routing.providers.types import ChatRequest
 
 
@@ -67,6 +67,9 @@ class Ask:
     # Every other field of an OpenAI body, as sent (routing.protocols.openai_chat).
     options: dict = field(default_factory=dict)
     n: int = 1  # choices asked for: each is billed, so each is reserved for
+    # What is asked (providers.types.ChatRequest.kind): "chat", or "embeddings", whose input
+    # is in `options` (no messages, no output tokens).
+    kind: str = "chat"
 
 
 def ask_body(ask: Ask) -> dict:
@@ -82,6 +85,7 @@ def ask_body(ask: Ask) -> dict:
         **({"options": ask.options} if ask.options else {}),
         **({"n": ask.n} if ask.n != 1 else {}),
         **({"pinned": True} if ask.pinned else {}),
+        **({"kind": ask.kind} if ask.kind != "chat" else {}),
     }
 
 
@@ -349,6 +353,87 @@ class ChatCompletionInputSerializer(serializers.Serializer):
         return validated
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string"},
+            {"type": "array", "items": {"type": "string"}},
+            {"type": "array", "items": {"type": "integer"}},
+            {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}},
+        ]
+    }
+)
+class EmbeddingInputField(serializers.Field):
+    """OpenAI's embeddings `input`, checked as OpenAI checks it (openai_embeddings.inputs_of)."""
+
+    def to_internal_value(self, data):
+        try:
+            openai_embeddings.inputs_of(data)
+        except openai_embeddings.InputError as exc:
+            raise ValidationError(f"Invalid 'input': {exc}.") from None
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
+class NativeEmbeddingsInputSerializer(serializers.Serializer):
+    """POST /api/v1/embeddings: a workload's embeddings, answered now or deferred to a batch
+    as the workload's policy decides."""
+
+    workload = serializers.SlugField()
+    team = serializers.SlugField(required=False)
+    input = EmbeddingInputField(help_text="A string, strings, a token array or token arrays.")
+    model = serializers.CharField(max_length=200, required=False)
+    dimensions = StrictInteger(min_value=1, required=False)
+    encoding_format = serializers.ChoiceField(["float", "base64"], required=False)
+    metadata = serializers.DictField(required=False, default=dict)
+    idempotency_key = serializers.CharField(required=False)
+
+    validate_metadata = RequestInputSerializer.validate_metadata
+    validate_idempotency_key = RequestInputSerializer.validate_idempotency_key
+
+
+class EmbeddingsInputSerializer(serializers.Serializer):
+    """OpenAI's embeddings body: the model and input read, every field relayed as sent."""
+
+    model = serializers.CharField(max_length=200)
+    input = EmbeddingInputField()
+    encoding_format = serializers.ChoiceField(["float", "base64"], required=False)
+    dimensions = StrictInteger(min_value=1, required=False)
+    user = serializers.CharField(max_length=200, required=False)
+
+    def to_internal_value(self, data):
+        validated = super().to_internal_value(data)
+        validated["options"] = openai_embeddings.options_of(data)
+        return validated
+
+
+def embeddings_ask(
+    workload: Workload,
+    data: dict,
+    *,
+    source: str,
+    idempotency_key: str | None = None,
+    metadata: dict | None = None,
+) -> Ask:
+    """An Ask from a validated embeddings body (EmbeddingsInputSerializer): no messages and
+    no output, the input (and every other field) in options. The model is the client's."""
+    model, pinned = openai_model(workload, data["model"], kind=LlmModel.Kind.EMBEDDING)
+    return Ask(
+        workload=workload,
+        messages=[],
+        max_tokens=0,
+        model=model,
+        pinned=pinned,
+        metadata=dict(metadata or {}),
+        idempotency_key=idempotency_key,
+        source=source,
+        options=data["options"],
+        kind="embeddings",
+    )
+
+
 def first_error(errors) -> tuple[str, str]:
     """(field, message) of a DRF error tree, e.g. ('messages.0.role', '"x" is not...')."""
     path = []
@@ -417,7 +502,7 @@ def openai_ask(
 ) -> Ask:
     """An Ask from a validated chat.completions body (ChatCompletionInputSerializer). The model
     is the client's (openai_model)."""
-    model, pinned = openai_model(workload, data["model"])
+    model, pinned = openai_model(workload, data["model"], kind=LlmModel.Kind.CHAT)
     return Ask(
         workload=workload,
         messages=data["messages"],
@@ -434,18 +519,23 @@ def openai_ask(
     )
 
 
-def openai_model(workload: Workload, name: str) -> tuple[LlmModel | None, bool]:
+def openai_model(
+    workload: Workload, name: str, *, kind: str | None = None
+) -> tuple[LlmModel | None, bool]:
     """What an OpenAI client's `model` means for a workload: (the model, pinned). An alias of
     the policy, or its primary, is the chain with its fallbacks; another model of the chain,
     or any enabled model where the policy allows any, is that model alone. Raises
     RequestRejected: 404 model_not_found for a model llmops does not know, 400 naming the
-    allowed models for one the policy does not allow."""
+    allowed models for one the policy does not allow, 400 for a model of another `kind` than
+    the surface serves (a chat model on /v1/embeddings)."""
     policy = workload.policy
     chain = policy_chain(policy.pk)
     if name in policy.aliases:
+        _check_kind(workload, next(iter(chain), None), kind)
         return None, False
     named = next((m for m in chain if m.model_id == name), None)
     if named is not None:
+        _check_kind(workload, named, kind)
         primary = next((m for m in chain if m.enabled and m.provider.enabled), None)
         return named, named is not primary
     known = selectors.model_named(name)
@@ -457,6 +547,7 @@ def openai_model(workload: Workload, name: str) -> tuple[LlmModel | None, bool]:
             code="model_not_found",
         )
     if policy.allow_any_model:
+        _check_kind(workload, known, kind)
         return known, True
     allowed = sorted(policy.aliases) + [m.model_id for m in chain if m.enabled]
     raise RequestRejected(
@@ -465,6 +556,24 @@ def openai_model(workload: Workload, name: str) -> tuple[LlmModel | None, bool]:
         f"{', '.join(allowed)}.",
         field="model",
         code="model_not_allowed",
+    )
+
+
+SURFACE_OF_KIND = {
+    LlmModel.Kind.CHAT: "/v1/chat/completions",
+    LlmModel.Kind.EMBEDDING: "/v1/embeddings",
+}
+
+
+def _check_kind(workload: Workload, model: LlmModel | None, kind: str | None) -> None:
+    if kind is None or model is None or model.kind == kind:
+        return
+    raise RequestRejected(
+        400,
+        f"{model.model_id} (workload {workload.slug}) is a {model.kind} model: call "
+        f"{SURFACE_OF_KIND[model.kind]} with it, or name a {kind} model here.",
+        field="model",
+        code="wrong_model_kind",
     )
 
 
@@ -485,6 +594,50 @@ def native_ask(
 ) -> Ask:
     """An Ask from a validated native body (REST or websocket). `workloads` are the ones the
     caller may use; a slug several of a session user's teams share needs `team`."""
+    workload, model = _native_target(workloads, data, kind=LlmModel.Kind.CHAT)
+    return Ask(
+        workload=workload,
+        messages=data["messages"],
+        max_tokens=data.get("max_tokens"),
+        temperature=data.get("temperature"),
+        model=model,
+        stream=data.get("stream", False),
+        metadata=data.get("metadata") or {},
+        idempotency_key=idempotency_key,
+        source=source,
+        options={key: data[key] for key in NATIVE_OPTIONS if data.get(key) is not None},
+    )
+
+
+def native_embeddings_ask(
+    *,
+    workloads,
+    data: dict,
+    idempotency_key: str | None = None,
+    source: str = Request.Source.NATIVE,
+) -> Ask:
+    """An Ask from a validated native embeddings body (NativeEmbeddingsInputSerializer)."""
+    workload, model = _native_target(workloads, data, kind=LlmModel.Kind.EMBEDDING)
+    return Ask(
+        workload=workload,
+        messages=[],
+        max_tokens=0,
+        model=model,
+        metadata=data.get("metadata") or {},
+        idempotency_key=idempotency_key,
+        source=source,
+        options={k: data[k] for k in NATIVE_EMBEDDING_OPTIONS if data.get(k) is not None},
+        kind="embeddings",
+    )
+
+
+# The native embeddings body's fields that are OpenAI's own, relayed to the model.
+NATIVE_EMBEDDING_OPTIONS = ("input", "dimensions", "encoding_format")
+
+
+def _native_target(workloads, data: dict, *, kind: str) -> tuple[Workload, LlmModel | None]:
+    """The workload a native body names (one the caller may use) and the model of its chain
+    the body names, if any, of the `kind` the surface serves."""
     slug = data["workload"]
     matches = workloads.filter(slug=slug, enabled=True).select_related("team", "policy")
     if team_slug := data.get("team"):
@@ -508,18 +661,8 @@ def native_ask(
             f"({', '.join(chain)}).",
             field="model",
         )
-    return Ask(
-        workload=workload,
-        messages=data["messages"],
-        max_tokens=data.get("max_tokens"),
-        temperature=data.get("temperature"),
-        model=model,
-        stream=data.get("stream", False),
-        metadata=data.get("metadata") or {},
-        idempotency_key=idempotency_key,
-        source=source,
-        options={key: data[key] for key in NATIVE_OPTIONS if data.get(key) is not None},
-    )
+    _check_kind(workload, model or next(iter(policy_chain(workload.policy_id)), None), kind)
+    return workload, model
 
 
 # The native body's fields that are OpenAI's own, carried to the model as options.
@@ -554,6 +697,11 @@ class RequestOutputSerializer(serializers.Serializer):
         "arguments}}): answer each with a `tool` message and send the conversation again."
     )
     finish_reason = serializers.CharField()
+    kind = serializers.SerializerMethodField(help_text="chat, or embeddings.")
+    embeddings = serializers.SerializerMethodField(
+        help_text="An embeddings request's vectors, in input order (floats, or base64 strings "
+        "where the request asked for base64); null for a chat request or an unfinished one."
+    )
     usage = serializers.JSONField()
     cost_usd = serializers.DecimalField(max_digits=24, decimal_places=12, allow_null=True)
     counterfactual_cost_usd = serializers.DecimalField(
@@ -572,9 +720,17 @@ class RequestOutputSerializer(serializers.Serializer):
     completed_at = serializers.DateTimeField()
 
     def get_tool_calls(self, request) -> list[dict]:
-        if request.status != Request.Status.COMPLETED:
+        if request.status != Request.Status.COMPLETED or request.params.get("kind"):
             return []
         return openai_chat.tool_calls_of(answer_of(request))
+
+    def get_kind(self, request) -> str:
+        return request.params.get("kind", "chat")
+
+    def get_embeddings(self, request) -> list | None:
+        if request.params.get("kind") != "embeddings" or not request.answer:
+            return None
+        return openai_embeddings.vectors(request.answer)
 
 
 def request_json(request: Request) -> dict:
@@ -612,6 +768,7 @@ def chat_request(request: Request, model: LlmModel | None = None) -> ChatRequest
         temperature=params.get("temperature"),
         options=options,
         send_max_tokens=request.source not in OPENAI_BODY_SOURCES,
+        kind=params.get("kind", "chat"),
     )
 
 

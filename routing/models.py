@@ -193,8 +193,18 @@ class Tier(models.TextChoices):
 class LlmModel(models.Model):
     """One model a provider serves. Prices live in billing, versioned."""
 
+    class Kind(models.TextChoices):
+        CHAT = "chat", "Chat (generates text: chat completions, responses, messages)"
+        EMBEDDING = "embedding", "Embedding (/v1/embeddings)"
+
     provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="models")
     model_id = models.CharField(max_length=200, help_text="The provider's id, e.g. gpt-4o-mini.")
+    kind = models.CharField(
+        max_length=10,
+        choices=Kind.choices,
+        default=Kind.CHAT,
+        help_text="Which surfaces may name it: an embedding model is priced per input token only.",
+    )
     tier = models.CharField(max_length=10, choices=Tier.choices, default=Tier.STANDARD)
     context_window = models.PositiveIntegerField(help_text="Tokens.")
     max_output_tokens = models.PositiveIntegerField(help_text="Tokens.")
@@ -212,6 +222,10 @@ class LlmModel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider.slug}/{self.model_id}"
+
+    @property
+    def embeds(self) -> bool:
+        return self.kind == self.Kind.EMBEDDING
 
     def clean(self) -> None:
         if (

@@ -67,9 +67,11 @@ from llmops.memory import release_free_memory
 from routing.asks import (
     Ask,
     ChatCompletionInputSerializer,
+    EmbeddingsInputSerializer,
     RequestRejected,
     ask_body,
     ask_params,
+    embeddings_ask,
     first_error,
     openai_ask,
     openai_model,
@@ -97,14 +99,20 @@ def batch_models(workload: Workload) -> list[LlmModel]:
     ]
 
 
-def batch_model(workload: Workload, name: str) -> LlmModel:
+KIND_OF_ENDPOINT = {
+    jsonl.CHAT_ENDPOINT: LlmModel.Kind.CHAT,
+    jsonl.EMBEDDINGS_ENDPOINT: LlmModel.Kind.EMBEDDING,
+}
+
+
+def batch_model(workload: Workload, name: str, endpoint: str = jsonl.CHAT_ENDPOINT) -> LlmModel:
     """The model a batch file's lines are answered by: the one they name, as on
     /v1/chat/completions (an alias or the policy's primary is the chain's first model that can
     batch; another model is that model), settled once for the file since providers take one
     model per batch. Raises RequestRejected: 404 model_not_found, 400 model_not_allowed, or
     400 when the model (or the whole chain) cannot batch."""
     usable = batch_models(workload)
-    named, pinned = openai_model(workload, name)
+    named, pinned = openai_model(workload, name, kind=KIND_OF_ENDPOINT[endpoint])
     if not pinned:  # an alias, or the primary: the chain decides
         if not usable:
             raise RequestRejected(
@@ -132,7 +140,7 @@ def client_batch_create(
     """Accept a client's batch: recorded as `validating` and handed to a worker, which checks
     and admits its lines (`client_batch_admit`). Raises RequestRejected when the workload
     cannot batch at all; everything that needs reading the file is the worker's."""
-    model = batch_model(workload, input_file.model)
+    model = batch_model(workload, input_file.model, input_file.endpoint)
     now = timezone.now()
     batch = ClientBatch.objects.create(
         id=ClientBatch.new_id(),
@@ -141,7 +149,7 @@ def client_batch_create(
         workload=workload,
         model=model,
         input_file=input_file,
-        endpoint=jsonl.CHAT_ENDPOINT,
+        endpoint=input_file.endpoint,
         metadata=metadata or {},
         status=ClientBatch.Status.VALIDATING,
         total=input_file.lines,
@@ -247,24 +255,28 @@ def _lines(stored: StoredFile, *, after: int) -> Iterator[jsonl.BatchLine]:
     """The file's lines past line `after`, streamed (checked at upload: they parse)."""
     for number, raw in jsonl.raw_lines(file_chunks(stored)):
         if number > after:
-            yield jsonl.parse_line(number, raw)
+            yield jsonl.parse_line(number, raw, endpoint=stored.endpoint)
 
 
-# One serializer validates every line: DRF deep-copies a serializer's fields for each new
-# instance, three quarters of the cost of checking a line.
-_CHECK = ChatCompletionInputSerializer()
+# One serializer per endpoint validates every line: DRF deep-copies a serializer's fields for
+# each new instance, three quarters of the cost of checking a line.
+_CHECK = {
+    jsonl.CHAT_ENDPOINT: (ChatCompletionInputSerializer(), openai_ask),
+    jsonl.EMBEDDINGS_ENDPOINT: (EmbeddingsInputSerializer(), embeddings_ask),
+}
 
 
 def _line_ask(batch: ClientBatch, line: jsonl.BatchLine) -> Ask | dict:
     """The line as an Ask, or OpenAI's error record naming the line."""
+    check, make_ask = _CHECK[batch.endpoint]
     try:
-        data = _CHECK.run_validation(line.body)
+        data = check.run_validation(line.body)
     except ValidationError as exc:
         param, message = first_error(exc.detail)
         return _line_error(line.number, f"body.{param}: {message}", param=f"body.{param}")
     # The file's model was settled for the whole batch (one model per file, as providers
     # require): each line is that model's.
-    ask = openai_ask(
+    ask = make_ask(
         batch.workload,
         {**data, "model": batch.model.model_id},
         source=Request.Source.BATCH_API,

@@ -95,6 +95,7 @@ def file_store(*, team, filename: str, purpose: str, chunks) -> StoredFile:
         bytes=size,
         lines=scanned.lines,
         model=next(iter(scanned.models), ""),
+        endpoint=next(iter(scanned.urls), jsonl.CHAT_ENDPOINT),
         created_at=now,
         expires_at=now + FILE_RETENTION,
     )
@@ -314,7 +315,7 @@ def _input_custom_ids(stored: StoredFile, *, after: int) -> Iterator[tuple[int, 
     """(line number, custom_id) of the input file's lines past `after` (validated at upload)."""
     for number, raw in jsonl.raw_lines(file_chunks(stored)):
         if number > after:
-            yield number, jsonl.parse_line(number, raw).custom_id
+            yield number, jsonl.parse_line(number, raw, endpoint=stored.endpoint).custom_id
 
 
 CANCELLED_MESSAGE = "The batch was cancelled before this request ran."
@@ -328,6 +329,14 @@ def _cancelled_line(line_id: str, custom_id: str, message: str = CANCELLED_MESSA
 def _result_line(line: ClientBatchLine) -> tuple[str, dict]:
     request = line.request
     ident = {"id": f"batch_req_{request.pk.hex}", "custom_id": line.custom_id}
+    if request.status == Request.Status.COMPLETED and request.params.get("kind") == "embeddings":
+        # The provider's answer as it sent it (its model, usage and vectors).
+        response = {
+            "status_code": 200,
+            "request_id": f"req_{request.pk.hex}",
+            "body": request.answer,
+        }
+        return "output", {**ident, "response": response, "error": None}
     if request.status == Request.Status.COMPLETED:
         body = openai_chat.response_body(
             asks.answer_of(request),

@@ -135,7 +135,10 @@ def _submit(job: BatchJob, *, now: datetime) -> None:
         info = _find_openai_batch(job, api, endpoint)
         if info is None:
             info = api.batch_create(
-                endpoint, input_file_id=job.input_file_id, metadata={"llmops_job": str(job.pk)}
+                endpoint,
+                input_file_id=job.input_file_id,
+                metadata={"llmops_job": str(job.pk)},
+                url=jsonl.endpoint_of(job.model),
             )
             crash_point("after_create")
     try:
@@ -164,10 +167,11 @@ def _submit(job: BatchJob, *, now: datetime) -> None:
 def _input_file(job: BatchJob, api) -> Iterator[BinaryIO]:
     """The job's JSONL, written line by line to a spooled temporary file (in memory up to a
     few MB, on disk beyond): never the whole file as one string."""
+    url = jsonl.endpoint_of(job.model)
     with jsonl.spooled() as file:
         for item in job_items(job).iterator(chunk_size=2000):
             body = api.batch_body(_chat(item.request, job.model))
-            file.write(jsonl.request_line(custom_id=item.custom_id, body=body))
+            file.write(jsonl.request_line(custom_id=item.custom_id, body=body, endpoint=url))
         file.seek(0)
         yield file
 

@@ -62,7 +62,7 @@ _TYPE_NAMES = {
 Handler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
 
 
-def _type_name(value: object) -> str:
+def type_name(value: object) -> str:
     return _TYPE_NAMES.get(type(value), "an object")
 
 
@@ -101,7 +101,7 @@ class OpenAIError(Exception):
 def invalid_type(param: str, expected: str, value: object) -> OpenAIError:
     return OpenAIError(
         400,
-        f"Invalid type for '{param}': expected {expected}, but got {_type_name(value)} instead.",
+        f"Invalid type for '{param}': expected {expected}, but got {type_name(value)} instead.",
         param=param,
         code="invalid_type",
     )
@@ -114,6 +114,15 @@ def missing(param: str) -> OpenAIError:
         param=param,
         code="missing_required_parameter",
     )
+
+
+def required_model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if model is None:
+        raise OpenAIError(400, "you must provide a model parameter", param="model")
+    if not isinstance(model, str):
+        raise invalid_type("model", "a string", model)
+    return model
 
 
 def model_not_found(model: str) -> OpenAIError:
@@ -184,15 +193,18 @@ def read_json(raw: bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(body, dict):
         raise OpenAIError(
-            400, f"Invalid type for the request body: expected an object, got {_type_name(body)}."
+            400, f"Invalid type for the request body: expected an object, got {type_name(body)}."
         )
     return body
+
+
+_MODEL_FAULTED = ("chat", "embeddings")
 
 
 def endpoint(state: SimState, name: str, fn: Handler) -> Callable[[web.Request], Awaitable[Any]]:
     """Auth, request id, injected errors and error rendering around an OpenAI route.
 
-    Chat does its own fault matching once it knows the model and whether it streams.
+    Chat and embeddings do their own fault matching: a fault may name the model they ask for.
     """
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -207,7 +219,7 @@ def endpoint(state: SimState, name: str, fn: Handler) -> Callable[[web.Request],
                 rid,
             )
         try:
-            if name != "chat" and state.faults.faults:
+            if name not in _MODEL_FAULTED and state.faults.faults:
                 fault = state.fault("openai", name, None, ("error", "stall"))
                 if fault is not None:
                     if fault.kind == "error":
@@ -301,7 +313,7 @@ def _bounded_number(body: dict[str, Any], key: str, low: float, high: float) -> 
         )
 
 
-def _bounded_int(body: dict[str, Any], key: str, low: int, high: int | None) -> int | None:
+def bounded_int(body: dict[str, Any], key: str, low: int, high: int | None) -> int | None:
     value = body.get(key)
     if value is None:
         return None
@@ -328,11 +340,7 @@ def _bounded_int(body: dict[str, Any], key: str, low: int, high: int | None) -> 
 
 def parse_chat(body: dict[str, Any], models: dict[str, int], *, in_batch: bool = False) -> ChatCall:
     """A checked chat request with its canonical prompt, or an OpenAIError naming the field."""
-    model = body.get("model")
-    if model is None:
-        raise OpenAIError(400, "you must provide a model parameter", param="model")
-    if not isinstance(model, str):
-        raise invalid_type("model", "a string", model)
+    model = required_model(body)
     messages = body.get("messages")
     if messages is None:
         raise missing("messages")
@@ -381,10 +389,10 @@ def parse_chat(body: dict[str, Any], models: dict[str, int], *, in_batch: bool =
 
     if model not in models:
         raise model_not_found(model)
-    max_tokens = _bounded_int(body, "max_completion_tokens", 1, None)
+    max_tokens = bounded_int(body, "max_completion_tokens", 1, None)
     param = "max_completion_tokens"
     if max_tokens is None:
-        max_tokens = _bounded_int(body, "max_tokens", 1, None)
+        max_tokens = bounded_int(body, "max_tokens", 1, None)
         param = "max_tokens"
     if max_tokens is not None and max_tokens > models[model]:
         raise OpenAIError(
@@ -396,7 +404,7 @@ def parse_chat(body: dict[str, Any], models: dict[str, int], *, in_batch: bool =
         )
     _bounded_number(body, "temperature", 0, 2)
     _bounded_number(body, "top_p", 0, 1)
-    n = _bounded_int(body, "n", 1, 128) or 1
+    n = bounded_int(body, "n", 1, 128) or 1
 
     stop = body.get("stop")
     if stop is not None:
@@ -444,7 +452,7 @@ def parse_chat(body: dict[str, Any], models: dict[str, int], *, in_batch: bool =
         tools=_called_tools(body, last_role=last_role, prompt=prompt) or None,
         schema=_response_schema(body, prompt),
         logprobs=_logprobs(body),
-        seed=_bounded_int(body, "seed", -(2**63), 2**63 - 1),
+        seed=bounded_int(body, "seed", -(2**63), 2**63 - 1),
         image_tokens=sum(
             IMAGE_TOKENS.get(detail, IMAGE_TOKENS_DEFAULT) for detail in _IMAGE_MARK.findall(prompt)
         ),
@@ -559,7 +567,7 @@ def _response_schema(body: dict[str, Any], prompt: str) -> dict | None:
 
 
 def _logprobs(body: dict[str, Any]) -> int | None:
-    top = _bounded_int(body, "top_logprobs", 0, 20)
+    top = bounded_int(body, "top_logprobs", 0, 20)
     on = body.get("logprobs")
     if on is not None and not isinstance(on, bool):
         raise invalid_type("logprobs", "a boolean", on)
@@ -750,6 +758,15 @@ class OpenAIChat:
         fault = state.inference_fault("openai", "chat", body)
         if fault is not None and fault.kind == "error":
             raise fault_error(fault)
+        model = body.get("model")
+        if isinstance(model, str) and model in state.config.embedding_models:
+            # What OpenAI answers when a chat request names an embedding model.
+            raise OpenAIError(
+                404,
+                "This is not a chat model and thus not supported in the v1/chat/completions "
+                "endpoint. Did you mean to use v1/completions?",
+                param="model",
+            )
         parsed = parse_chat(body, state.config.models["openai"])
         plan = plan_chat(state, parsed)
         settings = state.config.for_model(parsed.model)
@@ -835,13 +852,18 @@ class OpenAIChat:
             bill_chat(self.state, plan, "stream", progress.tokens_sent)
         return resp
 
+    def _models(self) -> list[str]:
+        """Chat and embedding models alike, as OpenAI lists them."""
+        config = self.state.config
+        return [*config.models["openai"], *config.embedding_models]
+
     async def list_models(self, request: web.Request, rid: str) -> web.Response:
-        models = self.state.config.models["openai"]
-        return json_response({"object": "list", "data": [_model_json(m) for m in models]}, rid)
+        data = [_model_json(m) for m in self._models()]
+        return json_response({"object": "list", "data": data}, rid)
 
     async def get_model(self, request: web.Request, rid: str) -> web.Response:
         model = request.match_info["model"]
-        if model not in self.state.config.models["openai"]:
+        if model not in self._models():
             raise OpenAIError(
                 404,
                 f"The model '{model}' does not exist",

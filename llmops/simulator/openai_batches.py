@@ -1,4 +1,4 @@
-"""OpenAI Batch API.
+"""OpenAI Batch API, for chat completions and embeddings.
 
 A batch is validated and fully planned when it is created (each line's usage
 and answer seed), then moves along its Timeline; output and error files are
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,7 @@ from llmops.simulator.openai_api import (
     plan_chat,
     read_json,
 )
+from llmops.simulator.openai_embeddings import EmbeddingCall, embeddings_json, parse_embeddings
 from llmops.simulator.openai_files import (
     DEFAULT_FILE_TTL_S,
     expires_after,
@@ -48,8 +50,18 @@ from llmops.simulator.openai_files import (
 from llmops.simulator.state import SimFile, SimState
 from llmops.simulator.wire import dumps
 
-BATCH_ENDPOINT = "/v1/chat/completions"
+CHAT_ENDPOINT = "/v1/chat/completions"
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+# How each batch endpoint checks a line's body; every line's url must be the batch's endpoint.
+LINE_PARSERS: dict[str, Callable[[dict[str, Any], Any], ChatCall | EmbeddingCall]] = {
+    CHAT_ENDPOINT: lambda body, models: parse_chat(body, models, in_batch=True),
+    EMBEDDINGS_ENDPOINT: parse_embeddings,
+}
+# A line as checked, and as planned: what its output or error file line will say.
+LineRequest = ChatCall | EmbeddingCall | OpenAIError
+Item = ChatPlan | EmbeddingCall | OpenAIError
 MAX_BATCH_REQUESTS = 50_000
+MAX_BATCH_EMBEDDING_INPUTS = 50_000  # across all lines of an embeddings batch
 MAX_BATCH_FILE_BYTES = 200 * 1024 * 1024
 MAX_REPORTED_ERRORS = 100
 # Big batches are planned and written in chunks, yielding to the event loop
@@ -109,11 +121,18 @@ class ParsedInput:
 
     errors: list[dict[str, Any]] = field(default_factory=list)
     model: str | None = None
-    requests: list[tuple[str, ChatCall | OpenAIError]] = field(default_factory=list)
+    requests: list[tuple[str, LineRequest]] = field(default_factory=list)
 
 
-def parse_input(data: bytes, models: dict[str, int]) -> ParsedInput:
-    """Check a batch input file as OpenAI's validating step does; pure, safe off the loop."""
+def parse_input(
+    data: bytes, models: dict[str, Any], batch_endpoint: str = CHAT_ENDPOINT
+) -> ParsedInput:
+    """Check a batch input file as OpenAI's validating step does; pure, safe off the loop.
+
+    `models` is the catalogue of the endpoint's kind (chat or embedding models).
+    """
+    parse_line = LINE_PARSERS[batch_endpoint]
+    embedding_inputs = 0
     parsed = ParsedInput()
     errors = parsed.errors
     if len(data) > MAX_BATCH_FILE_BYTES:
@@ -178,12 +197,12 @@ def parse_input(data: bytes, models: dict[str, int]) -> ParsedInput:
                 )
             )
             continue
-        if line.get("url") != BATCH_ENDPOINT:
+        if line.get("url") != batch_endpoint:
             errors.append(
                 _line_error(
                     "invalid_url",
                     f"The url {line.get('url')!r} does not match the batch endpoint "
-                    f"{BATCH_ENDPOINT!r}.",
+                    f"{batch_endpoint!r}.",
                     number,
                     "url",
                 )
@@ -221,11 +240,22 @@ def parse_input(data: bytes, models: dict[str, int]) -> ParsedInput:
                 )
                 continue
         try:
-            request: ChatCall | OpenAIError = parse_chat(body, models, in_batch=True)
+            request: LineRequest = parse_line(body, models)
         except OpenAIError as exc:
             request = exc
+        if isinstance(request, EmbeddingCall):
+            embedding_inputs += len(request.inputs)
         if not errors:
             parsed.requests.append((custom_id, request))
+    if embedding_inputs > MAX_BATCH_EMBEDDING_INPUTS and len(errors) < MAX_REPORTED_ERRORS:
+        errors.append(
+            _line_error(
+                "too_many_embedding_inputs",
+                f"The batch has {embedding_inputs} embedding inputs; at most "
+                f"{MAX_BATCH_EMBEDDING_INPUTS} are allowed across all its requests.",
+                None,
+            )
+        )
     if not errors and not parsed.requests:
         errors.append(_line_error("empty_file", "The batch input file is empty.", None))
     if errors:
@@ -236,6 +266,7 @@ def parse_input(data: bytes, models: dict[str, int]) -> ParsedInput:
 @dataclass(slots=True)
 class Batch:
     id: str
+    endpoint: str
     input_file_id: str
     completion_window: str
     metadata: dict[str, str] | None
@@ -243,7 +274,7 @@ class Batch:
     timeline: Timeline
     errors: list[dict[str, Any]] | None
     # In finish order: (custom_id, plan) or (custom_id, the error that line gets).
-    items: list[tuple[str, ChatPlan | OpenAIError]]
+    items: list[tuple[str, Item]]
     failed_prefix: array  # failed_prefix[k]: failed items among the first k to finish
     output_ttl_s: int | None
     billed: int = 0
@@ -287,11 +318,11 @@ class OpenAIBatches:
         endpoint_value = body.get("endpoint")
         if endpoint_value is None:
             raise missing("endpoint")
-        if endpoint_value != BATCH_ENDPOINT:
+        if endpoint_value not in LINE_PARSERS:
             raise OpenAIError(
                 400,
                 f"Invalid value for 'endpoint': {endpoint_value!r}. This simulator supports "
-                f"'{BATCH_ENDPOINT}'.",
+                f"{' and '.join(map(repr, LINE_PARSERS))}.",
                 param="endpoint",
                 code="invalid_value",
             )
@@ -319,13 +350,17 @@ class OpenAIBatches:
                 code="invalid_value",
             )
 
-        models = dict(state.config.models["openai"])
+        # A copy: the parse may run in a thread while a control call adds models.
+        if endpoint_value == EMBEDDINGS_ENDPOINT:
+            models: dict[str, Any] = dict(state.config.embedding_models)
+        else:
+            models = dict(state.config.models["openai"])
         if len(source.data) > THREAD_PARSE_BYTES:
             parsed = await asyncio.get_running_loop().run_in_executor(
-                None, parse_input, source.data, models
+                None, parse_input, source.data, models, endpoint_value
             )
         else:
-            parsed = parse_input(source.data, models)
+            parsed = parse_input(source.data, models, endpoint_value)
 
         batch_id = state.ids.make("batch_")
         created = state.clock.now()
@@ -351,7 +386,7 @@ class OpenAIBatches:
             cancel_s=settings.cancel_s,
             invalid=errors is not None,
         )
-        items: list[tuple[str, ChatPlan | OpenAIError]] = []
+        items: list[tuple[str, Item]] = []
         failed_prefix = array("I", [0])
         if errors is None:
             expire = state.fault("openai", "batches", parsed.model, ("batch_expire",))
@@ -360,6 +395,7 @@ class OpenAIBatches:
             items, failed_prefix = await self._plan_items(batch_id, parsed)
         batch = Batch(
             id=batch_id,
+            endpoint=endpoint_value,
             input_file_id=input_file_id,
             completion_window=window,
             metadata=metadata,
@@ -375,11 +411,11 @@ class OpenAIBatches:
 
     async def _plan_items(
         self, batch_id: str, parsed: ParsedInput
-    ) -> tuple[list[tuple[str, ChatPlan | OpenAIError]], array]:
+    ) -> tuple[list[tuple[str, Item]], array]:
         """Every line's outcome, in finish order, with running counts of failures."""
         state = self.state
         item_fault = state.fault("openai", "batches", parsed.model, ("batch_item_error",))
-        items: list[tuple[str, ChatPlan | OpenAIError]] = []
+        items: list[tuple[str, Item]] = []
         failed_prefix = array("I", [0])
         failed = 0
         requests = parsed.requests
@@ -387,7 +423,8 @@ class OpenAIBatches:
             custom_id, line = requests[index]
             if item_fault is not None and item_fault.rng.random() < item_fault.rate:
                 line = ITEM_SERVER_ERROR
-            item = line if isinstance(line, OpenAIError) else plan_chat(state, line)
+            # An embeddings call is its own plan; a chat call gets its answer and cache hits.
+            item = plan_chat(state, line) if isinstance(line, ChatCall) else line
             if isinstance(item, OpenAIError):
                 failed += 1
             items.append((custom_id, item))
@@ -447,7 +484,8 @@ class OpenAIBatches:
     def _bill(self, batch: Batch, start: int, end: int) -> None:
         input_tokens = cached = output = requests = 0
         for _, item in batch.items[start:end]:
-            if isinstance(item, ChatPlan):
+            # Chat plans and embeddings calls carry the same usage attributes.
+            if not isinstance(item, OpenAIError):
                 requests += 1
                 input_tokens += item.prompt_tokens
                 cached += item.cached_tokens
@@ -473,22 +511,25 @@ class OpenAIBatches:
         ok: list[str] = []
         failed: list[str] = []
         for position, (custom_id, item) in enumerate(batch.items[: snapshot.done], start=1):
+            if position % WRITE_CHUNK == 0:
+                # Embeddings lines carry whole vectors: let realtime traffic through meanwhile.
+                await asyncio.sleep(0)
             request_id = ids.make("req_")
-            if isinstance(item, ChatPlan):
-                created = int(timeline.finished_at(position))
-                response = {
-                    "status_code": 200,
-                    "request_id": request_id,
-                    "body": completion_json(ids.make("chatcmpl-"), created, item),
-                }
-                ok.append(_result_line(ids.make("batch_req_"), custom_id, response, None))
-            else:
+            if isinstance(item, OpenAIError):
                 response = {
                     "status_code": item.status,
                     "request_id": request_id,
                     "body": item.body(),
                 }
                 failed.append(_result_line(ids.make("batch_req_"), custom_id, response, None))
+                continue
+            if isinstance(item, ChatPlan):
+                created = int(timeline.finished_at(position))
+                body = completion_json(ids.make("chatcmpl-"), created, item)
+            else:
+                body = embeddings_json(item)
+            response = {"status_code": 200, "request_id": request_id, "body": body}
+            ok.append(_result_line(ids.make("batch_req_"), custom_id, response, None))
         if snapshot.phase == EXPIRED:
             expired = {
                 "code": "batch_expired",
@@ -534,7 +575,7 @@ class OpenAIBatches:
         return {
             "id": batch.id,
             "object": "batch",
-            "endpoint": BATCH_ENDPOINT,
+            "endpoint": batch.endpoint,
             "model": batch.model,
             "errors": {"object": "list", "data": batch.errors} if batch.errors else None,
             "input_file_id": batch.input_file_id,

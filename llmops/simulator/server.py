@@ -17,6 +17,7 @@ from llmops.simulator.anthropic_batches import AnthropicBatches
 from llmops.simulator.control import Control
 from llmops.simulator.openai_api import OpenAIChat
 from llmops.simulator.openai_batches import OpenAIBatches
+from llmops.simulator.openai_embeddings import OpenAIEmbeddings
 from llmops.simulator.openai_files import OpenAIFiles
 from llmops.simulator.state import SimState
 
@@ -34,6 +35,7 @@ def make_app(config: dict[str, Any] | None = None) -> web.Application:
     openai_batches = OpenAIBatches(state)
     anthropic_batches = AnthropicBatches(state)
     app.router.add_routes(OpenAIChat(state).routes())
+    app.router.add_routes(OpenAIEmbeddings(state).routes())
     app.router.add_routes(OpenAIFiles(state, openai_batches.advance_all).routes())
     app.router.add_routes(openai_batches.routes())
     app.router.add_routes(AnthropicMessages(state).routes())

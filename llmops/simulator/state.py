@@ -38,6 +38,24 @@ ANTHROPIC_MODELS: dict[str, int] = {
 }
 ADDED_MODEL_MAX_TOKENS = 128_000
 
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingModel:
+    """An OpenAI embedding model: its native vector length, and whether `dimensions` may
+    shorten it (the text-embedding-3 family only; ada-002 refuses the parameter)."""
+
+    dimensions: int
+    shortens: bool
+
+
+# A catalogue of their own, apart from the chat models: chat refuses an embedding model and
+# /v1/embeddings a chat model, as OpenAI does.
+OPENAI_EMBEDDING_MODELS: dict[str, EmbeddingModel] = {
+    "text-embedding-3-small": EmbeddingModel(1536, shortens=True),
+    "text-embedding-3-large": EmbeddingModel(3072, shortens=True),
+    "text-embedding-ada-002": EmbeddingModel(1536, shortens=False),
+}
+
 TIMING_KEYS = (
     "ttft_ms",
     "tokens_per_s",
@@ -104,7 +122,7 @@ def _check_settings(settings: Any, where: str) -> dict[str, Any]:
 
 
 class Config:
-    """Global and per-model settings plus the model catalogue."""
+    """Global and per-model settings plus the model catalogues (chat and embedding)."""
 
     def __init__(self, start: dict[str, Any]) -> None:
         self.global_settings: dict[str, Any] = dict(DEMO_CONFIG)
@@ -113,6 +131,7 @@ class Config:
             "openai": dict(OPENAI_MODELS),
             "anthropic": dict(ANTHROPIC_MODELS),
         }
+        self.embedding_models: dict[str, EmbeddingModel] = dict(OPENAI_EMBEDDING_MODELS)
         self._effective: dict[str, ModelConfig] = {}
         self.apply(start)
 
@@ -143,6 +162,7 @@ class Config:
             update = {}
         _check_settings(update, "")
         known = {name for catalogue in self.models.values() for name in catalogue}
+        known.update(self.embedding_models)  # their latency (ttft_ms) is tunable too
         known.update(i for ids in added.values() for i in ids)
         for name in per_model:
             if name not in known:
@@ -189,7 +209,10 @@ class Config:
         return {
             **self.global_settings,
             "models": copy.deepcopy(self.model_settings),
-            "known_models": {p: sorted(c) for p, c in self.models.items()},
+            "known_models": {
+                "openai": sorted([*self.models["openai"], *self.embedding_models]),
+                "anthropic": sorted(self.models["anthropic"]),
+            },
         }
 
 
@@ -258,7 +281,7 @@ class UsageBook:
         return {**by_provider, "totals": totals}
 
 
-ENDPOINTS = ("chat", "messages", "files", "batches", "models", "*")
+ENDPOINTS = ("chat", "messages", "embeddings", "files", "batches", "models", "*")
 FAULT_KINDS = (
     "error",
     "stream_cut",
@@ -389,8 +412,8 @@ def parse_fault(body: Any, fault_id: str, now: float) -> Fault:
     """A validated fault from a control request body.
 
     Matching: provider (openai|anthropic|*), model (* or an id the request
-    names), endpoint (chat|messages|files|batches|models|*; chat and messages
-    are one), rate (0-1, drawn from an RNG seeded by `seed`), seconds (active
+    names), endpoint (chat|messages|embeddings|files|batches|models|*; chat and
+    messages are one), rate (0-1, drawn from an RNG seeded by `seed`), seconds (active
     for that long on the sim clock), count (fires that many times).
     Kinds: error (status, retry_after, retry_after_ms, should_retry, message,
     code, error_type), stream_cut / stream_error (after_tokens), stall
@@ -565,7 +588,8 @@ class SimState:
         return self.faults.match(provider, endpoint, models, kinds, self.clock.now())
 
     def inference_fault(self, provider: str, endpoint: str, body: Any) -> Fault | None:
-        """The fault, if any, for a chat/messages request: stream faults only hit streams."""
+        """The fault, if any, for a chat, messages or embeddings request: stream faults only
+        hit streams."""
         if not self.faults.faults or not isinstance(body, dict):
             return None
         model = body.get("model")

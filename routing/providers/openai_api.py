@@ -13,7 +13,7 @@ from openai.types.chat import ChatCompletion
 
 from billing.pricing import Usage
 from llmops import outbound
-from routing.protocols import openai_chat
+from routing.protocols import openai_chat, openai_embeddings
 from routing.providers.calls import (
     classify,
     client_for,
@@ -113,8 +113,8 @@ def _headers(endpoint: Endpoint) -> dict:
     return {"Authorization": f"Bearer {endpoint.api_key or 'unset'}"}
 
 
-def _url(endpoint: Endpoint) -> str:
-    return endpoint.base_url.rstrip("/") + "/chat/completions"
+def _url(endpoint: Endpoint, path: str = "/chat/completions") -> str:
+    return endpoint.base_url.rstrip("/") + path
 
 
 async def _refused(response: httpx2.Response) -> ProviderError:
@@ -136,25 +136,35 @@ async def _refused(response: httpx2.Response) -> ProviderError:
     )
 
 
-async def complete(endpoint: Endpoint, request: ChatRequest) -> Completion:
+async def _post(endpoint: Endpoint, path: str, body: dict, *, expect: str, what: str) -> dict:
+    """POST a body and read the JSON answer, which must hold a list under `expect`."""
     client = client_for(endpoint, _http)
-    body = _kwargs(request)
-    body.pop("stream_options", None)
-    body["stream"] = False
     try:
-        response = await client.post(_url(endpoint), json=body, headers=_headers(endpoint))
+        response = await client.post(_url(endpoint, path), json=body, headers=_headers(endpoint))
         if response.status_code >= 300:
             raise await _refused(response)
         answer = response.json()
     except (httpx2.HTTPError, TimeoutError, ValueError) as exc:
         raise classify(exc, openai, LABEL, after_first_byte=False) from exc
-    if not isinstance(answer, dict) or not isinstance(answer.get("choices"), list):
+    if not isinstance(answer, dict) or not isinstance(answer.get(expect), list):
         raise ProviderError(
-            f"{LABEL} answered something that is not a chat.completion",
+            f"{LABEL} answered something that is not {what}",
             retryable=False,
             maybe_billed=True,
             kind="bad_answer",
         )
+    return answer
+
+
+async def complete(endpoint: Endpoint, request: ChatRequest) -> Completion:
+    if request.kind == "embeddings":
+        return await _embed(endpoint, request)
+    body = _kwargs(request)
+    body.pop("stream_options", None)
+    body["stream"] = False
+    answer = await _post(
+        endpoint, "/chat/completions", body, expect="choices", what="a chat.completion"
+    )
     usage = openai_chat.usage_of(answer.get("usage"))
     if usage is None:
         raise _no_usage()
@@ -166,6 +176,27 @@ async def complete(endpoint: Endpoint, request: ChatRequest) -> Completion:
         model=str(answer.get("model") or request.model),
         provider_request_id=answer.get("id"),
         answer=kept,
+    )
+
+
+async def _embed(endpoint: Endpoint, request: ChatRequest) -> Completion:
+    """Embeddings, relayed: the body as the client sent it, the answer as the provider sent it
+    (the vectors in whichever encoding the client asked for)."""
+    body = openai_embeddings.upstream_body(model=request.model, options=request.options)
+    answer = await _post(endpoint, "/embeddings", body, expect="data", what="an embeddings list")
+    return _embedded(answer, model=request.model)
+
+
+def _embedded(answer: dict, *, model: str) -> Completion:
+    usage = openai_chat.usage_of(answer.get("usage"))
+    if usage is None:
+        raise _no_usage()
+    return Completion(
+        text="",
+        finish_reason="stop",
+        usage=usage,
+        model=str(answer.get("model") or model),
+        answer=answer,
     )
 
 
@@ -258,6 +289,8 @@ def _batch_client(endpoint: Endpoint) -> Iterator[openai.OpenAI]:
 
 def batch_body(request: ChatRequest) -> dict:
     """The `body` of one batch input line (the Batch API streams nothing)."""
+    if request.kind == "embeddings":
+        return openai_embeddings.upstream_body(model=request.model, options=request.options)
     body = _kwargs(request)
     body.pop("stream", None)
     body.pop("stream_options", None)
@@ -311,11 +344,14 @@ def batch_delete_file(endpoint: Endpoint, *, file_id: str) -> None:
         client.files.delete(file_id)
 
 
-def batch_create(endpoint: Endpoint, *, input_file_id: str, metadata: dict) -> BatchInfo:
+def batch_create(
+    endpoint: Endpoint, *, input_file_id: str, metadata: dict, url: str = "/v1/chat/completions"
+) -> BatchInfo:
+    """A batch of the uploaded file, whose lines all ask `url` (as OpenAI requires)."""
     with _batch_client(endpoint) as client:
         batch = client.batches.create(
             input_file_id=input_file_id,
-            endpoint="/v1/chat/completions",
+            endpoint=url,
             completion_window="24h",
             metadata=metadata,
         )
@@ -347,6 +383,10 @@ def _outcome(line: dict) -> BatchOutcome:
     if response and 200 <= int(response.get("status_code") or 0) < 300:
         try:
             body = response["body"]
+            if isinstance(body, dict) and body.get("object") == "list":  # an embeddings line
+                if not isinstance(body.get("data"), list):
+                    raise ValueError("an embeddings answer without data")
+                return BatchOutcome(custom_id, "succeeded", _embedded(body, model=""))
             completion = ChatCompletion.model_validate(body)  # the shape checked, then kept raw
             answer = openai_chat.answer_of(body)
             return BatchOutcome(

@@ -35,6 +35,8 @@ class ChatRequest:
     # Send max_tokens upstream when `options` set no limit: llmops' own doors always bound an
     # answer; an OpenAI client's body goes up with the limit it set, or none.
     send_max_tokens: bool = True
+    # What is asked: "chat", or "embeddings" (options then hold the input; no messages).
+    kind: str = "chat"
 
 
 @dataclass(frozen=True)

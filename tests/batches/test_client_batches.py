@@ -47,22 +47,7 @@ def jsonl(n: int, *, model: str = "gpt-4o-mini", max_tokens: int = 20, prefix="r
 
 
 def create(api, data: bytes, workload: str = WORKLOAD) -> dict:
-    upload = api.post(
-        "/v1/files",
-        {"purpose": "batch", "file": SimpleUploadedFile("in.jsonl", data)},
-        format="multipart",
-    )
-    assert upload.status_code == 200, upload.content
-    response = api.post(
-        "/v1/batches",
-        {
-            "input_file_id": upload.json()["id"],
-            "endpoint": "/v1/chat/completions",
-            "completion_window": "24h",
-        },
-        format="json",
-        HTTP_X_WORKLOAD=workload,
-    )
+    response = upload_and_create(api, data, workload)
     assert response.status_code == 200, response.content
     return response.json()
 
@@ -427,11 +412,13 @@ def test_the_step_that_sends_a_cancel_waits_for_a_quick_provider_and_ends_the_jo
 
 
 def upload_and_create(api, data: bytes, workload: str = WORKLOAD):
+    """The batch create's response for a file of `data` (its upload must succeed)."""
     upload = api.post(
         "/v1/files",
         {"purpose": "batch", "file": SimpleUploadedFile("in.jsonl", data)},
         format="multipart",
     )
+    assert upload.status_code == 200, upload.content
     return api.post(
         "/v1/batches",
         {

@@ -100,7 +100,11 @@ def test_a_valid_file_streams_its_lines_and_a_bom_on_line_one_is_stripped():
         (line("a b"), "line 1: custom_id 'a b' must be 1 to 64 letters"),
         (line("x" * 65), "line 1: custom_id"),
         (line("a", method="GET"), "line 1: method must be POST"),
-        (line("a", url="/v1/embeddings"), "line 1: url must be /v1/chat/completions"),
+        (line("a", url="/v1/completions"), "line 1: url must be one of /v1/chat/completions"),
+        (
+            line("a") + b"\n" + line("b", url="/v1/embeddings"),
+            "line 2: url '/v1/embeddings' differs from '/v1/chat/completions'",
+        ),
         (line("a", body=[]), "line 1: body must be a JSON object"),
         (line("a", body={"messages": []}), "line 1: body.model is missing"),
         (line("a", body={"model": "m", "stream": True}), "line 1: body.stream is not allowed"),

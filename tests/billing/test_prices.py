@@ -22,7 +22,11 @@ pytestmark = pytest.mark.django_db
 
 DEMO_MODEL_IDS = [model_id for _, model_id, *_ in MODELS]
 # Our batch prices that genai-prices does not publish: derived by the providers' 50% rule.
-DERIVED = {("claude-opus-4-1", Processing.BATCH)}
+DERIVED = {
+    ("claude-opus-4-1", Processing.BATCH),
+    ("text-embedding-3-small", Processing.BATCH),
+    ("text-embedding-3-large", Processing.BATCH),
+}
 RATE_FIELDS = ["input_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok", "output_per_mtok"]
 
 
@@ -122,7 +126,7 @@ def test_a_published_batch_price_is_copied_not_derived(demo, model_id, input_rat
     assert batch.source.startswith("genai-prices")
 
 
-def test_only_opus_batch_is_derived_among_the_demo_models(demo):
+def test_only_opus_and_the_embedding_models_batch_prices_are_derived(demo):
     derived = set(Price.objects.filter(derived=True).values_list("model__model_id", "processing"))
     assert derived == DERIVED
 
@@ -275,3 +279,37 @@ def test_an_admin_override_prices_later_usage_and_leaves_history_alone(demo, adm
     assert (override.source, override.derived, override.created_by) == ("admin", False, admin_user)
     assert Price.objects.filter(pk=published.pk).values().get() == published_row
     assert Price.objects.filter(model=gpt4o, processing="standard").count() == 2
+
+
+@pytest.mark.parametrize(
+    "model_id, per_mtok", [("text-embedding-3-small", "0.02"), ("text-embedding-3-large", "0.13")]
+)
+def test_an_embedding_model_is_priced_per_input_token_with_a_half_price_batch(
+    demo_models, model_id, per_mtok
+):
+    model = LlmModel.objects.create(
+        provider=demo_models[0].provider,
+        model_id=model_id,
+        kind=LlmModel.Kind.EMBEDDING,
+        context_window=8192,
+        max_output_tokens=0,
+    )
+    sync_prices()
+
+    standard, batch = price(model, Processing.STANDARD), price(model, Processing.BATCH)
+    assert standard.input_per_mtok == Decimal(per_mtok) and standard.output_per_mtok == 0
+    assert batch.input_per_mtok == Decimal(per_mtok) / 2 and batch.output_per_mtok == 0
+
+
+def test_a_chat_model_without_an_output_price_is_not_priced_as_free(demo_models):
+    # Only a model marked embedding may have no output price: a chat model without one is a
+    # gap in the published data, priced in the admin, never silently at zero.
+    model = LlmModel.objects.create(
+        provider=demo_models[0].provider,
+        model_id="text-embedding-3-small",
+        context_window=8192,
+        max_output_tokens=1,
+    )
+    report = sync_prices()
+    assert not Price.objects.filter(model=model).exists()
+    assert "text-embedding-3-small" in report

@@ -363,7 +363,7 @@ def batch_line(draw, custom_id: str, model: str, earlier: list[str], hostile: bo
         del value["body"]["messages"]
         return Line(encoded(value), BODY, custom_id, model)
     if kind == "wrong_url":
-        value["url"] = draw(st.sampled_from(["/v1/embeddings", "/v1/chat/completions/", "", None]))
+        value["url"] = draw(st.sampled_from(["/v1/completions", "/v1/chat/completions/", "", None]))
         return Line(encoded(value), FILE)
     if kind == "wrong_method":
         value["method"] = draw(st.sampled_from(["GET", "post", "", None]))

@@ -1,9 +1,9 @@
 """T3: the ledger reconciled against the provider's own bill. A day's mix of traffic (plain and
 streamed answers through both APIs, prompts long enough to be cached, response-cache hits, tool
-calls plain and streamed, n=2 and images on an OpenAI and a Claude model, OpenAI and Anthropic
-batches ingested by a worker) goes through llmops to the simulator, whose
-`/_sim/usage` book counts every token it served; the two must agree per provider, model and
-mode, in requests, tokens and dollars (tests/faults/bill.py): drift 0."""
+calls plain and streamed, n=2 and images on an OpenAI and a Claude model, embeddings realtime
+and batched, OpenAI and Anthropic batches ingested by a worker) goes through llmops to the
+simulator, whose `/_sim/usage` book counts every token it served; the two must agree per
+provider, model and mode, in requests, tokens and dollars (tests/faults/bill.py): drift 0."""
 
 from __future__ import annotations
 
@@ -122,6 +122,18 @@ def traffic(stack: Llmops) -> dict:
             assert status == 200, answer
     sent["native API, plain and streamed"] = 20
     sent.update(rich_traffic(client))
+    embedder = stack.openai("query-embeddings")  # response cache on: the repeats are hits
+    for i in range(6):
+        embedder.embeddings.create(model="text-embedding-3-small", input=[f"query {i % 4}", "x"])
+    sent["openai SDK, embeddings (2 repeated)"] = 6
+    for i in range(4):
+        status, body = stack.api(
+            "POST",
+            "/api/v1/embeddings",
+            {"workload": "catalog-embeddings", "input": [f"product {i}", f"sku {i}"]},
+        )
+        assert status == 202, body
+    sent["embeddings batch via catalog-embeddings"] = 4
     for workload in ("review-moderation", "ticket-summaries"):  # OpenAI's and Anthropic's
         for round_ in range(5):
             defer(stack, workload, f"{workload} round {round_}")

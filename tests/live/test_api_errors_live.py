@@ -30,12 +30,12 @@ def call(llmops, method: str, path: str, *, data: bytes | None = None, headers=N
 
 def test_an_sdk_call_llmops_does_not_serve_raises_not_found_with_our_message(llmops):
     with pytest.raises(openai.NotFoundError) as raised:
-        llmops.openai().embeddings.create(model="text-embedding-3-small", input="tents")
+        llmops.openai().moderations.create(input="tents")
 
     error = raised.value
     assert error.status_code == 404
     assert error.body == {
-        "message": "Invalid URL (POST /v1/embeddings): this path is not served by llmops.",
+        "message": "Invalid URL (POST /v1/moderations): this path is not served by llmops.",
         "type": "invalid_request_error",
         "param": None,
         "code": "unknown_url",

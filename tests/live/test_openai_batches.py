@@ -293,3 +293,35 @@ def test_batch_lines_keep_their_tools_and_the_output_lines_carry_the_tool_calls(
     assert call["function"]["name"] == "flag_review"
     assert set(json.loads(call["function"]["arguments"])) == {"fake", "reason"}
     assert result["response"]["body"]["model"] == model
+
+
+def test_a_batch_of_embeddings_lines_runs_to_completion_through_the_sdk(llmops):
+    client = llmops.openai("catalog-embeddings")  # text-embedding-3-small, batch-capable
+    rows = [
+        {
+            "custom_id": f"sku-{i}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "text-embedding-3-small", "input": [f"tent {i}", f"stove {i}"]},
+        }
+        for i in range(3)
+    ]
+    uploaded = client.files.create(file=("e.jsonl", io.BytesIO(jsonl(rows))), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h"
+    )
+    assert batch.endpoint == "/v1/embeddings"
+
+    work_until(llmops, lambda: client.batches.retrieve(batch.id).status == "completed")
+
+    batch = client.batches.retrieve(batch.id)
+    assert batch.status == "completed", batch
+    assert (batch.request_counts.total, batch.request_counts.completed) == (3, 3)
+    results = [json.loads(x) for x in client.files.content(batch.output_file_id).text.splitlines()]
+    assert sorted(r["custom_id"] for r in results) == ["sku-0", "sku-1", "sku-2"]
+    for result in results:
+        body = result["response"]["body"]
+        assert [len(d["embedding"]) for d in body["data"]] == [1536, 1536]
+        request = llmops.request_of(result["id"].removeprefix("batch_req_"))
+        assert (request["mode"], request["kind"]) == ("batch", "embeddings")
+        assert request["usage"]["input_tokens"] == body["usage"]["prompt_tokens"]

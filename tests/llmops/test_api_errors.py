@@ -50,7 +50,7 @@ def drf_error_of(response, status: int) -> str:
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/embeddings", "/v1/nope", "/v1", "/v1.json", "/v1/chat/completions/"]
+    "path", ["/v1/moderations", "/v1/nope", "/v1", "/v1.json", "/v1/chat/completions/"]
 )
 def test_an_unknown_v1_path_is_an_openai_404_saying_llmops_does_not_serve_it(
     debug, client_with_key, path
@@ -68,10 +68,12 @@ def test_an_unknown_v1_path_is_an_openai_404_saying_llmops_does_not_serve_it(
 def test_a_post_to_an_unknown_v1_path_is_a_404_not_a_csrf_refusal(debug, api_key):
     client = Client(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Bearer {api_key[1]}")
 
-    error = openai_error_of(client.post("/v1/embeddings", {}, content_type="application/json"), 404)
+    error = openai_error_of(
+        client.post("/v1/moderations", {}, content_type="application/json"), 404
+    )
 
     assert error["code"] == "unknown_url"
-    assert "POST /v1/embeddings" in error["message"]
+    assert "POST /v1/moderations" in error["message"]
 
 
 def test_get_chat_completions_is_an_openai_405_with_allow(debug, client_with_key):

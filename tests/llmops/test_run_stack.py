@@ -153,6 +153,8 @@ def test_run_brings_up_every_process_and_ctrl_c_stops_them_all(stack):
         "review-moderation",
         "product-descriptions",
         "ticket-summaries",
+        "query-embeddings",
+        "catalog-embeddings",
     }
 
     # The simulator started by the stack answers the official SDK.

@@ -52,8 +52,10 @@ def test_seed_demo_builds_the_demo_world():
     assert sorted(
         Workload.objects.filter(team__slug="acme").values_list("slug", "latency_class")
     ) == [
+        ("catalog-embeddings", "scheduled"),
         ("product-descriptions", "scheduled"),
         ("product-search", "realtime"),
+        ("query-embeddings", "realtime"),
         ("review-moderation", "near_realtime"),
         ("ticket-summaries", "scheduled"),
     ]
@@ -121,7 +123,7 @@ def test_a_fresh_database_gets_the_whole_demo_and_a_second_seed_adds_nothing():
     world = counts()
     prices = Price.objects.count()
 
-    assert world == [2, 1, 2, 6, 8, 18, 6, 3, 1]
+    assert world == [2, 1, 2, 8, 12, 22, 8, 3, 1]
     for model in LlmModel.objects.all():  # priced for realtime and batch
         assert {"standard", "batch"} <= set(model.prices.values_list("processing", flat=True))
     seed("--api-key", KEY)

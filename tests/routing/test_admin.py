@@ -140,6 +140,8 @@ def test_the_workload_policy_picker_offers_only_the_workloads_teams_policies(adm
 
     assert policy_labels(response) == [
         "acme / deferrable-economy",
+        "acme / embeddings-batch",
+        "acme / embeddings-realtime",
         "acme / interactive",
         "acme / interactive-economy",
         "acme / overnight-batch",
@@ -204,3 +206,27 @@ def test_a_keys_default_workload_picker_offers_its_teams_workloads_by_team(admin
     labels = picker_labels(response, "default_workload")
     assert labels and all(label.startswith("acme / ") for label in labels)
     assert "acme / product-search" in labels
+
+
+def test_a_model_chain_cannot_mix_chat_and_embedding_models(demo):
+    from django.forms import inlineformset_factory
+
+    from routing.admin import PolicyModelFormSet
+    from routing.models import LlmModel, PolicyModel, RoutingPolicy
+
+    policy = RoutingPolicy.objects.get(team__slug="acme", name="embeddings-batch")
+    chain = [LlmModel.objects.get(model_id=m) for m in ("text-embedding-3-large", "gpt-4o-mini")]
+    FormSet = inlineformset_factory(
+        RoutingPolicy, PolicyModel, formset=PolicyModelFormSet, fields=["model", "position"]
+    )
+
+    def formset(models):
+        data = {"links-TOTAL_FORMS": str(len(models)), "links-INITIAL_FORMS": "0"}
+        for i, model in enumerate(models):
+            data |= {f"links-{i}-model": str(model.pk), f"links-{i}-position": str(i)}
+        return FormSet(data, instance=policy, prefix="links")
+
+    mixed = formset(chain)
+    assert not mixed.is_valid()
+    assert "all chat models or all embedding models" in str(mixed.non_form_errors())
+    assert formset(chain[:1]).is_valid()
