@@ -186,6 +186,8 @@ def test_a_member_sees_their_team_s_exact_figures_on_every_page_and_nothing_else
         "acme/review-moderation",
         "acme/product-descriptions",
         "acme/ticket-summaries",
+        "acme/query-embeddings",
+        "acme/catalog-embeddings",
     }
     moderation = page.locator('section.audit[data-workload="acme/review-moderation"]')
     expect(moderation.locator(".badge.act")).to_have_attribute("data-action", "use_batch_api")
