@@ -118,7 +118,7 @@ def test_an_invalid_batch_file_is_refused_naming_its_lines(llmops):
     message = refused.value.body["message"]
     assert "line 2: not valid JSON" in message
     assert "line 3: duplicate custom_id 'a'" in message
-    assert "line 4: url must be /v1/chat/completions" in message
+    assert "line 4: url '/v1/embeddings' differs from '/v1/chat/completions'" in message
     assert "line 5: model 'gpt-4o' differs" in message
     assert "line 1:" not in message  # a BOM on line 1 is fine
     assert all(f.filename != "bad.jsonl" for f in client.files.list(purpose="batch"))
