@@ -34,12 +34,6 @@ EMBEDDINGS_ENDPOINT = "/v1/embeddings"
 # The urls a batch file's lines may ask (one per file, as OpenAI requires).
 ENDPOINTS = (CHAT_ENDPOINT, EMBEDDINGS_ENDPOINT)
 
-
-def endpoint_of(model) -> str:
-    """The url a provider batch of `model`'s requests asks (one per batch, as OpenAI requires)."""
-    return EMBEDDINGS_ENDPOINT if model.embeds else CHAT_ENDPOINT
-
-
 # Provider limits per batch, as OpenAI and Anthropic document them: requests and bytes.
 OPENAI_MAX_LINES, OPENAI_MAX_BYTES = 50_000, 200 * 1024 * 1024
 ANTHROPIC_MAX_REQUESTS, ANTHROPIC_MAX_BYTES = 100_000, 256 * 1024 * 1024

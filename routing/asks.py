@@ -559,19 +559,13 @@ def openai_model(
     )
 
 
-SURFACE_OF_KIND = {
-    LlmModel.Kind.CHAT: "/v1/chat/completions",
-    LlmModel.Kind.EMBEDDING: "/v1/embeddings",
-}
-
-
 def _check_kind(workload: Workload, model: LlmModel | None, kind: str | None) -> None:
     if kind is None or model is None or model.kind == kind:
         return
     raise RequestRejected(
         400,
         f"{model.model_id} (workload {workload.slug}) is a {model.kind} model: call "
-        f"{SURFACE_OF_KIND[model.kind]} with it, or name a {kind} model here.",
+        f"{model.endpoint} with it, or name a {kind} model here.",
         field="model",
         code="wrong_model_kind",
     )

@@ -227,6 +227,11 @@ class LlmModel(models.Model):
     def embeds(self) -> bool:
         return self.kind == self.Kind.EMBEDDING
 
+    @property
+    def endpoint(self) -> str:
+        """The OpenAI url that serves this kind of model (a batch's lines ask it)."""
+        return ENDPOINT_OF_KIND[self.kind]
+
     def clean(self) -> None:
         if (
             self.max_output_tokens
@@ -234,6 +239,15 @@ class LlmModel(models.Model):
             and (self.max_output_tokens > self.context_window)
         ):
             raise ValidationError({"max_output_tokens": "Cannot exceed the context window."})
+
+
+# Which OpenAI url serves each kind of model: a surface refuses a model of another kind, and a
+# provider batch's lines ask its model's url.
+ENDPOINT_OF_KIND = {
+    LlmModel.Kind.CHAT: "/v1/chat/completions",
+    LlmModel.Kind.EMBEDDING: "/v1/embeddings",
+}
+KIND_OF_ENDPOINT = {url: kind for kind, url in ENDPOINT_OF_KIND.items()}
 
 
 class LatencyClass(models.TextChoices):

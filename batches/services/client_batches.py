@@ -78,7 +78,7 @@ from routing.asks import (
     refused_param,
 )
 from routing.config import policy_chain
-from routing.models import ApiKey, LlmModel, Mode, Request, Workload
+from routing.models import KIND_OF_ENDPOINT, ApiKey, LlmModel, Mode, Request, Workload
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +97,6 @@ def batch_models(workload: Workload) -> list[LlmModel]:
         for m in policy_chain(workload.policy_id)
         if m.enabled and m.provider.enabled and m.provider.supports_batch
     ]
-
-
-KIND_OF_ENDPOINT = {
-    jsonl.CHAT_ENDPOINT: LlmModel.Kind.CHAT,
-    jsonl.EMBEDDINGS_ENDPOINT: LlmModel.Kind.EMBEDDING,
-}
 
 
 def batch_model(workload: Workload, name: str, endpoint: str = jsonl.CHAT_ENDPOINT) -> LlmModel:

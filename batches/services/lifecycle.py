@@ -138,7 +138,7 @@ def _submit(job: BatchJob, *, now: datetime) -> None:
                 endpoint,
                 input_file_id=job.input_file_id,
                 metadata={"llmops_job": str(job.pk)},
-                url=jsonl.endpoint_of(job.model),
+                url=job.model.endpoint,
             )
             crash_point("after_create")
     try:
@@ -167,7 +167,7 @@ def _submit(job: BatchJob, *, now: datetime) -> None:
 def _input_file(job: BatchJob, api) -> Iterator[BinaryIO]:
     """The job's JSONL, written line by line to a spooled temporary file (in memory up to a
     few MB, on disk beyond): never the whole file as one string."""
-    url = jsonl.endpoint_of(job.model)
+    url = job.model.endpoint
     with jsonl.spooled() as file:
         for item in job_items(job).iterator(chunk_size=2000):
             body = api.batch_body(_chat(item.request, job.model))

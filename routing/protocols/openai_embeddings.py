@@ -2,21 +2,18 @@
 bounds and relays, and what of an answer it keeps.
 
 As with chat, the body is relayed as sent (the model id mapped): llmops reads the model and
-the input (to bound its tokens for the budget hold) and passes every other field through.
+checks the input (the budget hold bounds it as prompt: billing.pricing.PROMPT_OPTIONS) and
+passes every other field through; the response cache keys on it as on a chat body.
 The answer is kept whole on the request row (an idempotent replay, a cache hit and a batch
 ticket's result repeat it)."""
 
 from __future__ import annotations
 
-ENDPOINT = "/v1/embeddings"
 ROUTED_FIELDS = frozenset({"model"})
-# Fields that do not change the vectors: left out of the response cache's key.
-NOT_IN_ANSWER = frozenset({"user"})
 
-# OpenAI's limits (§9): inputs per call, tokens per input, tokens per request.
+# OpenAI's limits (§9): inputs per call, tokens per input (the provider checks the rest).
 MAX_INPUTS = 2048
 MAX_INPUT_TOKENS = 8192
-MAX_REQUEST_TOKENS = 300_000
 
 
 class InputError(ValueError):
@@ -30,10 +27,6 @@ def options_of(body: dict) -> dict:
 
 def upstream_body(*, model: str, options: dict) -> dict:
     return {"model": model, **options}
-
-
-def answer_material(options: dict) -> dict:
-    return {k: v for k, v in options.items() if k not in NOT_IN_ANSWER}
 
 
 def inputs_of(value) -> list[str | list[int]]:
@@ -64,17 +57,6 @@ def inputs_of(value) -> list[str | list[int]]:
 
 def _token(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def input_tokens_bound(items: list[str | list[int]]) -> int:
-    """At least the tokens the inputs hold: a token covers at least one UTF-8 byte, and a
-    token array is its own count. The budget hold reserves this much."""
-    return sum(len(i.encode()) if isinstance(i, str) else len(i) for i in items)
-
-
-def count(answer: dict) -> int:
-    data = answer.get("data")
-    return len(data) if isinstance(data, list) else 0
 
 
 def vectors(answer: dict) -> list:

@@ -1,5 +1,5 @@
-"""The embeddings protocol layer: inputs checked as OpenAI checks them, bounded for the hold,
-and answers kept without their vectors."""
+"""The embeddings protocol layer: inputs checked as OpenAI checks them, vectors read in input
+order."""
 
 from __future__ import annotations
 
@@ -41,11 +41,6 @@ def test_an_input_openai_refuses_is_refused_in_its_words(value, words):
     with pytest.raises(emb.InputError) as refused:
         emb.inputs_of(value)
     assert words in str(refused.value)
-
-
-def test_the_hold_bound_covers_every_token():
-    # A token is at least one byte; a token array is its own count.
-    assert emb.input_tokens_bound(["héllo", [1, 2, 3]]) == len("héllo".encode()) + 3
 
 
 def test_vectors_are_read_in_input_order():
