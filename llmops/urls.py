@@ -12,7 +12,7 @@ from billing import urls as billing_urls
 from billing import views as billing_views
 from llmops import views
 from llmops.limits import StrictJSONParser
-from routing import apis as routing_apis
+from routing import openai_apis
 from routing import urls as routing_urls
 from routing import views as routing_views
 
@@ -54,10 +54,10 @@ def strict_json(view):
 
 # OpenAI's surface for the official SDK (no trailing slashes: it sends none).
 openai_compatible = [
-    path("v1/chat/completions", routing_apis.chat_completions, name="openai-chat-completions"),
-    path("v1/embeddings", routing_apis.embeddings, name="openai-embeddings"),
-    path("v1/models", routing_apis.openai_models, name="openai-models"),
-    path("v1/models/<path:model_id>", routing_apis.openai_models, name="openai-model"),
+    path("v1/chat/completions", openai_apis.chat_completions, name="openai-chat-completions"),
+    path("v1/embeddings", openai_apis.embeddings, name="openai-embeddings"),
+    path("v1/models", openai_apis.openai_models, name="openai-models"),
+    path("v1/models/<path:model_id>", openai_apis.openai_models, name="openai-model"),
     path("v1/files", batches_apis.FileCollectionApi.as_view(), name="openai-files"),
     path("v1/files/<str:file_id>", batches_apis.FileDetailApi.as_view(), name="openai-file"),
     path(

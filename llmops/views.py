@@ -81,7 +81,7 @@ def api_error(
     """The error answer of the API `request` was sent to, or None for a path outside the APIs.
     The x-request-id becomes the openai SDK's `e.request_id`. With a `field` (a refusal of what
     the client sent; "" for the body as a whole) the answer names it: OpenAI's `param`, and the
-    native serving endpoints' `code` and `field` (routing/apis.py `_error`)."""
+    native serving endpoints' `code` and `field` (routing/serving.py `native_error`)."""
     path = request.path_info
     if OPENAI_PATHS.match(path):
         body = openai.error_body(status, message, param=field, code=code)

@@ -9,7 +9,7 @@ import re
 import pytest
 from django.test import Client
 
-import routing.apis
+import routing.serving
 import routing.selectors
 from batches import apis as batches_apis
 
@@ -121,7 +121,7 @@ def test_an_exception_in_chat_completions_is_a_generic_openai_500(
     def fault(*args, **kwargs):
         raise RuntimeError(SECRET)
 
-    monkeypatch.setattr(routing.apis, "_prepare", fault)
+    monkeypatch.setattr(routing.serving, "prepare", fault)
 
     with caplog.at_level(logging.ERROR, logger="django.request"):
         response = client_with_key.post(
@@ -174,7 +174,7 @@ def test_an_exception_in_the_native_request_endpoint_is_a_drf_500(
     def fault(*args, **kwargs):
         raise RuntimeError(SECRET)
 
-    monkeypatch.setattr(routing.apis, "_prepare", fault)
+    monkeypatch.setattr(routing.serving, "prepare", fault)
 
     response = client_with_key.post(
         "/api/v1/requests", {"workload": "x", "messages": []}, content_type="application/json"

@@ -1,0 +1,292 @@
+"""The OpenAI-compatible API for the official openai SDK and frameworks: chat completions,
+embeddings and models. Every object is scoped to the caller's team."""
+
+from __future__ import annotations
+
+from django.http import Http404, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.views import APIView
+
+from billing.pricing import Usage
+from llmops.dbthreads import db
+from routing import asks, selectors, services
+from routing.models import Request
+from routing.protocols import openai_chat
+from routing.providers import Delta
+from routing.serving import (
+    SSE_HEADERS,
+    StreamBody,
+    admit,
+    authenticate,
+    identified,
+    method_not_allowed,
+    openai_error,
+    openai_failure,
+    openai_unfinished_replay,
+    sse,
+)
+
+
+async def chat_completions(http_request):
+    """POST /v1/chat/completions for OpenAI clients: the body relayed as sent to the model the
+    client named (or its policy's chain), the answer relayed as the provider sent it."""
+    if http_request.method != "POST":
+        return method_not_allowed("POST")
+    admitted, error = await admit(http_request, openai=True)
+    if error is not None:
+        return error
+    request = admitted.request
+    rid = str(request.pk)
+    stream = request.params.get("stream")
+    include_usage = bool(
+        (http_request.llmops_body.get("stream_options") or {}).get("include_usage")
+    )
+    if request.status == Request.Status.COMPLETED:
+        if stream:
+            return identified(
+                StreamingHttpResponse(
+                    _openai_replay_stream(request, include_usage),
+                    content_type="text/event-stream",
+                    headers=SSE_HEADERS,
+                ),
+                rid,
+            )
+        return identified(JsonResponse(await db(_openai_body, request)), rid)
+    if admitted.replay:
+        return openai_unfinished_replay(request, rid)
+    if stream:
+        # The first event before the response starts: a request refused upstream (a provider's
+        # 400, every provider busy) is answered with its status, as the provider would, not as
+        # an error inside a 200 stream.
+        events = services.request_run(admitted, stream=True)
+        try:
+            first = await events.__anext__()
+        except services.RequestFailed as exc:
+            return openai_failure(exc, rid)
+        return identified(
+            StreamingHttpResponse(
+                StreamBody(
+                    _openai_stream(admitted, events, first, include_usage), admitted, events
+                ),
+                content_type="text/event-stream",
+                headers=SSE_HEADERS,
+            ),
+            rid,
+        )
+    try:
+        async for event in services.request_run(admitted, stream=False):
+            request = event
+    except services.RequestFailed as exc:
+        return openai_failure(exc, rid)
+    return identified(JsonResponse(await db(_openai_body, request)), rid)
+
+
+async def embeddings(http_request):
+    """POST /v1/embeddings for OpenAI clients: the body relayed as sent to the embedding model
+    the client named (or its policy's chain), the answer as the provider sent it (vectors in
+    the encoding asked for), billed per input token."""
+    if http_request.method != "POST":
+        return method_not_allowed("POST")
+    admitted, error = await admit(http_request, openai=True, surface="embeddings")
+    if error is not None:
+        return error
+    request = admitted.request
+    rid = str(request.pk)
+    if admitted.replay and request.status != Request.Status.COMPLETED:
+        return openai_unfinished_replay(request, rid)
+    if request.status != Request.Status.COMPLETED:  # not a cache hit: ask the provider
+        try:
+            async for event in services.request_run(admitted, stream=False):
+                request = event
+        except services.RequestFailed as exc:
+            return openai_failure(exc, rid)
+    # The answer as the provider sent it (kept whole: a replay and a cache hit repeat it).
+    return identified(JsonResponse(request.answer), rid)
+
+
+def _openai_id(request: Request) -> str:
+    return f"chatcmpl-{request.pk.hex}"
+
+
+def _token_usage(request: Request) -> Usage:
+    return Usage(**request.usage) if request.usage else Usage(input_tokens=0)
+
+
+def _openai_identity(request: Request, answer: dict) -> dict:
+    """The id, created and model a rendered answer carries: those the provider gave it (an
+    idempotent replay repeats the first answer), else the request's own."""
+    return {
+        "id": answer.get("id") or _openai_id(request),
+        "created": answer.get("created") or int(request.created_at.timestamp()),
+        "model": answer.get("model") or request.model.model_id,
+    }
+
+
+def _openai_body(request: Request) -> dict:
+    """Sync: a replayed request loads its model here (a served one has it already)."""
+    answer = asks.answer_of(request)
+    return openai_chat.response_body(
+        answer, usage=_token_usage(request), **_openai_identity(request, answer)
+    )
+
+
+async def _openai_stream(admitted: services.Admitted, events, first, include_usage: bool):
+    """The stream as the provider sent it (a relay: each event's bytes), or rendered here
+    (a translated answer's text), then [DONE] once the answer is billed."""
+    request = admitted.request
+    ident, created = _openai_id(request), int(request.created_at.timestamp())
+    role = True
+    try:
+        event = first
+        while True:
+            if isinstance(event, Delta):
+                if event.raw is not None:
+                    yield event.raw
+                elif event.openai or event.text:
+                    delta = event.openai or {"content": event.text}
+                    delta = {**delta, "role": "assistant"} if role else delta
+                    role = False
+                    yield sse(None, _chunk(ident, created, admitted.serving.model_id, delta))
+            elif not _relayed(event):
+                answer = asks.answer_of(event)
+                usage = _token_usage(event) if include_usage else None
+                model = event.model.model_id
+                finish = openai_chat.first_finish(answer)
+                yield sse(None, _chunk(ident, created, model, {}, finish=finish))
+                if usage is not None:
+                    yield sse(
+                        None,
+                        {
+                            **_chunk(ident, created, model, {}),
+                            "choices": [],
+                            "usage": (openai_chat.usage_json(usage)),
+                        },
+                    )
+            try:
+                event = await events.__anext__()
+            except StopAsyncIteration:
+                break
+    except services.RequestFailed as exc:
+        yield sse(
+            None, {"error": {"message": str(exc), "type": "api_error", "code": "upstream_failed"}}
+        )
+    yield sse(None, "[DONE]")
+
+
+def _relayed(request: Request) -> bool:
+    """Whether a request's answer came relayed from an OpenAI-protocol provider (its stream
+    already held every chunk, finish and usage included)."""
+    return request.model.provider.kind != "anthropic"
+
+
+def _chunk(ident: str, created: int, model: str, delta: dict, *, finish=None) -> dict:
+    return {
+        "id": ident,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+
+
+async def _openai_replay_stream(request: Request, include_usage: bool):
+    """A completed request (a cache hit, an idempotent retry) told as a stream."""
+    request = await db(Request.objects.select_related("model").get, pk=request.pk)
+    answer = asks.answer_of(request)
+    chunks = openai_chat.answer_chunks(
+        answer,
+        usage=_token_usage(request) if include_usage else None,
+        **_openai_identity(request, answer),
+    )
+    for chunk in chunks:
+        yield sse(None, chunk)
+    yield sse(None, "[DONE]")
+
+
+# --- GET /v1/models ------------------------------------------------------------------------
+
+
+@csrf_exempt
+def openai_models(http_request, model_id: str | None = None):
+    """GET /v1/models and /v1/models/{id}: what the key's team may name as `model` (its
+    workloads' chains, every enabled model where a policy allows any, and the policies'
+    aliases), in OpenAI's shape; an id it may not name is a 404 model_not_found."""
+    if http_request.method != "GET":
+        return method_not_allowed("GET")
+    try:
+        key = authenticate(http_request)
+    except AuthenticationFailed as exc:
+        return openai_error(401, str(exc.detail), code="invalid_api_key")
+    models, aliases = selectors.models_for_team(key.team)
+    entries = [
+        {
+            "id": m.model_id,
+            "object": "model",
+            "created": int(m.created_at.timestamp()),
+            "owned_by": m.provider.slug,
+        }
+        for m in models
+    ] + [{"id": a, "object": "model", "created": 0, "owned_by": "llmops"} for a in aliases]
+    if model_id is None:
+        return identified(JsonResponse({"object": "list", "data": entries}))
+    found = next((e for e in entries if e["id"] == model_id), None)
+    if found is None:
+        return openai_error(
+            404,
+            f"The model `{model_id}` does not exist or you do not have access to it.",
+            field="model",
+            code="model_not_found",
+        )
+    return identified(JsonResponse(found))
+
+
+class ChatCompletionsSchema(APIView):
+    """Documents POST /v1/chat/completions, which the async chat_completions serves."""
+
+    @extend_schema(
+        request={"application/json": asks.ChatCompletionInputSerializer},
+        auth=[{"ApiKey": []}],
+        responses={200: OpenApiTypes.OBJECT},
+        description="OpenAI-compatible chat completions for the official openai SDK and "
+        "frameworks: set `base_url` to llmops' `/v1` and `api_key` to a gateway key. The body "
+        "is relayed as sent (tools, response_format, stop, seed, n, logprobs, content parts "
+        "and any other field) and the answer comes back as the provider sent it; a Claude model "
+        "gets it translated, and a parameter it cannot honour is a 400 naming it. The workload "
+        "comes from the `X-Workload` header, else the key's default workload. `model` is the "
+        "client's: the policy's primary or an alias (`auto`) is the chain with its fallbacks, "
+        "another model of the chain is that model alone, an unknown one is 404 "
+        "`model_not_found`. A provider's 4xx is passed on; every provider busy is 429/503 "
+        "with Retry-After. Every response carries `x-request-id`: the request's id in "
+        "`/api/v1/requests`. Always answers now.",
+    )
+    def post(self, request):  # pragma: no cover - routed to chat_completions
+        raise Http404
+
+
+class EmbeddingsSchema(APIView):
+    """Documents POST /v1/embeddings, which the async embeddings view serves."""
+
+    @extend_schema(
+        request={"application/json": asks.EmbeddingsInputSerializer},
+        auth=[{"ApiKey": []}],
+        responses={200: OpenApiTypes.OBJECT},
+        description="OpenAI-compatible embeddings for the official openai SDK: `input` as a "
+        "string, strings, a token array or token arrays; `encoding_format` float or base64 "
+        "(the SDK's default); `dimensions`. Relayed as sent to the embedding model the client "
+        "names (an alias or the policy's primary: its chain), the vectors as the provider made "
+        "them; billed per input token. A chat model here is a 400 `wrong_model_kind`. The "
+        "workload comes from `X-Workload`, else the key's default workload.",
+    )
+    def post(self, request):  # pragma: no cover - routed to embeddings
+        raise Http404
+
+
+chat_completions = csrf_exempt(chat_completions)
+chat_completions.cls = ChatCompletionsSchema
+chat_completions.initkwargs = {}
+embeddings = csrf_exempt(embeddings)
+embeddings.cls = EmbeddingsSchema
+embeddings.initkwargs = {}
