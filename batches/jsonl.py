@@ -31,8 +31,9 @@ CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 BOM = b"\xef\xbb\xbf"
 CHAT_ENDPOINT = "/v1/chat/completions"
 EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+RESPONSES_ENDPOINT = "/v1/responses"
 # The urls a batch file's lines may ask (one per file, as OpenAI requires).
-ENDPOINTS = (CHAT_ENDPOINT, EMBEDDINGS_ENDPOINT)
+ENDPOINTS = (CHAT_ENDPOINT, RESPONSES_ENDPOINT, EMBEDDINGS_ENDPOINT)
 
 # Provider limits per batch, as OpenAI and Anthropic document them: requests and bytes.
 OPENAI_MAX_LINES, OPENAI_MAX_BYTES = 50_000, 200 * 1024 * 1024

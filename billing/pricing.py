@@ -200,17 +200,28 @@ def prompt_tokens_bound(messages: list[dict], *, extra: tuple = ()) -> int:
 # response schema are tokenized into the prompt, and a prediction's rejected tokens are billed
 # on top of the answer (counted here, the hold still covers them); the rest (limits,
 # sampling, stop) are settings, not tokens. An embeddings body's `input` is all prompt (its
-# JSON has at least a byte per token of text, and a digit per token of a token array).
-PROMPT_OPTIONS = ("tools", "functions", "response_format", "prediction", "input")
+# JSON has at least a byte per token of text, and a digit per token of a token array), as are
+# a Responses body's `input`, `instructions` and `text` (its format's schema).
+PROMPT_OPTIONS = (
+    "tools",
+    "functions",
+    "response_format",
+    "prediction",
+    "input",
+    "instructions",
+    "text",
+)
 
 
 def request_prompt_bound(params: dict) -> int:
     """prompt_tokens_bound of a request row's params: its messages and the fields of the
     client's body that count as prompt (PROMPT_OPTIONS)."""
     options = params.get("options") or {}
-    return prompt_tokens_bound(
+    bound = prompt_tokens_bound(
         params["messages"], extra=tuple(options.get(k) for k in PROMPT_OPTIONS)
     )
+    # A Responses continuation's prompt holds the earlier conversation, as last billed.
+    return bound + (params.get("history_tokens") or 0)
 
 
 def request_output_bound(params: dict) -> int:

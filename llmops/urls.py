@@ -56,6 +56,8 @@ def strict_json(view):
 openai_compatible = [
     path("v1/chat/completions", openai_apis.chat_completions, name="openai-chat-completions"),
     path("v1/embeddings", openai_apis.embeddings, name="openai-embeddings"),
+    path("v1/responses", openai_apis.responses, name="openai-responses"),
+    path("v1/responses/<str:response_id>", openai_apis.response_detail, name="openai-response"),
     path("v1/models", openai_apis.openai_models, name="openai-models"),
     path("v1/models/<path:model_id>", openai_apis.openai_models, name="openai-model"),
     path("v1/files", batches_apis.FileCollectionApi.as_view(), name="openai-files"),

@@ -17,10 +17,10 @@ from rest_framework.exceptions import ValidationError
 
 from llmops import limits
 from llmops.text import unstorable_text
-from routing import selectors
+from routing import conversations, selectors
 from routing.config import policy_chain
 from routing.models import ApiKey, LlmModel, Request, Workload
-from routing.protocols import openai_chat, openai_embeddings, translation
+from routing.protocols import openai_chat, openai_embeddings, openai_responses, translation
 from routing.providers.types import ChatRequest
 
 
@@ -67,9 +67,11 @@ class Ask:
     # Every other field of an OpenAI body, as sent (routing.protocols.openai_chat).
     options: dict = field(default_factory=dict)
     n: int = 1  # choices asked for: each is billed, so each is reserved for
-    # What is asked (providers.types.ChatRequest.kind): "chat", or "embeddings", whose input
-    # is in `options` (no messages, no output tokens).
+    # What is asked (providers.types.ChatRequest.kind): "chat"; "embeddings" or "responses",
+    # whose input is in `options` (no messages).
     kind: str = "chat"
+    # A Responses continuation: the earlier conversation's tokens, which its prompt includes.
+    history_tokens: int = 0
 
 
 def ask_body(ask: Ask) -> dict:
@@ -86,6 +88,7 @@ def ask_body(ask: Ask) -> dict:
         **({"n": ask.n} if ask.n != 1 else {}),
         **({"pinned": True} if ask.pinned else {}),
         **({"kind": ask.kind} if ask.kind != "chat" else {}),
+        **({"history_tokens": ask.history_tokens} if ask.history_tokens else {}),
     }
 
 
@@ -434,6 +437,104 @@ def embeddings_ask(
     )
 
 
+class ResponsesInputSerializer(serializers.Serializer):
+    """OpenAI's Responses body (provider-contract §10): llmops checks what it routes, bounds and
+    bills on; every other field is relayed as sent (translated for a Claude model, where what
+    cannot be honoured is a 400 naming it)."""
+
+    model = serializers.CharField(max_length=200)
+    input = serializers.JSONField(help_text="A string, or a list of input items.")
+    instructions = serializers.CharField(required=False, allow_null=True, allow_blank=True)
+    max_output_tokens = StrictInteger(min_value=16, required=False, allow_null=True)
+    temperature = StrictNumber(min_value=0, max_value=2, required=False, allow_null=True)
+    top_p = StrictNumber(min_value=0, max_value=1, required=False, allow_null=True)
+    stream = StrictBoolean(required=False, default=False)
+    store = StrictBoolean(required=False, allow_null=True)
+    background = StrictBoolean(required=False, allow_null=True)
+    previous_response_id = serializers.CharField(max_length=200, required=False, allow_null=True)
+    tools = serializers.ListField(
+        child=serializers.DictField(), required=False, allow_null=True, max_length=512
+    )
+    metadata = serializers.DictField(required=False, allow_null=True)
+
+    def validate_input(self, value):
+        if isinstance(value, str) and value:
+            return value
+        if not isinstance(value, list) or not value:
+            raise ValidationError("Must be a non-empty string or a non-empty list of items.")
+        for index, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise ValidationError({index: ["Must be an object (an input item)."]})
+        return value
+
+    def validate_background(self, value):
+        if value:
+            # Background responses outlive the call that made them; llmops bills and answers
+            # each request within its call (a deferrable workload goes to /api/v1 or a batch).
+            raise ValidationError("Background responses are not served by llmops.")
+        return value
+
+    def validate_metadata(self, value):
+        return checked_metadata(value)
+
+    def to_internal_value(self, data):
+        validated = super().to_internal_value(data)
+        validated["options"] = openai_responses.options_of(data)
+        return validated
+
+
+def responses_ask(
+    workload: Workload,
+    data: dict,
+    *,
+    source: str,
+    idempotency_key: str | None = None,
+    metadata: dict | None = None,
+) -> Ask:
+    """An Ask from a validated Responses body. The model is the client's (openai_model); a
+    continuation (`previous_response_id`) is served by the provider that holds the
+    conversation, and its earlier turns count in the prompt's bound."""
+    model, pinned = openai_model(workload, data["model"], kind=LlmModel.Kind.CHAT)
+    options = data["options"]
+    history = 0
+    if previous := data.get("previous_response_id"):
+        try:
+            stored = conversations.stored_response(team=workload.team, response_id=previous)
+        except conversations.NotFound:
+            raise RequestRejected(
+                400,
+                f"Previous response with id '{previous}' not found.",
+                field="previous_response_id",
+                code="previous_response_not_found",
+            ) from None
+        continuing = conversations.continuing_model(workload, model, pinned, stored)
+        if continuing is None:
+            raise RequestRejected(
+                400,
+                f"previous_response_id {previous} was answered by {stored.provider.name}, "
+                f"which holds that conversation; {data['model']} is not served there. Name a "
+                f"model of {stored.provider.name}, or send the whole conversation as `input`.",
+                field="previous_response_id",
+                code="previous_response_elsewhere",
+            )
+        model, pinned = continuing, True
+        history = conversations.history_tokens(stored)
+    return Ask(
+        workload=workload,
+        messages=[],
+        max_tokens=data.get("max_output_tokens"),
+        model=model,
+        pinned=pinned,
+        stream=data.get("stream", False),
+        metadata={**(metadata or {}), **(data.get("metadata") or {})},
+        idempotency_key=idempotency_key,
+        source=source,
+        options=options,
+        kind="responses",
+        history_tokens=history,
+    )
+
+
 def first_error(errors) -> tuple[str, str]:
     """(field, message) of a DRF error tree, e.g. ('messages.0.role', '"x" is not...')."""
     path = []
@@ -755,6 +856,8 @@ def chat_request(request: Request, model: LlmModel | None = None) -> ChatRequest
     options = params.get("options") or {}
     if (keys := params.get("metadata_keys")) is not None:
         options = {**options, "metadata": {k: request.metadata.get(k) for k in keys}}
+    kind = params.get("kind", "chat")
+    rendered = kind == "responses"
     return ChatRequest(
         model=model.model_id if model else "",
         messages=params["messages"],
@@ -762,8 +865,16 @@ def chat_request(request: Request, model: LlmModel | None = None) -> ChatRequest
         temperature=params.get("temperature"),
         options=options,
         send_max_tokens=request.source not in OPENAI_BODY_SOURCES,
-        kind=params.get("kind", "chat"),
+        kind=kind,
+        response_id=response_id(request) if rendered else "",
+        created_at=int(request.created_at.timestamp()) if rendered else 0,
     )
+
+
+def response_id(request: Request) -> str:
+    """The id of a Response llmops renders for a request (a translated one; a relayed one has
+    its provider's)."""
+    return f"resp_{request.pk.hex}"
 
 
 def refused_param(model: LlmModel, params: dict) -> str | None:
@@ -771,6 +882,11 @@ def refused_param(model: LlmModel, params: dict) -> str | None:
     speaks another protocol and the parameter does not translate —, or None."""
     if model.provider.kind != "anthropic":
         return None
-    return translation.anthropic_refuses(
-        options=params.get("options") or {}, messages=params["messages"]
-    )
+    options = params.get("options") or {}
+    if params.get("kind") == "responses":  # translated through its chat form
+        try:
+            openai_responses.chat_of(options)
+        except openai_responses.Untranslatable as exc:
+            return exc.param
+        return None
+    return translation.anthropic_refuses(options=options, messages=params["messages"])

@@ -247,7 +247,12 @@ ENDPOINT_OF_KIND = {
     LlmModel.Kind.CHAT: "/v1/chat/completions",
     LlmModel.Kind.EMBEDDING: "/v1/embeddings",
 }
-KIND_OF_ENDPOINT = {url: kind for kind, url in ENDPOINT_OF_KIND.items()}
+# The url a batch line or a call asks -> the kind of model that answers it (the Responses API
+# is another door to chat models).
+KIND_OF_ENDPOINT = {
+    **{url: kind for kind, url in ENDPOINT_OF_KIND.items()},
+    "/v1/responses": LlmModel.Kind.CHAT,
+}
 
 
 class LatencyClass(models.TextChoices):
@@ -605,3 +610,30 @@ class RequestAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.position} {self.model} {self.outcome}"
+
+
+class StoredResponse(models.Model):
+    """A Responses API answer a client may name again: read it (GET /v1/responses/{id}),
+    delete it, or continue from it (`previous_response_id`). A response relayed from an
+    OpenAI-protocol provider keeps the provider's id, and its provider holds the conversation;
+    one a Claude model answered has an id of llmops' own, and llmops rebuilds the
+    conversation from `previous` when it is continued. Either way a continuation must be
+    served by the same provider."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+")
+    response_id = models.CharField(max_length=200)  # resp_…, as the client saw it
+    request = models.ForeignKey(Request, on_delete=models.CASCADE, related_name="+")
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="+")
+    previous = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "response_id"], name="response_id_per_team")
+        ]
+
+    def __str__(self) -> str:
+        return self.response_id

@@ -1,5 +1,5 @@
 """The OpenAI-compatible API for the official openai SDK and frameworks: chat completions,
-embeddings and models. Every object is scoped to the caller's team."""
+the Responses API, embeddings and models. Every object is scoped to the caller's team."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from rest_framework.views import APIView
 
 from billing.pricing import Usage
 from llmops.dbthreads import db
-from routing import asks, selectors, services
+from routing import asks, conversations, selectors, services
 from routing.models import Request
-from routing.protocols import openai_chat
-from routing.providers import Delta
+from routing.protocols import openai_chat, openai_responses
+from routing.providers import Delta, ProviderError, delete_response
 from routing.serving import (
     SSE_HEADERS,
     StreamBody,
@@ -206,6 +206,140 @@ async def _openai_replay_stream(request: Request, include_usage: bool):
     yield sse(None, "[DONE]")
 
 
+# --- the Responses API --------------------------------------------------------------------
+
+
+async def responses(http_request):
+    """POST /v1/responses for OpenAI clients: relayed as sent to an OpenAI-protocol model (its
+    Response and every stream event back as the provider sent them), translated for a Claude
+    model (rendered here as OpenAI renders them); billed like chat."""
+    if http_request.method != "POST":
+        return method_not_allowed("POST")
+    admitted, error = await admit(http_request, openai=True, surface="responses")
+    if error is not None:
+        return error
+    request = admitted.request
+    rid = str(request.pk)
+    stream = request.params.get("stream")
+    if request.status == Request.Status.COMPLETED:  # a cache hit, an idempotent retry
+        if stream:
+            events = openai_responses.answer_events(request.answer)
+            return identified(_event_stream(sse_event(e) for e in events), rid)
+        return identified(JsonResponse(request.answer), rid)
+    if admitted.replay:
+        return openai_unfinished_replay(request, rid)
+    if stream:
+        # The first event before the response starts, as for chat: a refusal upstream is
+        # answered with its status, not inside a 200 stream.
+        events = services.request_run(admitted, stream=True)
+        try:
+            first = await events.__anext__()
+        except services.RequestFailed as exc:
+            return openai_failure(exc, rid)
+        body = StreamBody(_responses_stream(admitted, events, first), admitted, events)
+        return identified(_event_stream(body), rid)
+    try:
+        async for event in services.request_run(admitted, stream=False):
+            request = event
+    except services.RequestFailed as exc:
+        return openai_failure(exc, rid)
+    return identified(JsonResponse(request.answer), rid)
+
+
+def _event_stream(body) -> StreamingHttpResponse:
+    return StreamingHttpResponse(body, content_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def sse_event(event: dict) -> bytes:
+    return openai_responses.sse(event)
+
+
+async def _responses_stream(admitted: services.Admitted, events, first):
+    """The provider's events as it sent them (a relay), or rendered here from a translated
+    stream's pieces. Either way the closing event (`response.completed`, the Response with its
+    usage) leaves only once the answer is billed."""
+    request = admitted.request
+    rendered = None  # the events of a translated answer
+    closing = None  # a relayed stream's closing event, held until the bill is written
+
+    def render(model: str):
+        stream = openai_responses.EventStream(
+            id=asks.response_id(request),
+            created_at=int(request.created_at.timestamp()),
+            model=model,
+            options=request.params.get("options") or {},
+        )
+        return stream, [sse_event(e) for e in stream.start()]
+
+    try:
+        event = first
+        while True:
+            if isinstance(event, Delta):
+                if event.last:
+                    closing = event.raw
+                elif event.raw is not None:
+                    yield event.raw
+                elif event.openai:
+                    if rendered is None:
+                        rendered, head = render(admitted.serving.model_id)
+                        for piece in head:
+                            yield piece
+                    for piece in rendered.add(event.openai):
+                        yield sse_event(piece)
+            elif closing is not None:
+                yield closing
+            elif not _relayed(event):
+                if rendered is None:  # an answer without text or a tool call
+                    rendered, head = render(event.model.model_id)
+                    for piece in head:
+                        yield piece
+                for piece in rendered.complete(event.answer):
+                    yield sse_event(piece)
+            try:
+                event = await events.__anext__()
+            except StopAsyncIteration:
+                break
+    except services.RequestFailed as exc:
+        failure = {"type": "error", "code": "upstream_failed", "message": str(exc), "param": None}
+        pieces = rendered.failed(str(exc), "upstream_failed") if rendered else [failure]
+        for piece in pieces:
+            yield sse_event(piece)
+
+
+@csrf_exempt
+async def response_detail(http_request, response_id: str):
+    """GET and DELETE /v1/responses/{id}: a stored response of the caller's team, read or
+    forgotten (at its provider too, when the provider keeps it)."""
+    if http_request.method not in ("GET", "DELETE"):
+        return method_not_allowed("GET, DELETE")
+    try:
+        key = await db(authenticate, http_request)
+    except AuthenticationFailed as exc:
+        return openai_error(401, str(exc.detail), code="invalid_api_key")
+    try:
+        stored = await db(conversations.stored_response, team=key.team_id, response_id=response_id)
+    except conversations.NotFound:
+        return openai_error(
+            404,
+            f"No response found with id '{response_id}'.",
+            field="response_id",
+            code="not_found",
+        )
+    if http_request.method == "GET":
+        return identified(JsonResponse(stored.request.answer))  # read with the record
+    if stored.provider.kind != "anthropic":
+        try:
+            await delete_response(stored.provider.endpoint(), response_id)
+        except ProviderError as exc:
+            return openai_error(
+                exc.status or 502,
+                f"The provider holding {response_id} did not delete it: {exc}",
+                code="upstream_failed",
+            )
+    await db(conversations.response_delete, team=key.team_id, response_id=response_id)
+    return identified(JsonResponse({"id": response_id, "object": "response", "deleted": True}))
+
+
 # --- GET /v1/models ------------------------------------------------------------------------
 
 
@@ -266,6 +400,28 @@ class ChatCompletionsSchema(APIView):
         raise Http404
 
 
+class ResponsesSchema(APIView):
+    """Documents POST /v1/responses, which the async responses view serves."""
+
+    @extend_schema(
+        request={"application/json": asks.ResponsesInputSerializer},
+        auth=[{"ApiKey": []}],
+        responses={200: OpenApiTypes.OBJECT},
+        description="OpenAI's Responses API for the official openai SDK and frameworks "
+        "(LangChain `use_responses_api`, pydantic-ai `OpenAIResponsesModel`): `input` as text "
+        "or items (messages, `function_call`, `function_call_output`), `instructions`, "
+        "function `tools`, `text.format`, `max_output_tokens`, `reasoning`, streamed with the "
+        "full event sequence. Relayed as sent to an OpenAI-protocol model; translated for a "
+        "Claude model, where what cannot be honoured is a 400 naming it. "
+        "`previous_response_id` continues a conversation on the provider that holds it "
+        "(llmops keeps Claude's); naming a model elsewhere is a 400. Stored responses are read "
+        "and deleted at `/v1/responses/{id}`. Billed like chat; the workload comes from "
+        "`X-Workload`, else the key's default workload.",
+    )
+    def post(self, request):  # pragma: no cover - routed to responses
+        raise Http404
+
+
 class EmbeddingsSchema(APIView):
     """Documents POST /v1/embeddings, which the async embeddings view serves."""
 
@@ -290,3 +446,6 @@ chat_completions.initkwargs = {}
 embeddings = csrf_exempt(embeddings)
 embeddings.cls = EmbeddingsSchema
 embeddings.initkwargs = {}
+responses = csrf_exempt(responses)
+responses.cls = ResponsesSchema
+responses.initkwargs = {}

@@ -48,6 +48,8 @@ def cache_key(policy: RoutingPolicy, params: dict) -> str:
         temperature=params.get("temperature"),
         options=openai_chat.answer_material(params.get("options") or {}),
     )
+    if kind := params.get("kind"):  # embeddings, responses: another shape of answer
+        material["kind"] = kind
     digest = Request.hash_body(material)
     return f"llmops:response:{CACHE_KEY_VERSION}:{policy.pk}:{digest}"
 

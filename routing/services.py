@@ -28,7 +28,7 @@ from billing.services import (
     request_hold,
 )
 from llmops.dbthreads import db
-from routing import asks, circuit, metrics, providers
+from routing import asks, circuit, conversations, metrics, providers
 from routing.asks import Ask, RequestRejected, ask_body, ask_params
 from routing.config import policy_chain
 from routing.events import request_changed, request_touch
@@ -335,7 +335,7 @@ def refusal_of(request: Request) -> RequestRejected | None:
 def _check_honoured(ask: Ask, models: list[LlmModel]) -> None:
     """A 400 naming the parameter and the model when no model that may serve the ask can honour
     it (a chain where some can goes on: request_run skips the others, saying why)."""
-    params = {"messages": ask.messages, "options": ask.options}
+    params = {"messages": ask.messages, "options": ask.options, "kind": ask.kind}
     refusals = [(model, asks.refused_param(model, params)) for model in models]
     if all(param is not None for _, param in refusals):
         model, param = refusals[0]
@@ -396,6 +396,12 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Delt
     open across a provider call. Raises RequestFailed when nothing answered."""
     request = admitted.request
     chat = asks.chat_request(request)
+    if previous := conversations.held_by_llmops(request, admitted.chain):
+        # A Claude continuation: the earlier turns as llmops recorded them.
+        chat = replace(
+            chat,
+            history=await db(conversations.history, team_id=request.team_id, response_id=previous),
+        )
     errors: list[str] = []
     failures: list[ProviderError] = []
     try:
@@ -602,6 +608,8 @@ def _request_complete(admitted: Admitted, *, model: LlmModel, completion: Comple
     policy = request.workload.policy
     if policy.cache_enabled:
         response_cache_put(policy=policy, params=request.params, request=request)
+    if request.params.get("kind") == "responses":
+        conversations.response_store(request)
     return request
 
 

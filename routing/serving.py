@@ -61,6 +61,7 @@ def authenticate(http_request) -> ApiKey:
 OPENAI_SURFACES = {
     "chat": (asks.ChatCompletionInputSerializer, asks.openai_ask),
     "embeddings": (asks.EmbeddingsInputSerializer, asks.embeddings_ask),
+    "responses": (asks.ResponsesInputSerializer, asks.responses_ask),
 }
 NATIVE_SURFACES = {
     "chat": (asks.RequestInputSerializer, asks.native_ask),

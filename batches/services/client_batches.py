@@ -69,6 +69,7 @@ from routing.asks import (
     ChatCompletionInputSerializer,
     EmbeddingsInputSerializer,
     RequestRejected,
+    ResponsesInputSerializer,
     ask_body,
     ask_params,
     embeddings_ask,
@@ -76,6 +77,7 @@ from routing.asks import (
     openai_ask,
     openai_model,
     refused_param,
+    responses_ask,
 )
 from routing.config import policy_chain
 from routing.models import KIND_OF_ENDPOINT, ApiKey, LlmModel, Mode, Request, Workload
@@ -257,6 +259,7 @@ def _lines(stored: StoredFile, *, after: int) -> Iterator[jsonl.BatchLine]:
 _CHECK = {
     jsonl.CHAT_ENDPOINT: (ChatCompletionInputSerializer(), openai_ask),
     jsonl.EMBEDDINGS_ENDPOINT: (EmbeddingsInputSerializer(), embeddings_ask),
+    jsonl.RESPONSES_ENDPOINT: (ResponsesInputSerializer(), responses_ask),
 }
 
 
@@ -276,7 +279,22 @@ def _line_ask(batch: ClientBatch, line: jsonl.BatchLine) -> Ask | dict:
         source=Request.Source.BATCH_API,
         metadata={"custom_id": line.custom_id},
     )
-    if param := refused_param(batch.model, {"messages": ask.messages, "options": ask.options}):
+    params = {"messages": ask.messages, "options": ask.options, "kind": ask.kind}
+    if (
+        batch.model.provider.kind == "anthropic"
+        and ask.kind == "responses"
+        and ask.options.get("previous_response_id")
+    ):
+        # A continuation on Claude needs the conversation llmops keeps, which a batch line
+        # does not carry: send the whole conversation as `input` instead.
+        return _line_error(
+            line.number,
+            f"body.previous_response_id: a batch on {batch.model.model_id} cannot continue a "
+            "conversation; send the earlier turns in `input`",
+            param="body.previous_response_id",
+            code="unsupported_parameter",
+        )
+    if param := refused_param(batch.model, params):
         return _line_error(
             line.number,
             f"body.{param}: cannot be honoured by {batch.model.model_id} "

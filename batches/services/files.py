@@ -329,8 +329,12 @@ def _cancelled_line(line_id: str, custom_id: str, message: str = CANCELLED_MESSA
 def _result_line(line: ClientBatchLine) -> tuple[str, dict]:
     request = line.request
     ident = {"id": f"batch_req_{request.pk.hex}", "custom_id": line.custom_id}
-    if request.status == Request.Status.COMPLETED and request.params.get("kind") == "embeddings":
-        # The provider's answer as it sent it (its model, usage and vectors).
+    if request.status == Request.Status.COMPLETED and request.params.get("kind") in (
+        "embeddings",
+        "responses",
+    ):
+        # The answer whole: embeddings and Responses as the provider sent them (a Claude
+        # model's Response as llmops translated it), with their model and usage.
         response = {
             "status_code": 200,
             "request_id": f"req_{request.pk.hex}",

@@ -35,9 +35,10 @@ from billing.services import (
     holds_release,
     ledger_record_usage,
 )
-from routing import providers
+from routing import asks, conversations, providers
 from routing.events import request_changed, request_touch
 from routing.models import LlmModel, Mode, Request, RoutingPolicy
+from routing.protocols import openai_responses
 from routing.providers import (
     BatchInfo,
     BatchOutcome,
@@ -168,6 +169,16 @@ def _record_outcome(
     request.output = completion.text
     request.finish_reason = completion.finish_reason
     request.answer = completion.answer
+    if request.params.get("kind") == "responses" and "choices" in completion.answer:
+        # A Claude batch answers in chat's shape; the client asked for a Response.
+        request.answer = openai_responses.response_of(
+            completion.answer,
+            usage=usage,
+            id=asks.response_id(request),
+            created_at=int(request.created_at.timestamp()),
+            model=completion.model,
+            options=request.params.get("options") or {},
+        )
     request.usage = usage.as_dict()
     request.status = Request.Status.COMPLETED
     request.completed_at = request.first_token_at = now
@@ -187,6 +198,8 @@ def _record_outcome(
         ]
     )
     request_changed(request)
+    if request.params.get("kind") == "responses":
+        conversations.response_store(request)
 
 
 def job_finish(job: BatchJob, *, now: datetime) -> list[str]:

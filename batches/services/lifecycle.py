@@ -84,6 +84,12 @@ def job_advance(*, job_id: int, now: datetime | None = None) -> StepResult:
     return result
 
 
+def job_url(job: BatchJob) -> str:
+    """The url every line of a job's provider batch asks: its client batch's endpoint (a
+    client's /v1/responses lines stay Responses), else its model's kind's."""
+    return job.client_batch.endpoint if job.client_batch_id else job.model.endpoint
+
+
 def _chat(request: Request, model: LlmModel) -> ChatRequest:
     return asks.chat_request(request, model)
 
@@ -138,7 +144,7 @@ def _submit(job: BatchJob, *, now: datetime) -> None:
                 endpoint,
                 input_file_id=job.input_file_id,
                 metadata={"llmops_job": str(job.pk)},
-                url=job.model.endpoint,
+                url=job_url(job),
             )
             crash_point("after_create")
     try:
@@ -167,7 +173,7 @@ def _submit(job: BatchJob, *, now: datetime) -> None:
 def _input_file(job: BatchJob, api) -> Iterator[BinaryIO]:
     """The job's JSONL, written line by line to a spooled temporary file (in memory up to a
     few MB, on disk beyond): never the whole file as one string."""
-    url = job.model.endpoint
+    url = job_url(job)
     with jsonl.spooled() as file:
         for item in job_items(job).iterator(chunk_size=2000):
             body = api.batch_body(_chat(item.request, job.model))

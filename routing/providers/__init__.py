@@ -36,6 +36,7 @@ __all__ = [
     "batch_api",
     "complete",
     "complete_sync",
+    "delete_response",
     "probe",
     "stream",
     "stream_cut",
@@ -60,6 +61,11 @@ def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delta | Co
     """Deltas as they arrive, then exactly one Completion with the usage. Raises
     ProviderError (after_first_byte says whether output had already been yielded)."""
     return _protocol(endpoint.kind).stream(endpoint, request)
+
+
+async def delete_response(endpoint: Endpoint, response_id: str) -> None:
+    """Delete a Response an OpenAI-protocol provider stores. Raises ProviderError."""
+    await openai_api.delete_response(endpoint, response_id)
 
 
 def batch_api(kind: str):

@@ -9,7 +9,7 @@ import anthropic
 
 from billing.pricing import Usage
 from llmops import outbound
-from routing.protocols import openai_chat, translation
+from routing.protocols import openai_chat, openai_responses, translation
 from routing.providers.calls import (
     classify,
     client_for,
@@ -92,11 +92,14 @@ _SDK_FIELDS = frozenset(
 def _kwargs(request: ChatRequest) -> dict:
     """An OpenAI request as Messages create() arguments (translation.anthropic_body: system
     messages, tool turns, tools, images, structured output; what does not translate was
-    refused before the call)."""
+    refused before the call). A Responses body goes through its chat form."""
+    messages, options = request.messages, request.options
+    if request.kind == "responses":
+        messages, options = openai_responses.chat_of(options, history=request.history)
     body = translation.anthropic_body(
         model=request.model,
-        messages=request.messages,
-        options=request.options,
+        messages=messages,
+        options=options,
         max_tokens=request.max_tokens,
         temperature=request.temperature,
     )
@@ -127,18 +130,37 @@ async def complete(endpoint: Endpoint, request: ChatRequest) -> Completion:
         message = await client.messages.create(**_kwargs(request), timeout=_timeout(endpoint))
     except anthropic.AnthropicError as exc:
         raise _translate(exc) from exc
-    return _completion(message, usage=_usage(message.usage))
+    return _completion(message, usage=_usage(message.usage), request=request)
 
 
-def _completion(message, *, usage: Usage) -> Completion:
-    """A Message (the SDK's object) as a Completion whose answer is in OpenAI's shape."""
+def _completion(message, *, usage: Usage, request: ChatRequest | None = None) -> Completion:
+    """A Message (the SDK's object) as a Completion whose answer is in OpenAI's shape: a
+    chat.completion's, or a Response's for a Responses request."""
     answer = translation.openai_answer(message.model_dump())
+    return _answered(answer, usage=usage, model=message.model, ident=message.id, request=request)
+
+
+def _answered(
+    answer: dict, *, usage: Usage, model: str, ident: str | None, request: ChatRequest | None
+) -> Completion:
+    finish = openai_chat.first_finish(answer)
+    if request is not None and request.kind == "responses":
+        answer = openai_responses.response_of(
+            answer,
+            usage=usage,
+            id=request.response_id,
+            created_at=request.created_at,
+            model=model,
+            options=request.options,
+        )
     return Completion(
-        text=openai_chat.first_text(answer),
-        finish_reason=openai_chat.first_finish(answer),
+        text=openai_chat.first_text(answer)
+        if "choices" in answer
+        else openai_responses.text_of(answer),
+        finish_reason=finish,
         usage=usage,
-        model=message.model,
-        provider_request_id=message.id,
+        model=model,
+        provider_request_id=ident,
         answer=answer,
     )
 
@@ -216,14 +238,7 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
         raise stream_cut(f"{LABEL} stream ended before message_stop", after_first_byte=produced)
     folded.add({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
     answer = {**folded.answer(), "model": model}
-    yield Completion(
-        text="".join(folded.text),
-        finish_reason=finish,
-        usage=_usage(usage),
-        model=model,
-        provider_request_id=ident,
-        answer=answer,
-    )
+    yield _answered(answer, usage=_usage(usage), model=model, ident=ident, request=request)
 
 
 # --- message batches (sync: they run in django-q2 workers) -------------------------------

@@ -13,7 +13,7 @@ from openai.types.chat import ChatCompletion
 
 from billing.pricing import Usage
 from llmops import outbound
-from routing.protocols import openai_chat, openai_embeddings
+from routing.protocols import openai_chat, openai_embeddings, openai_responses
 from routing.providers.calls import (
     classify,
     client_for,
@@ -159,6 +159,8 @@ async def _post(endpoint: Endpoint, path: str, body: dict, *, expect: str, what:
 async def complete(endpoint: Endpoint, request: ChatRequest) -> Completion:
     if request.kind == "embeddings":
         return await _embed(endpoint, request)
+    if request.kind == "responses":
+        return await _respond(endpoint, request)
     body = _kwargs(request)
     body.pop("stream_options", None)
     body["stream"] = False
@@ -200,10 +202,93 @@ def _embedded(answer: dict, *, model: str) -> Completion:
     )
 
 
+# --- the Responses relay -----------------------------------------------------------------
+# As chat: the client's body up as sent, the Response and every stream event back as sent.
+
+
+async def _respond(endpoint: Endpoint, request: ChatRequest) -> Completion:
+    body = openai_responses.upstream_body(model=request.model, options=request.options)
+    body.pop("stream_options", None)
+    body["stream"] = False
+    answer = await _post(endpoint, "/responses", body, expect="output", what="a response")
+    return _responded(answer, model=request.model)
+
+
+def _responded(answer: dict, *, model: str) -> Completion:
+    """A Response, kept whole (the client gets it as the provider sent it)."""
+    usage = openai_responses.usage_of(answer.get("usage"))
+    if usage is None:
+        raise _no_usage()
+    return Completion(
+        text=openai_responses.text_of(answer),
+        finish_reason=openai_responses.finish_of(answer),
+        usage=usage,
+        model=str(answer.get("model") or model),
+        provider_request_id=answer.get("id"),
+        answer=answer,
+    )
+
+
+async def _stream_responses(
+    endpoint: Endpoint, request: ChatRequest
+) -> AsyncIterator[Delta | Completion]:
+    """A Responses stream relayed event by event; the Completion is the Response that
+    `response.completed` (or `.incomplete`) carries, with its usage."""
+    client = client_for(endpoint, _http)
+    t = endpoint.timeouts
+    body = openai_responses.upstream_body(model=request.model, options=request.options)
+    body["stream"] = True
+    folded = openai_responses.StreamFold()
+    produced = opened = False
+    try:
+        response = await open_stream(
+            client.send(
+                client.build_request(
+                    "POST", _url(endpoint, "/responses"), json=body, headers=_headers(endpoint)
+                ),
+                stream=True,
+            ),
+            first_byte=t.first_byte,
+            label=LABEL,
+        )
+        opened = True
+        try:
+            if response.status_code >= 300:
+                raise await _refused(response)
+            buffer = b""
+            async for data in with_deadlines(
+                response.aiter_raw(), first_byte=t.first_byte, total=t.total, label=LABEL
+            ):
+                events, buffer = openai_chat.sse_events(buffer + data)
+                for event in events:
+                    payload = openai_chat.chunk_of(openai_chat.sse_data(event) or "")
+                    if payload is None:
+                        continue
+                    text = folded.add(payload)
+                    if folded.error is not None or payload.get("type") == "response.failed":
+                        failed = folded.error or (payload.get("response") or {}).get("error")
+                        raise stream_cut(
+                            f"{LABEL} stream error: {failed}", after_first_byte=produced
+                        )
+                    produced = True
+                    yield Delta(text, raw=event, last=folded.response is not None)
+        finally:
+            await response.aclose()
+    except Exception as exc:
+        raise classify(exc, openai, LABEL, after_first_byte=produced, opened=opened) from exc
+    if folded.response is None:
+        raise stream_cut(f"{LABEL} stream ended before its response", after_first_byte=produced)
+    yield _responded(folded.response, model=request.model)
+
+
 async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delta | Completion]:
     """The provider's events relayed as Deltas carrying their bytes, then the Completion. The
     usage is always asked for (a stream without it cannot be billed); when the client did not
     ask, the usage-only chunk is kept from it."""
+    if request.kind == "responses":
+        async for event in _stream_responses(endpoint, request):
+            yield event
+        return
     client = client_for(endpoint, _http)
     t = endpoint.timeouts
     body = _kwargs(request)
@@ -265,6 +350,19 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
     )
 
 
+async def delete_response(endpoint: Endpoint, response_id: str) -> None:
+    """Delete a stored Response at the provider (one it no longer has is deleted already)."""
+    client = client_for(endpoint, _http)
+    try:
+        response = await client.delete(
+            _url(endpoint, f"/responses/{response_id}"), headers=_headers(endpoint)
+        )
+        if response.status_code >= 300 and response.status_code != 404:
+            raise await _refused(response)
+    except (httpx2.HTTPError, TimeoutError) as exc:
+        raise classify(exc, openai, LABEL, after_first_byte=False) from exc
+
+
 # --- batches (sync: they run in django-q2 workers) ---------------------------------------
 # How far back the crash-recovery lookups page through the account's files and batches.
 LOOKBACK_ITEMS = 1000
@@ -291,6 +389,9 @@ def batch_body(request: ChatRequest) -> dict:
     """The `body` of one batch input line (the Batch API streams nothing)."""
     if request.kind == "embeddings":
         return openai_embeddings.upstream_body(model=request.model, options=request.options)
+    if request.kind == "responses":
+        body = openai_responses.upstream_body(model=request.model, options=request.options)
+        return {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
     body = _kwargs(request)
     body.pop("stream", None)
     body.pop("stream_options", None)
@@ -387,6 +488,10 @@ def _outcome(line: dict) -> BatchOutcome:
                 if not isinstance(body.get("data"), list):
                     raise ValueError("an embeddings answer without data")
                 return BatchOutcome(custom_id, "succeeded", _embedded(body, model=""))
+            if isinstance(body, dict) and body.get("object") == "response":  # a Responses line
+                if not isinstance(body.get("output"), list):
+                    raise ValueError("a response without output")
+                return BatchOutcome(custom_id, "succeeded", _responded(body, model=""))
             completion = ChatCompletion.model_validate(body)  # the shape checked, then kept raw
             answer = openai_chat.answer_of(body)
             return BatchOutcome(

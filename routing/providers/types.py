@@ -35,8 +35,16 @@ class ChatRequest:
     # Send max_tokens upstream when `options` set no limit: llmops' own doors always bound an
     # answer; an OpenAI client's body goes up with the limit it set, or none.
     send_max_tokens: bool = True
-    # What is asked: "chat", or "embeddings" (options then hold the input; no messages).
+    # What is asked: "chat"; "embeddings" or "responses" (options then hold the client's
+    # whole body but its model; no messages).
     kind: str = "chat"
+    # A Responses conversation llmops holds (a translated `previous_response_id`): the
+    # earlier turns as Responses items, oldest first.
+    history: tuple = ()
+    # The id and time of a Response llmops renders itself (a translated one): the request's,
+    # so that a stream's first event and the final Response agree.
+    response_id: str = ""
+    created_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,9 @@ class Delta:
     # From a translated stream: choice 0's delta in OpenAI's shape ({"content": ...} or
     # {"tool_calls": [...]}), for an OpenAI client's chunk.
     openai: dict | None = None
+    # The stream's closing event (a Responses stream's `response.completed`, which carries the
+    # usage): the view sends it only once the answer is billed.
+    last: bool = False
 
 
 # --- provider batches -------------------------------------------------------------------
