@@ -300,8 +300,9 @@ async def _responses_stream(admitted: services.Admitted, events, first):
             except StopAsyncIteration:
                 break
     except services.RequestFailed as exc:
-        failure = {"type": "error", "code": "upstream_failed", "message": str(exc), "param": None}
-        pieces = rendered.failed(str(exc), "upstream_failed") if rendered else [failure]
+        # The SDK knows a fixed list of failure codes: server_error is the one that fits.
+        failure = {"type": "error", "code": "server_error", "message": str(exc), "param": None}
+        pieces = rendered.failed(str(exc), "server_error") if rendered else [failure]
         for piece in pieces:
             yield sse_event(piece)
 

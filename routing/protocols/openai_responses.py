@@ -493,14 +493,20 @@ class EventStream(_Events):
     def finish(self, answer: dict, usage: Usage) -> list[dict]:
         """Closes the open item, then response.completed (or response.incomplete) with
         response_of(answer, ...)."""
-        response = response_of(
-            answer,
-            usage=usage,
-            id=self.id,
-            created_at=self.created_at,
-            model=self.model,
-            options=self.options,
+        return self.complete(
+            response_of(
+                answer,
+                usage=usage,
+                id=self.id,
+                created_at=self.created_at,
+                model=self.model,
+                options=self.options,
+            )
         )
+
+    def complete(self, response: dict) -> list[dict]:
+        """Closes the open item, then the terminal event carrying `response` (the Response
+        the request recorded: response_of's, with the billed usage)."""
         status = "incomplete" if response["status"] == "incomplete" else "completed"
         events = self._close(status)
         return [*events, self.event(_TERMINAL[response["status"]], response=response)]
