@@ -327,7 +327,8 @@ async def response_detail(http_request, response_id: str):
             code="not_found",
         )
     if http_request.method == "GET":
-        return identified(JsonResponse(stored.request.answer))  # read with the record
+        # x-request-id: the request this response answered (read with the record).
+        return identified(JsonResponse(stored.request.answer), str(stored.request_id))
     if stored.provider.kind != "anthropic":
         try:
             await delete_response(stored.provider.endpoint(), response_id)

@@ -96,10 +96,12 @@ def request_answer_from_cache(request: Request, *, cached: dict, primary: LlmMod
         )
         request.model = model
         request.output = cached["text"]
-        # The cached answer under this request's own identity (the view renders its id).
-        request.answer = {
-            k: v for k, v in (cached.get("answer") or {}).items() if k not in ("id", "created")
-        }
+        # The cached answer under this request's own identity (the view renders its id); a
+        # Response keeps its own, the id its provider (or llmops) keeps the conversation by.
+        answer = cached.get("answer") or {}
+        if request.params.get("kind") != "responses":
+            answer = {k: v for k, v in answer.items() if k not in ("id", "created")}
+        request.answer = answer
         request.finish_reason = cached["finish_reason"]
         request.usage = cached["usage"]
         request.status = Request.Status.COMPLETED

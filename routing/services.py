@@ -238,6 +238,8 @@ def request_admit(
             request.save(force_insert=True)
             if cached is not None:
                 request_answer_from_cache(request, cached=cached, primary=chain[0])
+                if ask.kind == "responses":
+                    conversations.response_store(request)  # kept already, unless store was off
                 return Admitted(request=request, decision=decision, chain=chain)
             admission = request_hold(
                 request=request, models=chain, mode=mode, key=f"req:{request.pk}", ttl=ttl, at=now

@@ -1,6 +1,7 @@
 """T3: the ledger reconciled against the provider's own bill. A day's mix of traffic (plain and
 streamed answers through both APIs, prompts long enough to be cached, response-cache hits, tool
-calls plain and streamed, n=2 and images on an OpenAI and a Claude model, embeddings realtime
+calls plain and streamed, n=2 and images on an OpenAI and a Claude model, the Responses API
+(function calls, streams, continued conversations) relayed and translated, embeddings realtime
 and batched, OpenAI and Anthropic batches ingested by a worker) goes through llmops to the
 simulator, whose `/_sim/usage` book counts every token it served; the two must agree per
 provider, model and mode, in requests, tokens and dollars (tests/faults/bill.py): drift 0."""
@@ -83,6 +84,42 @@ def rich_traffic(client) -> dict:
         )
         assert len(answer.choices) == 2
     sent["openai SDK, n=2"] = 4
+    sent.update(responses_traffic(client))
+    return sent
+
+
+def responses_traffic(client) -> dict:
+    """The Responses API on both models: a function call, its output in a continued
+    conversation (the earlier turn is billed again as prompt: OpenAI's store, llmops' for
+    Claude), and a stream whose usage arrives in its last event."""
+    sent = {}
+    tool = {
+        "type": "function",
+        "name": "get_weather",
+        **{"parameters": WEATHER["function"]["parameters"]},
+    }
+    for model in ("gpt-4o-mini", "claude-haiku-4-5"):
+        for i in range(3):
+            first = client.responses.create(
+                model=model,
+                input=f"Weather in town {i}? Use get_weather.",
+                tools=[tool],
+                tool_choice="required",
+                max_output_tokens=60,
+            )
+            call = next(item for item in first.output if item.type == "function_call")
+            client.responses.create(
+                model=model,
+                previous_response_id=first.id,
+                input=[{"type": "function_call_output", "call_id": call.call_id, "output": "20C"}],
+                tools=[tool],
+                max_output_tokens=40,
+            )
+            with client.responses.stream(
+                model=model, input=f"Describe tent {i}.", max_output_tokens=40
+            ) as stream:
+                stream.get_final_response()
+        sent[f"openai SDK Responses on {model}: function call, continuation, stream"] = 9
     return sent
 
 

@@ -9,8 +9,8 @@ import re
 import pytest
 from django.test import Client
 
-import routing.serving
 import routing.selectors
+import routing.serving
 from batches import apis as batches_apis
 
 pytestmark = pytest.mark.django_db
