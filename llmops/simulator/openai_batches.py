@@ -47,6 +47,7 @@ from llmops.simulator.openai_files import (
     page_after,
     query_int,
 )
+from llmops.simulator.openai_response_params import check_metadata
 from llmops.simulator.state import SimFile, SimState
 from llmops.simulator.wire import dumps
 
@@ -75,40 +76,6 @@ ITEM_SERVER_ERROR = OpenAIError(
     "The server had an error while processing your request. Sorry about that!",
     type="server_error",
 )
-
-
-def _check_metadata(metadata: Any) -> dict[str, str] | None:
-    if metadata is None:
-        return None
-    if not isinstance(metadata, dict):
-        raise invalid_type("metadata", "an object", metadata)
-    if len(metadata) > 16:
-        raise OpenAIError(
-            400,
-            f"Invalid 'metadata': too many properties. Expected an object with at most 16 "
-            f"properties, but got an object with {len(metadata)} properties instead.",
-            param="metadata",
-            code="object_above_max_properties",
-        )
-    for key, value in metadata.items():
-        if len(key) > 64:
-            raise OpenAIError(
-                400,
-                f"Invalid 'metadata': key {key[:20]!r}... is longer than 64 characters.",
-                param="metadata",
-                code="invalid_value",
-            )
-        if not isinstance(value, str):
-            raise invalid_type(f"metadata.{key}", "a string", value)
-        if len(value) > 512:
-            raise OpenAIError(
-                400,
-                f"Invalid 'metadata.{key}': string too long. Expected a string with maximum "
-                f"length 512, but got a string with length {len(value)} instead.",
-                param=f"metadata.{key}",
-                code="string_above_max_length",
-            )
-    return dict(metadata)
 
 
 def _line_error(code: str, message: str, line: int | None, param: str | None = None) -> dict:
@@ -336,7 +303,7 @@ class OpenAIBatches:
                 param="completion_window",
                 code="invalid_value",
             )
-        metadata = _check_metadata(body.get("metadata"))
+        metadata = check_metadata(body.get("metadata"))
         output_ttl = expires_after(body.get("output_expires_after"), "output_expires_after")
         source = state.file(input_file_id)
         if source is None:
