@@ -11,7 +11,8 @@ POST /_sim/config                 {"tokens_per_s": 50}                 global
            min_output_tokens, max_output_tokens
 GET  /_sim/clock, POST /_sim/clock {"advance_s": 3600}
 GET  /_sim/usage                  {provider: {model: {mode: counts}}, "totals": counts}
-POST /_sim/reset                  start config; no faults, usage, files, batches, cache, offset
+POST /_sim/reset                  start config; no faults, usage, files, batches, stored
+                                  responses, cache, offset
 POST /_sim/faults -> 201 {"id"}   see state.parse_fault for the fields
 GET  /_sim/faults, DELETE /_sim/faults, DELETE /_sim/faults/{id}
 """

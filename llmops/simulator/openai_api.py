@@ -198,13 +198,14 @@ def read_json(raw: bytes) -> dict[str, Any]:
     return body
 
 
-_MODEL_FAULTED = ("chat", "embeddings")
+_MODEL_FAULTED = ("chat", "embeddings", "responses")
 
 
 def endpoint(state: SimState, name: str, fn: Handler) -> Callable[[web.Request], Awaitable[Any]]:
     """Auth, request id, injected errors and error rendering around an OpenAI route.
 
-    Chat and embeddings do their own fault matching: a fault may name the model they ask for.
+    Chat, embeddings and responses do their own fault matching: a fault may name the model
+    they ask for.
     """
 
     async def handler(request: web.Request) -> web.StreamResponse:

@@ -1,4 +1,4 @@
-"""OpenAI Batch API, for chat completions and embeddings.
+"""OpenAI Batch API, for chat completions, embeddings and responses.
 
 A batch is validated and fully planned when it is created (each line's usage
 and answer seed), then moves along its Timeline; output and error files are
@@ -47,19 +47,30 @@ from llmops.simulator.openai_files import (
     page_after,
     query_int,
 )
+from llmops.simulator.openai_response_params import ResponseCall, check_metadata, parse_response
+from llmops.simulator.openai_responses import (
+    ResponsePlan,
+    output_items,
+    plan_response,
+    response_json,
+)
 from llmops.simulator.state import SimFile, SimState
 from llmops.simulator.wire import dumps
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+RESPONSES_ENDPOINT = "/v1/responses"
 # How each batch endpoint checks a line's body; every line's url must be the batch's endpoint.
-LINE_PARSERS: dict[str, Callable[[dict[str, Any], Any], ChatCall | EmbeddingCall]] = {
+LINE_PARSERS: dict[
+    str, Callable[[dict[str, Any], Any], ChatCall | EmbeddingCall | ResponseCall]
+] = {
     CHAT_ENDPOINT: lambda body, models: parse_chat(body, models, in_batch=True),
     EMBEDDINGS_ENDPOINT: parse_embeddings,
+    RESPONSES_ENDPOINT: lambda body, models: parse_response(body, models, in_batch=True),
 }
 # A line as checked, and as planned: what its output or error file line will say.
-LineRequest = ChatCall | EmbeddingCall | OpenAIError
-Item = ChatPlan | EmbeddingCall | OpenAIError
+LineRequest = ChatCall | EmbeddingCall | ResponseCall | OpenAIError
+Item = ChatPlan | EmbeddingCall | ResponsePlan | OpenAIError
 MAX_BATCH_REQUESTS = 50_000
 MAX_BATCH_EMBEDDING_INPUTS = 50_000  # across all lines of an embeddings batch
 MAX_BATCH_FILE_BYTES = 200 * 1024 * 1024
@@ -75,40 +86,6 @@ ITEM_SERVER_ERROR = OpenAIError(
     "The server had an error while processing your request. Sorry about that!",
     type="server_error",
 )
-
-
-def _check_metadata(metadata: Any) -> dict[str, str] | None:
-    if metadata is None:
-        return None
-    if not isinstance(metadata, dict):
-        raise invalid_type("metadata", "an object", metadata)
-    if len(metadata) > 16:
-        raise OpenAIError(
-            400,
-            f"Invalid 'metadata': too many properties. Expected an object with at most 16 "
-            f"properties, but got an object with {len(metadata)} properties instead.",
-            param="metadata",
-            code="object_above_max_properties",
-        )
-    for key, value in metadata.items():
-        if len(key) > 64:
-            raise OpenAIError(
-                400,
-                f"Invalid 'metadata': key {key[:20]!r}... is longer than 64 characters.",
-                param="metadata",
-                code="invalid_value",
-            )
-        if not isinstance(value, str):
-            raise invalid_type(f"metadata.{key}", "a string", value)
-        if len(value) > 512:
-            raise OpenAIError(
-                400,
-                f"Invalid 'metadata.{key}': string too long. Expected a string with maximum "
-                f"length 512, but got a string with length {len(value)} instead.",
-                param=f"metadata.{key}",
-                code="string_above_max_length",
-            )
-    return dict(metadata)
 
 
 def _line_error(code: str, message: str, line: int | None, param: str | None = None) -> dict:
@@ -336,7 +313,7 @@ class OpenAIBatches:
                 param="completion_window",
                 code="invalid_value",
             )
-        metadata = _check_metadata(body.get("metadata"))
+        metadata = check_metadata(body.get("metadata"))
         output_ttl = expires_after(body.get("output_expires_after"), "output_expires_after")
         source = state.file(input_file_id)
         if source is None:
@@ -423,8 +400,17 @@ class OpenAIBatches:
             custom_id, line = requests[index]
             if item_fault is not None and item_fault.rng.random() < item_fault.rate:
                 line = ITEM_SERVER_ERROR
-            # An embeddings call is its own plan; a chat call gets its answer and cache hits.
-            item = plan_chat(state, line) if isinstance(line, ChatCall) else line
+            # An embeddings call is its own plan; a chat call gets its answer and cache hits, a
+            # responses call those and its stored conversation (which may be gone: a 400).
+            if isinstance(line, ChatCall):
+                item: Item = plan_chat(state, line)
+            elif isinstance(line, ResponseCall):
+                try:
+                    item = plan_response(state, line)
+                except OpenAIError as exc:
+                    item = exc
+            else:
+                item = line
             if isinstance(item, OpenAIError):
                 failed += 1
             items.append((custom_id, item))
@@ -484,7 +470,7 @@ class OpenAIBatches:
     def _bill(self, batch: Batch, start: int, end: int) -> None:
         input_tokens = cached = output = requests = 0
         for _, item in batch.items[start:end]:
-            # Chat plans and embeddings calls carry the same usage attributes.
+            # Chat and responses plans and embeddings calls carry the same usage attributes.
             if not isinstance(item, OpenAIError):
                 requests += 1
                 input_tokens += item.prompt_tokens
@@ -526,6 +512,12 @@ class OpenAIBatches:
             if isinstance(item, ChatPlan):
                 created = int(timeline.finished_at(position))
                 body = completion_json(ids.make("chatcmpl-"), created, item)
+            elif isinstance(item, ResponsePlan):
+                # [UNCONFIRMED] whether OpenAI stores batch responses; here nothing to GET or
+                # continue from.
+                created = int(timeline.finished_at(position))
+                output = output_items(item, ids)
+                body = response_json(item, ids.make("resp_"), created, output, done_at=created)
             else:
                 body = embeddings_json(item)
             response = {"status_code": 200, "request_id": request_id, "body": body}

@@ -19,6 +19,7 @@ from llmops.simulator.openai_api import OpenAIChat
 from llmops.simulator.openai_batches import OpenAIBatches
 from llmops.simulator.openai_embeddings import OpenAIEmbeddings
 from llmops.simulator.openai_files import OpenAIFiles
+from llmops.simulator.openai_responses import OpenAIResponses
 from llmops.simulator.state import SimState
 
 # Batch input files go up to 200 MB and Anthropic batch bodies up to 256 MB;
@@ -36,6 +37,7 @@ def make_app(config: dict[str, Any] | None = None) -> web.Application:
     anthropic_batches = AnthropicBatches(state)
     app.router.add_routes(OpenAIChat(state).routes())
     app.router.add_routes(OpenAIEmbeddings(state).routes())
+    app.router.add_routes(OpenAIResponses(state).routes())
     app.router.add_routes(OpenAIFiles(state, openai_batches.advance_all).routes())
     app.router.add_routes(openai_batches.routes())
     app.router.add_routes(AnthropicMessages(state).routes())

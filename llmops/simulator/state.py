@@ -281,7 +281,7 @@ class UsageBook:
         return {**by_provider, "totals": totals}
 
 
-ENDPOINTS = ("chat", "messages", "embeddings", "files", "batches", "models", "*")
+ENDPOINTS = ("chat", "messages", "embeddings", "responses", "files", "batches", "models", "*")
 FAULT_KINDS = (
     "error",
     "stream_cut",
@@ -412,9 +412,10 @@ def parse_fault(body: Any, fault_id: str, now: float) -> Fault:
     """A validated fault from a control request body.
 
     Matching: provider (openai|anthropic|*), model (* or an id the request
-    names), endpoint (chat|messages|embeddings|files|batches|models|*; chat and
-    messages are one), rate (0-1, drawn from an RNG seeded by `seed`), seconds (active
-    for that long on the sim clock), count (fires that many times).
+    names), endpoint (chat|messages|embeddings|responses|files|batches|models|*; chat
+    and messages are one, responses apart from them), rate (0-1, drawn from an RNG
+    seeded by `seed`), seconds (active for that long on the sim clock), count (fires
+    that many times).
     Kinds: error (status, retry_after, retry_after_ms, should_retry, message,
     code, error_type), stream_cut / stream_error (after_tokens), stall
     (after_tokens, stall_s; delays a whole non-stream answer), batch_fail,
@@ -564,6 +565,8 @@ class SimState:
         self.files: dict[str, SimFile] = {}
         self.openai_batches: dict[str, Any] = {}
         self.anthropic_batches: dict[str, Any] = {}
+        # Stored OpenAI responses by id (openai_responses.StoredResponse), oldest first.
+        self.responses: dict[str, Any] = {}
 
     def reset(self) -> None:
         self.config = Config(self.start_config)
@@ -574,6 +577,7 @@ class SimState:
         self.files.clear()
         self.openai_batches.clear()
         self.anthropic_batches.clear()
+        self.responses.clear()
 
     def fault(
         self,
@@ -588,8 +592,8 @@ class SimState:
         return self.faults.match(provider, endpoint, models, kinds, self.clock.now())
 
     def inference_fault(self, provider: str, endpoint: str, body: Any) -> Fault | None:
-        """The fault, if any, for a chat, messages or embeddings request: stream faults only
-        hit streams."""
+        """The fault, if any, for a chat, messages, embeddings or responses request: stream
+        faults only hit streams."""
         if not self.faults.faults or not isinstance(body, dict):
             return None
         model = body.get("model")

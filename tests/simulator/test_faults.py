@@ -220,7 +220,7 @@ def test_stream_faults_leave_non_streaming_requests_alone(
         ({"kind": "explode"}, "kind"),
         ({"kind": "error"}, "status"),
         ({"status": 500, "provider": "gemini"}, "provider"),
-        ({"status": 500, "endpoint": "responses"}, "endpoint"),
+        ({"status": 500, "endpoint": "images"}, "endpoint"),
         ({"kind": "stream_cut", "after_tokens": -1}, "after_tokens"),
         ({"status": 200}, "status"),
         ({"status": 500, "count": 0}, "count"),
