@@ -117,8 +117,10 @@ def test_a_function_call_and_its_output_in_a_second_turn(llmops, sim, client, mo
 
 @MODELS
 def test_previous_response_id_continues_on_the_same_provider(llmops, sim, client, model):
+    # Another question than the test above: a cache hit of its answer would name a response
+    # the simulator (reset between tests, unlike a provider's 30-day store) no longer has.
     first = client.responses.create(
-        model=model, input="What is the weather in Paris?", tools=[WEATHER], tool_choice="required"
+        model=model, input="What is the weather in Lyon?", tools=[WEATHER], tool_choice="required"
     )
     [call] = [item for item in first.output if item.type == "function_call"]
 
