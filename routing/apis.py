@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 
 from batches import services as batches_services
 from llmops.dbthreads import db
-from routing import asks, selectors, services
+from routing import asks, outputs, selectors, services
 from routing.auth import KeyPrincipal
 from routing.models import LatencyClass, Request, Tier
 from routing.providers import Delta
@@ -127,7 +127,7 @@ class WorkloadDetailApi(APIView):
 
 
 class RequestListApi(generics.ListAPIView):
-    serializer_class = asks.RequestOutputSerializer
+    serializer_class = outputs.RequestOutputSerializer
 
     class FilterSerializer(serializers.Serializer):
         status = serializers.ChoiceField(choices=Request.Status.choices, required=False)
@@ -144,7 +144,7 @@ class RequestListApi(generics.ListAPIView):
 
 
 class RequestDetailApi(generics.RetrieveAPIView):
-    serializer_class = asks.RequestOutputSerializer
+    serializer_class = outputs.RequestOutputSerializer
     lookup_field = "id"
 
     def get_queryset(self):
@@ -162,7 +162,7 @@ class RequestCancelApi(APIView):
 
     @extend_schema(
         request=None,
-        responses={200: asks.RequestOutputSerializer, 409: asks.RequestOutputSerializer},
+        responses={200: outputs.RequestOutputSerializer, 409: outputs.RequestOutputSerializer},
     )
     def post(self, request, id):
         found = selectors.request_list(user=request.user).filter(pk=id).first()
@@ -171,7 +171,7 @@ class RequestCancelApi(APIView):
         cancelled = batches_services.request_cancel(request=found)
         found = selectors.request_list(user=request.user).get(pk=id)
         return Response(
-            asks.RequestOutputSerializer(found).data,
+            outputs.RequestOutputSerializer(found).data,
             status=status.HTTP_200_OK if cancelled else status.HTTP_409_CONFLICT,
         )
 
@@ -195,7 +195,7 @@ async def request_create(http_request, surface: str = "chat"):
             code="in_progress",
         )
     if admitted.replay or request.status in (Request.Status.COMPLETED, Request.Status.QUEUED):
-        body = await db(asks.request_json, request)
+        body = await db(outputs.request_json, request)
         if request.status == Request.Status.FAILED:
             body["detail"] = UPSTREAM_FAILED.format(error=request.error)
         return JsonResponse(body, status=REPLAY_STATUS.get(request.status, 200))
@@ -209,13 +209,13 @@ async def request_create(http_request, surface: str = "chat"):
         async for event in services.request_run(admitted, stream=False):
             request = event
     except services.RequestFailed as exc:
-        body = await db(asks.request_json, exc.request)
+        body = await db(outputs.request_json, exc.request)
         return identified(
             JsonResponse({**body, "detail": str(exc)}, status=exc.status),
             body["id"],
             retry_after=exc.retry_after,
         )
-    return JsonResponse(await db(asks.request_json, request))
+    return JsonResponse(await db(outputs.request_json, request))
 
 
 async def _native_stream(admitted: services.Admitted):
@@ -226,14 +226,14 @@ async def _native_stream(admitted: services.Admitted):
                 if event.text:  # a relayed chunk may carry none (the finish, the usage)
                     yield sse("delta", {"text": event.text})
             else:
-                yield sse("done", await db(asks.request_json, event))
+                yield sse("done", await db(outputs.request_json, event))
     except services.RequestFailed as exc:
         yield sse("error", {"message": str(exc), "request_id": str(admitted.request.pk)})
 
 
 async def _native_replay_stream(request: Request):
     """A completed request (a cache hit, an idempotent retry) told as a stream."""
-    body = await db(asks.request_json, request)
+    body = await db(outputs.request_json, request)
     yield sse("started", {"request_id": body["id"]})
     yield sse("delta", {"text": body["output"]})
     yield sse("done", body)
@@ -248,7 +248,7 @@ class RequestCollectionSchema(RequestListApi):
     @extend_schema(
         request={"application/json": asks.RequestInputSerializer},
         auth=[{"ApiKey": []}],
-        responses={200: asks.RequestOutputSerializer, 202: asks.RequestOutputSerializer},
+        responses={200: outputs.RequestOutputSerializer, 202: outputs.RequestOutputSerializer},
         description="Submit a request. 200 with the completed request (realtime or a cache "
         "hit); `text/event-stream` when `stream` is true (events `started`, `delta`, `done`, "
         "`error`); 202 with the queued request when the workload is deferred to a batch. "
@@ -265,7 +265,7 @@ class NativeEmbeddingsSchema(APIView):
     @extend_schema(
         request={"application/json": asks.NativeEmbeddingsInputSerializer},
         auth=[{"ApiKey": []}],
-        responses={200: asks.RequestOutputSerializer, 202: asks.RequestOutputSerializer},
+        responses={200: outputs.RequestOutputSerializer, 202: outputs.RequestOutputSerializer},
         description="Embed a workload's input. 200 with the completed request and its "
         "`embeddings` (realtime or a cache hit); 202 with a queued ticket when the workload "
         "defers to a provider batch of /v1/embeddings lines at the batch price (fetch it from "

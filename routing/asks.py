@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
@@ -762,75 +762,6 @@ def _native_target(workloads, data: dict, *, kind: str) -> tuple[Workload, LlmMo
 
 # The native body's fields that are OpenAI's own, carried to the model as options.
 NATIVE_OPTIONS = ("tools", "tool_choice", "response_format", "stop")
-
-
-class AttemptOutputSerializer(serializers.Serializer):
-    position = serializers.IntegerField()
-    provider = serializers.CharField(source="model.provider.slug")
-    model = serializers.CharField(source="model.model_id")
-    outcome = serializers.CharField()
-    error_kind = serializers.CharField()
-    error = serializers.CharField()
-    status_code = serializers.IntegerField(allow_null=True)
-    latency_ms = serializers.IntegerField(allow_null=True)
-    first_byte_ms = serializers.IntegerField(allow_null=True)
-
-
-@extend_schema_serializer(component_name="Request")
-class RequestOutputSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    team = serializers.CharField(source="team.slug")
-    workload = serializers.CharField(source="workload.slug")
-    status = serializers.ChoiceField(choices=Request.Status.choices)
-    mode = serializers.CharField()
-    source = serializers.CharField()
-    provider = serializers.CharField(source="model.provider.slug", allow_null=True, default=None)
-    model = serializers.CharField(source="model.model_id", allow_null=True, default=None)
-    output = serializers.CharField()
-    tool_calls = serializers.SerializerMethodField(
-        help_text="The tools the answer calls, in OpenAI's shape ({id, type, function: {name, "
-        "arguments}}): answer each with a `tool` message and send the conversation again."
-    )
-    finish_reason = serializers.CharField()
-    kind = serializers.SerializerMethodField(help_text="chat, or embeddings.")
-    embeddings = serializers.SerializerMethodField(
-        help_text="An embeddings request's vectors, in input order (floats, or base64 strings "
-        "where the request asked for base64); null for a chat request or an unfinished one."
-    )
-    usage = serializers.JSONField()
-    cost_usd = serializers.DecimalField(max_digits=24, decimal_places=12, allow_null=True)
-    counterfactual_cost_usd = serializers.DecimalField(
-        max_digits=24, decimal_places=12, allow_null=True
-    )
-    decision_reason = serializers.CharField()
-    missed_saving = serializers.BooleanField()
-    params = serializers.JSONField()
-    metadata = serializers.JSONField()
-    error = serializers.CharField()
-    attempts = AttemptOutputSerializer(many=True)
-    deadline_at = serializers.DateTimeField()
-    created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField()
-    first_token_at = serializers.DateTimeField()
-    completed_at = serializers.DateTimeField()
-
-    def get_tool_calls(self, request) -> list[dict]:
-        if request.status != Request.Status.COMPLETED or request.params.get("kind"):
-            return []
-        return openai_chat.tool_calls_of(answer_of(request))
-
-    def get_kind(self, request) -> str:
-        return request.params.get("kind", "chat")
-
-    def get_embeddings(self, request) -> list | None:
-        if request.params.get("kind") != "embeddings" or not request.answer:
-            return None
-        return openai_embeddings.vectors(request.answer)
-
-
-def request_json(request: Request) -> dict:
-    """The request as GET /api/v1/requests/{id} shows it (with its cost)."""
-    return RequestOutputSerializer(selectors.request_with_cost(request)).data
 
 
 def answer_of(request: Request) -> dict:

@@ -38,7 +38,7 @@ from billing.models import LedgerEntry
 from billing.pricing import MONEY_QUANTUM, PricingError, live_prices, plain, prompt_tokens_floor
 from billing.services import processing_for
 from llmops.dbthreads import db
-from routing import asks, selectors, services, socket_auth, socket_resync
+from routing import asks, outputs, selectors, services, socket_auth, socket_resync
 from routing.auth import ApiKeyAuthentication, KeyPrincipal, throttle_wait
 from routing.events import request_group, team_group
 from routing.models import Mode, Request
@@ -441,7 +441,7 @@ class StreamConsumer(JsonSocket):
         request = selectors.request_list(user=self.caller.principal).get(pk=request_id)
         if read:
             services.request_mark_read(request=request)
-        body = asks.RequestOutputSerializer(request).data
+        body = outputs.RequestOutputSerializer(request).data
         return {
             "request_id": request_id,
             **{name: body[name] for name in SUMMARY_FIELDS},
@@ -650,7 +650,7 @@ class RequestsConsumer(JsonSocket):
             self.sent.move_to_end(request.pk)
             if request.status == Request.Status.COMPLETED and not self.revoked:
                 services.request_mark_read(request=request)
-            bodies.append(asks.RequestOutputSerializer(request).data)
+            bodies.append(outputs.RequestOutputSerializer(request).data)
         while len(self.sent) > 10 * limit:
             self.sent.popitem(last=False)
         return bodies

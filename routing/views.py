@@ -12,8 +12,8 @@ from django.shortcuts import render
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from routing import selectors
-from routing.asks import RequestOutputSerializer
 from routing.metrics import REGISTRY
+from routing.outputs import RequestOutputSerializer
 
 PLAYGROUND_RECENT = 20
 

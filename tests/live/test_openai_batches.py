@@ -325,3 +325,52 @@ def test_a_batch_of_embeddings_lines_runs_to_completion_through_the_sdk(llmops):
         request = llmops.request_of(result["id"].removeprefix("batch_req_"))
         assert (request["mode"], request["kind"]) == ("batch", "embeddings")
         assert request["usage"]["input_tokens"] == body["usage"]["prompt_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("workload", "model"),
+    [("review-moderation", "gpt-4o-mini"), ("ticket-summaries", "claude-sonnet-4-5")],
+)
+def test_a_batch_of_responses_lines_answers_responses(llmops, workload, model):
+    """OpenAI's batch relays the lines to its own /v1/responses; Anthropic's answers Messages,
+    which llmops turns back into Responses. Either way each output line's body is a Response,
+    billed once at the batch price."""
+    client = llmops.openai(workload)
+    rows = [
+        {
+            "custom_id": f"r-{i}",
+            "method": "POST",
+            "url": "/v1/responses",
+            "body": {
+                "model": model,
+                "instructions": "One line.",
+                "input": [{"role": "user", "content": f"Is review {i} fake?"}],
+                "max_output_tokens": 40,
+            },
+        }
+        for i in range(2)
+    ]
+    uploaded = client.files.create(file=("r.jsonl", io.BytesIO(jsonl(rows))), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/responses", completion_window="24h"
+    )
+    assert batch.endpoint == "/v1/responses"
+
+    work_until(llmops, lambda: client.batches.retrieve(batch.id).status == "completed")
+
+    batch = client.batches.retrieve(batch.id)
+    assert batch.status == "completed", batch
+    results = [json.loads(x) for x in client.files.content(batch.output_file_id).text.splitlines()]
+    assert sorted(r["custom_id"] for r in results) == ["r-0", "r-1"]
+    for result in results:
+        body = result["response"]["body"]
+        response = openai.types.responses.Response.model_validate(body)
+        assert response.object == "response" and response.output_text
+        assert response.instructions == "One line."
+        request = llmops.request_of(result["id"].removeprefix("batch_req_"))
+        assert (request["mode"], request["kind"], request["model"]) == ("batch", "responses", model)
+        assert request["usage"]["output_tokens"] == response.usage.output_tokens
+        status, ledger = llmops.api("GET", f"/api/v1/ledger?request={request['id']}")
+        assert status == 200, ledger
+        [charge] = [e for e in ledger["results"] if e["kind"] == "charge"]
+        assert charge["mode"] == "batch"
