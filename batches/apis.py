@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from django.db.models import Q
 from django.http import FileResponse, Http404
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_serializer,
+    inline_serializer,
+)
 from rest_framework import exceptions, generics, serializers, status
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import MultiPartParser
@@ -250,7 +256,6 @@ class AnswerJsonWhateverAccept(DefaultContentNegotiation):
 class OpenAIView(APIView):
     """A key-authenticated view answering errors in OpenAI's shape."""
 
-    schema = None  # OpenAI's own API reference documents these routes
     content_negotiation_class = AnswerJsonWhateverAccept
 
     def handle_exception(self, exc):
@@ -294,6 +299,15 @@ class OpenAIView(APIView):
         return Response(list_json([to_json(r) for r in rows[:limit]], len(rows) > limit))
 
 
+# How the OpenAI-compatible routes are documented: OpenAI's shapes, which the SDK reads.
+_OPENAI = {"auth": [{"ApiKey": []}], "tags": ["OpenAI-compatible batches"]}
+_PAGE = [
+    OpenApiParameter("limit", OpenApiTypes.INT, description="1 to 100 (default 20)."),
+    OpenApiParameter("after", OpenApiTypes.STR, description="The last id of the page before."),
+]
+_OBJECT = {200: OpenApiTypes.OBJECT}
+
+
 # An upload this large leaves daphne's freed memory with glibc unless it is handed back.
 LARGE_UPLOAD_BYTES = 4 * 1024 * 1024
 
@@ -301,6 +315,24 @@ LARGE_UPLOAD_BYTES = 4 * 1024 * 1024
 class FileCollectionApi(OpenAIView):
     parser_classes = [MultiPartParser]
 
+    @extend_schema(
+        **_OPENAI,
+        request={
+            "multipart/form-data": inline_serializer(
+                "FileUpload",
+                fields={
+                    "file": serializers.FileField(help_text="The JSONL, one request per line."),
+                    "purpose": serializers.ChoiceField(["batch"]),
+                },
+            )
+        },
+        responses=_OBJECT,
+        summary="Upload a batch input file (files.create)",
+        description="OpenAI's File object. The lines are checked as they arrive (JSON, "
+        "`custom_id` unique, `method` POST, one `url` for the whole file: "
+        "/v1/chat/completions, /v1/responses or /v1/embeddings, one model); a bad line is a "
+        "400 naming it.",
+    )
     def post(self, request):
         key = self.key()
         upload = request.FILES.get("file")
@@ -318,6 +350,13 @@ class FileCollectionApi(OpenAIView):
             release_free_memory()  # the body daphne queued whole (llmops/memory.py)
         return Response(file_json(stored))
 
+    @extend_schema(
+        **_OPENAI,
+        parameters=[*_PAGE, OpenApiParameter("purpose", OpenApiTypes.STR)],
+        responses=_OBJECT,
+        operation_id="v1_files_list",
+        summary="The team's files, newest first (files.list)",
+    )
     def get(self, request):
         files = StoredFile.objects.filter(team=self.key().team)
         if purpose := request.query_params.get("purpose"):
@@ -333,11 +372,17 @@ def _file_of(view: OpenAIView, file_id: str) -> StoredFile:
 
 
 class FileDetailApi(OpenAIView):
+    @extend_schema(**_OPENAI, responses=_OBJECT, summary="A file (files.retrieve)")
     def get(self, request, file_id):
         return Response(file_json(_file_of(self, file_id)))
 
 
 class FileContentApi(OpenAIView):
+    @extend_schema(
+        **_OPENAI,
+        responses={(200, "application/jsonl"): OpenApiTypes.BINARY},
+        summary="A file's bytes: an input file, or a batch's output or error file (files.content)",
+    )
     def get(self, request, file_id):
         stored = _file_of(self, file_id)
         # Streamed from disk: a 200 MB file never sits in memory.
@@ -372,6 +417,17 @@ class BatchCollectionApi(OpenAIView):
                 raise serializers.ValidationError("at most 16 pairs, keys of at most 64 chars")
             return value
 
+    @extend_schema(
+        **_OPENAI,
+        request=InputSerializer,
+        responses=_OBJECT,
+        summary="Create a batch of an uploaded file (batches.create)",
+        description="OpenAI's Batch object, at once in `validating`: a worker checks and "
+        "admits the lines (the whole file's budget reserved at once), then provider batches "
+        "answer them at the batch price. The workload is `X-Workload`, else the key's "
+        "default; the lines' model is read as on /v1/chat/completions. `endpoint` must be "
+        "the file's lines' url.",
+    )
     def post(self, request):
         key = self.key()
         serializer = self.InputSerializer(data=request.data)
@@ -405,6 +461,13 @@ class BatchCollectionApi(OpenAIView):
             ) from None
         return Response(batch_json(batch))
 
+    @extend_schema(
+        **_OPENAI,
+        parameters=_PAGE,
+        responses=_OBJECT,
+        operation_id="v1_batches_list",
+        summary="The team's batches (batches.list)",
+    )
     def get(self, request):
         batches = ClientBatch.objects.filter(team=self.key().team).select_related(
             "workload", "input_file"
@@ -424,11 +487,24 @@ def _batch_of(view: OpenAIView, batch_id: str) -> ClientBatch:
 
 
 class BatchDetailApi(OpenAIView):
+    @extend_schema(
+        **_OPENAI,
+        responses=_OBJECT,
+        summary="A batch with its request_counts and, once ended, its output_file_id and "
+        "error_file_id (batches.retrieve)",
+    )
     def get(self, request, batch_id):
         return Response(batch_json(services.client_batch_refresh(batch=_batch_of(self, batch_id))))
 
 
 class BatchCancelApi(OpenAIView):
+    @extend_schema(
+        **_OPENAI,
+        request=None,
+        responses=_OBJECT,
+        summary="Cancel a batch (batches.cancel): `cancelling`, then `cancelled` with what the "
+        "provider finished before the cancel in the output file, billed once",
+    )
     def post(self, request, batch_id):
         batch = _batch_of(self, batch_id)
         if not client_batches.client_batch_cancel(batch=batch):
