@@ -129,3 +129,20 @@ def test_pydantic_ai_agent_with_a_tool_and_a_structured_output(llmops, model):
     assert got["tool_ran_with"] and got["tool_ran_with"][0]["city"]
     assert isinstance(got["answer"], str) and got["answer"]
     assert is_weather(got["structured"])
+
+
+@MODELS
+def test_langchain_and_pydantic_ai_on_the_responses_api(llmops, model):
+    got, made = run_client(llmops, "responses_clients.py", model)
+
+    assert {r["kind"] for r in made} == {"responses"}
+    langchain = got["langchain"]
+    assert langchain["tool_call"]["name"] == "get_weather"
+    assert isinstance(langchain["tool_call"]["arguments"]["city"], str)
+    assert langchain["second_text"] and langchain["second_tool_calls"] == 0
+    assert langchain["streamed_text"]
+    agent = got["pydantic_ai"]
+    assert "get_weather" in agent["tool_calls"]
+    assert agent["tool_ran_with"] and agent["tool_ran_with"][0]["city"]
+    assert isinstance(agent["answer"], str) and agent["answer"]
+    assert is_weather(agent["structured"])
