@@ -787,8 +787,6 @@ def chat_request(request: Request, model: LlmModel | None = None) -> ChatRequest
     options = params.get("options") or {}
     if (keys := params.get("metadata_keys")) is not None:
         options = {**options, "metadata": {k: request.metadata.get(k) for k in keys}}
-    kind = params.get("kind", "chat")
-    rendered = kind == "responses"
     return ChatRequest(
         model=model.model_id if model else "",
         messages=params["messages"],
@@ -796,16 +794,8 @@ def chat_request(request: Request, model: LlmModel | None = None) -> ChatRequest
         temperature=params.get("temperature"),
         options=options,
         send_max_tokens=request.source not in OPENAI_BODY_SOURCES,
-        kind=kind,
-        response_id=response_id(request) if rendered else "",
-        created_at=int(request.created_at.timestamp()) if rendered else 0,
+        kind=params.get("kind", "chat"),
     )
-
-
-def response_id(request: Request) -> str:
-    """The id of a Response llmops renders for a request (a translated one; a relayed one has
-    its provider's)."""
-    return f"resp_{request.pk.hex}"
 
 
 def refused_param(model: LlmModel, params: dict) -> str | None:

@@ -16,9 +16,33 @@ from django.utils import timezone
 from routing.config import policy_chain
 from routing.models import LlmModel, Request, StoredResponse, Team, Workload
 from routing.protocols import openai_responses
+from routing.providers.types import Completion
 
 # How many earlier turns a rebuilt conversation may have: each is a row read per request.
 MAX_TURNS = 500
+
+
+def response_id(request: Request) -> str:
+    """The id of a Response llmops renders for a request (a Claude model's; a relayed one
+    keeps its provider's)."""
+    return f"resp_{request.pk.hex}"
+
+
+def recorded_answer(request: Request, completion: Completion) -> dict:
+    """The answer a request records: the provider's as it came, except a Responses request a
+    Claude model answered (in chat's shape, realtime or in a batch), rendered as the Response
+    the client asked for."""
+    answer = completion.answer
+    if request.params.get("kind") != "responses" or "choices" not in answer:
+        return answer
+    return openai_responses.response_of(
+        answer,
+        usage=completion.usage,
+        id=response_id(request),
+        created_at=int(request.created_at.timestamp()),
+        model=completion.model,
+        options=request.params.get("options") or {},
+    )
 
 
 class NotFound(LookupError):
@@ -68,11 +92,10 @@ def history_tokens(stored: StoredResponse) -> int:
 def held_by_llmops(request: Request, chain: list[LlmModel]) -> str | None:
     """The `previous_response_id` whose conversation llmops must send along itself (a Claude
     model serves the continuation: Anthropic keeps no responses), else None."""
-    options = request.params.get("options") or {}
-    previous = options.get("previous_response_id")
-    if request.params.get("kind") != "responses" or not previous or not chain:
-        return None
-    return previous if chain[0].provider.kind == "anthropic" else None
+    if request.params.get("kind") != "responses" or not chain:
+        return None  # on every request's path: one lookup for all but Responses
+    previous = (request.params.get("options") or {}).get("previous_response_id")
+    return previous if previous and chain[0].provider.kind == "anthropic" else None
 
 
 def history(*, team_id: int, response_id: str) -> tuple[dict, ...]:

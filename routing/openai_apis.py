@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from billing.pricing import Usage
 from llmops.dbthreads import db
 from routing import asks, conversations, selectors, services
-from routing.models import Request
+from routing.models import LlmModel, Request
 from routing.protocols import openai_chat, openai_responses
 from routing.providers import Delta, ProviderError, delete_response
 from routing.serving import (
@@ -150,7 +150,7 @@ async def _openai_stream(admitted: services.Admitted, events, first, include_usa
                     delta = {**delta, "role": "assistant"} if role else delta
                     role = False
                     yield sse(None, _chunk(ident, created, admitted.serving.model_id, delta))
-            elif not _relayed(event):
+            elif not _relayed(event.model):
                 answer = asks.answer_of(event)
                 usage = _token_usage(event) if include_usage else None
                 model = event.model.model_id
@@ -176,10 +176,10 @@ async def _openai_stream(admitted: services.Admitted, events, first, include_usa
     yield sse(None, "[DONE]")
 
 
-def _relayed(request: Request) -> bool:
-    """Whether a request's answer came relayed from an OpenAI-protocol provider (its stream
-    already held every chunk, finish and usage included)."""
-    return request.model.provider.kind != "anthropic"
+def _relayed(model: LlmModel) -> bool:
+    """Whether `model`'s answers come relayed from an OpenAI-protocol provider (its stream
+    holds every chunk or event, finish and usage included), not translated here."""
+    return model.provider.kind != "anthropic"
 
 
 def _chunk(ident: str, created: int, model: str, delta: dict, *, finish=None) -> dict:
@@ -224,7 +224,7 @@ async def responses(http_request):
     if request.status == Request.Status.COMPLETED:  # a cache hit, an idempotent retry
         if stream:
             events = openai_responses.answer_events(request.answer)
-            return identified(_event_stream(sse_event(e) for e in events), rid)
+            return identified(_event_stream(openai_responses.sse(e) for e in events), rid)
         return identified(JsonResponse(request.answer), rid)
     if admitted.replay:
         return openai_unfinished_replay(request, rid)
@@ -250,10 +250,6 @@ def _event_stream(body) -> StreamingHttpResponse:
     return StreamingHttpResponse(body, content_type="text/event-stream", headers=SSE_HEADERS)
 
 
-def sse_event(event: dict) -> bytes:
-    return openai_responses.sse(event)
-
-
 async def _responses_stream(admitted: services.Admitted, events, first):
     """The provider's events as it sent them (a relay), or rendered here from a translated
     stream's pieces. Either way the closing event (`response.completed`, the Response with its
@@ -261,16 +257,15 @@ async def _responses_stream(admitted: services.Admitted, events, first):
     request = admitted.request
     rendered = None  # the events of a translated answer
     closing = None  # a relayed stream's closing event, held until the bill is written
-
-    def render(model: str):
-        stream = openai_responses.EventStream(
-            id=asks.response_id(request),
+    if not _relayed(admitted.serving):  # known once the first event came: no fallback now
+        rendered = openai_responses.EventStream(
+            id=conversations.response_id(request),
             created_at=int(request.created_at.timestamp()),
-            model=model,
+            model=admitted.serving.model_id,
             options=request.params.get("options") or {},
         )
-        return stream, [sse_event(e) for e in stream.start()]
-
+        for piece in rendered.start():
+            yield openai_responses.sse(piece)
     try:
         event = first
         while True:
@@ -279,22 +274,14 @@ async def _responses_stream(admitted: services.Admitted, events, first):
                     closing = event.raw
                 elif event.raw is not None:
                     yield event.raw
-                elif event.openai:
-                    if rendered is None:
-                        rendered, head = render(admitted.serving.model_id)
-                        for piece in head:
-                            yield piece
+                elif rendered is not None and event.openai:
                     for piece in rendered.add(event.openai):
-                        yield sse_event(piece)
+                        yield openai_responses.sse(piece)
             elif closing is not None:
                 yield closing
-            elif not _relayed(event):
-                if rendered is None:  # an answer without text or a tool call
-                    rendered, head = render(event.model.model_id)
-                    for piece in head:
-                        yield piece
+            elif rendered is not None:
                 for piece in rendered.complete(event.answer):
-                    yield sse_event(piece)
+                    yield openai_responses.sse(piece)
             try:
                 event = await events.__anext__()
             except StopAsyncIteration:
@@ -302,9 +289,8 @@ async def _responses_stream(admitted: services.Admitted, events, first):
     except services.RequestFailed as exc:
         # The SDK knows a fixed list of failure codes: server_error is the one that fits.
         failure = {"type": "error", "code": "server_error", "message": str(exc), "param": None}
-        pieces = rendered.failed(str(exc), "server_error") if rendered else [failure]
-        for piece in pieces:
-            yield sse_event(piece)
+        for piece in rendered.failed(str(exc), "server_error") if rendered else [failure]:
+            yield openai_responses.sse(piece)
 
 
 @csrf_exempt

@@ -596,7 +596,7 @@ def _request_complete(admitted: Admitted, *, model: LlmModel, completion: Comple
         request.model = model
         request.output = completion.text
         request.finish_reason = completion.finish_reason
-        request.answer = completion.answer
+        request.answer = conversations.recorded_answer(request, completion)
         request.usage = usage.as_dict()
         request.status = Request.Status.COMPLETED
         request.completed_at = timezone.now()

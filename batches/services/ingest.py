@@ -35,10 +35,9 @@ from billing.services import (
     holds_release,
     ledger_record_usage,
 )
-from routing import asks, conversations, providers
+from routing import conversations, providers
 from routing.events import request_changed, request_touch
 from routing.models import LlmModel, Mode, Request, RoutingPolicy
-from routing.protocols import openai_responses
 from routing.providers import (
     BatchInfo,
     BatchOutcome,
@@ -168,17 +167,7 @@ def _record_outcome(
     request.mode = Mode.BATCH
     request.output = completion.text
     request.finish_reason = completion.finish_reason
-    request.answer = completion.answer
-    if request.params.get("kind") == "responses" and "choices" in completion.answer:
-        # A Claude batch answers in chat's shape; the client asked for a Response.
-        request.answer = openai_responses.response_of(
-            completion.answer,
-            usage=usage,
-            id=asks.response_id(request),
-            created_at=int(request.created_at.timestamp()),
-            model=completion.model,
-            options=request.params.get("options") or {},
-        )
+    request.answer = conversations.recorded_answer(request, completion)
     request.usage = usage.as_dict()
     request.status = Request.Status.COMPLETED
     request.completed_at = request.first_token_at = now

@@ -290,7 +290,24 @@ def _content_text(content: Any, param: str) -> str:
     return "\n".join(parts)
 
 
-def _bounded_number(body: dict[str, Any], key: str, low: float, high: float) -> None:
+def checked_stream_options(body: dict[str, Any], stream) -> dict | None:
+    """`stream_options`, which OpenAI takes only with `stream` and only as an object."""
+    stream_options = body.get("stream_options")
+    if stream_options is None:
+        return None
+    if not stream:
+        raise OpenAIError(
+            400,
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            param="stream_options",
+            code="invalid_value",
+        )
+    if not isinstance(stream_options, dict):
+        raise invalid_type("stream_options", "an object", stream_options)
+    return stream_options
+
+
+def bounded_number(body: dict[str, Any], key: str, low: float, high: float) -> None:
     value = body.get(key)
     if value is None:
         return
@@ -403,8 +420,8 @@ def parse_chat(body: dict[str, Any], models: dict[str, int], *, in_batch: bool =
             param=param,
             code="invalid_value",
         )
-    _bounded_number(body, "temperature", 0, 2)
-    _bounded_number(body, "top_p", 0, 1)
+    bounded_number(body, "temperature", 0, 2)
+    bounded_number(body, "top_p", 0, 1)
     n = bounded_int(body, "n", 1, 128) or 1
 
     stop = body.get("stop")
@@ -420,18 +437,9 @@ def parse_chat(body: dict[str, Any], models: dict[str, int], *, in_batch: bool =
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise invalid_type("stream", "a boolean", stream)
-    stream_options = body.get("stream_options")
+    stream_options = checked_stream_options(body, stream)
     include_usage = False
     if stream_options is not None:
-        if not stream:
-            raise OpenAIError(
-                400,
-                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-                param="stream_options",
-                code="invalid_value",
-            )
-        if not isinstance(stream_options, dict):
-            raise invalid_type("stream_options", "an object", stream_options)
         include = stream_options.get("include_usage")
         if include is not None and not isinstance(include, bool):
             raise invalid_type("stream_options.include_usage", "a boolean", include)
@@ -461,7 +469,28 @@ def parse_chat(body: dict[str, Any], models: dict[str, int], *, in_batch: bool =
 
 
 _IMAGE_MARK = re.compile(r"<image:(\w+)>")
-_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def bad_tool_name(param: str) -> OpenAIError:
+    return OpenAIError(
+        400,
+        f"Invalid '{param}': string does not match pattern. Expected a string that matches "
+        "the pattern '^[a-zA-Z0-9_-]+$'.",
+        param=param,
+        code="invalid_value",
+    )
+
+
+def no_such_function(name) -> OpenAIError:
+    """A tool_choice naming a function the request's tools do not have."""
+    return OpenAIError(
+        400,
+        f"Invalid value for 'tool_choice': no function named {name!r} was specified in the "
+        "'tools' parameter.",
+        param="tool_choice",
+        code="invalid_value",
+    )
 
 
 def _called_tools(body: dict[str, Any], *, last_role: str, prompt: str) -> list[dict]:
@@ -491,14 +520,8 @@ def _called_tools(body: dict[str, Any], *, last_role: str, prompt: str) -> list[
         if not isinstance(function, dict):
             raise missing(f"{where}.function")
         name = function.get("name")
-        if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
-            raise OpenAIError(
-                400,
-                f"Invalid '{where}.function.name': string does not match pattern. Expected a "
-                "string that matches the pattern '^[a-zA-Z0-9_-]+$'.",
-                param=f"{where}.function.name",
-                code="invalid_value",
-            )
+        if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
+            raise bad_tool_name(f"{where}.function.name")
         parameters = function.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):
             raise invalid_type(f"{where}.function.parameters", "an object", parameters)
@@ -506,13 +529,7 @@ def _called_tools(body: dict[str, Any], *, last_role: str, prompt: str) -> list[
     if isinstance(choice, dict):
         name = (choice.get("function") or {}).get("name")
         if name not in names:
-            raise OpenAIError(
-                400,
-                f"Invalid value for 'tool_choice': no function named {name!r} was specified "
-                "in the 'tools' parameter.",
-                param="tool_choice",
-                code="invalid_value",
-            )
+            raise no_such_function(name)
     elif choice not in (None, "none", "auto", "required"):
         raise OpenAIError(
             400,

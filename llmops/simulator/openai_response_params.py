@@ -7,15 +7,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmops.simulator.openai_api import (
-    _TOOL_NAME,
     IMAGE_TOKENS,
     IMAGE_TOKENS_DEFAULT,
+    TOOL_NAME,
     OpenAIError,
-    _bounded_number,
+    bad_tool_name,
     bounded_int,
+    bounded_number,
+    checked_stream_options,
     invalid_type,
     missing,
     model_not_found,
+    no_such_function,
     required_model,
 )
 from llmops.simulator.wire import dumps
@@ -253,14 +256,8 @@ def read_tools(body: dict[str, Any]) -> Tools:
                 code="invalid_value",
             )
         name = _string(tool, "name", where)
-        if not _TOOL_NAME.fullmatch(name):
-            raise OpenAIError(
-                400,
-                f"Invalid '{where}.name': string does not match pattern. Expected a string "
-                "that matches the pattern '^[a-zA-Z0-9_-]+$'.",
-                param=f"{where}.name",
-                code="invalid_value",
-            )
+        if not TOOL_NAME.fullmatch(name):
+            raise bad_tool_name(f"{where}.name")
         parameters = tool.get("parameters")
         if parameters is not None and not isinstance(parameters, dict):
             raise invalid_type(f"{where}.parameters", "an object", parameters)
@@ -286,13 +283,7 @@ def read_tools(body: dict[str, Any]) -> Tools:
             raise _supported("tool_choice.type", choice.get("type"), ("function",))
         name = choice.get("name")
         if name not in {tool["name"] for tool in echo}:
-            raise OpenAIError(
-                400,
-                f"Invalid value for 'tool_choice': no function named {name!r} was specified "
-                "in the 'tools' parameter.",
-                param="tool_choice",
-                code="invalid_value",
-            )
+            raise no_such_function(name)
         return Tools(echo, functions, {"type": "function", "function": {"name": name}})
     if not isinstance(choice, str):
         raise invalid_type("tool_choice", "a string or an object", choice)
@@ -383,8 +374,8 @@ def parse_response(
             param="max_output_tokens",
             code="invalid_value",
         )
-    _bounded_number(body, "temperature", 0, 2)
-    _bounded_number(body, "top_p", 0, 1)
+    bounded_number(body, "temperature", 0, 2)
+    bounded_number(body, "top_p", 0, 1)
     top_logprobs = bounded_int(body, "top_logprobs", 0, 20)
     tools = read_tools(body)
     parallel = _optional(body, "parallel_tool_calls", bool, "a boolean")
@@ -394,17 +385,7 @@ def parse_response(
         raise OpenAIError(
             400, "'stream' is not supported in the Batch API.", param="stream", code="invalid_value"
         )
-    stream_options = body.get("stream_options")
-    if stream_options is not None:
-        if not stream:
-            raise OpenAIError(
-                400,
-                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-                param="stream_options",
-                code="invalid_value",
-            )
-        if not isinstance(stream_options, dict):
-            raise invalid_type("stream_options", "an object", stream_options)
+    checked_stream_options(body, stream)
     store = _optional(body, "store", bool, "a boolean")
     previous = _optional(body, "previous_response_id", str, "a string")
     reasoning = body.get("reasoning")

@@ -308,7 +308,9 @@ def usage_json(usage: Usage) -> dict:
 
 # --- Response objects ---------------------------------------------------------------------
 
+# A chat finish reason that cuts an answer short -> the Response's incomplete_details.reason.
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+_FINISH_OF_REASON = {reason: finish for finish, reason in _INCOMPLETE.items()}
 # OpenAI's echo of a request field it was not sent.
 _ECHO_DEFAULTS = {
     "instructions": None,
@@ -692,9 +694,7 @@ def finish_of(response: dict) -> str:
         return "tool_calls"
     if response.get("status") == "incomplete":
         reason = (response.get("incomplete_details") or {}).get("reason")
-        return {"max_output_tokens": "length", "content_filter": "content_filter"}.get(
-            reason, "stop"
-        )
+        return _FINISH_OF_REASON.get(reason, "stop")
     return "stop"
 
 

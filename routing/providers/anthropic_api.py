@@ -130,37 +130,20 @@ async def complete(endpoint: Endpoint, request: ChatRequest) -> Completion:
         message = await client.messages.create(**_kwargs(request), timeout=_timeout(endpoint))
     except anthropic.AnthropicError as exc:
         raise _translate(exc) from exc
-    return _completion(message, usage=_usage(message.usage), request=request)
+    return _completion(message, usage=_usage(message.usage))
 
 
-def _completion(message, *, usage: Usage, request: ChatRequest | None = None) -> Completion:
-    """A Message (the SDK's object) as a Completion whose answer is in OpenAI's shape: a
-    chat.completion's, or a Response's for a Responses request."""
+def _completion(message, *, usage: Usage) -> Completion:
+    """A Message (the SDK's object) as a Completion whose answer is in OpenAI's chat shape (a
+    Responses request's is rendered as a Response where it is recorded:
+    conversations.recorded_answer)."""
     answer = translation.openai_answer(message.model_dump())
-    return _answered(answer, usage=usage, model=message.model, ident=message.id, request=request)
-
-
-def _answered(
-    answer: dict, *, usage: Usage, model: str, ident: str | None, request: ChatRequest | None
-) -> Completion:
-    finish = openai_chat.first_finish(answer)
-    if request is not None and request.kind == "responses":
-        answer = openai_responses.response_of(
-            answer,
-            usage=usage,
-            id=request.response_id,
-            created_at=request.created_at,
-            model=model,
-            options=request.options,
-        )
     return Completion(
-        text=openai_chat.first_text(answer)
-        if "choices" in answer
-        else openai_responses.text_of(answer),
-        finish_reason=finish,
+        text=openai_chat.first_text(answer),
+        finish_reason=openai_chat.first_finish(answer),
         usage=usage,
-        model=model,
-        provider_request_id=ident,
+        model=message.model,
+        provider_request_id=message.id,
         answer=answer,
     )
 
@@ -238,7 +221,14 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
         raise stream_cut(f"{LABEL} stream ended before message_stop", after_first_byte=produced)
     folded.add({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
     answer = {**folded.answer(), "model": model}
-    yield _answered(answer, usage=_usage(usage), model=model, ident=ident, request=request)
+    yield Completion(
+        text="".join(folded.text),
+        finish_reason=finish,
+        usage=_usage(usage),
+        model=model,
+        provider_request_id=ident,
+        answer=answer,
+    )
 
 
 # --- message batches (sync: they run in django-q2 workers) -------------------------------

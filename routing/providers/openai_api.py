@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager
 from typing import BinaryIO
 
 import httpx2
@@ -229,55 +229,82 @@ def _responded(answer: dict, *, model: str) -> Completion:
     )
 
 
+class _Relay:
+    """A relayed stream: each event's bytes and JSON object (`[DONE]` and anything not an
+    object skipped) handed to `take`, which folds it and returns the Delta to pass on (None to
+    keep it back). Any failure, take's own included, comes out as a ProviderError: after its
+    first byte once `produced` (take's to set when the client has had output), so that it is
+    a cut stream, never fallen back from. Use it under `aclosing`, so that a consumer leaving
+    closes the upstream response at once."""
+
+    def __init__(self, endpoint: Endpoint, path: str, body: dict) -> None:
+        self.endpoint, self.path, self.body = endpoint, path, body
+        self.produced = False
+
+    async def deltas(self, take) -> AsyncIterator[Delta]:
+        client = client_for(self.endpoint, _http)
+        t = self.endpoint.timeouts
+        opened = False
+        try:
+            response = await open_stream(
+                client.send(
+                    client.build_request(
+                        "POST",
+                        _url(self.endpoint, self.path),
+                        json=self.body,
+                        headers=_headers(self.endpoint),
+                    ),
+                    stream=True,
+                ),
+                first_byte=t.first_byte,
+                label=LABEL,
+            )
+            opened = True
+            try:
+                if response.status_code >= 300:
+                    raise await _refused(response)
+                buffer = b""
+                async for data in with_deadlines(
+                    response.aiter_raw(), first_byte=t.first_byte, total=t.total, label=LABEL
+                ):
+                    events, buffer = openai_chat.sse_events(buffer + data)
+                    for event in events:
+                        # [DONE]: the view ends a chat stream itself, after billing.
+                        payload = openai_chat.chunk_of(openai_chat.sse_data(event) or "[DONE]")
+                        if payload is not None and (delta := take(event, payload)) is not None:
+                            yield delta
+            finally:
+                await response.aclose()
+        except Exception as exc:
+            raise classify(
+                exc, openai, LABEL, after_first_byte=self.produced, opened=opened
+            ) from exc
+
+
 async def _stream_responses(
     endpoint: Endpoint, request: ChatRequest
 ) -> AsyncIterator[Delta | Completion]:
     """A Responses stream relayed event by event; the Completion is the Response that
     `response.completed` (or `.incomplete`) carries, with its usage."""
-    client = client_for(endpoint, _http)
-    t = endpoint.timeouts
     body = openai_responses.upstream_body(model=request.model, options=request.options)
-    body["stream"] = True
+    relay = _Relay(endpoint, "/responses", {**body, "stream": True})
     folded = openai_responses.StreamFold()
-    produced = opened = False
-    try:
-        response = await open_stream(
-            client.send(
-                client.build_request(
-                    "POST", _url(endpoint, "/responses"), json=body, headers=_headers(endpoint)
-                ),
-                stream=True,
-            ),
-            first_byte=t.first_byte,
-            label=LABEL,
-        )
-        opened = True
-        try:
-            if response.status_code >= 300:
-                raise await _refused(response)
-            buffer = b""
-            async for data in with_deadlines(
-                response.aiter_raw(), first_byte=t.first_byte, total=t.total, label=LABEL
-            ):
-                events, buffer = openai_chat.sse_events(buffer + data)
-                for event in events:
-                    payload = openai_chat.chunk_of(openai_chat.sse_data(event) or "")
-                    if payload is None:
-                        continue
-                    text = folded.add(payload)
-                    if folded.error is not None or payload.get("type") == "response.failed":
-                        failed = folded.error or (payload.get("response") or {}).get("error")
-                        raise stream_cut(
-                            f"{LABEL} stream error: {failed}", after_first_byte=produced
-                        )
-                    produced = True
-                    yield Delta(text, raw=event, last=folded.response is not None)
-        finally:
-            await response.aclose()
-    except Exception as exc:
-        raise classify(exc, openai, LABEL, after_first_byte=produced, opened=opened) from exc
+
+    def take(event: bytes, payload: dict) -> Delta:
+        text = folded.add(payload)
+        if folded.error is not None or payload.get("type") == "response.failed":
+            failed = folded.error or (payload.get("response") or {}).get("error")
+            raise stream_cut(f"{LABEL} stream error: {failed}", after_first_byte=relay.produced)
+        relay.produced = True
+        return Delta(text, raw=event, last=folded.response is not None)
+
+    async with aclosing(relay.deltas(take)) as deltas:
+        async for delta in deltas:
+            yield delta
     if folded.response is None:
-        raise stream_cut(f"{LABEL} stream ended before its response", after_first_byte=produced)
+        raise stream_cut(
+            f"{LABEL} stream ended before its response", after_first_byte=relay.produced
+        )
     yield _responded(folded.response, model=request.model)
 
 
@@ -289,56 +316,31 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
         async for event in _stream_responses(endpoint, request):
             yield event
         return
-    client = client_for(endpoint, _http)
-    t = endpoint.timeouts
     body = _kwargs(request)
     body["stream"] = True
     options = dict(body.get("stream_options") or {})
     client_wants_usage = bool(options.get("include_usage"))
     body["stream_options"] = {**options, "include_usage": True}
+    relay = _Relay(endpoint, "/chat/completions", body)
     folded = openai_chat.StreamAnswer()
-    produced = opened = False
-    try:
-        response = await open_stream(
-            client.send(
-                client.build_request("POST", _url(endpoint), json=body, headers=_headers(endpoint)),
-                stream=True,
-            ),
-            first_byte=t.first_byte,
-            label=LABEL,
-        )
-        opened = True
-        try:
-            if response.status_code >= 300:
-                raise await _refused(response)
-            buffer = b""
-            async for data in with_deadlines(
-                response.aiter_raw(), first_byte=t.first_byte, total=t.total, label=LABEL
-            ):
-                events, buffer = openai_chat.sse_events(buffer + data)
-                for event in events:
-                    payload = openai_chat.sse_data(event)
-                    if payload is None or payload == "[DONE]":
-                        continue  # the view ends the stream itself, after billing
-                    chunk = openai_chat.chunk_of(payload)
-                    if chunk is None:
-                        continue
-                    if "error" in chunk and "choices" not in chunk:
-                        raise stream_cut(
-                            f"{LABEL} stream error: {chunk['error']}", after_first_byte=produced
-                        )
-                    text = folded.add(chunk)
-                    if chunk.get("usage") and not chunk.get("choices") and not client_wants_usage:
-                        continue
-                    produced = produced or bool(chunk.get("choices"))
-                    yield Delta(text, raw=event)
-        finally:
-            await response.aclose()
-    except Exception as exc:
-        raise classify(exc, openai, LABEL, after_first_byte=produced, opened=opened) from exc
+
+    def take(event: bytes, chunk: dict) -> Delta | None:
+        if "error" in chunk and "choices" not in chunk:
+            raise stream_cut(
+                f"{LABEL} stream error: {chunk['error']}", after_first_byte=relay.produced
+            )
+        text = folded.add(chunk)
+        if chunk.get("usage") and not chunk.get("choices") and not client_wants_usage:
+            return None
+        relay.produced = relay.produced or bool(chunk.get("choices"))
+        return Delta(text, raw=event)
+
+    async with aclosing(relay.deltas(take)) as deltas:
+        async for delta in deltas:
+            yield delta
     usage = openai_chat.usage_of(folded.usage)
     if usage is None:
-        raise stream_cut(f"{LABEL} stream ended without usage", after_first_byte=produced)
+        raise stream_cut(f"{LABEL} stream ended without usage", after_first_byte=relay.produced)
     answer = folded.answer()
     yield Completion(
         text="".join(folded.text),

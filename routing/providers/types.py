@@ -41,10 +41,6 @@ class ChatRequest:
     # A Responses conversation llmops holds (a translated `previous_response_id`): the
     # earlier turns as Responses items, oldest first.
     history: tuple = ()
-    # The id and time of a Response llmops renders itself (a translated one): the request's,
-    # so that a stream's first event and the final Response agree.
-    response_id: str = ""
-    created_at: int = 0
 
 
 @dataclass(frozen=True)

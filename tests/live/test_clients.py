@@ -21,6 +21,11 @@ MODELS = pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-haiku-4-5"])
 UNITS = {"celsius", "fahrenheit"}
 
 
+@pytest.fixture(autouse=True)
+def _reset_simulator(sim):
+    """A simulator without an earlier module's faults (test_fallback leaves its outage)."""
+
+
 def run_client(llmops, script: str, model: str) -> tuple[dict, list[dict]]:
     """Run one client script against the live stack: what it printed, and the llmops requests
     it made (each must be completed and billed exactly once)."""
