@@ -18,6 +18,7 @@ from routing.models import (
     Request,
     RequestAttempt,
     RoutingPolicy,
+    StoredResponse,
     Team,
     Workload,
 )
@@ -456,3 +457,24 @@ class RequestAdmin(ReadOnlyAdmin):
     list_select_related = ["team", "workload", "model__provider"]
     date_hierarchy = "created_at"
     inlines = [RequestAttemptInline]
+
+
+@admin.register(StoredResponse)
+class StoredResponseAdmin(ReadOnlyAdmin):
+    """The Responses API answers clients may name again (`previous_response_id`, GET and
+    DELETE /v1/responses/{id}): which request answered each, on which provider, and whether
+    the client deleted it."""
+
+    list_display = [
+        "response_id",
+        "team",
+        "request",
+        "provider",
+        "previous",
+        "created_at",
+        "deleted_at",
+    ]
+    list_filter = ["provider", "team", ("deleted_at", admin.EmptyFieldListFilter)]
+    search_fields = ["response_id", "request__id"]
+    list_select_related = ["team", "request", "provider", "previous"]
+    date_hierarchy = "created_at"

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.django_db
         "/admin/routing/routingpolicy/",
         "/admin/routing/workload/?latency_class__exact=scheduled&q=product",
         "/admin/routing/request/",
+        "/admin/routing/storedresponse/?deleted_at__isempty=1",
         "/admin/routing/apikey/add/",
         "/admin/routing/provider/add/",
     ],
