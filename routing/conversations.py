@@ -49,7 +49,7 @@ class NotFound(LookupError):
     """No response of the team by that id (never stored, deleted, or another team's)."""
 
 
-def stored_response(*, team: Team, response_id: str) -> StoredResponse:
+def stored_response(*, team: Team | int, response_id: str) -> StoredResponse:
     found = (
         StoredResponse.objects.select_related("request__model", "provider")
         .filter(team=team, response_id=response_id, deleted_at__isnull=True)
@@ -142,7 +142,7 @@ def response_store(request: Request) -> StoredResponse | None:
         return None  # kept already (the same answer served again from the cache)
 
 
-def response_delete(*, team: Team, response_id: str) -> StoredResponse:
+def response_delete(*, team: Team | int, response_id: str) -> StoredResponse:
     """Forget a response: it can no longer be read or continued. Raises NotFound."""
     stored = stored_response(team=team, response_id=response_id)
     stored.deleted_at = timezone.now()
