@@ -13,7 +13,6 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import exceptions, generics, serializers, status
-from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -23,6 +22,7 @@ from batches.models import BatchItem, BatchJob, ClientBatch, StoredFile
 from batches.services import client_batches
 from billing.pricing import plain
 from llmops.memory import release_free_memory
+from llmops.negotiation import AnswerJsonWhateverAccept
 from routing.asks import RequestRejected, first_error, openai_workload
 from routing.auth import KeyPrincipal
 from routing.models import ApiKey, LatencyClass
@@ -244,13 +244,6 @@ def list_json(data: list[dict], has_more: bool) -> dict:
         "last_id": data[-1]["id"] if data else None,
         "has_more": has_more,
     }
-
-
-class AnswerJsonWhateverAccept(DefaultContentNegotiation):
-    # The SDK asks for file content with `Accept: application/binary` and takes any bytes;
-    # the JSON routes must not 406 on it either.
-    def select_renderer(self, request, renderers, format_suffix=None):
-        return renderers[0], renderers[0].media_type
 
 
 class OpenAIView(APIView):

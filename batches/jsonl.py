@@ -32,8 +32,11 @@ BOM = b"\xef\xbb\xbf"
 CHAT_ENDPOINT = "/v1/chat/completions"
 EMBEDDINGS_ENDPOINT = "/v1/embeddings"
 RESPONSES_ENDPOINT = "/v1/responses"
+# Anthropic Messages bodies: the lines of a /v1/messages/batches create, which llmops stores as
+# a file of its own (a client may upload such a file to /v1/files too).
+MESSAGES_ENDPOINT = "/v1/messages"
 # The urls a batch file's lines may ask (one per file, as OpenAI requires).
-ENDPOINTS = (CHAT_ENDPOINT, RESPONSES_ENDPOINT, EMBEDDINGS_ENDPOINT)
+ENDPOINTS = (CHAT_ENDPOINT, RESPONSES_ENDPOINT, EMBEDDINGS_ENDPOINT, MESSAGES_ENDPOINT)
 
 # Provider limits per batch, as OpenAI and Anthropic document them: requests and bytes.
 OPENAI_MAX_LINES, OPENAI_MAX_BYTES = 50_000, 200 * 1024 * 1024

@@ -191,6 +191,8 @@ def prompt_tokens_bound(messages: list[dict], *, extra: tuple = ()) -> int:
                 total += IMAGE_TOKENS_BOUND
             elif kind == "file" and not (part.get("file") or {}).get("file_data"):
                 total += FILE_TOKENS_BOUND
+            elif kind == "document":  # Anthropic's: a PDF by reference or inline, or text
+                total += FILE_TOKENS_BOUND + _json_bytes(part)
             else:
                 total += _json_bytes(part)
     return total + sum(_json_bytes(item) for item in extra if item is not None)
@@ -201,7 +203,8 @@ def prompt_tokens_bound(messages: list[dict], *, extra: tuple = ()) -> int:
 # on top of the answer (counted here, the hold still covers them); the rest (limits,
 # sampling, stop) are settings, not tokens. An embeddings body's `input` is all prompt (its
 # JSON has at least a byte per token of text, and a digit per token of a token array), as are
-# a Responses body's `input`, `instructions` and `text` (its format's schema).
+# a Responses body's `input`, `instructions` and `text` (its format's schema), and an Anthropic
+# Messages body's `system` and output schema (its `messages` are counted as messages).
 PROMPT_OPTIONS = (
     "tools",
     "functions",
@@ -210,6 +213,9 @@ PROMPT_OPTIONS = (
     "input",
     "instructions",
     "text",
+    "system",
+    "output_config",
+    "output_format",
 )
 
 
@@ -217,9 +223,10 @@ def request_prompt_bound(params: dict) -> int:
     """prompt_tokens_bound of a request row's params: its messages and the fields of the
     client's body that count as prompt (PROMPT_OPTIONS)."""
     options = params.get("options") or {}
-    bound = prompt_tokens_bound(
-        params["messages"], extra=tuple(options.get(k) for k in PROMPT_OPTIONS)
-    )
+    messages = params["messages"]
+    if params.get("kind") == "messages":  # an Anthropic body: its turns are in the options
+        messages = options.get("messages") or []
+    bound = prompt_tokens_bound(messages, extra=tuple(options.get(k) for k in PROMPT_OPTIONS))
     # A Responses continuation's prompt holds the earlier conversation, as last billed.
     return bound + (params.get("history_tokens") or 0)
 

@@ -373,6 +373,11 @@ LLMOPS_CIRCUIT_COOLDOWN = env.int("LLMOPS_CIRCUIT_COOLDOWN", 30, min=1, max=8640
 # Request bodies above this are refused with 413 before they are parsed.
 LLMOPS_MAX_BODY_BYTES = env.int("LLMOPS_MAX_BODY_BYTES", 1_048_576, min=1024, max=104_857_600)
 DATA_UPLOAD_MAX_MEMORY_SIZE = LLMOPS_MAX_BODY_BYTES
+# A /v1/messages/batches create carries its requests in its body (Anthropic takes up to 256 MB);
+# it is read in pieces up to this cap, parsed whole. Larger batches: /v1/files + /v1/batches.
+LLMOPS_MAX_MESSAGE_BATCH_BYTES = env.int(
+    "LLMOPS_MAX_MESSAGE_BATCH_BYTES", 64 * 1_048_576, min=1024, max=268_435_456
+)
 # /metrics wants `Authorization: Bearer <token>` (it names every team's workloads). Unset, it
 # is open in debug mode and answers 403 naming this setting in production: metrics are optional,
 # so a deployment without them still starts, but never shows them to anyone.

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.parsers import JSONParser
 from rest_framework.views import APIView
 
+from batches import anthropic_apis as batches_anthropic_apis
 from batches import apis as batches_apis
 from batches import urls as batches_urls
 from batches import views as batches_views
@@ -12,7 +13,7 @@ from billing import urls as billing_urls
 from billing import views as billing_views
 from llmops import views
 from llmops.limits import StrictJSONParser
-from routing import openai_apis
+from routing import anthropic_apis, openai_apis
 from routing import urls as routing_urls
 from routing import views as routing_views
 
@@ -58,8 +59,13 @@ openai_compatible = [
     path("v1/embeddings", openai_apis.embeddings, name="openai-embeddings"),
     path("v1/responses", openai_apis.responses, name="openai-responses"),
     path("v1/responses/<str:response_id>", openai_apis.response_detail, name="openai-response"),
-    path("v1/models", openai_apis.openai_models, name="openai-models"),
-    path("v1/models/<path:model_id>", openai_apis.openai_models, name="openai-model"),
+    # One path, both protocols: Anthropic's shape when the call carries anthropic-version.
+    path("v1/models", anthropic_apis.models_or(openai_apis.openai_models), name="openai-models"),
+    path(
+        "v1/models/<path:model_id>",
+        anthropic_apis.models_or(openai_apis.openai_models),
+        name="openai-model",
+    ),
     path("v1/files", batches_apis.FileCollectionApi.as_view(), name="openai-files"),
     path("v1/files/<str:file_id>", batches_apis.FileDetailApi.as_view(), name="openai-file"),
     path(
@@ -73,6 +79,32 @@ openai_compatible = [
         "v1/batches/<str:batch_id>/cancel",
         batches_apis.BatchCancelApi.as_view(),
         name="openai-batch-cancel",
+    ),
+]
+
+# Anthropic's surface for the anthropic SDK and Claude Code (ANTHROPIC_BASE_URL).
+anthropic_compatible = [
+    path("v1/messages", anthropic_apis.messages, name="anthropic-messages"),
+    path("v1/messages/count_tokens", anthropic_apis.count_tokens, name="anthropic-count-tokens"),
+    path(
+        "v1/messages/batches",
+        batches_anthropic_apis.MessageBatchCollectionApi.as_view(),
+        name="anthropic-message-batches",
+    ),
+    path(
+        "v1/messages/batches/<str:batch_id>",
+        batches_anthropic_apis.MessageBatchDetailApi.as_view(),
+        name="anthropic-message-batch",
+    ),
+    path(
+        "v1/messages/batches/<str:batch_id>/cancel",
+        batches_anthropic_apis.MessageBatchCancelApi.as_view(),
+        name="anthropic-message-batch-cancel",
+    ),
+    path(
+        "v1/messages/batches/<str:batch_id>/results",
+        batches_anthropic_apis.MessageBatchResultsApi.as_view(),
+        name="anthropic-message-batch-results",
     ),
 ]
 
@@ -97,6 +129,7 @@ urlpatterns = [
     path("api/v1/", include(api(routing_urls.urlpatterns))),
     path("api/v1/", include(api(billing_urls.urlpatterns))),
     path("api/v1/", include(api(batches_urls.urlpatterns))),
+    *api(anthropic_compatible),
     *api(openai_compatible),
     path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
@@ -104,5 +137,6 @@ urlpatterns = [
     # Last: whatever the APIs above do not serve under /v1 and /api/v1 (\b: the prefix itself
     # and anything below it) answers a JSON 404, never an HTML page.
     re_path(r"^v1\b", views.not_served),
+    re_path(r"^api/event_logging\b", views.not_served),  # Claude Code's telemetry: not ours
     re_path(r"^api/v1\b", views.not_served),
 ]

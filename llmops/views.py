@@ -1,13 +1,14 @@
-"""The project's own pages, and how the two APIs answer errors that no API view answered.
+"""The project's own pages, and how the APIs answer errors that no API view answered.
 
 Django answers an unknown URL or an unhandled exception with an HTML page (with DEBUG, which is
 the dev default, its technical page with a traceback). An API client gets JSON instead: OpenAI's
-error shape under /v1, so the openai SDK raises the right class with our message, and DRF's
-`{"detail": …}` under /api/v1. Three pieces: `not_served`, the catch-all for unknown API paths;
-`api_errors`, around every API view, which answers an exception the view let out with or without
-DEBUG; and the handler40x/500 below, for errors raised outside any view (DEBUG off only).
-`api_errors` also applies the limits every API path shares (llmops.limits) before the view
-reads anything: client-named headers and the body's declared size.
+error shape under /v1 (Anthropic's under /v1/messages and Claude Code's telemetry path), so each
+SDK raises the right class with our message, and DRF's `{"detail": …}` under /api/v1. Three
+pieces: `not_served`, the catch-all for unknown API paths; `api_errors`, around every API view,
+which answers an exception the view let out with or without DEBUG; and the handler40x/500
+below, for errors raised outside any view (DEBUG off only). `api_errors` also applies the
+limits every API path shares (llmops.limits) before the view reads anything: client-named
+headers and the body's declared size.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from django.views.decorators.http import require_GET
 
 from llmops import limits
 from llmops.health import run_checks
-from routing.protocols import openai
+from routing.protocols import anthropic_messages, openai
 
 # The APIs' paths: the prefix itself and anything below it (the catch-alls in llmops/urls.py).
+ANTHROPIC_PATHS = re.compile(r"/v1/messages\b|/api/event_logging\b")
 OPENAI_PATHS = re.compile(r"/v1\b")
 NATIVE_PATHS = re.compile(r"/api/v1\b")
 
@@ -83,7 +85,9 @@ def api_error(
     the client sent; "" for the body as a whole) the answer names it: OpenAI's `param`, and the
     native serving endpoints' `code` and `field` (routing/serving.py `native_error`)."""
     path = request.path_info
-    if OPENAI_PATHS.match(path):
+    if ANTHROPIC_PATHS.match(path):
+        body = anthropic_messages.error_body(status, message)
+    elif OPENAI_PATHS.match(path):
         body = openai.error_body(status, message, param=field, code=code)
     elif NATIVE_PATHS.match(path):
         body = {"detail": message}

@@ -20,7 +20,13 @@ from llmops.text import unstorable_text
 from routing import conversations, selectors
 from routing.config import policy_chain
 from routing.models import ApiKey, LlmModel, Request, Workload
-from routing.protocols import openai_chat, openai_embeddings, openai_responses, translation
+from routing.protocols import (
+    anthropic_messages,
+    openai_chat,
+    openai_embeddings,
+    openai_responses,
+    translation,
+)
 from routing.providers.types import ChatRequest
 
 
@@ -67,11 +73,13 @@ class Ask:
     # Every other field of an OpenAI body, as sent (routing.protocols.openai_chat).
     options: dict = field(default_factory=dict)
     n: int = 1  # choices asked for: each is billed, so each is reserved for
-    # What is asked (providers.types.ChatRequest.kind): "chat"; "embeddings" or "responses",
-    # whose input is in `options` (no messages).
+    # What is asked (providers.types.ChatRequest.kind): "chat"; "embeddings", "responses" or
+    # "messages" (Anthropic's), whose input is in `options` (no messages).
     kind: str = "chat"
     # A Responses continuation: the earlier conversation's tokens, which its prompt includes.
     history_tokens: int = 0
+    # The client's protocol headers relayed with its body (message_asks.RELAYED_HEADERS).
+    headers: dict = field(default_factory=dict)
 
 
 def ask_body(ask: Ask) -> dict:
@@ -89,6 +97,7 @@ def ask_body(ask: Ask) -> dict:
         **({"pinned": True} if ask.pinned else {}),
         **({"kind": ask.kind} if ask.kind != "chat" else {}),
         **({"history_tokens": ask.history_tokens} if ask.history_tokens else {}),
+        **({"headers": ask.headers} if ask.headers else {}),
     }
 
 
@@ -777,7 +786,9 @@ def answer_of(request: Request) -> dict:
 
 
 # Where an OpenAI client's own body is the request (relayed with the limit it set, or none).
-OPENAI_BODY_SOURCES = frozenset({Request.Source.OPENAI, Request.Source.BATCH_API})
+OPENAI_BODY_SOURCES = frozenset(
+    {Request.Source.OPENAI, Request.Source.ANTHROPIC, Request.Source.BATCH_API}
+)
 
 
 def chat_request(request: Request, model: LlmModel | None = None) -> ChatRequest:
@@ -795,15 +806,24 @@ def chat_request(request: Request, model: LlmModel | None = None) -> ChatRequest
         options=options,
         send_max_tokens=request.source not in OPENAI_BODY_SOURCES,
         kind=params.get("kind", "chat"),
+        headers=params.get("headers") or {},
     )
 
 
 def refused_param(model: LlmModel, params: dict) -> str | None:
     """The first parameter of a request (its params) `model` cannot honour — its provider
     speaks another protocol and the parameter does not translate —, or None."""
+    options = params.get("options") or {}
+    if params.get("kind") == "messages":  # Anthropic's own body: translated for OpenAI only
+        if model.provider.kind == "anthropic":
+            return None
+        try:
+            anthropic_messages.chat_of(options)
+        except anthropic_messages.Untranslatable as exc:
+            return exc.param
+        return None
     if model.provider.kind != "anthropic":
         return None
-    options = params.get("options") or {}
     if params.get("kind") == "responses":  # translated through its chat form
         try:
             openai_responses.chat_of(options)

@@ -1,4 +1,5 @@
-"""API authentication: `Authorization: Bearer <key>` → the key's team."""
+"""API authentication: `Authorization: Bearer <key>` (or Anthropic's `x-api-key: <key>`, which
+the anthropic SDK 0.x and Claude Code's ANTHROPIC_API_KEY send) → the key's team."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate(self, request):
         parts = authentication.get_authorization_header(request).split()
+        if not parts and (api_key := request.META.get("HTTP_X_API_KEY")):
+            parts = [self.keyword, api_key.encode("latin-1", errors="replace")]
         if not parts or parts[0].lower() != self.keyword:
             return None
         if len(parts) != 2:

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from routing.config import policy_chain
 from routing.models import LlmModel, Request, StoredResponse, Team, Workload
-from routing.protocols import openai_responses
+from routing.protocols import anthropic_messages, openai_responses
 from routing.providers.types import Completion
 
 # How many earlier turns a rebuilt conversation may have: each is a row read per request.
@@ -28,12 +28,28 @@ def response_id(request: Request) -> str:
     return f"resp_{request.pk.hex}"
 
 
+def message_id(request: Request) -> str:
+    """The id of an Anthropic Message llmops renders for a request (an OpenAI model's answer,
+    a cache hit; a relayed one keeps its provider's)."""
+    return f"msg_{request.pk.hex}"
+
+
 def recorded_answer(request: Request, completion: Completion) -> dict:
-    """The answer a request records: the provider's as it came, except a Responses request a
-    Claude model answered (in chat's shape, realtime or in a batch), rendered as the Response
-    the client asked for."""
+    """The answer a request records, in the protocol its client speaks: the provider's as it
+    came, except a Responses request a Claude model answered (in chat's shape, realtime or in
+    a batch), rendered as the Response the client asked for, and an Anthropic Messages request
+    an OpenAI model answered, rendered as the Message (a Claude batch result is its own)."""
     answer = completion.answer
-    if request.params.get("kind") != "responses" or "choices" not in answer:
+    kind = request.params.get("kind")
+    if kind == "messages":
+        if answer.get("type") == "message":
+            return answer
+        if completion.native.get("type") == "message":
+            return completion.native
+        return anthropic_messages.message_of(
+            answer, usage=completion.usage, id=message_id(request), model=completion.model
+        )
+    if kind != "responses" or "choices" not in answer:
         return answer
     return openai_responses.response_of(
         answer,

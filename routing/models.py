@@ -252,6 +252,7 @@ ENDPOINT_OF_KIND = {
 KIND_OF_ENDPOINT = {
     **{url: kind for kind, url in ENDPOINT_OF_KIND.items()},
     "/v1/responses": LlmModel.Kind.CHAT,
+    "/v1/messages": LlmModel.Kind.CHAT,
 }
 
 
@@ -506,7 +507,8 @@ class Request(models.Model):
         NATIVE = "native", "Native API"
         OPENAI = "openai", "OpenAI-compatible API"
         WEBSOCKET = "websocket", "Websocket"
-        BATCH_API = "batch_api", "OpenAI-compatible batch API"
+        ANTHROPIC = "anthropic", "Anthropic-compatible API"
+        BATCH_API = "batch_api", "Client batch API (OpenAI or Anthropic)"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="requests")

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from billing.pricing import Usage
 from billing.services import ledger_record_usage
-from routing import metrics
+from routing import conversations, metrics
 from routing.events import request_changed, request_touch
 from routing.models import LlmModel, Mode, Request, RoutingPolicy
 from routing.protocols import openai_chat
@@ -48,8 +48,10 @@ def cache_key(policy: RoutingPolicy, params: dict) -> str:
         temperature=params.get("temperature"),
         options=openai_chat.answer_material(params.get("options") or {}),
     )
-    if kind := params.get("kind"):  # embeddings, responses: another shape of answer
+    if kind := params.get("kind"):  # embeddings, responses, messages: another shape of answer
         material["kind"] = kind
+    if headers := params.get("headers"):  # Anthropic's betas can change the answer
+        material["headers"] = headers
     digest = Request.hash_body(material)
     return f"llmops:response:{CACHE_KEY_VERSION}:{policy.pk}:{digest}"
 
@@ -99,7 +101,10 @@ def request_answer_from_cache(request: Request, *, cached: dict, primary: LlmMod
         # The cached answer under this request's own identity (the view renders its id); a
         # Response keeps its own, the id its provider (or llmops) keeps the conversation by.
         answer = cached.get("answer") or {}
-        if request.params.get("kind") != "responses":
+        kind = request.params.get("kind")
+        if kind == "messages":  # a Message has no `created`, and its id is its own
+            answer = {**answer, "id": conversations.message_id(request)}
+        elif kind != "responses":
             answer = {k: v for k, v in answer.items() if k not in ("id", "created")}
         request.answer = answer
         request.finish_reason = cached["finish_reason"]

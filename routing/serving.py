@@ -21,7 +21,7 @@ from django.http import JsonResponse
 from rest_framework.exceptions import AuthenticationFailed
 
 from llmops.dbthreads import db
-from routing import asks, services
+from routing import asks, message_asks, services
 from routing.auth import ApiKeyAuthentication, throttle_key
 from routing.models import ApiKey, Request, Workload
 from routing.protocols import openai
@@ -62,7 +62,10 @@ OPENAI_SURFACES = {
     "chat": (asks.ChatCompletionInputSerializer, asks.openai_ask),
     "embeddings": (asks.EmbeddingsInputSerializer, asks.embeddings_ask),
     "responses": (asks.ResponsesInputSerializer, asks.responses_ask),
+    "messages": (message_asks.MessagesInputSerializer, message_asks.messages_ask),
 }
+# The source each client-protocol surface records its requests under.
+SURFACE_SOURCE = {"messages": Request.Source.ANTHROPIC}
 NATIVE_SURFACES = {
     "chat": (asks.RequestInputSerializer, asks.native_ask),
     "embeddings": (asks.NativeEmbeddingsInputSerializer, asks.native_embeddings_ask),
@@ -97,18 +100,21 @@ def prepare(http_request, *, openai: bool, surface: str = "chat") -> services.Ad
             or http_request.headers.get("Idempotency-Key"),
         )
         return services.request_admit(team=team, api_key=key, ask=ask, sync_only=False)
+    extra = {"headers": message_asks.relayed_headers(http_request)} if surface == "messages" else {}
     ask = make_ask(
         asks.openai_workload(http_request, key),
         data,
-        source=Request.Source.OPENAI,
+        source=SURFACE_SOURCE.get(surface, Request.Source.OPENAI),
         idempotency_key=http_request.headers.get("Idempotency-Key"),
+        **extra,
     )
     return services.request_admit(team=team, api_key=key, ask=ask, sync_only=True)
 
 
-async def admit(http_request, *, openai: bool, surface: str = "chat"):
-    """(admitted, None) or (None, an error response)."""
-    fail = openai_error if openai else native_error
+async def admit(http_request, *, openai: bool, surface: str = "chat", fail=None):
+    """(admitted, None) or (None, an error response: by `fail`, else in the OpenAI or native
+    API's shape)."""
+    fail = fail or (openai_error if openai else native_error)
     admission = asyncio.ensure_future(db(prepare, http_request, openai=openai, surface=surface))
     try:
         return await asyncio.shield(admission), None

@@ -80,6 +80,7 @@ from routing.asks import (
     responses_ask,
 )
 from routing.config import policy_chain
+from routing.message_asks import MessagesInputSerializer, messages_ask
 from routing.models import KIND_OF_ENDPOINT, ApiKey, LlmModel, Mode, Request, Workload
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,12 @@ def batch_model(workload: Workload, name: str, endpoint: str = jsonl.CHAT_ENDPOI
 
 
 def client_batch_create(
-    *, api_key: ApiKey | None, workload: Workload, input_file: StoredFile, metadata: dict
+    *,
+    api_key: ApiKey | None,
+    workload: Workload,
+    input_file: StoredFile,
+    metadata: dict,
+    id: str | None = None,
 ) -> ClientBatch:
     """Accept a client's batch: recorded as `validating` and handed to a worker, which checks
     and admits its lines (`client_batch_admit`). Raises RequestRejected when the workload
@@ -139,7 +145,7 @@ def client_batch_create(
     model = batch_model(workload, input_file.model, input_file.endpoint)
     now = timezone.now()
     batch = ClientBatch.objects.create(
-        id=ClientBatch.new_id(),
+        id=id or ClientBatch.new_id(),
         team=workload.team,
         api_key=api_key,
         workload=workload,
@@ -260,6 +266,7 @@ _CHECK = {
     jsonl.CHAT_ENDPOINT: (ChatCompletionInputSerializer(), openai_ask),
     jsonl.EMBEDDINGS_ENDPOINT: (EmbeddingsInputSerializer(), embeddings_ask),
     jsonl.RESPONSES_ENDPOINT: (ResponsesInputSerializer(), responses_ask),
+    jsonl.MESSAGES_ENDPOINT: (MessagesInputSerializer(), messages_ask),
 }
 
 
@@ -340,7 +347,9 @@ def _worst_case(batch: ClientBatch, ask: Ask) -> Decimal:
     return reservation_amount(
         model=batch.model,
         mode=Mode.BATCH,
-        prompt_tokens=request_prompt_bound({"messages": ask.messages, "options": ask.options}),
+        prompt_tokens=request_prompt_bound(
+            {"messages": ask.messages, "options": ask.options, "kind": ask.kind}
+        ),
         max_output_tokens=_max_tokens(batch, ask) * ask.n,
         at=batch.created_at,
     )

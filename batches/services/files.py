@@ -46,7 +46,9 @@ def file_path(stored: StoredFile) -> Path:
     return files_dir() / f"{stored.id}.jsonl"
 
 
-def file_store(*, team, filename: str, purpose: str, chunks) -> StoredFile:
+def file_store(
+    *, team, filename: str, purpose: str, chunks, max_lines: int = jsonl.OPENAI_MAX_LINES
+) -> StoredFile:
     """Validate an uploaded batch input file as it streams to disk (never whole in memory);
     a bad file is refused naming its lines (SurfaceError 400) and nothing is kept."""
     if purpose != StoredFile.Purpose.BATCH:
@@ -73,11 +75,10 @@ def file_store(*, team, filename: str, purpose: str, chunks) -> StoredFile:
 
     try:
         scanned = jsonl.scan(tee())
-        if scanned.lines > jsonl.OPENAI_MAX_LINES:
+        if scanned.lines > max_lines:
             raise SurfaceError(
                 400,
-                f"the file has {scanned.lines} lines; a batch takes at most "
-                f"{jsonl.OPENAI_MAX_LINES}",
+                f"the file has {scanned.lines} lines; a batch takes at most {max_lines}",
                 param="file",
             )
     except jsonl.BatchFileError as exc:
@@ -332,9 +333,10 @@ def _result_line(line: ClientBatchLine) -> tuple[str, dict]:
     if request.status == Request.Status.COMPLETED and request.params.get("kind") in (
         "embeddings",
         "responses",
+        "messages",
     ):
-        # The answer whole: embeddings and Responses as the provider sent them (a Claude
-        # model's Response as llmops translated it), with their model and usage.
+        # The answer whole: embeddings, Responses and Messages as the provider sent them (a
+        # translated one as llmops rendered it), with their model and usage.
         response = {
             "status_code": 200,
             "request_id": f"req_{request.pk.hex}",

@@ -86,8 +86,10 @@ def job_advance(*, job_id: int, now: datetime | None = None) -> StepResult:
 
 def job_url(job: BatchJob) -> str:
     """The url every line of a job's provider batch asks: its client batch's endpoint (a
-    client's /v1/responses lines stay Responses), else its model's kind's."""
-    return job.client_batch.endpoint if job.client_batch_id else job.model.endpoint
+    client's /v1/responses lines stay Responses), else its model's kind's. Anthropic Messages
+    lines go to an OpenAI model as chat (openai_api.batch_body translates them)."""
+    url = job.client_batch.endpoint if job.client_batch_id else job.model.endpoint
+    return job.model.endpoint if url == jsonl.MESSAGES_ENDPOINT else url
 
 
 def _chat(request: Request, model: LlmModel) -> ChatRequest:

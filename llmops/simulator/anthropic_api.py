@@ -6,6 +6,8 @@ message names the field.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,7 +20,9 @@ from llmops.simulator.state import Fault, SimState
 from llmops.simulator.structured import chosen_tools, json_choice, tool_choice
 from llmops.simulator.textgen import (
     Choice,
+    corpus_text,
     count_tokens,
+    derive_seed,
     generate,
     output_length,
     pieces,
@@ -166,6 +170,14 @@ def endpoint(state: SimState, name: str, fn: Handler) -> Callable[[web.Request],
     return handler
 
 
+@dataclass(frozen=True, slots=True)
+class ThinkingConfig:
+    """A request's thinking switched on: `budget` is enabled's budget_tokens (None: adaptive)."""
+
+    budget: int | None
+    shown: bool  # display != "omitted": an omitted thought still costs tokens and is signed
+
+
 @dataclass(slots=True)
 class MessagesRequest:
     model: str
@@ -175,13 +187,36 @@ class MessagesRequest:
     stop: list[str] | None
     stream: bool
     tools: list[dict] | None = None  # the tools called ({name, input_schema}), if any
-    schema: dict | None = None  # output_config.format's JSON schema
-    image_tokens: int = 0
+    schema: dict | None = None  # output_config.format's (or output_format's) JSON schema
+    thinking: ThinkingConfig | None = None
+
+
+@dataclass(slots=True)
+class Prompt:
+    """What /v1/messages and count_tokens both read from a body: the billed prompt, in segments."""
+
+    segments: list[str]
+    breakpoints: list[int]
+    after_tool: bool  # the last turn carries a tool_result, so `auto` answers in text
 
 
 # What an image block costs in input tokens (Claude: width x height / 750; ~1,400 for a
 # 1024 x 1024 image).
 IMAGE_TOKENS = 1_400
+# Anthropic's floor for thinking.budget_tokens.
+MIN_THINKING_BUDGET = 1_024
+# How long a thought runs, in words (= tokens); drawn per prompt, so it is deterministic.
+THINKING_WORDS = (24, 64)
+# Offsets the prompt seed for the thought, so it is not the answer's corpus slice again.
+_THINKING_SEED = 0x7417
+
+
+def prompt_tokens(segments: list[str]) -> int:
+    """Every input token a prompt is billed (uncached + cache read + cache write): the one
+    formula /v1/messages bills and count_tokens reports, so the two always agree."""
+    images = sum(s.count("<image>") for s in segments)
+    prompt = "\n".join(segments)
+    return count_tokens(prompt) + PROMPT_OVERHEAD_TOKENS + IMAGE_TOKENS * images
 
 
 def _block_text(block: Any, where: str) -> str:
@@ -228,15 +263,16 @@ def _check_range(body: dict[str, Any], key: str, low: float, high: float) -> Non
         raise invalid(f"{key}: Input should be less than or equal to {high:g}")
 
 
-def parse_messages(
-    body: dict[str, Any], models: dict[str, int], *, in_batch: bool = False
-) -> MessagesRequest:
-    """A checked Messages request, or an AnthropicError whose message names the field."""
+def _model_field(body: dict[str, Any]) -> str:
     model = body.get("model")
     if model is None:
         raise invalid("model: Field required")
     if not isinstance(model, str):
         raise invalid("model: Input should be a valid string")
+    return model
+
+
+def _max_tokens(body: dict[str, Any]) -> int:
     max_tokens = body.get("max_tokens")
     if max_tokens is None:
         raise invalid("max_tokens: Field required")
@@ -244,6 +280,17 @@ def parse_messages(
         raise invalid("max_tokens: Input should be a valid integer")
     if max_tokens < 1:
         raise invalid("max_tokens: Input should be greater than or equal to 1")
+    return max_tokens
+
+
+def _known_model(model: str, models: dict[str, int]) -> None:
+    if model not in models:
+        raise AnthropicError(404, f"model: {model}", type="not_found_error")
+
+
+def _parse_prompt(body: dict[str, Any]) -> Prompt:
+    """The checked tools, system and messages as prompt segments, tools first (as Anthropic
+    orders its cache prefix), each cache_control block ending a segment."""
     messages = body.get("messages")
     if messages is None:
         raise invalid("messages: Field required")
@@ -307,6 +354,15 @@ def parse_messages(
             f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. "
             f"Found {len(breakpoints)}."
         )
+    last = messages[-1].get("content")
+    after_tool = isinstance(last, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in last
+    )
+    return Prompt(segments, breakpoints, after_tool)
+
+
+def _sampling(body: dict[str, Any], *, in_batch: bool) -> tuple[list[str] | None, bool]:
+    """(stop_sequences, stream) after the sampling checks count_tokens has no use for."""
     _check_range(body, "temperature", 0, 1)
     _check_range(body, "top_p", 0, 1)
     top_k = body.get("top_k")
@@ -325,28 +381,55 @@ def parse_messages(
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise invalid("metadata: Input should be a valid dictionary")
-    if model not in models:
-        raise AnthropicError(404, f"model: {model}", type="not_found_error")
+    return stop, bool(stream)
+
+
+def parse_messages(
+    body: dict[str, Any], models: dict[str, int], *, in_batch: bool = False
+) -> MessagesRequest:
+    """A checked Messages request, or an AnthropicError whose message names the field."""
+    model = _model_field(body)
+    max_tokens = _max_tokens(body)
+    prompt = _parse_prompt(body)
+    stop, stream = _sampling(body, in_batch=in_batch)
+    _known_model(model, models)
     if max_tokens > models[model]:
         raise invalid(
             f"max_tokens: {max_tokens} > {models[model]}, which is the maximum allowed number "
             f"of output tokens for {model}"
         )
-    last = messages[-1].get("content")
-    after_tool = isinstance(last, list) and any(
-        isinstance(b, dict) and b.get("type") == "tool_result" for b in last
-    )
+    tools, schema, thinking = _answer_options(body, prompt, max_tokens)
     return MessagesRequest(
         model=model,
-        segments=segments,
-        breakpoints=breakpoints,
+        segments=prompt.segments,
+        breakpoints=prompt.breakpoints,
         max_tokens=max_tokens,
         stop=stop,
-        stream=bool(stream),
-        tools=_called_tools(body, after_tool=after_tool, prompt=segments[-1] if segments else ""),
-        schema=_output_schema(body),
-        image_tokens=IMAGE_TOKENS * sum(s.count("<image>") for s in segments),
+        stream=stream,
+        tools=tools,
+        schema=schema,
+        thinking=thinking,
     )
+
+
+def count_message_tokens(body: dict[str, Any], models: dict[str, int]) -> int:
+    """count_tokens: the checks /v1/messages makes of the same fields (no max_tokens), then
+    the prompt tokens it would bill."""
+    model = _model_field(body)
+    prompt = _parse_prompt(body)
+    _known_model(model, models)
+    _answer_options(body, prompt, None)
+    return prompt_tokens(prompt.segments)
+
+
+def _answer_options(
+    body: dict[str, Any], prompt: Prompt, max_tokens: int | None
+) -> tuple[list[dict] | None, dict | None, ThinkingConfig | None]:
+    """(tools called, output schema, thinking): the fields that shape the answer, checked the
+    same for /v1/messages and count_tokens (which has no max_tokens to check a budget against)."""
+    last = prompt.segments[-1] if prompt.segments else ""
+    tools = _called_tools(body, after_tool=prompt.after_tool, prompt=last)
+    return tools, _output_schema(body), _thinking(body, max_tokens)
 
 
 def _called_tools(body: dict[str, Any], *, after_tool: bool, prompt: str) -> list[dict] | None:
@@ -381,20 +464,89 @@ def _called_tools(body: dict[str, Any], *, after_tool: bool, prompt: str) -> lis
 
 
 def _output_schema(body: dict[str, Any]) -> dict | None:
+    """output_config.format's schema, else the beta top-level output_format's (LiteLLM still
+    sends that with `anthropic-beta: structured-outputs-2025-11-13`); the GA field wins."""
     config = body.get("output_config")
+    if config is not None and not isinstance(config, dict):
+        raise invalid("output_config: Input should be a valid dictionary")
+    fmt = (config or {}).get("format")
+    if fmt is not None:
+        return _format_schema(fmt, "output_config.format")
+    beta = body.get("output_format")
+    return None if beta is None else _format_schema(beta, "output_format")
+
+
+def _format_schema(fmt: Any, where: str) -> dict:
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise invalid(f"{where}.type: Input should be 'json_schema'")
+    schema = fmt.get("schema")
+    if not isinstance(schema, dict):
+        raise invalid(f"{where}.schema: Field required")
+    return schema
+
+
+def _thinking(body: dict[str, Any], max_tokens: int | None) -> ThinkingConfig | None:
+    """The thinking config checked as Anthropic does, or None when thinking is off."""
+    config = body.get("thinking")
     if config is None:
         return None
     if not isinstance(config, dict):
-        raise invalid("output_config: Input should be a valid dictionary")
-    fmt = config.get("format")
-    if fmt is None:
+        raise invalid("thinking: Input should be a valid dictionary")
+    kind = config.get("type")
+    if kind == "disabled":
         return None
-    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
-        raise invalid("output_config.format.type: Input should be 'json_schema'")
-    schema = fmt.get("schema")
-    if not isinstance(schema, dict):
-        raise invalid("output_config.format.schema: Field required")
-    return schema
+    if kind not in ("enabled", "adaptive", "between_tools"):
+        raise invalid(
+            "thinking.type: Input should be 'enabled', 'adaptive', 'disabled' or 'between_tools'"
+        )
+    display = config.get("display")
+    if display not in (None, "summarized", "omitted"):
+        raise invalid("thinking.display: Input should be 'summarized' or 'omitted'")
+    budget = _thinking_budget(config, max_tokens) if kind == "enabled" else None
+    forced = body.get("tool_choice") or {}
+    if forced.get("type") in ("any", "tool"):
+        raise invalid("Thinking may not be enabled when tool_choice forces tool use.")
+    return ThinkingConfig(budget, display != "omitted")
+
+
+def _thinking_budget(config: dict[str, Any], max_tokens: int | None) -> int:
+    budget = config.get("budget_tokens")
+    if budget is None:
+        raise invalid("thinking.budget_tokens: Field required")
+    if not is_int(budget):
+        raise invalid("thinking.budget_tokens: Input should be a valid integer")
+    if budget < MIN_THINKING_BUDGET:
+        raise invalid(
+            f"thinking.budget_tokens: Input should be greater than or equal to "
+            f"{MIN_THINKING_BUDGET}"
+        )
+    # Thinking tokens count towards max_tokens, so the answer needs room after the budget.
+    # count_tokens has no max_tokens: this waits for /v1/messages.
+    if max_tokens is not None and budget >= max_tokens:
+        raise invalid("max_tokens must be greater than thinking.budget_tokens")
+    return budget
+
+
+@dataclass(slots=True)
+class Thought:
+    """A thinking block, kept small like Choice: its text is re-derived from the seed."""
+
+    seed: int
+    words: int  # = its output tokens, shown or not
+    shown: bool
+
+    @property
+    def text(self) -> str:
+        return corpus_text(self.seed, self.words) if self.shown else ""
+
+    @property
+    def signature(self) -> str:
+        # Opaque to clients, who echo it back unchanged: any stable base64 will do.
+        digest = hashlib.blake2b(f"{self.seed}:{self.words}".encode(), digest_size=48).digest()
+        return base64.b64encode(digest).decode()
+
+    def block(self) -> dict[str, Any]:
+        return {"type": "thinking", "thinking": self.text, "signature": self.signature}
 
 
 @dataclass(slots=True)
@@ -406,33 +558,51 @@ class MessagePlan:
     cache_read: int
     cache_creation: int
     choice: Choice
+    thinking: Thought | None = None
 
     @property
     def prompt_tokens(self) -> int:
         return self.input_tokens + self.cache_read + self.cache_creation
 
+    @property
+    def output_tokens(self) -> int:
+        return self.choice.output_tokens + (self.thinking.words if self.thinking else 0)
+
 
 def plan_message(state: SimState, request: MessagesRequest) -> MessagePlan:
-    prompt = "\n".join(request.segments)
-    total = count_tokens(prompt) + PROMPT_OVERHEAD_TOKENS
+    total = prompt_tokens(request.segments)
     read = created = 0
     if request.breakpoints:
         read, created = state.cache.anthropic_cache(
             request.model, request.segments, request.breakpoints
         )
     settings = state.config.for_model(request.model)
-    seed = prompt_seed(request.model, prompt)
+    seed = prompt_seed(request.model, "\n".join(request.segments))
+    thought = _thought(seed, request)
+    # Thinking tokens count towards max_tokens: the answer gets what is left.
+    room = request.max_tokens - (thought.words if thought else 0)
     if request.tools:
         choice = tool_choice(seed, request.tools, ids="toolu_")
     elif request.schema is not None:
-        choice = json_choice(seed, request.schema, request.max_tokens)
+        choice = json_choice(seed, request.schema, room)
     else:
         wanted = settings.output_tokens or output_length(
             seed, settings.min_output_tokens, settings.max_output_tokens
         )
-        choice = generate(seed, wanted=wanted, max_tokens=request.max_tokens, stop=request.stop)
-    total += request.image_tokens
-    return MessagePlan(request.model, total - read - created, read, created, choice)
+        choice = generate(seed, wanted=wanted, max_tokens=room, stop=request.stop)
+    return MessagePlan(request.model, total - read - created, read, created, choice, thought)
+
+
+def _thought(seed: int, request: MessagesRequest) -> Thought | None:
+    """The thinking block of a request that thinks: its length drawn from the prompt seed,
+    within the budget and leaving the answer at least one of max_tokens."""
+    config = request.thinking
+    if config is None:
+        return None
+    thinking_seed = derive_seed(seed, _THINKING_SEED)
+    words = output_length(thinking_seed, *THINKING_WORDS)
+    words = min(words, config.budget or words, request.max_tokens - 1)
+    return Thought(thinking_seed, words, config.shown)
 
 
 def content_json(choice: Choice) -> list[dict[str, Any]]:
@@ -455,29 +625,54 @@ def usage_json(plan: MessagePlan, output_tokens: int | None = None) -> dict[str,
         "input_tokens": plan.input_tokens,
         "cache_creation_input_tokens": plan.cache_creation,
         "cache_read_input_tokens": plan.cache_read,
-        "output_tokens": plan.choice.output_tokens if output_tokens is None else output_tokens,
+        "output_tokens": plan.output_tokens if output_tokens is None else output_tokens,
         "service_tier": "standard",
     }
 
 
 def message_json(message_id: str, plan: MessagePlan) -> dict[str, Any]:
     choice = plan.choice
+    thinking = [plan.thinking.block()] if plan.thinking else []
     return {
         "id": message_id,
         "type": "message",
         "role": "assistant",
         "model": plan.model,
-        "content": content_json(choice),
+        "content": thinking + content_json(choice),
         "stop_reason": _STOP_REASONS[choice.finish],
         "stop_sequence": choice.stop_sequence,
         "usage": usage_json(plan),
     }
 
 
-def _stream_blocks(choice: Choice) -> tuple[bytes, list[bytes]]:
-    """(what opens the content, its events): a text block's start, then its deltas; or each
-    tool_use block's start, its input in partial_json pieces and (but the last) its stop, as
-    events. The last block's stop is in the tail."""
+def _block_deltas(plan: MessagePlan) -> list[tuple[dict, list[tuple[dict, int]]]]:
+    """Each content block as streamed: (its content_block_start payload, its (delta, tokens)
+    events), in content order so the SDK's content[index] lines up."""
+    blocks = []
+    thought = plan.thinking
+    if thought is not None:
+        deltas = [({"type": "thinking_delta", "thinking": p}, 1) for p in pieces(thought.text)]
+        # The signature closes the thought; an omitted thought's tokens ride on it, so a
+        # stream cut after it is billed for them.
+        hidden = 0 if thought.shown else thought.words
+        deltas.append(({"type": "signature_delta", "signature": thought.signature}, hidden))
+        blocks.append(({"type": "thinking", "thinking": "", "signature": ""}, deltas))
+    choice = plan.choice
+    if not choice.tool_calls:
+        text = [({"type": "text_delta", "text": p}, 1) for p in pieces(choice.text)]
+        return [*blocks, ({"type": "text", "text": ""}, text)]
+    for block in content_json(choice):
+        arguments = json.dumps(block["input"], separators=(",", ":"))
+        parts = [arguments[i : i + 12] for i in range(0, len(arguments), 12)] or [""]
+        deltas = [({"type": "input_json_delta", "partial_json": p}, 1) for p in parts]
+        blocks.append(({**block, "input": {}}, deltas))
+    return blocks
+
+
+def _stream_blocks(plan: MessagePlan) -> tuple[bytes, list[bytes], list[int], bytes]:
+    """(opening, events, each event's tokens, closing). The first block's start opens the
+    stream; each delta is one paced event, with the stop and start between two blocks riding
+    in front of the next delta; the last block's stop closes the content."""
 
     def start(index: int, block: dict) -> bytes:
         return sse_event(
@@ -485,28 +680,22 @@ def _stream_blocks(choice: Choice) -> tuple[bytes, list[bytes]]:
             dumps({"type": "content_block_start", "index": index, "content_block": block}),
         )
 
-    def delta(index: int, body: dict) -> bytes:
-        return sse_event(
-            "content_block_delta",
-            dumps({"type": "content_block_delta", "index": index, "delta": body}),
-        )
+    def stop(index: int) -> bytes:
+        return sse_event("content_block_stop", f'{{"type":"content_block_stop","index":{index}}}')
 
-    if not choice.tool_calls:
-        opening = start(0, {"type": "text", "text": ""})
-        return opening, [delta(0, {"type": "text_delta", "text": p}) for p in pieces(choice.text)]
-    events = []
-    for index, block in enumerate(content_json(choice)):
-        head = b""
+    blocks = _block_deltas(plan)
+    events: list[bytes] = []
+    weights: list[int] = []
+    pending = b""
+    for index, (block, deltas) in enumerate(blocks):
         if index:
-            head = sse_event(
-                "content_block_stop", dumps({"type": "content_block_stop", "index": index - 1})
-            )
-        head += start(index, {**block, "input": {}})
-        arguments = json.dumps(block["input"], separators=(",", ":"))
-        parts = [arguments[i : i + 12] for i in range(0, len(arguments), 12)] or [""]
-        events.append(head + delta(index, {"type": "input_json_delta", "partial_json": parts[0]}))
-        events += [delta(index, {"type": "input_json_delta", "partial_json": p}) for p in parts[1:]]
-    return b"", events
+            pending += stop(index - 1) + start(index, block)
+        for body, tokens in deltas:
+            payload = {"type": "content_block_delta", "index": index, "delta": body}
+            events.append(pending + sse_event("content_block_delta", dumps(payload)))
+            weights.append(tokens)
+            pending = b""
+    return start(0, blocks[0][0]), events, weights, pending + stop(len(blocks) - 1)
 
 
 def bill_message(
@@ -519,7 +708,7 @@ def bill_message(
         input_tokens=plan.prompt_tokens,
         cached_input_tokens=plan.cache_read,
         cache_creation_tokens=plan.cache_creation,
-        output_tokens=plan.choice.output_tokens if output_tokens is None else output_tokens,
+        output_tokens=plan.output_tokens if output_tokens is None else output_tokens,
     )
 
 
@@ -562,6 +751,10 @@ class AnthropicMessages:
         state = self.state
         return [
             web.post("/anthropic/v1/messages", endpoint(state, "messages", self.create)),
+            web.post(
+                "/anthropic/v1/messages/count_tokens",
+                endpoint(state, "messages", self.count_tokens),
+            ),
             web.get("/anthropic/v1/models", endpoint(state, "models", self.list_models)),
             web.get("/anthropic/v1/models/{model}", endpoint(state, "models", self.get_model)),
         ]
@@ -579,12 +772,30 @@ class AnthropicMessages:
         if parsed.stream:
             return await self._stream(request, rid, message_id, plan, fault)
         tps = settings.tokens_per_s
-        delay = settings.ttft_s + (plan.choice.output_tokens / tps if tps else 0)
+        delay = settings.ttft_s + (plan.output_tokens / tps if tps else 0)
         if fault is not None:
             delay += fault.stall_s
         await pause(delay)
         bill_message(state, plan, "realtime")
         return json_response(message_json(message_id, plan), rid)
+
+    async def count_tokens(self, request: web.Request, rid: str) -> web.Response:
+        """{"input_tokens": N}, N what /v1/messages would bill as prompt for the same body.
+        Free, and it leaves the prompt cache alone: counting is not a cache write."""
+        state = self.state
+        body = read_json(await request.read())
+        # Messages' error and stall faults hit it too (it is the same service); stream
+        # faults cannot, as there is no stream.
+        model = body.get("model")
+        fault = state.fault(
+            "anthropic", "messages", model if isinstance(model, str) else None, ("error", "stall")
+        )
+        if fault is not None:
+            if fault.kind == "error":
+                raise fault_error(fault)
+            await pause(fault.stall_s)
+        tokens = count_message_tokens(body, state.config.models["anthropic"])
+        return json_response({"input_tokens": tokens}, rid)
 
     async def _stream(
         self,
@@ -597,7 +808,7 @@ class AnthropicMessages:
         settings = self.state.config.for_model(plan.model)
         choice = plan.choice
         start_usage = usage_json(plan, output_tokens=1)
-        opening, events = _stream_blocks(choice)
+        opening, events, weights, closing = _stream_blocks(plan)
         head = b"".join(
             (
                 sse_event(
@@ -626,10 +837,7 @@ class AnthropicMessages:
         del final_usage["service_tier"]
         tail = b"".join(
             (
-                sse_event(
-                    "content_block_stop",
-                    f'{{"type":"content_block_stop","index":{len(choice.tool_calls or [0]) - 1}}}',
-                ),
+                closing,
                 sse_event(
                     "message_delta",
                     dumps(
@@ -649,7 +857,7 @@ class AnthropicMessages:
         await pause(settings.ttft_s)
         resp = web.StreamResponse(headers={**SSE_HEADERS, "request-id": rid})
         await resp.prepare(request)
-        progress = StreamProgress()
+        progress = StreamProgress(weights=weights)
         stream_fault = None
         if fault is not None:
             stream_fault = StreamFault(fault.kind, fault.after_tokens, fault.stall_s)

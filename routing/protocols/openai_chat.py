@@ -239,6 +239,15 @@ def _fold_tool_call(calls: list, piece: dict) -> None:
             call["function"][key] += function[key]
 
 
+def first_delta(chunk: dict) -> dict | None:
+    """Choice 0's delta in a chunk (its content or tool-call pieces), None if it has none."""
+    for choice in chunk.get("choices") or ():
+        if isinstance(choice, dict) and choice.get("index", 0) == 0:
+            delta = {k: v for k, v in (choice.get("delta") or {}).items() if v and k != "role"}
+            return delta or None
+    return None
+
+
 def sse_events(buffer: bytes) -> tuple[list[bytes], bytes]:
     """Whole server-sent events out of `buffer` (each with its closing blank line), and the
     incomplete rest."""

@@ -36,6 +36,7 @@ __all__ = [
     "batch_api",
     "complete",
     "complete_sync",
+    "count_tokens",
     "delete_response",
     "probe",
     "stream",
@@ -61,6 +62,11 @@ def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delta | Co
     """Deltas as they arrive, then exactly one Completion with the usage. Raises
     ProviderError (after_first_byte says whether output had already been yielded)."""
     return _protocol(endpoint.kind).stream(endpoint, request)
+
+
+async def count_tokens(endpoint: Endpoint, *, model: str, options: dict, headers: dict) -> dict:
+    """An Anthropic Messages body's token count from a Claude provider. Raises ProviderError."""
+    return await anthropic_api.count_tokens(endpoint, model=model, options=options, headers=headers)
 
 
 async def delete_response(endpoint: Endpoint, response_id: str) -> None:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager
 
 import anthropic
 
 from billing.pricing import Usage
 from llmops import outbound
-from routing.protocols import openai_chat, openai_responses, translation
+from routing.protocols import anthropic_messages, openai_chat, openai_responses, translation
 from routing.providers.calls import (
+    Relay,
     classify,
     client_for,
     open_stream,
+    post_json,
     sdk_errors,
     with_deadlines,
 )
@@ -119,7 +121,116 @@ def _usage(usage) -> Usage:
     )
 
 
+# --- the Messages relay (calls.Relay) -------------------------------------------------------
+# An Anthropic client's own body goes up as sent, with its anthropic-version and betas, and the
+# Message and every stream event come back as the provider sent them.
+DEFAULT_VERSION = "2023-06-01"
+
+
+def _relay_headers(endpoint: Endpoint, client_headers: dict) -> dict:
+    return {
+        "x-api-key": endpoint.api_key or "unset",
+        "anthropic-version": DEFAULT_VERSION,
+        **client_headers,
+    }
+
+
+def _messages_url(endpoint: Endpoint) -> str:
+    return endpoint.base_url.rstrip("/") + "/v1/messages"
+
+
+def _relayed(message, *, model: str) -> Completion:
+    """A Message, kept whole (the client gets it as the provider sent it)."""
+    usage = anthropic_messages.usage_of(message.get("usage")) if isinstance(message, dict) else None
+    if usage is None or message.get("type") != "message":
+        raise ProviderError(
+            f"{LABEL} answered something that is not a message with its usage",
+            retryable=False,
+            maybe_billed=True,
+            kind="bad_answer",
+        )
+    return Completion(
+        text=anthropic_messages.text_of(message),
+        finish_reason=anthropic_messages.finish_of(message),
+        usage=usage,
+        model=str(message.get("model") or model),
+        provider_request_id=message.get("id"),
+        answer=message,
+    )
+
+
+async def _relay_message(endpoint: Endpoint, request: ChatRequest) -> Completion:
+    body = anthropic_messages.upstream_body(model=request.model, options=request.options)
+    body.pop("stream", None)
+    message = await post_json(
+        endpoint,
+        _messages_url(endpoint),
+        body,
+        headers=_relay_headers(endpoint, request.headers),
+        sdk=anthropic,
+        label=LABEL,
+    )
+    return _relayed(message, model=request.model)
+
+
+async def _stream_message(
+    endpoint: Endpoint, request: ChatRequest
+) -> AsyncIterator[Delta | Completion]:
+    """A Messages stream relayed event by event (`message_stop`, the last, marked: the view
+    sends it once the answer is billed); the Completion is the Message the events fold into."""
+    body = anthropic_messages.upstream_body(model=request.model, options=request.options)
+    relay = Relay(
+        endpoint,
+        _messages_url(endpoint),
+        {**body, "stream": True},
+        headers=_relay_headers(endpoint, request.headers),
+        sdk=anthropic,
+        label=LABEL,
+    )
+    folded = anthropic_messages.StreamFold()
+
+    def take(event: bytes, payload: dict) -> Delta:
+        text = folded.add(payload)
+        if folded.error is not None:
+            raise stream_cut(
+                f"{LABEL} stream error: {folded.error}", after_first_byte=relay.produced
+            )
+        relay.produced = True
+        return Delta(text, raw=event, last=payload.get("type") == "message_stop")
+
+    async with aclosing(relay.deltas(take)) as deltas:
+        async for delta in deltas:
+            yield delta
+    if folded.message is None:
+        raise stream_cut(
+            f"{LABEL} stream ended before message_stop", after_first_byte=relay.produced
+        )
+    yield _relayed(folded.message, model=request.model)
+
+
+async def count_tokens(endpoint: Endpoint, *, model: str, options: dict, headers: dict) -> dict:
+    """A Messages body's token count from the provider (free there), as it answered it."""
+    answer = await post_json(
+        endpoint,
+        _messages_url(endpoint) + "/count_tokens",
+        anthropic_messages.upstream_body(model=model, options=options),
+        headers=_relay_headers(endpoint, headers),
+        sdk=anthropic,
+        label=LABEL,
+    )
+    if not isinstance(answer, dict) or not isinstance(answer.get("input_tokens"), int):
+        raise ProviderError(
+            f"{LABEL} answered something that is not a token count",
+            retryable=False,
+            maybe_billed=False,
+            kind="bad_answer",
+        )
+    return answer
+
+
 async def complete(endpoint: Endpoint, request: ChatRequest) -> Completion:
+    if request.kind == "messages":
+        return await _relay_message(endpoint, request)
     client = client_for(endpoint, _build)
     try:
         # The timeout is passed on the call on purpose: when the client's timeout equals the
@@ -137,8 +248,10 @@ def _completion(message, *, usage: Usage) -> Completion:
     """A Message (the SDK's object) as a Completion whose answer is in OpenAI's chat shape (a
     Responses request's is rendered as a Response where it is recorded:
     conversations.recorded_answer)."""
-    answer = translation.openai_answer(message.model_dump())
+    native = message.model_dump()
+    answer = translation.openai_answer(native)
     return Completion(
+        native=native,
         text=openai_chat.first_text(answer),
         finish_reason=openai_chat.first_finish(answer),
         usage=usage,
@@ -150,7 +263,11 @@ def _completion(message, *, usage: Usage) -> Completion:
 
 async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delta | Completion]:
     """The events as Deltas carrying choice 0's OpenAI delta (text, or a tool call's head and
-    its arguments in pieces), then the Completion."""
+    its arguments in pieces), then the Completion; an Anthropic client's, relayed."""
+    if request.kind == "messages":
+        async for event in _stream_message(endpoint, request):
+            yield event
+        return
     client = client_for(endpoint, _build)
     t = endpoint.timeouts
     produced = False
@@ -252,7 +369,11 @@ def _batch_client(endpoint: Endpoint) -> Iterator[anthropic.Anthropic]:
 
 
 def batch_params(request: ChatRequest) -> dict:
-    """The `params` of one batch request (a Messages body; extra_body flattened into it)."""
+    """The `params` of one batch request (a Messages body; extra_body flattened into it): an
+    Anthropic client's as it sent it."""
+    if request.kind == "messages":
+        body = anthropic_messages.upstream_body(model=request.model, options=request.options)
+        return {k: v for k, v in body.items() if k != "stream"}
     kwargs = _kwargs(request)
     return {**kwargs, **kwargs.pop("extra_body", {})}
 
@@ -308,11 +429,7 @@ def _outcome(item) -> BatchOutcome:
             usage = _usage(message.usage)
         except (AttributeError, TypeError) as exc:
             return BatchOutcome(item.custom_id, "invalid", error=f"unreadable result: {exc}")
-        return BatchOutcome(
-            item.custom_id,
-            "succeeded",
-            _completion(message, usage=usage),
-        )
+        return BatchOutcome(item.custom_id, "succeeded", _completion(message, usage=usage))
     if result.type == "errored":
         error = getattr(getattr(result.error, "error", None), "message", "") or str(result.error)
         return BatchOutcome(item.custom_id, "errored", error=error[:500])

@@ -4,6 +4,7 @@ the first-byte and total deadlines of a streamed call."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -12,8 +13,10 @@ from typing import Any
 
 import httpx2
 
+from llmops import outbound
+from routing.protocols import openai_chat
 from routing.providers.errors import ProviderError, from_status, stream_cut
-from routing.providers.types import Endpoint
+from routing.providers.types import Delta, Endpoint
 
 # An httpx client is bound to the event loop that created it, and building one costs a TLS
 # context: keep one per (loop, endpoint), dropped with its loop.
@@ -23,7 +26,8 @@ _clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def client_for(endpoint: Endpoint, build: Callable[[Endpoint], Any]) -> Any:
     loop = asyncio.get_running_loop()
     per_loop = _clients.setdefault(loop, {})
-    key = (endpoint.kind, endpoint.base_url, endpoint.api_key, endpoint.timeouts)
+    # `build` too: one endpoint may have an SDK client and a plain HTTP one (the relays).
+    key = (build, endpoint.kind, endpoint.base_url, endpoint.api_key, endpoint.timeouts)
     if key not in per_loop:
         per_loop[key] = build(endpoint)
     return per_loop[key]
@@ -130,3 +134,101 @@ async def with_deadlines(
             ) from None
         first = False
         yield event
+
+
+# --- relays --------------------------------------------------------------------------------
+# Same protocol: the body goes up as the client sent it and the answer comes back as the
+# provider sent it (every field, every SSE event, byte for byte), with the usage read from it.
+# Plain HTTP rather than the SDKs' typed objects, which would drop unknown fields and cost a
+# parse and re-encode per event.
+
+
+def http_client(endpoint: Endpoint) -> httpx2.AsyncClient:
+    """A relay's HTTP client (use through client_for: one per loop and endpoint)."""
+    client = outbound.async_http_client()
+    client.timeout = httpx2.Timeout(endpoint.timeouts.total, connect=endpoint.timeouts.connect)
+    return client
+
+
+async def refused(response: httpx2.Response, label: str) -> ProviderError:
+    """A non-2xx answer as a ProviderError carrying the provider's error object (OpenAI's
+    {"error": {...}} or Anthropic's {"type": "error", "error": {...}})."""
+    raw = await response.aread()
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    message = (
+        error.get("message") if isinstance(error, dict) else raw[:200].decode(errors="replace")
+    )
+    return from_status(
+        f"{label} error {response.status_code}: {message}",
+        response.status_code,
+        body=body if isinstance(error, dict) else None,
+        headers=response.headers,
+    )
+
+
+async def post_json(
+    endpoint: Endpoint, url: str, body: dict, *, headers: dict, sdk: Any, label: str
+) -> Any:
+    """POST a body and read the JSON answer (a non-2xx as the provider's ProviderError)."""
+    client = client_for(endpoint, http_client)
+    try:
+        response = await client.post(url, json=body, headers=headers)
+        if response.status_code >= 300:
+            raise await refused(response, label)
+        return response.json()
+    except (httpx2.HTTPError, TimeoutError, ValueError) as exc:
+        raise classify(exc, sdk, label, after_first_byte=False) from exc
+
+
+class Relay:
+    """A relayed stream: each event's bytes and JSON object (`[DONE]` and anything not an
+    object skipped) handed to `take`, which folds it and returns the Delta to pass on (None to
+    keep it back). Any failure, take's own included, comes out as a ProviderError: after its
+    first byte once `produced` (take's to set when the client has had output), so that it is
+    a cut stream, never fallen back from. Use it under `aclosing`, so that a consumer leaving
+    closes the upstream response at once."""
+
+    def __init__(
+        self, endpoint: Endpoint, url: str, body: dict, *, headers: dict, sdk: Any, label: str
+    ) -> None:
+        self.endpoint, self.url, self.body, self.headers = endpoint, url, body, headers
+        self.sdk, self.label = sdk, label
+        self.produced = False
+
+    async def deltas(self, take) -> AsyncIterator[Delta]:
+        client = client_for(self.endpoint, http_client)
+        t, label = self.endpoint.timeouts, self.label
+        opened = False
+        try:
+            response = await open_stream(
+                client.send(
+                    client.build_request("POST", self.url, json=self.body, headers=self.headers),
+                    stream=True,
+                ),
+                first_byte=t.first_byte,
+                label=label,
+            )
+            opened = True
+            try:
+                if response.status_code >= 300:
+                    raise await refused(response, label)
+                buffer = b""
+                async for data in with_deadlines(
+                    response.aiter_raw(), first_byte=t.first_byte, total=t.total, label=label
+                ):
+                    events, buffer = openai_chat.sse_events(buffer + data)
+                    for event in events:
+                        # [DONE]: the view ends a chat stream itself, after billing.
+                        payload = openai_chat.chunk_of(openai_chat.sse_data(event) or "[DONE]")
+                        if payload is not None and (delta := take(event, payload)) is not None:
+                            yield delta
+            finally:
+                await response.aclose()
+        except Exception as exc:
+            raise classify(
+                exc, self.sdk, label, after_first_byte=self.produced, opened=opened
+            ) from exc

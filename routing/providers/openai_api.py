@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, contextmanager
+from dataclasses import replace
 from typing import BinaryIO
 
 import httpx2
@@ -13,15 +14,17 @@ from openai.types.chat import ChatCompletion
 
 from billing.pricing import Usage
 from llmops import outbound
-from routing.protocols import openai_chat, openai_embeddings, openai_responses
+from routing.protocols import anthropic_messages, openai_chat, openai_embeddings, openai_responses
 from routing.providers.calls import (
+    Relay,
     classify,
     client_for,
-    open_stream,
+    http_client,
+    post_json,
+    refused,
     sdk_errors,
-    with_deadlines,
 )
-from routing.providers.errors import ProviderError, from_status, stream_cut
+from routing.providers.errors import ProviderError, stream_cut
 from routing.providers.types import (
     BatchInfo,
     BatchOutcome,
@@ -47,16 +50,6 @@ def _client(*, base_url: str, api_key: str, timeout) -> openai.AsyncOpenAI:
     )
 
 
-def _build(endpoint: Endpoint) -> openai.AsyncOpenAI:
-    t = endpoint.timeouts
-    # read: the longest silence between bytes (a non-streamed answer arrives all at once).
-    return _client(
-        base_url=endpoint.base_url,
-        api_key=endpoint.api_key,
-        timeout=openai.Timeout(t.total, connect=t.connect, read=t.total),
-    )
-
-
 def _translate(exc: openai.OpenAIError) -> ProviderError:
     return classify(exc, openai, LABEL, after_first_byte=False)
 
@@ -69,8 +62,18 @@ async def probe(*, base_url: str, api_key: str, timeout: float) -> None:
             raise _translate(exc) from exc
 
 
+def _chat_form(request: ChatRequest) -> ChatRequest:
+    """A request as Chat Completions: an Anthropic Messages body translated (what cannot be
+    was refused before the call), any other as it is."""
+    if request.kind != "messages":
+        return request
+    messages, options = anthropic_messages.chat_of(request.options)
+    return replace(request, messages=messages, options=options, kind="chat", send_max_tokens=False)
+
+
 def _kwargs(request: ChatRequest) -> dict:
     """The body sent upstream: the client's as sent, with the provider's model id."""
+    request = _chat_form(request)
     body = openai_chat.upstream_body(
         model=request.model, messages=request.messages, options=request.options
     )
@@ -96,17 +99,7 @@ def _no_usage() -> ProviderError:
     )
 
 
-# --- the chat relay ------------------------------------------------------------------------
-# Same protocol: the body goes up as the client sent it and the answer comes back as the
-# provider sent it (every field, every SSE event, byte for byte), with the usage read from it.
-# Plain HTTP rather than the SDK's typed objects, which would drop unknown fields and cost a
-# parse and re-encode per chunk.
-
-
-def _http(endpoint: Endpoint) -> httpx2.AsyncClient:
-    client = outbound.async_http_client()
-    client.timeout = httpx2.Timeout(endpoint.timeouts.total, connect=endpoint.timeouts.connect)
-    return client
+# --- the relays (calls.Relay): the client's body up as sent, the answer back as sent -----
 
 
 def _headers(endpoint: Endpoint) -> dict:
@@ -117,35 +110,17 @@ def _url(endpoint: Endpoint, path: str = "/chat/completions") -> str:
     return endpoint.base_url.rstrip("/") + path
 
 
-async def _refused(response: httpx2.Response) -> ProviderError:
-    """A non-2xx answer as a ProviderError carrying the provider's error object."""
-    raw = await response.aread()
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        body = None
-    error = body.get("error") if isinstance(body, dict) else None
-    message = (
-        error.get("message") if isinstance(error, dict) else raw[:200].decode(errors="replace")
-    )
-    return from_status(
-        f"{LABEL} error {response.status_code}: {message}",
-        response.status_code,
-        body=body if isinstance(error, dict) else None,
-        headers=response.headers,
+def _relay(endpoint: Endpoint, path: str, body: dict) -> Relay:
+    return Relay(
+        endpoint, _url(endpoint, path), body, headers=_headers(endpoint), sdk=openai, label=LABEL
     )
 
 
 async def _post(endpoint: Endpoint, path: str, body: dict, *, expect: str, what: str) -> dict:
     """POST a body and read the JSON answer, which must hold a list under `expect`."""
-    client = client_for(endpoint, _http)
-    try:
-        response = await client.post(_url(endpoint, path), json=body, headers=_headers(endpoint))
-        if response.status_code >= 300:
-            raise await _refused(response)
-        answer = response.json()
-    except (httpx2.HTTPError, TimeoutError, ValueError) as exc:
-        raise classify(exc, openai, LABEL, after_first_byte=False) from exc
+    answer = await post_json(
+        endpoint, _url(endpoint, path), body, headers=_headers(endpoint), sdk=openai, label=LABEL
+    )
     if not isinstance(answer, dict) or not isinstance(answer.get(expect), list):
         raise ProviderError(
             f"{LABEL} answered something that is not {what}",
@@ -229,65 +204,13 @@ def _responded(answer: dict, *, model: str) -> Completion:
     )
 
 
-class _Relay:
-    """A relayed stream: each event's bytes and JSON object (`[DONE]` and anything not an
-    object skipped) handed to `take`, which folds it and returns the Delta to pass on (None to
-    keep it back). Any failure, take's own included, comes out as a ProviderError: after its
-    first byte once `produced` (take's to set when the client has had output), so that it is
-    a cut stream, never fallen back from. Use it under `aclosing`, so that a consumer leaving
-    closes the upstream response at once."""
-
-    def __init__(self, endpoint: Endpoint, path: str, body: dict) -> None:
-        self.endpoint, self.path, self.body = endpoint, path, body
-        self.produced = False
-
-    async def deltas(self, take) -> AsyncIterator[Delta]:
-        client = client_for(self.endpoint, _http)
-        t = self.endpoint.timeouts
-        opened = False
-        try:
-            response = await open_stream(
-                client.send(
-                    client.build_request(
-                        "POST",
-                        _url(self.endpoint, self.path),
-                        json=self.body,
-                        headers=_headers(self.endpoint),
-                    ),
-                    stream=True,
-                ),
-                first_byte=t.first_byte,
-                label=LABEL,
-            )
-            opened = True
-            try:
-                if response.status_code >= 300:
-                    raise await _refused(response)
-                buffer = b""
-                async for data in with_deadlines(
-                    response.aiter_raw(), first_byte=t.first_byte, total=t.total, label=LABEL
-                ):
-                    events, buffer = openai_chat.sse_events(buffer + data)
-                    for event in events:
-                        # [DONE]: the view ends a chat stream itself, after billing.
-                        payload = openai_chat.chunk_of(openai_chat.sse_data(event) or "[DONE]")
-                        if payload is not None and (delta := take(event, payload)) is not None:
-                            yield delta
-            finally:
-                await response.aclose()
-        except Exception as exc:
-            raise classify(
-                exc, openai, LABEL, after_first_byte=self.produced, opened=opened
-            ) from exc
-
-
 async def _stream_responses(
     endpoint: Endpoint, request: ChatRequest
 ) -> AsyncIterator[Delta | Completion]:
     """A Responses stream relayed event by event; the Completion is the Response that
     `response.completed` (or `.incomplete`) carries, with its usage."""
     body = openai_responses.upstream_body(model=request.model, options=request.options)
-    relay = _Relay(endpoint, "/responses", {**body, "stream": True})
+    relay = _relay(endpoint, "/responses", {**body, "stream": True})
     folded = openai_responses.StreamFold()
 
     def take(event: bytes, payload: dict) -> Delta:
@@ -320,8 +243,10 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
     body["stream"] = True
     options = dict(body.get("stream_options") or {})
     client_wants_usage = bool(options.get("include_usage"))
+    # An Anthropic client's stream is rendered from choice 0's deltas (the view's), not relayed.
+    translated = request.kind == "messages"
     body["stream_options"] = {**options, "include_usage": True}
-    relay = _Relay(endpoint, "/chat/completions", body)
+    relay = _relay(endpoint, "/chat/completions", body)
     folded = openai_chat.StreamAnswer()
 
     def take(event: bytes, chunk: dict) -> Delta | None:
@@ -330,6 +255,10 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
                 f"{LABEL} stream error: {chunk['error']}", after_first_byte=relay.produced
             )
         text = folded.add(chunk)
+        if translated:
+            delta = openai_chat.first_delta(chunk)
+            relay.produced = relay.produced or bool(delta)
+            return Delta(text, openai=delta) if delta else None
         if chunk.get("usage") and not chunk.get("choices") and not client_wants_usage:
             return None
         relay.produced = relay.produced or bool(chunk.get("choices"))
@@ -354,13 +283,13 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
 
 async def delete_response(endpoint: Endpoint, response_id: str) -> None:
     """Delete a stored Response at the provider (one it no longer has is deleted already)."""
-    client = client_for(endpoint, _http)
+    client = client_for(endpoint, http_client)
     try:
         response = await client.delete(
             _url(endpoint, f"/responses/{response_id}"), headers=_headers(endpoint)
         )
         if response.status_code >= 300 and response.status_code != 404:
-            raise await _refused(response)
+            raise await refused(response, LABEL)
     except (httpx2.HTTPError, TimeoutError) as exc:
         raise classify(exc, openai, LABEL, after_first_byte=False) from exc
 

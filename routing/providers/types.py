@@ -35,9 +35,11 @@ class ChatRequest:
     # Send max_tokens upstream when `options` set no limit: llmops' own doors always bound an
     # answer; an OpenAI client's body goes up with the limit it set, or none.
     send_max_tokens: bool = True
-    # What is asked: "chat"; "embeddings" or "responses" (options then hold the client's
-    # whole body but its model; no messages).
+    # What is asked: "chat"; "embeddings", "responses" or "messages" (an Anthropic Messages
+    # body): options then hold the client's whole body but its model; no messages.
     kind: str = "chat"
+    # The client's protocol headers relayed with its body (anthropic-version, anthropic-beta).
+    headers: dict = field(default_factory=dict)
     # A Responses conversation llmops holds (a translated `previous_response_id`): the
     # earlier turns as Responses items, oldest first.
     history: tuple = ()
@@ -50,8 +52,12 @@ class Completion:
     usage: Usage
     model: str
     provider_request_id: str | None = None
-    # The whole answer in OpenAI's chat.completion shape, usage apart (openai_chat answers).
+    # The whole answer in OpenAI's chat.completion shape, usage apart (openai_chat answers); a
+    # relayed one in its own protocol's (a Response, an embeddings list, an Anthropic Message).
     answer: dict = field(default_factory=dict)
+    # The provider's own answer when `answer` is its translation (a Claude batch result): an
+    # Anthropic client's batch returns it as the provider sent it.
+    native: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anthropic
 import openai
 import redis
 import websockets.sync.client
@@ -152,6 +153,15 @@ class Llmops:
     def openai(self, workload: str | None = None) -> openai.OpenAI:
         return openai.OpenAI(
             base_url=f"{self.base_url}/v1",
+            api_key=self.api_key,
+            max_retries=0,
+            default_headers={"X-Workload": workload} if workload else None,
+        )
+
+    def anthropic(self, workload: str | None = None) -> anthropic.Anthropic:
+        """The anthropic SDK pointed at llmops (as ANTHROPIC_BASE_URL points Claude Code)."""
+        return anthropic.Anthropic(
+            base_url=self.base_url,
             api_key=self.api_key,
             max_retries=0,
             default_headers={"X-Workload": workload} if workload else None,
