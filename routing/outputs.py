@@ -9,7 +9,7 @@ from rest_framework import serializers
 from routing import selectors
 from routing.asks import answer_of
 from routing.models import Request
-from routing.protocols import openai_chat, openai_embeddings, openai_responses
+from routing.protocols import anthropic_messages, openai_chat, openai_embeddings, openai_responses
 
 
 class AttemptOutputSerializer(serializers.Serializer):
@@ -41,7 +41,8 @@ class RequestOutputSerializer(serializers.Serializer):
     )
     finish_reason = serializers.CharField()
     kind = serializers.SerializerMethodField(
-        help_text="chat, responses (asked through /v1/responses), or embeddings."
+        help_text="chat, responses (asked through /v1/responses), messages (Anthropic's, "
+        "through /v1/messages), or embeddings."
     )
     embeddings = serializers.SerializerMethodField(
         help_text="An embeddings request's vectors, in input order (floats, or base64 strings "
@@ -70,6 +71,8 @@ class RequestOutputSerializer(serializers.Serializer):
             return []
         if kind == "responses":
             return openai_responses.tool_calls_of(request.answer)
+        if kind == "messages":
+            return anthropic_messages.tool_calls_of(request.answer)
         return openai_chat.tool_calls_of(answer_of(request))
 
     def get_kind(self, request) -> str:

@@ -1,8 +1,10 @@
 """T3: the ledger reconciled against the provider's own bill. A day's mix of traffic (plain and
 streamed answers through both APIs, prompts long enough to be cached, response-cache hits, tool
 calls plain and streamed, n=2 and images on an OpenAI and a Claude model, the Responses API
-(function calls, streams, continued conversations) relayed and translated, embeddings realtime
-and batched, OpenAI and Anthropic batches ingested by a worker) goes through llmops to the
+(function calls, streams, continued conversations) relayed and translated, the Anthropic
+Messages API through the anthropic SDK (cache writes and reads, streams, tool use, message
+batches) relayed and translated, embeddings realtime and batched, OpenAI and Anthropic batches
+ingested by a worker) goes through llmops to the
 simulator, whose `/_sim/usage` book counts every token it served; the two must agree per
 provider, model and mode, in requests, tokens and dollars (tests/faults/bill.py): drift 0."""
 
@@ -126,6 +128,53 @@ def responses_traffic(client) -> dict:
     return sent
 
 
+def messages_traffic(stack: Llmops) -> dict:
+    """The Anthropic Messages API on both models: a cached system prompt (written once, then
+    read: each bucket at its price), a stream, a forced tool use; and a message batch on each,
+    which the worker below runs with the rest."""
+    sent = {}
+    client = stack.anthropic("product-search")
+    system = [{"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral"}}]
+    tool = {"name": "get_weather", "input_schema": WEATHER["function"]["parameters"]}
+    for model in ("claude-haiku-4-5", "gpt-4o-mini"):
+        for i in range(3):
+            client.messages.create(
+                model=model,
+                max_tokens=40,
+                system=system,
+                messages=[{"role": "user", "content": f"Messages question {i}"}],
+            )
+            with client.messages.stream(
+                model=model, max_tokens=40, messages=[{"role": "user", "content": f"Tent {i}?"}]
+            ) as stream:
+                stream.get_final_message()
+            client.messages.create(
+                model=model,
+                max_tokens=60,
+                tools=[tool],
+                tool_choice={"type": "tool", "name": "get_weather"},
+                messages=[{"role": "user", "content": f"Weather in town {i}?"}],
+            )
+        sent[f"anthropic SDK Messages on {model}: cached system, stream, tool use"] = 9
+    batcher = stack.anthropic("ticket-summaries")
+    for model in ("claude-sonnet-4-5", "gpt-4o"):
+        batcher.messages.batches.create(
+            requests=[
+                {
+                    "custom_id": f"m-{i}",
+                    "params": {
+                        "model": model,
+                        "max_tokens": 40,
+                        "messages": [{"role": "user", "content": f"Summarise ticket {i}."}],
+                    },
+                }
+                for i in range(3)
+            ]
+        )
+        sent[f"anthropic SDK message batch on {model}"] = 3
+    return sent
+
+
 def traffic(stack: Llmops) -> dict:
     """The mix; returns how many of each kind were sent."""
     sent = {}
@@ -162,6 +211,7 @@ def traffic(stack: Llmops) -> dict:
             assert status == 200, answer
     sent["native API, plain and streamed"] = 20
     sent.update(rich_traffic(client))
+    sent.update(messages_traffic(stack))
     embedder = stack.openai("query-embeddings")  # response cache on: the repeats are hits
     for i in range(6):
         embedder.embeddings.create(model="text-embedding-3-small", input=[f"query {i % 4}", "x"])

@@ -14,6 +14,7 @@ from decimal import Decimal
 import anthropic
 import httpx2 as httpx
 import pytest
+from pydantic import BaseModel
 
 from tests.live.conftest import API_KEY, Llmops
 
@@ -117,6 +118,9 @@ def test_a_forced_tool_use_and_its_result_in_a_second_turn(llmops, client, model
     assert first.stop_reason == "tool_use"
     assert call.name == "get_weather" and isinstance(call.input.get("city"), str)
     check_billed_once(llmops, first, model)
+    # The request record names the call in OpenAI's shape, as for every surface.
+    [recorded] = llmops.request_of(first)["tool_calls"]
+    assert recorded["function"]["name"] == "get_weather" and recorded["id"] == call.id
 
     second = client.messages.create(
         model=model,
@@ -134,6 +138,98 @@ def test_a_forced_tool_use_and_its_result_in_a_second_turn(llmops, client, model
     assert second.stop_reason == "end_turn"
     assert [b.type for b in second.content] == ["text"] and second.content[0].text
     check_billed_once(llmops, second, model)
+
+
+class Tent(BaseModel):
+    name: str
+    people: int
+
+
+@MODELS
+def test_structured_output_parses_into_the_callers_model(llmops, client, model):
+    parsed = client.messages.parse(
+        model=model,
+        max_tokens=300,
+        output_format=Tent,
+        messages=[{"role": "user", "content": asked("Suggest a tent.")}],
+    )
+
+    assert isinstance(parsed.parsed_output, Tent)
+    assert [b.type for b in parsed.content] == ["text"]
+    check_billed_once(llmops, parsed, model)
+
+
+@MODELS
+def test_a_stop_sequence_ends_the_answer(llmops, client, model):
+    message = client.messages.create(
+        model=model,
+        max_tokens=300,
+        stop_sequences=["e"],
+        messages=[{"role": "user", "content": asked("Tell me about tents.")}],
+    )
+
+    assert message.stop_reason in ("stop_sequence", "end_turn")
+    assert "e" not in message.content[0].text
+    if model.startswith("claude"):  # relayed: the match is Anthropic's to name
+        assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", "e")
+
+
+def test_thinking_blocks_are_relayed_from_claude_and_echoed_back(llmops, client):
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    question = asked("Weather in Oslo?")
+    with client.messages.stream(
+        model="claude-haiku-4-5",
+        max_tokens=2000,
+        thinking=thinking,
+        tools=[WEATHER],
+        messages=[{"role": "user", "content": question}],
+    ) as stream:
+        first = stream.get_final_message()
+    kinds = [b.type for b in first.content]
+    assert kinds[0] == "thinking" and first.content[0].signature
+    check_billed_once(llmops, first, "claude-haiku-4-5", request_id=stream.request_id)
+    if first.stop_reason == "tool_use":  # the thinking goes back unchanged with the result
+        call = next(b for b in first.content if b.type == "tool_use")
+        second = client.messages.create(
+            model="claude-haiku-4-5",
+            max_tokens=2000,
+            thinking=thinking,
+            tools=[WEATHER],
+            messages=[
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "3C"}],
+                },
+            ],
+        )
+        assert second.content[-1].type == "text"
+
+
+def test_thinking_on_an_openai_model_asks_for_its_reasoning_effort(llmops, client):
+    message = client.messages.create(
+        model="gpt-4o-mini",
+        max_tokens=2000,
+        thinking={"type": "enabled", "budget_tokens": 2048},
+        messages=[{"role": "user", "content": asked("Plan a hike.")}],
+    )
+    # No thinking block comes back (OpenAI shows no reasoning), the answer does.
+    assert [b.type for b in message.content] == ["text"]
+    request = llmops.request_of(message)
+    assert request["kind"] == "messages" and request["model"] == "gpt-4o-mini"
+
+
+def test_a_deferrable_workload_reached_here_is_served_now_as_a_missed_saving(llmops):
+    client = llmops.anthropic("ticket-summaries")  # scheduled, 24 h: a batch would do
+    message = client.messages.create(
+        model="claude-sonnet-4-5",
+        max_tokens=50,
+        messages=[{"role": "user", "content": asked("Summarise ticket 9.")}],
+    )
+    request = llmops.request_of(message)
+    assert request["mode"] == "realtime" and request["workload"] == "ticket-summaries"
+    assert request["missed_saving"] is True
 
 
 def test_a_streamed_tool_use_on_an_openai_model_is_rendered_as_anthropic_events(llmops, client):

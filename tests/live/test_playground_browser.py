@@ -100,6 +100,46 @@ def test_a_prompt_streams_into_the_page_and_ends_with_its_cost(page, llmops, sim
     expect(row.locator("td.status")).to_have_text("completed")
 
 
+@pytest.mark.parametrize("model", ["", "claude-haiku-4-5"])
+def test_a_prompt_streams_through_the_responses_api(page, llmops, sim, model):
+    """The playground as an application: POST /v1/responses with an API key, X-Workload and
+    the model, the answer read from the Responses events as they stream; then the ledger's
+    cost from the request's status push."""
+    sim.config(tokens_per_s=40, output_tokens=60)
+    page.select_option("#workload", "acme/product-search")
+    page.select_option("#via", "responses")
+    expect(page.locator("#api_key")).to_be_visible()
+    page.fill("#api_key", llmops.api_key)
+    if model:
+        page.select_option("#model", model)
+    page.fill("#prompt", f"Which stove for a winter trip? ({model or 'chain'})")
+    page.evaluate(WATCH_PAINTS)
+    with page.expect_response("**/v1/responses") as answered:
+        page.click("#send")
+    request_id = answered.value.headers["x-request-id"]
+
+    expect(page.locator("#status")).to_have_text("completed")
+    assert len({n for n in page.evaluate("window.paints") if n > 0}) >= 3
+    status, request = llmops.api("GET", f"/api/v1/requests/{request_id}")
+    assert status == 200, request
+    assert request["kind"] == "responses" and request["source"] == "openai"
+    assert request["model"] == (model or "gpt-4o-mini")
+    assert request["output"] == page.locator("#output").text_content() != ""
+    expect(page.locator("#cost")).to_have_text(shown_usd(request["cost_usd"]))
+    expect(page.locator("#answer-model")).to_contain_text(request["model"])
+    # The key stays in the tab (sessionStorage), not in a cookie or the page.
+    assert page.evaluate("sessionStorage.getItem('llmops-playground-key')") == llmops.api_key
+
+
+def test_a_wrong_key_through_the_responses_api_is_shown(page, llmops, sim):
+    page.select_option("#via", "responses")
+    page.fill("#api_key", "llm_not-a-key")
+    page.fill("#prompt", "Anything?")
+    page.click("#send")
+    expect(page.locator("#status")).to_have_text("refused")
+    expect(page.locator("#error")).to_contain_text("Invalid or revoked API key")
+
+
 # Reads the live figures every 50 ms while the answer streams, with how much of it was there.
 WATCH_FIGURES = """() => {
   window.figures = [];

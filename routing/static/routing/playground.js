@@ -1,5 +1,6 @@
-// The playground: streams a completion over /ws/stream/ and follows requests over
-// /ws/requests/. Plain browser JavaScript, no build step and no CDN.
+// The playground: streams a completion over /ws/stream/ (or through OpenAI's Responses API,
+// as an application would call it) and follows requests over /ws/requests/. Plain browser
+// JavaScript, no build step and no CDN.
 "use strict";
 
 (() => {
@@ -195,6 +196,124 @@
     }
   };
 
+  // --- through the Responses API -------------------------------------------------------
+  const via = $("via");
+  const keyInput = $("api_key");
+  keyInput.value = sessionStorage.getItem("llmops-playground-key") || "";
+  function showVia() {
+    const responses = via.value === "responses";
+    $("key-field").hidden = !responses;
+    $("via-help").hidden = !responses;
+    keyInput.required = responses;
+  }
+  via.addEventListener("change", showVia);
+  showVia();
+  let aborter = null;
+
+  // Server-sent events out of a fetch body: each complete event's `data` parsed.
+  async function* sseEvents(body) {
+    const reader = body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += decoder.decode(value, { stream: true }).replaceAll("\r\n", "\n");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const data = buffer.slice(0, end).split("\n")
+          .filter((line) => line.startsWith("data:"))
+          .map((line) => line.slice(5).trimStart()).join("\n");
+        buffer = buffer.slice(end + 2);
+        if (data) yield JSON.parse(data);
+      }
+    }
+  }
+
+  async function viaResponses(w, prompt) {
+    const key = keyInput.value.trim();
+    sessionStorage.setItem("llmops-playground-key", key);
+    aborter = new AbortController();
+    let answer;
+    try {
+      answer = await fetch("/v1/responses", {
+        method: "POST",
+        signal: aborter.signal,
+        headers: {
+          "Authorization": `Bearer ${key}`,
+          "X-Workload": w.slug,
+          "Content-Type": "application/json",
+        },
+        body: JSON.stringify({
+          // The model picked, else the policy's primary: its chain with the fallbacks.
+          model: modelSelect.value || w.models[0],
+          input: prompt,
+          max_output_tokens: Number($("max_tokens").value),
+          stream: true,
+        }),
+      });
+    } catch (error) {
+      showError(String(error));
+      finish({}, "failed");
+      return;
+    }
+    const requestId = answer.headers.get("x-request-id");
+    if (!answer.ok) {
+      const body = await answer.json().catch(() => ({}));
+      showError((body.error && body.error.message) || `HTTP ${answer.status}`);
+      finish({}, "refused");
+      return;
+    }
+    current.id = requestId;
+    costOf.set(requestId, null);
+    follow(requestId); // the ledger's cost arrives with the request's status
+    setStatus("streaming (responses)");
+    try {
+      for await (const event of sseEvents(answer.body)) {
+        if (event.type === "response.created") {
+          $("answer-model").textContent = event.response.model;
+        } else if (event.type === "response.output_text.delta") {
+          const now = performance.now();
+          current.deltas += 1;
+          current.words += countWords(event.delta);
+          if (current.first === null) {
+            current.first = now;
+            current.firstTokens = tokensSoFar();
+            $("ttft").textContent = `${Math.round(now - current.started)} ms`;
+          }
+          output.append(document.createTextNode(event.delta));
+          runningCounters(now);
+        } else if (event.type === "response.completed" || event.type === "response.incomplete") {
+          finish({ model: event.response.model, provider: "responses" }, "completed");
+          // The ledger entry is written before this event leaves: its status push may be here.
+          const billed = costOf.get(requestId);
+          if (billed) showBilled(billed);
+          else {
+            $("cost").textContent = "…";
+            delete $("cost").dataset.final;
+          }
+        } else if (event.type === "response.failed" || event.type === "error") {
+          const failure = event.response ? event.response.error : event;
+          showError((failure && failure.message) || "The response failed.");
+          finish({}, "failed");
+        }
+      }
+    } catch (error) {
+      if (error.name !== "AbortError") showError(String(error));
+      if (current) finish({}, "stopped");
+    }
+    aborter = null;
+  }
+  // Requests answered through the Responses API: their completed record (model, provider,
+  // cost from the ledger) once its status push came, else null.
+  const costOf = new Map();
+  function showBilled(r) {
+    costOf.delete(r.id);
+    $("answer-model").textContent = r.model ? `${r.model} (${r.provider})` : "–";
+    $("cost").textContent = usd(r.cost_usd);
+    $("cost").dataset.final = "1";
+  }
+
   $("ask").addEventListener("submit", (event) => {
     event.preventDefault();
     const w = selectedWorkload();
@@ -217,9 +336,14 @@
     current = { id: null, started: performance.now(), first: null, deltas: 0, words: 0,
                 inWord: false, firstTokens: 0, prices: null };
     busy(true);
-    stream.send(message);
+    if (via.value === "responses") viaResponses(w, prompt);
+    else stream.send(message);
   });
-  $("stop").addEventListener("click", () => stream.send({ type: "stop" }));
+  $("stop").addEventListener("click", () => {
+    // Through the Responses API, closing the response is the stop (llmops bills what came).
+    if (aborter) aborter.abort();
+    else stream.send({ type: "stop" });
+  });
 
   // --- recent requests, kept current by /ws/requests/ ---------------------------------
   const rows = new Map();
@@ -250,6 +374,11 @@
     if (msg.type !== "status") return;
     const r = msg.request;
     renderRow(r);
+    if (costOf.has(r.id) && r.status === "completed") {
+      // Still streaming: shown when the stream ends; else now.
+      if (current && current.id === r.id) costOf.set(r.id, r);
+      else showBilled(r);
+    }
     if (r.id === waitingTicket && ["completed", "failed", "cancelled"].includes(r.status)) {
       waitingTicket = null;
       $("ticket").hidden = true;
