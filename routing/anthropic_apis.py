@@ -118,7 +118,7 @@ async def _messages_stream(admitted: services.Admitted, events, first):
     rendered = None  # the events of a translated answer
     closing = None  # a relayed stream's message_stop, held until the bill is written
     if not _relayed(admitted.serving):  # known once the first event came: no fallback now
-        rendered = anthropic_messages.EventStream(
+        rendered = anthropic_messages.MessageEvents(
             id=conversations.message_id(request), model=admitted.serving.model_id
         )
         for piece in rendered.start():

@@ -272,11 +272,9 @@ OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
             "properties": {
                 "role": {"enum": list(OPENAI_ROLES)},
                 "content": {
-                    "oneOf": [
-                        {"type": "string"},
-                        {"type": "array", "items": {"type": "object"}},
-                        {"type": "null"},
-                    ]
+                    # OpenAPI 3.0 has no null type: `nullable` says it.
+                    "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}],
+                    "nullable": True,
                 },
                 "tool_calls": {"type": "array", "items": {"type": "object"}},
                 "tool_call_id": {"type": "string"},

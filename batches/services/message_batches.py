@@ -99,12 +99,13 @@ def message_batch_json(batch: ClientBatch, *, results_url: str) -> dict:
     batch ends, and then by how each ended, as Anthropic counts them."""
     ended = batch.status in ClientBatch.ENDED
     counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+    total = batch.input_file.lines  # a failed client batch counts none (OpenAI's way)
     if not ended:
-        counts["processing"] = batch.total
+        counts["processing"] = total
     elif batch.status == ClientBatch.Status.FAILED:
-        counts["errored"] = batch.total  # refused as a whole: each request errored
+        counts["errored"] = total  # refused as a whole: each request errored
     else:
-        counts.update(_ended_counts(batch))
+        counts.update(_ended_counts(batch, total))
     ended_at = next((getattr(batch, f) for f in _ENDED_AT if getattr(batch, f)), None)
     status = "ended" if ended else ("canceling" if batch.cancelling_at else "in_progress")
     return {
@@ -121,7 +122,7 @@ def message_batch_json(batch: ClientBatch, *, results_url: str) -> dict:
     }
 
 
-def _ended_counts(batch: ClientBatch) -> dict:
+def _ended_counts(batch: ClientBatch, total: int) -> dict:
     statuses = dict(
         Request.objects.filter(batch_line__batch=batch)
         .values_list("status")
@@ -131,7 +132,7 @@ def _ended_counts(batch: ClientBatch) -> dict:
     succeeded = statuses.get(Request.Status.COMPLETED, 0)
     errored = statuses.get(Request.Status.FAILED, 0)
     # Cancelled requests, and lines a cancel stopped before they became requests.
-    canceled = batch.total - succeeded - errored
+    canceled = total - succeeded - errored
     return {"succeeded": succeeded, "errored": errored, "canceled": canceled}
 
 

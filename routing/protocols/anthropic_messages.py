@@ -4,9 +4,9 @@ Messages and stream events llmops renders itself (a translated answer, a cache h
 idempotent replay).
 
 A Claude model gets the body as sent (the model id mapped) and its answer comes back as sent;
-StreamFold only watches such a stream go by. An OpenAI model gets the body as a chat request
+MessageFold only watches such a stream go by. An OpenAI model gets the body as a chat request
 (chat_of); its chat answer, or its chat deltas, come back here as a Message (message_of) or
-Messages events (EventStream)."""
+Messages events (MessageEvents)."""
 
 from __future__ import annotations
 
@@ -62,13 +62,8 @@ def usage_json(usage: Usage) -> dict:
 # --- Messages request → Chat Completions (for an OpenAI model) ----------------------------
 
 
-class Untranslatable(ValueError):
-    """A parameter an OpenAI model cannot honour; .param is its dotted path (e.g. "top_k",
-    "messages.2.content.0", "tools.1")."""
-
-    def __init__(self, param: str, message: str):
-        super().__init__(message)
-        self.param = param
+# What cannot be honoured is refused by name (translation.Untranslatable, raised here too).
+Untranslatable = translation.Untranslatable
 
 
 # Fields that only tag the call or ask for what OpenAI does by itself: not passed on.
@@ -503,7 +498,7 @@ def _end(message: dict) -> list[dict]:
     ]
 
 
-class EventStream:
+class MessageEvents:
     """Messages stream events rendered from chat deltas (a translated stream). Blocks are
     told one at a time, indexed 0..n-1 in the order they start (the SDK reads content[index]):
     a text block, or a tool_use block per call; a new block closes the one before."""
@@ -612,7 +607,7 @@ _DELTA_FIELD = {"text_delta": "text", "thinking_delta": "thinking",
                 "input_json_delta": "partial_json"}  # fmt: skip
 
 
-class StreamFold:
+class MessageFold:
     """Watches a relayed Messages stream (its events as dicts, from an Anthropic-protocol
     provider) and folds it as the SDK's accumulator does: the text as it comes, the final
     Message (at message_stop), an error."""

@@ -57,13 +57,8 @@ def answer_material(options: dict) -> dict:
 # --- Responses request → Chat Completions (for a Claude model) ----------------------------
 
 
-class Untranslatable(ValueError):
-    """A parameter a Claude model cannot honour; .param names it (e.g. "tools[1].type",
-    "background", "text.format")."""
-
-    def __init__(self, param: str, message: str):
-        super().__init__(message)
-        self.param = param
+# What cannot be honoured is refused by name (translation.Untranslatable, raised here too).
+Untranslatable = translation.Untranslatable
 
 
 # Fields that only steer OpenAI's side (storage, streaming, caching, the turns llmops itself

@@ -9,6 +9,16 @@ import json
 
 from routing.protocols import openai_chat
 
+
+class Untranslatable(ValueError):
+    """A parameter the serving model's protocol cannot honour; .param is its path (e.g.
+    "top_k", "messages.2.content.0", "tools[1].type")."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(message)
+        self.param = param
+
+
 # Options a Claude model honours, with the values it honours them at (None: any value).
 # Fields that only tag or route the call on OpenAI's side (user, metadata, store,
 # prompt_cache_key) do not change the answer and are left behind.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import aclosing, contextmanager
+from dataclasses import replace
 
 import anthropic
 
@@ -187,7 +188,7 @@ async def _stream_message(
         sdk=anthropic,
         label=LABEL,
     )
-    folded = anthropic_messages.StreamFold()
+    folded = anthropic_messages.MessageFold()
 
     def take(event: bytes, payload: dict) -> Delta:
         text = folded.add(payload)
@@ -248,10 +249,8 @@ def _completion(message, *, usage: Usage) -> Completion:
     """A Message (the SDK's object) as a Completion whose answer is in OpenAI's chat shape (a
     Responses request's is rendered as a Response where it is recorded:
     conversations.recorded_answer)."""
-    native = message.model_dump()
-    answer = translation.openai_answer(native)
+    answer = translation.openai_answer(message.model_dump())
     return Completion(
-        native=native,
         text=openai_chat.first_text(answer),
         finish_reason=openai_chat.first_finish(answer),
         usage=usage,
@@ -429,7 +428,10 @@ def _outcome(item) -> BatchOutcome:
             usage = _usage(message.usage)
         except (AttributeError, TypeError) as exc:
             return BatchOutcome(item.custom_id, "invalid", error=f"unreadable result: {exc}")
-        return BatchOutcome(item.custom_id, "succeeded", _completion(message, usage=usage))
+        # The Message as the provider sent it too: an Anthropic client's batch returns it.
+        native = message.model_dump(mode="json", exclude_unset=True)
+        completion = replace(_completion(message, usage=usage), native=native)
+        return BatchOutcome(item.custom_id, "succeeded", completion)
     if result.type == "errored":
         error = getattr(getattr(result.error, "error", None), "message", "") or str(result.error)
         return BatchOutcome(item.custom_id, "errored", error=error[:500])

@@ -544,3 +544,29 @@ def test_a_message_batch_result_is_the_message_and_its_json_lines(llmops):
     [line] = [json.loads(x) for x in lines[:-1]]
     assert line["custom_id"] == "j-0" and line["result"]["type"] == "succeeded"
     assert line["result"]["message"]["type"] == "message"
+
+
+def test_a_message_batch_with_bad_params_ends_with_each_request_errored(llmops):
+    """Anthropic checks params after the create: a bad one is an errored result, not a 400."""
+    client = llmops.anthropic("ticket-summaries")
+    ok = {"model": "gpt-4o", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}
+    batch = client.messages.batches.create(
+        requests=[
+            {"custom_id": "good", "params": ok},
+            {"custom_id": "bad", "params": {**ok, "max_tokens": "ten"}},
+        ]
+    )
+    assert batch.processing_status == "in_progress"
+
+    work_until(
+        llmops, lambda: client.messages.batches.retrieve(batch.id).processing_status == "ended"
+    )
+
+    batch = client.messages.batches.retrieve(batch.id)
+    assert batch.request_counts.errored == 2 and batch.request_counts.succeeded == 0
+    results = {r.custom_id: r.result for r in client.messages.batches.results(batch.id)}
+    assert results["bad"].type == "errored"
+    assert "max_tokens" in results["bad"].error.error.message
+    assert results["good"].type == "errored"  # the batch was refused as a whole
+    status, ledger = llmops.api("GET", "/api/v1/ledger?limit=100")
+    assert status == 200 and not [e for e in ledger["results"] if e.get("batch") == batch.id]

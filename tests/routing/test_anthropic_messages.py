@@ -110,8 +110,8 @@ def streamed_by_sdk(events: list[dict]) -> Message:
         return stream.get_final_message()
 
 
-def folded(events: list[dict]) -> tuple[messages.StreamFold, str]:
-    fold = messages.StreamFold()
+def folded(events: list[dict]) -> tuple[messages.MessageFold, str]:
+    fold = messages.MessageFold()
     return fold, "".join(fold.add(e) for e in events)
 
 
@@ -723,7 +723,7 @@ def test_an_openai_refusal_is_its_text_with_stop_reason_refusal():
     assert message["stop_reason"] == "refusal"
 
 
-# --- sse and EventStream ------------------------------------------------------------------
+# --- sse and MessageEvents ------------------------------------------------------------------
 
 
 def test_sse_frames_an_event_with_its_type_in_compact_json():
@@ -771,7 +771,7 @@ CHAT_ANSWER = answer("Let me check.", finish="tool_calls", calls=[call(1), call(
 
 
 def translated_stream() -> tuple[list[dict], dict]:
-    stream = messages.EventStream(input_tokens=35, **IDENTITY)
+    stream = messages.MessageEvents(input_tokens=35, **IDENTITY)
     message = messages.message_of(CHAT_ANSWER, usage=USAGE, **IDENTITY)
     events = stream.start()
     for delta in CHAT_DELTAS:
@@ -880,7 +880,7 @@ def test_a_refusal_streams_as_text_like_message_of_tells_it():
     refused = answer("")
     refused["choices"][0]["message"].update(content=None, refusal="No.")
     message = messages.message_of(refused, usage=USAGE, **IDENTITY)
-    stream = messages.EventStream(**IDENTITY)
+    stream = messages.MessageEvents(**IDENTITY)
     events = [*stream.start(), *stream.add({"refusal": "No"}), *stream.add({"refusal": "."})]
     events += stream.complete(message)
 
@@ -889,7 +889,7 @@ def test_a_refusal_streams_as_text_like_message_of_tells_it():
 
 
 def test_a_stream_without_content_ends_with_no_blocks():
-    stream = messages.EventStream(**IDENTITY)
+    stream = messages.MessageEvents(**IDENTITY)
     message = messages.message_of(answer(""), usage=USAGE, **IDENTITY)
     events = [*stream.start(), *stream.add({"role": "assistant"}), *stream.complete(message)]
 
@@ -898,7 +898,7 @@ def test_a_stream_without_content_ends_with_no_blocks():
 
 
 def test_a_failed_stream_ends_with_an_error_the_sdk_raises():
-    stream = messages.EventStream(**IDENTITY)
+    stream = messages.MessageEvents(**IDENTITY)
     events = [*stream.start(), *stream.add({"content": "Hel"})]
     events += stream.failed("The provider went away.", "overloaded_error")
 
@@ -910,10 +910,10 @@ def test_a_failed_stream_ends_with_an_error_the_sdk_raises():
     with pytest.raises(anthropic.APIStatusError) as failed:
         streamed_by_sdk(events)
     assert failed.value.body["error"]["type"] == "overloaded_error"
-    assert messages.EventStream(**IDENTITY).failed("x")[0]["error"]["type"] == "api_error"
+    assert messages.MessageEvents(**IDENTITY).failed("x")[0]["error"]["type"] == "api_error"
 
 
-# --- answer_events and StreamFold -----------------------------------------------------------
+# --- answer_events and MessageFold -----------------------------------------------------------
 
 CITATION = {
     "type": "char_location",
@@ -998,7 +998,7 @@ def test_a_replayed_stop_sequence_and_refusal_details_come_back():
 
 
 def test_a_relayed_stream_folds_with_cumulative_usage_and_skips_pings():
-    fold = messages.StreamFold()
+    fold = messages.MessageFold()
     start = {
         **STORED,
         "content": [],
@@ -1072,7 +1072,7 @@ def test_a_relayed_stream_folds_with_cumulative_usage_and_skips_pings():
 
 
 def test_a_block_the_stream_never_stopped_is_whole_at_message_stop():
-    fold = messages.StreamFold()
+    fold = messages.MessageFold()
     fold.add({"type": "message_start", "message": {**STORED, "content": []}})
     fold.add(
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
@@ -1100,7 +1100,7 @@ def test_a_block_the_stream_never_stopped_is_whole_at_message_stop():
 
 
 def test_a_relayed_stream_keeps_its_error():
-    fold = messages.StreamFold()
+    fold = messages.MessageFold()
     error = {"type": "overloaded_error", "message": "Overloaded"}
     fold.add({"type": "message_start", "message": {**STORED, "content": []}})
     fold.add({"type": "error", "error": error})
