@@ -24,6 +24,9 @@ from routing.protocols import anthropic_messages
 # The request headers of Anthropic's protocol relayed with the body: the API version the
 # client speaks and its beta flags (never checked here: an unknown flag is the provider's).
 RELAYED_HEADERS = ("anthropic-version", "anthropic-beta")
+# The turns' roles: Claude Code also sends `system` turns among the others (a reminder
+# mid-conversation), which Claude reads and chat has too.
+ROLES = ("user", "assistant", "system")
 
 
 def relayed_headers(http_request) -> dict:
@@ -37,7 +40,7 @@ def relayed_headers(http_request) -> dict:
         "items": {
             "type": "object",
             "properties": {
-                "role": {"enum": ["user", "assistant"]},
+                "role": {"enum": ["user", "assistant", "system"]},
                 "content": {
                     "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]
                 },
@@ -58,8 +61,10 @@ class AnthropicMessagesField(serializers.JSONField):
         for index, message in enumerate(data):
             if not isinstance(message, dict):
                 raise ValidationError({index: ["Input should be a valid dictionary."]})
-            if message.get("role") not in ("user", "assistant"):
-                raise ValidationError({index: {"role": ["Input should be 'user' or 'assistant'."]}})
+            if message.get("role") not in ROLES:
+                raise ValidationError(
+                    {index: {"role": [f"Input should be one of {', '.join(ROLES)}."]}}
+                )
             content = message.get("content")
             if isinstance(content, str):
                 continue

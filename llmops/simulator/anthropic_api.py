@@ -333,8 +333,9 @@ def _parse_prompt(body: dict[str, Any]) -> Prompt:
         if not isinstance(message, dict):
             raise invalid(f"{where}: Input should be a valid dictionary")
         role = message.get("role")
-        if role not in ("user", "assistant"):
-            raise invalid(f"{where}.role: Input should be 'user' or 'assistant'")
+        # A `system` turn among the others: Claude Code sends one (a reminder mid-way).
+        if role not in ("user", "assistant", "system"):
+            raise invalid(f"{where}.role: Input should be 'user', 'assistant' or 'system'")
         if index == 0 and role != "user":
             raise invalid(f'{where}.role: the first message must use the "user" role')
         content = message.get("content")

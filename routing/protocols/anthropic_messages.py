@@ -294,13 +294,21 @@ def _text_content(texts: list[str]) -> str | list[dict] | None:
 def _turn(turn, where: str, *, last: bool) -> list[dict]:
     """One Anthropic turn as chat messages."""
     role = turn.get("role") if isinstance(turn, dict) else None
-    if role not in ("user", "assistant"):
+    if role not in ("user", "assistant", "system"):
         raise Untranslatable(f"{where}.role", f"a turn is the user's or the assistant's: {role!r}")
     content = turn.get("content")
     if isinstance(content, str):
         content = [{"type": "text", "text": content}]
     if not isinstance(content, list):
         raise Untranslatable(f"{where}.content", "content must be a string or blocks")
+    if role == "system":
+        # A system turn among the others (Claude Code sends one): chat has them too.
+        texts = []
+        for index, block in enumerate(content):
+            if not isinstance(block, dict) or block.get("type") != "text":
+                raise Untranslatable(f"{where}.content.{index}", "a system turn holds text")
+            texts.append(block.get("text") or "")
+        return [{"role": "system", "content": _text_content(texts) or ""}]
     if role == "user":
         return _user_turn(content, where)
     message = _assistant_turn(content, where)

@@ -61,7 +61,23 @@ def check_billed_once(llmops: Llmops, message, model: str, *, request_id: str = 
     assert charge["cache_write_tokens"] == (usage.cache_creation_input_tokens or 0)
     assert charge["input_tokens"] == usage.input_tokens
     assert charge["output_tokens"] == usage.output_tokens > 0
-    assert Decimal(charge["cost_usd"]) > 0
+    # At the model's price for each bucket: what the pricing API says these tokens cost.
+    status, priced = llmops.api(
+        "POST",
+        "/api/v1/pricing/estimate",
+        {
+            "model": model,
+            "mode": charge["mode"],
+            "input_tokens": charge["input_tokens"]
+            + charge["cached_input_tokens"]
+            + charge["cache_write_tokens"],
+            "cached_input_tokens": charge["cached_input_tokens"],
+            "cache_write_tokens": charge["cache_write_tokens"],
+            "output_tokens": charge["output_tokens"],
+        },
+    )
+    assert status == 200, priced
+    assert Decimal(charge["cost_usd"]) == Decimal(priced["cost_usd"]) > 0
     return charge
 
 
@@ -296,16 +312,12 @@ def test_count_tokens_on_claude_is_the_providers_count(llmops, client):
     assert counted.input_tokens == total > 0
 
 
-def test_count_tokens_on_an_openai_model_is_an_estimate_said_so(llmops):
-    response = httpx.post(
-        f"{llmops.base_url}/v1/messages/count_tokens",
-        headers={"x-api-key": API_KEY, "anthropic-version": "2023-06-01"},
-        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x " * 400}]},
-        timeout=30,
+def test_count_tokens_on_an_openai_model_is_an_estimate_said_so(llmops, client):
+    response = client.messages.with_raw_response.count_tokens(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "x " * 400}]
     )
-    assert response.status_code == 200, response.text
     assert response.headers["llmops-estimate"] == "true"
-    assert 100 < response.json()["input_tokens"] < 2000
+    assert 100 < response.parse().input_tokens < 2000
 
 
 def test_models_in_anthropics_shape_for_the_anthropic_sdk(llmops):
@@ -364,11 +376,13 @@ def test_errors_reach_the_sdk_in_anthropics_shape(llmops, client):
         )
 
 
-def test_a_claude_code_request_is_relayed_with_its_headers(llmops, simulator_server):
-    """Claude Code's shape: ?beta=true, x-api-key, betas llmops has never heard of, the
-    billing-header system block, `Accept: application/json` on a streamed call."""
+@MODELS
+def test_a_claude_code_request_is_served_with_its_headers(llmops, model):
+    """Claude Code's shape (captured from 2.1.332): ?beta=true, x-api-key, betas llmops has
+    never heard of, the billing-header system block, a `system` turn among the messages,
+    `Accept: application/json` on a streamed call."""
     body = {
-        "model": "claude-haiku-4-5",
+        "model": model,
         "max_tokens": 200,
         "stream": True,
         "system": [
@@ -379,7 +393,10 @@ def test_a_claude_code_request_is_relayed_with_its_headers(llmops, simulator_ser
                 "cache_control": {"type": "ephemeral"},
             },
         ],
-        "messages": [{"role": "user", "content": asked("List the files.")}],
+        "messages": [
+            {"role": "user", "content": asked("List the files.")},
+            {"role": "system", "content": [{"type": "text", "text": "# Environment: linux"}]},
+        ],
         "metadata": {"user_id": "user_abc_account_def_session_123"},
     }
     headers = {
@@ -400,7 +417,8 @@ def test_a_claude_code_request_is_relayed_with_its_headers(llmops, simulator_ser
     ]
     assert events[0] == "message_start" and events[-1] == "message_stop"
     request = llmops.request_of(response.headers["request-id"])
-    assert request["status"] == "completed" and request["model"] == "claude-haiku-4-5"
+    assert request["status"] == "completed" and request["model"] == model
+    assert request["params"]["headers"]["anthropic-beta"] == headers["anthropic-beta"]
 
 
 def test_telemetry_path_is_a_json_404(llmops):

@@ -636,7 +636,7 @@ DOCUMENT = {"type": "document", "source": {"type": "base64", "media_type": "appl
             {"role": "assistant", "content": [{"type": "image", "source": PNG}]},
             "messages.1.content.0",
         ),
-        ({"role": "system", "content": "x"}, "messages.1.role"),
+        ({"role": "tool", "content": "x"}, "messages.1.role"),
         ({"role": "user", "content": 5}, "messages.1.content"),
     ],
 )
@@ -1215,3 +1215,22 @@ def test_a_providers_error_reaches_an_anthropic_client_in_anthropics_envelope():
         "type": "invalid_request_error",
         "message": "Bad.",
     }
+
+
+def test_a_system_turn_among_the_messages_is_a_system_message():
+    chat, _ = messages.chat_of(
+        {
+            "max_tokens": 10,
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "system", "content": [{"type": "text", "text": "be brief"}]},
+            ],
+        }
+    )
+    assert chat == [
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": "be brief"},
+    ]
+    with pytest.raises(Untranslatable) as refused:
+        messages.chat_of({"messages": [{"role": "system", "content": [{"type": "image"}]}]})
+    assert refused.value.param == "messages.0.content.0"
