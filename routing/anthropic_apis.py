@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from billing.pricing import PROMPT_OPTIONS, prompt_tokens_bound
 from llmops.dbthreads import db
 from routing import asks, conversations, message_asks, providers, selectors, services
+from routing.auth import throttle_key
 from routing.config import policy_chain
 from routing.models import LlmModel, Request
 from routing.protocols import anthropic_messages
@@ -178,6 +179,11 @@ def _unfinished_replay(request: Request, rid: str) -> JsonResponse:
 def _count_target(http_request) -> tuple[LlmModel, dict, dict]:
     """(the model that would serve, its provider-ready body, the relayed headers): sync."""
     key = authenticate(http_request)
+    # Free to the caller, not to llmops (a Claude count is a provider call on its key).
+    if (wait := throttle_key(http_request, key)) is not None:
+        raise asks.RequestRejected(
+            429, f"Too many requests for this API key; retry in {wait:.0f} s.", retry_after=wait
+        )
     body = asks.json_object(http_request.body)
     serializer = message_asks.CountTokensInputSerializer(data=body)
     if not serializer.is_valid():
@@ -207,7 +213,7 @@ async def count_tokens(http_request):
     except AuthenticationFailed as exc:
         return anthropic_error(401, str(exc.detail))
     except asks.RequestRejected as exc:
-        return anthropic_error(exc.status, exc.message)
+        return anthropic_error(exc.status, exc.message, retry_after=exc.retry_after)
     if _relayed(model):
         try:
             answer = await providers.count_tokens(
