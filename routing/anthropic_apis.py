@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from datetime import UTC
 
-from django.http import Http404, JsonResponse, StreamingHttpResponse
+from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -25,12 +25,12 @@ from routing.models import LlmModel, Request
 from routing.protocols import anthropic_messages
 from routing.providers import Delta, ProviderError
 from routing.serving import (
-    SSE_HEADERS,
     UPSTREAM_FAILED,
-    StreamBody,
-    admit,
+    Protocol,
     authenticate,
     identified,
+    method_not_allowed,
+    serve,
 )
 
 
@@ -56,12 +56,6 @@ def named(response, rid: str | None = None, *, retry_after: float | None = None)
     return response
 
 
-def _not_allowed(allowed: str) -> JsonResponse:
-    response = anthropic_error(405, f"Only {allowed} is supported on this path.")
-    response["Allow"] = allowed
-    return response
-
-
 def _relayed(model: LlmModel) -> bool:
     """Whether `model` answers in Anthropic's protocol (its Message and events are relayed)."""
     return model.provider.kind == "anthropic"
@@ -72,43 +66,24 @@ async def messages(http_request):
     translated for an OpenAI one (what it cannot honour is a 400 naming it); streamed with
     Anthropic's exact event sequence; billed like chat, cache reads and writes at their
     prices."""
-    if http_request.method != "POST":
-        return _not_allowed("POST")
-    admitted, error = await admit(
-        http_request, openai=True, surface="messages", fail=anthropic_error
+    return await serve(
+        http_request,
+        surface="messages",
+        protocol=ANTHROPIC,
+        body=_as_answered,
+        replay=_messages_replay,
+        stream=_messages_stream,
     )
-    if error is not None:
-        return error
-    request = admitted.request
-    rid = str(request.pk)
-    stream = request.params.get("stream")
-    if request.status == Request.Status.COMPLETED:  # a cache hit, an idempotent retry
-        if stream:
-            events = anthropic_messages.answer_events(request.answer)
-            return named(_event_stream(anthropic_messages.sse(e) for e in events), rid)
-        return named(JsonResponse(request.answer), rid)
-    if admitted.replay:
-        return _unfinished_replay(request, rid)
-    if stream:
-        # The first event before the response starts: a refusal upstream is answered with its
-        # status, as Anthropic would, not as an error event inside a 200 stream.
-        events = services.request_run(admitted, stream=True)
-        try:
-            first = await events.__anext__()
-        except services.RequestFailed as exc:
-            return _failure(exc, rid)
-        body = StreamBody(_messages_stream(admitted, events, first), admitted, events)
-        return named(_event_stream(body), rid)
-    try:
-        async for event in services.request_run(admitted, stream=False):
-            request = event
-    except services.RequestFailed as exc:
-        return _failure(exc, rid)
-    return named(JsonResponse(request.answer), rid)
 
 
-def _event_stream(body) -> StreamingHttpResponse:
-    return StreamingHttpResponse(body, content_type="text/event-stream", headers=SSE_HEADERS)
+async def _as_answered(request: Request) -> dict:
+    """The Message as the provider sent it, or as llmops rendered an OpenAI model's answer."""
+    return request.answer
+
+
+def _messages_replay(request: Request):
+    """A completed request (a cache hit, an idempotent retry) told as a stream."""
+    return (anthropic_messages.sse(e) for e in anthropic_messages.answer_events(request.answer))
 
 
 async def _messages_stream(admitted: services.Admitted, events, first):
@@ -173,6 +148,11 @@ def _unfinished_replay(request: Request, rid: str) -> JsonResponse:
     )
 
 
+ANTHROPIC = Protocol(
+    fail=anthropic_error, failure=_failure, unfinished=_unfinished_replay, name=named
+)
+
+
 # --- POST /v1/messages/count_tokens ----------------------------------------------------------
 
 
@@ -207,7 +187,7 @@ async def count_tokens(http_request):
     Anthropic); an OpenAI model's estimated from the translated prompt (about four bytes a
     token: no tokenizer is shipped), said so in `llmops-estimate: true`. Not billed."""
     if http_request.method != "POST":
-        return _not_allowed("POST")
+        return method_not_allowed("POST", fail=anthropic_error)
     try:
         model, options, headers = await db(_count_target, http_request)
     except AuthenticationFailed as exc:
@@ -288,7 +268,7 @@ def anthropic_models(http_request, model_id: str | None = None):
     """GET /v1/models[/{id}] for Anthropic clients: the chat models and aliases the key's team
     may name, paged by limit / after_id / before_id as Anthropic pages."""
     if http_request.method != "GET":
-        return _not_allowed("GET")
+        return method_not_allowed("GET", fail=anthropic_error)
     try:
         key = authenticate(http_request)
     except AuthenticationFailed as exc:

@@ -3,7 +3,7 @@ the Responses API, embeddings and models. Every object is scoped to the caller's
 
 from __future__ import annotations
 
-from django.http import Http404, JsonResponse, StreamingHttpResponse
+from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -17,15 +17,11 @@ from routing.models import LlmModel, Request
 from routing.protocols import openai_chat, openai_responses
 from routing.providers import Delta, ProviderError, delete_response
 from routing.serving import (
-    SSE_HEADERS,
-    StreamBody,
-    admit,
     authenticate,
     identified,
     method_not_allowed,
     openai_error,
-    openai_failure,
-    openai_unfinished_replay,
+    serve,
     sse,
 )
 
@@ -33,78 +29,35 @@ from routing.serving import (
 async def chat_completions(http_request):
     """POST /v1/chat/completions for OpenAI clients: the body relayed as sent to the model the
     client named (or its policy's chain), the answer relayed as the provider sent it."""
-    if http_request.method != "POST":
-        return method_not_allowed("POST")
-    admitted, error = await admit(http_request, openai=True)
-    if error is not None:
-        return error
-    request = admitted.request
-    rid = str(request.pk)
-    stream = request.params.get("stream")
-    include_usage = bool(
-        (http_request.llmops_body.get("stream_options") or {}).get("include_usage")
+    return await serve(
+        http_request,
+        surface="chat",
+        body=_chat_body,
+        replay=_openai_replay_stream,
+        stream=_openai_stream,
     )
-    if request.status == Request.Status.COMPLETED:
-        if stream:
-            return identified(
-                StreamingHttpResponse(
-                    _openai_replay_stream(request, include_usage),
-                    content_type="text/event-stream",
-                    headers=SSE_HEADERS,
-                ),
-                rid,
-            )
-        return identified(JsonResponse(await db(_openai_body, request)), rid)
-    if admitted.replay:
-        return openai_unfinished_replay(request, rid)
-    if stream:
-        # The first event before the response starts: a request refused upstream (a provider's
-        # 400, every provider busy) is answered with its status, as the provider would, not as
-        # an error inside a 200 stream.
-        events = services.request_run(admitted, stream=True)
-        try:
-            first = await events.__anext__()
-        except services.RequestFailed as exc:
-            return openai_failure(exc, rid)
-        return identified(
-            StreamingHttpResponse(
-                StreamBody(
-                    _openai_stream(admitted, events, first, include_usage), admitted, events
-                ),
-                content_type="text/event-stream",
-                headers=SSE_HEADERS,
-            ),
-            rid,
-        )
-    try:
-        async for event in services.request_run(admitted, stream=False):
-            request = event
-    except services.RequestFailed as exc:
-        return openai_failure(exc, rid)
-    return identified(JsonResponse(await db(_openai_body, request)), rid)
 
 
 async def embeddings(http_request):
     """POST /v1/embeddings for OpenAI clients: the body relayed as sent to the embedding model
     the client named (or its policy's chain), the answer as the provider sent it (vectors in
     the encoding asked for), billed per input token."""
-    if http_request.method != "POST":
-        return method_not_allowed("POST")
-    admitted, error = await admit(http_request, openai=True, surface="embeddings")
-    if error is not None:
-        return error
-    request = admitted.request
-    rid = str(request.pk)
-    if admitted.replay and request.status != Request.Status.COMPLETED:
-        return openai_unfinished_replay(request, rid)
-    if request.status != Request.Status.COMPLETED:  # not a cache hit: ask the provider
-        try:
-            async for event in services.request_run(admitted, stream=False):
-                request = event
-        except services.RequestFailed as exc:
-            return openai_failure(exc, rid)
-    # The answer as the provider sent it (kept whole: a replay and a cache hit repeat it).
-    return identified(JsonResponse(request.answer), rid)
+    return await serve(http_request, surface="embeddings", body=_as_answered)
+
+
+async def _as_answered(request: Request) -> dict:
+    """The answer as the provider sent it (kept whole: a replay and a cache hit repeat it)."""
+    return request.answer
+
+
+async def _chat_body(request: Request) -> dict:
+    return await db(_openai_body, request)
+
+
+def _include_usage(request: Request) -> bool:
+    """Whether the client's stream asked for the usage chunk (its options keep stream_options)."""
+    options = request.params.get("options") or {}
+    return bool((options.get("stream_options") or {}).get("include_usage"))
 
 
 def _openai_id(request: Request) -> str:
@@ -133,10 +86,11 @@ def _openai_body(request: Request) -> dict:
     )
 
 
-async def _openai_stream(admitted: services.Admitted, events, first, include_usage: bool):
+async def _openai_stream(admitted: services.Admitted, events, first):
     """The stream as the provider sent it (a relay: each event's bytes), or rendered here
     (a translated answer's text), then [DONE] once the answer is billed."""
     request = admitted.request
+    include_usage = _include_usage(request)
     ident, created = _openai_id(request), int(request.created_at.timestamp())
     role = True
     try:
@@ -192,8 +146,9 @@ def _chunk(ident: str, created: int, model: str, delta: dict, *, finish=None) ->
     }
 
 
-async def _openai_replay_stream(request: Request, include_usage: bool):
+async def _openai_replay_stream(request: Request):
     """A completed request (a cache hit, an idempotent retry) told as a stream."""
+    include_usage = _include_usage(request)
     request = await db(Request.objects.select_related("model").get, pk=request.pk)
     answer = asks.answer_of(request)
     chunks = openai_chat.answer_chunks(
@@ -213,41 +168,17 @@ async def responses(http_request):
     """POST /v1/responses for OpenAI clients: relayed as sent to an OpenAI-protocol model (its
     Response and every stream event back as the provider sent them), translated for a Claude
     model (rendered here as OpenAI renders them); billed like chat."""
-    if http_request.method != "POST":
-        return method_not_allowed("POST")
-    admitted, error = await admit(http_request, openai=True, surface="responses")
-    if error is not None:
-        return error
-    request = admitted.request
-    rid = str(request.pk)
-    stream = request.params.get("stream")
-    if request.status == Request.Status.COMPLETED:  # a cache hit, an idempotent retry
-        if stream:
-            events = openai_responses.answer_events(request.answer)
-            return identified(_event_stream(openai_responses.sse(e) for e in events), rid)
-        return identified(JsonResponse(request.answer), rid)
-    if admitted.replay:
-        return openai_unfinished_replay(request, rid)
-    if stream:
-        # The first event before the response starts, as for chat: a refusal upstream is
-        # answered with its status, not inside a 200 stream.
-        events = services.request_run(admitted, stream=True)
-        try:
-            first = await events.__anext__()
-        except services.RequestFailed as exc:
-            return openai_failure(exc, rid)
-        body = StreamBody(_responses_stream(admitted, events, first), admitted, events)
-        return identified(_event_stream(body), rid)
-    try:
-        async for event in services.request_run(admitted, stream=False):
-            request = event
-    except services.RequestFailed as exc:
-        return openai_failure(exc, rid)
-    return identified(JsonResponse(request.answer), rid)
+    return await serve(
+        http_request,
+        surface="responses",
+        body=_as_answered,
+        replay=_responses_replay,
+        stream=_responses_stream,
+    )
 
 
-def _event_stream(body) -> StreamingHttpResponse:
-    return StreamingHttpResponse(body, content_type="text/event-stream", headers=SSE_HEADERS)
+def _responses_replay(request: Request):
+    return (openai_responses.sse(e) for e in openai_responses.answer_events(request.answer))
 
 
 async def _responses_stream(admitted: services.Admitted, events, first):

@@ -14,10 +14,13 @@ import contextlib
 import json
 import math
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import JsonResponse
+from django.http import JsonResponse, StreamingHttpResponse
 from rest_framework.exceptions import AuthenticationFailed
 
 from llmops.dbthreads import db
@@ -83,8 +86,6 @@ def prepare(http_request, *, openai: bool, surface: str = "chat") -> services.Ad
             retry_after=wait,
         )
     body = asks.json_object(http_request.body)
-    # chat_completions reads stream_options from it after admission, without a second parse.
-    http_request.llmops_body = body
     serializer_class, make_ask = (OPENAI_SURFACES if openai else NATIVE_SURFACES)[surface]
     serializer = serializer_class(data=body)
     if not serializer.is_valid():
@@ -214,9 +215,77 @@ def openai_failure(exc: services.RequestFailed, rid: str) -> JsonResponse:
     return openai_error(exc.status, str(exc), code=code, rid=rid, retry_after=exc.retry_after)
 
 
-def method_not_allowed(allowed: str, *, openai: bool = True) -> JsonResponse:
+def method_not_allowed(allowed: str, *, openai: bool = True, fail=None) -> JsonResponse:
     """A 405 naming the one method a serving endpoint answers, in its API's error shape."""
-    fail = openai_error if openai else native_error
+    fail = fail or (openai_error if openai else native_error)
     response = fail(405, f"Only {allowed} is supported.", code="method_not_allowed")
     response["Allow"] = allowed
     return response
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How the serving endpoints of one client protocol (OpenAI's, Anthropic's) say what is
+    not an answer: an error (`fail(status, message, field=, code=, rid=, retry_after=)`), a
+    request no provider answered (`failure(exc, rid)`), an Idempotency-Key retry of a request
+    that did not complete (`unfinished(request, rid)`); and how a response names its request
+    (`name(response, rid)`)."""
+
+    fail: Callable[..., JsonResponse]
+    failure: Callable[[services.RequestFailed, str], JsonResponse]
+    unfinished: Callable[[Request, str], JsonResponse]
+    name: Callable = identified
+
+
+OPENAI = Protocol(fail=openai_error, failure=openai_failure, unfinished=openai_unfinished_replay)
+
+
+def event_stream(body) -> StreamingHttpResponse:
+    return StreamingHttpResponse(body, content_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def serve(
+    http_request,
+    *,
+    surface: str,
+    protocol: Protocol = OPENAI,
+    body: Callable[[Request], Awaitable[dict]],
+    replay: Callable[[Request], Any] | None = None,
+    stream: Callable[[services.Admitted, Any, Any], AsyncIterator[bytes]] | None = None,
+):
+    """A POST of a client protocol's serving endpoint, served: admitted, answered from the
+    cache or an idempotent replay, else run (streamed or not), each outcome in the protocol's
+    shape. `body` is a completed request's JSON answer; `replay` the events of a completed
+    request asked as a stream; `stream` the events of a live one (surfaces that never stream
+    leave both out)."""
+    if http_request.method != "POST":
+        return method_not_allowed("POST", fail=protocol.fail)
+    admitted, error = await admit(http_request, openai=True, surface=surface, fail=protocol.fail)
+    if error is not None:
+        return error
+    request = admitted.request
+    rid = str(request.pk)
+    streamed = bool(request.params.get("stream")) and stream is not None
+    if request.status == Request.Status.COMPLETED:  # a cache hit, an idempotent retry
+        if streamed:
+            return protocol.name(event_stream(replay(request)), rid)
+        return protocol.name(JsonResponse(await body(request)), rid)
+    if admitted.replay:
+        return protocol.unfinished(request, rid)
+    if streamed:
+        # The first event before the response starts: a request refused upstream (a provider's
+        # 400, every provider busy) is answered with its status, as the provider would, not as
+        # an error inside a 200 stream.
+        events = services.request_run(admitted, stream=True)
+        try:
+            first = await events.__anext__()
+        except services.RequestFailed as exc:
+            return protocol.failure(exc, rid)
+        live = StreamBody(stream(admitted, events, first), admitted, events)
+        return protocol.name(event_stream(live), rid)
+    try:
+        async for event in services.request_run(admitted, stream=False):
+            request = event
+    except services.RequestFailed as exc:
+        return protocol.failure(exc, rid)
+    return protocol.name(JsonResponse(await body(request)), rid)
