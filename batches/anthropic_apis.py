@@ -1,9 +1,11 @@
 """Anthropic's Message Batches API for the anthropic SDK (`client.messages.batches`): create,
-retrieve, list, cancel, delete and results, on llmops' own batch machinery
+retrieve, list, cancel and results, on llmops' own batch machinery
 (batches/services/message_batches.py). Errors in Anthropic's shape; never a 409 (the SDK
 retries it)."""
 
 from __future__ import annotations
+
+import uuid
 
 from django.conf import settings
 from django.db.models import Q
@@ -51,9 +53,10 @@ class AnthropicView(APIView):
         return super().handle_exception(exc)
 
     def finalize_response(self, request, response, *args, **kwargs):
+        # Every answer names itself as Anthropic's do (the SDK's `_request_id`), errors too.
         response = super().finalize_response(request, response, *args, **kwargs)
-        if "x-request-id" in response:
-            response["request-id"] = response["x-request-id"]
+        rid = response.get("x-request-id") or f"req_{uuid.uuid4().hex}"
+        response["x-request-id"] = response["request-id"] = rid
         return response
 
     def key(self) -> ApiKey:

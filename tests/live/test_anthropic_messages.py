@@ -465,6 +465,7 @@ def test_a_message_batch_runs_from_create_to_results(llmops, sim, model):
 
     batch = client.messages.batches.create(requests=requests)
     assert batch.id.startswith("msgbatch_") and batch.processing_status == "in_progress"
+    assert batch._request_id
     assert batch.request_counts.processing == 3 and batch.results_url is None
 
     work_until(
