@@ -38,7 +38,8 @@ $(CLIENTS_STAMP): tests/clients/requirements.txt
 
 clients: $(CLIENTS_STAMP)
 
-## test: the whole pytest suite
+## test: the whole pytest suite (the slowest tests listed at the end: CI has 90 minutes)
+PYTEST_ARGS ?= --durations=25
 test: install browser clients
 	LLMOPS_DATA_DIR=var/test $(PY) -m pytest $(PYTEST_ARGS)
 
