@@ -589,3 +589,25 @@ def test_a_message_batch_with_bad_params_ends_with_each_request_errored(llmops):
     assert results["good"].type == "errored"  # the batch was refused as a whole
     status, ledger = llmops.api("GET", "/api/v1/ledger?limit=100")
     assert status == 200 and not [e for e in ledger["results"] if e.get("batch") == batch.id]
+
+
+@MODELS
+def test_a_repeat_is_a_cache_hit_told_as_a_message_and_as_a_stream(llmops, client, model):
+    """product-search caches answers: the same body again costs nothing, in either form."""
+    body = {
+        "model": model,
+        "max_tokens": 60,
+        "messages": [{"role": "user", "content": asked("Which lamp for a tent?")}],
+    }
+    first = client.messages.create(**body)
+    again = client.messages.create(**body)
+    with client.messages.stream(**body) as stream:
+        streamed = stream.get_final_message()
+
+    for hit, request_id in ((again, again._request_id), (streamed, stream.request_id)):
+        assert [b.text for b in hit.content] == [b.text for b in first.content]
+        assert hit.stop_reason == first.stop_reason
+        assert hit.id != first.id  # a Message of its own
+        request = llmops.request_of(request_id)
+        assert request["mode"] == "cache" and request["kind"] == "messages"
+        assert Decimal(charge_of(llmops, request["id"])["cost_usd"]) == 0
