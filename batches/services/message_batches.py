@@ -22,6 +22,7 @@ from routing.models import ApiKey, Request, Workload
 # Anthropic's limit is 100,000 requests or 256 MB, whichever comes first.
 MAX_REQUESTS = 100_000
 ID_PREFIX = "msgbatch_"
+ID_LENGTH = ClientBatch._meta.get_field("id").max_length
 
 
 def _refused(message: str) -> SurfaceError:
@@ -80,7 +81,8 @@ def message_batch_create(
         workload=workload,
         input_file=stored,
         metadata=metadata or {},
-        id=f"{ID_PREFIX}{stored.id.removeprefix('file-')}",
+        # Within the id column (PostgreSQL refuses a longer one; SQLite would not say).
+        id=f"{ID_PREFIX}{stored.id.removeprefix('file-')}"[:ID_LENGTH],
     )
 
 
