@@ -78,9 +78,17 @@ class AnthropicView(APIView):
             raise Http404(f"No message batch {batch_id}.")
         return services.client_batch_refresh(batch=found)
 
+    def batches_json(self, batches: list[ClientBatch]) -> list[dict]:
+        return message_batches.message_batches_json(
+            batches,
+            results_url=lambda b: self.request.build_absolute_uri(
+                f"/v1/messages/batches/{b.id}/results"
+            ),
+        )
+
     def batch_json(self, batch: ClientBatch) -> dict:
-        results = self.request.build_absolute_uri(f"/v1/messages/batches/{batch.id}/results")
-        return message_batches.message_batch_json(batch, results_url=results)
+        [found] = self.batches_json([batch])
+        return found
 
 
 def _body(request) -> dict:
@@ -102,6 +110,9 @@ def _body(request) -> dict:
 
 
 class MessageBatchCollectionApi(AnthropicView):
+    # A create carries its requests in its body (Anthropic takes up to 256 MB).
+    max_body_setting = "LLMOPS_MAX_MESSAGE_BATCH_BYTES"
+
     @extend_schema(
         **_ANTHROPIC,
         request={"application/json": OpenApiTypes.OBJECT},
@@ -166,7 +177,7 @@ class MessageBatchCollectionApi(AnthropicView):
                 )
             rows = list(batches.order_by("-created_at", "-pk")[: limit + 1])
             has_more, rows = len(rows) > limit, rows[:limit]
-        data = [self.batch_json(services.client_batch_refresh(batch=b)) for b in rows]
+        data = self.batches_json([services.client_batch_refresh(batch=b) for b in rows])
         return Response(
             {
                 "data": data,

@@ -139,18 +139,13 @@ def check_headers(request) -> None:
             raise Refused(400, f"The {name} header is over {limit} characters.", field=name)
 
 
-MESSAGE_BATCHES_PATH = "/v1/messages/batches"
-
-
-def check_body_size(request) -> None:
-    """Refuse (413) a body the client declares larger than LLMOPS_MAX_BODY_BYTES, before it is
-    read. A multipart upload (/v1/files) has its own, larger cap: its file parts stream to disk
-    and Django caps its other parts."""
+def check_body_size(request, *, limit: int | None = None) -> None:
+    """Refuse (413) a body the client declares larger than `limit` (a view's own, else
+    LLMOPS_MAX_BODY_BYTES), before it is read. A multipart upload (/v1/files) has its own,
+    larger cap: its file parts stream to disk and Django caps its other parts."""
     if request.content_type == "multipart/form-data":
         return
-    limit = settings.LLMOPS_MAX_BODY_BYTES
-    if request.path_info == MESSAGE_BATCHES_PATH and request.method == "POST":
-        limit = settings.LLMOPS_MAX_MESSAGE_BATCH_BYTES  # the batch's requests are its body
+    limit = limit or settings.LLMOPS_MAX_BODY_BYTES
     length = request.META.get("CONTENT_LENGTH") or "0"
     if not length.isdigit() or int(length) > limit:
         raise Refused(413, f"The body is over {limit} bytes.", code="too_large")

@@ -23,13 +23,14 @@ from routing.auth import throttle_key
 from routing.config import policy_chain
 from routing.models import LlmModel, Request
 from routing.protocols import anthropic_messages
-from routing.providers import Delta, ProviderError
+from routing.providers import ProviderError
 from routing.serving import (
     UPSTREAM_FAILED,
     Protocol,
     authenticate,
     identified,
     method_not_allowed,
+    protocol_stream,
     serve,
 )
 
@@ -86,43 +87,24 @@ def _messages_replay(request: Request):
     return (anthropic_messages.sse(e) for e in anthropic_messages.answer_events(request.answer))
 
 
-async def _messages_stream(admitted: services.Admitted, events, first):
+def _messages_stream(admitted: services.Admitted, events, first):
     """The provider's events as it sent them (a relay), or rendered here from an OpenAI
     model's deltas. Either way the closing `message_stop` leaves only once the answer is
-    billed."""
-    request = admitted.request
-    rendered = None  # the events of a translated answer
-    closing = None  # a relayed stream's message_stop, held until the bill is written
+    billed; a failure after the start is Anthropic's error event (the SDK raises it)."""
+    rendered = None
     if not _relayed(admitted.serving):  # known once the first event came: no fallback now
         rendered = anthropic_messages.MessageEvents(
-            id=conversations.message_id(request), model=admitted.serving.model_id
+            id=conversations.message_id(admitted.request), model=admitted.serving.model_id
         )
-        for piece in rendered.start():
-            yield anthropic_messages.sse(piece)
-    try:
-        event = first
-        while True:
-            if isinstance(event, Delta):
-                if event.last:
-                    closing = event.raw
-                elif event.raw is not None:
-                    yield event.raw
-                elif rendered is not None and event.openai:
-                    for piece in rendered.add(event.openai):
-                        yield anthropic_messages.sse(piece)
-            elif closing is not None:
-                yield closing
-            elif rendered is not None:
-                for piece in rendered.complete(event.answer):
-                    yield anthropic_messages.sse(piece)
-            try:
-                event = await events.__anext__()
-            except StopAsyncIteration:
-                break
-    except services.RequestFailed as exc:
-        # Anthropic's mid-stream error event (the SDK raises it as an APIStatusError).
-        error = {"type": "error", "error": {"type": "api_error", "message": str(exc)}}
-        yield anthropic_messages.sse(error)
+    return protocol_stream(
+        events,
+        first,
+        rendered=rendered,
+        sse=anthropic_messages.sse,
+        failed=lambda message: [
+            {"type": "error", "error": {"type": "api_error", "message": message}}
+        ],
+    )
 
 
 def _failure(exc: services.RequestFailed, rid: str) -> JsonResponse:

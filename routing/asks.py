@@ -288,17 +288,7 @@ class OpenAIMessagesField(serializers.JSONField):
     otherwise kept as sent: tool calls, tool results, names and unknown keys pass through."""
 
     def to_internal_value(self, data):
-        if not isinstance(data, list):
-            raise ValidationError("Expected a list of messages.")
-        if not 1 <= len(data) <= MAX_MESSAGES:
-            raise ValidationError(f"Between 1 and {MAX_MESSAGES} messages.")
-        for index, message in enumerate(data):
-            if not isinstance(message, dict):
-                raise ValidationError({index: ["Must be an object."]})
-            if message.get("role") not in OPENAI_ROLES:
-                raise ValidationError(
-                    {index: {"role": [f"Must be one of {', '.join(OPENAI_ROLES)}."]}}
-                )
+        for index, message in checked_turns(data, roles=OPENAI_ROLES):
             content = message.get("content")
             if content is None:
                 if message["role"] == "assistant" and (
@@ -313,15 +303,36 @@ class OpenAIMessagesField(serializers.JSONField):
                     {index: {"content": ["Must be a string or a list of parts."]}}
                 )
             for position, part in enumerate(content):
-                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                    raise ValidationError(
-                        {index: {"content": {position: ["Must be an object with a `type`."]}}}
-                    )
+                check_typed(part, index, position)
                 if part["type"] == "text" and not isinstance(part.get("text"), str):
                     raise ValidationError(
                         {index: {"content": {position: ["A text part needs a string `text`."]}}}
                     )
         return data
+
+
+def checked_turns(data, *, roles: tuple[str, ...]):
+    """(index, turn) of a messages list, checked for what every protocol's share (OpenAI's
+    messages, Anthropic's turns): a list of 1 to MAX_MESSAGES objects, each with a role of
+    `roles`. Raises ValidationError naming the turn."""
+    if not isinstance(data, list):
+        raise ValidationError("Expected a list of messages.")
+    if not 1 <= len(data) <= MAX_MESSAGES:
+        raise ValidationError(f"Between 1 and {MAX_MESSAGES} messages.")
+    for index, message in enumerate(data):
+        if not isinstance(message, dict):
+            raise ValidationError({index: ["Must be an object."]})
+        if message.get("role") not in roles:
+            raise ValidationError({index: {"role": [f"Must be one of {', '.join(roles)}."]}})
+        yield index, message
+
+
+def check_typed(part, index: int, position: int) -> None:
+    """A content part (OpenAI's) or block (Anthropic's): an object with a string `type`."""
+    if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+        raise ValidationError(
+            {index: {"content": {position: ["Must be an object with a `type`."]}}}
+        )
 
 
 class ChatCompletionInputSerializer(serializers.Serializer):

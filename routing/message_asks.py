@@ -10,12 +10,13 @@ from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
 from routing.asks import (
-    MAX_MESSAGES,
     Ask,
     StrictBoolean,
     StrictInteger,
     StrictNumber,
+    check_typed,
     checked_metadata,
+    checked_turns,
     openai_model,
 )
 from routing.models import LlmModel, Workload
@@ -54,17 +55,7 @@ class AnthropicMessagesField(serializers.JSONField):
     and otherwise kept as sent: tool_use, tool_result, images, thinking, cache_control."""
 
     def to_internal_value(self, data):
-        if not isinstance(data, list):
-            raise ValidationError("Input should be a valid list.")
-        if not 1 <= len(data) <= MAX_MESSAGES:
-            raise ValidationError(f"Between 1 and {MAX_MESSAGES} messages.")
-        for index, message in enumerate(data):
-            if not isinstance(message, dict):
-                raise ValidationError({index: ["Input should be a valid dictionary."]})
-            if message.get("role") not in ROLES:
-                raise ValidationError(
-                    {index: {"role": [f"Input should be one of {', '.join(ROLES)}."]}}
-                )
+        for index, message in checked_turns(data, roles=ROLES):
             content = message.get("content")
             if isinstance(content, str):
                 continue
@@ -73,10 +64,7 @@ class AnthropicMessagesField(serializers.JSONField):
                     {index: {"content": ["Input should be a string or a list of blocks."]}}
                 )
             for position, block in enumerate(content):
-                if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-                    raise ValidationError(
-                        {index: {"content": {position: ["Must be an object with a `type`."]}}}
-                    )
+                check_typed(block, index, position)
         return data
 
 

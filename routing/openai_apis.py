@@ -21,6 +21,7 @@ from routing.serving import (
     identified,
     method_not_allowed,
     openai_error,
+    protocol_stream,
     serve,
     sse,
 )
@@ -181,13 +182,12 @@ def _responses_replay(request: Request):
     return (openai_responses.sse(e) for e in openai_responses.answer_events(request.answer))
 
 
-async def _responses_stream(admitted: services.Admitted, events, first):
+def _responses_stream(admitted: services.Admitted, events, first):
     """The provider's events as it sent them (a relay), or rendered here from a translated
     stream's pieces. Either way the closing event (`response.completed`, the Response with its
     usage) leaves only once the answer is billed."""
     request = admitted.request
-    rendered = None  # the events of a translated answer
-    closing = None  # a relayed stream's closing event, held until the bill is written
+    rendered = None
     if not _relayed(admitted.serving):  # known once the first event came: no fallback now
         rendered = openai_responses.EventStream(
             id=conversations.response_id(request),
@@ -195,33 +195,16 @@ async def _responses_stream(admitted: services.Admitted, events, first):
             model=admitted.serving.model_id,
             options=request.params.get("options") or {},
         )
-        for piece in rendered.start():
-            yield openai_responses.sse(piece)
-    try:
-        event = first
-        while True:
-            if isinstance(event, Delta):
-                if event.last:
-                    closing = event.raw
-                elif event.raw is not None:
-                    yield event.raw
-                elif rendered is not None and event.openai:
-                    for piece in rendered.add(event.openai):
-                        yield openai_responses.sse(piece)
-            elif closing is not None:
-                yield closing
-            elif rendered is not None:
-                for piece in rendered.complete(event.answer):
-                    yield openai_responses.sse(piece)
-            try:
-                event = await events.__anext__()
-            except StopAsyncIteration:
-                break
-    except services.RequestFailed as exc:
+
+    def failed(message: str) -> list[dict]:
         # The SDK knows a fixed list of failure codes: server_error is the one that fits.
-        failure = {"type": "error", "code": "server_error", "message": str(exc), "param": None}
-        for piece in rendered.failed(str(exc), "server_error") if rendered else [failure]:
-            yield openai_responses.sse(piece)
+        if rendered is not None:
+            return rendered.failed(message, "server_error")
+        return [{"type": "error", "code": "server_error", "message": message, "param": None}]
+
+    return protocol_stream(
+        events, first, rendered=rendered, sse=openai_responses.sse, failed=failed
+    )
 
 
 @csrf_exempt

@@ -28,6 +28,7 @@ from routing import asks, message_asks, services
 from routing.auth import ApiKeyAuthentication, throttle_key
 from routing.models import ApiKey, Request, Workload
 from routing.protocols import openai
+from routing.providers import Delta
 
 
 def native_error(status: int, message: str, *, field: str = "", code: str = "") -> JsonResponse:
@@ -289,3 +290,38 @@ async def serve(
     except services.RequestFailed as exc:
         return protocol.failure(exc, rid)
     return protocol.name(JsonResponse(await body(request)), rid)
+
+
+async def protocol_stream(events, first, *, rendered, sse, failed) -> AsyncIterator[bytes]:
+    """A live stream in the client's protocol, from request_run's events: relayed (each Delta's
+    bytes as the provider sent them, the closing one, marked `last`, held until the answer is
+    billed) or, when `rendered` is given (a translated answer), rendered by it: `start()`,
+    `add(openai delta)` and `complete(answer)` each return events, which `sse` encodes.
+    `failed(message)` is what ends a stream that failed after it began."""
+    if rendered is not None:
+        for piece in rendered.start():
+            yield sse(piece)
+    closing = None
+    try:
+        event = first
+        while True:
+            if isinstance(event, Delta):
+                if event.last:
+                    closing = event.raw
+                elif event.raw is not None:
+                    yield event.raw
+                elif rendered is not None and event.openai:
+                    for piece in rendered.add(event.openai):
+                        yield sse(piece)
+            elif closing is not None:
+                yield closing
+            elif rendered is not None:
+                for piece in rendered.complete(event.answer):
+                    yield sse(piece)
+            try:
+                event = await events.__anext__()
+            except StopAsyncIteration:
+                break
+    except services.RequestFailed as exc:
+        for piece in failed(str(exc)):
+            yield sse(piece)

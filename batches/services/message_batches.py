@@ -95,10 +95,24 @@ def _rfc3339(value: datetime | None) -> str | None:
 _ENDED_AT = ("completed_at", "cancelled_at", "failed_at", "expired_at")
 
 
-def message_batch_json(batch: ClientBatch, *, results_url: str) -> dict:
-    """A client batch as Anthropic's MessageBatch: `in_progress` (`canceling` once cancelled)
-    until every request has ended, then `ended`. Requests count as processing until the whole
-    batch ends, and then by how each ended, as Anthropic counts them."""
+def message_batches_json(batches: list[ClientBatch], *, results_url) -> list[dict]:
+    """Client batches as Anthropic's MessageBatch objects (`results_url(batch)` says where each
+    one's results are): `in_progress` (`canceling` once cancelled) until every request has
+    ended, then `ended`. Requests count as processing until the whole batch ends, and then by
+    how each ended, as Anthropic counts them: one query for a page of batches."""
+    ended = [b.pk for b in batches if b.status in ClientBatch.ENDED]
+    statuses: dict[str, dict] = {}
+    for batch_id, status, n in (
+        Request.objects.filter(batch_line__batch__in=ended)
+        .values_list("batch_line__batch", "status")
+        .annotate(n=models.Count("pk"))
+        .order_by()
+    ):
+        statuses.setdefault(batch_id, {})[status] = n
+    return [_batch_json(b, statuses.get(b.pk, {}), results_url(b)) for b in batches]
+
+
+def _batch_json(batch: ClientBatch, statuses: dict, results_url: str) -> dict:
     ended = batch.status in ClientBatch.ENDED
     counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
     total = batch.input_file.lines  # a failed client batch counts none (OpenAI's way)
@@ -107,7 +121,10 @@ def message_batch_json(batch: ClientBatch, *, results_url: str) -> dict:
     elif batch.status == ClientBatch.Status.FAILED:
         counts["errored"] = total  # refused as a whole: each request errored
     else:
-        counts.update(_ended_counts(batch, total))
+        counts["succeeded"] = statuses.get(Request.Status.COMPLETED, 0)
+        counts["errored"] = statuses.get(Request.Status.FAILED, 0)
+        # Cancelled requests, and lines a cancel stopped before they became requests.
+        counts["canceled"] = total - counts["succeeded"] - counts["errored"]
     ended_at = next((getattr(batch, f) for f in _ENDED_AT if getattr(batch, f)), None)
     status = "ended" if ended else ("canceling" if batch.cancelling_at else "in_progress")
     return {
@@ -122,20 +139,6 @@ def message_batch_json(batch: ClientBatch, *, results_url: str) -> dict:
         "archived_at": None,
         "results_url": results_url if ended else None,
     }
-
-
-def _ended_counts(batch: ClientBatch, total: int) -> dict:
-    statuses = dict(
-        Request.objects.filter(batch_line__batch=batch)
-        .values_list("status")
-        .annotate(n=models.Count("pk"))
-        .order_by()
-    )
-    succeeded = statuses.get(Request.Status.COMPLETED, 0)
-    errored = statuses.get(Request.Status.FAILED, 0)
-    # Cancelled requests, and lines a cancel stopped before they became requests.
-    canceled = total - succeeded - errored
-    return {"succeeded": succeeded, "errored": errored, "canceled": canceled}
 
 
 def message_batch_results(batch: ClientBatch) -> Iterator[bytes]:

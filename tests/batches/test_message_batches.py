@@ -66,3 +66,21 @@ def test_results_walk_the_file_beside_the_batchs_lines(demo):
     lines = [json.loads(x) for x in message_batches.message_batch_results(batch)]
 
     assert lines == [{"custom_id": f"r-{i}", "result": {"type": "canceled"}} for i in range(3)]
+
+
+def test_a_create_may_be_larger_than_a_serving_body_up_to_its_own_cap(api, settings):
+    """The requests travel in the body: past LLMOPS_MAX_BODY_BYTES (1 MB) is fine, past
+    LLMOPS_MAX_MESSAGE_BATCH_BYTES is a 413 in Anthropic's shape."""
+    long = {**PARAMS, "messages": [{"role": "user", "content": "x" * 600_000}]}
+    body = {"requests": [{"custom_id": f"r-{i}", "params": long} for i in range(2)]}
+    headers = {"HTTP_X_WORKLOAD": "ticket-summaries"}
+
+    created = api.post("/v1/messages/batches", body, format="json", **headers)
+    assert created.status_code == 200, created.content
+    assert created.json()["request_counts"]["processing"] == 2
+    assert created["request-id"] == created["x-request-id"]
+
+    settings.LLMOPS_MAX_MESSAGE_BATCH_BYTES = 1_000_000
+    refused = api.post("/v1/messages/batches", body, format="json", **headers)
+    assert refused.status_code == 413
+    assert refused.json()["error"]["type"] == "request_too_large"
