@@ -54,7 +54,7 @@ def measure(rounds: int, per_round: int) -> dict:
     from routing.models import LlmModel, Workload
 
     workload = Workload.objects.select_related("team", "policy").get(slug="product-descriptions")
-    model = LlmModel.objects.get(model_id="claude-sonnet-4-5")
+    model = LlmModel.objects.get(model_id="claude-sonnet-4-6")
     usage = Usage(input_tokens=1200, output_tokens=300)
     counter = iter(range(10**9))
 

@@ -110,6 +110,9 @@ class LedgerEntry(models.Model):
     # USD: the same usage on that model at its batch price; null when the model has none. What
     # deferring would have cost: missed savings and the workload audit's recommendations.
     batch_cost_usd = MoneyField(null=True, blank=True)
+    # USD: the same usage on that model at its flex price; null when it has none. What flex
+    # would have cost (the audit's "allow flex").
+    flex_cost_usd = MoneyField(null=True, blank=True)
     reverses = models.OneToOneField(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="reversed_by"
     )

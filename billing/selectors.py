@@ -11,7 +11,7 @@ from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
 from billing.fields import usd_value
-from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Price
+from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Price, Processing
 from billing.pricing import ContextTier, PriceVersion, PricingError, Rates
 from llmops import memo
 from routing.config import policy_chain
@@ -72,6 +72,27 @@ def price_in_force(model: LlmModel, processing: str, at: datetime) -> PriceVersi
     raise PricingError(
         f"no {processing} price for {model} is in force at {at.isoformat()} "
         "(run `python manage.py sync_prices`, or add a price in the admin)"
+    )
+
+
+def has_price(model: LlmModel, processing: str, at: datetime) -> bool:
+    """Whether a `processing` price of the model is in force at `at` (no exception raised:
+    most models have no flex price, and raising costs more than asking)."""
+    return any(v.effective_from <= at for v in price_versions(model.pk, processing))
+
+
+def flex_terms(model: LlmModel, at: datetime) -> tuple[bool, bool]:
+    """(the model has a flex price in force, and it is no dearer than its batch price): what
+    the router weighs flex by. No batch price: flex is compared with nothing, so no dearer."""
+    if not has_price(model, Processing.FLEX, at):
+        return False, False
+    if not has_price(model, Processing.BATCH, at):
+        return True, True
+    flex = price_in_force(model, Processing.FLEX, at).rates
+    batch = price_in_force(model, Processing.BATCH, at).rates
+    return True, all(
+        getattr(flex, rate) <= getattr(batch, rate)
+        for rate in ("input", "cached_input", "cache_write", "output")
     )
 
 

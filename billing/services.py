@@ -135,8 +135,12 @@ def price_create(
 # --- ledger ---------------------------------------------------------------------------
 
 
+# The price each mode is billed at (a cache hit costs nothing; streamed is standard).
+PROCESSING_OF_MODE = {Mode.BATCH: Processing.BATCH, Mode.FLEX: Processing.FLEX}
+
+
 def processing_for(mode: str) -> str:
-    return Processing.BATCH if mode == Mode.BATCH else Processing.STANDARD
+    return PROCESSING_OF_MODE.get(mode, Processing.STANDARD)
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,7 @@ class Priced:
     counterfactual: Cost  # realtime, standard price, the workload's primary model
     standard: Cost  # realtime, standard price, the model that served it
     batch: Cost | None  # batch price on that model; None when it has no batch price
+    flex: Cost | None = None  # flex price on that model; None when it has no flex price
 
 
 def usage_price(
@@ -161,23 +166,32 @@ def usage_price(
     a silent $0. Two price lookups, a third when the counterfactual model differs."""
     at = at or timezone.now()
     standard = price_usage(usage, selectors.price_in_force(model, Processing.STANDARD, at))
-    try:
-        batch = price_usage(usage, selectors.price_in_force(model, Processing.BATCH, at))
-    except PricingError:
-        if mode == Mode.BATCH:
-            raise
-        batch = None  # a model without batch processing: nothing to compare with
+    # A model without batch or flex processing: nothing to compare with, unless served so.
+    batch = _priced_if_sold(model, Processing.BATCH, usage, at, required=mode == Mode.BATCH)
+    flex = _priced_if_sold(model, Processing.FLEX, usage, at, required=mode == Mode.FLEX)
     if mode == Mode.CACHE:
         cost = Cost(total=Decimal(0), breakdown={}, version=None)
     else:
-        cost = batch if mode == Mode.BATCH else standard
+        cost = {Mode.BATCH: batch, Mode.FLEX: flex}.get(mode, standard)
     if counterfactual_model is None or counterfactual_model.pk == model.pk:
         counterfactual = standard
     else:
         counterfactual = price_usage(
             usage, selectors.price_in_force(counterfactual_model, Processing.STANDARD, at)
         )
-    return Priced(cost=cost, counterfactual=counterfactual, standard=standard, batch=batch)
+    return Priced(
+        cost=cost, counterfactual=counterfactual, standard=standard, batch=batch, flex=flex
+    )
+
+
+def _priced_if_sold(
+    model: LlmModel, processing: str, usage: Usage, at: datetime, *, required: bool
+) -> Cost | None:
+    """`usage` at the model's `processing` price, None if it has none (PricingError if
+    `required`: what was served so must be priced so)."""
+    if not required and not selectors.has_price(model, processing, at):
+        return None
+    return price_usage(usage, selectors.price_in_force(model, processing, at))
 
 
 def pricing_estimate(
@@ -275,6 +289,7 @@ def ledger_record_usage(
             counterfactual_cost_usd=counterfactual.total,
             standard_cost_usd=priced.standard.total,
             batch_cost_usd=priced.batch.total if priced.batch else None,
+            flex_cost_usd=priced.flex.total if priced.flex else None,
             occurred_at=at,
             note=note,
         )
@@ -315,6 +330,7 @@ def ledger_reverse(*, entry: LedgerEntry, reason: str) -> tuple[LedgerEntry, boo
             counterfactual_cost_usd=-entry.counterfactual_cost_usd,
             standard_cost_usd=-entry.standard_cost_usd,
             batch_cost_usd=None if entry.batch_cost_usd is None else -entry.batch_cost_usd,
+            flex_cost_usd=None if entry.flex_cost_usd is None else -entry.flex_cost_usd,
             reverses=entry,
             # Booked in the original's period, so that period's spend goes back down.
             occurred_at=entry.occurred_at,

@@ -38,12 +38,17 @@ from routing.models import (
 # (provider slug, model id, tier, context window, max output tokens)
 MODELS = [
     ("sim-openai", "gpt-4o-mini", Tier.ECONOMY, 128_000, 16_384),
+    # Has a flex price: deferrable requests due in minutes are served at flex (about half).
+    ("sim-openai", "gpt-5-mini", Tier.ECONOMY, 400_000, 128_000),
     ("sim-openai", "gpt-4o", Tier.STANDARD, 128_000, 16_384),
     ("sim-openai", "gpt-4.1", Tier.PREMIUM, 1_047_576, 32_768),
     ("sim-anthropic", "claude-haiku-4-5", Tier.ECONOMY, 200_000, 64_000),
-    ("sim-anthropic", "claude-sonnet-4-5", Tier.STANDARD, 200_000, 64_000),
+    ("sim-anthropic", "claude-sonnet-4-6", Tier.STANDARD, 200_000, 64_000),
     ("sim-anthropic", "claude-opus-4-1", Tier.PREMIUM, 200_000, 32_000),
 ]
+# Models an earlier seed added that their provider has since retired → what replaces them:
+# a demo database keeps working (the seed swaps them in the demo policies' chains).
+RETIRED = {"claude-sonnet-4-5": "claude-sonnet-4-6"}  # Anthropic retired it on 2026-11-30
 # (provider slug, model id, tier, tokens per input): embedding models write no tokens.
 EMBEDDING_MODELS = [
     ("sim-openai", "text-embedding-3-small", Tier.ECONOMY, 8_192),
@@ -53,15 +58,25 @@ EMBEDDING_MODELS = [
 # (name, tier, allow batch, max buffer wait s, response cache, chain)
 POLICIES = [
     # gpt-4o-mini last: the cheaper tier a soft-budget breach downgrades to.
-    ("interactive", Tier.STANDARD, False, 0, False, ["gpt-4o", "claude-sonnet-4-5", "gpt-4o-mini"]),
+    ("interactive", Tier.STANDARD, False, 0, False, ["gpt-4o", "claude-sonnet-4-6", "gpt-4o-mini"]),
     # A search box sees the same questions again and again: cache them.
     ("interactive-economy", Tier.ECONOMY, False, 0, True, ["gpt-4o-mini", "claude-haiku-4-5"]),
     ("deferrable-economy", Tier.ECONOMY, True, 300, False, ["gpt-4o-mini", "claude-haiku-4-5"]),
-    ("overnight-batch", Tier.STANDARD, True, 3600, False, ["claude-sonnet-4-5", "gpt-4o"]),
+    ("overnight-batch", Tier.STANDARD, True, 3600, False, ["claude-sonnet-4-6", "gpt-4o"]),
+    # Due in minutes: no batch is back that fast, flex is (at about the batch price).
+    ("flex-economy", Tier.ECONOMY, False, 0, False, ["gpt-5-mini", "gpt-4o-mini"]),
+    # Flex switched off (as a cautious operator might): the workload audit shows what it costs.
+    ("alerts", Tier.ECONOMY, False, 0, False, ["gpt-5-mini", "gpt-4o-mini"]),
     # A search box embeds the same queries again and again: cache them.
     ("embeddings-realtime", Tier.ECONOMY, False, 0, True, ["text-embedding-3-small"]),
     ("embeddings-batch", Tier.ECONOMY, True, 3600, False, ["text-embedding-3-small"]),
 ]
+# Settings other than RoutingPolicy's defaults. The deadline margin (5 min by default, sized
+# for batches): a flex call is planned with its p90 latency, so minutes are enough.
+POLICY_SETTINGS = {
+    "flex-economy": {"deadline_margin": timedelta(minutes=2)},
+    "alerts": {"deadline_margin": timedelta(minutes=2), "allow_flex": False},
+}
 # The simulator finishes demo batches in minutes (real providers promise 24 h).
 SIMULATED_BATCH_TURNAROUND = timedelta(minutes=10)
 # The provider key seeds stored before it named the URL (_simulator_key).
@@ -83,6 +98,13 @@ WORKLOADS = {
             LatencyClass.NEAR_REALTIME,
             timedelta(hours=1),
             "deferrable-economy",
+        ),
+        (
+            "support-triage",
+            "Tags and routes incoming support emails within ten minutes.",
+            LatencyClass.NEAR_REALTIME,
+            timedelta(minutes=10),
+            "flex-economy",
         ),
         (
             "product-descriptions",
@@ -120,6 +142,13 @@ WORKLOADS = {
             LatencyClass.REALTIME,
             None,
             "interactive",
+        ),
+        (
+            "anomaly-alerts",
+            "Explains KPI anomalies to the on-call analyst within fifteen minutes.",
+            LatencyClass.NEAR_REALTIME,
+            timedelta(minutes=15),
+            "alerts",
         ),
         (
             "nightly-reports",
@@ -246,6 +275,7 @@ def demo_seed(
                     "allow_batch": allow_batch,
                     "max_batch_wait_seconds": wait,
                     "cache_enabled": cache,
+                    **POLICY_SETTINGS.get(name, {}),
                 },
             )
             if created:  # an existing policy's chain is the operator's, even an empty one
@@ -280,6 +310,7 @@ def demo_seed(
                 defaults={"limit_usd": limit, "hard": False},
             )
 
+    _retire(models)
     # A published price wherever a demo model has none in force: an operator's version stays.
     prices_sync(models=list(models.values()), missing_only=True)
 
@@ -292,6 +323,23 @@ def demo_seed(
         )
         key.save(update_fields=["default_workload"])
     return result
+
+
+def _retire(models: dict[str, LlmModel]) -> None:
+    """A retired model an earlier seed added gives its place in every chain to its successor
+    (where the chain does not hold it already) and is disabled: the provider answers it no
+    more. An operator's own model of that name (another provider) is not touched."""
+    for old_id, new_id in RETIRED.items():
+        new = models[new_id]
+        for old in LlmModel.objects.filter(provider=new.provider, model_id=old_id, enabled=True):
+            for link in PolicyModel.objects.filter(model=old).select_related("policy"):
+                if link.policy.links.filter(model=new).exists():
+                    link.delete()
+                else:
+                    link.model = new
+                    link.save(update_fields=["model"])
+            old.enabled = False
+            old.save(update_fields=["enabled"])
 
 
 def _provider(slug: str, name: str, kind: str, base_url: str, result: DemoResult) -> Provider:

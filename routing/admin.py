@@ -146,6 +146,8 @@ class ProviderForm(forms.ModelForm):
             "batch_max_requests",
             "batch_max_bytes",
             "expected_batch_turnaround",
+            "supports_flex",
+            "expected_flex_latency",
             "enabled",
         ]
 
@@ -191,6 +193,7 @@ class ProviderAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        ("Flex processing", {"fields": ["supports_flex", "expected_flex_latency"]}),
         ("Health", {"fields": ["circuit_status"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
@@ -279,10 +282,11 @@ class RoutingPolicyAdmin(admin.ModelAdmin):
         "team",
         "tier",
         "allow_batch",
+        "allow_flex",
         "max_batch_wait_seconds",
         "chain_display",
     ]
-    list_filter = ["team", "tier", "allow_batch", "cache_enabled"]
+    list_filter = ["team", "tier", "allow_batch", "allow_flex", "cache_enabled"]
     search_fields = ["name", "team__slug"]
     list_select_related = ["team"]
     inlines = [PolicyModelInline]
@@ -300,6 +304,7 @@ class RoutingPolicyAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        ("Flex processing (OpenAI)", {"fields": ["allow_flex", "on_flex_unavailable"]}),
         ("Response cache", {"fields": ["cache_enabled", "cache_ttl", "cache_key"]}),
         ("Budgets", {"fields": ["soft_breach_action"]}),
     ]
@@ -415,6 +420,7 @@ class RequestAttemptInline(admin.TabularInline):
     fields = [
         "position",
         "model",
+        "service_tier",
         "outcome",
         "error_kind",
         "status_code",

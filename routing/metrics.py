@@ -7,6 +7,10 @@ reports every provider's breaker.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.db.models import Count, Q
+from django.utils import timezone
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
@@ -86,6 +90,46 @@ class CircuitCollector:
 
 
 REGISTRY.register(CircuitCollector())
+
+# The hit rate's window: long enough to mean something for a workload of a few requests an
+# hour, short enough to show a key fixed today.
+HIT_RATE_WINDOW_HOURS = 24
+
+
+class CacheHitRateCollector:
+    """llmops_cache_hit_ratio{workload}: response-cache hits over eligible lookups (requests
+    whose policy consulted the cache) in the last 24 hours, from the database, so every
+    process reports the whole deployment's rate (the lookup counters are per process)."""
+
+    def describe(self):
+        return [self._family()]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "llmops_cache_hit_ratio",
+            f"Response-cache hits over eligible lookups per workload, last "
+            f"{HIT_RATE_WINDOW_HOURS} h.",
+            labels=["workload"],
+        )
+
+    def collect(self):
+        from routing.models import Mode, Request
+
+        family = self._family()
+        since = timezone.now() - timedelta(hours=HIT_RATE_WINDOW_HOURS)
+        rows = (
+            Request.objects.filter(cache_lookup=True, created_at__gte=since)
+            .values("workload__slug")
+            .annotate(lookups=Count("id"), hits=Count("id", filter=Q(mode=Mode.CACHE)))
+            .order_by("workload__slug")
+        )
+        for row in rows:
+            family.add_metric([row["workload__slug"]], row["hits"] / row["lookups"])
+        yield family
+
+
+REGISTRY.register(CacheHitRateCollector())
 
 
 def observe_request(request) -> None:

@@ -142,6 +142,19 @@ class Provider(models.Model):
         default=timedelta(hours=24),
         help_text="How long a batch takes until observed turnaround says otherwise (HH:MM:SS).",
     )
+    # OpenAI's flex processing (service_tier "flex"): synchronous answers at about the batch
+    # price, slower, sometimes refused with a 429. Used only for models with a flex price.
+    supports_flex = models.BooleanField(
+        default=True,
+        help_text="The provider serves OpenAI's flex tier (service_tier: flex); only models "
+        "with a flex price use it.",
+    )
+    # The router serves a deferrable request at flex only when its deadline leaves room for
+    # this (the p90 of recent flex calls replaces it once enough were observed).
+    expected_flex_latency = models.DurationField(
+        default=timedelta(minutes=1),
+        help_text="How long a flex call takes until observed latency says otherwise (HH:MM:SS).",
+    )
     enabled = models.BooleanField(default=True)
     # The half-open circuit's one probe, claimed with a conditional UPDATE (routing/circuit.py):
     # the file cache of the embedded mode has no atomic add across processes.
@@ -177,6 +190,12 @@ class Provider(models.Model):
     @property
     def has_api_key(self) -> bool:
         return bool(self.api_key_encrypted)
+
+    @property
+    def serves_flex(self) -> bool:
+        """Its flex tier may be asked for: switched on, and a provider of OpenAI's protocol
+        (where `service_tier` means something)."""
+        return self.supports_flex and self.kind in (self.Kind.OPENAI, self.Kind.OPENAI_COMPATIBLE)
 
     @property
     def batch_limits(self) -> tuple[int, int]:
@@ -287,6 +306,10 @@ class RoutingPolicy(models.Model):
         REALTIME = "realtime", "Serve the unfinished items realtime"
         REBATCH = "rebatch", "Resubmit them in a new batch"
 
+    class FlexFallback(models.TextChoices):
+        STANDARD = "standard", "Retry the same model at the standard tier, then the chain"
+        CHAIN = "chain", "Go on down the chain"
+
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="policies")
     name = models.CharField(max_length=100)
     tier = models.CharField(
@@ -301,6 +324,19 @@ class RoutingPolicy(models.Model):
     )
     allow_batch = models.BooleanField(
         default=False, help_text="Requests may be deferred to a provider batch at the batch price."
+    )
+    allow_flex = models.BooleanField(
+        default=True,
+        help_text="Near-realtime and scheduled requests may be served now at OpenAI's flex "
+        "tier (about the batch price, slower) when the model has a flex price and the "
+        "deadline leaves room: when a batch would be too slow, or flex costs no more.",
+    )
+    on_flex_unavailable = models.CharField(
+        max_length=10,
+        choices=FlexFallback.choices,
+        default=FlexFallback.STANDARD,
+        help_text="When flex is refused (a 429: no capacity), what serves the request; it "
+        "is billed at what served it.",
     )
     max_batch_wait_seconds = models.PositiveIntegerField(
         default=600, help_text="How long a deferred request may wait in the buffer before a flush."
@@ -490,6 +526,7 @@ class Mode(models.TextChoices):
     STREAM = "stream"
     BATCH = "batch"
     CACHE = "cache"
+    FLEX = "flex"  # served now at OpenAI's flex tier, at its own price
 
 
 class Request(models.Model):
@@ -537,6 +574,11 @@ class Request(models.Model):
     decision_reason = models.TextField(blank=True)
     # Deferrable (latency class and policy allow a batch) but served now at full price.
     missed_saving = models.BooleanField(default=False)
+    # What was asked, whatever the cache setting (routing.response_cache.prompt_fingerprint):
+    # the workload audit counts repeats by it, to say what a cache would save.
+    prompt_fingerprint = models.CharField(max_length=64, blank=True)
+    # The policy's response cache was consulted (hit or miss): the hit rate's denominator.
+    cache_lookup = models.BooleanField(default=False)
     model = models.ForeignKey(
         LlmModel, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )  # the model that answered
@@ -566,6 +608,10 @@ class Request(models.Model):
             models.Index(fields=["team", "-created_at"], name="request_team_recent"),
             models.Index(fields=["team", "updated_at"], name="request_team_changed"),
             models.Index(fields=["status", "created_at"], name="request_status_age"),
+            models.Index(
+                fields=["workload", "prompt_fingerprint", "created_at"],
+                name="request_repeats",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -600,6 +646,9 @@ class RequestAttempt(models.Model):
     error_kind = models.CharField(max_length=30, blank=True)
     error = models.CharField(max_length=500, blank=True)
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    # The provider's service tier asked for ("flex"), blank for its default: the router plans
+    # flex with the p90 latency of recent flex attempts.
+    service_tier = models.CharField(max_length=10, blank=True)
     started_at = models.DateTimeField(default=timezone.now)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     first_byte_ms = models.PositiveIntegerField(null=True, blank=True)
@@ -608,6 +657,10 @@ class RequestAttempt(models.Model):
         ordering = ["request", "position"]
         constraints = [
             models.UniqueConstraint(fields=["request", "position"], name="attempt_position_once")
+        ]
+        indexes = [
+            # The recent flex calls of a model (routing.selectors.expected_flex_latency).
+            models.Index(fields=["model", "service_tier", "started_at"], name="attempt_tier_recent")
         ]
 
     def __str__(self) -> str:

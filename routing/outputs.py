@@ -16,6 +16,9 @@ class AttemptOutputSerializer(serializers.Serializer):
     position = serializers.IntegerField()
     provider = serializers.CharField(source="model.provider.slug")
     model = serializers.CharField(source="model.model_id")
+    service_tier = serializers.CharField(
+        help_text="The provider tier asked for: flex, or empty for the provider's default."
+    )
     outcome = serializers.CharField()
     error_kind = serializers.CharField()
     error = serializers.CharField()
@@ -30,7 +33,10 @@ class RequestOutputSerializer(serializers.Serializer):
     team = serializers.CharField(source="team.slug")
     workload = serializers.CharField(source="workload.slug")
     status = serializers.ChoiceField(choices=Request.Status.choices)
-    mode = serializers.CharField()
+    mode = serializers.CharField(
+        help_text="How it was served: realtime, stream, flex (now, at OpenAI's flex tier and "
+        "price), batch, or cache."
+    )
     source = serializers.CharField()
     provider = serializers.CharField(source="model.provider.slug", allow_null=True, default=None)
     model = serializers.CharField(source="model.model_id", allow_null=True, default=None)

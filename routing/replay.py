@@ -13,24 +13,21 @@ model, the router and buffer plan with their p90, as `batches.selectors.expected
 does). Not simulated: budgets (no soft-budget breach), circuit breakers and provider failures,
 streams (the trace has no stream flag), the batch byte limit.
 
-`trace_read` reads and checks a trace, `world_load` reads everything the replay needs from the
-database once, and `replay` is pure.
+`routing.trace.trace_read` reads and checks a trace, `world_load` reads everything the replay
+needs from the database once, and `replay` is pure.
 """
 
 from __future__ import annotations
 
 import bisect
-import gzip
 import heapq
 import itertools
-import json
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from django.utils import timezone
 
@@ -44,14 +41,13 @@ from batches.services import (
 )
 from billing.models import Processing
 from billing.pricing import (
-    MAX_TOKENS_PER_RECORD,
     PriceVersion,
     PricingError,
     Usage,
     plain,
     price_usage,
 )
-from billing.selectors import price_in_force
+from billing.selectors import flex_terms, price_in_force
 from llmops.stats import nearest_rank
 from routing.models import LatencyClass, LlmModel, RoutingPolicy, Workload
 from routing.router import (
@@ -63,8 +59,13 @@ from routing.router import (
     human,
     route,
 )
+from routing.trace import TraceRow
 
-MODES = ("realtime", "stream", "batch", "cache")
+MODES = ("realtime", "stream", "flex", "batch", "cache")
+ORACLE_MODES = ("realtime", "flex", "batch", "cache")
+# The oracle serves a request at flex when its deadline is at least this (llmops/data/README.md
+# as issue 23 extends it): flex answers synchronously, in about a minute at worst.
+ORACLE_FLEX_DEADLINE = timedelta(minutes=2)
 # batches.tasks.tick's schedule (batches migration 0002): the buffer is flushed and due jobs
 # are stepped once a minute.
 TICK = timedelta(minutes=1)
@@ -78,131 +79,6 @@ DEFAULT_POLICIES = {
     LatencyClass.SCHEDULED: "overnight-batch",
 }
 RATIO_PLACES = Decimal("0.000001")
-
-
-# --- the trace ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TraceRow:
-    """One line of a trace (llmops/data/README.md)."""
-
-    id: str
-    t: float  # seconds since the start of the trace
-    workload: str
-    latency_class: str
-    deadline_s: float  # seconds after arrival by which the answer must exist
-    tier: str
-    system_prompt_id: str
-    prompt_id: str
-    input_tokens: int
-    max_tokens: int
-    output_tokens: int
-
-
-class TraceError(ValueError):
-    """A trace that cannot be replayed; the message names the line."""
-
-
-_TEXT_FIELDS = ("id", "workload", "system_prompt_id", "prompt_id")
-_CHOICES = {"latency_class": tuple(LatencyClass.values), "tier": TIERS}
-# (field, smallest value allowed)
-_TOKEN_FIELDS = (("input_tokens", 0), ("max_tokens", 1), ("output_tokens", 0))
-_FIELDS = tuple(TraceRow.__dataclass_fields__)
-# About 31 years: any real trace, and far below what a datetime can add.
-MAX_SECONDS = 10**9
-
-
-def trace_read(path: Path) -> Iterator[TraceRow]:
-    """The rows of a trace file (JSON lines, gzip or plain), checked one by one: a TraceError
-    names the line of the first problem. Streams: a long trace is never all in memory."""
-    try:
-        with path.open("rb") as raw:
-            gzipped = raw.read(2) == b"\x1f\x8b"
-            raw.seek(0)
-            yield from _rows(gzip.GzipFile(fileobj=raw) if gzipped else raw)
-    except OSError as exc:
-        raise TraceError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _rows(lines: BinaryIO) -> Iterator[TraceRow]:
-    previous_t = 0.0
-    ids: set[str] = set()
-    number = 0
-    while True:
-        try:
-            line = lines.readline()
-        except (OSError, EOFError) as exc:
-            raise TraceError(f"line {number + 1}: the file is damaged ({exc})") from None
-        if not line:
-            return
-        number += 1
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except UnicodeDecodeError:
-            raise TraceError(f"line {number}: not UTF-8") from None
-        except ValueError as exc:
-            raise TraceError(f"line {number}: not JSON ({exc})") from None
-        row = _row(data, number)
-        if row.t < previous_t:
-            raise TraceError(
-                f"line {number}: t {row.t} is before the previous line's {previous_t} "
-                "(a trace is sorted by t)"
-            )
-        if row.id in ids:
-            raise TraceError(f"line {number}: id {row.id!r} appears twice")
-        ids.add(row.id)
-        previous_t = row.t
-        yield row
-
-
-def _row(data: Any, number: int) -> TraceRow:
-    if not isinstance(data, dict):
-        raise TraceError(f"line {number}: not a JSON object")
-    missing = [name for name in _FIELDS if name not in data]
-    if missing:
-        raise TraceError(f"line {number}: missing {', '.join(missing)}")
-    if isinstance(data["id"], int) and not isinstance(data["id"], bool):
-        data = {**data, "id": str(data["id"])}
-    for name in _TEXT_FIELDS:
-        if not isinstance(data[name], str) or not data[name]:
-            raise TraceError(f"line {number}: {name} must be a non-empty string")
-    for name, choices in _CHOICES.items():
-        if data[name] not in choices:
-            raise TraceError(
-                f"line {number}: unknown {name} {data[name]!r} (one of {', '.join(choices)})"
-            )
-    t, deadline = data["t"], data["deadline_s"]
-    if not _is_number(t) or not 0 <= t <= MAX_SECONDS:
-        raise TraceError(f"line {number}: t must be a number of seconds from 0 to {MAX_SECONDS}")
-    if not _is_number(deadline) or not 0 < deadline <= MAX_SECONDS:
-        raise TraceError(
-            f"line {number}: deadline_s must be a positive number of seconds up to {MAX_SECONDS}"
-        )
-    for name, smallest in _TOKEN_FIELDS:
-        value = data[name]
-        if (
-            not isinstance(value, int)
-            or isinstance(value, bool)
-            or not smallest <= value <= MAX_TOKENS_PER_RECORD
-        ):
-            raise TraceError(
-                f"line {number}: {name} must be a whole number from {smallest} to "
-                f"{MAX_TOKENS_PER_RECORD}"
-            )
-    if data["output_tokens"] > data["max_tokens"]:
-        raise TraceError(
-            f"line {number}: output_tokens {data['output_tokens']} is above max_tokens "
-            f"{data['max_tokens']}"
-        )
-    return TraceRow(**{name: data[name] for name in _FIELDS})
-
-
-def _is_number(value: Any) -> bool:
-    # json.loads reads NaN and Infinity; no comparison below lets them through.
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 # --- the world: what the replay reads from the database, once -----------------------------
@@ -223,7 +99,9 @@ class WhatIf:
     batch_actual: timedelta | None = None
     max_wait: timedelta | None = None  # every policy's max batch wait
     no_cache: bool = False  # every policy's response cache off
+    cache_ttl: timedelta | None = None  # every policy's response cache on, with this TTL
     no_batch: bool = False  # no policy allows batch
+    no_flex: bool = False  # no policy allows flex
     workload_policies: tuple[tuple[str, str], ...] = ()  # (trace workload, policy name)
 
     def as_dict(self) -> dict[str, Any]:
@@ -232,7 +110,9 @@ class WhatIf:
             "batch_actual_s": _seconds(self.batch_actual),
             "policy_max_wait_s": _seconds(self.max_wait),
             "no_cache": self.no_cache,
+            "cache_ttl_s": _seconds(self.cache_ttl),
             "no_batch": self.no_batch,
+            "no_flex": self.no_flex,
             "workload_policies": dict(self.workload_policies),
         }
 
@@ -249,6 +129,9 @@ class SimModel:
     actual: timedelta  # how long its batches take in the replay
     standard: PriceVersion | None
     batch: PriceVersion | None
+    flex: PriceVersion | None  # None: no flex price, or its provider has no flex tier
+    flex_latency: timedelta  # what the router plans a flex call with (its provider's)
+    flex_no_dearer: bool  # its flex price is at most its batch price
 
 
 @dataclass(frozen=True)
@@ -285,6 +168,7 @@ def world_load(what_if: WhatIf | None = None, *, at: datetime | None = None) -> 
         .filter(enabled=True, provider__enabled=True)
         .order_by("pk")
     ):
+        flex_capable = model.provider.serves_flex
         promised = (
             what_if.batch_turnaround
             if what_if.batch_turnaround is not None
@@ -301,6 +185,9 @@ def world_load(what_if: WhatIf | None = None, *, at: datetime | None = None) -> 
             actual=promised if what_if.batch_actual is None else what_if.batch_actual,
             standard=_price(model, Processing.STANDARD, at),
             batch=_price(model, Processing.BATCH, at),
+            flex=_price(model, Processing.FLEX, at) if flex_capable else None,
+            flex_latency=model.provider.expected_flex_latency,
+            flex_no_dearer=flex_capable and flex_terms(model, at)[1],
         )
         models[sim.name] = sim
     tier_models = {tier: tuple(n for n in models if models[n].tier == tier) for tier in TIERS}
@@ -321,11 +208,12 @@ def world_load(what_if: WhatIf | None = None, *, at: datetime | None = None) -> 
             spec=replace(
                 PolicySpec.of(policy),
                 allow_batch=policy.allow_batch and not what_if.no_batch,
+                allow_flex=policy.allow_flex and not what_if.no_flex,
                 max_batch_wait=policy.max_batch_wait
                 if what_if.max_wait is None
                 else what_if.max_wait,
             ),
-            cache_ttl=policy.cache_ttl if policy.cache_enabled and not what_if.no_cache else None,
+            cache_ttl=_cache_ttl(policy, what_if),
             rebatch=policy.on_deadline_risk == RoutingPolicy.Escalation.REBATCH,
             chain=tuple(name for name in chain if name in models),
         )
@@ -380,6 +268,14 @@ def world_load(what_if: WhatIf | None = None, *, at: datetime | None = None) -> 
     )
 
 
+def _cache_ttl(policy: RoutingPolicy, what_if: WhatIf) -> timedelta | None:
+    if what_if.no_cache:
+        return None
+    if what_if.cache_ttl is not None:
+        return what_if.cache_ttl
+    return policy.cache_ttl if policy.cache_enabled else None
+
+
 def _price(model: LlmModel, processing: str, at: datetime) -> PriceVersion | None:
     try:
         return price_in_force(model, processing, at)
@@ -428,9 +324,7 @@ class Tally:
             "cost_usd": plain(self.cost),
             "counterfactual_usd": plain(self.counterfactual),
             "oracle_usd": plain(self.oracle),
-            "oracle_modes": {
-                mode: self.oracle_modes[mode] for mode in ("realtime", "batch", "cache")
-            },
+            "oracle_modes": {mode: self.oracle_modes[mode] for mode in ORACLE_MODES},
             "savings_usd": plain(self.savings),
             "oracle_savings_usd": plain(self.oracle_savings),
             "savings_ratio": None if self.ratio is None else str(self.ratio),
@@ -509,7 +403,10 @@ class _TraceReplay:
         self.buffers: dict[tuple[str, str, str], list[_Deferred]] = {}
         self.jobs: list[tuple[datetime, int, _Job]] = []  # a heap by next check
         self.sequence = itertools.count()
-        self.cache: dict[tuple, datetime] = {}  # key → expiry
+        # (policy, system prompt, prompt) → (expiry, output tokens) of an answer that ended by
+        # itself; + max_tokens → expiry of one its cap cut (routing.response_cache's two keys).
+        self.cache: dict[tuple, tuple[datetime, int]] = {}
+        self.cut_cache: dict[tuple, datetime] = {}
         self.prompts_seen: set[tuple[str, str]] = set()
         self.observed: dict[str, deque[timedelta]] = {}
         self.expected: dict[str, timedelta] = {n: m.promised for n, m in world.models.items()}
@@ -578,22 +475,23 @@ class _TraceReplay:
         cache_key = None
         hit = False
         if policy.cache_ttl is not None:
-            # routing.response_cache.cache_key: the policy, the messages, the model asked for (none
-            # in a trace), max_tokens and temperature (none either).
-            cache_key = (policy.pk, row.system_prompt_id, row.prompt_id, row.max_tokens)
-            expires = self.cache.get(cache_key)
-            hit = expires is not None and now < expires
-        deferrable = row.latency_class != LatencyClass.REALTIME and (
+            # routing.response_cache: the policy, the messages, the model asked for (none in a
+            # trace) and temperature (none either); the cap only for an answer it cut.
+            cache_key = (policy.pk, row.system_prompt_id, row.prompt_id)
+            hit = self._cached(cache_key, row.max_tokens, now)
+        waits = row.latency_class != LatencyClass.REALTIME
+        deferrable = waits and (
             policy.spec.allow_batch
             or policy.spec.soft_breach_action == RoutingPolicy.BreachAction.DEFER
         )
+        flex = waits and policy.spec.allow_flex
         try:
             decision = route(
                 RouteInput(
                     latency_class=row.latency_class,
                     deadline=timedelta(seconds=row.deadline_s),
                     policy=self._spec(policy, row.tier),
-                    chain=tuple(self._option(m, deferrable=deferrable) for m in chain),
+                    chain=tuple(self._option(m, deferrable=deferrable, flex=flex) for m in chain),
                     cache_hit=hit,
                 )
             )
@@ -606,9 +504,14 @@ class _TraceReplay:
         if decision.mode == "cache":
             self._answered(tallies, "cache", Decimal(0), now)
             return
+        if decision.mode == "flex":
+            # Answered now (a flex call takes no simulated time, as a realtime one), at its price.
+            cost = self._cost(model, Processing.FLEX, usage)
+            self._serve_now(tallies, row, policy, cost, now, cache_key, mode="flex")
+            return
         if decision.mode != "batch":
             cost = self._cost(model, Processing.STANDARD, usage)
-            self._serve_now(tallies, row, policy, cost, now, cache_key, escalated=False)
+            self._serve_now(tallies, row, policy, cost, now, cache_key)
             return
         waiting = Waiting(
             created_at=now,
@@ -631,7 +534,8 @@ class _TraceReplay:
         self, row: TraceRow, model: SimModel, usage: Usage, standard: Decimal
     ) -> tuple[str, Decimal]:
         """The cheapest way that meets the deadline (llmops/data/README.md): a repeated prompt
-        from the cache, a deadline longer than the batch turnaround at the batch price, else
+        from the cache; a deadline at least the batch turnaround at the batch price; else, on
+        a model with a flex price and a deadline of at least two minutes, the flex price; else
         realtime at the standard price. A prompt is its system prompt and user prompt; the
         oracle's cache keeps everything forever."""
         prompt = (row.system_prompt_id, row.prompt_id)
@@ -641,10 +545,30 @@ class _TraceReplay:
         if (
             model.supports_batch
             and model.batch is not None
-            and row.deadline_s > model.actual.total_seconds()
+            and row.deadline_s >= model.actual.total_seconds()
         ):
             return "batch", self._cost(model, Processing.BATCH, usage)
+        if model.flex is not None and row.deadline_s >= ORACLE_FLEX_DEADLINE.total_seconds():
+            return "flex", self._cost(model, Processing.FLEX, usage)
         return "realtime", standard
+
+    def _cached(self, key: tuple, max_tokens: int, now: datetime) -> bool:
+        """routing.response_cache_get: an answer that ended by itself within this cap, or one
+        cut by this very cap, not expired."""
+        whole = self.cache.get(key)
+        if whole is not None and now < whole[0] and whole[1] <= max_tokens:
+            return True
+        cut = self.cut_cache.get((*key, max_tokens))
+        return cut is not None and now < cut
+
+    def _remember(self, row: TraceRow, policy: SimPolicy, key: tuple, now: datetime) -> None:
+        """routing.response_cache_put: a trace's answer ended by itself when it is shorter
+        than its cap, else the cap cut it."""
+        expires = now + policy.cache_ttl
+        if row.output_tokens < row.max_tokens:
+            self.cache[key] = (expires, row.output_tokens)
+        else:
+            self.cut_cache[(*key, row.max_tokens)] = expires
 
     def _serve_now(
         self,
@@ -655,11 +579,12 @@ class _TraceReplay:
         now: datetime,
         cache_key: tuple | None,
         *,
-        escalated: bool,
+        escalated: bool = False,
+        mode: str = "realtime",
     ) -> None:
-        """Served realtime at the standard price (at once, or escalated from the buffer or a
-        cancelled batch)."""
-        self._answered(tallies, "realtime", cost, now)
+        """Served now at `cost`: realtime at the standard price (at once, or escalated from the
+        buffer or a cancelled batch), or at flex."""
+        self._answered(tallies, mode, cost, now)
         if escalated:
             deadline = DAY_ZERO + timedelta(seconds=row.t + row.deadline_s)
             for tally in tallies:
@@ -667,7 +592,7 @@ class _TraceReplay:
                 tally.deadline_misses += now > deadline
         if cache_key is not None:
             # A completed answer goes into the cache (routing.services, once the request completes).
-            self.cache[cache_key] = now + policy.cache_ttl
+            self._remember(row, policy, cache_key, now)
 
     def _answered(self, tallies: list[Tally], mode: str, cost: Decimal, now: datetime) -> None:
         for tally in tallies:
@@ -770,6 +695,9 @@ class _TraceReplay:
         self._answered(tallies, "batch", item.batch, now)
         for tally in tallies:
             tally.deadline_misses += now > item.waiting.deadline_at
+        if item.cache_key is not None:
+            # A batch answer goes into the cache too (batches.services.ingest).
+            self._remember(item.row, item.policy, item.cache_key, now)
 
     def _cancelled(self, job: _Job, now: datetime) -> None:
         """The batch was cancelled before it ended (it would miss a deadline): per the policy,
@@ -842,7 +770,8 @@ class _TraceReplay:
             spec = self._specs[key] = replace(policy.spec, tier=tier)
         return spec
 
-    def _option(self, model: SimModel, *, deferrable: bool) -> ModelOption:
+    def _option(self, model: SimModel, *, deferrable: bool, flex: bool) -> ModelOption:
+        flex = flex and model.flex is not None
         return ModelOption(
             provider=model.provider,
             model_id=model.model_id,
@@ -851,13 +780,19 @@ class _TraceReplay:
             batch_turnaround=self.expected[model.name]
             if deferrable and model.supports_batch
             else None,
+            flex_latency=model.flex_latency if flex else None,
+            flex_no_dearer=flex and model.flex_no_dearer,
         )
 
     def _cost(self, model: SimModel, processing: str, usage: Usage) -> Decimal:
         key = (model.name, processing, usage.input_tokens, usage.output_tokens)
         cost = self._costs.get(key)
         if cost is None:
-            version = model.standard if processing == Processing.STANDARD else model.batch
+            version = {
+                Processing.STANDARD: model.standard,
+                Processing.BATCH: model.batch,
+                Processing.FLEX: model.flex,
+            }[processing]
             if version is None:
                 raise ReplayError(
                     f"no {processing} price for {model.name} is in force "

@@ -20,21 +20,29 @@ from routing.protocols import openai_chat
 # developer message steered an answer another key was then served for the user message alone).
 # v3: every field of an OpenAI body that can change the answer counts (tools, response_format,
 # stop, seed, n, top_p, penalties, logprobs, content parts): in v2 a request differing only in
-# them was served another's answer.
-CACHE_KEY_VERSION = "v3"
+# them was served another's answer. v4: the token limit left out of the key (an answer that
+# ended by itself serves any limit it fits in), so a repeat asking another max_tokens hits.
+CACHE_KEY_VERSION = "v4"
 
 
 # The messages that instruct rather than converse; user_and_system_hash hashes them apart.
 INSTRUCTION_ROLES = ("system", "developer")
+# The client's names for the output cap, whichever protocol: not part of what an answer that
+# ended by itself depends on (the request's params["max_tokens"] holds the cap applied).
+TOKEN_LIMITS = frozenset({"max_tokens", "max_completion_tokens", "max_output_tokens"})
+# Finish reasons of an answer the model ended itself: the same request with any cap at least
+# its length would have been given the same answer. A "length" answer was cut by its cap.
+ENDED_BY_ITSELF = ("stop", "tool_calls")
+CUT_BY_LIMIT = "length"
 
 
-def cache_key(policy: RoutingPolicy, params: dict) -> str:
-    """Everything that can change the answer, in every mode: each message whatever its role
-    (system, developer, user, assistant, tool) and its parts, in order, the model asked for,
-    max_tokens, temperature, and every field of the client's body but those that only tag or
-    transport the call (openai_chat.answer_material)."""
+def _material(params: dict, *, split_instructions: bool) -> dict:
+    """Everything that can change the answer but the cap, in every mode: each message whatever
+    its role (system, developer, user, assistant, tool) and its parts, in order, the model
+    asked for, the temperature, and every field of the client's body but those that only tag
+    or transport the call (openai_chat.answer_material) and the token limits."""
     messages = params["messages"]
-    if policy.cache_key == RoutingPolicy.CacheKey.USER_AND_SYSTEM_HASH:
+    if split_instructions:
         instructions = [m for m in messages if m.get("role") in INSTRUCTION_ROLES]
         material = {
             "instructions": Request.hash_body({"instructions": instructions}),
@@ -42,36 +50,69 @@ def cache_key(policy: RoutingPolicy, params: dict) -> str:
         }
     else:
         material = {"messages": messages}
+    options = openai_chat.answer_material(params.get("options") or {})
     material.update(
         model=params.get("model"),
-        max_tokens=params.get("max_tokens"),
         temperature=params.get("temperature"),
-        options=openai_chat.answer_material(params.get("options") or {}),
+        options={k: v for k, v in options.items() if k not in TOKEN_LIMITS},
     )
     if kind := params.get("kind"):  # embeddings, responses, messages: another shape of answer
         material["kind"] = kind
     if headers := params.get("headers"):  # Anthropic's betas can change the answer
         material["headers"] = headers
-    digest = Request.hash_body(material)
-    return f"llmops:response:{CACHE_KEY_VERSION}:{policy.pk}:{digest}"
+    return material
 
 
-def response_cache_get(*, policy: RoutingPolicy, params: dict) -> dict | None:
-    return cache.get(cache_key(policy, params))
+def prompt_fingerprint(params: dict) -> str:
+    """What a request asks, as the response cache tells repeats apart (whatever the policy's
+    cache setting): every request stores it, and the workload audit counts repeats by it."""
+    return Request.hash_body(_material(params, split_instructions=False))
+
+
+def cache_keys(policy: RoutingPolicy, params: dict, *, fingerprint: str = "") -> tuple[str, str]:
+    """(the key of an answer that ended by itself, the key of one its cap cut). The second
+    names the cap: a cut answer is the answer of that cap only."""
+    if policy.cache_key == RoutingPolicy.CacheKey.USER_AND_SYSTEM_HASH:
+        digest = Request.hash_body(_material(params, split_instructions=True))
+    else:
+        digest = fingerprint or prompt_fingerprint(params)
+    base = f"llmops:response:{CACHE_KEY_VERSION}:{policy.pk}:{digest}"
+    return base, f"{base}:cap:{params['max_tokens']}"
+
+
+def response_cache_get(
+    *, policy: RoutingPolicy, params: dict, fingerprint: str = ""
+) -> dict | None:
+    """A cached answer this request would have been given: one that ended by itself within
+    this request's cap, else one cut by the very same cap. One cache round trip for both."""
+    whole, cut = cache_keys(policy, params, fingerprint=fingerprint)
+    found = cache.get_many([whole, cut])
+    entry = found.get(whole)
+    if entry is not None and entry.get("output_tokens", 0) <= params["max_tokens"]:
+        return entry
+    return found.get(cut)
 
 
 def response_cache_put(*, policy: RoutingPolicy, params: dict, request: Request) -> None:
-    if request.finish_reason not in ("stop", "length", "tool_calls"):
-        return  # a filtered answer is not one to repeat
-    # "length" is kept: max_tokens is part of the key, so the same request would stop there.
-    # "tool_calls" too: the same tools and conversation call the same tools.
+    """Keep a completed answer. One that ended by itself ("stop", or "tool_calls": the same
+    tools and conversation call the same tools) serves every repeat whose cap it fits in; one
+    its cap cut ("length") serves repeats with that cap only. A filtered one is not kept."""
+    whole, cut = cache_keys(policy, params, fingerprint=request.prompt_fingerprint)
+    if request.finish_reason in ENDED_BY_ITSELF:
+        key = whole
+    elif request.finish_reason == CUT_BY_LIMIT:
+        key = cut
+    else:
+        return
     cache.set(
-        cache_key(policy, params),
+        key,
         {
             "text": request.output,
             "answer": request.answer,
             "finish_reason": request.finish_reason,
             "usage": request.usage,
+            # Every choice's output together: within a repeat's cap, so is each choice's.
+            "output_tokens": (request.usage or {}).get("output_tokens", 0),
             "model": request.model_id,
             "from_request": str(request.pk),
         },
@@ -104,6 +145,10 @@ def request_answer_from_cache(request: Request, *, cached: dict, primary: LlmMod
         kind = request.params.get("kind")
         if kind == "messages":  # a Message has no `created`, and its id is its own
             answer = {**answer, "id": conversations.message_id(request)}
+        elif kind == "responses" and "max_output_tokens" in answer:
+            # A Response echoes its request's cap, which may differ from the cached one's.
+            cap = (request.params.get("options") or {}).get("max_output_tokens")
+            answer = {**answer, "max_output_tokens": cap}
         elif kind != "responses":
             answer = {k: v for k, v in answer.items() if k not in ("id", "created")}
         request.answer = answer

@@ -1,7 +1,8 @@
 """The routing decision: a pure function (no database, no network, no clock).
 
-Per request: serve now (realtime, or stream if the client asked) or defer to a provider
-batch at the batch price, or answer from the cache; which models to try in order; and a
+Per request: serve now (realtime, or stream if the client asked), serve now at OpenAI's flex
+tier at its price (slower, about the batch price), defer to a provider batch at the batch
+price, or answer from the cache; which models to try in order; and a
 reason a person can read in the admin. The front door (routing/services.py) gathers the
 facts (policy, chain, circuit states, budget state, batch turnaround) and records the result.
 """
@@ -29,6 +30,10 @@ class ModelOption:
     circuit_open: bool = False  # the provider's circuit breaker is open
     # Observed (or expected) batch completion time for this provider and model; None: unknown.
     batch_turnaround: timedelta | None = None
+    # Observed p90 (or expected) latency of a flex call; None: this model cannot be served at
+    # flex (no flex price, its provider has no flex tier, or the request is not deferrable).
+    flex_latency: timedelta | None = None
+    flex_no_dearer: bool = False  # its flex price is at most its batch price
 
     @property
     def name(self) -> str:
@@ -39,6 +44,7 @@ class ModelOption:
 class PolicySpec:
     tier: str = "standard"  # preferred tier
     allow_batch: bool = False
+    allow_flex: bool = False
     max_batch_wait: timedelta = timedelta(minutes=10)  # buffer time before a flush
     deadline_margin: timedelta = timedelta(minutes=5)
     soft_breach_action: str = "downgrade"  # downgrade | defer | refuse
@@ -65,7 +71,7 @@ class RouteInput:
 
 @dataclass(frozen=True)
 class Decision:
-    mode: str  # realtime | stream | batch | cache
+    mode: str  # realtime | stream | batch | cache | flex
     chain: tuple[ModelOption, ...]  # in order; for batch, chain[0] is the batch target
     reason: str
     tier: str  # the tier actually used
@@ -148,6 +154,26 @@ def _batch_chain(inp: RouteInput, served_now: tuple[ModelOption, ...]):
     )
 
 
+def _flex_target(inp: RouteInput, served_now: tuple[ModelOption, ...]):
+    """(the model to serve at flex now, why not if none): the model that would be served
+    first, if it has a flex price and a flex call fits the deadline with the margin. Only
+    that one: flex makes the policy's choice cheaper, it does not choose another model."""
+    first = served_now[0]
+    if not inp.policy.allow_flex:
+        return None, "the policy does not allow flex"
+    if inp.deadline is None:
+        return None, "the workload has no deadline"
+    if first.flex_latency is None or first.circuit_open:
+        return None, f"{first.name} has no flex tier"
+    needed = first.flex_latency + inp.policy.deadline_margin
+    if needed > inp.deadline:
+        return None, (
+            f"flex on {first.name} needs up to {human(needed)} with the margin, over the "
+            f"{human(inp.deadline)} deadline"
+        )
+    return first, ""
+
+
 def route(inp: RouteInput) -> Decision:
     """Decide how one request is served. Deterministic; raises RoutingError."""
     policy = inp.policy
@@ -193,24 +219,41 @@ def route(inp: RouteInput) -> Decision:
         return decide("cache", served_now, "Answered from the response cache")
     if inp.latency_class == REALTIME:
         return decide(now_mode, served_now, "Served now: a realtime workload (a human waits)")
+    flex, flex_why_not = _flex_target(inp, served_now)
+
+    def at_flex(why: str) -> Decision:
+        return decide(
+            "flex",
+            served_now,  # chain[0] at flex; the rest, and it, at standard if flex is refused
+            f"Served now at {flex.name}'s flex price: {why}; flex answers within "
+            f"{human(flex.flex_latency)} (p90), inside the {human(inp.deadline)} deadline",
+        )
+
     deferrable = policy.allow_batch
     if not deferrable and not want_defer:
+        if flex:
+            return at_flex(f"the policy does not allow batch for this {inp.latency_class} workload")
         return decide(
             now_mode,
             served_now,
             f"Served now: the policy does not allow batch for this {inp.latency_class} workload",
         )
     if inp.sync_only:
+        if flex:
+            return at_flex("this endpoint answers synchronously, so no batch")
         return decide(
             now_mode,
             served_now,
             f"Served now at full price: this {inp.latency_class} workload could wait for a "
-            "batch, but the OpenAI-compatible endpoint answers synchronously (missed saving)",
+            f"batch, but the endpoint answers synchronously, and {flex_why_not} "
+            "(missed saving)",
             missed_saving=True,
         )
     batch, why_not = _batch_chain(inp, served_now)
     if batch:
         target = batch[0]
+        if flex and flex == target and flex.flex_no_dearer:
+            return at_flex("no dearer than a batch on it, and sooner")
         expected = policy.max_batch_wait + target.batch_turnaround
         return decide(
             "batch",
@@ -218,9 +261,11 @@ def route(inp: RouteInput) -> Decision:
             f"Deferred to a {target.name} batch at the batch price: expected back within "
             f"{human(expected)}, inside the {human(inp.deadline)} deadline",
         )
+    if flex:
+        return at_flex(why_not)
     return decide(
         now_mode,
         served_now,
-        f"Served now at full price (missed saving): {why_not}",
+        f"Served now at full price (missed saving): {why_not}; {flex_why_not}",
         missed_saving=deferrable,
     )

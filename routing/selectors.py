@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.core.cache import cache
 from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.utils import timezone
 
+from llmops.stats import nearest_rank
 from routing.auth import KeyPrincipal
 from routing.models import (
     LatencyClass,
@@ -169,3 +171,38 @@ def workloads_with_cache_stats(workloads: QuerySet[Workload], *, days: int = 30)
         _served=Count("requests", filter=recent),
         _hits=Count("requests", filter=recent & Q(requests__mode=Mode.CACHE)),
     )
+
+
+# The flex lane plans with the p90 latency of a model's recent flex calls once this many
+# answered, else with its provider's expectation; re-read at most once a minute per process
+# group (the router asks on every deferrable request).
+FLEX_MIN_OBSERVATIONS = 5
+FLEX_WINDOW = 100
+FLEX_LATENCY_CACHE_SECONDS = 60
+
+
+def expected_flex_latency(*, model: LlmModel) -> timedelta:
+    """How long a flex call to this model is expected to take (p90 of its recent answered
+    flex calls, else the provider's setting)."""
+    key = f"llmops:flex-latency:{model.pk}"
+    seconds = cache.get(key)
+    if seconds is None:
+        recent = list(
+            RequestAttempt.objects.filter(
+                model=model,
+                service_tier=FLEX,
+                outcome=RequestAttempt.Outcome.OK,
+                latency_ms__isnull=False,
+            )
+            .order_by("-started_at")
+            .values_list("latency_ms", flat=True)[:FLEX_WINDOW]
+        )
+        if len(recent) >= FLEX_MIN_OBSERVATIONS:
+            seconds = nearest_rank(recent, 0.9) / 1000
+        else:
+            seconds = model.provider.expected_flex_latency.total_seconds()
+        cache.set(key, seconds, FLEX_LATENCY_CACHE_SECONDS)
+    return timedelta(seconds=seconds)
+
+
+FLEX = "flex"  # RequestAttempt.service_tier of a call at OpenAI's flex tier

@@ -51,11 +51,13 @@ from routing.providers import (
     stream_cut,
 )
 from routing.response_cache import (
+    prompt_fingerprint,
     request_answer_from_cache,
     response_cache_get,
     response_cache_put,
 )
 from routing.router import Decision, ModelOption, PolicySpec, RouteInput, route
+from routing.selectors import FLEX, expected_flex_latency
 
 # --- requests: the front door ---------------------------------------------------------
 #
@@ -124,6 +126,11 @@ class Admitted:
     # The model being called now (request_run sets it): what a translated stream's chunks
     # name, the same in each (no fallback after the first byte).
     serving: LlmModel | None = None
+    # The service tier of that call ("flex", or "" for the provider's default): what the
+    # answer is billed at.
+    tier: str = ""
+    # After a refused flex call: the same model at the standard tier first, or the chain.
+    flex_fallback: str = RoutingPolicy.FlexFallback.STANDARD
 
 
 def request_admit(
@@ -178,12 +185,15 @@ def request_admit(
 
     now = timezone.now()
     params = ask_params(ask, max_tokens=max_tokens)  # the limit applied if none was asked
+    # Kept whether the cache is on or not: the audit counts repeats by it.
+    fingerprint = prompt_fingerprint(params)
     cached = None
     if policy.cache_enabled:
-        cached = response_cache_get(policy=policy, params=params)
+        cached = response_cache_get(policy=policy, params=params, fingerprint=fingerprint)
         metrics.CACHE_LOOKUPS.labels(workload.slug, "hit" if cached else "miss").inc()
     # Only a deferrable request needs the batch turnaround (a cached read per model).
-    deferrable = workload.latency_class != LatencyClass.REALTIME and (
+    waits = workload.latency_class != LatencyClass.REALTIME
+    deferrable = waits and (
         policy.allow_batch or policy.soft_breach_action == RoutingPolicy.BreachAction.DEFER
     )
     breached_until = _soft_budget_breached(team=team, workload=workload, at=now)
@@ -192,7 +202,12 @@ def request_admit(
             latency_class=workload.latency_class,
             deadline=workload.deadline,
             policy=PolicySpec.of(policy),
-            chain=_options(usable, deferrable=deferrable),
+            chain=_options(
+                usable,
+                deferrable=deferrable,
+                flex=waits and policy.allow_flex and _tier_left_to_us(ask),
+                at=now,
+            ),
             stream=ask.stream,
             requested_model=ask.model.model_id if ask.model else None,
             sync_only=sync_only,
@@ -217,6 +232,8 @@ def request_admit(
         mode=decision.mode,
         decision_reason=decision.reason,
         missed_saving=decision.missed_saving,
+        prompt_fingerprint=fingerprint,
+        cache_lookup=policy.cache_enabled,
     )
     if decision.refused:
         # Retry-After: the breached budget's period ends (an SDK retries only within 120 s).
@@ -242,7 +259,13 @@ def request_admit(
                     conversations.response_store(request)  # kept already, unless store was off
                 return Admitted(request=request, decision=decision, chain=chain)
             admission = request_hold(
-                request=request, models=chain, mode=mode, key=f"req:{request.pk}", ttl=ttl, at=now
+                # At flex: the flex price of its model; a refusal re-reserves at standard.
+                request=request,
+                models=chain[:1] if mode == Mode.FLEX else chain,
+                mode=mode,
+                key=f"req:{request.pk}",
+                ttl=ttl,
+                at=now,
             )
             if mode == Mode.BATCH:
                 # The batch buffer (batches app) picks queued requests up by status and model.
@@ -267,7 +290,13 @@ def request_admit(
         raise _refuse(request, RequestRejected(402, str(exc), code=BUDGET_EXCEEDED)) from exc
     if mode == Mode.BATCH:
         metrics.REQUESTS.labels(workload.slug, mode, request.status).inc()
-    return Admitted(request=request, decision=decision, hold=admission.hold, chain=chain)
+    return Admitted(
+        request=request,
+        decision=decision,
+        hold=admission.hold,
+        chain=chain,
+        flex_fallback=policy.on_flex_unavailable,
+    )
 
 
 # Refusals at admission: the code, with the status and field every answer to it carries.
@@ -350,24 +379,52 @@ def _check_honoured(ask: Ask, models: list[LlmModel]) -> None:
         )
 
 
-def _options(models: list[LlmModel], *, deferrable: bool) -> tuple[ModelOption, ...]:
+# The surfaces whose body carries OpenAI's service_tier: chat (and an Anthropic Messages
+# body translated to it), responses. Embedding models have no flex price.
+FLEX_KINDS = frozenset({"chat", "responses", "messages"})
+
+
+def _tier_left_to_us(ask: Ask) -> bool:
+    """The client left the service tier to llmops: it named none, or `auto`. A client that
+    asked for a tier (default, priority, flex) is served at that tier, as it asked."""
+    return ask.kind in FLEX_KINDS and ask.options.get("service_tier") in (None, "auto")
+
+
+def _options(
+    models: list[LlmModel], *, deferrable: bool, flex: bool = False, at: datetime | None = None
+) -> tuple[ModelOption, ...]:
+    """The router's view of each model: its circuit, its batch turnaround where a batch is
+    possible, and its flex terms where the request may go at flex (`flex`)."""
     # Every provider's circuit in one cache read (one MGET on Redis), not one per model.
     states = {c.provider: c.state for c in circuit.circuits({m.provider.slug for m in models})}
-    return tuple(
-        ModelOption(
-            provider=m.provider.slug,
-            model_id=m.model_id,
-            tier=m.tier,
-            supports_batch=m.provider.supports_batch,
-            enabled=m.enabled and m.provider.enabled,
-            circuit_open=states[m.provider.slug] == circuit.State.OPEN,
-            # Observed p90 once enough batches ended, else the provider's promise.
-            batch_turnaround=expected_turnaround(model=m)
-            if deferrable and m.provider.supports_batch
-            else None,
+    at = at or timezone.now()
+
+    def flex_of(m: LlmModel) -> tuple[timedelta | None, bool]:
+        if not (flex and m.provider.serves_flex):
+            return None, False
+        priced, no_dearer = billing_selectors.flex_terms(m, at)
+        return (expected_flex_latency(model=m), no_dearer) if priced else (None, False)
+
+    options = []
+    for m in models:
+        flex_latency, flex_no_dearer = flex_of(m)
+        options.append(
+            ModelOption(
+                provider=m.provider.slug,
+                model_id=m.model_id,
+                tier=m.tier,
+                supports_batch=m.provider.supports_batch,
+                enabled=m.enabled and m.provider.enabled,
+                circuit_open=states[m.provider.slug] == circuit.State.OPEN,
+                # Observed p90 once enough batches ended, else the provider's promise.
+                batch_turnaround=expected_turnaround(model=m)
+                if deferrable and m.provider.supports_batch
+                else None,
+                flex_latency=flex_latency,
+                flex_no_dearer=flex_no_dearer,
+            )
         )
-        for m in models
-    )
+    return tuple(options)
 
 
 def _soft_budget_breached(*, team: Team, workload: Workload, at: datetime) -> datetime | None:
@@ -406,8 +463,15 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Delt
         )
     errors: list[str] = []
     failures: list[ProviderError] = []
+    plan = _attempt_plan(admitted)
     try:
-        for position, model in enumerate(admitted.chain):
+        for position, (model, tier) in enumerate(plan):
+            if position and plan[position - 1][1] == FLEX and tier != FLEX:
+                # Flex was refused (or could not be called): what serves the request now is
+                # billed at the standard price, so it is reserved at it first.
+                refused = await db(_flex_refused, admitted, [m for m, _ in plan[position:]], stream)
+                if refused is not None:
+                    raise refused
             endpoint = await db(_call_begin, request, position, model)
             if endpoint is None:
                 errors.append(f"{model.model_id}: circuit open")
@@ -415,8 +479,8 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Delt
             if isinstance(endpoint, str):
                 errors.append(f"{model.model_id}: {endpoint}")
                 continue
-            admitted.serving = model
-            call = replace(chat, model=model.model_id)
+            admitted.serving, admitted.tier = model, tier
+            call = replace(chat, model=model.model_id, service_tier=tier or None)
             started = time.monotonic()
             first_byte_ms = None
             text = []
@@ -452,9 +516,15 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Delt
                     exc,
                     latency_ms=_ms_since(started),
                     first_byte_ms=first_byte_ms,
+                    service_tier=tier,
                 )
-                errors.append(f"{model.model_id}: {exc}")
+                errors.append(f"{model.model_id}{' at flex' if tier else ''}: {exc}")
                 failures.append(exc)
+                flex_refused = tier == FLEX and not (exc.after_first_byte or text)
+                if flex_refused and not exc.maybe_billed and exc.kind != "stream_cut":
+                    # A 429 "resource unavailable", or any refusal of the flex tier itself
+                    # (llmops asked for it, not the client): the plan's next attempt serves it.
+                    continue
                 if exc.after_first_byte or text or exc.kind == "stream_cut":
                     # The client already has part of an answer: another model cannot continue it.
                     # Or the provider took the call on and broke off before any output: it may
@@ -499,6 +569,7 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Delt
                 completion=completion,
                 latency_ms=_ms_since(started),
                 first_byte_ms=first_byte_ms,
+                service_tier=tier,
             )
             yield done
             return
@@ -510,6 +581,47 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Delt
         # was billed, so the hold goes back. After an estimate this finds nothing to do.
         await asyncio.shield(db(request_abandon, admitted))
         raise
+
+
+def _attempt_plan(admitted: Admitted) -> list[tuple[LlmModel, str]]:
+    """(model, service tier) in the order they are tried: the chain at the provider's default
+    tier; at flex, the first model at flex, then per the policy the same model at the
+    standard tier or straight down the chain."""
+    chain = admitted.chain
+    if admitted.request.mode != Mode.FLEX:
+        return [(model, "") for model in chain]
+    plan = [(chain[0], FLEX)]
+    if admitted.flex_fallback == RoutingPolicy.FlexFallback.STANDARD:
+        plan.append((chain[0], ""))
+    return plan + [(model, "") for model in chain[1:]]
+
+
+def _flex_refused(admitted: Admitted, models: list[LlmModel], stream: bool) -> RequestFailed | None:
+    """Flex is out: the request goes on at the standard tier, billed at its price, so its
+    flex-priced hold becomes one at the standard price of the models left. A hard budget that
+    cannot take the difference fails it (its hold given back): it is never overspent."""
+    request = admitted.request
+    mode = Mode.STREAM if stream else Mode.REALTIME
+    with transaction.atomic():
+        if admitted.hold is not None:
+            hold_release(hold=admitted.hold)
+        try:
+            admission = request_hold(
+                request=request,
+                models=models,
+                mode=mode,
+                key=f"req:{request.pk}:standard",
+                ttl=REALTIME_HOLD_TTL,
+            )
+        except (BudgetExceeded, PricingError) as exc:
+            message = f"Flex was refused and the standard tier cannot be served: {exc}"
+            _request_close(request, Request.Status.FAILED, error=message)
+            status = 402 if isinstance(exc, BudgetExceeded) else 503
+            return RequestFailed(request, message, status=status)
+    admitted.hold = admission.hold
+    request.mode = mode
+    request.decision_reason += " Flex was refused: served at the standard tier, at its price."
+    return None
 
 
 async def _to_the_end(fn, *args, **kwargs):
@@ -585,6 +697,7 @@ def _request_complete(admitted: Admitted, *, model: LlmModel, completion: Comple
     """The answer and its bill, in one transaction: the ledger entry settles the hold."""
     request = admitted.request
     usage = completion.usage
+    request.mode = _billed_mode(request, model, completion, tier=admitted.tier)
     with transaction.atomic():
         hold_settle(
             hold=admitted.hold,
@@ -613,6 +726,20 @@ def _request_complete(admitted: Admitted, *, model: LlmModel, completion: Comple
     if request.params.get("kind") == "responses":
         conversations.response_store(request)
     return request
+
+
+def _billed_mode(request: Request, model: LlmModel, completion: Completion, *, tier: str) -> str:
+    """The mode an answer is billed in: the tier the provider says served it (an OpenAI answer
+    names it, `service_tier`) when that is flex or was asked as flex, else as routed."""
+    served = completion.answer.get("service_tier") if completion.answer else None
+    if tier == FLEX and served not in (None, FLEX):
+        # Asked at flex, served at another tier: billed at what served it.
+        return Mode.STREAM if request.params.get("stream") else Mode.REALTIME
+    if tier != FLEX and served == FLEX and request.mode in (Mode.REALTIME, Mode.STREAM):
+        # The client asked for flex itself: billed at the flex price where the model has one.
+        flex_priced, _ = billing_selectors.flex_terms(model, timezone.now())
+        return Mode.FLEX if flex_priced else request.mode
+    return request.mode
 
 
 def _request_fail(admitted: Admitted, *, error: str) -> None:

@@ -82,6 +82,7 @@ from routing.asks import (
 from routing.config import policy_chain
 from routing.message_asks import MessagesInputSerializer, messages_ask
 from routing.models import KIND_OF_ENDPOINT, ApiKey, LlmModel, Mode, Request, Workload
+from routing.response_cache import prompt_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -473,12 +474,14 @@ def _admit_chunk(
     # lock is ours and every realtime request that wants to write waits for it.
     requests, holds, lines = [], [], []
     for number, (ask, amount) in enumerate(chunk, start=first):
+        params = ask_params(ask, max_tokens=_max_tokens(batch, ask))
         request = Request(
             team_id=batch.team_id,
             api_key_id=batch.api_key_id,
             workload=batch.workload,
             source=Request.Source.BATCH_API,
-            params=ask_params(ask, max_tokens=_max_tokens(batch, ask)),
+            params=params,
+            prompt_fingerprint=prompt_fingerprint(params),
             metadata=ask.metadata,
             body_hash=Request.hash_body(ask_body(ask)),
             status=Request.Status.RUNNING,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
@@ -42,6 +43,7 @@ from routing.providers import (
     BatchInfo,
     BatchOutcome,
 )
+from routing.response_cache import response_cache_put
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,7 @@ def _record_outcomes(
     items = {
         item.custom_id: item
         for item in BatchItem.objects.filter(pk__in=item_ids).select_related(
-            "request__team", "request__workload"
+            "request__team", "request__workload__policy"
         )
     }
     holds = {
@@ -189,6 +191,14 @@ def _record_outcome(
     request_changed(request)
     if request.params.get("kind") == "responses":
         conversations.response_store(request)
+    policy = request.workload.policy
+    if policy.cache_enabled and request.source != Request.Source.BATCH_API:
+        # A deferred answer serves later repeats too, once it is committed. Not a client's
+        # own batch file: tens of thousands of writes to the cache for answers its client
+        # asked for in bulk.
+        transaction.on_commit(
+            partial(response_cache_put, policy=policy, params=request.params, request=request)
+        )
 
 
 def job_finish(job: BatchJob, *, now: datetime) -> list[str]:

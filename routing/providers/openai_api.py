@@ -83,6 +83,13 @@ def _kwargs(request: ChatRequest) -> dict:
         # llmops' own doors (native API, websocket, history) always bound the answer, by
         # max_tokens: OpenAI-compatible servers (vLLM, Ollama) often know only that name.
         body.setdefault("max_tokens", request.max_tokens)
+    return _tiered(body, request)
+
+
+def _tiered(body: dict, request: ChatRequest) -> dict:
+    """The body at the service tier llmops chose (the flex lane), if it chose one."""
+    if request.service_tier:
+        body["service_tier"] = request.service_tier
     return body
 
 
@@ -182,7 +189,9 @@ def _embedded(answer: dict, *, model: str) -> Completion:
 
 
 async def _respond(endpoint: Endpoint, request: ChatRequest) -> Completion:
-    body = openai_responses.upstream_body(model=request.model, options=request.options)
+    body = _tiered(
+        openai_responses.upstream_body(model=request.model, options=request.options), request
+    )
     body.pop("stream_options", None)
     body["stream"] = False
     answer = await _post(endpoint, "/responses", body, expect="output", what="a response")
@@ -209,7 +218,9 @@ async def _stream_responses(
 ) -> AsyncIterator[Delta | Completion]:
     """A Responses stream relayed event by event; the Completion is the Response that
     `response.completed` (or `.incomplete`) carries, with its usage."""
-    body = openai_responses.upstream_body(model=request.model, options=request.options)
+    body = _tiered(
+        openai_responses.upstream_body(model=request.model, options=request.options), request
+    )
     relay = _relay(endpoint, "/responses", {**body, "stream": True})
     folded = openai_responses.StreamFold()
 

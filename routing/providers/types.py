@@ -43,6 +43,9 @@ class ChatRequest:
     # A Responses conversation llmops holds (a translated `previous_response_id`): the
     # earlier turns as Responses items, oldest first.
     history: tuple = ()
+    # OpenAI's service_tier llmops asks for on top of the client's body ("flex": the router
+    # chose the flex lane); None leaves the body's own.
+    service_tier: str | None = None
 
 
 @dataclass(frozen=True)

@@ -145,8 +145,8 @@ def test_admission_in_many_slices_resumes_where_the_last_one_stopped(api, sim, m
 
 def test_a_line_that_cannot_be_served_fails_the_batch_naming_its_line(api, sim):
     # The T6 fuzz found a refusal that did not say which of the file's lines asked for it.
-    data = jsonl(1, model="claude-sonnet-4-5") + jsonl(
-        1, model="claude-sonnet-4-5", max_tokens=70_000, prefix="b"
+    data = jsonl(1, model="claude-sonnet-4-6") + jsonl(
+        1, model="claude-sonnet-4-6", max_tokens=70_000, prefix="b"
     )
     created = create(api, data, workload="product-descriptions")
     assert created["status"] == "validating"

@@ -66,7 +66,7 @@ def test_a_request_no_batch_can_serve_in_time_is_escalated_not_batched(defer):
 def test_groups_split_at_the_providers_limit_and_by_lane(defer):
     Provider.objects.filter(slug="sim-openai").update(batch_max_requests=2)
     defer("review-moderation", 5)  # near-realtime lane, gpt-4o-mini
-    defer("ticket-summaries", 2)  # scheduled lane, claude-sonnet-4-5 (Anthropic)
+    defer("ticket-summaries", 2)  # scheduled lane, claude-sonnet-4-6 (Anthropic)
 
     jobs = services.batches_flush(force=True).jobs
 

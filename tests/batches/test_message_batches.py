@@ -45,7 +45,7 @@ def test_a_create_stores_its_requests_as_messages_lines_under_an_id_that_fits(de
         (
             [
                 {"custom_id": "a", "params": PARAMS},
-                {"custom_id": "b", "params": {**PARAMS, "model": "claude-sonnet-4-5"}},
+                {"custom_id": "b", "params": {**PARAMS, "model": "claude-sonnet-4-6"}},
             ],
             "requests.1.params.model",
         ),

@@ -62,7 +62,7 @@ def test_ledger_admin_is_read_only_and_totals_the_filter(admin_client, demo):
     from routing.models import LlmModel, Workload
 
     workload = Workload.objects.get(slug="product-descriptions")
-    model = LlmModel.objects.get(model_id="claude-sonnet-4-5")
+    model = LlmModel.objects.get(model_id="claude-sonnet-4-6")
     for key, mode in [("a", "batch"), ("b", "realtime")]:
         ledger_record_usage(
             key=key, team=workload.team, workload=workload, model=model, mode=mode,

@@ -135,7 +135,7 @@ def test_patching_the_limit_moves_the_current_period_with_it(admin_key, demo):
         ("gpt-4o", "openai"),
         ("gpt-4.1", "openai"),
         ("claude-haiku-4-5", "anthropic"),
-        ("claude-sonnet-4-5", "anthropic"),
+        ("claude-sonnet-4-6", "anthropic"),
     ],
 )
 @pytest.mark.parametrize("mode", ["realtime", "batch"])
@@ -215,7 +215,7 @@ def test_ledger_lists_the_teams_entries_with_totals_for_the_filter(member_key, d
     search = Workload.objects.get(team=acme, slug="product-search")
     nightly = Workload.objects.get(team=acme, slug="product-descriptions")
     mini = LlmModel.objects.get(model_id="gpt-4o-mini")
-    sonnet = LlmModel.objects.get(model_id="claude-sonnet-4-5")
+    sonnet = LlmModel.objects.get(model_id="claude-sonnet-4-6")
     usage = Usage(input_tokens=1000, output_tokens=100)
     ledger_record_usage(
         key="a", team=acme, workload=search, model=mini, mode="stream", usage=usage, at=now

@@ -218,7 +218,7 @@ def a_month_of_traffic(demo) -> None:
     """Direct records, a cache hit, reserve→settle, reserve→release, a hold the sweeper expired
     and then settled late, one still open, and a refund."""
     at = demo.at
-    sonnet = demo.models["claude-sonnet-4-5"]
+    sonnet = demo.models["claude-sonnet-4-6"]
     record(demo, "search-1")
     record(demo, "search-2", mode=Mode.CACHE)
 
@@ -330,7 +330,7 @@ def test_a_budget_created_mid_month_agrees_with_the_months_ledger(demo):
 def sonnet_hold(demo) -> Hold:
     """A batch request's worst case held against acme and its product-descriptions budget."""
     amount = reservation_amount(
-        model=demo.models["claude-sonnet-4-5"],
+        model=demo.models["claude-sonnet-4-6"],
         mode=Mode.BATCH,
         prompt_tokens=2_000,
         max_output_tokens=500,
@@ -343,7 +343,7 @@ def settle(demo, hold: Hold, *, at=None, output_tokens: int = 120):
     return hold_settle(
         hold=hold,
         key=f"{hold.key}:charge",
-        model=demo.models["claude-sonnet-4-5"],
+        model=demo.models["claude-sonnet-4-6"],
         mode=Mode.BATCH,
         usage=Usage(input_tokens=2_000, output_tokens=output_tokens),
         at=at or demo.at,
@@ -522,7 +522,7 @@ def test_releasing_every_hold_brings_the_reservation_back_to_zero(demo):
 
 def test_the_reserved_worst_case_covers_a_prompt_written_to_the_cache(demo):
     """Anthropic bills cache writes above the input rate; a hold must still cover them."""
-    sonnet = demo.models["claude-sonnet-4-5"]
+    sonnet = demo.models["claude-sonnet-4-6"]
     worst = reservation_amount(
         model=sonnet, mode=Mode.STREAM, prompt_tokens=10_000, max_output_tokens=1_000, at=demo.at
     )
@@ -670,7 +670,7 @@ def test_money_is_decimal_with_twelve_places_in_the_database_and_out_of_it(demo,
     sonnet_hold.refresh_from_db()
     period = BudgetPeriod.objects.get(budget=demo.budget(demo.acme))
     cost, counterfactual = pricing_estimate(
-        model=demo.models["claude-sonnet-4-5"],
+        model=demo.models["claude-sonnet-4-6"],
         usage=Usage(input_tokens=7),
         mode=Mode.BATCH,
         at=demo.at,
@@ -729,7 +729,7 @@ def test_cents_add_up_exactly_in_the_database(demo):
 @pytest.mark.parametrize(
     ("served_by", "cost"),
     [
-        ("claude-sonnet-4-5", Decimal("0.0225")),  # 10k x $1.5 + 1k x $7.5 per million
+        ("claude-sonnet-4-6", Decimal("0.0225")),  # 10k x $1.5 + 1k x $7.5 per million
         ("gpt-4o", Decimal("0.0175")),  # 10k x $1.25 + 1k x $5 per million
     ],
 )
@@ -737,7 +737,7 @@ def test_a_batch_entry_costs_the_batch_price_against_the_primary_models_standard
     demo, served_by, cost
 ):
     descriptions = demo.workloads["product-descriptions"]  # overnight-batch: sonnet first
-    assert descriptions.policy.links.order_by("position")[0].model.model_id == "claude-sonnet-4-5"
+    assert descriptions.policy.links.order_by("position")[0].model.model_id == "claude-sonnet-4-6"
 
     entry, _ = record(
         demo,
@@ -753,7 +753,7 @@ def test_a_batch_entry_costs_the_batch_price_against_the_primary_models_standard
     assert entry.counterfactual_cost_usd == Decimal("0.045")  # sonnet standard: $3 / $15
     assert (entry.price.model.model_id, entry.price.processing) == (served_by, "batch")
     assert (entry.counterfactual_price.model.model_id, entry.counterfactual_price.processing) == (
-        "claude-sonnet-4-5",
+        "claude-sonnet-4-6",
         "standard",
     )
     assert counters(demo.budget(demo.acme, descriptions), demo.at) == (cost, 0)

@@ -10,12 +10,14 @@ from billing.models import BudgetPeriod, Hold, LedgerEntry
 from billing.pricing import Usage
 from billing.services import budget_reserve, hold_settle, reservation_amount
 from routing.models import LlmModel, Workload
+from tests.billing.test_prices import priced_model
 
 pytestmark = pytest.mark.django_db
 
 
 def test_worst_case_is_the_whole_prompt_written_to_cache_plus_max_tokens_at_the_modes_price(demo):
-    sonnet = LlmModel.objects.get(model_id="claude-sonnet-4-5")
+    # claude-sonnet-4-5: the demo's no more (retired), but its long-context tier is published.
+    sonnet = priced_model(demo, "claude-sonnet-4-5")
     realtime = reservation_amount(
         model=sonnet, mode="stream", prompt_tokens=10_000, max_output_tokens=1_000
     )
@@ -40,7 +42,7 @@ def test_worst_case_is_the_whole_prompt_written_to_cache_plus_max_tokens_at_the_
 
 def test_a_request_reserves_its_worst_case_then_settles_to_its_actual_cost(demo):
     workload = Workload.objects.get(slug="product-descriptions")  # team + soft workload budget
-    sonnet = LlmModel.objects.get(model_id="claude-sonnet-4-5")
+    sonnet = LlmModel.objects.get(model_id="claude-sonnet-4-6")
     worst = reservation_amount(
         model=sonnet, mode="batch", prompt_tokens=2_000, max_output_tokens=500
     )

@@ -468,10 +468,10 @@ def test_audit_tells_a_realtime_workload_used_at_night_to_defer_and_a_policy_to_
     policy = demo.workloads["nightly-reports"].policy
     policy.allow_batch = False
     policy.save(update_fields=["allow_batch"])
-    record(demo, "nr", workload="nightly-reports", model="claude-sonnet-4-5", mode=Mode.REALTIME)
+    record(demo, "nr", workload="nightly-reports", model="claude-sonnet-4-6", mode=Mode.REALTIME)
     per_request = by_hand(demo, "gpt-4o-mini", "standard") - by_hand(demo, "gpt-4o-mini", "batch")
-    sonnet = by_hand(demo, "claude-sonnet-4-5", "standard") - by_hand(
-        demo, "claude-sonnet-4-5", "batch"
+    sonnet = by_hand(demo, "claude-sonnet-4-6", "standard") - by_hand(
+        demo, "claude-sonnet-4-6", "batch"
     )
 
     rows = {r["workload"]: r for r in staff.get("/api/v1/reports/audit", day_range(demo)).json()}

@@ -233,8 +233,8 @@ def test_schemathesis_finds_no_server_error(world, wsgi_app, figures):
 
 # --- hostile JSONL batch files through /v1/files and /v1/batches -------------------------
 
-BATCH_WORKLOAD = "product-descriptions"  # overnight-batch: claude-sonnet-4-5 → gpt-4o
-CHAIN_MODEL, OTHER_CHAIN_MODEL, UNKNOWN_MODEL = "claude-sonnet-4-5", "gpt-4o", "gpt-9-nowhere"
+BATCH_WORKLOAD = "product-descriptions"  # overnight-batch: claude-sonnet-4-6 → gpt-4o
+CHAIN_MODEL, OTHER_CHAIN_MODEL, UNKNOWN_MODEL = "claude-sonnet-4-6", "gpt-4o", "gpt-9-nowhere"
 BOM = b"\xef\xbb\xbf"
 
 # Where a line must be refused: "file" by the upload's scan, "body" by /v1/batches (the
@@ -339,7 +339,7 @@ def batch_line(draw, custom_id: str, model: str, earlier: list[str], hostile: bo
         value["body"]["max_tokens"] = draw(st.sampled_from([0, -1, 1.5, True, "10", [1]]))
         return Line(encoded(value), BODY, custom_id, model)
     if kind == "max_tokens_huge":
-        # Above the output limit of every model of the chain (claude-sonnet-4-5's 64,000); past
+        # Above the output limit of every model of the chain (claude-sonnet-4-6's 64,000); past
         # 64 bits no JSON parser downstream carries the number, so the upload refuses the line.
         tokens = draw(st.sampled_from([64_001, 10**9, 2**63, 10**30]))
         value["body"]["max_tokens"] = tokens

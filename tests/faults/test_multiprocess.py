@@ -48,7 +48,7 @@ pytestmark = [pytest.mark.scaled, pytest.mark.timeout(420)]
 
 # workload -> (provider kind, requests); multiples of BATCH_SIZE, so every group fills whole
 # batches and nothing waits for the policy's maximum batch wait (5 min and 1 h in the demo).
-# ticket-summaries and product-descriptions share a buffer group (acme, claude-sonnet-4-5,
+# ticket-summaries and product-descriptions share a buffer group (acme, claude-sonnet-4-6,
 # scheduled lane), so their requests mix in the same jobs.
 WORKLOADS = {
     "review-moderation": ("openai", 20),

@@ -1,5 +1,5 @@
 """T7: the primary provider failing 1% to 50% of its calls. Requests fall back along their
-policy's chain (gpt-4o → claude-sonnet-4-5 → gpt-4o-mini), the circuit breaker skips a
+policy's chain (gpt-4o → claude-sonnet-4-6 → gpt-4o-mini), the circuit breaker skips a
 provider that keeps failing, and what the simulator billed equals what the ledger holds.
 
 At each error rate the simulator's OpenAI chat endpoint answers a seeded share of calls with a

@@ -157,7 +157,7 @@ def messages_traffic(stack: Llmops) -> dict:
             )
         sent[f"anthropic SDK Messages on {model}: cached system, stream, tool use"] = 9
     batcher = stack.anthropic("ticket-summaries")
-    for model in ("claude-sonnet-4-5", "gpt-4o"):
+    for model in ("claude-sonnet-4-6", "gpt-4o"):
         batcher.messages.batches.create(
             requests=[
                 {

@@ -239,7 +239,7 @@ def test_thinking_on_an_openai_model_asks_for_its_reasoning_effort(llmops, clien
 def test_a_deferrable_workload_reached_here_is_served_now_as_a_missed_saving(llmops):
     client = llmops.anthropic("ticket-summaries")  # scheduled, 24 h: a batch would do
     message = client.messages.create(
-        model="claude-sonnet-4-5",
+        model="claude-sonnet-4-6",
         max_tokens=50,
         messages=[{"role": "user", "content": asked("Summarise ticket 9.")}],
     )
@@ -447,7 +447,7 @@ def work_until(llmops: Llmops, done, timeout: float = 90) -> None:
         time.sleep(1)
 
 
-@pytest.mark.parametrize("model", ["claude-sonnet-4-5", "gpt-4o"])
+@pytest.mark.parametrize("model", ["claude-sonnet-4-6", "gpt-4o"])
 def test_a_message_batch_runs_from_create_to_results(llmops, sim, model):
     client = llmops.anthropic("ticket-summaries")
     requests = [

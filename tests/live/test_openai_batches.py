@@ -55,7 +55,7 @@ def work_until(llmops: Llmops, done, timeout: float = 60) -> None:
 
 @pytest.mark.parametrize(
     ("workload", "model"),
-    [("review-moderation", "gpt-4o-mini"), ("ticket-summaries", "claude-sonnet-4-5")],
+    [("review-moderation", "gpt-4o-mini"), ("ticket-summaries", "claude-sonnet-4-6")],
 )
 def test_the_openai_sdk_batch_workflow_completes_against_llmops(llmops, workload, model):
     client = llmops.openai(workload)
@@ -251,7 +251,7 @@ def test_a_cancelled_jobs_tickets_end_cancelled_with_no_realtime_charge(llmops, 
     "workload, model",
     [
         ("review-moderation", "gpt-4o-mini"),  # lines as sent to OpenAI's batch
-        ("ticket-summaries", "claude-sonnet-4-5"),  # translated into Anthropic's batch params
+        ("ticket-summaries", "claude-sonnet-4-6"),  # translated into Anthropic's batch params
     ],
 )
 def test_batch_lines_keep_their_tools_and_the_output_lines_carry_the_tool_calls(
@@ -329,7 +329,7 @@ def test_a_batch_of_embeddings_lines_runs_to_completion_through_the_sdk(llmops):
 
 @pytest.mark.parametrize(
     ("workload", "model"),
-    [("review-moderation", "gpt-4o-mini"), ("ticket-summaries", "claude-sonnet-4-5")],
+    [("review-moderation", "gpt-4o-mini"), ("ticket-summaries", "claude-sonnet-4-6")],
 )
 def test_a_batch_of_responses_lines_answers_responses(llmops, workload, model):
     """OpenAI's batch relays the lines to its own /v1/responses; Anthropic's answers Messages,

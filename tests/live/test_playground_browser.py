@@ -166,7 +166,7 @@ def shown_number(text: str) -> Decimal:
     [
         ("acme/product-search", ""),  # gpt-4o-mini, as the policy decides
         # Anthropic's prices: a cache write dearer than input, a cached read far cheaper.
-        ("globex/dashboard-qa", "claude-sonnet-4-5"),
+        ("globex/dashboard-qa", "claude-sonnet-4-6"),
     ],
 )
 def test_the_live_figures_agree_with_the_final_ones(page, llmops, sim, workload, model):

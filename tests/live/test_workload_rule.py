@@ -16,7 +16,7 @@ def call(llmops: Llmops, surface: str, workload: str | None):
     text = f"Summarise ticket {uuid.uuid4().hex[:8]}."  # never a cache hit
     if surface == "messages":
         return llmops.anthropic(workload).messages.create(
-            model="claude-sonnet-4-5" if workload else "claude-haiku-4-5",
+            model="claude-sonnet-4-6" if workload else "claude-haiku-4-5",
             max_tokens=30,
             messages=[{"role": "user", "content": text}],
         )

@@ -57,9 +57,11 @@ def test_seed_demo_builds_the_demo_world():
         ("product-search", "realtime"),
         ("query-embeddings", "realtime"),
         ("review-moderation", "near_realtime"),
+        ("support-triage", "near_realtime"),
         ("ticket-summaries", "scheduled"),
     ]
     assert sorted(Workload.objects.filter(team__slug="globex").values_list("slug", flat=True)) == [
+        "anomaly-alerts",
         "dashboard-qa",
         "nightly-reports",
     ]
@@ -89,7 +91,7 @@ def test_api_key_option_creates_a_usable_admin_key(client):
     key = ApiKey.objects.get(name="demo")
     assert (key.team.slug, key.role) == ("globex", "admin")
     response = client.get("/api/v1/workloads", HTTP_AUTHORIZATION=f"Bearer {KEY}")
-    assert [w["team"] for w in response.json()["results"]] == ["globex", "globex"]
+    assert [w["team"] for w in response.json()["results"]] == ["globex"] * 3
     assert key.default_workload.slug == "dashboard-qa"
 
 
@@ -123,7 +125,7 @@ def test_a_fresh_database_gets_the_whole_demo_and_a_second_seed_adds_nothing():
     world = counts()
     prices = Price.objects.count()
 
-    assert world == [2, 1, 2, 8, 12, 22, 8, 3, 1]
+    assert world == [2, 1, 2, 9, 16, 30, 10, 3, 1]
     for model in LlmModel.objects.all():  # priced for realtime and batch
         assert {"standard", "batch"} <= set(model.prices.values_list("processing", flat=True))
     seed("--api-key", KEY)
@@ -191,7 +193,7 @@ def test_reseeding_keeps_every_edit_made_since(client):
     policy.refresh_from_db()
     assert (policy.max_batch_wait_seconds, policy.cache_enabled) == (1800, True)
     assert list(policy.links.values_list("model__model_id", flat=True)) == [
-        "claude-sonnet-4-5",
+        "claude-sonnet-4-6",
         "claude-opus-4-1",
     ]
     assert Budget.objects.get(team=acme, workload=None).limit_usd == Decimal("750")
@@ -333,3 +335,34 @@ def test_make_runs_seed_gives_the_admin_a_password_only_when_it_creates_the_admi
 
     admin.refresh_from_db()
     assert admin.check_password("the-operators-own-0002")
+
+
+def test_a_retired_model_gives_its_chain_places_to_its_successor_and_is_disabled():
+    """A database seeded when the demo used claude-sonnet-4-5 (retired 2026-11-30): the next
+    seed puts claude-sonnet-4-6 in its place in every chain that has it and disables it."""
+    seed()
+    anthropic = Provider.objects.get(slug="sim-anthropic")
+    old = LlmModel.objects.create(
+        provider=anthropic,
+        model_id="claude-sonnet-4-5",
+        tier="standard",
+        context_window=200_000,
+        max_output_tokens=64_000,
+    )
+    new = LlmModel.objects.get(provider=anthropic, model_id="claude-sonnet-4-6")
+    overnight = RoutingPolicy.objects.get(team__slug="acme", name="overnight-batch")
+    interactive = RoutingPolicy.objects.get(team__slug="acme", name="interactive")
+    # As an old seed left them: the retired model where its successor is now.
+    PolicyModel.objects.filter(policy=overnight, model=new).update(model=old)
+    PolicyModel.objects.create(policy=interactive, model=old, position=9)  # both in one chain
+
+    seed()
+
+    old.refresh_from_db()
+    assert not old.enabled
+    assert list(overnight.links.values_list("model__model_id", flat=True)) == [
+        "claude-sonnet-4-6",
+        "gpt-4o",
+    ]
+    assert not interactive.links.filter(model=old).exists()
+    assert interactive.links.filter(model=new).count() == 1

@@ -140,9 +140,11 @@ def test_the_workload_policy_picker_offers_only_the_workloads_teams_policies(adm
     response = admin_client.get(f"/admin/routing/workload/{workload.pk}/change/")
 
     assert policy_labels(response) == [
+        "acme / alerts",
         "acme / deferrable-economy",
         "acme / embeddings-batch",
         "acme / embeddings-realtime",
+        "acme / flex-economy",
         "acme / interactive",
         "acme / interactive-economy",
         "acme / overnight-batch",

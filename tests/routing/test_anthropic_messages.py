@@ -130,9 +130,9 @@ def test_the_body_goes_up_as_sent_with_the_providers_model():
     options = messages.options_of(body)
 
     assert options == {k: v for k, v in body.items() if k != "model"}
-    assert messages.upstream_body(model="claude-sonnet-4-5", options=options) == {
+    assert messages.upstream_body(model="claude-sonnet-4-6", options=options) == {
         **body,
-        "model": "claude-sonnet-4-5",
+        "model": "claude-sonnet-4-6",
     }
 
 
@@ -927,7 +927,7 @@ STORED = {
     "id": "msg_01A",
     "type": "message",
     "role": "assistant",
-    "model": "claude-sonnet-4-5",
+    "model": "claude-sonnet-4-6",
     "content": [
         {"type": "thinking", "thinking": "The user wants weather.", "signature": "EqQBCg=="},
         {"type": "redacted_thinking", "data": "EmwKAhgB"},

@@ -42,7 +42,7 @@ def test_a_member_sees_only_their_teams_workloads_with_their_chains(client, demo
         ("globex", "nightly-reports"),
     }
     qa = next(w for w in workloads if w["slug"] == "dashboard-qa")
-    assert qa["models"] == ["gpt-4o", "claude-sonnet-4-5", "gpt-4o-mini"]
+    assert qa["models"] == ["gpt-4o", "claude-sonnet-4-6", "gpt-4o-mini"]
     assert qa["deferrable"] is False
     nightly = next(w for w in workloads if w["slug"] == "nightly-reports")
     assert nightly["deferrable"] is True

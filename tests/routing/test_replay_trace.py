@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from routing.replay import trace_read
+from routing.trace import trace_read
 
 SHARED_TRACE = Path(__file__).resolve().parents[2] / "llmops" / "data" / "ecommerce-day.jsonl.gz"
 
@@ -112,7 +112,7 @@ def test_a_small_trace_costs_what_the_price_table_says_against_counterfactual_an
     report = replay(trace)
 
     assert report["requests"] == 7
-    assert report["modes"] == {"realtime": 4, "stream": 0, "batch": 2, "cache": 1}
+    assert report["modes"] == {"realtime": 4, "stream": 0, "flex": 0, "batch": 2, "cache": 1}
     assert money(report, "cost") == Decimal("0.00021") * 4 + Decimal("0.014") + Decimal("0.0035")
     assert money(report, "counterfactual") == (
         Decimal("0.00021") * 4 + Decimal("0.00042") + Decimal("0.028") + Decimal("0.0035")
@@ -121,7 +121,7 @@ def test_a_small_trace_costs_what_the_price_table_says_against_counterfactual_an
     assert money(report, "savings") == Decimal("0.01442")
     assert money(report, "oracle_savings") == Decimal("0.01484")
     assert report["savings_ratio"] == "0.971698"  # 0.01442 / 0.01484
-    assert report["oracle_modes"] == {"realtime": 2, "batch": 2, "cache": 3}
+    assert report["oracle_modes"] == {"realtime": 2, "flex": 0, "batch": 2, "cache": 3}
     assert report["deadline_misses"] == 0
     workloads = report["workloads"]
     assert workloads["product-search"]["modes"]["cache"] == 1
@@ -143,7 +143,7 @@ def test_repeats_within_the_ttl_are_cache_hits_and_no_cache_serves_them_again(de
     # Put at 0 s, hits until 3600 s; put again at 4200 s, a hit at 4800 s.
     assert cached["modes"]["cache"] == 6
     assert money(cached, "cost") == Decimal("0.00021") * 2
-    assert uncached["modes"] == {"realtime": 8, "stream": 0, "batch": 0, "cache": 0}
+    assert uncached["modes"] == {"realtime": 8, "stream": 0, "flex": 0, "batch": 0, "cache": 0}
     assert money(uncached, "cost") == money(uncached, "counterfactual") == Decimal("0.00168")
     assert money(cached, "oracle") == money(uncached, "oracle") == Decimal("0.00021")
 

@@ -112,7 +112,7 @@ CASES = [
         "realtime",
         ["gpt-4o", "claude-sonnet", "gpt-4o-mini", "claude-haiku"],
         True,
-        "OpenAI-compatible",
+        "answers synchronously",
     ),
     (
         "no-batch-capable-provider",

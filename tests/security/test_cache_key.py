@@ -10,7 +10,7 @@ from django.test import Client
 
 from routing.keys import api_key_create
 from routing.models import RoutingPolicy, Workload
-from routing.response_cache import CACHE_KEY_VERSION, cache_key
+from routing.response_cache import CACHE_KEY_VERSION, cache_keys
 from tests.security.serving_demo import WORKLOAD, http_fixture, native
 
 pytestmark = pytest.mark.django_db
@@ -70,10 +70,10 @@ def test_a_steered_answer_is_not_served_to_another_key_sending_only_the_user_mes
 def test_every_role_changes_the_key_and_the_key_is_versioned(mode):
     policy = RoutingPolicy(pk=1, cache_key=mode)
     base = {"messages": [USER], "model": None, "max_tokens": 20, "temperature": None}
-    keys = {cache_key(policy, {**base, "messages": messages}) for messages in STEERS.values()}
-    keys.add(cache_key(policy, base))
+    keys = {cache_keys(policy, {**base, "messages": m})[0] for m in STEERS.values()}
+    keys.add(cache_keys(policy, base)[0])
     tool = [USER, {"role": "tool", "content": "in stock: 0"}]
-    keys.add(cache_key(policy, {**base, "messages": tool}))
+    keys.add(cache_keys(policy, {**base, "messages": tool})[0])
 
     assert len(keys) == len(STEERS) + 2
     assert all(k.startswith(f"llmops:response:{CACHE_KEY_VERSION}:1:") for k in keys)

@@ -19,14 +19,13 @@ from routing.replay import (
     ReplayError,
     Report,
     Tally,
-    TraceError,
     WhatIf,
     replay,
-    trace_read,
     usd,
     world_load,
 )
 from routing.router import human
+from routing.trace import TraceError, trace_read
 
 UNITS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 
@@ -85,7 +84,17 @@ class Command(BaseCommand):
             "--no-cache", action="store_true", help="Turn every policy's response cache off."
         )
         parser.add_argument(
+            "--cache-ttl",
+            type=duration,
+            metavar="DURATION",
+            help="Turn every policy's response cache on with this TTL (e.g. 1d): what a cache "
+            "would save.",
+        )
+        parser.add_argument(
             "--no-batch", action="store_true", help="Let no policy defer to a batch."
+        )
+        parser.add_argument(
+            "--no-flex", action="store_true", help="Let no policy serve at OpenAI's flex tier."
         )
         parser.add_argument(
             "--workload-policy",
@@ -100,12 +109,16 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         path = Path(options["trace"])
+        if options["cache_ttl"] is not None and options["no_cache"]:
+            raise CommandError("--cache-ttl and --no-cache contradict each other: choose one")
         what_if = WhatIf(
             batch_turnaround=options["batch_turnaround"],
             batch_actual=options["batch_actual"],
             max_wait=options["policy_max_wait"],
             no_cache=options["no_cache"],
+            cache_ttl=options["cache_ttl"],
             no_batch=options["no_batch"],
+            no_flex=options["no_flex"],
             workload_policies=tuple(options["workload_policy"]),
         )
         started = time.monotonic()
