@@ -8,9 +8,16 @@ POST /_sim/config                 {"tokens_per_s": 50}                 global
                                   {"add_models": {"openai": ["llama-3"]}}
      keys: ttft_ms, tokens_per_s, batch_validating_s, batch_turnaround_s,
            batch_finalizing_s, batch_cancel_s, output_tokens (null = from the seed),
-           min_output_tokens, max_output_tokens
+           min_output_tokens, max_output_tokens,
+           flex_delay_ms (extra wait before a flex answer's first byte, default 300),
+           flex_unavailable_rate (0-1 share of flex calls refused 429 resource_unavailable,
+           default 0); all of these global or per model
+     global only: flex_models (the OpenAI models that take service_tier "flex", the whole
+           list; default gpt-5, gpt-5-mini, gpt-5-nano, o3, o4-mini)
 GET  /_sim/clock, POST /_sim/clock {"advance_s": 3600}
 GET  /_sim/usage                  {provider: {model: {mode: counts}}, "totals": counts}
+                                  modes: realtime, stream, batch, flex (OpenAI's flex tier,
+                                  plain or streamed)
 POST /_sim/reset                  start config; no faults, usage, files, batches, stored
                                   responses, cache, offset
 POST /_sim/faults -> 201 {"id"}   see state.parse_fault for the fields

@@ -151,6 +151,49 @@ _FAULT_DEFAULTS: dict[int, tuple[str, str | None, str]] = {
 }
 
 
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority", "fast")
+FLEX_UNAVAILABLE = (
+    "Resource Unavailable: flex processing capacity is temporarily exhausted; retry later or "
+    "use the default tier."
+)
+
+
+def tier_used(tier: str | None) -> str:
+    """The tier a response reports (the one actually used): the project default for auto or
+    none, priority for its alias fast, the asked one otherwise."""
+    return {None: "default", "auto": "default", "fast": "priority"}.get(tier, tier)
+
+
+def admit_tier(state: SimState, model: str, tier: str) -> float:
+    """Refuse what the tier refuses; else the extra wait it adds before the first byte.
+
+    Flex: a 400 for a model without flex processing, then a 429 Resource Unavailable for a
+    `flex_unavailable_rate` share of calls (drawn before anything is planned, cached or billed:
+    the real API does not charge it), else `flex_delay_ms`.
+    """
+    if tier != "flex":
+        return 0.0
+    if model not in state.config.flex_models:
+        raise OpenAIError(
+            400,
+            f"Flex processing is not available for model {model}.",
+            param="service_tier",
+            code="unsupported_value",
+        )
+    settings = state.config.for_model(model)
+    rate = settings.flex_unavailable_rate
+    if rate > 0 and state.flex_rng.random() < rate:
+        # Type and code as a rate-limit 429 has them ([UNCONFIRMED] for flex): no retry-after,
+        # so the SDKs back off on their own schedule.
+        raise OpenAIError(429, FLEX_UNAVAILABLE, type="requests", code="resource_unavailable")
+    return settings.flex_delay_s
+
+
+def mode_for(tier: str, mode: str) -> str:
+    """The usage book's mode for an answer: flex usage is kept apart (priced at flex rates)."""
+    return "flex" if tier == "flex" else mode
+
+
 def fault_error(fault: Fault) -> OpenAIError:
     status = fault.status or 500
     default = _FAULT_DEFAULTS.get(status)
@@ -252,6 +295,7 @@ class ChatCall:
     logprobs: int | None = None  # top_logprobs per token when logprobs is on
     seed: int | None = None
     image_tokens: int = 0
+    service_tier: str = "default"  # the tier used (tier_used): default, flex, priority, scale
 
 
 # What an image part costs in prompt tokens (gpt-4o's 512 px tiles: 85 at low detail, a
@@ -448,6 +492,18 @@ def parse_chat(body: dict[str, Any], models: dict[str, int], *, in_batch: bool =
         raise OpenAIError(
             400, "'stream' is not supported in the Batch API.", param="stream", code="invalid_value"
         )
+    tier = body.get("service_tier")
+    if tier is not None and tier not in SERVICE_TIERS:
+        if not isinstance(tier, str):
+            raise invalid_type("service_tier", "a string", tier)
+        raise OpenAIError(
+            400,
+            f"Invalid value: {tier!r}. Supported values are: "
+            + ", ".join(repr(t) for t in SERVICE_TIERS[:-1])
+            + f" and {SERVICE_TIERS[-1]!r}.",
+            param="service_tier",
+            code="invalid_value",
+        )
     prompt = "\n".join(lines)
     last_role = messages[-1].get("role")
     return ChatCall(
@@ -465,6 +521,7 @@ def parse_chat(body: dict[str, Any], models: dict[str, int], *, in_batch: bool =
         image_tokens=sum(
             IMAGE_TOKENS.get(detail, IMAGE_TOKENS_DEFAULT) for detail in _IMAGE_MARK.findall(prompt)
         ),
+        service_tier=tier_used(tier),
     )
 
 
@@ -678,7 +735,9 @@ def usage_json(plan: ChatPlan, completion_tokens: int | None = None) -> dict[str
     }
 
 
-def completion_json(completion_id: str, created: int, plan: ChatPlan) -> dict[str, Any]:
+def completion_json(
+    completion_id: str, created: int, plan: ChatPlan, service_tier: str = "default"
+) -> dict[str, Any]:
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -696,7 +755,7 @@ def completion_json(completion_id: str, created: int, plan: ChatPlan) -> dict[st
             for index, choice in enumerate(plan.choices)
         ],
         "usage": usage_json(plan),
-        "service_tier": "default",
+        "service_tier": service_tier,
         "system_fingerprint": "fp_simulator",
     }
 
@@ -786,19 +845,24 @@ class OpenAIChat:
                 param="model",
             )
         parsed = parse_chat(body, state.config.models["openai"])
+        tier_delay = admit_tier(state, parsed.model, parsed.service_tier)
         plan = plan_chat(state, parsed)
         settings = state.config.for_model(parsed.model)
         completion_id = state.ids.make("chatcmpl-")
         created = int(state.clock.now())
         if parsed.stream:
-            return await self._stream(request, rid, completion_id, created, parsed, plan, fault)
+            return await self._stream(
+                request, rid, completion_id, created, parsed, plan, fault, tier_delay
+            )
         longest = max(choice.output_tokens for choice in plan.choices)
         delay = settings.ttft_s + (longest / settings.tokens_per_s if settings.tokens_per_s else 0)
+        delay += tier_delay
         if fault is not None:
             delay += fault.stall_s
         await pause(delay)
-        bill_chat(state, plan, "realtime")
-        return json_response(completion_json(completion_id, created, plan), rid)
+        bill_chat(state, plan, mode_for(parsed.service_tier, "realtime"))
+        answer = completion_json(completion_id, created, plan, parsed.service_tier)
+        return json_response(answer, rid)
 
     async def _stream(
         self,
@@ -809,12 +873,14 @@ class OpenAIChat:
         parsed: ChatCall,
         plan: ChatPlan,
         fault: Fault | None,
+        tier_delay: float,
     ) -> web.StreamResponse:
         settings = self.state.config.for_model(parsed.model)
         usage_tail = ',"usage":null}' if parsed.include_usage else "}"
         prefix = (
             f'data: {{"id":"{completion_id}","object":"chat.completion.chunk","created":{created},'
-            f'"model":{dumps(plan.model)},"system_fingerprint":"fp_simulator","choices":['
+            f'"model":{dumps(plan.model)},"service_tier":"{parsed.service_tier}",'
+            '"system_fingerprint":"fp_simulator","choices":['
         )
         head = "".join(
             f'{prefix}{{"index":{index},"delta":{{"role":"assistant",'
@@ -847,7 +913,7 @@ class OpenAIChat:
             tail.append(f'{prefix}],"usage":{dumps(usage_json(plan))}}}\n\n')
         tail.append("data: [DONE]\n\n")
 
-        await pause(settings.ttft_s)
+        await pause(settings.ttft_s + tier_delay)
         resp = web.StreamResponse(headers={**SSE_HEADERS, "x-request-id": rid})
         await resp.prepare(request)
         progress = StreamProgress(weights=weights)
@@ -867,7 +933,8 @@ class OpenAIChat:
                 fault=stream_fault,
             )
         finally:
-            bill_chat(self.state, plan, "stream", progress.tokens_sent)
+            mode = mode_for(parsed.service_tier, "stream")
+            bill_chat(self.state, plan, mode, progress.tokens_sent)
         return resp
 
     def _models(self) -> list[str]:

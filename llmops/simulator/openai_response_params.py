@@ -9,6 +9,7 @@ from typing import Any
 from llmops.simulator.openai_api import (
     IMAGE_TOKENS,
     IMAGE_TOKENS_DEFAULT,
+    SERVICE_TIERS,
     TOOL_NAME,
     OpenAIError,
     bad_tool_name,
@@ -20,6 +21,7 @@ from llmops.simulator.openai_api import (
     model_not_found,
     no_such_function,
     required_model,
+    tier_used,
 )
 from llmops.simulator.wire import dumps
 
@@ -27,7 +29,6 @@ ROLES = ("user", "assistant", "system", "developer")
 ITEM_TYPES = ("message", "function_call", "function_call_output", "reasoning")
 TEXT_PARTS = ("input_text", "output_text")
 IMAGE_DETAILS = ("auto", "low", "high", "original")
-SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority", "fast")
 TRUNCATIONS = ("auto", "disabled")
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 SUMMARIES = ("auto", "concise", "detailed")
@@ -407,7 +408,7 @@ def parse_response(
         },
         "safety_identifier": _optional(body, "safety_identifier", str, "a string"),
         # The tier actually used: the project default for auto, priority for its alias fast.
-        "service_tier": {None: "default", "auto": "default", "fast": "priority"}.get(tier, tier),
+        "service_tier": tier_used(tier),
         "store": store is not False,
         "temperature": _given(body, "temperature", 1.0),
         "text": text,

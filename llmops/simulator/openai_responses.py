@@ -22,10 +22,12 @@ from llmops.simulator.openai_api import (
     ChatCall,
     ChatPlan,
     OpenAIError,
+    admit_tier,
     bill_chat,
     endpoint,
     fault_error,
     json_response,
+    mode_for,
     plan_chat,
     read_json,
 )
@@ -350,19 +352,24 @@ class OpenAIResponses:
             raise OpenAIError(
                 400, f"The model `{model}` does not support the Responses API.", param="model"
             )
-        plan = plan_response(state, parse_response(body, state.config.models["openai"]))
+        call = parse_response(body, state.config.models["openai"])
+        tier = call.echo["service_tier"]
+        tier_delay = admit_tier(state, call.model, tier)
+        plan = plan_response(state, call)
         response_id = state.ids.make("resp_")
         created = int(state.clock.now())
         output = output_items(plan, state.ids)
         settings = state.config.for_model(plan.call.model)
         if plan.call.stream:
-            return await self._stream(request, rid, plan, response_id, created, output, fault)
+            return await self._stream(
+                request, rid, plan, response_id, created, output, fault, tier_delay
+            )
         tps = settings.tokens_per_s
-        delay = settings.ttft_s + (plan.completion_tokens / tps if tps else 0)
+        delay = settings.ttft_s + tier_delay + (plan.completion_tokens / tps if tps else 0)
         if fault is not None:
             delay += fault.stall_s
         await pause(delay)
-        bill_chat(state, plan.chat, "realtime")
+        bill_chat(state, plan.chat, mode_for(tier, "realtime"))
         answer = response_json(plan, response_id, created, output, done_at=int(state.clock.now()))
         store(state, plan, answer)
         return json_response(answer, rid)
@@ -376,6 +383,7 @@ class OpenAIResponses:
         created: int,
         output: list[dict[str, Any]],
         fault: Fault | None,
+        tier_delay: float,
     ) -> web.StreamResponse:
         state = self.state
         settings = state.config.for_model(plan.call.model)
@@ -399,7 +407,7 @@ class OpenAIResponses:
             number = events.after(min(fault.after_tokens, len(deltas)))
             payload = {"type": "response.failed", "response": failed, "sequence_number": number}
             error_event = sse_event("response.failed", dumps(payload))
-        await pause(settings.ttft_s)
+        await pause(settings.ttft_s + tier_delay)
         tps = settings.tokens_per_s
         done_at = int(state.clock.now() + (plan.completion_tokens / tps if tps else 0))
         final = response_json(plan, response_id, created, output, done_at=done_at)
@@ -422,7 +430,8 @@ class OpenAIResponses:
                 fault=stream_fault,
             )
         finally:
-            bill_chat(state, plan.chat, "stream", progress.tokens_sent)
+            mode = mode_for(plan.call.echo["service_tier"], "stream")
+            bill_chat(state, plan.chat, mode, progress.tokens_sent)
         # A broken stream leaves nothing to retrieve (the real API's record of it is unknown).
         if finished:
             store(state, plan, final)

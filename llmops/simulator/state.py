@@ -31,7 +31,8 @@ OPENAI_MODELS: dict[str, int] = {
 }
 ANTHROPIC_MODELS: dict[str, int] = {
     "claude-haiku-4-5": 64_000,
-    "claude-sonnet-4-5": 64_000,
+    "claude-sonnet-4-5": 64_000,  # retired by Anthropic on 2026-11-30; kept for old databases
+    "claude-sonnet-4-6": 64_000,
     "claude-opus-4-1": 32_000,
     "claude-opus-4-5": 64_000,
     "claude-3-5-haiku-latest": 8_192,
@@ -56,6 +57,10 @@ OPENAI_EMBEDDING_MODELS: dict[str, EmbeddingModel] = {
     "text-embedding-ada-002": EmbeddingModel(1536, shortens=False),
 }
 
+# The OpenAI models that take `service_tier: "flex"` (OpenAI's flex processing page); the
+# `flex_models` config key replaces the list.
+FLEX_MODELS = ("gpt-5", "gpt-5-mini", "gpt-5-nano", "o3", "o4-mini")
+
 TIMING_KEYS = (
     "ttft_ms",
     "tokens_per_s",
@@ -63,9 +68,14 @@ TIMING_KEYS = (
     "batch_turnaround_s",
     "batch_finalizing_s",
     "batch_cancel_s",
+    "flex_delay_ms",  # extra wait before the first byte of a flex answer, on top of ttft_ms
 )
 LENGTH_KEYS = ("output_tokens", "min_output_tokens", "max_output_tokens")
-CONFIG_KEYS = TIMING_KEYS + LENGTH_KEYS
+# Share (0-1) of flex calls refused with 429 Resource Unavailable (1 = every one).
+RATE_KEYS = ("flex_unavailable_rate",)
+CONFIG_KEYS = TIMING_KEYS + LENGTH_KEYS + RATE_KEYS
+# Settings of the whole simulator, never per model.
+GLOBAL_KEYS = ("flex_models",)
 
 DEMO_CONFIG: dict[str, Any] = {
     "ttft_ms": 250,
@@ -74,9 +84,12 @@ DEMO_CONFIG: dict[str, Any] = {
     "batch_turnaround_s": 30,
     "batch_finalizing_s": 2,
     "batch_cancel_s": 3,
+    "flex_delay_ms": 300,
     "output_tokens": None,
     "min_output_tokens": 16,
     "max_output_tokens": 256,
+    "flex_unavailable_rate": 0,
+    "flex_models": list(FLEX_MODELS),
 }
 INSTANT_CONFIG: dict[str, Any] = {**DEMO_CONFIG, **dict.fromkeys(TIMING_KEYS, 0)}
 
@@ -98,6 +111,8 @@ class ModelConfig:
     output_tokens: int | None
     min_output_tokens: int
     max_output_tokens: int
+    flex_delay_s: float
+    flex_unavailable_rate: float
 
 
 def _check_value(key: str, value: Any, where: str) -> None:
@@ -107,6 +122,9 @@ def _check_value(key: str, value: Any, where: str) -> None:
     elif key in ("min_output_tokens", "max_output_tokens"):
         if not (is_int(value) and value >= 1):
             raise ConfigError(f"{where}{key} must be an integer >= 1")
+    elif key in RATE_KEYS:
+        if not (is_number(value) and 0 <= value <= 1):
+            raise ConfigError(f"{where}{key} must be a number between 0 and 1")
     elif not (is_number(value) and value >= 0):
         raise ConfigError(f"{where}{key} must be a number >= 0")
 
@@ -115,6 +133,8 @@ def _check_settings(settings: Any, where: str) -> dict[str, Any]:
     if not isinstance(settings, dict):
         raise ConfigError(f"{where or 'config'} must be an object")
     for key, value in settings.items():
+        if key in GLOBAL_KEYS:
+            raise ConfigError(f"{where}{key}: {key} is a global setting, not a per-model one")
         if key not in CONFIG_KEYS:
             raise ConfigError(f"unknown config key: {where}{key}")
         _check_value(key, value, where)
@@ -143,6 +163,7 @@ class Config:
         added = update.pop("add_models", None) or {}
         model = update.pop("model", None)
         per_model = update.pop("models", None) or {}
+        flex_models = update.pop("flex_models", None)
         if not isinstance(added, dict):
             raise ConfigError("add_models must be an object of provider -> [model ids]")
         for provider, ids in added.items():
@@ -167,6 +188,11 @@ class Config:
         for name in per_model:
             if name not in known:
                 raise ConfigError(f"unknown model: {name}")
+        if flex_models is not None:
+            if model is not None:
+                raise ConfigError("flex_models is a global setting: send it without model")
+            chat = {*self.models["openai"], *added.get("openai", ())}
+            update["flex_models"] = self._check_flex_models(flex_models, chat)
         merged_global = {**self.global_settings, **update}
         self._check_bounds(merged_global, "")
         for name, settings in per_model.items():
@@ -180,6 +206,20 @@ class Config:
         for name, settings in per_model.items():
             self.model_settings.setdefault(name, {}).update(settings)
         self._effective.clear()
+
+    @staticmethod
+    def _check_flex_models(value: Any, chat_models: set[str]) -> list[str]:
+        """`flex_models`: the OpenAI chat models that take flex processing, the whole list."""
+        if not isinstance(value, list) or not all(isinstance(i, str) and i for i in value):
+            raise ConfigError("flex_models must be a list of OpenAI chat model ids")
+        for name in value:
+            if name not in chat_models:
+                raise ConfigError(f"flex_models: unknown OpenAI chat model: {name}")
+        return list(dict.fromkeys(value))
+
+    @property
+    def flex_models(self) -> list[str]:
+        return self.global_settings["flex_models"]
 
     @staticmethod
     def _check_bounds(settings: dict[str, Any], where: str) -> None:
@@ -201,6 +241,8 @@ class Config:
                 output_tokens=s["output_tokens"],
                 min_output_tokens=s["min_output_tokens"],
                 max_output_tokens=s["max_output_tokens"],
+                flex_delay_s=s["flex_delay_ms"] / 1000,
+                flex_unavailable_rate=float(s["flex_unavailable_rate"]),
             )
             self._effective[key] = found
         return found
@@ -239,7 +281,11 @@ USAGE_FIELDS = (
 
 
 class UsageBook:
-    """What the simulator would bill, per provider, model and mode."""
+    """What the simulator would bill, per provider, model and mode.
+
+    Modes: realtime (a plain answer), stream, batch, and flex (an OpenAI answer served on the
+    flex tier, plain or streamed alike: it is priced apart, at flex rates).
+    """
 
     def __init__(self) -> None:
         self._rows: dict[tuple[str, str, str], list[int]] = {}
@@ -551,6 +597,9 @@ class SimFile:
         }
 
 
+FLEX_SEED = 0
+
+
 class SimState:
     """The whole simulator: one per app."""
 
@@ -558,6 +607,8 @@ class SimState:
         self.start_config: dict[str, Any] = copy.deepcopy(config) if config else dict(DEMO_CONFIG)
         self.config = Config(self.start_config)
         self.clock = Clock()
+        # Draws for flex_unavailable_rate: seeded, so a run's refusals repeat after a reset.
+        self.flex_rng = random.Random(FLEX_SEED)
         self.ids = Ids()
         self.usage = UsageBook()
         self.faults = FaultBook()
@@ -571,6 +622,7 @@ class SimState:
     def reset(self) -> None:
         self.config = Config(self.start_config)
         self.clock = Clock()
+        self.flex_rng = random.Random(FLEX_SEED)
         self.usage.clear()
         self.faults.clear()
         self.cache.clear()
