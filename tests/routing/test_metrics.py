@@ -20,3 +20,20 @@ def test_a_metrics_token_keeps_strangers_out(client, settings):
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret").status_code == 200
+
+
+def test_the_cache_hit_rate_per_workload_is_hits_over_eligible_lookups(client, settings, api):
+    """Issue 23: llmops_cache_hit_ratio{workload}, from the database (every process reports
+    the deployment's rate). product-search caches; support-triage does not (no lookups)."""
+    settings.LLMOPS_METRICS_NEED_TOKEN = False
+    ask = {"messages": [{"role": "user", "content": "Is the kettle in stock?"}], "max_tokens": 20}
+    for _ in range(3):  # a miss, then two hits
+        api.post("/api/v1/requests", {"workload": "product-search", **ask}, format="json")
+    other = {"messages": [{"role": "user", "content": "And the teapot?"}], "max_tokens": 20}
+    api.post("/api/v1/requests", {"workload": "product-search", **other}, format="json")
+    api.post("/api/v1/requests", {"workload": "support-triage", **ask}, format="json")
+
+    text = client.get("/metrics").content.decode()
+
+    lines = [line for line in text.splitlines() if line.startswith("llmops_cache_hit_ratio{")]
+    assert lines == ['llmops_cache_hit_ratio{workload="product-search"} 0.5']
