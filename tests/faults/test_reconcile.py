@@ -175,6 +175,22 @@ def messages_traffic(stack: Llmops) -> dict:
     return sent
 
 
+def flex_traffic(stack: Llmops) -> dict:
+    """support-triage (due in 10 min, gpt-5-mini first): served at flex, plain and streamed; the
+    simulator refuses a share of flex calls, which are then served at the standard tier. The
+    provider bills flex calls under their own mode, at the flex price."""
+    client = stack.openai("support-triage")
+    for i in range(12):
+        body = {"model": "gpt-5-mini", "max_tokens": 40}
+        messages = [{"role": "user", "content": f"Tag support email {i}."}]
+        if i % 3:
+            client.chat.completions.create(messages=messages, **body)
+        else:
+            for _ in client.chat.completions.create(messages=messages, stream=True, **body):
+                pass
+    return {"openai SDK at flex (some refused: served at standard)": 12}
+
+
 def traffic(stack: Llmops) -> dict:
     """The mix; returns how many of each kind were sent."""
     sent = {}
@@ -212,6 +228,7 @@ def traffic(stack: Llmops) -> dict:
     sent["native API, plain and streamed"] = 20
     sent.update(rich_traffic(client))
     sent.update(messages_traffic(stack))
+    sent.update(flex_traffic(stack))
     embedder = stack.openai("query-embeddings")  # response cache on: the repeats are hits
     for i in range(6):
         embedder.embeddings.create(model="text-embedding-3-small", input=[f"query {i % 4}", "x"])
@@ -248,6 +265,7 @@ def traffic(stack: Llmops) -> dict:
 
 def test_the_ledger_matches_the_providers_bill(stack, own_sim, figures):
     own_sim.reset()
+    own_sim.config(flex_unavailable_rate=0.4)  # seeded: the same calls refused in every run
     before = own_sim.usage()
     sent = traffic(stack)
     rows = reconcile(stack, usage_delta(before, own_sim.usage()))
@@ -267,7 +285,8 @@ def test_the_ledger_matches_the_providers_bill(stack, own_sim, figures):
         token_drift=totals["token_drift"],
         usd_drift=totals["usd_drift"],
     )
-    assert {key.split("|")[2] for key in rows} >= {"realtime", "stream", "batch"}
+    assert {key.split("|")[2] for key in rows} >= {"realtime", "stream", "flex", "batch"}
+    assert any(key.startswith("openai|gpt-5-mini|") and "flex" not in key for key in rows)
     assert cached > 0  # the cached-prompt price was exercised, not only the plain one
     assert totals["estimated_usd"] == 0
     assert (totals["request_drift"], totals["token_drift"], totals["usd_drift"]) == (0, 0, 0), rows
