@@ -78,6 +78,8 @@ def provider_form(**overrides):
         "base_url": "https://api.openai.com/v1",
         "supports_batch": "on",
         "expected_batch_turnaround": "24:00:00",
+        "supports_flex": "on",
+        "expected_flex_latency": "00:01:00",
         "enabled": "on",
         "new_api_key": "sk-live-very-secret-value",
     }

@@ -38,6 +38,7 @@ def test_a_member_sees_only_their_teams_workloads_with_their_chains(client, demo
     assert response.status_code == 200
     workloads = page_data(response, "workloads-data")
     assert {(w["team"], w["slug"]) for w in workloads} == {
+        ("globex", "anomaly-alerts"),
         ("globex", "dashboard-qa"),
         ("globex", "nightly-reports"),
     }

@@ -45,6 +45,8 @@ def provider_form(**overrides) -> dict:
         "kind": "openai",
         "base_url": "https://api.openai.com/v1",
         "expected_batch_turnaround": "24:00:00",
+        "supports_flex": "on",
+        "expected_flex_latency": "00:01:00",
         "enabled": "on",
         "new_api_key": PROVIDER_SECRET,
         **overrides,

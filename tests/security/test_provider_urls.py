@@ -80,6 +80,8 @@ def test_the_admin_refuses_a_bad_base_url_with_the_reason(client, base_url, mess
             "kind": "openai",
             "base_url": base_url,
             "expected_batch_turnaround": "24:00:00",
+            "supports_flex": "on",
+            "expected_flex_latency": "00:01:00",
             "enabled": "on",
         },
     )
@@ -126,6 +128,8 @@ def add_provider(client, base_url: str):
             "kind": "openai",
             "base_url": base_url,
             "expected_batch_turnaround": "24:00:00",
+            "supports_flex": "on",
+            "expected_flex_latency": "00:01:00",
             "enabled": "on",
         },
     )
