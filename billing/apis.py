@@ -368,6 +368,7 @@ class SavingsOutputSerializer(serializers.Serializer):
     saved_usd = money()
     saved_share = serializers.DecimalField(max_digits=8, decimal_places=4, allow_null=True)
     saved_by_batch_usd = money()
+    saved_by_flex_usd = money(help_text="Served now at the flex price instead of the standard.")
     saved_by_cache_usd = money()
     saved_by_tiering_usd = money(help_text="Model choice: tier downgrades and fallbacks.")
     missed_savings_usd = money(help_text="Deferrable traffic served now at full price.")
@@ -379,6 +380,15 @@ class SpendOutputSerializer(serializers.Serializer):
     cost_usd = money()
     counterfactual_cost_usd = money()
     saved_usd = money()
+
+
+@extend_schema_serializer(component_name="CacheRate")
+class CacheRateOutputSerializer(serializers.Serializer):
+    team = serializers.CharField()
+    workload = serializers.CharField()
+    lookups = serializers.IntegerField(help_text="Requests that consulted the cache.")
+    hits = serializers.IntegerField(help_text="Requests the cache answered.")
+    hit_rate = serializers.DecimalField(max_digits=8, decimal_places=4, allow_null=True)
 
 
 @extend_schema_serializer(component_name="BudgetLine")
@@ -408,6 +418,9 @@ class ReportOverviewApi(APIView):
             many=True,
         )
         budgets = BudgetLineOutputSerializer(many=True)
+        cache = CacheRateOutputSerializer(
+            many=True, help_text="Response cache hit rate of each workload that consulted it."
+        )
 
     @extend_schema(
         parameters=[queries.ReportFilterSerializer],
@@ -471,7 +484,7 @@ class ReportSavingsApi(APIView):
     @extend_schema(
         parameters=[FilterSerializer],
         responses=OutputSerializer,
-        summary="Actual against counterfactual, split into batch, cache and tiering; missed",
+        summary="Actual against counterfactual, split into batch, flex, cache and tiering; missed",
     )
     def get(self, request):
         granularity = queries.savings_granularity(request.query_params)
@@ -479,12 +492,27 @@ class ReportSavingsApi(APIView):
         return Response(self.OutputSerializer(reports.savings(scope, granularity)).data)
 
 
+@extend_schema_serializer(component_name="AuditRecommendation")
+class RecommendationOutputSerializer(serializers.Serializer):
+    action = serializers.CharField()
+    label = serializers.CharField()
+    text = serializers.CharField()
+    value_per_month_usd = money()
+    eligible = serializers.IntegerField(help_text="Requests in the range it applies to.")
+    eligible_per_month = serializers.IntegerField()
+    cost_per_request_usd = money(allow_null=True, help_text="What one of them cost.")
+    then_per_request_usd = money(allow_null=True, help_text="What it would have cost.")
+
+
 @extend_schema_serializer(component_name="AuditRow")
 class AuditRowOutputSerializer(serializers.Serializer):
     team = serializers.CharField(source="workload.team.slug")
     workload = serializers.CharField(source="workload.slug")
     latency_class = serializers.CharField(source="workload.latency_class")
+    deadline_seconds = serializers.SerializerMethodField()
     allow_batch = serializers.BooleanField(source="workload.policy.allow_batch")
+    allow_flex = serializers.BooleanField(source="workload.policy.allow_flex")
+    cache_enabled = serializers.BooleanField(source="workload.policy.cache_enabled")
     requests = serializers.IntegerField()
     by_mode = serializers.DictField(child=serializers.IntegerField())
     requests_by_hour = serializers.ListField(
@@ -506,24 +534,59 @@ class AuditRowOutputSerializer(serializers.Serializer):
     missed_usd = money()
     batched = serializers.IntegerField()
     saved_by_batch_usd = money()
-    action = serializers.CharField()
+    flexed = serializers.IntegerField(help_text="Served at flex.")
+    saved_by_flex_usd = money()
+    flex_missed = serializers.IntegerField(
+        help_text="Deferrable, due in 2 min or more, served now at full price on a model with "
+        "a flex price."
+    )
+    flex_value_per_month_usd = money(help_text="What flex would have saved on them, a month.")
+    cache_ttl_seconds = serializers.SerializerMethodField()
+    fingerprinted = serializers.IntegerField(help_text="Completed requests with a fingerprint.")
+    repeats = serializers.IntegerField(
+        help_text="Of those, asking what was asked at most cache_ttl_seconds before."
+    )
+    repeat_share = serializers.FloatField(allow_null=True)
+    cache_value_per_month_usd = money(help_text="What they cost, a month: a hit costs nothing.")
+    cache_lookups = serializers.IntegerField(help_text="Requests that consulted the cache.")
+    cache_hits = serializers.IntegerField()
+    cache_hit_rate = serializers.FloatField(allow_null=True)
+    recommendations = RecommendationOutputSerializer(
+        many=True, help_text="Every one that applies, the most valuable first."
+    )
+    action = serializers.CharField(help_text="The most valuable recommendation's, or keep.")
     recommendation = serializers.CharField()
-    eligible = serializers.IntegerField(help_text="Batch-eligible requests in the range.")
+    eligible = serializers.IntegerField(help_text="Requests in the range the action applies to.")
     eligible_per_month = serializers.IntegerField()
     value_per_month_usd = money()
 
+    def get_deadline_seconds(self, row) -> int | None:
+        deadline = row.workload.deadline
+        return None if deadline is None else int(deadline.total_seconds())
+
+    def get_cache_ttl_seconds(self, row) -> int:
+        return int(row.cache_ttl.total_seconds())
+
 
 class ReportAuditApi(APIView):
+    class FilterSerializer(queries.ReportFilterSerializer):
+        cache_ttl = serializers.CharField(
+            required=False,
+            help_text=f"Count a repeat within this window: {queries.CACHE_TTL_HELP} "
+            "(default: each workload's policy's cache TTL).",
+        )
+
     @extend_schema(
-        parameters=[queries.ReportFilterSerializer],
+        parameters=[FilterSerializer],
         responses=AuditRowOutputSerializer(many=True),
-        summary="Each workload's latency class against observed use, with a recommendation",
+        summary="Each workload's latency class against observed use, with recommendations",
     )
     def get(self, request):
+        cache_ttl = queries.audit_cache_ttl(request.query_params)
         scope = queries.report_scope(
             request.query_params, request.user, fields=("team", "workload")
         )
-        rows = reports.workload_audit(scope)
+        rows = reports.workload_audit(scope, cache_ttl=cache_ttl)
         return Response(AuditRowOutputSerializer(rows, many=True).data)
 
 
@@ -557,6 +620,10 @@ class CalculationOutputSerializer(serializers.Serializer):
     all_batch_delta_usd = money()
     standard_price_version = serializers.IntegerField(source="standard_price_id", allow_null=True)
     batch_price_version = serializers.IntegerField(source="batch_price_id", allow_null=True)
+    flex_per_request_usd = money(allow_null=True, help_text="Null: the model has no flex price.")
+    all_flex_usd = money(allow_null=True, help_text="Everything served now at the flex price.")
+    all_flex_delta_usd = money(allow_null=True)
+    flex_price_version = serializers.IntegerField(source="flex_price_id", allow_null=True)
 
 
 class ReportCalculatorApi(APIView):

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from billing.pricing import plain
 
-MODES = ("realtime", "stream", "batch", "cache")
+MODES = ("realtime", "stream", "flex", "batch", "cache")
 # The audit's night (UTC): traffic then rarely has a person waiting.
 NIGHT_HOURS = frozenset({22, 23, 0, 1, 2, 3, 4, 5})
 

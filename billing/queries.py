@@ -5,9 +5,12 @@ each and an error names the same field."""
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from decimal import Decimal
 
 from django.utils import timezone
+from django.utils.dateparse import parse_duration
 from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
@@ -55,6 +58,37 @@ def report_scope(params, user, *, fields=("team", "workload", "model", "mode")) 
         return reports.scope_build(user=user, today=timezone.now().date(), preset=preset, **values)
     except reports.ScopeError as exc:
         raise ValidationError({exc.field: [exc.message]}) from None
+
+
+# A repeat counts if asked at most this long after: 90s, 30m, 1h, 2d, or whole seconds (3600),
+# or a duration as Django reads one (01:00:00, P1D).
+CACHE_TTL_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+CACHE_TTL_RE = re.compile(r"(\d{1,9})\s*(s|m|min|h|d)")
+# The longest window the audit looks back for repeats: the range plus this many days is read.
+MAX_CACHE_TTL = timedelta(days=30)
+CACHE_TTL_HELP = "a duration such as 3600 (seconds), 90s, 30m, 1h or 1d"
+
+
+def audit_cache_ttl(params) -> timedelta | None:
+    """The workload audit's `cache_ttl` (None: each workload's policy's). Raises
+    ValidationError naming the field."""
+    raw = (params.get("cache_ttl") or "").strip()
+    if not raw:
+        return None
+    if match := CACHE_TTL_RE.fullmatch(raw.lower()):
+        ttl = timedelta(seconds=int(match[1]) * CACHE_TTL_UNITS[match[2]])
+    else:
+        try:
+            ttl = parse_duration(raw)
+        except (OverflowError, ValueError):  # more days than a timedelta holds
+            ttl = None
+    if ttl is None:
+        raise ValidationError({"cache_ttl": [f"{raw!r} is not {CACHE_TTL_HELP}."]})
+    if ttl <= timedelta(0):
+        raise ValidationError({"cache_ttl": ["Must be longer than 0 seconds."]})
+    if ttl > MAX_CACHE_TTL:
+        raise ValidationError({"cache_ttl": [f"Must be at most {MAX_CACHE_TTL.days} days."]})
+    return ttl
 
 
 def savings_granularity(params) -> str:

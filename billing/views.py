@@ -130,10 +130,13 @@ def savings(request):
 @login_required
 def audit(request):
     def build(scope):
-        rows = reports.workload_audit(scope)
+        cache_ttl = queries.audit_cache_ttl(request.GET)
+        rows = reports.workload_audit(scope, cache_ttl=cache_ttl)
         return {
             "rows": [(row, charts.hour_bars(row.hours)) for row in rows],
             "total_value": sum((r.value_per_month_usd for r in rows), Decimal(0)),
+            "cache_ttl": cache_ttl,
+            "cache_ttl_help": queries.CACHE_TTL_HELP,
         }
 
     return _page(request, "billing/audit.html", {"build": build}, fields=("team", "workload"))

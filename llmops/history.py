@@ -43,7 +43,6 @@ from llmops.simulator.testing import SimulatorHandle
 from routing import providers
 from routing.asks import RequestRejected, native_ask, openai_ask
 from routing.models import ApiKey, LatencyClass, LlmModel, Provider, Request, Team, Workload
-from routing.replay import TraceRow, trace_read
 from routing.services import (
     Admitted,
     RequestFailed,
@@ -52,6 +51,7 @@ from routing.services import (
     request_run,
     request_serve_escalated,
 )
+from routing.trace import TraceRow, trace_read
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,10 @@ TEAM_SHARES = {"acme": 0.75, "globex": 0.25}
 # leave too few streams and cache hits to see); deferrable ones split the rest by trace volume.
 REALTIME_SHARE = 0.4
 REALTIME_EXCERPT = 3  # requests per realtime excerpt (a shopper's burst of searches)
+# The trace has one near-realtime workload, a team may have several (acme: moderation due in
+# an hour, batched; support triage due in ten minutes, served at flex): the trace rows of
+# these classes are dealt in turn to each of the team's workloads of the class.
+SHARED_CLASSES = (LatencyClass.NEAR_REALTIME,)
 EXCERPTS_PER_DAY = {LatencyClass.NEAR_REALTIME: 1, LatencyClass.SCHEDULED: 1}
 WEEKEND_FACTOR = 0.7
 # Of realtime requests: streamed; of streams, cut by the client; repeats of an excerpt's
@@ -104,6 +108,9 @@ SIM_BATCH_SECONDS = 1.0
 SIM_INSTANT = {
     "ttft_ms": 0,
     "tokens_per_s": 0,
+    "flex_delay_ms": 0,
+    # Every flex call answered: the history is the same on every run (a refusal is drawn).
+    "flex_unavailable_rate": 0,
     "batch_validating_s": 0,
     "batch_turnaround_s": SIM_BATCH_SECONDS,
     "batch_finalizing_s": 0,
@@ -292,8 +299,9 @@ def history_plan(
 
 
 def _sources(rows: list[TraceRow], workloads: dict[str, str]) -> dict[str, list[TraceRow]]:
-    """Trace rows per team workload: the workload of the same slug, else one of the same
-    latency class, else (deferrable traffic) the most patient deferrable one."""
+    """Trace rows per team workload: of a shared class (SHARED_CLASSES), each of the team's
+    workloads of that class in turn (equal shares); else the workload of the same slug, else
+    one of the same latency class, else (deferrable traffic) the most patient deferrable one."""
     by_class: dict[str, list[str]] = {}
     for slug, latency in sorted(workloads.items()):
         by_class.setdefault(latency, []).append(slug)
@@ -302,7 +310,12 @@ def _sources(rows: list[TraceRow], workloads: dict[str, str]) -> dict[str, list[
     )
     targets: dict[str, str | None] = {}
     sources: dict[str, list[TraceRow]] = {}
+    dealt: Counter[str] = Counter()  # rows of each trace workload dealt so far
     for row in rows:
+        if row.latency_class in SHARED_CLASSES and (shared := by_class.get(row.latency_class)):
+            sources.setdefault(shared[dealt[row.workload] % len(shared)], []).append(row)
+            dealt[row.workload] += 1
+            continue
         if row.workload not in targets:
             same = by_class.get(row.latency_class, [])
             if row.workload in workloads:

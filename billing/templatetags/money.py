@@ -6,6 +6,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 
 from django import template
 
+from routing.router import human
+
 register = template.Library()
 
 
@@ -50,3 +52,9 @@ def seconds(value) -> str:
     if value < 48 * 3600:
         return f"{value / 3600:.1f} h"
     return f"{value / 86400:.1f} d"
+
+
+@register.filter
+def duration(value) -> str:
+    """A timedelta as a reason string says it: 1 h, 30 min, 1 d 2 h."""
+    return "—" if value is None or value == "" else human(value)

@@ -186,6 +186,7 @@ def test_a_member_sees_their_team_s_exact_figures_on_every_page_and_nothing_else
         "acme/review-moderation",
         "acme/product-descriptions",
         "acme/ticket-summaries",
+        "acme/support-triage",
         "acme/query-embeddings",
         "acme/catalog-embeddings",
     }

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from batches.models import BatchJob
 from billing.models import Budget, Hold, LedgerEntry
+from billing.reports import Scope, workload_audit
 from billing.selectors import primary_model
 from llmops.demo import WORKLOADS
 from llmops.history import (
@@ -26,7 +27,7 @@ from llmops.history import (
     messages_for,
     trace_rows,
 )
-from routing.models import Provider, Request
+from routing.models import Provider, Request, Team
 
 DEMO_TEAMS = {
     team: {slug: latency for slug, _, latency, _, _ in workloads}
@@ -70,11 +71,20 @@ def test_the_plan_maps_trace_traffic_onto_each_teams_workloads(rows):
     assert {a.workload for a in plan if a.team == "acme"} == {
         "product-search",
         "review-moderation",
+        "support-triage",
         "product-descriptions",
     }
     globex = {(a.row.latency_class, a.workload) for a in plan if a.team == "globex"}
     assert ("realtime", "dashboard-qa") in globex
-    assert {w for c, w in globex if c != "realtime"} == {"nightly-reports"}
+    assert {w for c, w in globex if c != "realtime"} == {"anomaly-alerts", "nightly-reports"}
+    # The trace's near-realtime rows are dealt in turn to each near-realtime workload.
+    near = Counter(
+        a.workload for a in plan if a.workload in ("review-moderation", "support-triage")
+    )
+    assert near["review-moderation"] and near["support-triage"]
+    assert abs(near["review-moderation"] - near["support-triage"]) <= 7  # a day's rounding
+    dealt = {a.trace_id for a in plan if a.workload == "support-triage"}
+    assert not dealt & {a.trace_id for a in plan if a.workload == "review-moderation"}
     hows = Counter((a.workload, a.how) for a in plan if a.team == "acme")
     assert hows["product-search", How.STREAM] and hows["product-search", How.CUT]
     assert hows["review-moderation", How.OPENAI] + hows["product-descriptions", How.OPENAI]
@@ -113,9 +123,10 @@ def test_history_bills_every_mode_once_per_request_over_the_past_days(replayed, 
 
     assert report.replayed and report.days == DAYS
     assert report.refused == report.failed == 0
-    assert set(report.by_mode) == {"realtime", "stream", "cache", "batch"}
+    modes = {"realtime", "stream", "cache", "batch", "flex"}
+    assert set(report.by_mode) == modes
     entries = LedgerEntry.objects.filter(request__metadata__demo="history")
-    assert set(entries.values_list("mode", flat=True)) == {"realtime", "stream", "cache", "batch"}
+    assert set(entries.values_list("mode", flat=True)) == modes
     today = timezone.now().date()
     days = {at.date() for at in entries.values_list("occurred_at", flat=True)}
     assert days == {today - timedelta(days=n) for n in range(1, DAYS + 1)}
@@ -135,8 +146,10 @@ def test_history_bills_every_mode_once_per_request_over_the_past_days(replayed, 
     assert set(history().values_list("team__slug", "workload__slug").distinct()) == {
         ("acme", "product-search"),
         ("acme", "review-moderation"),
+        ("acme", "support-triage"),
         ("acme", "product-descriptions"),
         ("globex", "dashboard-qa"),
+        ("globex", "anomaly-alerts"),
         ("globex", "nightly-reports"),
     }
     counts = dict(history().values_list("mode").annotate(n=Count("id")).order_by())
@@ -194,6 +207,39 @@ def test_history_has_missed_savings_cut_streams_and_late_reads(replayed):
     assert all(timedelta(minutes=1) < d < timedelta(hours=1) for d in delays["near_realtime/batch"])
     assert all(d > timedelta(hours=3) for d in delays["scheduled/batch"])
     assert history().filter(mode="batch", status="completed", first_read_at__isnull=True).exists()
+
+
+def test_history_serves_triage_at_flex_alerts_at_full_price_and_repeats_dashboard_questions(
+    replayed,
+):
+    """What the workload audit of the demo history finds: a flex opportunity (anomaly-alerts,
+    flex off) beside a workload served at flex (support-triage), and a cache opportunity
+    (dashboard-qa asks the same questions again with its cache off)."""
+    entries = LedgerEntry.objects.filter(request__metadata__demo="history")
+    flex = entries.filter(mode="flex").select_related("workload", "model")
+    assert {(e.workload.slug, e.model.model_id) for e in flex} == {("support-triage", "gpt-5-mini")}
+    assert all(e.cost_usd == e.flex_cost_usd < e.standard_cost_usd for e in flex)
+    alerts = entries.filter(workload__slug="anomaly-alerts").select_related("model")
+    assert alerts and {(e.mode, e.model.model_id) for e in alerts} == {("realtime", "gpt-5-mini")}
+    assert all(e.flex_cost_usd is not None and e.flex_cost_usd < e.cost_usd for e in alerts)
+    qa = history().filter(workload__slug="dashboard-qa", status="completed")
+    asked = Counter(qa.values_list("prompt_fingerprint", flat=True))
+    assert "" not in asked and max(asked.values()) > 1
+    assert not qa.filter(cache_lookup=True).exists()
+
+    today = timezone.now().date()
+    scope = Scope(teams=Team.objects.all(), since=today - timedelta(days=DAYS), until=today)
+    rows = {row.workload.slug: row for row in workload_audit(scope)}
+    found = {
+        (slug, r.action): r.value_per_month_usd
+        for slug, row in rows.items()
+        for r in row.recommendations
+    }
+    assert found["dashboard-qa", "enable_cache"] > 0
+    assert found["anomaly-alerts", "allow_flex"] > 0
+    assert rows["dashboard-qa"].repeats > 0
+    assert rows["support-triage"].flexed == flex.count() and not rows["support-triage"].flex_missed
+    assert rows["product-search"].cache_hits > 0  # acme's search box has its cache on
 
 
 def test_a_second_replay_adds_nothing(replayed, sim):

@@ -153,6 +153,7 @@ def test_run_brings_up_every_process_and_ctrl_c_stops_them_all(stack):
         "review-moderation",
         "product-descriptions",
         "ticket-summaries",
+        "support-triage",
         "query-embeddings",
         "catalog-embeddings",
     }
