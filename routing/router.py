@@ -92,6 +92,11 @@ def human(duration: timedelta) -> str:
     return " ".join(parts[:2])
 
 
+def _within(duration: timedelta) -> str:
+    """human(), but "a second" for less: an observed flex p90 can be a few milliseconds."""
+    return human(duration) if duration >= timedelta(seconds=1) else "a second"
+
+
 def _cheaper(tier: str) -> str | None:
     index = TIERS.index(tier) if tier in TIERS else 1
     return TIERS[index - 1] if index > 0 else None
@@ -226,7 +231,7 @@ def route(inp: RouteInput) -> Decision:
             "flex",
             served_now,  # chain[0] at flex; the rest, and it, at standard if flex is refused
             f"Served now at {flex.name}'s flex price: {why}; flex answers within "
-            f"{human(flex.flex_latency)} (p90), inside the {human(inp.deadline)} deadline",
+            f"{_within(flex.flex_latency)} (p90), inside the {human(inp.deadline)} deadline",
         )
 
     deferrable = policy.allow_batch
