@@ -292,6 +292,10 @@ class LedgerEntryOutputSerializer(serializers.Serializer):
     counterfactual_cost_usd = money()
     standard_cost_usd = money(help_text="The same usage on this model at its standard price.")
     batch_cost_usd = money(allow_null=True, help_text="The same usage at its batch price.")
+    flex_cost_usd = money(
+        allow_null=True,
+        help_text="The same usage at its flex price (OpenAI's flex tier); null without one.",
+    )
     reverses = serializers.IntegerField(source="reverses_id", allow_null=True)
     note = serializers.CharField()
 

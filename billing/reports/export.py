@@ -37,6 +37,7 @@ CSV_COLUMNS = [
     "counterfactual_cost_usd",
     "standard_cost_usd",
     "batch_cost_usd",
+    "flex_cost_usd",
     "note",
 ]
 _CSV_VALUES = [
@@ -59,6 +60,7 @@ _CSV_VALUES = [
     "counterfactual_cost_usd",
     "standard_cost_usd",
     "batch_cost_usd",
+    "flex_cost_usd",
     "note",
 ]
 
