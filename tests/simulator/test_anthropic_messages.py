@@ -236,7 +236,7 @@ def test_models_are_listed_paged_and_retrieved(claude: anthropic.Anthropic) -> N
     model = claude.models.retrieve(MODEL)
 
     assert everything[:2] == ["claude-haiku-4-5", "claude-sonnet-4-5"]
-    assert len(everything) == 5
+    assert len(everything) == 6
     assert model.id == MODEL
     assert model.type == "model"
     with pytest.raises(anthropic.NotFoundError):
