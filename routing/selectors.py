@@ -173,6 +173,7 @@ def workloads_with_cache_stats(workloads: QuerySet[Workload], *, days: int = 30)
     )
 
 
+FLEX = "flex"  # RequestAttempt.service_tier of a call at OpenAI's flex tier
 # The flex lane plans with the p90 latency of a model's recent flex calls once this many
 # answered, else with its provider's expectation; re-read at most once a minute per process
 # group (the router asks on every deferrable request).
@@ -203,6 +204,3 @@ def expected_flex_latency(*, model: LlmModel) -> timedelta:
             seconds = model.provider.expected_flex_latency.total_seconds()
         cache.set(key, seconds, FLEX_LATENCY_CACHE_SECONDS)
     return timedelta(seconds=seconds)
-
-
-FLEX = "flex"  # RequestAttempt.service_tier of a call at OpenAI's flex tier
