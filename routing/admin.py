@@ -410,7 +410,7 @@ class WorkloadAdmin(admin.ModelAdmin):
 
     @admin.display(description="cache hit rate (30 days)")
     def cache_hit_rate(self, obj: Workload) -> str:
-        return f"{obj._hits / obj._served:.1%}" if obj._served else "—"
+        return f"{obj._hits / obj._lookups:.1%}" if obj._lookups else "—"
 
 
 class RequestAttemptInline(admin.TabularInline):

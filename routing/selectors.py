@@ -164,11 +164,14 @@ def team_for_write(*, user, team_slug: str | None) -> Team:
 
 
 def workloads_with_cache_stats(workloads: QuerySet[Workload], *, days: int = 30):
-    """Annotate each workload with requests served and cache hits over the last `days`."""
+    """Annotate each workload with requests served, cache lookups (requests whose policy
+    consulted the cache) and cache hits over the last `days`: the hit rate is hits over
+    lookups, as /metrics and the billing pages give it."""
     since = timezone.now() - timedelta(days=days)
     recent = Q(requests__created_at__gte=since, requests__status=Request.Status.COMPLETED)
     return workloads.annotate(
         _served=Count("requests", filter=recent),
+        _lookups=Count("requests", filter=recent & Q(requests__cache_lookup=True)),
         _hits=Count("requests", filter=recent & Q(requests__mode=Mode.CACHE)),
     )
 

@@ -22,7 +22,9 @@ def test_a_metrics_token_keeps_strangers_out(client, settings):
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret").status_code == 200
 
 
-def test_the_cache_hit_rate_per_workload_is_hits_over_eligible_lookups(client, settings, api):
+def test_the_cache_hit_rate_per_workload_is_hits_over_eligible_lookups(
+    client, settings, api, admin_client
+):
     """Issue 23: llmops_cache_hit_ratio{workload}, from the database (every process reports
     the deployment's rate). product-search caches; support-triage does not (no lookups)."""
     settings.LLMOPS_METRICS_NEED_TOKEN = False
@@ -37,3 +39,6 @@ def test_the_cache_hit_rate_per_workload_is_hits_over_eligible_lookups(client, s
 
     lines = [line for line in text.splitlines() if line.startswith("llmops_cache_hit_ratio{")]
     assert lines == ['llmops_cache_hit_ratio{workload="product-search"} 0.5']
+    # The workload admin gives the same rate (over 30 days).
+    workloads = admin_client.get("/admin/routing/workload/?q=product-search").content.decode()
+    assert "50.0%" in workloads
