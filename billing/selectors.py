@@ -66,32 +66,29 @@ def tier_json(tier: ContextTier) -> dict[str, Any]:
 
 def price_in_force(model: LlmModel, processing: str, at: datetime) -> PriceVersion:
     """The version in force at `at`. A model with no price is an error, never $0."""
-    for version in price_versions(model.pk, processing):
-        if version.effective_from <= at:
-            return version
+    if (version := price_or_none(model, processing, at)) is not None:
+        return version
     raise PricingError(
         f"no {processing} price for {model} is in force at {at.isoformat()} "
         "(run `python manage.py sync_prices`, or add a price in the admin)"
     )
 
 
-def has_price(model: LlmModel, processing: str, at: datetime) -> bool:
-    """Whether a `processing` price of the model is in force at `at` (no exception raised:
-    most models have no flex price, and raising costs more than asking)."""
-    return any(v.effective_from <= at for v in price_versions(model.pk, processing))
+def price_or_none(model: LlmModel, processing: str, at: datetime) -> PriceVersion | None:
+    """The version in force at `at`, None if there is none: most models have no flex price,
+    and asking is cheaper than raising (price_in_force is the call that must find one)."""
+    return next((v for v in price_versions(model.pk, processing) if v.effective_from <= at), None)
 
 
 def flex_terms(model: LlmModel, at: datetime) -> tuple[bool, bool]:
     """(the model has a flex price in force, and it is no dearer than its batch price): what
     the router weighs flex by. No batch price: flex is compared with nothing, so no dearer."""
-    if not has_price(model, Processing.FLEX, at):
+    flex = price_or_none(model, Processing.FLEX, at)
+    if flex is None:
         return False, False
-    if not has_price(model, Processing.BATCH, at):
-        return True, True
-    flex = price_in_force(model, Processing.FLEX, at).rates
-    batch = price_in_force(model, Processing.BATCH, at).rates
-    return True, all(
-        getattr(flex, rate) <= getattr(batch, rate)
+    batch = price_or_none(model, Processing.BATCH, at)
+    return True, batch is None or all(
+        getattr(flex.rates, rate) <= getattr(batch.rates, rate)
         for rate in ("input", "cached_input", "cache_write", "output")
     )
 

@@ -189,9 +189,10 @@ def _priced_if_sold(
 ) -> Cost | None:
     """`usage` at the model's `processing` price, None if it has none (PricingError if
     `required`: what was served so must be priced so)."""
-    if not required and not selectors.has_price(model, processing, at):
-        return None
-    return price_usage(usage, selectors.price_in_force(model, processing, at))
+    if required:
+        return price_usage(usage, selectors.price_in_force(model, processing, at))
+    version = selectors.price_or_none(model, processing, at)
+    return None if version is None else price_usage(usage, version)
 
 
 def pricing_estimate(

@@ -42,12 +42,11 @@ from batches.services import (
 from billing.models import Processing
 from billing.pricing import (
     PriceVersion,
-    PricingError,
     Usage,
     plain,
     price_usage,
 )
-from billing.selectors import flex_terms, price_in_force
+from billing.selectors import flex_terms, price_or_none
 from llmops.stats import nearest_rank
 from routing.models import LatencyClass, LlmModel, RoutingPolicy, Workload
 from routing.router import (
@@ -183,9 +182,10 @@ def world_load(what_if: WhatIf | None = None, *, at: datetime | None = None) -> 
             max_lines=model.provider.batch_limits[0],
             promised=promised,
             actual=promised if what_if.batch_actual is None else what_if.batch_actual,
-            standard=_price(model, Processing.STANDARD, at),
-            batch=_price(model, Processing.BATCH, at),
-            flex=_price(model, Processing.FLEX, at) if flex_capable else None,
+            # None: an error if the replay needs it (a model without batch may never).
+            standard=price_or_none(model, Processing.STANDARD, at),
+            batch=price_or_none(model, Processing.BATCH, at),
+            flex=price_or_none(model, Processing.FLEX, at) if flex_capable else None,
             flex_latency=model.provider.expected_flex_latency,
             flex_no_dearer=flex_capable and flex_terms(model, at)[1],
         )
@@ -274,13 +274,6 @@ def _cache_ttl(policy: RoutingPolicy, what_if: WhatIf) -> timedelta | None:
     if what_if.cache_ttl is not None:
         return what_if.cache_ttl
     return policy.cache_ttl if policy.cache_enabled else None
-
-
-def _price(model: LlmModel, processing: str, at: datetime) -> PriceVersion | None:
-    try:
-        return price_in_force(model, processing, at)
-    except PricingError:
-        return None  # an error if the replay needs it (a model without batch may never)
 
 
 # --- the report --------------------------------------------------------------------------

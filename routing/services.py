@@ -19,7 +19,7 @@ from django.utils import timezone
 from batches.selectors import expected_turnaround
 from batches.services import BATCH_HOLD_GRACE
 from billing import selectors as billing_selectors
-from billing.models import Hold, LedgerEntry
+from billing.models import Hold, LedgerEntry, Processing
 from billing.pricing import PricingError, Usage, request_prompt_bound
 from billing.services import (
     BudgetExceeded,
@@ -737,7 +737,7 @@ def _billed_mode(request: Request, model: LlmModel, completion: Completion, *, t
         return Mode.STREAM if request.params.get("stream") else Mode.REALTIME
     if tier != FLEX and served == FLEX and request.mode in (Mode.REALTIME, Mode.STREAM):
         # The client asked for flex itself: billed at the flex price where the model has one.
-        flex_priced, _ = billing_selectors.flex_terms(model, timezone.now())
+        flex_priced = billing_selectors.price_or_none(model, Processing.FLEX, timezone.now())
         return Mode.FLEX if flex_priced else request.mode
     return request.mode
 

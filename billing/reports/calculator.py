@@ -64,9 +64,8 @@ def calculate(
     usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
     standard = price_usage(usage, selectors.price_in_force(model, Processing.STANDARD, at))
     batch = price_usage(usage, selectors.price_in_force(model, Processing.BATCH, at))
-    flex = None
-    if selectors.has_price(model, Processing.FLEX, at):
-        flex = price_usage(usage, selectors.price_in_force(model, Processing.FLEX, at))
+    flex_version = selectors.price_or_none(model, Processing.FLEX, at)
+    flex = price_usage(usage, flex_version) if flex_version else None
     n = Decimal(monthly_requests)
     misses = n * (1 - cache_hit_rate)
     hybrid = misses * (batch_share * batch.total + (1 - batch_share) * standard.total)
