@@ -52,6 +52,7 @@ class Timeline:
     invalid: bool = False
     expire_after: int | None = None
     cancel_at: float | None = None
+    window_s: float = COMPLETION_WINDOW_S  # past this, what has not run expires (Gemini: 48h)
 
     @property
     def start(self) -> float:
@@ -59,7 +60,7 @@ class Timeline:
 
     @property
     def expires_at(self) -> float:
-        return self.created + COMPLETION_WINDOW_S
+        return self.created + self.window_s
 
     def done_by(self, t: float) -> int:
         if t < self.start:

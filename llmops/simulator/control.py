@@ -5,34 +5,46 @@ GET  /_sim/config                 current settings, per-model overrides, known m
 POST /_sim/config                 {"tokens_per_s": 50}                 global
                                   {"model": "gpt-4o", "ttft_ms": 900}  one model
                                   {"models": {"gpt-4o": {...}}}        several models
-                                  {"add_models": {"openai": ["llama-3"]}}
+                                  {"add_models": {"openai": ["llama-3"]}}  (openai, anthropic
+                                  or gemini; Azure has deployments instead)
      keys: ttft_ms, tokens_per_s, batch_validating_s, batch_turnaround_s,
            batch_finalizing_s, batch_cancel_s, output_tokens (null = from the seed),
            min_output_tokens, max_output_tokens,
            flex_delay_ms (extra wait before a flex answer's first byte, default 300),
            flex_unavailable_rate (0-1 share of flex calls refused 429 resource_unavailable,
-           default 0); all of these global or per model
+           default 0),
+           enqueued_token_limit (Azure batches' enqueued-token quota, null = none, the
+           default; per model it may also name an Azure deployment); all of these global or
+           per model. The batch timings drive every provider's batches (OpenAI, Anthropic,
+           Azure, Gemini), by the model's settings.
      global only: flex_models (the OpenAI models that take service_tier "flex", the whole
-           list; default gpt-5, gpt-5-mini, gpt-5-nano, o3, o4-mini)
+           list; default gpt-5, gpt-5-mini, gpt-5-nano, o3, o4-mini),
+           azure_deployments ({"name": "OpenAI model"} added to the Azure resource's
+           deployments, {"name": null} removes one; every OpenAI model is also a deployment
+           of itself; default llmops-gpt-4o-mini, llmops-gpt-5-mini, llmops-embed-small)
 GET  /_sim/clock, POST /_sim/clock {"advance_s": 3600}
 GET  /_sim/usage                  {provider: {model: {mode: counts}}, "totals": counts}
-                                  modes: realtime, stream, batch, flex (OpenAI's flex tier,
-                                  plain or streamed)
+                                  providers: openai, anthropic, azure (by the deployment's
+                                  model), gemini; modes: realtime, stream, batch, flex
+                                  (OpenAI's flex tier, plain or streamed)
 POST /_sim/reset                  start config; no faults, usage, files, batches, stored
-                                  responses, cache, offset
-POST /_sim/faults -> 201 {"id"}   see state.parse_fault for the fields
+                                  responses, uploads, cache, offset (Entra ID tokens already
+                                  issued stay valid)
+POST /_sim/faults -> 201 {"id"}   see state.parse_fault for the fields; providers openai,
+                                  anthropic, azure, gemini. Azure's enqueued-token refusal:
+                                  {"provider": "azure", "endpoint": "batches",
+                                   "kind": "token_limit_exceeded", "count": 1}
 GET  /_sim/faults, DELETE /_sim/faults, DELETE /_sim/faults/{id}
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from llmops.simulator.anthropic_batches import AnthropicBatches
-from llmops.simulator.openai_batches import OpenAIBatches
 from llmops.simulator.state import ConfigError, SimState, parse_fault
 from llmops.simulator.wire import JSON_TYPE, dump_bytes, is_number
 
@@ -55,11 +67,16 @@ async def _body(request: web.Request) -> Any:
         raise ConfigError("the body is not valid JSON") from None
 
 
+class BatchBook(Protocol):
+    """A provider's batches: bills what finished by now when asked."""
+
+    advance_all: Callable[[], Awaitable[None]]
+
+
 class Control:
-    def __init__(self, state: SimState, openai: OpenAIBatches, anthropic: AnthropicBatches) -> None:
+    def __init__(self, state: SimState, batch_books: Sequence[BatchBook]) -> None:
         self.state = state
-        self.openai = openai
-        self.anthropic = anthropic
+        self.batch_books = batch_books
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -111,8 +128,9 @@ class Control:
         return _json(self._clock_json())
 
     async def usage(self, request: web.Request) -> web.Response:
-        await self.openai.advance_all()
-        await self.anthropic.advance_all()
+        # Batches are billed as their items finish, worked out when somebody looks.
+        for book in self.batch_books:
+            await book.advance_all()
         return _json(self.state.usage.snapshot())
 
     async def reset(self, request: web.Request) -> web.Response:

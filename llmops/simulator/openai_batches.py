@@ -1,4 +1,5 @@
-"""OpenAI Batch API, for chat completions, embeddings and responses.
+"""OpenAI Batch API, for chat completions, embeddings and responses; through a Dialect also an
+Azure OpenAI resource's Global Batch (azure_batches.AzureBatches adds Azure's rules).
 
 A batch is validated and fully planned when it is created (each line's usage
 and answer seed), then moves along its Timeline; output and error files are
@@ -8,6 +9,7 @@ written the first time somebody sees it ended. Items are billed as they finish.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from array import array
 from collections.abc import Callable
@@ -17,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from llmops.simulator.batches import (
+    CANCELLED,
     CANCELLING,
     EXPIRED,
     IN_PROGRESS,
@@ -27,21 +30,23 @@ from llmops.simulator.batches import (
     finish_order,
 )
 from llmops.simulator.openai_api import (
+    OPENAI,
+    PROMPT_OVERHEAD_TOKENS,
     ChatCall,
-    ChatPlan,
+    Dialect,
     OpenAIError,
-    completion_json,
     endpoint,
     invalid_type,
     json_response,
     missing,
     parse_chat,
-    plan_chat,
     read_json,
 )
+from llmops.simulator.openai_chat import ChatPlan, completion_json, plan_chat
 from llmops.simulator.openai_embeddings import EmbeddingCall, embeddings_json, parse_embeddings
 from llmops.simulator.openai_files import (
     DEFAULT_FILE_TTL_S,
+    EXPIRY_BOUNDS,
     expires_after,
     list_json,
     page_after,
@@ -50,11 +55,13 @@ from llmops.simulator.openai_files import (
 from llmops.simulator.openai_response_params import ResponseCall, check_metadata, parse_response
 from llmops.simulator.openai_responses import (
     ResponsePlan,
+    StoredResponse,
     output_items,
     plan_response,
     response_json,
 )
 from llmops.simulator.state import SimFile, SimState
+from llmops.simulator.textgen import count_tokens
 from llmops.simulator.wire import dumps
 
 CHAT_ENDPOINT = "/v1/chat/completions"
@@ -94,21 +101,32 @@ def _line_error(code: str, message: str, line: int | None, param: str | None = N
 
 @dataclass(slots=True)
 class ParsedInput:
-    """An input file read line by line: either validation errors or the requests."""
+    """An input file read line by line: either validation errors or the requests. `model` is
+    the catalogue's model, `asked` the name the lines give it (an Azure deployment's)."""
 
     errors: list[dict[str, Any]] = field(default_factory=list)
     model: str | None = None
+    asked: str | None = None
     requests: list[tuple[str, LineRequest]] = field(default_factory=list)
 
 
 def parse_input(
-    data: bytes, models: dict[str, Any], batch_endpoint: str = CHAT_ENDPOINT
+    data: bytes,
+    models: dict[str, Any],
+    batch_endpoint: str = CHAT_ENDPOINT,
+    *,
+    max_requests: int = MAX_BATCH_REQUESTS,
+    urls: tuple[str, ...] | None = None,
+    resolve: Callable[[str], str | None] | None = None,
 ) -> ParsedInput:
     """Check a batch input file as OpenAI's validating step does; pure, safe off the loop.
 
-    `models` is the catalogue of the endpoint's kind (chat or embedding models).
+    `models` is the catalogue of the endpoint's kind (chat or embedding models); `urls` what
+    a line's url may say (the batch endpoint alone by default); `resolve` maps the model the
+    lines name to the catalogue's (an Azure deployment's model; None for an unknown one).
     """
     parse_line = LINE_PARSERS[batch_endpoint]
+    urls = urls or (batch_endpoint,)
     embedding_inputs = 0
     parsed = ParsedInput()
     errors = parsed.errors
@@ -117,13 +135,13 @@ def parse_input(
             _line_error("file_too_large", "The input file is larger than the 200 MB limit.", None)
         )
         return parsed
-    if data.count(b"\n") > MAX_BATCH_REQUESTS and (
-        sum(1 for line in data.split(b"\n") if line.strip()) > MAX_BATCH_REQUESTS
+    if data.count(b"\n") >= max_requests and (
+        sum(1 for line in data.split(b"\n") if line.strip()) > max_requests
     ):
         errors.append(
             _line_error(
                 "too_many_requests",
-                f"The batch input file has more than {MAX_BATCH_REQUESTS} requests.",
+                f"The batch input file has more than {max_requests} requests.",
                 None,
             )
         )
@@ -174,7 +192,7 @@ def parse_input(
                 )
             )
             continue
-        if line.get("url") != batch_endpoint:
+        if line.get("url") not in urls:
             errors.append(
                 _line_error(
                     "invalid_url",
@@ -193,9 +211,10 @@ def parse_input(
             continue
         model = body.get("model")
         if isinstance(model, str):
-            if parsed.model is None:
-                parsed.model = model
-                if model not in models:
+            if parsed.asked is None:
+                parsed.asked = model
+                parsed.model = resolve(model) if resolve is not None else model
+                if parsed.model not in models:
                     errors.append(
                         _line_error(
                             "model_not_found",
@@ -205,17 +224,19 @@ def parse_input(
                         )
                     )
                     continue
-            elif model != parsed.model:
+            elif model != parsed.asked:
                 errors.append(
                     _line_error(
                         "mismatched_model",
-                        f"Model {model!r} differs from {parsed.model!r}: a batch input file "
+                        f"Model {model!r} differs from {parsed.asked!r}: a batch input file "
                         "may only use one model.",
                         number,
                         "body.model",
                     )
                 )
                 continue
+            if parsed.model != model:
+                body = {**body, "model": parsed.model}
         try:
             request: LineRequest = parse_line(body, models)
         except OpenAIError as exc:
@@ -240,6 +261,21 @@ def parse_input(
     return parsed
 
 
+def estimated_tokens(parsed: ParsedInput) -> int:
+    """A valid batch's input tokens as estimated before it runs (what Azure's enqueued-token
+    quota counts): each line's prompt, without what a cache or stored conversation adds."""
+    total = 0
+    for _, line in parsed.requests:
+        if isinstance(line, ChatCall):
+            total += count_tokens(line.prompt) + PROMPT_OVERHEAD_TOKENS + line.image_tokens
+        elif isinstance(line, EmbeddingCall):
+            total += line.prompt_tokens
+        elif isinstance(line, ResponseCall):
+            prompt = "\n".join([line.instructions or "", *line.turn.lines])
+            total += count_tokens(prompt) + PROMPT_OVERHEAD_TOKENS + line.turn.image_tokens
+    return total
+
+
 @dataclass(slots=True)
 class Batch:
     id: str
@@ -254,6 +290,8 @@ class Batch:
     items: list[tuple[str, Item]]
     failed_prefix: array  # failed_prefix[k]: failed items among the first k to finish
     output_ttl_s: int | None
+    deployment: str | None = None  # the name the lines gave the model (Azure's deployment)
+    enqueued_tokens: int = 0  # the input tokens it was admitted with (Azure's quota counts them)
     billed: int = 0
     input_tokens: int = 0
     cached_tokens: int = 0
@@ -265,27 +303,78 @@ class Batch:
 
 
 class OpenAIBatches:
-    def __init__(self, state: SimState) -> None:
+    """The Batch API of an OpenAI-shaped provider. `batches`, `files` and `responses` are its
+    stores (OpenAI's own in `state` unless given); the hook methods are where Azure differs."""
+
+    expiry_bounds = EXPIRY_BOUNDS
+    default_output_ttl_s: int | None = DEFAULT_FILE_TTL_S  # output files without expires_after
+    # Whether a cancelled batch's lines that never ran get `batch_cancelled` error-file lines
+    # (counted as failed); OpenAI may simply leave them out (contract §2), Azure writes them.
+    cancelled_lines = False
+
+    def __init__(
+        self,
+        state: SimState,
+        dialect: Dialect = OPENAI,
+        *,
+        batches: dict[str, Batch] | None = None,
+        files: dict[str, SimFile] | None = None,
+        responses: dict[str, StoredResponse] | None = None,
+    ) -> None:
         self.state = state
+        self.dialect = dialect
+        self.batches = state.openai_batches if batches is None else batches
+        self.files = state.files if files is None else files
+        self.responses = state.responses if responses is None else responses
 
     def routes(self) -> list[web.RouteDef]:
-        s = self.state
-        base = "/openai/v1"
+        s, d = self.state, self.dialect
+        base = d.base
         return [
-            web.post(f"{base}/batches", endpoint(s, "batches", self.create)),
-            web.get(f"{base}/batches", endpoint(s, "batches", self.list_batches)),
-            web.get(f"{base}/batches/{{batch_id}}", endpoint(s, "batches", self.retrieve)),
-            web.post(f"{base}/batches/{{batch_id}}/cancel", endpoint(s, "batches", self.cancel)),
+            web.post(f"{base}/batches", endpoint(s, "batches", self.create, d)),
+            web.get(f"{base}/batches", endpoint(s, "batches", self.list_batches, d)),
+            web.get(f"{base}/batches/{{batch_id}}", endpoint(s, "batches", self.retrieve, d)),
+            web.post(f"{base}/batches/{{batch_id}}/cancel", endpoint(s, "batches", self.cancel, d)),
         ]
 
+    # --- where another provider's batches differ -----------------------------------------
+
+    def line_endpoint(self, value: Any) -> str | None:
+        """The LINE_PARSERS key a batch `endpoint` stands for (None: not one we take)."""
+        return value if value in LINE_PARSERS else None
+
+    def line_urls(self, endpoint_value: str) -> tuple[str, ...]:
+        """What each line's `url` may say."""
+        return (endpoint_value,)
+
+    def input_rules(self, source: SimFile) -> tuple[list[dict[str, Any]], int]:
+        """Errors found before the lines are read, and how many lines the file may have."""
+        return [], MAX_BATCH_REQUESTS
+
+    def resolver(self) -> Callable[[str], str | None] | None:
+        """Maps the model the lines name to the catalogue's (None: they name it)."""
+        return None
+
+    def admit(self, batch_id: str, parsed: ParsedInput) -> tuple[list[dict[str, Any]] | None, int]:
+        """Errors that fail a valid batch at validation (Azure's enqueued-token quota), and the
+        tokens the batch enqueues if it is admitted."""
+        return None, 0
+
+    def vocabulary(self, errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The validation errors in the provider's own codes."""
+        return errors
+
+    # --------------------------------------------------------------------------------------
+
     def _batch(self, batch_id: str) -> Batch:
-        found = self.state.openai_batches.get(batch_id)
+        found = self.batches.get(batch_id)
         if found is None:
             raise OpenAIError(404, f"No batch found with id '{batch_id}'.", param="batch_id")
         return found
 
     async def create(self, request: web.Request, rid: str) -> web.Response:
         state = self.state
+        provider = self.dialect.provider
         body = read_json(await request.read())
         input_file_id = body.get("input_file_id")
         if input_file_id is None:
@@ -295,7 +384,8 @@ class OpenAIBatches:
         endpoint_value = body.get("endpoint")
         if endpoint_value is None:
             raise missing("endpoint")
-        if endpoint_value not in LINE_PARSERS:
+        line_endpoint = self.line_endpoint(endpoint_value)
+        if line_endpoint is None:
             raise OpenAIError(
                 400,
                 f"Invalid value for 'endpoint': {endpoint_value!r}. This simulator supports "
@@ -314,8 +404,10 @@ class OpenAIBatches:
                 code="invalid_value",
             )
         metadata = check_metadata(body.get("metadata"))
-        output_ttl = expires_after(body.get("output_expires_after"), "output_expires_after")
-        source = state.file(input_file_id)
+        output_ttl = expires_after(
+            body.get("output_expires_after"), "output_expires_after", self.expiry_bounds
+        )
+        source = state.file(input_file_id, self.files)
         if source is None:
             raise OpenAIError(404, f"No such File object: {input_file_id}", param="input_file_id")
         if source.purpose != "batch":
@@ -328,23 +420,39 @@ class OpenAIBatches:
             )
 
         # A copy: the parse may run in a thread while a control call adds models.
-        if endpoint_value == EMBEDDINGS_ENDPOINT:
-            models: dict[str, Any] = dict(state.config.embedding_models)
+        if line_endpoint == EMBEDDINGS_ENDPOINT:
+            models: dict[str, Any] = dict(self.dialect.embedding_models(state))
         else:
-            models = dict(state.config.models["openai"])
-        if len(source.data) > THREAD_PARSE_BYTES:
-            parsed = await asyncio.get_running_loop().run_in_executor(
-                None, parse_input, source.data, models, endpoint_value
+            models = dict(self.dialect.chat_models(state))
+        early, max_requests = self.input_rules(source)
+        if early:
+            parsed = ParsedInput(errors=early)
+        else:
+            parse = functools.partial(
+                parse_input,
+                source.data,
+                models,
+                line_endpoint,
+                max_requests=max_requests,
+                urls=self.line_urls(endpoint_value),
+                resolve=self.resolver(),
             )
-        else:
-            parsed = parse_input(source.data, models, endpoint_value)
+            if len(source.data) > THREAD_PARSE_BYTES:
+                parsed = await asyncio.get_running_loop().run_in_executor(None, parse)
+            else:
+                parsed = parse()
 
         batch_id = state.ids.make("batch_")
         created = state.clock.now()
         settings = state.config.for_model(parsed.model)
-        errors = parsed.errors or None
+        errors = self.vocabulary(parsed.errors) or None
+        enqueued = 0
         if errors is None:
-            fault = state.fault("openai", "batches", parsed.model, ("batch_fail",))
+            errors, enqueued = self.admit(batch_id, parsed)
+        if errors is None:
+            fault = state.fault(
+                provider, "batches", parsed.model, ("batch_fail",), also=parsed.asked
+            )
             if fault is not None:
                 errors = [
                     _line_error(
@@ -366,7 +474,9 @@ class OpenAIBatches:
         items: list[tuple[str, Item]] = []
         failed_prefix = array("I", [0])
         if errors is None:
-            expire = state.fault("openai", "batches", parsed.model, ("batch_expire",))
+            expire = state.fault(
+                provider, "batches", parsed.model, ("batch_expire",), also=parsed.asked
+            )
             if expire is not None:
                 timeline.expire_after = expire_after_items(count, expire.after_fraction)
             items, failed_prefix = await self._plan_items(batch_id, parsed)
@@ -382,8 +492,10 @@ class OpenAIBatches:
             items=items,
             failed_prefix=failed_prefix,
             output_ttl_s=output_ttl,
+            deployment=parsed.asked,
+            enqueued_tokens=0 if errors else enqueued,
         )
-        state.openai_batches[batch_id] = batch
+        self.batches[batch_id] = batch
         return json_response(self._render(batch, await self.advance(batch)), rid)
 
     async def _plan_items(
@@ -391,7 +503,13 @@ class OpenAIBatches:
     ) -> tuple[list[tuple[str, Item]], array]:
         """Every line's outcome, in finish order, with running counts of failures."""
         state = self.state
-        item_fault = state.fault("openai", "batches", parsed.model, ("batch_item_error",))
+        item_fault = state.fault(
+            self.dialect.provider,
+            "batches",
+            parsed.model,
+            ("batch_item_error",),
+            also=parsed.asked,
+        )
         items: list[tuple[str, Item]] = []
         failed_prefix = array("I", [0])
         failed = 0
@@ -406,7 +524,7 @@ class OpenAIBatches:
                 item: Item = plan_chat(state, line)
             elif isinstance(line, ResponseCall):
                 try:
-                    item = plan_response(state, line)
+                    item = plan_response(state, line, self.responses)
                 except OpenAIError as exc:
                     item = exc
             else:
@@ -443,14 +561,14 @@ class OpenAIBatches:
 
     async def list_batches(self, request: web.Request, rid: str) -> web.Response:
         limit = query_int(request.query.get("limit"), "limit", 1, 100, 20)
-        batches = list(self.state.openai_batches.values())
+        batches = list(self.batches.values())
         batches.reverse()
         page, has_more = page_after(batches, request.query.get("after"), limit)
         data = [self._render(batch, await self.advance(batch)) for batch in page]
         return json_response(list_json(data, has_more), rid)
 
     async def advance_all(self) -> None:
-        for batch in list(self.state.openai_batches.values()):
+        for batch in list(self.batches.values()):
             if not batch.written:
                 await self.advance(batch)
 
@@ -481,7 +599,7 @@ class OpenAIBatches:
         batch.output_tokens += output
         if requests and batch.model is not None:
             self.state.usage.add(
-                "openai",
+                self.dialect.provider,
                 batch.model,
                 "batch",
                 input_tokens=input_tokens,
@@ -522,20 +640,32 @@ class OpenAIBatches:
                 body = embeddings_json(item)
             response = {"status_code": 200, "request_id": request_id, "body": body}
             ok.append(_result_line(ids.make("batch_req_"), custom_id, response, None))
+        unrun = None
         if snapshot.phase == EXPIRED:
-            expired = {
+            unrun = {
                 "code": "batch_expired",
                 "message": "This request could not be executed before the completion window "
                 "expired.",
             }
+        elif snapshot.phase == CANCELLED and self.cancelled_lines:
+            unrun = {
+                "code": "batch_cancelled",
+                "message": "This request was not executed because the batch was cancelled.",
+            }
+        if unrun is not None:
             for custom_id, _ in batch.items[snapshot.done :]:
-                failed.append(_result_line(ids.make("batch_req_"), custom_id, None, expired))
-        if state.openai_batches.get(batch.id) is not batch:
+                failed.append(_result_line(ids.make("batch_req_"), custom_id, None, unrun))
+        if self.batches.get(batch.id) is not batch:
             return  # reset while writing: the batch is gone
         ended = int(snapshot.ended_at or state.clock.now())
         anchor = int(timeline.created)
         ttl = batch.output_ttl_s
-        expires_at = anchor + ttl if ttl is not None else ended + DEFAULT_FILE_TTL_S
+        if ttl is not None:
+            expires_at: int | None = anchor + ttl
+        elif self.default_output_ttl_s is not None:
+            expires_at = ended + self.default_output_ttl_s
+        else:
+            expires_at = None
         for lines, suffix, attribute in (
             (ok, "output", "output_file_id"),
             (failed, "error", "error_file_id"),
@@ -549,7 +679,7 @@ class OpenAIBatches:
                     created_at=ended,
                     expires_at=expires_at,
                 )
-                state.files[stored.id] = stored
+                self.files[stored.id] = stored
                 setattr(batch, attribute, stored.id)
         batch.written = True
 
@@ -561,14 +691,14 @@ class OpenAIBatches:
             phase, ended_at = CANCELLING, None
         done = snapshot.done
         failed = batch.failed_prefix[done] if batch.items else 0
-        if phase == EXPIRED:
+        if phase == EXPIRED or (phase == CANCELLED and self.cancelled_lines):
             failed += timeline.items - done
         show_files = not as_cancelling
         return {
             "id": batch.id,
             "object": "batch",
             "endpoint": batch.endpoint,
-            "model": batch.model,
+            "model": batch.deployment or batch.model,
             "errors": {"object": "list", "data": batch.errors} if batch.errors else None,
             "input_file_id": batch.input_file_id,
             "completion_window": batch.completion_window,

@@ -1,4 +1,5 @@
-"""OpenAI embeddings: `POST /v1/embeddings`, realtime here and as batch lines (openai_batches).
+"""OpenAI embeddings: `POST /v1/embeddings`, realtime here and as batch lines (openai_batches);
+through a Dialect also Azure OpenAI's and Gemini's OpenAI-compatible ones.
 
 A vector is a deterministic function of (model, input): the same text always embeds to the
 same unit vector and different texts to different ones. There is no meaning in them (similar
@@ -17,6 +18,8 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 from llmops.simulator.openai_api import (
+    OPENAI,
+    Dialect,
     OpenAIError,
     bounded_int,
     endpoint,
@@ -207,33 +210,38 @@ def embeddings_json(call: EmbeddingCall) -> dict[str, Any]:
     }
 
 
-def bill_embeddings(state: SimState, call: EmbeddingCall, mode: str) -> None:
-    state.usage.add("openai", call.model, mode, input_tokens=call.prompt_tokens, output_tokens=0)
+def bill_embeddings(
+    state: SimState, call: EmbeddingCall, mode: str, provider: str = "openai"
+) -> None:
+    state.usage.add(provider, call.model, mode, input_tokens=call.prompt_tokens, output_tokens=0)
 
 
 class OpenAIEmbeddings:
-    def __init__(self, state: SimState) -> None:
+    def __init__(self, state: SimState, dialect: Dialect = OPENAI) -> None:
         self.state = state
+        self.dialect = dialect
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/openai/v1/embeddings", endpoint(self.state, "embeddings", self.create))]
+        handler = endpoint(self.state, "embeddings", self.create, self.dialect)
+        return [web.post(f"{self.dialect.base}/embeddings", handler)]
 
     async def create(self, request: web.Request, rid: str) -> web.Response:
-        state = self.state
+        state, dialect = self.state, self.dialect
         body = read_json(await request.read())
-        fault = state.inference_fault("openai", "embeddings", body)
+        asked = dialect.model_of(state, body)
+        fault = state.inference_fault(dialect.provider, "embeddings", body, also=asked)
         if fault is not None and fault.kind == "error":
             raise fault_error(fault)
         model = body.get("model")
-        if isinstance(model, str) and model in state.config.models["openai"]:
+        if isinstance(model, str) and model in dialect.chat_models(state):
             raise OpenAIError(
                 400, f"The model `{model}` does not support embeddings.", param="model"
             )
-        call = parse_embeddings(body, state.config.embedding_models)
+        call = parse_embeddings(body, dialect.embedding_models(state))
         # Nothing streams: the whole answer comes after the model's time to first token.
         delay = state.config.for_model(call.model).ttft_s
         if fault is not None:
             delay += fault.stall_s
         await pause(delay)
-        bill_embeddings(state, call, "realtime")
+        bill_embeddings(state, call, "realtime", dialect.provider)
         return json_response(embeddings_json(call), rid)

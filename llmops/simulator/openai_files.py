@@ -1,4 +1,5 @@
-"""OpenAI Files API: uploads for batches, and the batch output and error files."""
+"""OpenAI Files API: uploads for batches, and the batch output and error files; through a
+Dialect also an Azure OpenAI resource's (azure.AzureFiles adds its rules)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 from aiohttp import web
 
 from llmops.simulator.openai_api import (
+    OPENAI,
+    Dialect,
     OpenAIError,
     endpoint,
     invalid_type,
@@ -19,9 +22,10 @@ from llmops.simulator.wire import is_int, page_window
 
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 DEFAULT_FILE_TTL_S = 30 * 86_400
+EXPIRY_BOUNDS = (3600, 2_592_000)  # what `expires_after.seconds` may be, in seconds
 
 
-def expires_after(value: Any, param: str) -> int | None:
+def expires_after(value: Any, param: str, bounds: tuple[int, int] = EXPIRY_BOUNDS) -> int | None:
     """Seconds from an `expires_after` object ({anchor: created_at, seconds})."""
     if value is None:
         return None
@@ -37,10 +41,11 @@ def expires_after(value: Any, param: str) -> int | None:
     seconds = value.get("seconds")
     if isinstance(seconds, str) and seconds.isdigit():
         seconds = int(seconds)
-    if not is_int(seconds) or not 3600 <= seconds <= 2_592_000:
+    low, high = bounds
+    if not is_int(seconds) or not low <= seconds <= high:
         raise OpenAIError(
             400,
-            f"Invalid '{param}.seconds': expected an integer between 3600 and 2592000.",
+            f"Invalid '{param}.seconds': expected an integer between {low} and {high}.",
             param=f"{param}.seconds",
             code="invalid_value",
         )
@@ -48,25 +53,44 @@ def expires_after(value: Any, param: str) -> int | None:
 
 
 class OpenAIFiles:
-    def __init__(self, state: SimState, before_list: Callable[[], Awaitable[None]]) -> None:
+    """`files` is the store (state.files for OpenAI; an Azure resource keeps its own)."""
+
+    expiry_bounds = EXPIRY_BOUNDS
+
+    def __init__(
+        self,
+        state: SimState,
+        before_list: Callable[[], Awaitable[None]],
+        dialect: Dialect = OPENAI,
+        files: dict[str, SimFile] | None = None,
+    ) -> None:
         self.state = state
         # Output files appear when somebody looks at an ended batch; a file
         # listing is such a look.
         self.before_list = before_list
+        self.dialect = dialect
+        self.files = state.files if files is None else files
 
     def routes(self) -> list[web.RouteDef]:
-        s = self.state
-        base = "/openai/v1/files"
+        s, d = self.state, self.dialect
+        base = f"{d.base}/files"
         return [
-            web.post(base, endpoint(s, "files", self.upload)),
-            web.get(base, endpoint(s, "files", self.list_files)),
-            web.get(f"{base}/{{file_id}}", endpoint(s, "files", self.get_file)),
-            web.delete(f"{base}/{{file_id}}", endpoint(s, "files", self.delete_file)),
-            web.get(f"{base}/{{file_id}}/content", endpoint(s, "files", self.file_content)),
+            web.post(base, endpoint(s, "files", self.upload, d)),
+            web.get(base, endpoint(s, "files", self.list_files, d)),
+            web.get(f"{base}/{{file_id}}", endpoint(s, "files", self.get_file, d)),
+            web.delete(f"{base}/{{file_id}}", endpoint(s, "files", self.delete_file, d)),
+            web.get(f"{base}/{{file_id}}/content", endpoint(s, "files", self.file_content, d)),
         ]
 
+    def default_ttl(self, purpose: str) -> int | None:
+        """How long a file uploaded without `expires_after` lives (None: until deleted)."""
+        return DEFAULT_FILE_TTL_S if purpose == "batch" else None
+
+    def admit(self, purpose: str, data: bytes, ttl_given: bool) -> None:
+        """Refuse an upload the provider would (OpenAI: none here; Azure has limits)."""
+
     def _file(self, file_id: str) -> SimFile:
-        found = self.state.file(file_id)
+        found = self.state.file(file_id, self.files)
         if found is None:
             raise OpenAIError(404, f"No such File object: {file_id}", param="id")
         return found
@@ -97,17 +121,19 @@ class OpenAIFiles:
                 param="purpose",
                 code="invalid_value",
             )
-        ttl = None
-        if "expires_after[anchor]" in fields or "expires_after[seconds]" in fields:
+        given = "expires_after[anchor]" in fields or "expires_after[seconds]" in fields
+        if given:
             ttl = expires_after(
                 {
                     "anchor": fields.get("expires_after[anchor]"),
                     "seconds": fields.get("expires_after[seconds]"),
                 },
                 "expires_after",
+                self.expiry_bounds,
             )
-        elif purpose == "batch":
-            ttl = DEFAULT_FILE_TTL_S
+        else:
+            ttl = self.default_ttl(purpose)
+        self.admit(purpose, data, given)
         now = int(self.state.clock.now())
         stored = SimFile(
             id=self.state.ids.make("file-"),
@@ -117,7 +143,7 @@ class OpenAIFiles:
             created_at=now,
             expires_at=None if ttl is None else now + ttl,
         )
-        self.state.files[stored.id] = stored
+        self.files[stored.id] = stored
         return json_response(stored.as_json(), rid)
 
     async def list_files(self, request: web.Request, rid: str) -> web.Response:
@@ -133,7 +159,7 @@ class OpenAIFiles:
         now = self.state.clock.now()
         files = [
             f
-            for f in list(self.state.files.values())
+            for f in list(self.files.values())
             if (purpose is None or f.purpose == purpose)
             and (f.expires_at is None or f.expires_at > now)
         ]
@@ -147,7 +173,7 @@ class OpenAIFiles:
 
     async def delete_file(self, request: web.Request, rid: str) -> web.Response:
         found = self._file(request.match_info["file_id"])
-        del self.state.files[found.id]
+        del self.files[found.id]
         return json_response({"id": found.id, "object": "file", "deleted": True}, rid)
 
     async def file_content(self, request: web.Request, rid: str) -> web.Response:

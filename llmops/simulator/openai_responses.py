@@ -1,9 +1,10 @@
 """OpenAI Responses API: `POST /v1/responses` (plain, streamed, and as batch lines through
-openai_batches), `GET` and `DELETE /v1/responses/{id}` (contract §10).
+openai_batches), `GET` and `DELETE /v1/responses/{id}` (contract §10); through a Dialect also
+an Azure OpenAI resource's, with its own stored responses.
 
 A request is checked into a ResponseCall (openai_response_params), then planned as a chat
 request: the same canonical prompt form, tokenizer, prompt cache and text, JSON or tool-call
-answers (openai_api's plan_chat), so a question asked on either endpoint gets the same answer and
+answers (openai_chat's plan_chat), so a question asked on either endpoint gets the same answer and
 the same bill. What Responses adds is the conversation the server keeps: a stored response
 remembers its turn, and a request naming it as `previous_response_id` is answered and counted
 with every earlier turn in front.
@@ -18,19 +19,19 @@ from typing import Any
 from aiohttp import web
 
 from llmops.simulator.openai_api import (
+    OPENAI,
     SERVER_ERROR,
     ChatCall,
-    ChatPlan,
+    Dialect,
     OpenAIError,
     admit_tier,
-    bill_chat,
     endpoint,
     fault_error,
     json_response,
     mode_for,
-    plan_chat,
     read_json,
 )
+from llmops.simulator.openai_chat import ChatPlan, bill_chat, plan_chat
 from llmops.simulator.openai_response_params import ResponseCall, call_line, parse_response
 from llmops.simulator.state import Fault, SimState
 from llmops.simulator.structured import chosen_tools
@@ -117,15 +118,19 @@ def _chain(stored: StoredResponse | None) -> list[StoredResponse]:
     return turns
 
 
-def plan_response(state: SimState, call: ResponseCall) -> ResponsePlan:
+def plan_response(
+    state: SimState, call: ResponseCall, stored: dict[str, StoredResponse] | None = None
+) -> ResponsePlan:
     """Usage and the answer, with the stored conversation in front; feeds the prompt cache.
+    `stored` holds the responses it may continue (OpenAI's unless given: Azure keeps its own).
 
     Raises the 400s that depend on what is stored: an unknown previous response, and function
     calls and outputs that do not pair up across the conversation.
     """
     previous = None
     if call.previous_response_id is not None:
-        previous = state.responses.get(call.previous_response_id)
+        kept = state.responses if stored is None else stored
+        previous = kept.get(call.previous_response_id)
         if previous is None:
             raise previous_not_found(call.previous_response_id)
     earlier = _chain(previous)
@@ -251,12 +256,11 @@ def _turn_lines(plan: ResponsePlan, output: list[dict[str, Any]]) -> tuple[str, 
     return (*plan.call.turn.lines, *answer)
 
 
-def store(state: SimState, plan: ResponsePlan, body: dict[str, Any]) -> None:
+def store(stored: dict[str, StoredResponse], plan: ResponsePlan, body: dict[str, Any]) -> None:
     """Keep a finished response for GET and continuations, when the request allows it."""
     if not plan.call.store:
         return
     made = [item["call_id"] for item in body["output"] if item["type"] == "function_call"]
-    stored = state.responses
     stored[body["id"]] = StoredResponse(
         body=body,
         lines=_turn_lines(plan, body["output"]),
@@ -328,34 +332,47 @@ def _weights(events: int, tokens: int) -> list[int]:
 
 
 class OpenAIResponses:
-    def __init__(self, state: SimState) -> None:
+    """`stored` is where responses are kept (state.responses for OpenAI; Azure keeps its own)."""
+
+    def __init__(
+        self,
+        state: SimState,
+        dialect: Dialect = OPENAI,
+        stored: dict[str, StoredResponse] | None = None,
+    ) -> None:
         self.state = state
+        self.dialect = dialect
+        self.stored = state.responses if stored is None else stored
 
     def routes(self) -> list[web.RouteDef]:
-        state = self.state
-        path = "/openai/v1/responses/{response_id}"
+        state, dialect = self.state, self.dialect
+        path = f"{dialect.base}/responses/{{response_id}}"
         return [
-            web.post("/openai/v1/responses", endpoint(state, "responses", self.create)),
-            web.get(path, endpoint(state, "responses", self.retrieve)),
-            web.delete(path, endpoint(state, "responses", self.delete)),
+            web.post(
+                f"{dialect.base}/responses", endpoint(state, "responses", self.create, dialect)
+            ),
+            web.get(path, endpoint(state, "responses", self.retrieve, dialect)),
+            web.delete(path, endpoint(state, "responses", self.delete, dialect)),
         ]
 
     async def create(self, request: web.Request, rid: str) -> web.StreamResponse:
-        state = self.state
+        state, dialect = self.state, self.dialect
         body = read_json(await request.read())
-        fault = state.inference_fault("openai", "responses", body)
+        asked = dialect.model_of(state, body)
+        fault = state.inference_fault(dialect.provider, "responses", body, also=asked)
         if fault is not None and fault.kind == "error":
             raise fault_error(fault)
         model = body.get("model")
-        if isinstance(model, str) and model in state.config.embedding_models:
+        if isinstance(model, str) and model in dialect.embedding_models(state):
             # [UNCONFIRMED] wording: what OpenAI says for an embedding model here is unverified.
             raise OpenAIError(
                 400, f"The model `{model}` does not support the Responses API.", param="model"
             )
-        call = parse_response(body, state.config.models["openai"])
+        dialect.check_tier(body)
+        call = parse_response(body, dialect.chat_models(state))
         tier = call.echo["service_tier"]
         tier_delay = admit_tier(state, call.model, tier)
-        plan = plan_response(state, call)
+        plan = plan_response(state, call, self.stored)
         response_id = state.ids.make("resp_")
         created = int(state.clock.now())
         output = output_items(plan, state.ids)
@@ -369,9 +386,9 @@ class OpenAIResponses:
         if fault is not None:
             delay += fault.stall_s
         await pause(delay)
-        bill_chat(state, plan.chat, mode_for(tier, "realtime"))
+        bill_chat(state, plan.chat, mode_for(tier, "realtime"), provider=dialect.provider)
         answer = response_json(plan, response_id, created, output, done_at=int(state.clock.now()))
-        store(state, plan, answer)
+        store(self.stored, plan, answer)
         return json_response(answer, rid)
 
     async def _stream(
@@ -431,15 +448,15 @@ class OpenAIResponses:
             )
         finally:
             mode = mode_for(plan.call.echo["service_tier"], "stream")
-            bill_chat(state, plan.chat, mode, progress.tokens_sent)
+            bill_chat(state, plan.chat, mode, progress.tokens_sent, provider=self.dialect.provider)
         # A broken stream leaves nothing to retrieve (the real API's record of it is unknown).
         if finished:
-            store(state, plan, final)
+            store(self.stored, plan, final)
         return resp
 
     async def _stored_fault(self) -> None:
         """Faults on `responses` reach GET and DELETE too; they name no model."""
-        fault = self.state.fault("openai", "responses", None, ("error", "stall"))
+        fault = self.state.fault(self.dialect.provider, "responses", None, ("error", "stall"))
         if fault is not None:
             if fault.kind == "error":
                 raise fault_error(fault)
@@ -448,7 +465,7 @@ class OpenAIResponses:
     async def retrieve(self, request: web.Request, rid: str) -> web.Response:
         await self._stored_fault()
         response_id = request.match_info["response_id"]
-        found = self.state.responses.get(response_id)
+        found = self.stored.get(response_id)
         if found is None:
             raise not_found(response_id)
         return json_response(found.body, rid)
@@ -456,6 +473,6 @@ class OpenAIResponses:
     async def delete(self, request: web.Request, rid: str) -> web.Response:
         await self._stored_fault()
         response_id = request.match_info["response_id"]
-        if self.state.responses.pop(response_id, None) is None:
+        if self.stored.pop(response_id, None) is None:
             raise not_found(response_id)
         return json_response({"id": response_id, "object": "response", "deleted": True}, rid)

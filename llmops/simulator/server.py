@@ -14,9 +14,14 @@ from aiohttp import web
 
 from llmops.simulator.anthropic_api import AnthropicMessages
 from llmops.simulator.anthropic_batches import AnthropicBatches
+from llmops.simulator.azure import AZURE, AzureFiles, EntraLogin
+from llmops.simulator.azure_batches import AzureBatches
 from llmops.simulator.control import Control
-from llmops.simulator.openai_api import OpenAIChat
+from llmops.simulator.gemini_api import GEMINI_OPENAI, GeminiAPI
+from llmops.simulator.gemini_batches import GeminiBatches
+from llmops.simulator.gemini_files import GeminiFiles
 from llmops.simulator.openai_batches import OpenAIBatches
+from llmops.simulator.openai_chat import OpenAIChat
 from llmops.simulator.openai_embeddings import OpenAIEmbeddings
 from llmops.simulator.openai_files import OpenAIFiles
 from llmops.simulator.openai_responses import OpenAIResponses
@@ -35,19 +40,49 @@ def make_app(config: dict[str, Any] | None = None) -> web.Application:
     app[STATE_KEY] = state
     openai_batches = OpenAIBatches(state)
     anthropic_batches = AnthropicBatches(state)
-    app.router.add_routes(OpenAIChat(state).routes())
-    app.router.add_routes(OpenAIEmbeddings(state).routes())
-    app.router.add_routes(OpenAIResponses(state).routes())
-    app.router.add_routes(OpenAIFiles(state, openai_batches.advance_all).routes())
-    app.router.add_routes(openai_batches.routes())
-    app.router.add_routes(AnthropicMessages(state).routes())
-    app.router.add_routes(anthropic_batches.routes())
-    app.router.add_routes(Control(state, openai_batches, anthropic_batches).routes())
+    azure_batches = AzureBatches(
+        state,
+        AZURE,
+        batches=state.azure_batches,
+        files=state.azure_files,
+        responses=state.azure_responses,
+    )
+    gemini_batches = GeminiBatches(state)
+    routes = [
+        *OpenAIChat(state).routes(),
+        *OpenAIEmbeddings(state).routes(),
+        *OpenAIResponses(state).routes(),
+        *OpenAIFiles(state, openai_batches.advance_all).routes(),
+        *openai_batches.routes(),
+        *AnthropicMessages(state).routes(),
+        *anthropic_batches.routes(),
+        # Azure OpenAI: OpenAI's handlers with the resource's own stores and rules.
+        *OpenAIChat(state, AZURE).routes(),
+        *OpenAIEmbeddings(state, AZURE).routes(),
+        *OpenAIResponses(state, AZURE, state.azure_responses).routes(),
+        *AzureFiles(state, azure_batches.advance_all, AZURE, state.azure_files).routes(),
+        *azure_batches.routes(),
+        *EntraLogin(state).routes(),
+        # Gemini: the native API, and OpenAI's handlers with Gemini's catalogue.
+        *GeminiAPI(state, {"batchGenerateContent": gemini_batches.create}).routes(),
+        *GeminiFiles(state, gemini_batches.advance_all).routes(),
+        *gemini_batches.routes(),
+        *OpenAIChat(state, GEMINI_OPENAI).routes(),
+        *OpenAIEmbeddings(state, GEMINI_OPENAI).routes(),
+    ]
+    app.router.add_routes(routes)
+    books = [openai_batches, anthropic_batches, azure_batches, gemini_batches]
+    app.router.add_routes(Control(state, books).routes())
     return app
 
 
 def urls(base: str) -> str:
-    return f"OpenAI {base}/openai/v1  Anthropic {base}/anthropic  control {base}/_sim"
+    return (
+        f"OpenAI {base}/openai/v1  Anthropic {base}/anthropic  "
+        f"Azure OpenAI {base}/azure/openai/v1 (Entra ID {base}/azure-login/<tenant>)  "
+        f"Gemini {base}/gemini (OpenAI-compatible {base}/gemini/v1beta/openai)  "
+        f"control {base}/_sim"
+    )
 
 
 async def serve(host: str, port: int, config: dict[str, Any] | None = None) -> None:

@@ -6,6 +6,7 @@ All in memory, all touched from the event loop thread only, so no locks.
 from __future__ import annotations
 
 import copy
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -14,7 +15,11 @@ from typing import Any
 from llmops.simulator.textgen import PromptCache
 from llmops.simulator.wire import Ids, is_int, is_number
 
-PROVIDERS = ("openai", "anthropic")
+# Who the usage book and the faults know; Azure OpenAI serves OpenAI's models under its own
+# deployments, Gemini has a catalogue of its own.
+PROVIDERS = ("openai", "anthropic", "azure", "gemini")
+# The providers with a model catalogue `add_models` may extend (Azure has deployments instead).
+CATALOGUES = ("openai", "anthropic", "gemini")
 
 # Largest max_tokens each model accepts, as the real APIs enforce it.
 OPENAI_MODELS: dict[str, int] = {
@@ -37,6 +42,11 @@ ANTHROPIC_MODELS: dict[str, int] = {
     "claude-opus-4-5": 64_000,
     "claude-3-5-haiku-latest": 8_192,
 }
+GEMINI_MODELS: dict[str, int] = {
+    "gemini-2.5-flash": 65_536,
+    "gemini-2.5-flash-lite": 65_536,
+    "gemini-2.5-pro": 65_536,
+}
 ADDED_MODEL_MAX_TOKENS = 128_000
 
 
@@ -57,6 +67,10 @@ OPENAI_EMBEDDING_MODELS: dict[str, EmbeddingModel] = {
     "text-embedding-ada-002": EmbeddingModel(1536, shortens=False),
 }
 
+GEMINI_EMBEDDING_MODELS: dict[str, EmbeddingModel] = {
+    "gemini-embedding-001": EmbeddingModel(3072, shortens=True),
+}
+
 # The OpenAI models that take `service_tier: "flex"` (OpenAI's flex processing page); the
 # `flex_models` config key replaces the list.
 FLEX_MODELS = ("gpt-5", "gpt-5-mini", "gpt-5-nano", "o3", "o4-mini")
@@ -73,9 +87,21 @@ TIMING_KEYS = (
 LENGTH_KEYS = ("output_tokens", "min_output_tokens", "max_output_tokens")
 # Share (0-1) of flex calls refused with 429 Resource Unavailable (1 = every one).
 RATE_KEYS = ("flex_unavailable_rate",)
-CONFIG_KEYS = TIMING_KEYS + LENGTH_KEYS + RATE_KEYS
+# Azure's enqueued-token quota for batches (null = none): global, per model, or per deployment.
+QUOTA_KEYS = ("enqueued_token_limit",)
+CONFIG_KEYS = TIMING_KEYS + LENGTH_KEYS + RATE_KEYS + QUOTA_KEYS
 # Settings of the whole simulator, never per model.
-GLOBAL_KEYS = ("flex_models",)
+GLOBAL_KEYS = ("flex_models", "azure_deployments")
+# Azure OpenAI deployments beyond the implicit ones (every OpenAI model is a deployment of
+# itself): deployment name -> OpenAI chat or embedding model.
+DEMO_DEPLOYMENTS = {
+    "llmops-gpt-4o-mini": "gpt-4o-mini",
+    "llmops-gpt-5-mini": "gpt-5-mini",
+    "llmops-embed-small": "text-embedding-3-small",
+    # The deployments llmops's demo seeds (llmops/demo.py AZURE_MODELS).
+    "llmops-gpt-41-mini": "gpt-4.1-mini",
+    "llmops-o4-mini": "o4-mini",
+}
 
 DEMO_CONFIG: dict[str, Any] = {
     "ttft_ms": 250,
@@ -89,7 +115,9 @@ DEMO_CONFIG: dict[str, Any] = {
     "min_output_tokens": 16,
     "max_output_tokens": 256,
     "flex_unavailable_rate": 0,
+    "enqueued_token_limit": None,
     "flex_models": list(FLEX_MODELS),
+    "azure_deployments": dict(DEMO_DEPLOYMENTS),
 }
 INSTANT_CONFIG: dict[str, Any] = {**DEMO_CONFIG, **dict.fromkeys(TIMING_KEYS, 0)}
 
@@ -113,12 +141,13 @@ class ModelConfig:
     max_output_tokens: int
     flex_delay_s: float
     flex_unavailable_rate: float
+    enqueued_token_limit: int | None
 
 
 def _check_value(key: str, value: Any, where: str) -> None:
-    if key == "output_tokens":
+    if key in ("output_tokens", "enqueued_token_limit"):
         if value is not None and not (is_int(value) and value >= 1):
-            raise ConfigError(f"{where}output_tokens must be null or an integer >= 1")
+            raise ConfigError(f"{where}{key} must be null or an integer >= 1")
     elif key in ("min_output_tokens", "max_output_tokens"):
         if not (is_int(value) and value >= 1):
             raise ConfigError(f"{where}{key} must be an integer >= 1")
@@ -142,16 +171,23 @@ def _check_settings(settings: Any, where: str) -> dict[str, Any]:
 
 
 class Config:
-    """Global and per-model settings plus the model catalogues (chat and embedding)."""
+    """Global and per-model settings plus the model catalogues (chat and embedding) and
+    Azure's deployments."""
 
     def __init__(self, start: dict[str, Any]) -> None:
-        self.global_settings: dict[str, Any] = dict(DEMO_CONFIG)
+        self.global_settings: dict[str, Any] = copy.deepcopy(DEMO_CONFIG)
         self.model_settings: dict[str, dict[str, Any]] = {}
         self.models: dict[str, dict[str, int]] = {
             "openai": dict(OPENAI_MODELS),
             "anthropic": dict(ANTHROPIC_MODELS),
+            "gemini": dict(GEMINI_MODELS),
         }
         self.embedding_models: dict[str, EmbeddingModel] = dict(OPENAI_EMBEDDING_MODELS)
+        # Each provider's embedding models; OpenAI's is `embedding_models` itself.
+        self.embedding_catalogues: dict[str, dict[str, EmbeddingModel]] = {
+            "openai": self.embedding_models,
+            "gemini": dict(GEMINI_EMBEDDING_MODELS),
+        }
         self._effective: dict[str, ModelConfig] = {}
         self.apply(start)
 
@@ -164,10 +200,11 @@ class Config:
         model = update.pop("model", None)
         per_model = update.pop("models", None) or {}
         flex_models = update.pop("flex_models", None)
+        deployments = update.pop("azure_deployments", None)
         if not isinstance(added, dict):
             raise ConfigError("add_models must be an object of provider -> [model ids]")
         for provider, ids in added.items():
-            if provider not in PROVIDERS:
+            if provider not in CATALOGUES:
                 raise ConfigError(f"add_models: unknown provider {provider!r}")
             if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
                 raise ConfigError(f"add_models.{provider} must be a list of model ids")
@@ -183,8 +220,20 @@ class Config:
             update = {}
         _check_settings(update, "")
         known = {name for catalogue in self.models.values() for name in catalogue}
-        known.update(self.embedding_models)  # their latency (ttft_ms) is tunable too
+        for embeddings in self.embedding_catalogues.values():
+            known.update(embeddings)  # their latency (ttft_ms) is tunable too
         known.update(i for ids in added.values() for i in ids)
+        if deployments is not None:
+            if model is not None:
+                raise ConfigError("azure_deployments is a global setting: send it without model")
+            openai_models = {
+                *self.models["openai"],
+                *self.embedding_models,
+                *added.get("openai", ()),
+            }
+            update["azure_deployments"] = self._check_deployments(deployments, openai_models)
+        # A per-model setting may name an Azure deployment (its enqueued_token_limit).
+        known.update(update.get("azure_deployments", self.azure_deployments))
         for name in per_model:
             if name not in known:
                 raise ConfigError(f"unknown model: {name}")
@@ -217,9 +266,47 @@ class Config:
                 raise ConfigError(f"flex_models: unknown OpenAI chat model: {name}")
         return list(dict.fromkeys(value))
 
+    def _check_deployments(self, value: Any, openai_models: set[str]) -> dict[str, str]:
+        """`azure_deployments`: names added to (or, set to null, removed from) the table."""
+        if not isinstance(value, dict):
+            raise ConfigError("azure_deployments must be an object of deployment name -> model")
+        merged = dict(self.azure_deployments)
+        for name, target in value.items():
+            if not name:
+                raise ConfigError("azure_deployments: a deployment name must not be empty")
+            if target is None:
+                merged.pop(name, None)
+            elif not isinstance(target, str) or target not in openai_models:
+                raise ConfigError(
+                    f"azure_deployments.{name}: {target!r} is not an OpenAI chat or embedding model"
+                )
+            else:
+                merged[name] = target
+        return merged
+
     @property
     def flex_models(self) -> list[str]:
         return self.global_settings["flex_models"]
+
+    @property
+    def azure_deployments(self) -> dict[str, str]:
+        return self.global_settings["azure_deployments"]
+
+    def deployment(self, name: str) -> str | None:
+        """The model an Azure deployment serves: a configured one, else every OpenAI model is a
+        deployment of itself."""
+        found = self.azure_deployments.get(name)
+        if found is None and (name in self.models["openai"] or name in self.embedding_models):
+            return name
+        return found
+
+    def enqueued_token_limit(self, deployment: str, model: str) -> int | None:
+        """Azure's enqueued-token quota for a deployment: its own setting, else its model's
+        (which falls back to the global one)."""
+        own = self.model_settings.get(deployment, {})
+        if "enqueued_token_limit" in own:
+            return own["enqueued_token_limit"]
+        return self.for_model(model).enqueued_token_limit
 
     @staticmethod
     def _check_bounds(settings: dict[str, Any], where: str) -> None:
@@ -243,6 +330,7 @@ class Config:
                 max_output_tokens=s["max_output_tokens"],
                 flex_delay_s=s["flex_delay_ms"] / 1000,
                 flex_unavailable_rate=float(s["flex_unavailable_rate"]),
+                enqueued_token_limit=s["enqueued_token_limit"],
             )
             self._effective[key] = found
         return found
@@ -254,6 +342,12 @@ class Config:
             "known_models": {
                 "openai": sorted([*self.models["openai"], *self.embedding_models]),
                 "anthropic": sorted(self.models["anthropic"]),
+                "gemini": sorted([*self.models["gemini"], *self.embedding_catalogues["gemini"]]),
+                # Every deployment the Azure resource answers to, with its model.
+                "azure": {
+                    **{m: m for m in [*self.models["openai"], *self.embedding_models]},
+                    **self.azure_deployments,
+                },
             },
         }
 
@@ -327,7 +421,18 @@ class UsageBook:
         return {**by_provider, "totals": totals}
 
 
-ENDPOINTS = ("chat", "messages", "embeddings", "responses", "files", "batches", "models", "*")
+# `auth` is Azure's Entra ID token endpoint.
+ENDPOINTS = (
+    "chat",
+    "messages",
+    "embeddings",
+    "responses",
+    "files",
+    "batches",
+    "models",
+    "auth",
+    "*",
+)
 FAULT_KINDS = (
     "error",
     "stream_cut",
@@ -336,10 +441,13 @@ FAULT_KINDS = (
     "batch_fail",
     "batch_expire",
     "batch_item_error",
+    "token_limit_exceeded",
 )
 STREAM_KINDS = ("stream_cut", "stream_error")
+QUOTA_CODE = "token_limit_exceeded"
+NAMED_ONLY = ("auth",)
 _COMPLETIONS = ("chat", "messages")
-BATCH_KINDS = ("batch_fail", "batch_expire", "batch_item_error")
+BATCH_KINDS = ("batch_fail", "batch_expire", "batch_item_error", "token_limit_exceeded")
 FAULT_KEYS = {
     "provider",
     "model",
@@ -457,15 +565,19 @@ def _fault_int(body: dict[str, Any], key: str, low: int, high: int | None = None
 def parse_fault(body: Any, fault_id: str, now: float) -> Fault:
     """A validated fault from a control request body.
 
-    Matching: provider (openai|anthropic|*), model (* or an id the request
-    names), endpoint (chat|messages|embeddings|responses|files|batches|models|*; chat
-    and messages are one, responses apart from them), rate (0-1, drawn from an RNG
-    seeded by `seed`), seconds (active for that long on the sim clock), count (fires
-    that many times).
+    Matching: provider (openai|anthropic|azure|gemini|*), model (* or an id the request
+    names; for Azure its deployment or that deployment's model), endpoint
+    (chat|messages|embeddings|responses|files|batches|models|auth|*; chat and messages are one,
+    and Gemini's native generateContent is chat; responses apart from them), rate (0-1,
+    drawn from an RNG seeded by `seed`), seconds (active for that long on the sim clock),
+    count (fires that many times).
     Kinds: error (status, retry_after, retry_after_ms, should_retry, message,
     code, error_type), stream_cut / stream_error (after_tokens), stall
     (after_tokens, stall_s; delays a whole non-stream answer), batch_fail,
-    batch_expire (after_fraction), batch_item_error (rate = share of items).
+    batch_expire (after_fraction), batch_item_error (rate = share of items),
+    token_limit_exceeded (Azure batches: the create fails validation as Azure's enqueued-token
+    quota makes it, `errors.data[0].code` "token_limit_exceeded"; also what a fault with
+    `code: "token_limit_exceeded"` and no kind, or kind batch_fail, is).
     """
     if not isinstance(body, dict):
         raise ConfigError("fault must be a JSON object")
@@ -474,13 +586,16 @@ def parse_fault(body: Any, fault_id: str, now: float) -> Fault:
         raise ConfigError(f"unknown fault field: {', '.join(unknown)}")
     status = _fault_int(body, "status", 400, 599)
     kind = body.get("kind") or ("error" if status is not None else None)
+    # Azure's quota refusal by its code alone, or as a batch_fail with that code.
+    if body.get("code") == QUOTA_CODE and kind in (None, "batch_fail"):
+        kind = QUOTA_CODE
     if kind not in FAULT_KINDS:
         raise ConfigError(f"kind must be one of {', '.join(FAULT_KINDS)} (or give a status)")
     if kind == "error" and status is None:
         raise ConfigError("status is required for an error fault (400-599)")
     provider = body.get("provider", "*")
     if provider not in (*PROVIDERS, "*"):
-        raise ConfigError("provider must be openai, anthropic or *")
+        raise ConfigError("provider must be openai, anthropic, azure, gemini or *")
     model = body.get("model", "*")
     if not isinstance(model, str) or not model:
         raise ConfigError("model must be a model id or *")
@@ -546,7 +661,8 @@ class FaultBook:
 
         `models` is what the request names (empty when it names none: then only
         `model: "*"` faults apply). `chat` and `messages` are the same endpoint
-        for matching, so one fault can hit both dialects.
+        for matching, so one fault can hit both dialects. A NAMED_ONLY endpoint (Entra ID
+        sign-in, another service than the Azure resource) is hit only by faults naming it.
         """
         for fault in self.faults.values():
             if fault.kind not in kinds or not fault.active(now):
@@ -554,6 +670,8 @@ class FaultBook:
             if fault.provider != "*" and fault.provider != provider:
                 continue
             wanted = fault.endpoint
+            if endpoint in NAMED_ONLY and wanted != endpoint:
+                continue
             if wanted not in ("*", endpoint) and not (
                 wanted in _COMPLETIONS and endpoint in _COMPLETIONS
             ):
@@ -618,6 +736,17 @@ class SimState:
         self.anthropic_batches: dict[str, Any] = {}
         # Stored OpenAI responses by id (openai_responses.StoredResponse), oldest first.
         self.responses: dict[str, Any] = {}
+        # An Azure OpenAI resource keeps files, batches and responses apart from OpenAI's.
+        self.azure_files: dict[str, SimFile] = {}
+        self.azure_batches: dict[str, Any] = {}
+        self.azure_responses: dict[str, Any] = {}
+        # Gemini's File API (gemini_files.GeminiFile), unfinished resumable uploads, batches.
+        self.gemini_files: dict[str, Any] = {}
+        self.gemini_uploads: dict[str, Any] = {}
+        self.gemini_batches: dict[str, Any] = {}
+        # Signs the Entra ID tokens the simulator issues; kept across resets, so a client's
+        # cached token stays good for as long as this simulator runs.
+        self.token_secret = os.urandom(32)
 
     def reset(self) -> None:
         self.config = Config(self.start_config)
@@ -630,6 +759,15 @@ class SimState:
         self.openai_batches.clear()
         self.anthropic_batches.clear()
         self.responses.clear()
+        for kept in (
+            self.azure_files,
+            self.azure_batches,
+            self.azure_responses,
+            self.gemini_files,
+            self.gemini_uploads,
+            self.gemini_batches,
+        ):
+            kept.clear()
 
     def fault(
         self,
@@ -637,13 +775,19 @@ class SimState:
         endpoint: str,
         model: str | None,
         kinds: tuple[str, ...],
+        *,
+        also: str | None = None,
     ) -> Fault | None:
+        """The fault that fires now, if any; `also` is a second name the request goes by (an
+        Azure deployment's model), so a fault may name either."""
         if not self.faults.faults:
             return None
-        models = (model,) if model else ()
+        models = tuple(name for name in (model, also) if name)
         return self.faults.match(provider, endpoint, models, kinds, self.clock.now())
 
-    def inference_fault(self, provider: str, endpoint: str, body: Any) -> Fault | None:
+    def inference_fault(
+        self, provider: str, endpoint: str, body: Any, *, also: str | None = None
+    ) -> Fault | None:
         """The fault, if any, for a chat, messages, embeddings or responses request: stream
         faults only hit streams."""
         if not self.faults.faults or not isinstance(body, dict):
@@ -652,15 +796,18 @@ class SimState:
         kinds = (
             ("error", "stall", *STREAM_KINDS) if body.get("stream") is True else ("error", "stall")
         )
-        return self.fault(provider, endpoint, model if isinstance(model, str) else None, kinds)
+        name = model if isinstance(model, str) else None
+        return self.fault(provider, endpoint, name, kinds, also=also)
 
-    def file(self, file_id: str) -> SimFile | None:
-        found = self.files.get(file_id)
+    def file(self, file_id: str, files: dict[str, SimFile] | None = None) -> SimFile | None:
+        """A file of `files` (OpenAI's by default) that has not expired."""
+        files = self.files if files is None else files
+        found = files.get(file_id)
         if (
             found is not None
             and found.expires_at is not None
             and found.expires_at <= self.clock.now()
         ):
-            del self.files[file_id]
+            del files[file_id]
             return None
         return found

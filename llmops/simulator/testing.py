@@ -2,6 +2,9 @@
 
 with running_simulator() as sim:
     client = openai.OpenAI(base_url=sim.openai_base_url, api_key="sim", max_retries=0)
+    azure = openai.OpenAI(base_url=sim.azure_base_url, api_key="unused",
+                          default_headers={"api-key": "sim"}, max_retries=0)
+    gemini = genai.Client(api_key="sim", http_options={"base_url": sim.gemini_base_url})
     sim.fault(provider="openai", status=429, count=1)
     sim.advance(30)
     sim.usage()["openai"]["gpt-4o-mini"]["realtime"]["output_tokens"]
@@ -43,6 +46,11 @@ class SimulatorHandle:
         self.base_url = base_url
         self.openai_base_url = f"{base_url}/openai/v1"
         self.anthropic_base_url = f"{base_url}/anthropic"
+        self.azure_base_url = f"{base_url}/azure/openai/v1"
+        # Entra ID's authority: tokens at {authority}/{tenant}/oauth2/v2.0/token.
+        self.azure_authority = f"{base_url}/azure-login"
+        self.gemini_base_url = f"{base_url}/gemini"
+        self.gemini_openai_base_url = f"{base_url}/gemini/v1beta/openai"
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()

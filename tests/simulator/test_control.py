@@ -48,7 +48,12 @@ def test_global_and_per_model_output_lengths_apply(
         ({"min_output_tokens": 10, "max_output_tokens": 5}, "min_output_tokens"),
         ({"model": "gpt-0", "output_tokens": 5}, "gpt-0"),
         ({"models": {"gpt-4o": {"speed": 1}}}, "models.gpt-4o.speed"),
-        ({"add_models": {"gemini": ["x"]}}, "gemini"),
+        ({"add_models": {"mistral": ["x"]}}, "mistral"),
+        # Azure serves OpenAI's models under deployments: it has no catalogue to add to.
+        ({"add_models": {"azure": ["x"]}}, "azure"),
+        ({"azure_deployments": {"mine": "claude-haiku-4-5"}}, "azure_deployments.mine"),
+        ({"model": "gpt-4o", "azure_deployments": {"mine": "gpt-4o"}}, "azure_deployments"),
+        ({"enqueued_token_limit": 0}, "enqueued_token_limit"),
     ],
 )
 def test_bad_config_is_refused_naming_the_key_and_changes_nothing(

@@ -219,7 +219,7 @@ def test_stream_faults_leave_non_streaming_requests_alone(
         ({"status": 500, "colour": "red"}, "colour"),
         ({"kind": "explode"}, "kind"),
         ({"kind": "error"}, "status"),
-        ({"status": 500, "provider": "gemini"}, "provider"),
+        ({"status": 500, "provider": "mistral"}, "provider"),
         ({"status": 500, "endpoint": "images"}, "endpoint"),
         ({"kind": "stream_cut", "after_tokens": -1}, "after_tokens"),
         ({"status": 200}, "status"),
