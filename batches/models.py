@@ -102,6 +102,12 @@ class BatchJob(models.Model):
         default=0, help_text="Steps that failed and were retried."
     )
     last_error = models.CharField(max_length=500, blank=True)
+    # Provider batches refused whole for a queue quota (Azure's enqueued tokens per deployment,
+    # OpenAI's per organisation): each was submitted again after a backoff. The count also
+    # tells this submit's batch from the refused ones (its metadata carries it).
+    quota_refusals = models.PositiveIntegerField(
+        default=0, help_text="Provider batches refused for a queue quota and submitted again."
+    )
     # Whoever holds an unexpired lease runs the job's next step; a dead worker's lease lapses.
     lease_token = models.CharField(max_length=32, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)

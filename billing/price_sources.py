@@ -18,9 +18,15 @@ SOURCE = f"genai-prices {package_version('genai-prices')}"
 
 # Our provider kinds → genai-prices provider ids. OpenAI-compatible servers have
 # no published price of their own: their models must be priced in the admin.
-PROVIDER_IDS = {"openai": "openai", "anthropic": "anthropic"}
-# Providers whose batch API is documented at 50% of the standard price.
-BATCH_RULE_PROVIDERS = {"openai", "anthropic"}
+PROVIDER_IDS = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "azure_openai": "azure",
+    "gemini": "google",
+}
+# Providers whose batch API is documented at 50% of the standard price (Azure's Global Batch
+# and Gemini's batch mode too).
+BATCH_RULE_PROVIDERS = {"openai", "anthropic", "azure_openai", "gemini"}
 
 # Extra processing kinds a provider sells, as genai-prices price contexts.
 CONTEXTS: dict[str, dict[str, str]] = {
@@ -38,23 +44,27 @@ def published_versions(
     provider_id = PROVIDER_IDS.get(provider_kind)
     if provider_id is None:
         raise PricingError(f"genai-prices has no prices for {provider_kind} providers")
+    snapshot = data_snapshot.get_snapshot()
     try:
-        _, info = data_snapshot.get_snapshot().find_provider_model(
-            model_id, None, provider_id, None
-        )
+        provider, info = snapshot.find_provider_model(model_id, None, provider_id, None)
     except LookupError as exc:
         raise PricingError(f"genai-prices does not know {provider_id} model {model_id}") from exc
+    # genai-prices answers an Azure model it lists no price for with OpenAI's (Azure sells
+    # OpenAI's models at OpenAI's list prices): such rows are marked derived.
+    borrowed = info not in provider.models
 
     standard_prices = info.get_prices(at)
     standard = _version(
-        model_id, "standard", at, standard_prices, derived=False, embedding=embedding
+        model_id, "standard", at, standard_prices, derived=borrowed, embedding=embedding
     )
     versions = [standard]
     for processing, context in CONTEXTS.items():
+        if processing == "flex" and provider_kind != "openai":
+            continue  # OpenAI's own tier: Azure lists OpenAI's prices but sells no flex
         prices = info.get_prices(at, context)
         if prices != standard_prices:
             versions.append(
-                _version(model_id, processing, at, prices, derived=False, embedding=embedding)
+                _version(model_id, processing, at, prices, derived=borrowed, embedding=embedding)
             )
         elif processing == "batch" and provider_kind in BATCH_RULE_PROVIDERS:
             # genai-prices silently falls back to the standard price when a model

@@ -95,12 +95,7 @@ async def _provider(provider: Provider) -> Check:
     if (cached := await cache.aget(key)) is not None:
         return Check(**cached)
     try:
-        await probe(
-            kind=provider.kind,
-            base_url=provider.base_url,
-            api_key=await sync_to_async(provider.get_api_key)(),
-            timeout=CHECK_TIMEOUT_S - 0.5,
-        )
+        await probe(await sync_to_async(provider.endpoint)(), timeout=CHECK_TIMEOUT_S - 0.5)
         check = Check(ok=True, detail=provider.kind)
     except ProviderError as exc:
         check = Check(ok=False, detail=str(exc))

@@ -134,6 +134,14 @@ class ProviderForm(forms.ModelForm):
         help_text="Stored encrypted and never shown again. Leave blank to keep the current key.",
     )
     clear_api_key = forms.BooleanField(required=False, help_text="Remove the stored key.")
+    new_azure_client_secret = forms.CharField(
+        label="New Entra client secret",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Azure OpenAI with Entra ID: the service principal's secret. Stored "
+        "encrypted, never shown again; blank keeps the current one.",
+    )
 
     class Meta:
         model = Provider
@@ -142,6 +150,9 @@ class ProviderForm(forms.ModelForm):
             "name",
             "kind",
             "base_url",
+            "azure_tenant_id",
+            "azure_client_id",
+            "azure_authority",
             "supports_batch",
             "batch_max_requests",
             "batch_max_bytes",
@@ -151,12 +162,35 @@ class ProviderForm(forms.ModelForm):
             "enabled",
         ]
 
+    def clean(self):
+        data = super().clean()
+        provider = self.instance
+        has_key = bool(data.get("new_api_key")) or (
+            provider.has_api_key and not data.get("clear_api_key")
+        )
+        entra = bool(data.get("azure_tenant_id"))
+        has_secret = bool(data.get("new_azure_client_secret")) or provider.has_azure_client_secret
+        if data.get("kind") == Provider.Kind.AZURE_OPENAI and not has_key and not entra:
+            # Without either, every call would be a 401: say so now, not at the first request.
+            self.add_error(
+                "new_api_key",
+                "An Azure OpenAI provider needs its resource's key, or Entra ID credentials "
+                "(tenant id, client id and secret).",
+            )
+        if entra and not has_secret:
+            self.add_error("new_azure_client_secret", "Entra ID needs the client secret.")
+        return data
+
     def save(self, commit=True):
         provider = super().save(commit=False)
         if self.cleaned_data.get("clear_api_key"):
             provider.set_api_key("")
         elif self.cleaned_data.get("new_api_key"):
             provider.set_api_key(self.cleaned_data["new_api_key"])
+        if self.cleaned_data.get("new_azure_client_secret"):
+            provider.set_azure_client_secret(self.cleaned_data["new_azure_client_secret"])
+        elif not self.cleaned_data.get("azure_tenant_id"):
+            provider.set_azure_client_secret("")
         if commit:
             provider.save()
         return provider
@@ -182,6 +216,18 @@ class ProviderAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["slug", "name", "kind", "base_url", "enabled"]}),
         ("Credentials", {"fields": ["api_key_status", "new_api_key", "clear_api_key"]}),
+        (
+            "Azure OpenAI: Entra ID instead of a key",
+            {
+                "classes": ["collapse"],
+                "fields": [
+                    "azure_tenant_id",
+                    "azure_client_id",
+                    "new_azure_client_secret",
+                    "azure_authority",
+                ],
+            },
+        ),
         (
             "Batches",
             {
@@ -239,6 +285,7 @@ class LlmModelAdmin(admin.ModelAdmin):
     list_display = [
         "model_id",
         "provider",
+        "deployment",
         "kind",
         "tier",
         "context_window",
@@ -246,7 +293,7 @@ class LlmModelAdmin(admin.ModelAdmin):
         "enabled",
     ]
     list_filter = ["kind", "tier", "enabled", "provider"]
-    search_fields = ["model_id", "provider__slug"]
+    search_fields = ["model_id", "deployment", "provider__slug"]
     list_select_related = ["provider"]
     list_editable = ["enabled"]
 

@@ -22,6 +22,7 @@ from routing.config import policy_chain
 from routing.models import ApiKey, LlmModel, Request, Workload
 from routing.protocols import (
     anthropic_messages,
+    gemini,
     openai_chat,
     openai_embeddings,
     openai_responses,
@@ -652,7 +653,8 @@ def openai_model(
     if name in policy.aliases:
         _check_kind(workload, next(iter(chain), None), kind)
         return None, False
-    named = next((m for m in chain if m.model_id == name), None)
+    # An Azure deployment's name means its model too: clients moving from Azure keep theirs.
+    named = next((m for m in chain if name in (m.model_id, m.deployment)), None)
     if named is not None:
         _check_kind(workload, named, kind)
         primary = next((m for m in chain if m.enabled and m.provider.enabled), None)
@@ -808,7 +810,7 @@ def chat_request(request: Request, model: LlmModel | None = None) -> ChatRequest
     if (keys := params.get("metadata_keys")) is not None:
         options = {**options, "metadata": {k: request.metadata.get(k) for k in keys}}
     return ChatRequest(
-        model=model.model_id if model else "",
+        model=model.upstream_id if model else "",
         messages=params["messages"],
         max_tokens=params["max_tokens"],
         temperature=params.get("temperature"),
@@ -823,20 +825,28 @@ def refused_param(model: LlmModel, params: dict) -> str | None:
     """The first parameter of a request (its params) `model` cannot honour — its provider
     speaks another protocol and the parameter does not translate —, or None."""
     options = params.get("options") or {}
-    if params.get("kind") == "messages":  # Anthropic's own body: translated for OpenAI only
-        if model.provider.kind == "anthropic":
-            return None
-        try:
-            anthropic_messages.chat_of(options)
-        except anthropic_messages.Untranslatable as exc:
-            return exc.param
+    provider = model.provider
+    kind = params.get("kind")
+    if kind == "embeddings" or (kind == "responses" and provider.has_responses_api):
         return None
-    if model.provider.kind != "anthropic":
-        return None
-    if params.get("kind") == "responses":  # translated through its chat form
-        try:
-            openai_responses.chat_of(options)
-        except openai_responses.Untranslatable as exc:
-            return exc.param
-        return None
-    return translation.anthropic_refuses(options=options, messages=params["messages"])
+    try:
+        if kind == "messages":  # Anthropic's own body: translated for every other provider
+            if provider.kind == "anthropic":
+                return None
+            messages, options = anthropic_messages.chat_of(options)
+        elif kind == "responses":  # translated through its chat form
+            messages, options = openai_responses.chat_of(options)
+            if provider.kind == "anthropic":
+                return None
+        else:
+            messages = params["messages"]
+    except (anthropic_messages.Untranslatable, openai_responses.Untranslatable) as exc:
+        return exc.param
+    if provider.kind == "anthropic":
+        return translation.anthropic_refuses(options=options, messages=messages)
+    if provider.kind == "gemini":
+        # Its OpenAI-compatible API ignores some of OpenAI's parameters; its batch mode takes
+        # Gemini's own requests: one rule for both, so a request is refused (or a chain falls
+        # back) the same way whichever lane serves it.
+        return gemini.gemini_refuses(options=options, messages=messages)
+    return None

@@ -107,11 +107,11 @@ def history_tokens(stored: StoredResponse) -> int:
 
 def held_by_llmops(request: Request, chain: list[LlmModel]) -> str | None:
     """The `previous_response_id` whose conversation llmops must send along itself (a Claude
-    model serves the continuation: Anthropic keeps no responses), else None."""
+    or Gemini model serves the continuation: neither keeps Responses), else None."""
     if request.params.get("kind") != "responses" or not chain:
         return None  # on every request's path: one lookup for all but Responses
     previous = (request.params.get("options") or {}).get("previous_response_id")
-    return previous if previous and chain[0].provider.kind == "anthropic" else None
+    return previous if previous and not chain[0].provider.has_responses_api else None
 
 
 def history(*, team_id: int, response_id: str) -> tuple[dict, ...]:

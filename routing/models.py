@@ -15,7 +15,7 @@ from django.db import models
 from django.utils import timezone
 
 from llmops import crypto, outbound
-from routing.providers.types import Endpoint, Timeouts
+from routing.providers.types import Endpoint, Entra, Timeouts
 
 
 class Team(models.Model):
@@ -105,18 +105,38 @@ def validate_provider_base_url(value: str) -> None:
         raise ValidationError(f"Base URL refused: {refused}.") from None
 
 
+# Where an Azure OpenAI resource serves the OpenAI v1 API, under its own host.
+AZURE_V1_PATH = "/openai/v1"
+# Gemini's OpenAI-compatible API (realtime), under the host its native API (batches) uses.
+GEMINI_OPENAI_PATH = "/v1beta/openai"
+# Entra ID's token service, for Azure resources reached with tenant credentials.
+ENTRA_AUTHORITY = "https://login.microsoftonline.com"
+
+
 class Provider(models.Model):
     class Kind(models.TextChoices):
         OPENAI = "openai", "OpenAI"
         ANTHROPIC = "anthropic", "Anthropic"
         OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible"
+        AZURE_OPENAI = "azure_openai", "Azure OpenAI"
+        GEMINI = "gemini", "Google Gemini"
 
-    # Documented per-batch limits: (requests, bytes).
+    # Documented per-batch limits: (requests, bytes). Azure's Global Batch takes 100,000 lines
+    # in a file uploaded with an expiry (llmops always sets one), 50,000 without; Gemini's
+    # batch mode takes a JSONL file of up to 2 GB (it documents no line limit: ours keeps
+    # one job's ingest to the size of the others').
     BATCH_LIMITS = {
         Kind.OPENAI: (50_000, 200 * 1024 * 1024),
         Kind.ANTHROPIC: (100_000, 256 * 1024 * 1024),
         Kind.OPENAI_COMPATIBLE: (50_000, 200 * 1024 * 1024),
+        Kind.AZURE_OPENAI: (100_000, 200 * 1024 * 1024),
+        Kind.GEMINI: (100_000, 2 * 1024 * 1024 * 1024),
     }
+    # Kinds answered over OpenAI's wire protocol in realtime (Gemini through its
+    # OpenAI-compatible endpoint): an OpenAI client's body is relayed to them as sent.
+    OPENAI_PROTOCOL = frozenset(
+        {Kind.OPENAI, Kind.OPENAI_COMPATIBLE, Kind.AZURE_OPENAI, Kind.GEMINI}
+    )
 
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=200)
@@ -125,10 +145,35 @@ class Provider(models.Model):
         max_length=500,
         validators=[validate_provider_base_url],
         help_text="OpenAI kinds include /v1 (https://api.openai.com/v1); "
-        "Anthropic does not (https://api.anthropic.com).",
+        "Anthropic does not (https://api.anthropic.com). "
+        "Azure OpenAI: the resource's URL (https://RESOURCE.openai.azure.com; /openai/v1 is "
+        "added). Gemini: https://generativelanguage.googleapis.com.",
     )
     # Fernet ciphertext (llmops.crypto); never rendered back to anyone.
     api_key_encrypted = models.TextField(blank=True, editable=False)
+    # Azure OpenAI without a key: an Entra ID service principal, whose tokens llmops fetches
+    # (routing/providers/entra.py) and sends as a bearer token.
+    azure_tenant_id = models.CharField(
+        "Entra tenant id",
+        max_length=100,
+        blank=True,
+        help_text="Azure OpenAI with Entra ID instead of a key: the directory (tenant) id.",
+    )
+    azure_client_id = models.CharField(
+        "Entra client id",
+        max_length=100,
+        blank=True,
+        help_text="The application (client) id of the service principal.",
+    )
+    azure_client_secret_encrypted = models.TextField(blank=True, editable=False)
+    azure_authority = models.CharField(
+        "Entra authority",
+        max_length=300,
+        default=ENTRA_AUTHORITY,
+        blank=True,
+        validators=[validate_provider_base_url],
+        help_text="Where tokens are issued (sovereign clouds have their own).",
+    )
     supports_batch = models.BooleanField(default=True)
     batch_max_requests = models.PositiveIntegerField(
         null=True, blank=True, help_text="Blank: the provider's documented limit."
@@ -168,23 +213,68 @@ class Provider(models.Model):
     def __str__(self) -> str:
         return self.slug
 
+    def clean(self) -> None:
+        """Base URLs as each kind's users copy them from their portal, kept in one form: an
+        Azure resource's URL with the v1 path, Gemini's host without its API paths."""
+        url = (self.base_url or "").rstrip("/")
+        if self.kind == self.Kind.AZURE_OPENAI and url and not url.endswith(AZURE_V1_PATH):
+            if urlsplit(url).path not in ("", "/openai"):
+                raise ValidationError(
+                    {
+                        "base_url": "An Azure OpenAI base URL is the resource's URL "
+                        "(https://RESOURCE.openai.azure.com), optionally with /openai/v1; "
+                        "deployments are named per model, not in the URL."
+                    }
+                )
+            url = url.removesuffix("/openai") + AZURE_V1_PATH
+        if self.kind == self.Kind.GEMINI:
+            url = url.removesuffix(GEMINI_OPENAI_PATH).removesuffix("/v1beta")
+        self.base_url = url or self.base_url
+        if self.kind != self.Kind.AZURE_OPENAI and (self.azure_tenant_id or self.azure_client_id):
+            raise ValidationError(
+                {"azure_tenant_id": "Entra ID credentials are for Azure OpenAI providers only."}
+            )
+        if bool(self.azure_tenant_id) != bool(self.azure_client_id):
+            raise ValidationError(
+                {"azure_client_id": "Entra ID needs both the tenant id and the client id."}
+            )
+
     def set_api_key(self, plaintext: str) -> None:
         self.api_key_encrypted = crypto.encrypt(plaintext) if plaintext else ""
 
     def get_api_key(self) -> str:
         return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
 
+    def set_azure_client_secret(self, plaintext: str) -> None:
+        self.azure_client_secret_encrypted = crypto.encrypt(plaintext) if plaintext else ""
+
     def endpoint(self) -> Endpoint:
         """Where and how to call this provider: its URL, its decrypted key, the timeouts."""
+        base_url, native_url = self.base_url, ""
+        if self.kind == self.Kind.GEMINI:
+            # Realtime goes to the OpenAI-compatible API; batches to the native one.
+            base_url, native_url = self.base_url.rstrip("/") + GEMINI_OPENAI_PATH, self.base_url
+        entra = None
+        if self.kind == self.Kind.AZURE_OPENAI and self.azure_tenant_id:
+            entra = Entra(
+                authority=(self.azure_authority or ENTRA_AUTHORITY).rstrip("/"),
+                tenant_id=self.azure_tenant_id,
+                client_id=self.azure_client_id,
+                client_secret=crypto.decrypt(self.azure_client_secret_encrypted)
+                if self.azure_client_secret_encrypted
+                else "",
+            )
         return Endpoint(
             kind=self.kind,
-            base_url=self.base_url,
+            base_url=base_url,
             api_key=self.get_api_key(),
             timeouts=Timeouts(
                 connect=settings.LLMOPS_PROVIDER_TIMEOUT_CONNECT,
                 first_byte=settings.LLMOPS_PROVIDER_TIMEOUT_FIRST_BYTE,
                 total=settings.LLMOPS_PROVIDER_TIMEOUT_TOTAL,
             ),
+            native_url=native_url,
+            entra=entra,
         )
 
     @property
@@ -192,9 +282,24 @@ class Provider(models.Model):
         return bool(self.api_key_encrypted)
 
     @property
+    def has_azure_client_secret(self) -> bool:
+        return bool(self.azure_client_secret_encrypted)
+
+    @property
+    def speaks_openai(self) -> bool:
+        """Answered over OpenAI's wire protocol in realtime (its bodies relayed as sent)."""
+        return self.kind in self.OPENAI_PROTOCOL
+
+    @property
+    def has_responses_api(self) -> bool:
+        """Serves OpenAI's Responses API itself (Gemini's OpenAI-compatible API has chat and
+        embeddings only: a Responses request is translated through its chat form)."""
+        return self.kind in self.OPENAI_PROTOCOL and self.kind != self.Kind.GEMINI
+
+    @property
     def serves_flex(self) -> bool:
-        """Its flex tier may be asked for: switched on, and a provider of OpenAI's protocol
-        (where `service_tier` means something)."""
+        """Its flex tier may be asked for: switched on, and a provider of OpenAI's own
+        protocol (where `service_tier: flex` means something; Azure and Gemini sell none)."""
         return self.supports_flex and self.kind in (self.Kind.OPENAI, self.Kind.OPENAI_COMPATIBLE)
 
     @property
@@ -225,6 +330,13 @@ class LlmModel(models.Model):
         help_text="Which surfaces may name it: an embedding model is priced per input token only.",
     )
     tier = models.CharField(max_length=10, choices=Tier.choices, default=Tier.STANDARD)
+    # Azure OpenAI serves a model under a deployment its customer named; prices, chains and
+    # clients keep the model's own id.
+    deployment = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Azure OpenAI: the deployment that serves this model (blank: the model id).",
+    )
     context_window = models.PositiveIntegerField(help_text="Tokens.")
     max_output_tokens = models.PositiveIntegerField(help_text="Tokens.")
     enabled = models.BooleanField(default=True)
@@ -247,6 +359,11 @@ class LlmModel(models.Model):
         return self.kind == self.Kind.EMBEDDING
 
     @property
+    def upstream_id(self) -> str:
+        """The name the provider is called with: an Azure deployment, else the model id."""
+        return self.deployment or self.model_id
+
+    @property
     def endpoint(self) -> str:
         """The OpenAI url that serves this kind of model (a batch's lines ask it)."""
         return ENDPOINT_OF_KIND[self.kind]
@@ -258,6 +375,14 @@ class LlmModel(models.Model):
             and (self.max_output_tokens > self.context_window)
         ):
             raise ValidationError({"max_output_tokens": "Cannot exceed the context window."})
+        if (
+            self.deployment
+            and self.provider_id
+            and self.provider.kind != Provider.Kind.AZURE_OPENAI
+        ):
+            raise ValidationError(
+                {"deployment": "Only Azure OpenAI serves models under deployment names."}
+            )
 
 
 # Which OpenAI url serves each kind of model: a surface refuses a model of another kind, and a

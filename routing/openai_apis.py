@@ -132,9 +132,9 @@ async def _openai_stream(admitted: services.Admitted, events, first):
 
 
 def _relayed(model: LlmModel) -> bool:
-    """Whether `model`'s answers come relayed from an OpenAI-protocol provider (its stream
-    holds every chunk or event, finish and usage included), not translated here."""
-    return model.provider.kind != "anthropic"
+    """Whether `model`'s chat answers come relayed from an OpenAI-protocol provider (its
+    stream holds every chunk, finish and usage included), not translated here."""
+    return model.provider.speaks_openai
 
 
 def _chunk(ident: str, created: int, model: str, delta: dict, *, finish=None) -> dict:
@@ -188,7 +188,9 @@ def _responses_stream(admitted: services.Admitted, events, first):
     usage) leaves only once the answer is billed."""
     request = admitted.request
     rendered = None
-    if not _relayed(admitted.serving):  # known once the first event came: no fallback now
+    # Known once the first event came (no fallback now). Without a Responses API of its own
+    # (Claude, Gemini) the provider answered in chat: the events are rendered here.
+    if not admitted.serving.provider.has_responses_api:
         rendered = openai_responses.EventStream(
             id=conversations.response_id(request),
             created_at=int(request.created_at.timestamp()),
@@ -229,7 +231,7 @@ async def response_detail(http_request, response_id: str):
     if http_request.method == "GET":
         # x-request-id: the request this response answered (read with the record).
         return identified(JsonResponse(stored.request.answer), str(stored.request_id))
-    if stored.provider.kind != "anthropic":
+    if stored.provider.has_responses_api:
         try:
             await delete_response(stored.provider.endpoint(), response_id)
         except ProviderError as exc:

@@ -84,9 +84,10 @@ def model_list() -> QuerySet[LlmModel]:
 
 
 def model_named(model_id: str) -> LlmModel | None:
-    """The enabled model a client names by its provider's id (the first added, if several
-    providers serve it)."""
-    return model_list().filter(model_id=model_id).order_by("pk").first()
+    """The enabled model a client names by its provider's id or its Azure deployment's name
+    (the first added, if several providers serve it)."""
+    named = model_list().filter(Q(model_id=model_id) | Q(deployment=model_id))
+    return named.order_by("pk").first()
 
 
 def models_for_team(team: Team) -> tuple[list[LlmModel], list[str]]:

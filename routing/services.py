@@ -480,7 +480,7 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Delt
                 errors.append(f"{model.model_id}: {endpoint}")
                 continue
             admitted.serving, admitted.tier = model, tier
-            call = replace(chat, model=model.model_id, service_tier=tier or None)
+            call = replace(chat, model=model.upstream_id, service_tier=tier or None)
             started = time.monotonic()
             first_byte_ms = None
             text = []

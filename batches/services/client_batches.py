@@ -289,7 +289,7 @@ def _line_ask(batch: ClientBatch, line: jsonl.BatchLine) -> Ask | dict:
     )
     params = {"messages": ask.messages, "options": ask.options, "kind": ask.kind}
     if (
-        batch.model.provider.kind == "anthropic"
+        not batch.model.provider.has_responses_api
         and ask.kind == "responses"
         and ask.options.get("previous_response_id")
     ):

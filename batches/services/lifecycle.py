@@ -4,6 +4,7 @@ it is repeated, so a crash never submits a batch twice."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from batches.services.common import (
     job_save,
 )
 from batches.services.ingest import job_ingest
-from batches.services.rules import POLL_FIRST, batch_late, poll_backoff
+from batches.services.rules import POLL_FIRST, batch_late, poll_backoff, quota_backoff
 from routing import asks, providers
 from routing.models import LlmModel, Provider, Request
 from routing.providers import (
@@ -97,8 +98,9 @@ def _chat(request: Request, model: LlmModel) -> ChatRequest:
 
 
 def _submit(job: BatchJob, *, now: datetime) -> None:
-    if job.cancel_requested_at and job.status == BatchJob.Status.PENDING:
-        # Nothing reached the provider: the job ends here and its items go back.
+    if job.cancel_requested_at and (job.status == BatchJob.Status.PENDING or _awaiting_quota(job)):
+        # Nothing reached the provider (or only batches it refused): the job ends here and its
+        # items go back.
         job_save(job, status=BatchJob.Status.INGESTING, ended_at=now, provider_status="cancelled")
         return
     # Only a submit an earlier step began (and died in) can have left a provider batch behind.
@@ -130,24 +132,24 @@ def _submit(job: BatchJob, *, now: datetime) -> None:
             info = api.batch_create(endpoint, requests=requests)
             crash_point("after_create")
     else:
+        inline = None
         if not job.input_file_id:
             file_id = api.batch_find_file(endpoint, filename=job.input_filename)
             if file_id is None:
                 with _input_file(job, api) as content:
-                    file_id = api.batch_upload(
-                        endpoint, filename=job.input_filename, content=content
-                    )
-                crash_point("after_upload")
-            job_save(job, input_file_id=file_id)
-            crash_point("after_file_saved")
+                    inline = _inline_lines(job, content)
+                    if inline is None:
+                        file_id = api.batch_upload(
+                            endpoint, filename=job.input_filename, content=content
+                        )
+                if inline is None:
+                    crash_point("after_upload")
+            if file_id is not None:
+                job_save(job, input_file_id=file_id)
+                crash_point("after_file_saved")
         info = _find_openai_batch(job, api, endpoint)
         if info is None:
-            info = api.batch_create(
-                endpoint,
-                input_file_id=job.input_file_id,
-                metadata={"llmops_job": str(job.pk)},
-                url=job_url(job),
-            )
+            info = _create(job, api, endpoint, inline=inline)
             crash_point("after_create")
     try:
         job_save(
@@ -171,24 +173,68 @@ def _submit(job: BatchJob, *, now: datetime) -> None:
     crash_point("after_batch_saved")
 
 
+def _create(job: BatchJob, api, endpoint, *, inline: list[dict] | None) -> BatchInfo:
+    """Create the job's provider batch: of its uploaded file, or (Gemini, a small job) of its
+    lines inline. Its metadata names the job, and which submit of it this is."""
+    if job.provider.kind == Provider.Kind.GEMINI:
+        # Gemini batches have no metadata: the display name carries the job, and the submit
+        # count after a quota refusal (Gemini has none today; the rule is the same).
+        return api.batch_create(
+            endpoint,
+            model=job.model.upstream_id,
+            display_name=f"{job.input_filename.removesuffix('.jsonl')}-{job.quota_refusals}",
+            input_file_id=job.input_file_id,
+            inline=inline,
+        )
+    metadata = {"llmops_job": str(job.pk)}
+    if job.quota_refusals:
+        metadata["llmops_submit"] = str(job.quota_refusals)
+    return api.batch_create(
+        endpoint, input_file_id=job.input_file_id, metadata=metadata, url=job_url(job)
+    )
+
+
+def _inline_lines(job: BatchJob, content: BinaryIO) -> list[dict] | None:
+    """A small Gemini job's lines, to send inline (results come back in the batch, no file
+    either way); None when the job goes up as a file."""
+    if job.provider.kind != Provider.Kind.GEMINI:
+        return None
+    size = content.seek(0, 2)
+    content.seek(0)
+    if size > providers.batch_api(job.provider.kind).INLINE_MAX_BYTES:
+        return None
+    lines = [json.loads(raw) for raw in content]
+    content.seek(0)
+    return lines
+
+
 @contextmanager
 def _input_file(job: BatchJob, api) -> Iterator[BinaryIO]:
     """The job's JSONL, written line by line to a spooled temporary file (in memory up to a
-    few MB, on disk beyond): never the whole file as one string."""
+    few MB, on disk beyond): never the whole file as one string. Each provider's lines are its
+    own: OpenAI's (and Azure's) ask a url; Gemini's carry a key and a request."""
     url = job_url(job)
+    gemini = job.provider.kind == Provider.Kind.GEMINI
     with jsonl.spooled() as file:
         for item in job_items(job).iterator(chunk_size=2000):
             body = api.batch_body(_chat(item.request, job.model))
-            file.write(jsonl.request_line(custom_id=item.custom_id, body=body, endpoint=url))
+            if gemini:
+                file.write(api.batch_line(custom_id=item.custom_id, body=body))
+            else:
+                file.write(jsonl.request_line(custom_id=item.custom_id, body=body, endpoint=url))
         file.seek(0)
         yield file
 
 
 def _find_openai_batch(job: BatchJob, api, endpoint) -> BatchInfo | None:
-    """A batch an earlier attempt created (its id never saved): found by our metadata."""
+    """A batch an earlier attempt created (its id never saved): found by our metadata, of this
+    submit (a batch refused for a quota is an earlier one, ended: never adopted again)."""
     since = (job.submit_started_at or job.created_at) - CREATE_CLOCK_SLACK
+    submit = str(job.quota_refusals) if job.quota_refusals else None
     for info in api.batch_list(endpoint, created_after=since.timestamp()):
-        if info.metadata.get("llmops_job") == str(job.pk):
+        if info.metadata.get("llmops_job") != str(job.pk) or info.quota_refused:
+            continue
+        if info.metadata.get("llmops_submit") == submit:
             return info
     return None
 
@@ -259,6 +305,9 @@ def _poll(job: BatchJob, *, now: datetime, deadline: float | None = None) -> Non
                 raise
         job_save(job, cancel_sent_at=now)
     info = api.batch_retrieve(endpoint, batch_id=job.provider_batch_id)
+    if info.quota_refused and not job.cancel_requested_at:
+        _submit_later(job, info, now=now)
+        return
     if job.cancel_requested_at and not info.ended:
         info = _await_cancel(api, endpoint, job, info, deadline=deadline)
     fields = {
@@ -296,6 +345,47 @@ def _poll(job: BatchJob, *, now: datetime, deadline: float | None = None) -> Non
     crash_point("after_poll")
 
 
+def _awaiting_quota(job: BatchJob) -> bool:
+    """Waiting to submit again after a quota refusal, with no provider batch of this submit
+    (a crash mid-create leaves one to find: then the job goes on as any submit)."""
+    if not job.quota_refusals or job.status != BatchJob.Status.SUBMITTING:
+        return False
+    api = providers.batch_api(job.provider.kind)
+    return _find_openai_batch(job, api, job.provider.endpoint()) is None
+
+
+def _submit_later(job: BatchJob, info: BatchInfo, *, now: datetime) -> None:
+    """The provider refused the whole batch because its queue is full (nothing ran, nothing is
+    billed): submit the same file again after a backoff that doubles per refusal, unless the
+    wait would make the job miss its deadline — then it ends, and its requests are served
+    before the deadline like a late batch's."""
+    refusals = job.quota_refusals + 1
+    wait = quota_backoff(refusals)
+    why = "; ".join(info.errors)[:300] or "the provider's batch queue is full"
+    log.warning("batch job %s: %s refused for its queue quota (%s)", job.pk, info.id, why)
+    if _misses_deadline(job, now=now, submitted_at=now + wait):
+        job_save(
+            job,
+            status=BatchJob.Status.INGESTING,
+            ended_at=now,
+            provider_status=info.status,
+            cancel_requested_at=now,
+            cancel_reason=BatchJob.CancelReason.DEADLINE,
+            next_check_at=now,
+            last_error=f"refused for its queue quota ({why}); too late to wait",
+        )
+        return
+    job_save(
+        job,
+        status=BatchJob.Status.SUBMITTING,
+        provider_batch_id=None,
+        quota_refusals=refusals,
+        provider_status=info.status,
+        next_check_at=now + wait,
+        last_error=f"refused for its queue quota ({why}); submitting again in {wait}"[:500],
+    )
+
+
 def _await_cancel(api, endpoint, job: BatchJob, info: BatchInfo, *, deadline) -> BatchInfo:
     """Look again for a little while: a provider often confirms a cancel within seconds, and
     waiting here ends the job now instead of at the next tick of the scheduler (a minute)."""
@@ -313,10 +403,12 @@ def _await_cancel(api, endpoint, job: BatchJob, info: BatchInfo, *, deadline) ->
 CANCEL_LOOK_EVERY = 1
 
 
-def _misses_deadline(job: BatchJob, *, now: datetime) -> bool:
+def _misses_deadline(job: BatchJob, *, now: datetime, submitted_at: datetime | None = None) -> bool:
     """Will the batch (expected to end at submit + observed p90) end too late for its earliest
-    deadline, minus the margin of the tightest policy among its items?"""
-    if not job.earliest_deadline_at or not job.submitted_at:
+    deadline, minus the margin of the tightest policy among its items? `submitted_at`: a
+    submit still to come (after a quota refusal's wait)."""
+    submitted_at = submitted_at or job.submitted_at
+    if not job.earliest_deadline_at or not submitted_at:
         return False
     margin = max(
         (
@@ -329,7 +421,7 @@ def _misses_deadline(job: BatchJob, *, now: datetime) -> bool:
     )
     return batch_late(
         now=now,
-        submitted_at=job.submitted_at,
+        submitted_at=submitted_at,
         turnaround=expected_turnaround(model=job.model),
         earliest_deadline_at=job.earliest_deadline_at,
         margin=margin,

@@ -54,6 +54,17 @@ def batch_late(
     return max(submitted_at + turnaround, now) > earliest_deadline_at - margin
 
 
+# A provider batch refused whole for a full queue (Azure's enqueued-token quota) is submitted
+# again after this, doubling per refusal: the queue drains as earlier batches end.
+QUOTA_FIRST = timedelta(seconds=30)
+QUOTA_MAX = timedelta(minutes=30)
+
+
+def quota_backoff(refusals: int) -> timedelta:
+    """How long after its `refusals`-th quota refusal a job submits again."""
+    return min(QUOTA_FIRST * (2 ** min(max(refusals - 1, 0), 16)), QUOTA_MAX)
+
+
 def poll_backoff(polls: int) -> timedelta:
     """How long after its `polls`-th poll a running batch is polled again."""
     return min(POLL_FIRST * (1.5 ** min(polls, 20)), POLL_MAX)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from asgiref.sync import async_to_sync
 
-from routing.providers import anthropic_api, openai_api
+from routing.providers import anthropic_api, gemini_api, openai_api
 from routing.providers.errors import BUSY_KINDS, ProviderError, stream_cut
 from routing.providers.types import (
     BatchInfo,
@@ -48,9 +48,9 @@ def _protocol(kind: str):
     return anthropic_api if kind == "anthropic" else openai_api
 
 
-async def probe(*, kind: str, base_url: str, api_key: str, timeout: float) -> None:
+async def probe(endpoint: Endpoint, *, timeout: float) -> None:
     """Cheap liveness check of a provider (lists its models). Raises ProviderError."""
-    await _protocol(kind).probe(base_url=base_url, api_key=api_key, timeout=timeout)
+    await _protocol(endpoint.kind).probe(endpoint, timeout=timeout)
 
 
 async def complete(endpoint: Endpoint, request: ChatRequest) -> Completion:
@@ -76,9 +76,10 @@ async def delete_response(endpoint: Endpoint, response_id: str) -> None:
 
 def batch_api(kind: str):
     """The batch half of a wire protocol: a module with batch_create, batch_retrieve,
-    batch_cancel, batch_list and batch_results (OpenAI's also uploads, finds and deletes
-    files). Sync: batch jobs run in workers."""
-    return _protocol(kind)
+    batch_cancel, batch_list and batch_results (OpenAI's and Gemini's also upload, find and
+    delete files). Gemini's batch mode is its native API, not the OpenAI-compatible one its
+    realtime calls use. Sync: batch jobs run in workers."""
+    return gemini_api if kind == "gemini" else _protocol(kind)
 
 
 def complete_sync(endpoint: Endpoint, request: ChatRequest) -> Completion:

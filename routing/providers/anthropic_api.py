@@ -67,8 +67,10 @@ def _translate(exc: anthropic.AnthropicError) -> ProviderError:
     return classify(exc, anthropic, LABEL, after_first_byte=False)
 
 
-async def probe(*, base_url: str, api_key: str, timeout: float) -> None:
-    async with _client(base_url=base_url, api_key=api_key, timeout=timeout) as client:
+async def probe(endpoint: Endpoint, *, timeout: float) -> None:
+    async with _client(
+        base_url=endpoint.base_url, api_key=endpoint.api_key, timeout=timeout
+    ) as client:
         try:
             await client.models.list(limit=1)
         except anthropic.AnthropicError as exc:

@@ -15,6 +15,7 @@ from openai.types.chat import ChatCompletion
 from billing.pricing import Usage
 from llmops import outbound
 from routing.protocols import anthropic_messages, openai_chat, openai_embeddings, openai_responses
+from routing.providers import entra
 from routing.providers.calls import (
     Relay,
     classify,
@@ -37,38 +38,71 @@ from routing.providers.types import (
 LABEL = "OpenAI API"
 
 
-def _client(*, base_url: str, api_key: str, timeout) -> openai.AsyncOpenAI:
-    # max_retries=0: retries are our decision (only unbilled failures), not the SDK's.
+def auth_headers(endpoint: Endpoint, token: str | None = None) -> dict:
+    """How a call proves who it is: a bearer key; for Azure OpenAI its `api-key` header, or
+    the Entra ID `token` when the resource is reached with a service principal."""
+    if endpoint.kind == "azure_openai":
+        return (
+            {"Authorization": f"Bearer {token}"}
+            if endpoint.entra
+            else {"api-key": endpoint.api_key}
+        )
     # The SDK refuses to build without a key; local servers often need none.
-    return openai.AsyncOpenAI(
-        base_url=base_url,
-        api_key=api_key or "unset",
-        max_retries=0,
-        timeout=timeout,
-        # Connects only to addresses the outbound policy allows, and follows no redirect.
-        http_client=outbound.async_http_client(),
-    )
+    return {"Authorization": f"Bearer {endpoint.api_key or 'unset'}"}
+
+
+async def _headers(endpoint: Endpoint) -> dict:
+    return auth_headers(endpoint, await entra.atoken(endpoint) if endpoint.entra else None)
+
+
+def _drop_bearer(request: httpx2.Request) -> None:
+    # The SDK always sends its key as a bearer token; an Azure key goes in `api-key` alone.
+    request.headers.pop("Authorization", None)
+
+
+def _sdk_auth(endpoint: Endpoint, http_client):
+    """The SDK client's `api_key` and `default_headers`, and its http client fitted for them."""
+    if endpoint.kind != "azure_openai":
+        return endpoint.api_key or "unset", {}, http_client
+    if endpoint.entra:  # the SDK asks for a token before every request: ours are cached
+        return (lambda: entra.token(endpoint)), {}, http_client
+    http_client.event_hooks["request"].append(_drop_bearer)
+    return endpoint.api_key or "unset", auth_headers(endpoint), http_client
 
 
 def _translate(exc: openai.OpenAIError) -> ProviderError:
     return classify(exc, openai, LABEL, after_first_byte=False)
 
 
-async def probe(*, base_url: str, api_key: str, timeout: float) -> None:
-    async with _client(base_url=base_url, api_key=api_key, timeout=timeout) as client:
-        try:
-            await client.models.list()
-        except openai.OpenAIError as exc:
-            raise _translate(exc) from exc
+async def probe(endpoint: Endpoint, *, timeout: float) -> None:
+    """List the models (a call that costs nothing) with the endpoint's credentials."""
+    client = client_for(endpoint, http_client)
+    try:
+        response = await client.get(
+            _url(endpoint, "/models"), headers=await _headers(endpoint), timeout=timeout
+        )
+        if response.status_code >= 300:
+            raise await refused(response, LABEL)
+    except (httpx2.HTTPError, TimeoutError) as exc:
+        raise classify(exc, openai, LABEL, after_first_byte=False) from exc
 
 
 def _chat_form(request: ChatRequest) -> ChatRequest:
-    """A request as Chat Completions: an Anthropic Messages body translated (what cannot be
-    was refused before the call), any other as it is."""
-    if request.kind != "messages":
+    """A request as Chat Completions: an Anthropic Messages body, or a Responses body for a
+    provider without the Responses API (Gemini), translated (what cannot be was refused
+    before the call); any other as it is."""
+    if request.kind == "messages":
+        messages, options = anthropic_messages.chat_of(request.options)
+    elif request.kind == "responses":
+        messages, options = openai_responses.chat_of(request.options, history=request.history)
+    else:
         return request
-    messages, options = anthropic_messages.chat_of(request.options)
     return replace(request, messages=messages, options=options, kind="chat", send_max_tokens=False)
+
+
+def _responds(endpoint: Endpoint, request: ChatRequest) -> bool:
+    """A Responses request its provider answers as one (Gemini's API has chat only)."""
+    return request.kind == "responses" and endpoint.kind != "gemini"
 
 
 def _kwargs(request: ChatRequest) -> dict:
@@ -109,24 +143,30 @@ def _no_usage() -> ProviderError:
 # --- the relays (calls.Relay): the client's body up as sent, the answer back as sent -----
 
 
-def _headers(endpoint: Endpoint) -> dict:
-    return {"Authorization": f"Bearer {endpoint.api_key or 'unset'}"}
-
-
 def _url(endpoint: Endpoint, path: str = "/chat/completions") -> str:
     return endpoint.base_url.rstrip("/") + path
 
 
-def _relay(endpoint: Endpoint, path: str, body: dict) -> Relay:
+async def _relay(endpoint: Endpoint, path: str, body: dict) -> Relay:
     return Relay(
-        endpoint, _url(endpoint, path), body, headers=_headers(endpoint), sdk=openai, label=LABEL
+        endpoint,
+        _url(endpoint, path),
+        body,
+        headers=await _headers(endpoint),
+        sdk=openai,
+        label=LABEL,
     )
 
 
 async def _post(endpoint: Endpoint, path: str, body: dict, *, expect: str, what: str) -> dict:
     """POST a body and read the JSON answer, which must hold a list under `expect`."""
     answer = await post_json(
-        endpoint, _url(endpoint, path), body, headers=_headers(endpoint), sdk=openai, label=LABEL
+        endpoint,
+        _url(endpoint, path),
+        body,
+        headers=await _headers(endpoint),
+        sdk=openai,
+        label=LABEL,
     )
     if not isinstance(answer, dict) or not isinstance(answer.get(expect), list):
         raise ProviderError(
@@ -141,7 +181,7 @@ async def _post(endpoint: Endpoint, path: str, body: dict, *, expect: str, what:
 async def complete(endpoint: Endpoint, request: ChatRequest) -> Completion:
     if request.kind == "embeddings":
         return await _embed(endpoint, request)
-    if request.kind == "responses":
+    if _responds(endpoint, request):
         return await _respond(endpoint, request)
     body = _kwargs(request)
     body.pop("stream_options", None)
@@ -221,7 +261,7 @@ async def _stream_responses(
     body = _tiered(
         openai_responses.upstream_body(model=request.model, options=request.options), request
     )
-    relay = _relay(endpoint, "/responses", {**body, "stream": True})
+    relay = await _relay(endpoint, "/responses", {**body, "stream": True})
     folded = openai_responses.StreamFold()
 
     def take(event: bytes, payload: dict) -> Delta:
@@ -246,7 +286,7 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
     """The provider's events relayed as Deltas carrying their bytes, then the Completion. The
     usage is always asked for (a stream without it cannot be billed); when the client did not
     ask, the usage-only chunk is kept from it."""
-    if request.kind == "responses":
+    if _responds(endpoint, request):
         async for event in _stream_responses(endpoint, request):
             yield event
         return
@@ -254,10 +294,11 @@ async def stream(endpoint: Endpoint, request: ChatRequest) -> AsyncIterator[Delt
     body["stream"] = True
     options = dict(body.get("stream_options") or {})
     client_wants_usage = bool(options.get("include_usage"))
-    # An Anthropic client's stream is rendered from choice 0's deltas (the view's), not relayed.
-    translated = request.kind == "messages"
+    # An Anthropic client's stream, or a Responses one Gemini answers in chat, is rendered
+    # from choice 0's deltas (the view's), not relayed.
+    translated = request.kind in ("messages", "responses")
     body["stream_options"] = {**options, "include_usage": True}
-    relay = _relay(endpoint, "/chat/completions", body)
+    relay = await _relay(endpoint, "/chat/completions", body)
     folded = openai_chat.StreamAnswer()
 
     def take(event: bytes, chunk: dict) -> Delta | None:
@@ -297,7 +338,7 @@ async def delete_response(endpoint: Endpoint, response_id: str) -> None:
     client = client_for(endpoint, http_client)
     try:
         response = await client.delete(
-            _url(endpoint, f"/responses/{response_id}"), headers=_headers(endpoint)
+            _url(endpoint, f"/responses/{response_id}"), headers=await _headers(endpoint)
         )
         if response.status_code >= 300 and response.status_code != 404:
             raise await refused(response, LABEL)
@@ -308,6 +349,13 @@ async def delete_response(endpoint: Endpoint, response_id: str) -> None:
 # --- batches (sync: they run in django-q2 workers) ---------------------------------------
 # How far back the crash-recovery lookups page through the account's files and batches.
 LOOKBACK_ITEMS = 1000
+# The error code of a batch refused whole because the queue is full (it fails at validation).
+QUOTA_REFUSAL = "token_limit_exceeded"
+# Azure keeps at most 500 batch files per resource without an expiry, 10,000 with one, and
+# takes 100,000 lines (not 50,000) only from a file uploaded with one: llmops always sets
+# it, on the input file and (output_expires_after) on the batch's results. 14 days is
+# Azure's shortest; results are ingested within minutes of the batch's end.
+AZURE_EXPIRY = {"anchor": "created_at", "seconds": 14 * 24 * 3600}
 
 
 @contextmanager
@@ -316,12 +364,14 @@ def _batch_client(endpoint: Endpoint) -> Iterator[openai.OpenAI]:
     t = endpoint.timeouts
     # max_retries=0: a retried upload or create could make a second file or batch; the job's
     # state machine retries, and adopts what an earlier attempt made.
+    api_key, headers, http = _sdk_auth(endpoint, outbound.sync_http_client())
     client = openai.OpenAI(
         base_url=endpoint.base_url,
-        api_key=endpoint.api_key or "unset",
+        api_key=api_key,
+        default_headers=headers,
         max_retries=0,
         timeout=openai.Timeout(t.total, connect=t.connect),
-        http_client=outbound.sync_http_client(),
+        http_client=http,
     )
     with client, sdk_errors(openai, openai.OpenAIError, LABEL):
         yield client
@@ -342,8 +392,9 @@ def batch_body(request: ChatRequest) -> dict:
 
 def _batch_info(batch) -> BatchInfo:
     counts = batch.request_counts
-    errors = ()
+    errors, codes = (), set()
     if batch.errors and batch.errors.data:
+        codes = {e.code for e in batch.errors.data}
         errors = tuple(
             f"line {e.line}: {e.message}" if e.line else (e.message or e.code or "error")
             for e in batch.errors.data
@@ -359,6 +410,7 @@ def _batch_info(batch) -> BatchInfo:
         error_file_id=batch.error_file_id,
         metadata=dict(batch.metadata or {}),
         errors=errors,
+        quota_refused=batch.status == "failed" and QUOTA_REFUSAL in codes,
     )
 
 
@@ -378,8 +430,9 @@ def batch_find_file(endpoint: Endpoint, *, filename: str) -> str | None:
 
 
 def batch_upload(endpoint: Endpoint, *, filename: str, content: BinaryIO) -> str:
+    extra = {"expires_after": AZURE_EXPIRY} if endpoint.kind == "azure_openai" else {}
     with _batch_client(endpoint) as client:
-        return client.files.create(file=(filename, content), purpose="batch").id
+        return client.files.create(file=(filename, content), purpose="batch", **extra).id
 
 
 def batch_delete_file(endpoint: Endpoint, *, file_id: str) -> None:
@@ -391,12 +444,14 @@ def batch_create(
     endpoint: Endpoint, *, input_file_id: str, metadata: dict, url: str = "/v1/chat/completions"
 ) -> BatchInfo:
     """A batch of the uploaded file, whose lines all ask `url` (as OpenAI requires)."""
+    extra = {"output_expires_after": AZURE_EXPIRY} if endpoint.kind == "azure_openai" else {}
     with _batch_client(endpoint) as client:
         batch = client.batches.create(
             input_file_id=input_file_id,
             endpoint=url,
             completion_window="24h",
             metadata=metadata,
+            **extra,
         )
     return _batch_info(batch)
 

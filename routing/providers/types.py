@@ -15,11 +15,23 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class Entra:
+    """An Entra ID service principal an Azure OpenAI resource is reached with (no key)."""
+
+    authority: str  # https://login.microsoftonline.com
+    tenant_id: str
+    client_id: str
+    client_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Endpoint:
-    kind: str  # openai | anthropic | openai_compatible
-    base_url: str
-    api_key: str
+    kind: str  # openai | anthropic | openai_compatible | azure_openai | gemini
+    base_url: str  # the OpenAI-protocol base (Gemini: its OpenAI-compatible API)
+    api_key: str = field(repr=False)
     timeouts: Timeouts = field(default_factory=Timeouts)
+    native_url: str = ""  # Gemini: the host of its native API (batch mode, files)
+    entra: Entra | None = None  # Azure OpenAI reached with Entra ID tokens instead of a key
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,9 @@ class BatchInfo:
     error_file_id: str | None = None  # OpenAI
     metadata: dict = field(default_factory=dict)
     errors: tuple[str, ...] = ()  # why the provider refused the whole batch (OpenAI `failed`)
+    # Refused whole for a queue quota (token_limit_exceeded: Azure's enqueued tokens per
+    # deployment, OpenAI's per organisation): nothing ran; the same file may go again later.
+    quota_refused: bool = False
 
     @property
     def ended(self) -> bool:

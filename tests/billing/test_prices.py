@@ -27,6 +27,12 @@ DERIVED = {
     ("claude-opus-4-1", Processing.BATCH),
     ("text-embedding-3-small", Processing.BATCH),
     ("text-embedding-3-large", Processing.BATCH),
+    # Azure: genai-prices lists its own o4-mini price (its batch price derived by the 50%
+    # rule) and none for gpt-4.1-mini, priced at OpenAI's: every row of it is derived.
+    ("o4-mini", Processing.BATCH),
+    ("gpt-4.1-mini", Processing.STANDARD),
+    ("gpt-4.1-mini", Processing.BATCH),
+    ("gpt-4.1-mini", Processing.PRIORITY),
 }
 RATE_FIELDS = ["input_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok", "output_per_mtok"]
 
@@ -64,6 +70,12 @@ def demo_models(db) -> list[LlmModel]:
             name="Anthropic",
             kind=Provider.Kind.ANTHROPIC,
             base_url="http://127.0.0.1:9/anthropic",
+        ),
+        "sim-gemini": Provider.objects.create(
+            slug="sim-gemini",
+            name="Gemini",
+            kind=Provider.Kind.GEMINI,
+            base_url="http://127.0.0.1:9/gemini",
         ),
     }
     return [
@@ -145,7 +157,7 @@ def test_a_published_batch_price_is_copied_not_derived(demo, model_id, input_rat
     assert batch.source.startswith("genai-prices")
 
 
-def test_only_opus_and_the_embedding_models_batch_prices_are_derived(demo):
+def test_only_opus_the_embedding_models_and_azure_borrowed_prices_are_derived(demo):
     derived = set(Price.objects.filter(derived=True).values_list("model__model_id", "processing"))
     assert derived == DERIVED
 

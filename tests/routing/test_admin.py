@@ -143,12 +143,15 @@ def test_the_workload_policy_picker_offers_only_the_workloads_teams_policies(adm
 
     assert policy_labels(response) == [
         "acme / alerts",
+        "acme / azure-batch",
         "acme / deferrable-economy",
         "acme / embeddings-batch",
         "acme / embeddings-realtime",
         "acme / flex-economy",
+        "acme / gemini-batch",
         "acme / interactive",
         "acme / interactive-economy",
+        "acme / multi-cloud",
         "acme / overnight-batch",
     ]
     page = response.content.decode()

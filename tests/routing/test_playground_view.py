@@ -40,6 +40,7 @@ def test_a_member_sees_only_their_teams_workloads_with_their_chains(client, demo
     assert {(w["team"], w["slug"]) for w in workloads} == {
         ("globex", "anomaly-alerts"),
         ("globex", "dashboard-qa"),
+        ("globex", "exec-briefings"),
         ("globex", "nightly-reports"),
     }
     qa = next(w for w in workloads if w["slug"] == "dashboard-qa")
