@@ -1,4 +1,5 @@
-"""The demo world: two teams, simulator providers, models in three tiers, workloads, budgets.
+"""The demo world: two teams, four simulator providers (OpenAI, Anthropic, Azure OpenAI,
+Gemini), models in three tiers, workloads, budgets.
 
 Run again (every `make run` does), it creates what is missing (a deleted demo row comes back
 as the demo has it) and leaves every existing row as it is: an operator's edits in the admin
@@ -45,6 +46,17 @@ MODELS = [
     ("sim-anthropic", "claude-haiku-4-5", Tier.ECONOMY, 200_000, 64_000),
     ("sim-anthropic", "claude-sonnet-4-6", Tier.STANDARD, 200_000, 64_000),
     ("sim-anthropic", "claude-opus-4-1", Tier.PREMIUM, 200_000, 32_000),
+    ("sim-gemini", "gemini-2.5-flash-lite", Tier.ECONOMY, 1_048_576, 65_536),
+    ("sim-gemini", "gemini-2.5-flash", Tier.STANDARD, 1_048_576, 65_536),
+]
+# Azure OpenAI serves OpenAI's models under deployments its customer names: (provider slug,
+# model id, deployment, tier, context window, max output tokens). Models sim-openai does not
+# serve, so a model id names one model in the demo (the calculator asks for a provider when
+# two serve one). genai-prices lists Azure's own price for o4-mini; gpt-4.1-mini is priced at
+# OpenAI's (marked derived).
+AZURE_MODELS = [
+    ("sim-azure", "gpt-4.1-mini", "llmops-gpt-41-mini", Tier.ECONOMY, 1_047_576, 32_768),
+    ("sim-azure", "o4-mini", "llmops-o4-mini", Tier.STANDARD, 200_000, 100_000),
 ]
 # Models an earlier seed added that their provider has since retired → what replaces them:
 # a demo database keeps working (the seed swaps them in the demo policies' chains).
@@ -63,6 +75,25 @@ POLICIES = [
     ("interactive-economy", Tier.ECONOMY, False, 0, True, ["gpt-4o-mini", "claude-haiku-4-5"]),
     ("deferrable-economy", Tier.ECONOMY, True, 300, False, ["gpt-4o-mini", "claude-haiku-4-5"]),
     ("overnight-batch", Tier.STANDARD, True, 3600, False, ["claude-sonnet-4-6", "gpt-4o"]),
+    # Realtime across three clouds: Gemini first, Azure if it fails, Claude last.
+    (
+        "multi-cloud",
+        Tier.STANDARD,
+        False,
+        0,
+        False,
+        ["gemini-2.5-flash", "gpt-4.1-mini", "claude-haiku-4-5"],
+    ),
+    # Batches on Azure's Global Batch and on Gemini's batch mode (each half price).
+    ("azure-batch", Tier.ECONOMY, True, 3600, False, ["gpt-4.1-mini", "gpt-4o-mini"]),
+    (
+        "gemini-batch",
+        Tier.ECONOMY,
+        True,
+        3600,
+        False,
+        ["gemini-2.5-flash-lite", "gemini-2.5-flash"],
+    ),
     # Due in minutes: no batch is back that fast, flex is (at about the batch price).
     ("flex-economy", Tier.ECONOMY, False, 0, False, ["gpt-5-mini", "gpt-4o-mini"]),
     # Flex switched off (as a cautious operator might): the workload audit shows what it costs.
@@ -134,6 +165,20 @@ WORKLOADS = {
             timedelta(hours=24),
             "overnight-batch",
         ),
+        (
+            "listing-translations",
+            "Translates new listings for the EU storefronts overnight (Azure Global Batch).",
+            LatencyClass.SCHEDULED,
+            timedelta(hours=24),
+            "azure-batch",
+        ),
+        (
+            "log-summaries",
+            "Summarises the storefront's application logs nightly (Gemini batch mode).",
+            LatencyClass.SCHEDULED,
+            timedelta(hours=24),
+            "gemini-batch",
+        ),
     ],
     "globex": [
         (
@@ -156,6 +201,13 @@ WORKLOADS = {
             LatencyClass.SCHEDULED,
             timedelta(hours=24),
             "overnight-batch",
+        ),
+        (
+            "exec-briefings",
+            "Answers executives' questions live; falls back across Gemini, Azure and Claude.",
+            LatencyClass.REALTIME,
+            None,
+            "multi-cloud",
         ),
     ],
 }
@@ -244,6 +296,20 @@ def demo_seed(
             f"{simulator_url}/anthropic",
             result,
         ),
+        "sim-azure": _provider(
+            "sim-azure",
+            "Simulated Azure OpenAI",
+            Provider.Kind.AZURE_OPENAI,
+            f"{simulator_url}/azure/openai/v1",
+            result,
+        ),
+        "sim-gemini": _provider(
+            "sim-gemini",
+            "Simulated Gemini",
+            Provider.Kind.GEMINI,
+            f"{simulator_url}/gemini",
+            result,
+        ),
     }
     models = {}
     for provider_slug, model_id, tier, context, max_out in MODELS:
@@ -251,6 +317,17 @@ def demo_seed(
             provider=providers[provider_slug],
             model_id=model_id,
             defaults={"tier": tier, "context_window": context, "max_output_tokens": max_out},
+        )
+    for provider_slug, model_id, deployment, tier, context, max_out in AZURE_MODELS:
+        models[model_id], _ = LlmModel.objects.get_or_create(
+            provider=providers[provider_slug],
+            model_id=model_id,
+            defaults={
+                "deployment": deployment,
+                "tier": tier,
+                "context_window": context,
+                "max_output_tokens": max_out,
+            },
         )
     for provider_slug, model_id, tier, context in EMBEDDING_MODELS:
         models[model_id], _ = LlmModel.objects.get_or_create(

@@ -69,10 +69,11 @@ TEAM_SHARES = {"acme": 0.75, "globex": 0.25}
 # leave too few streams and cache hits to see); deferrable ones split the rest by trace volume.
 REALTIME_SHARE = 0.4
 REALTIME_EXCERPT = 3  # requests per realtime excerpt (a shopper's burst of searches)
-# The trace has one near-realtime workload, a team may have several (acme: moderation due in
-# an hour, batched; support triage due in ten minutes, served at flex): the trace rows of
-# these classes are dealt in turn to each of the team's workloads of the class.
-SHARED_CLASSES = (LatencyClass.NEAR_REALTIME,)
+# The trace has one workload per latency class, a team may have several (acme: moderation due
+# in an hour, batched; support triage due in ten minutes, served at flex; translations on
+# Azure's Global Batch beside descriptions on Claude's): the trace rows of each class are
+# dealt in turn to each of the team's workloads of the class.
+SHARED_CLASSES = (LatencyClass.REALTIME, LatencyClass.NEAR_REALTIME, LatencyClass.SCHEDULED)
 EXCERPTS_PER_DAY = {LatencyClass.NEAR_REALTIME: 1, LatencyClass.SCHEDULED: 1}
 WEEKEND_FACTOR = 0.7
 # Of realtime requests: streamed; of streams, cut by the client; repeats of an excerpt's

@@ -123,7 +123,8 @@ def test_run_brings_up_every_process_and_ctrl_c_stops_them_all(stack):
     assert response.status == 200
     assert health["status"] == "ok"
     assert health["workers"]["clusters"] == 1
-    assert set(health["providers"]) == {"sim-openai", "sim-anthropic"}
+    assert set(health["providers"]) == {"sim-openai", "sim-anthropic", "sim-azure", "sim-gemini"}
+    assert all(check["ok"] for check in health["providers"].values())
 
     # The printed admin login works.
     jar = http.cookiejar.CookieJar()
@@ -156,6 +157,8 @@ def test_run_brings_up_every_process_and_ctrl_c_stops_them_all(stack):
         "support-triage",
         "query-embeddings",
         "catalog-embeddings",
+        "listing-translations",
+        "log-summaries",
     }
 
     # The simulator started by the stack answers the official SDK.

@@ -53,6 +53,8 @@ def test_seed_demo_builds_the_demo_world():
         Workload.objects.filter(team__slug="acme").values_list("slug", "latency_class")
     ) == [
         ("catalog-embeddings", "scheduled"),
+        ("listing-translations", "scheduled"),
+        ("log-summaries", "scheduled"),
         ("product-descriptions", "scheduled"),
         ("product-search", "realtime"),
         ("query-embeddings", "realtime"),
@@ -63,6 +65,7 @@ def test_seed_demo_builds_the_demo_world():
     assert sorted(Workload.objects.filter(team__slug="globex").values_list("slug", flat=True)) == [
         "anomaly-alerts",
         "dashboard-qa",
+        "exec-briefings",
         "nightly-reports",
     ]
     assert Workload.objects.get(slug="review-moderation").deadline.total_seconds() == 3600
@@ -73,6 +76,14 @@ def test_seed_demo_builds_the_demo_world():
     }
     assert Provider.objects.get(slug="sim-openai").base_url == "http://127.0.0.1:8100/openai/v1"
     assert Provider.objects.get(slug="sim-anthropic").base_url == "http://127.0.0.1:8100/anthropic"
+    azure = Provider.objects.get(slug="sim-azure")
+    assert (azure.kind, azure.base_url) == (
+        "azure_openai",
+        "http://127.0.0.1:8100/azure/openai/v1",
+    )
+    gemini = Provider.objects.get(slug="sim-gemini")
+    assert (gemini.kind, gemini.base_url) == ("gemini", "http://127.0.0.1:8100/gemini")
+    assert LlmModel.objects.get(provider=azure, model_id="gpt-4.1-mini").deployment
     assert User.objects.get(username="admin").is_superuser
     for workload in Workload.objects.select_related("policy"):
         workload.full_clean()  # every seeded row passes the admin's validation
@@ -91,7 +102,7 @@ def test_api_key_option_creates_a_usable_admin_key(client):
     key = ApiKey.objects.get(name="demo")
     assert (key.team.slug, key.role) == ("globex", "admin")
     response = client.get("/api/v1/workloads", HTTP_AUTHORIZATION=f"Bearer {KEY}")
-    assert [w["team"] for w in response.json()["results"]] == ["globex"] * 3
+    assert [w["team"] for w in response.json()["results"]] == ["globex"] * 4
     assert key.default_workload.slug == "dashboard-qa"
 
 
@@ -125,7 +136,7 @@ def test_a_fresh_database_gets_the_whole_demo_and_a_second_seed_adds_nothing():
     world = counts()
     prices = Price.objects.count()
 
-    assert world == [2, 1, 2, 9, 16, 30, 10, 3, 1]
+    assert world == [2, 1, 4, 13, 22, 44, 13, 3, 1]
     for model in LlmModel.objects.all():  # priced for realtime and batch
         assert {"standard", "batch"} <= set(model.prices.values_list("processing", flat=True))
     seed("--api-key", KEY)
