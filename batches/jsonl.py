@@ -38,8 +38,9 @@ MESSAGES_ENDPOINT = "/v1/messages"
 # The urls a batch file's lines may ask (one per file, as OpenAI requires).
 ENDPOINTS = (CHAT_ENDPOINT, RESPONSES_ENDPOINT, EMBEDDINGS_ENDPOINT, MESSAGES_ENDPOINT)
 
-# Provider limits per batch, as OpenAI and Anthropic document them: requests and bytes.
-OPENAI_MAX_LINES, OPENAI_MAX_BYTES = 50_000, 200 * 1024 * 1024
+# Provider limits per batch, as OpenAI and Anthropic document them: bytes (OpenAI), requests
+# and bytes (Anthropic).
+OPENAI_MAX_BYTES = 200 * 1024 * 1024
 ANTHROPIC_MAX_REQUESTS, ANTHROPIC_MAX_BYTES = 100_000, 256 * 1024 * 1024
 # A line longer than this is refused before it is parsed (one request body, not a file).
 MAX_LINE_BYTES = 8 * 1024 * 1024

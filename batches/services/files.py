@@ -47,10 +47,12 @@ def file_path(stored: StoredFile) -> Path:
 
 
 def file_store(
-    *, team, filename: str, purpose: str, chunks, max_lines: int = jsonl.OPENAI_MAX_LINES
+    *, team, filename: str, purpose: str, chunks, max_lines: int | None = None
 ) -> StoredFile:
     """Validate an uploaded batch input file as it streams to disk (never whole in memory);
-    a bad file is refused naming its lines (SurfaceError 400) and nothing is kept."""
+    a bad file is refused naming its lines (SurfaceError 400) and nothing is kept. At most
+    `max_lines` lines (LLMOPS_BATCH_FILE_MAX_LINES unless given)."""
+    max_lines = max_lines or settings.LLMOPS_BATCH_FILE_MAX_LINES
     if purpose != StoredFile.Purpose.BATCH:
         raise SurfaceError(
             400,
@@ -78,7 +80,7 @@ def file_store(
         if scanned.lines > max_lines:
             raise SurfaceError(
                 400,
-                f"the file has {scanned.lines} lines; a batch takes at most {max_lines}",
+                f"the file has {scanned.lines} lines; a batch file takes at most {max_lines}",
                 param="file",
             )
     except jsonl.BatchFileError as exc:
