@@ -443,9 +443,7 @@ LLMOPS_BATCH_CANCEL_WAIT_SECONDS = env.int("LLMOPS_BATCH_CANCEL_WAIT_SECONDS", 1
 # each provider's own limit (OpenAI 50,000, Azure with an expiry and Anthropic and Gemini
 # 100,000), so a file may be bigger than one provider batch: a client moving from Azure's
 # 100,000-line files, or one with more, is not refused. The 200 MB cap stays.
-LLMOPS_BATCH_FILE_MAX_LINES = env.int(
-    "LLMOPS_BATCH_FILE_MAX_LINES", 200_000, min=1, max=1_000_000
-)
+LLMOPS_BATCH_FILE_MAX_LINES = env.int("LLMOPS_BATCH_FILE_MAX_LINES", 200_000, min=1, max=1_000_000)
 # Lines of a client's batch file (/v1/batches) admitted per database transaction by a worker:
 # each transaction holds SQLite's one write lock, which every realtime request waits for
 # (100 lines: about 40 ms on this machine).

@@ -17,17 +17,25 @@ from decimal import Decimal
 
 from tests.live.stack import Llmops
 
+# The simulator's book names each provider; the ledger's rows name its kind.
+KIND_OF_BOOK = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "azure": "azure_openai",
+    "gemini": "gemini",
+}
+
 
 def usage_delta(before: dict, after: dict) -> dict:
-    """The simulator's book between two `/_sim/usage` snapshots, by "provider|model|mode"."""
+    """The simulator's book between two `/_sim/usage` snapshots, by "kind|model|mode"."""
     rows = {}
-    for provider in ("openai", "anthropic"):
+    for provider, kind in KIND_OF_BOOK.items():
         for model, modes in after.get(provider, {}).items():
             for mode, counts in modes.items():
                 old = before.get(provider, {}).get(model, {}).get(mode, {})
                 delta = {k: v - old.get(k, 0) for k, v in counts.items()}
                 if any(delta.values()):
-                    rows[f"{provider}|{model}|{mode}"] = delta
+                    rows[f"{kind}|{model}|{mode}"] = delta
     return rows
 
 

@@ -1,4 +1,5 @@
-"""T3: the ledger reconciled against the provider's own bill. A day's mix of traffic (plain and
+"""T3: the ledger reconciled against the provider's own bill. A day's mix of traffic over four
+providers (OpenAI, Anthropic, Azure OpenAI, Gemini; plain and
 streamed answers through both APIs, prompts long enough to be cached, response-cache hits, tool
 calls plain and streamed, n=2 and images on an OpenAI and a Claude model, the Responses API
 (function calls, streams, continued conversations) relayed and translated, the Anthropic
@@ -191,6 +192,33 @@ def flex_traffic(stack: Llmops) -> dict:
     return {"openai SDK at flex (some refused: served at standard)": 12}
 
 
+def other_clouds_traffic(stack: Llmops) -> dict:
+    """Azure OpenAI and Gemini: realtime on globex's three-cloud workload (plain, streamed,
+    tools; Gemini's usage through its OpenAI-compatible API), and deferred tickets on each
+    one's batch (Azure's Global Batch, Gemini's batch mode), which the worker below runs."""
+    from tests.live.test_azure_gemini import globex
+
+    sent = {}
+    client = globex(stack).openai("exec-briefings")
+    for model in ("gemini-2.5-flash", "gpt-4.1-mini"):
+        for i in range(3):
+            ask = [{"role": "user", "content": f"Brief {i}? Use get_weather."}]
+            client.chat.completions.create(model=model, messages=ask, max_tokens=40)
+            for _ in client.chat.completions.create(
+                model=model, messages=ask, max_tokens=40, stream=True
+            ):
+                pass
+            client.chat.completions.create(
+                model=model, messages=ask, tools=[WEATHER], tool_choice="required", max_tokens=60
+            )
+        sent[f"openai SDK on {model}: plain, streamed, tool calls"] = 9
+    for workload in ("listing-translations", "log-summaries"):  # Azure's and Gemini's
+        for round_ in range(3):
+            defer(stack, workload, f"{workload} round {round_}")
+        sent[f"batch via {workload}"] = 3 * ITEMS
+    return sent
+
+
 def traffic(stack: Llmops) -> dict:
     """The mix; returns how many of each kind were sent."""
     sent = {}
@@ -229,6 +257,7 @@ def traffic(stack: Llmops) -> dict:
     sent.update(rich_traffic(client))
     sent.update(messages_traffic(stack))
     sent.update(flex_traffic(stack))
+    sent.update(other_clouds_traffic(stack))
     embedder = stack.openai("query-embeddings")  # response cache on: the repeats are hits
     for i in range(6):
         embedder.embeddings.create(model="text-embedding-3-small", input=[f"query {i % 4}", "x"])
@@ -287,6 +316,9 @@ def test_the_ledger_matches_the_providers_bill(stack, own_sim, figures):
     )
     assert {key.split("|")[2] for key in rows} >= {"realtime", "stream", "flex", "batch"}
     assert any(key.startswith("openai|gpt-5-mini|") and "flex" not in key for key in rows)
+    kinds = {key.split("|")[0] for key in rows}
+    assert kinds == {"openai", "anthropic", "azure_openai", "gemini"}, kinds
+    assert {"azure_openai|gpt-4.1-mini|batch", "gemini|gemini-2.5-flash-lite|batch"} <= set(rows)
     assert cached > 0  # the cached-prompt price was exercised, not only the plain one
     assert totals["estimated_usd"] == 0
     assert (totals["request_drift"], totals["token_drift"], totals["usd_drift"]) == (0, 0, 0), rows

@@ -1,8 +1,9 @@
 """T2: batch workers SIGKILLed at every step of a job's lifecycle and at random moments, then
 replaced by a fresh worker: over more than 100 batch lifecycles (a BatchJob from its flush to a
-terminal status), on OpenAI's and Anthropic's batch APIs alike, no result is lost, no request
-is billed twice, every job has exactly one provider batch, and once the reconciler has run no
-provider batch runs that no job owns and no uploaded input file is left unreferenced.
+terminal status), on OpenAI's, Anthropic's, Azure OpenAI's and Gemini's batch APIs alike, no
+result is lost, no request is billed twice, every job has exactly one provider batch, and once
+the reconciler has run no provider batch runs that no job owns and no uploaded input file is
+left unreferenced.
 
 The workers are processes forked from one process that has Django loaded, as django-q2's
 cluster forks its workers: a `manage.py` process costs 1-3 s to start, a fork a few
@@ -14,7 +15,7 @@ database and the module's simulator.
   itself at each named point, one job per point. The dead workers' leases hold, as they would
   for minutes, while the next point's worker submits its own job; then one fresh worker
   recovers them all together.
-- At random moments: each round defers requests for both providers (flushed into jobs of two
+- At random moments: each round defers requests for every provider (flushed into jobs of two
   items), starts a worker that recovers what the last one left and runs the new jobs, and
   SIGKILLs it from outside after a random delay (seeded; the seed is in the figures). Varied
   simulator turnarounds make the kills land in submits, polls and ingests; the next worker
@@ -43,11 +44,26 @@ import pytest
 
 from tests.faults.conftest import fault_stack
 from tests.live.stack import ROOT, Llmops
-from tests.live.test_batch_crashes import ANTHROPIC_CRASH_POINTS, CRASH_POINTS, defer
+from tests.live.test_batch_crashes import (
+    ANTHROPIC_CRASH_POINTS,
+    CRASH_POINTS,
+    GEMINI_CRASH_POINTS,
+    defer,
+)
 
-WORKLOADS = {"openai": "review-moderation", "anthropic": "ticket-summaries"}
+# Provider kind → the demo workload whose batches run there.
+WORKLOADS = {
+    "openai": "review-moderation",
+    "anthropic": "ticket-summaries",
+    "azure_openai": "listing-translations",
+    "gemini": "log-summaries",
+}
+# The simulator's book names providers its own way.
+BOOK = {"openai": "openai", "anthropic": "anthropic", "azure_openai": "azure", "gemini": "gemini"}
+# Kinds whose jobs upload an input file (a small Gemini job goes inline).
+FILE_KINDS = ("openai", "azure_openai")
 ROUNDS = 12  # random kills; each round flushes ten jobs
-DEFERS_PER_ROUND = 2  # `defer` calls per provider per round, five requests each
+DEFERS_PER_ROUND = 1  # `defer` calls per provider (four) per round, five requests each
 ITEMS_PER_JOB = 2
 WORKER_TIMEOUT_S = 90
 
@@ -302,17 +318,40 @@ def defer_many(llmops: Llmops, calls: list[tuple[str, str]]) -> list[str]:
         return [request_id for ids in batches for request_id in ids]
 
 
+def _azure(sim) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=sim.azure_base_url,
+        api_key="unused",
+        default_headers={"api-key": "sim"},
+        max_retries=0,
+    )
+
+
 def provider_batches(sim) -> dict[str, list[dict]]:
-    """Every batch the simulator holds, per provider: id, whether it still runs, and the llmops
-    jobs it carries (OpenAI: its metadata; Anthropic: the job id in its custom_ids)."""
+    """Every batch the simulator holds, per provider kind: id, whether it still runs, and the
+    llmops jobs it carries (OpenAI and Azure: its metadata; Anthropic: the job id in its
+    custom_ids; Gemini: its display name)."""
+    from google import genai
+
     oai = openai.OpenAI(base_url=sim.openai_base_url, api_key="sim", max_retries=0)
-    found = {"openai": [], "anthropic": []}
-    for batch in oai.batches.list(limit=100):
-        found["openai"].append(
+    found = {kind: [] for kind in WORKLOADS}
+    for kind, client in (("openai", oai), ("azure_openai", _azure(sim))):
+        for batch in client.batches.list(limit=100):
+            found[kind].append(
+                {
+                    "id": batch.id,
+                    "running": batch.status in ("validating", "in_progress", "finalizing"),
+                    "jobs": {int(batch.metadata["llmops_job"])} if batch.metadata else set(),
+                }
+            )
+    gemini = genai.Client(api_key="sim", http_options={"base_url": sim.gemini_base_url})
+    for batch in gemini.batches.list(config={"page_size": 100}):
+        job = re.fullmatch(r"llmops-job-(\d+)-\d+", batch.display_name or "")
+        found["gemini"].append(
             {
-                "id": batch.id,
-                "running": batch.status in ("validating", "in_progress", "finalizing"),
-                "jobs": {int(batch.metadata["llmops_job"])} if batch.metadata else set(),
+                "id": batch.name,
+                "running": batch.state.value in ("JOB_STATE_PENDING", "JOB_STATE_RUNNING"),
+                "jobs": {int(job[1])} if job else set(),
             }
         )
     ant = anthropic.Anthropic(base_url=sim.anthropic_base_url, api_key="sim", max_retries=0)
@@ -326,9 +365,13 @@ def provider_batches(sim) -> dict[str, list[dict]]:
     return found
 
 
-def input_files(sim) -> list[tuple[str, str]]:
-    oai = openai.OpenAI(base_url=sim.openai_base_url, api_key="sim", max_retries=0)
-    return [(f.id, f.filename) for f in oai.files.list(purpose="batch")]
+def input_files(sim, kind: str) -> list[tuple[str, str]]:
+    client = (
+        _azure(sim)
+        if kind == "azure_openai"
+        else openai.OpenAI(base_url=sim.openai_base_url, api_key="sim", max_retries=0)
+    )
+    return [(f.id, f.filename) for f in client.files.list(purpose="batch")]
 
 
 def verdict(report: dict, sim, provider: str) -> dict:
@@ -343,14 +386,15 @@ def verdict(report: dict, sim, provider: str) -> dict:
         if batch["running"] and batch["id"] not in report["all_batches"]:
             orphans.append(batch["id"])  # it costs money, and no job will ever read it
     files_per_job = collections.Counter()
-    if provider == "openai":
-        for file_id, filename in input_files(sim):
+    if provider in FILE_KINDS:
+        for file_id, filename in input_files(sim, provider):
             if match := re.fullmatch(r"llmops-job-(\d+)\.jsonl", filename or ""):
                 files_per_job[int(match[1])] += 1
                 if file_id not in report["all_files"]:
                     orphans.append(file_id)
     billed = sum(
-        modes.get("batch", {}).get("requests", 0) for modes in sim.usage()[provider].values()
+        modes.get("batch", {}).get("requests", 0)
+        for modes in sim.usage().get(BOOK[provider], {}).values()
     )
     entries = [r["entries"] for r in requests]
     return {
@@ -368,7 +412,7 @@ def verdict(report: dict, sim, provider: str) -> dict:
         "max_provider_batches_per_job": max((per_job[j] for j in jobs), default=0),
         "jobs_without_one_provider_batch": [j for j in jobs if per_job[j] != 1],
         "jobs_without_one_input_file": [
-            j for j in jobs if provider == "openai" and files_per_job[j] != 1
+            j for j in jobs if provider in FILE_KINDS and files_per_job[j] != 1
         ],
         "orphans": len(orphans),
         "open_holds": sum(r["held"] for r in requests),
@@ -411,7 +455,12 @@ def test_a_worker_killed_at_each_lifecycle_step_loses_and_duplicates_nothing(
     workers.run(LIMITS.format(limit=None))  # the providers' own limits: one job per point
     since = int(workers.run(LAST_JOB))
     ids: list[str] = []
-    steps = {"openai": CRASH_POINTS, "anthropic": ANTHROPIC_CRASH_POINTS}
+    steps = {
+        "openai": CRASH_POINTS,
+        "anthropic": ANTHROPIC_CRASH_POINTS,
+        "azure_openai": CRASH_POINTS,
+        "gemini": GEMINI_CRASH_POINTS,
+    }
     for provider, points in steps.items():
         for point in points:
             ids += defer(stack, WORKLOADS[provider], f"{provider} {point}")
@@ -439,7 +488,8 @@ def landing(held: list[dict], output: str) -> str:
     if job["status"] == "pending":
         step = "claimed"
     elif job["status"] == "submitting":
-        step = "uploading" if job["provider"] == "openai" and not job["file"] else "creating"
+        uploads = job["provider"] in FILE_KINDS and not job["file"]
+        step = "uploading" if uploads else "creating"
     elif job["status"] == "running":
         step = "polling"
     elif job["status"] == "ingesting":

@@ -143,3 +143,45 @@ def _anthropic(sim):
     import anthropic
 
     return anthropic.Anthropic(base_url=sim.anthropic_base_url, api_key="sim", max_retries=0)
+
+
+# Azure runs OpenAI's batch protocol (a file uploaded with an expiry, a batch with metadata):
+# every crash point of it. Gemini's small jobs go inline (no file): no upload to crash after.
+GEMINI_CRASH_POINTS = [p for p in CRASH_POINTS if p not in ("after_upload", "after_file_saved")]
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_azure_batch_survives_a_worker_killed_at(llmops, simulator_server, point):
+    result = crash_and_recover(llmops, "listing-translations", point)
+
+    [(job_id, batch_id)] = result["jobs"].items()
+    azure = openai.OpenAI(
+        base_url=simulator_server.azure_base_url,
+        api_key="unused",
+        default_headers={"api-key": "sim"},
+        max_retries=0,
+    )
+    mine = [b for b in azure.batches.list(limit=100) if b.metadata.get("llmops_job") == job_id]
+    assert [b.id for b in mine] == [batch_id]  # one provider batch for the job
+    files = [
+        f for f in azure.files.list(purpose="batch") if f.filename == f"llmops-job-{job_id}.jsonl"
+    ]
+    assert len(files) == 1
+
+
+@pytest.mark.parametrize("point", GEMINI_CRASH_POINTS)
+def test_gemini_batch_survives_a_worker_killed_at(llmops, simulator_server, point):
+    from google import genai
+
+    result = crash_and_recover(llmops, "log-summaries", point)
+
+    [(job_id, batch_id)] = result["jobs"].items()
+    gemini = genai.Client(
+        api_key="sim", http_options={"base_url": simulator_server.gemini_base_url}
+    )
+    mine = [
+        b.name
+        for b in gemini.batches.list(config={"page_size": 100})
+        if (b.display_name or "").startswith(f"llmops-job-{job_id}-")
+    ]
+    assert mine == [batch_id]  # one provider batch for the job

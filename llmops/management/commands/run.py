@@ -256,7 +256,8 @@ class Command(BaseCommand):
         if simulator_url:
             lines.append(
                 f"  Simulator  {simulator_url}  (OpenAI {simulator_url}/openai/v1, "
-                f"Anthropic {simulator_url}/anthropic)"
+                f"Anthropic {simulator_url}/anthropic, Azure {simulator_url}/azure/openai/v1, "
+                f"Gemini {simulator_url}/gemini)"
             )
         lines += [
             f"  API key    {key}   (team acme, role admin)",
