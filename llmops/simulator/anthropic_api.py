@@ -30,9 +30,6 @@ from llmops.simulator.textgen import (
 )
 from llmops.simulator.wire import (
     JSON_TYPE,
-    SSE_HEADERS,
-    StreamFault,
-    StreamProgress,
     api_key,
     dump_bytes,
     dumps,
@@ -41,8 +38,8 @@ from llmops.simulator.wire import (
     page_window,
     pause,
     rfc3339,
+    serve_stream,
     sse_event,
-    write_stream,
 )
 
 log = logging.getLogger(__name__)
@@ -856,26 +853,18 @@ class AnthropicMessages:
             )
         )
         await pause(settings.ttft_s)
-        resp = web.StreamResponse(headers={**SSE_HEADERS, "request-id": rid})
-        await resp.prepare(request)
-        progress = StreamProgress(weights=weights)
-        stream_fault = None
-        if fault is not None:
-            stream_fault = StreamFault(fault.kind, fault.after_tokens, fault.stall_s)
-        try:
-            await write_stream(
-                resp,
-                request,
-                progress,
-                head=head,
-                events=events,
-                tail=tail,
-                error_event=STREAM_ERROR,
-                tokens_per_s=settings.tokens_per_s,
-                fault=stream_fault,
-            )
-        finally:
-            bill_message(self.state, plan, "stream", progress.tokens_sent)
+        resp, _ = await serve_stream(
+            request,
+            headers={"request-id": rid},
+            weights=weights,
+            fault=fault,
+            head=head,
+            events=events,
+            tail=tail,
+            error_event=STREAM_ERROR,
+            tokens_per_s=settings.tokens_per_s,
+            bill=lambda tokens: bill_message(self.state, plan, "stream", tokens),
+        )
         return resp
 
     async def list_models(self, request: web.Request, rid: str) -> web.Response:

@@ -53,14 +53,11 @@ from llmops.simulator.openai_embeddings import vector_bytes
 from llmops.simulator.state import Fault, SimState
 from llmops.simulator.textgen import count_tokens, pieces
 from llmops.simulator.wire import (
-    SSE_HEADERS,
-    StreamFault,
-    StreamProgress,
     api_key,
     dump_bytes,
     dumps,
     pause,
-    write_stream,
+    serve_stream,
 )
 
 log = logging.getLogger(__name__)
@@ -333,26 +330,18 @@ class GeminiAPI:
         tail = _sse({"candidates": finals, "usageMetadata": usage_json(plan), **head})
         error = _sse(GoogleError(500, FAULT_MESSAGES[500]).body())
         await pause(settings.ttft_s)
-        resp = web.StreamResponse(headers=SSE_HEADERS)
-        await resp.prepare(request)
-        progress = StreamProgress(weights=weights)
-        stream_fault = None
-        if fault is not None:
-            stream_fault = StreamFault(fault.kind, fault.after_tokens, fault.stall_s)
-        try:
-            await write_stream(
-                resp,
-                request,
-                progress,
-                head=b"",
-                events=events,
-                tail=tail,
-                error_event=error,
-                tokens_per_s=settings.tokens_per_s,
-                fault=stream_fault,
-            )
-        finally:
-            bill_generate(state, plan, "stream", progress.tokens_sent)
+        resp, _ = await serve_stream(
+            request,
+            headers={},
+            weights=weights,
+            fault=fault,
+            head=b"",
+            events=events,
+            tail=tail,
+            error_event=error,
+            tokens_per_s=settings.tokens_per_s,
+            bill=lambda tokens: bill_generate(state, plan, "stream", tokens),
+        )
         return resp
 
     async def count_tokens(self, request: web.Request, model: str) -> web.Response:

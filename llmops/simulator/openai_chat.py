@@ -39,13 +39,10 @@ from llmops.simulator.textgen import (
     tokens,
 )
 from llmops.simulator.wire import (
-    SSE_HEADERS,
-    StreamFault,
-    StreamProgress,
     dumps,
     pause,
+    serve_stream,
     sse_data,
-    write_stream,
 )
 
 
@@ -318,27 +315,21 @@ class OpenAIChat:
         tail.append("data: [DONE]\n\n")
 
         await pause(settings.ttft_s + tier_delay)
-        resp = web.StreamResponse(headers={**SSE_HEADERS, "x-request-id": rid})
-        await resp.prepare(request)
-        progress = StreamProgress(weights=weights)
-        stream_fault = None
-        if fault is not None:
-            stream_fault = StreamFault(fault.kind, fault.after_tokens, fault.stall_s)
-        try:
-            await write_stream(
-                resp,
-                request,
-                progress,
-                head=head,
-                events=events,
-                tail="".join(tail).encode(),
-                error_event=STREAM_ERROR,
-                tokens_per_s=settings.tokens_per_s,
-                fault=stream_fault,
-            )
-        finally:
-            mode = mode_for(parsed.service_tier, "stream")
-            bill_chat(self.state, plan, mode, progress.tokens_sent, provider=self.dialect.provider)
+        mode = mode_for(parsed.service_tier, "stream")
+        resp, _ = await serve_stream(
+            request,
+            headers={"x-request-id": rid},
+            weights=weights,
+            fault=fault,
+            head=head,
+            events=events,
+            tail="".join(tail).encode(),
+            error_event=STREAM_ERROR,
+            tokens_per_s=settings.tokens_per_s,
+            bill=lambda tokens: bill_chat(
+                self.state, plan, mode, tokens, provider=self.dialect.provider
+            ),
+        )
         return resp
 
     def _models(self) -> list[str]:

@@ -37,14 +37,11 @@ from llmops.simulator.state import Fault, SimState
 from llmops.simulator.structured import chosen_tools
 from llmops.simulator.textgen import pieces
 from llmops.simulator.wire import (
-    SSE_HEADERS,
     Ids,
-    StreamFault,
-    StreamProgress,
     dumps,
     pause,
+    serve_stream,
     sse_event,
-    write_stream,
 )
 
 # Stored responses are kept in memory, newest last; past this many the oldest are forgotten
@@ -412,9 +409,7 @@ class OpenAIResponses:
             _item_events(events, index, item)
         head = b"".join(events.groups[0])
         deltas = [b"".join(group) for group in events.groups[1:]]
-        stream_fault = error_event = None
-        if fault is not None:
-            stream_fault = StreamFault(fault.kind, fault.after_tokens, fault.stall_s)
+        error_event = None
         if fault is not None and fault.kind == "stream_error":
             failed = {
                 **opening,
@@ -430,25 +425,21 @@ class OpenAIResponses:
         final = response_json(plan, response_id, created, output, done_at=done_at)
         terminal = "response.incomplete" if plan.incomplete else "response.completed"
         tail = events.add(terminal, {"response": final})
-        resp = web.StreamResponse(headers={**SSE_HEADERS, "x-request-id": rid})
-        await resp.prepare(request)
-        progress = StreamProgress(weights=_weights(len(deltas), plan.completion_tokens))
-        finished = False
-        try:
-            finished = await write_stream(
-                resp,
-                request,
-                progress,
-                head=head,
-                events=deltas,
-                tail=tail,
-                error_event=error_event or b"",
-                tokens_per_s=settings.tokens_per_s,
-                fault=stream_fault,
-            )
-        finally:
-            mode = mode_for(plan.call.echo["service_tier"], "stream")
-            bill_chat(state, plan.chat, mode, progress.tokens_sent, provider=self.dialect.provider)
+        mode = mode_for(plan.call.echo["service_tier"], "stream")
+        resp, finished = await serve_stream(
+            request,
+            headers={"x-request-id": rid},
+            weights=_weights(len(deltas), plan.completion_tokens),
+            fault=fault,
+            head=head,
+            events=deltas,
+            tail=tail,
+            error_event=error_event or b"",
+            tokens_per_s=settings.tokens_per_s,
+            bill=lambda tokens: bill_chat(
+                state, plan.chat, mode, tokens, provider=self.dialect.provider
+            ),
+        )
         # A broken stream leaves nothing to retrieve (the real API's record of it is unknown).
         if finished:
             store(self.stored, plan, final)

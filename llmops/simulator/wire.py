@@ -7,8 +7,10 @@ import itertools
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -150,6 +152,46 @@ async def write_stream(
                 await asyncio.sleep(delay)
     except ConnectionError:
         return False
+
+
+async def serve_stream(
+    request: web.Request,
+    *,
+    headers: dict[str, str],
+    weights: list[int] | None,
+    fault: Any,
+    head: bytes,
+    events: list[bytes],
+    tail: bytes,
+    error_event: bytes,
+    tokens_per_s: float,
+    bill: Callable[[int], None],
+) -> tuple[web.StreamResponse, bool]:
+    """An SSE response written by write_stream with the injected `fault` (a state fault, or
+    None), billed in a `finally` for the tokens the client got (`bill(tokens_sent)`), so a
+    vanished client is still billed. Returns (the response, whether it finished normally)."""
+    resp = web.StreamResponse(headers={**SSE_HEADERS, **headers})
+    await resp.prepare(request)
+    progress = StreamProgress(weights=weights)
+    stream_fault = None
+    if fault is not None:
+        stream_fault = StreamFault(fault.kind, fault.after_tokens, fault.stall_s)
+    finished = False
+    try:
+        finished = await write_stream(
+            resp,
+            request,
+            progress,
+            head=head,
+            events=events,
+            tail=tail,
+            error_event=error_event,
+            tokens_per_s=tokens_per_s,
+            fault=stream_fault,
+        )
+    finally:
+        bill(progress.tokens_sent)
+    return resp, finished
 
 
 def page_window(
