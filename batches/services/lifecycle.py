@@ -362,7 +362,8 @@ def _submit_later(job: BatchJob, info: BatchInfo, *, now: datetime) -> None:
     refusals = job.quota_refusals + 1
     wait = quota_backoff(refusals)
     why = "; ".join(info.errors)[:300] or "the provider's batch queue is full"
-    log.warning("batch job %s: %s refused for its queue quota (%s)", job.pk, info.id, why)
+    refused = f"{info.id} refused for its queue quota ({why})"
+    log.warning("batch job %s: %s", job.pk, refused)
     if _misses_deadline(job, now=now, submitted_at=now + wait):
         job_save(
             job,
@@ -372,7 +373,7 @@ def _submit_later(job: BatchJob, info: BatchInfo, *, now: datetime) -> None:
             cancel_requested_at=now,
             cancel_reason=BatchJob.CancelReason.DEADLINE,
             next_check_at=now,
-            last_error=f"refused for its queue quota ({why}); too late to wait",
+            last_error=f"{refused}; too late to wait"[:500],
         )
         return
     job_save(
@@ -382,7 +383,7 @@ def _submit_later(job: BatchJob, info: BatchInfo, *, now: datetime) -> None:
         quota_refusals=refusals,
         provider_status=info.status,
         next_check_at=now + wait,
-        last_error=f"refused for its queue quota ({why}); submitting again in {wait}"[:500],
+        last_error=f"{refused}; submitting again in {wait}"[:500],
     )
 
 
