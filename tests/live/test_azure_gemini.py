@@ -308,3 +308,48 @@ def test_an_azure_quota_refusal_is_submitted_again_after_a_backoff(llmops, simul
     assert job["refusals"] == 2 and job["status"] == "completed"
     # One accepted provider batch answered and billed: the refused ones billed nothing.
     assert simulator_server.usage()["azure"]["gpt-4.1-mini"]["batch"]["requests"] == 3
+
+
+CLOUD_EMBEDDINGS = """
+from django.core.management import call_command
+from routing.models import LlmModel, PolicyModel, Provider, RoutingPolicy, Team, Workload
+acme = Team.objects.get(slug="acme")
+azure = LlmModel.objects.get_or_create(
+    provider=Provider.objects.get(slug="sim-azure"), model_id="text-embedding-3-small",
+    defaults=dict(kind="embedding", tier="economy", context_window=8192, max_output_tokens=0,
+                  deployment="llmops-embed-small"))[0]
+gemini = LlmModel.objects.get_or_create(
+    provider=Provider.objects.get(slug="sim-gemini"), model_id="gemini-embedding-001",
+    defaults=dict(kind="embedding", tier="economy", context_window=2048, max_output_tokens=0))[0]
+policy, made = RoutingPolicy.objects.get_or_create(team=acme, name="cloud-embeddings",
+                                                   defaults=dict(tier="economy"))
+if made:
+    PolicyModel.objects.create(policy=policy, model=azure, position=0)
+    PolicyModel.objects.create(policy=policy, model=gemini, position=1)
+Workload.objects.get_or_create(team=acme, slug="cloud-embeddings",
+                               defaults=dict(latency_class="realtime", policy=policy))
+call_command("sync_prices", verbosity=0)
+print("ok")
+"""
+
+
+def test_embeddings_on_an_azure_deployment_and_on_gemini(llmops, simulator_server):
+    """Embedding models on either cloud, as an operator adds them in the admin: an Azure
+    deployment of text-embedding-3-small and Gemini's gemini-embedding-001, each priced."""
+    assert llmops.shell(CLOUD_EMBEDDINGS) == "ok"
+    client = llmops.openai("cloud-embeddings")
+
+    for name, provider, model, size in (
+        ("llmops-embed-small", "sim-azure", "text-embedding-3-small", 1536),
+        ("gemini-embedding-001", "sim-gemini", "gemini-embedding-001", 3072),
+    ):
+        answer = client.embeddings.with_raw_response.create(
+            model=name, input=[unique("tents"), unique("stoves")]
+        )
+        vectors = answer.parse().data
+        assert [len(v.embedding) for v in vectors] == [size, size]
+        request = llmops.request_of(answer.headers["x-request-id"])
+        billed_like(request, provider, model)
+    kinds = simulator_server.usage()
+    assert kinds["azure"]["text-embedding-3-small"]["realtime"]["requests"] == 1
+    assert kinds["gemini"]["gemini-embedding-001"]["realtime"]["requests"] == 1
