@@ -359,6 +359,14 @@ class LlmModel(models.Model):
         return self.kind == self.Kind.EMBEDDING
 
     @property
+    def batchable(self) -> bool:
+        """Its provider takes batches, and batches of this kind of model: Gemini's batch mode
+        runs generateContent requests only, so its embedding models answer in realtime."""
+        if not self.provider.supports_batch:
+            return False
+        return not (self.embeds and self.provider.kind == Provider.Kind.GEMINI)
+
+    @property
     def upstream_id(self) -> str:
         """The name the provider is called with: an Azure deployment, else the model id."""
         return self.deployment or self.model_id
@@ -628,7 +636,7 @@ class Workload(models.Model):
             (
                 link.model.provider.expected_batch_turnaround
                 for link in self.policy.links.select_related("model__provider")
-                if link.model.provider.supports_batch
+                if link.model.batchable
             ),
             default=None,
         )

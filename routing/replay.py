@@ -178,7 +178,7 @@ def world_load(what_if: WhatIf | None = None, *, at: datetime | None = None) -> 
             provider=model.provider.slug,
             model_id=model.model_id,
             tier=model.tier,
-            supports_batch=model.provider.supports_batch,
+            supports_batch=model.batchable,
             max_lines=model.provider.batch_limits[0],
             promised=promised,
             actual=promised if what_if.batch_actual is None else what_if.batch_actual,

@@ -413,12 +413,12 @@ def _options(
                 provider=m.provider.slug,
                 model_id=m.model_id,
                 tier=m.tier,
-                supports_batch=m.provider.supports_batch,
+                supports_batch=m.batchable,
                 enabled=m.enabled and m.provider.enabled,
                 circuit_open=states[m.provider.slug] == circuit.State.OPEN,
                 # Observed p90 once enough batches ended, else the provider's promise.
                 batch_turnaround=expected_turnaround(model=m)
-                if deferrable and m.provider.supports_batch
+                if deferrable and m.batchable
                 else None,
                 flex_latency=flex_latency,
                 flex_no_dearer=flex_no_dearer,

@@ -99,7 +99,7 @@ def batch_models(workload: Workload) -> list[LlmModel]:
     return [
         m
         for m in policy_chain(workload.policy_id)
-        if m.enabled and m.provider.enabled and m.provider.supports_batch
+        if m.enabled and m.provider.enabled and m.batchable
     ]
 
 
@@ -120,11 +120,11 @@ def batch_model(workload: Workload, name: str, endpoint: str = jsonl.CHAT_ENDPOI
                 code="no_batch_model",
             )
         return usable[0]
-    if not (named.enabled and named.provider.enabled and named.provider.supports_batch):
+    if not (named.enabled and named.provider.enabled and named.batchable):
         raise RequestRejected(
             400,
             f"Model {named.model_id!r} cannot take a batch (its provider "
-            f"{named.provider.name} has batches off, or it is disabled)"
+            f"{named.provider.name} has batches off or none of its kind, or it is disabled)"
             + (f"; {usable[0].model_id} can." if usable else "."),
             field="model",
             code="no_batch_model",

@@ -445,7 +445,7 @@ def _batch_fits(workload: Workload) -> bool:
     turnarounds = [
         link.model.provider.expected_batch_turnaround
         for link in policy.links.all()
-        if link.model.provider.supports_batch
+        if link.model.batchable
     ]
     if not turnarounds or workload.deadline is None:
         return False

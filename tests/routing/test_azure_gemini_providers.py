@@ -174,3 +174,19 @@ def test_a_quota_refusal_waits_longer_each_time_up_to_a_cap():
     assert waits[0] == QUOTA_FIRST and waits[1] == 2 * QUOTA_FIRST
     assert waits == sorted(waits) and waits[-1] == QUOTA_MAX
     assert timedelta(minutes=30) >= QUOTA_MAX
+
+
+@pytest.mark.parametrize(
+    ("kind", "model_kind", "batchable"),
+    [
+        ("gemini", "chat", True),
+        ("gemini", "embedding", False),  # its batch mode runs generateContent only
+        ("azure_openai", "embedding", True),
+        ("openai", "embedding", True),
+    ],
+)
+def test_which_models_can_go_in_a_provider_batch(kind, model_kind, batchable):
+    provider = Provider(kind=kind, supports_batch=True)
+    assert LlmModel(provider=provider, kind=model_kind).batchable is batchable
+    provider.supports_batch = False
+    assert LlmModel(provider=provider, kind=model_kind).batchable is False
