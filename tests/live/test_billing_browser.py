@@ -189,6 +189,8 @@ def test_a_member_sees_their_team_s_exact_figures_on_every_page_and_nothing_else
         "acme/support-triage",
         "acme/query-embeddings",
         "acme/catalog-embeddings",
+        "acme/listing-translations",
+        "acme/log-summaries",
     }
     moderation = page.locator('section.audit[data-workload="acme/review-moderation"]')
     expect(moderation.locator(".badge.act")).to_have_attribute("data-action", "use_batch_api")
