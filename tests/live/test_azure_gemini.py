@@ -356,3 +356,29 @@ def test_embeddings_on_an_azure_deployment_and_on_gemini(llmops, simulator_serve
     kinds = simulator_server.usage()
     assert kinds["azure"]["text-embedding-3-small"]["realtime"]["requests"] == 1
     assert kinds["gemini"]["gemini-embedding-001"]["realtime"]["requests"] == 1
+
+
+def test_the_anthropic_sdk_reaches_gemini_and_azure_translated(llmops, simulator_server):
+    """A Claude client (Claude Code's protocol) on the three-cloud workload, naming a Gemini
+    and an Azure model: its Messages body translated to their chat, the answer and the stream
+    back in Anthropic's shape."""
+    llmops = globex(llmops)
+    client = llmops.anthropic(REALTIME)
+    for model, provider in (("gemini-2.5-flash", "sim-gemini"), ("gpt-4.1-mini", "sim-azure")):
+        message = client.messages.create(
+            model=model,
+            max_tokens=300,
+            messages=[{"role": "user", "content": unique("Summarise the quarter")}],
+        )
+        assert message.type == "message" and message.stop_reason == "end_turn"
+        assert message.content[0].text and message.usage.output_tokens > 0
+        billed_like(llmops.request_of(message._request_id), provider, model)
+
+        with client.messages.stream(
+            model=model,
+            max_tokens=300,
+            messages=[{"role": "user", "content": unique("Stream the quarter")}],
+        ) as stream:
+            text = "".join(stream.text_stream)
+            final = stream.get_final_message()
+        assert text and final.content[0].text == text and final.stop_reason == "end_turn"
