@@ -271,13 +271,16 @@ class ProviderAdmin(admin.ModelAdmin):
             self.log_change(request, provider, "Circuit breaker closed (admin action).")
         self.message_user(request, f"Closed {queryset.count()} circuit(s).", messages.SUCCESS)
 
-    @admin.display(boolean=True, description="API key")
+    @admin.display(boolean=True, description="credentials")
     def api_key_set(self, obj: Provider) -> bool:
-        return obj.has_api_key
+        # An Azure resource reached with Entra ID has no key and needs none.
+        return obj.has_api_key or obj.uses_entra
 
     @admin.display(description="stored API key")
     def api_key_status(self, obj: Provider) -> str:
-        return "set (encrypted)" if obj.has_api_key else "not set"
+        if obj.has_api_key:
+            return "set (encrypted)"
+        return "not set (Entra ID is used)" if obj.uses_entra else "not set"
 
 
 @admin.register(LlmModel)

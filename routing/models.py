@@ -218,7 +218,9 @@ class Provider(models.Model):
         Azure resource's URL with the v1 path, Gemini's host without its API paths."""
         url = (self.base_url or "").rstrip("/")
         if self.kind == self.Kind.AZURE_OPENAI and url and not url.endswith(AZURE_V1_PATH):
-            if urlsplit(url).path not in ("", "/openai"):
+            # A path before it is kept (a gateway in front of the resource, as API Management
+            # puts one); a deployment's path is the mistake of pasting a call's URL.
+            if "/deployments" in urlsplit(url).path:
                 raise ValidationError(
                     {
                         "base_url": "An Azure OpenAI base URL is the resource's URL "
@@ -255,7 +257,7 @@ class Provider(models.Model):
             # Realtime goes to the OpenAI-compatible API; batches to the native one.
             base_url, native_url = self.base_url.rstrip("/") + GEMINI_OPENAI_PATH, self.base_url
         entra = None
-        if self.kind == self.Kind.AZURE_OPENAI and self.azure_tenant_id:
+        if self.uses_entra:
             entra = Entra(
                 authority=(self.azure_authority or ENTRA_AUTHORITY).rstrip("/"),
                 tenant_id=self.azure_tenant_id,
@@ -284,6 +286,11 @@ class Provider(models.Model):
     @property
     def has_azure_client_secret(self) -> bool:
         return bool(self.azure_client_secret_encrypted)
+
+    @property
+    def uses_entra(self) -> bool:
+        """An Azure resource reached with an Entra ID service principal (no key)."""
+        return self.kind == self.Kind.AZURE_OPENAI and bool(self.azure_tenant_id)
 
     @property
     def speaks_openai(self) -> bool:

@@ -50,7 +50,7 @@ def _fetch(entra: Entra, timeout: float) -> str:
             response = client.post(url, data=form, timeout=timeout)
     except (httpx2.HTTPError, outbound.OutboundRefused) as exc:
         raise ProviderError(
-            f"{LABEL} unreachable: {exc}", retryable=True, maybe_billed=False, kind="connect"
+            f"{LABEL} unreachable: {exc}", retryable=True, maybe_billed=False, kind="connection"
         ) from exc
     try:
         body = response.json()

@@ -38,6 +38,11 @@ def test_an_azure_resource_url_is_kept_with_its_v1_path(given):
     assert cleaned("azure_openai", given).base_url == "https://acme.openai.azure.com/openai/v1"
 
 
+def test_an_azure_resource_behind_a_gateway_keeps_the_gateways_path():
+    cleaned_url = cleaned("azure_openai", "https://apim.example.com/contoso/").base_url
+    assert cleaned_url == "https://apim.example.com/contoso/openai/v1"
+
+
 def test_an_azure_url_naming_a_deployment_is_refused_with_the_reason():
     with pytest.raises(ValidationError) as refused:
         cleaned("azure_openai", "https://acme.openai.azure.com/openai/deployments/gpt-4o")
@@ -190,3 +195,21 @@ def test_which_models_can_go_in_a_provider_batch(kind, model_kind, batchable):
     assert LlmModel(provider=provider, kind=model_kind).batchable is batchable
     provider.supports_batch = False
     assert LlmModel(provider=provider, kind=model_kind).batchable is False
+
+
+def test_the_provider_list_counts_entra_as_credentials(admin_client):
+    Provider.objects.create(
+        slug="contoso",
+        name="Contoso",
+        kind="azure_openai",
+        base_url="https://contoso.openai.azure.com/openai/v1",
+        azure_tenant_id="t",
+        azure_client_id="c",
+    )
+    page = admin_client.get("/admin/routing/provider/?q=contoso").content.decode()
+    # Its one row: credentials, batches and enabled all ticked (no key, yet not missing one).
+    assert 'alt="True"' in page and 'alt="False"' not in page
+    detail = admin_client.get(
+        f"/admin/routing/provider/{Provider.objects.get(slug='contoso').pk}/change/"
+    ).content.decode()
+    assert "not set (Entra ID is used)" in detail
