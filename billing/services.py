@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
 from billing import selectors
-from billing.fields import usd_value
+from billing.fields import from_units, to_units, usd_value
 from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Price, Processing
 from billing.price_sources import published_versions
 from billing.pricing import (
@@ -32,6 +32,7 @@ from billing.pricing import (
     request_output_bound,
     request_prompt_bound,
 )
+from llmops import memo, rows
 from routing.models import LlmModel, Mode, Request, Team, Workload
 
 # A hold whose request never reported back is released after this long.
@@ -258,48 +259,59 @@ def ledger_record_usage(
     """
     if kind == LedgerEntry.Kind.REVERSAL:
         raise ValueError("use ledger_reverse for reversals")
-    if (existing := LedgerEntry.objects.filter(idempotency_key=key).first()) is not None:
-        return existing, False
     at = at or timezone.now()
     if counterfactual_model is None and workload is not None:
         counterfactual_model = selectors.primary_model(workload)
-    priced = usage_price(
-        model=model, usage=usage, mode=mode, counterfactual_model=counterfactual_model, at=at
-    )
-    cost, counterfactual = priced.cost, priced.counterfactual
-
-    def write() -> LedgerEntry:
-        # Periods first: one opened now counts the ledger so far, which must not include this.
-        periods = _periods_for(team=team, workload=workload, at=at)
-        entry = LedgerEntry.objects.create(
-            idempotency_key=key,
-            kind=kind,
-            mode=mode,
-            team=team,
-            workload=workload,
-            request=request,
-            model=model,
-            input_tokens=usage.input_tokens,
-            cached_input_tokens=usage.cached_input_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            output_tokens=usage.output_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            price_id=cost.version.id if cost.version else None,
-            cost_usd=cost.total,
-            counterfactual_price_id=counterfactual.version.id,
-            counterfactual_cost_usd=counterfactual.total,
-            standard_cost_usd=priced.standard.total,
-            batch_cost_usd=priced.batch.total if priced.batch else None,
-            flex_cost_usd=priced.flex.total if priced.flex else None,
-            occurred_at=at,
-            note=note,
+    try:
+        priced = usage_price(
+            model=model, usage=usage, mode=mode, counterfactual_model=counterfactual_model, at=at
         )
-        _add_spent(periods, cost.total)
-        if hold is not None:
-            _resolve_hold(hold, Hold.Status.SETTLED)
-        return entry
-
-    return _insert_once(key, write)
+    except PricingError:
+        # A retry of an entry recorded before its price went away still gets it back.
+        if (existing := LedgerEntry.objects.filter(idempotency_key=key).first()) is not None:
+            return existing, False
+        raise
+    cost, counterfactual = priced.cost, priced.counterfactual
+    entry = LedgerEntry(
+        idempotency_key=key,
+        kind=kind,
+        mode=mode,
+        team=team,
+        workload=workload,
+        request=request,
+        model=model,
+        input_tokens=usage.input_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        output_tokens=usage.output_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        price_id=cost.version.id if cost.version else None,
+        cost_usd=cost.total,
+        counterfactual_price_id=counterfactual.version.id,
+        counterfactual_cost_usd=counterfactual.total,
+        standard_cost_usd=priced.standard.total,
+        batch_cost_usd=priced.batch.total if priced.batch else None,
+        flex_cost_usd=priced.flex.total if priced.flex else None,
+        occurred_at=at,
+        note=note,
+    )
+    # No savepoint: nothing in it is expected to fail (a conflict on the key is no error), and
+    # inside the caller's transaction a savepoint is two more statements per entry.
+    with transaction.atomic(savepoint=False):
+        # Periods first: one opened now counts the ledger so far, which must not include this.
+        periods = _held_periods(hold, at) or _periods_for(team=team, workload=workload, at=at)
+        # No lookup of the key first: it is almost always new. A retry's INSERT does nothing
+        # (the unique key decides, so concurrent retries are safe too) and gets the first.
+        if not rows.insert(entry, unless_exists="idempotency_key"):
+            return LedgerEntry.objects.get(idempotency_key=key), False
+        released = hold is not None and _close_hold(hold, Hold.Status.SETTLED)
+        _count(
+            spent={p.pk for p in periods},
+            amount=cost.total,
+            released=_hold_period_ids(hold) if released else (),
+            hold=hold,
+        )
+    return entry, True
 
 
 def ledger_reverse(*, entry: LedgerEntry, reason: str) -> tuple[LedgerEntry, bool]:
@@ -364,31 +376,137 @@ def _insert_once(key: str, write) -> tuple[LedgerEntry, bool]:
 
 def _periods_for(*, team: Team, workload: Workload | None, at: datetime) -> list[BudgetPeriod]:
     """The counter rows of every budget touching (team, workload) at `at`, in a fixed order (by
-    id) so concurrent transactions lock them alike. A period opens with what the ledger already
-    holds for it: a budget created mid-month counts the month's spend so far."""
+    id) so concurrent transactions lock them alike, with their budget (only their ids and
+    bounds are read: counts are changed in SQL, each by one statement). A period opens with
+    what the ledger already holds for it: a budget created mid-month counts the month's spend
+    so far."""
     periods = []
     for budget in selectors.budgets_touching(team=team, workload=workload):
         starts_at, ends_at = selectors.period_bounds(budget.period, at)
-        period, created = BudgetPeriod.objects.get_or_create(
-            budget=budget,
-            starts_at=starts_at,
-            defaults={"ends_at": ends_at, "limit_usd": budget.limit_usd},
+        # A period's row keeps its id as long as its budget lives (deleting a budget drops the
+        # memo): memoized, so that a request looks none up. Not one this transaction opened,
+        # which may yet roll back.
+        pk = memo.memoized(
+            ("budget_period", budget.pk, starts_at),
+            lambda budget=budget, starts_at=starts_at: (
+                BudgetPeriod.objects.filter(budget=budget, starts_at=starts_at)
+                .values_list("pk", flat=True)
+                .first()
+            ),
+            keep=lambda pk: pk is not None and not _opened_here(),
         )
-        period.budget = budget
-        if created and (spent := selectors.period_spent(period)):
-            BudgetPeriod.objects.filter(pk=period.pk).update(spent_usd=usd_value(spent))
-            period.spent_usd = spent
+        if pk is not None:
+            period = BudgetPeriod(
+                pk=pk,
+                budget=budget,
+                starts_at=starts_at,
+                ends_at=ends_at,
+                limit_usd=budget.limit_usd,
+            )
+        else:
+            period, created = BudgetPeriod.objects.get_or_create(
+                budget=budget,
+                starts_at=starts_at,
+                defaults={"ends_at": ends_at, "limit_usd": budget.limit_usd},
+            )
+            period.budget = budget
+            if created:
+                transaction.on_commit(_period_opened)
+                if spent := selectors.period_spent(period):
+                    BudgetPeriod.objects.filter(pk=period.pk).update(spent_usd=usd_value(spent))
+                    period.spent_usd = spent
         periods.append(period)
     return sorted(periods, key=lambda p: p.pk)
 
 
+def _period_opened() -> None:
+    """Marks a transaction that opened a budget period (see _opened_here)."""
+
+
+def _opened_here() -> bool:
+    """Whether this transaction opened a budget period: its rows are not memoized until then."""
+    return any(fn is _period_opened for _, fn, _ in connection.run_on_commit)
+
+
 def _add_spent(periods: list[BudgetPeriod], amount: Decimal) -> None:
-    if amount == 0:
-        return
+    _count(spent={p.pk for p in periods}, amount=amount)
+
+
+# The statements every request runs on budgets and holds, in SQL (the same on SQLite and
+# PostgreSQL, both of which RETURN from an UPDATE): each the ORM built anew per call.
+COUNT_PERIOD = (
+    'UPDATE "billing_budgetperiod" SET "spent_usd" = "spent_usd" + %s, '
+    '"reserved_usd" = "reserved_usd" - %s WHERE "id" = %s'
+)
+RESERVE = (
+    'UPDATE "billing_budgetperiod" SET "reserved_usd" = "reserved_usd" + %s WHERE "id" = %s '
+    'RETURNING "spent_usd", "reserved_usd", "limit_usd"'
+)
+RESERVE_HARD = (
+    'UPDATE "billing_budgetperiod" SET "reserved_usd" = "reserved_usd" + %s WHERE "id" = %s '
+    'AND "spent_usd" <= "limit_usd" - "reserved_usd" - %s '
+    'RETURNING "spent_usd", "reserved_usd", "limit_usd"'
+)
+CLOSE_HOLD = (
+    'UPDATE "billing_hold" SET "status" = %s, "resolved_at" = %s WHERE "id" = %s AND "status" = %s'
+)
+
+
+def _count(
+    *, spent=(), amount: Decimal = Decimal(0), released=(), hold: Hold | None = None
+) -> None:
+    """Add `amount` to the spend of the `spent` periods and give `hold`'s reservation back to
+    the `released` ones (ids): one UPDATE per period, in id order so that concurrent
+    transactions lock them alike. Raw SQL: on a realtime request these ran through the ORM's
+    update machinery twice per period, for two integer additions."""
+    spent_units = to_units(amount) if spent else 0
+    released_units = to_units(hold.amount_usd) if released and hold is not None else 0
+    with connection.cursor() as cursor:
+        for pk in sorted(set(spent) | set(released)):
+            add = spent_units if pk in spent else 0
+            give = released_units if pk in released else 0
+            if add or give:
+                cursor.execute(COUNT_PERIOD, [add, give, pk])
+
+
+def _held_periods(hold: Hold | None, at: datetime) -> list[BudgetPeriod]:
+    """The periods a hold reserved in, if they are still every period its ledger entry at `at`
+    counts in (the same budgets, `at` inside each): then none is looked up again. Empty when
+    unknown (a hold read back from the database) or changed (a new day or month, a budget
+    added or removed since): the caller looks them up."""
+    periods = getattr(hold, "known_periods", None)
+    if not periods:
+        return []
+    budgets = selectors.budgets_touching(team=hold.team, workload=hold.workload)
+    if sorted(b.pk for b in budgets) != sorted(p.budget_id for p in periods):
+        return []
+    by_id = {b.pk: b for b in budgets}
     for period in periods:
-        BudgetPeriod.objects.filter(pk=period.pk).update(
-            spent_usd=F("spent_usd") + usd_value(amount)
+        if selectors.period_bounds(by_id[period.budget_id].period, at)[0] != period.starts_at:
+            return []
+    return periods
+
+
+def _hold_period_ids(hold: Hold) -> set[int]:
+    if (periods := getattr(hold, "known_periods", None)) is not None:
+        return {p.pk for p in periods}
+    links = Hold.periods.through.objects.filter(hold=hold)
+    return set(links.values_list("budgetperiod", flat=True))
+
+
+def _close_hold(hold: Hold, status: str) -> bool:
+    """Move a held hold to `status`: False if something resolved it first."""
+    now = timezone.now()
+    field = Hold._meta.get_field("resolved_at")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            CLOSE_HOLD,
+            [status, field.get_db_prep_save(now, connection), hold.pk, Hold.Status.HELD],
         )
+        if cursor.rowcount != 1:
+            return False
+    hold.status, hold.resolved_at = status, now
+    return True
 
 
 @dataclass
@@ -407,12 +525,15 @@ def budget_reserve(
     request: Request | None = None,
     at: datetime | None = None,
     ttl: timedelta = DEFAULT_HOLD_TTL,
+    fresh: bool = False,
 ) -> Admission:
     """Reserve `amount` (the worst case) against every budget the request touches.
 
     Raises BudgetExceeded, reserving nothing, if a hard budget cannot take it.
     Soft budgets always take the reservation; those it pushes over their limit
-    are returned so the caller can apply the policy's breach action.
+    are returned so the caller can apply the policy's breach action. `fresh`: the key
+    cannot exist yet (a request being admitted, in the caller's transaction, which a refusal
+    rolls back): no savepoint, no search for a winner.
     """
     if amount < 0:
         raise ValueError("a reservation cannot be negative")
@@ -420,26 +541,25 @@ def budget_reserve(
     # unique key, rolling its reservation back, and returns the first hold (below).
     at = at or timezone.now()
     soft_breaches = []
+    units = to_units(amount)
     try:
-        with transaction.atomic():
+        with transaction.atomic(savepoint=not fresh):
             periods = _periods_for(team=team, workload=workload, at=at)
-            for period in periods:
-                rows = BudgetPeriod.objects.filter(pk=period.pk)
-                if period.budget.hard:
-                    # The check and the increment are one statement: concurrent
+            with connection.cursor() as cursor:
+                for period in periods:
+                    hard = period.budget.hard
+                    # Hard: the check and the increment are one statement, so concurrent
                     # admissions cannot both see the same headroom (no check-then-spend).
-                    changed = rows.filter(
-                        spent_usd__lte=F("limit_usd") - F("reserved_usd") - usd_value(amount)
-                    ).update(reserved_usd=F("reserved_usd") + usd_value(amount))
-                    if changed != 1:
+                    params = [units, period.pk, units] if hard else [units, period.pk]
+                    cursor.execute(RESERVE_HARD if hard else RESERVE, params)
+                    row = cursor.fetchone()
+                    if row is None:
                         period.refresh_from_db()
                         raise BudgetExceeded(period.budget, period, amount)
-                else:
-                    rows.update(reserved_usd=F("reserved_usd") + usd_value(amount))
-                    period.refresh_from_db()
-                    if period.spent_usd + period.reserved_usd > period.limit_usd:
+                    spent, reserved, limit = (from_units(v) for v in row)
+                    if not hard and spent + reserved > limit:
                         soft_breaches.append(period.budget)
-            hold = Hold.objects.create(
+            hold = Hold(
                 key=key,
                 team=team,
                 workload=workload,
@@ -448,10 +568,15 @@ def budget_reserve(
                 created_at=at,
                 expires_at=at + ttl,
             )
-            Hold.periods.through.objects.bulk_create(
-                [Hold.periods.through(hold=hold, budgetperiod=period) for period in periods]
-            )
+            if not rows.insert(hold, unless_exists="key"):
+                raise IntegrityError(f"hold {key} exists")  # a winner (below)
+            for period in periods:
+                rows.insert(Hold.periods.through(hold=hold, budgetperiod=period))
+            # Kept with the hold: settling it in this process needs not look them up again.
+            hold.known_periods = periods
     except (IntegrityError, BudgetExceeded):
+        if fresh:
+            raise
         # A concurrent call with the same key may have won (a retry racing its original): its
         # reservation is the one, even when it left no room for ours. The winner committed
         # before our UPDATE or INSERT could proceed, so it is visible here; ours rolled back.
@@ -470,11 +595,12 @@ def request_hold(
     key: str,
     ttl: timedelta,
     at: datetime | None = None,
+    fresh: bool = False,
 ) -> Admission:
     """Reserve a request's worst case over the models that may serve it (its prompt bounded by
     its bytes, max_tokens of output, the dearest model in `mode`) against every budget it
     touches. Raises PricingError for an unpriced model, BudgetExceeded if a hard budget
-    cannot take it."""
+    cannot take it. `fresh`: as budget_reserve's."""
     at = at or timezone.now()
     prompt_tokens = request_prompt_bound(request.params)
     amount = max(
@@ -495,20 +621,15 @@ def request_hold(
         amount=amount,
         at=at,
         ttl=ttl,
+        fresh=fresh,
     )
 
 
 def _resolve_hold(hold: Hold, status: str) -> bool:
     """Move a held hold to `status` and give back its reservation. False if already resolved."""
-    changed = Hold.objects.filter(pk=hold.pk, status=Hold.Status.HELD).update(
-        status=status, resolved_at=timezone.now()
-    )
-    if changed != 1:
+    if not _close_hold(hold, status):
         return False
-    BudgetPeriod.objects.filter(holds=hold).update(
-        reserved_usd=F("reserved_usd") - usd_value(hold.amount_usd)
-    )
-    hold.status = status
+    _count(released=_hold_period_ids(hold), hold=hold)
     return True
 
 
@@ -518,18 +639,17 @@ def hold_settle(
     """Turn a hold into the actual cost: one ledger entry, and the reservation given back,
     in one transaction. Settling twice records once; a hold the sweeper already expired
     still gets its usage recorded (the provider billed it)."""
-    with transaction.atomic():
-        return ledger_record_usage(
-            key=key,
-            team=hold.team,
-            workload=hold.workload,
-            request=hold.request,
-            model=model,
-            mode=mode,
-            usage=usage,
-            hold=hold,
-            **record,
-        )
+    return ledger_record_usage(
+        key=key,
+        team=hold.team,
+        workload=hold.workload,
+        request=hold.request,
+        model=model,
+        mode=mode,
+        usage=usage,
+        hold=hold,
+        **record,
+    )
 
 
 def hold_release(*, hold: Hold) -> bool:

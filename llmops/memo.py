@@ -32,8 +32,11 @@ _pinned = threading.local()
 _generation: tuple[Any, dict] = (_MISSING, {})
 
 
-def memoized(key: Hashable, build: Callable[[], Any]) -> Any:
-    """The value memoized under `key`, built (from the database) if this generation lacks it.
+def memoized(
+    key: Hashable, build: Callable[[], Any], *, keep: Callable[[Any], bool] | None = None
+) -> Any:
+    """The value memoized under `key`, built (from the database) if this generation lacks it;
+    with `keep`, built values it refuses are returned but not kept (built again next time).
     Values are shared by every thread: treat them as read-only."""
     global _generation
     token = getattr(_pinned, "token", _MISSING)
@@ -48,7 +51,9 @@ def memoized(key: Hashable, build: Callable[[], Any]) -> Any:
         value = build()
         # Not while this thread's own transaction changed the configuration: it reads rows
         # other threads cannot see yet, and that may yet roll back.
-        if not any(fn is _publish for _, fn, _ in connection.run_on_commit):
+        if (keep is None or keep(value)) and not any(
+            fn is _publish for _, fn, _ in connection.run_on_commit
+        ):
             values[key] = value
     return value
 

@@ -15,11 +15,11 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 
-from llmops import limits
+from llmops import limits, memo
 from llmops.text import unstorable_text
 from routing import conversations, selectors
 from routing.config import policy_chain
-from routing.models import ApiKey, LlmModel, Request, Workload
+from routing.models import ApiKey, LlmModel, Request, Team, Workload
 from routing.protocols import (
     anthropic_messages,
     gemini,
@@ -590,17 +590,24 @@ def json_object(
     return body
 
 
+def team_workload(team_id: int, slug: str) -> Workload | None:
+    """A team's enabled workload by slug: read on every API call and changed rarely, so
+    memoized (llmops.memo drops it on any save of a workload or its policy)."""
+    return memo.memoized(
+        ("workload", team_id, slug),
+        lambda: (
+            Workload.objects.filter(team_id=team_id, slug=slug, enabled=True)
+            .select_related("team", "policy")
+            .first()
+        ),
+    )
+
+
 def openai_workload(http_request, key: ApiKey) -> Workload:
     """The workload an OpenAI-compatible call bills: its X-Workload header, else the key's
     default. Raises RequestRejected naming the header."""
     slug = http_request.headers.get("X-Workload") or ""
-    workload = (
-        Workload.objects.filter(team=key.team, slug=slug, enabled=True)
-        .select_related("policy")
-        .first()
-        if slug
-        else key.default_workload
-    )
+    workload = team_workload(key.team_id, slug) if slug else key.default_workload
     if workload is None:
         raise RequestRejected(
             404 if slug else 400,
@@ -708,7 +715,8 @@ def native_ask(
     source: str = Request.Source.NATIVE,
 ) -> Ask:
     """An Ask from a validated native body (REST or websocket). `workloads` are the ones the
-    caller may use; a slug several of a session user's teams share needs `team`."""
+    caller may use (a queryset, or an API key's Team: its workloads, memoized); a slug several
+    of a session user's teams share needs `team`."""
     workload, model = _native_target(workloads, data, kind=LlmModel.Kind.CHAT)
     return Ask(
         workload=workload,
@@ -754,10 +762,15 @@ def _native_target(workloads, data: dict, *, kind: str) -> tuple[Workload, LlmMo
     """The workload a native body names (one the caller may use) and the model of its chain
     the body names, if any, of the `kind` the surface serves."""
     slug = data["workload"]
-    matches = workloads.filter(slug=slug, enabled=True).select_related("team", "policy")
-    if team_slug := data.get("team"):
-        matches = matches.filter(team__slug=team_slug)
-    found = list(matches[:2])
+    team_slug = data.get("team")
+    if isinstance(workloads, Team):  # an API key's: its one team's
+        workload = team_workload(workloads.pk, slug)
+        found = [workload] if workload and team_slug in (None, "", workloads.slug) else []
+    else:
+        matches = workloads.filter(slug=slug, enabled=True).select_related("team", "policy")
+        if team_slug:
+            matches = matches.filter(team__slug=team_slug)
+        found = list(matches[:2])
     if not found:
         raise RequestRejected(404, f"Unknown workload {slug!r}.", field="workload")
     if len(found) > 1:

@@ -27,6 +27,7 @@ from billing.services import (
     hold_settle,
     request_hold,
 )
+from llmops import rows
 from llmops.dbthreads import db
 from routing import asks, circuit, conversations, metrics, providers
 from routing.asks import Ask, RequestRejected, ask_body, ask_params
@@ -252,12 +253,22 @@ def request_admit(
     try:
         # The row and its hold in one transaction: a refused hold leaves no row behind.
         with transaction.atomic():
-            request.save(force_insert=True)
             if cached is not None:
+                request.save(force_insert=True)
                 request_answer_from_cache(request, cached=cached, primary=chain[0])
                 if ask.kind == "responses":
                     conversations.response_store(request)  # kept already, unless store was off
                 return Admitted(request=request, decision=decision, chain=chain)
+            # The row is written once, as it leaves admission (its hold refers to it).
+            if mode == Mode.BATCH:
+                # The batch buffer (batches app) picks queued requests up by status and model.
+                request.model = chain[0]
+                request.status = Request.Status.QUEUED
+            else:
+                request.status = Request.Status.RUNNING
+                request.started_at = now
+            request_touch(request)
+            rows.insert(request)
             admission = request_hold(
                 # At flex: the flex price of its model; a refusal re-reserves at standard.
                 request=request,
@@ -266,16 +277,8 @@ def request_admit(
                 key=f"req:{request.pk}",
                 ttl=ttl,
                 at=now,
+                fresh=True,
             )
-            if mode == Mode.BATCH:
-                # The batch buffer (batches app) picks queued requests up by status and model.
-                request.model = chain[0]
-                request.status = Request.Status.QUEUED
-            else:
-                request.status = Request.Status.RUNNING
-                request.started_at = timezone.now()
-            request_touch(request)
-            request.save(update_fields=["model", "status", "started_at", "updated_at"])
             request_changed(request)
     except IntegrityError:
         if not ask.idempotency_key:
@@ -336,6 +339,7 @@ def _refuse(request: Request, rejected: RequestRejected) -> RequestRejected:
         return rejected
     request.params = {**request.params, REFUSAL_PARAM: rejected.code}
     request.status = Request.Status.FAILED
+    request.model, request.started_at = None, None  # refused before anything was started
     request.error = rejected.message[:2000]
     request.completed_at = timezone.now()
     request_touch(request)
@@ -674,8 +678,9 @@ def _call_succeeded(
     admitted: Admitted, position: int, model: LlmModel, *, completion: Completion, **timings
 ) -> Request:
     circuit.record_success(model.provider.slug)
-    _attempt_record(admitted.request, position, model, RequestAttempt.Outcome.OK, **timings)
-    return _request_complete(admitted, model=model, completion=completion)
+    return _request_complete(
+        admitted, model=model, completion=completion, attempt=(position, timings)
+    )
 
 
 def _ms_since(started: float) -> int:
@@ -684,21 +689,28 @@ def _ms_since(started: float) -> int:
 
 def _attempt_record(request: Request, position: int, model: LlmModel, outcome: str, **fields):
     metrics.ATTEMPTS.labels(model.provider.slug, model.model_id, outcome).inc()
-    RequestAttempt.objects.create(
+    attempt = RequestAttempt(
         request=request,
         position=position,
         model=model,
         outcome=outcome,
         **{k: (v[:500] if isinstance(v, str) else v) for k, v in fields.items() if v is not None},
     )
+    rows.insert(attempt)
 
 
-def _request_complete(admitted: Admitted, *, model: LlmModel, completion: Completion) -> Request:
-    """The answer and its bill, in one transaction: the ledger entry settles the hold."""
+def _request_complete(
+    admitted: Admitted, *, model: LlmModel, completion: Completion, attempt=None
+) -> Request:
+    """The answer and its bill, in one transaction: the ledger entry settles the hold. With
+    `attempt` ((position, timings) of the call that answered), its record too."""
     request = admitted.request
     usage = completion.usage
     request.mode = _billed_mode(request, model, completion, tier=admitted.tier)
     with transaction.atomic():
+        if attempt is not None:
+            position, timings = attempt
+            _attempt_record(request, position, model, RequestAttempt.Outcome.OK, **timings)
         hold_settle(
             hold=admitted.hold,
             key=f"req:{request.pk}:charge",
@@ -717,7 +729,7 @@ def _request_complete(admitted: Admitted, *, model: LlmModel, completion: Comple
         if admitted.client_waiting:
             request.first_read_at = request.completed_at
         request_touch(request)
-        request.save()
+        rows.update(request)  # every field, as save() would, without the ORM's machinery
         request_changed(request)
     metrics.observe_request(request)
     policy = request.workload.policy

@@ -26,7 +26,7 @@ from rest_framework.exceptions import AuthenticationFailed
 from llmops.dbthreads import db
 from routing import asks, message_asks, services
 from routing.auth import ApiKeyAuthentication, throttle_key
-from routing.models import ApiKey, Request, Workload
+from routing.models import ApiKey, Request
 from routing.protocols import openai
 from routing.providers import Delta
 
@@ -96,7 +96,7 @@ def prepare(http_request, *, openai: bool, surface: str = "chat") -> services.Ad
     team = key.team
     if not openai:
         ask = make_ask(
-            workloads=Workload.objects.filter(team=team),
+            workloads=team,  # the key's team's workloads
             data=data,
             idempotency_key=data.get("idempotency_key")
             or http_request.headers.get("Idempotency-Key"),

@@ -25,15 +25,15 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("ledger_emptied_after"),
 ]
-# What one realtime request may cost once the memo is warm: the key, the workload, the
-# request row (insert, two updates), the hold (budget period, reserve, hold, its period link),
-# the attempt, the ledger entry (its key, the period, the entry, spent, hold, reserved) and
-# the answer (the request with its cost, its attempts) — plus the transactions around them.
-# The row and its hold commit in one transaction (a refused hold leaves no row), so
-# the reserve's BEGIN/COMMIT became a SAVEPOINT/RELEASE inside it: two more statements, two
-# fewer commits.
-NATIVE_STATEMENTS = 28
-OPENAI_STATEMENTS = 26
+# What one realtime request may cost once the memo is warm: the key; the request row inserted
+# in its final state with its hold (the reserve, one UPDATE per budget period, RETURNING what
+# a soft budget's breach needs; the hold; its period link) in one transaction; then the
+# attempt, the ledger entry (INSERT … ON CONFLICT: no lookup of its key first), the hold
+# settled, each period's spent and reserved in one UPDATE, and the request row, in another.
+# The native API then reads the answer back (the request, its attempts). The workload and
+# the budget periods come from the memo.
+NATIVE_STATEMENTS = 16
+OPENAI_STATEMENTS = 14
 
 
 def native(api, text: str, workload: str = "product-search"):
