@@ -250,6 +250,11 @@ def production_env() -> dict[str, str]:
     }
 
 
+# What `make run` changes from production_env: DEBUG on, INFO logs (the per-key rate limit stays
+# out of a benchmark's way).
+MAKE_RUN_ENV = {"LLMOPS_DEBUG": "true", "LLMOPS_LOG_LEVEL": "info"}
+
+
 @contextmanager
 def llmops_stack(simulator_url: str, prefix: str = "llmops-bench-", **settings: str):
     """A migrated, seeded llmops (daphne, SQLite in a throwaway data directory, production

@@ -3,7 +3,7 @@ sends requests one after another; prints CPU-ms per request and the functions th
 most samples (inclusive and self). Not a benchmark (no figure goes to BENCHMARKS.md): the tool
 that found what the hot path changes in llmops/serving.py, dbthreads.py and memo.py removed.
 
-    .venv/bin/python bench/profile.py [--seconds 15] [--native] [--top 40] [--raw OUT]
+    .venv/bin/python bench/profile.py [--seconds 15] [--native] [--debug] [--top 40] [--raw OUT]
 """
 
 from __future__ import annotations
@@ -70,6 +70,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--native", action="store_true", help="POST /api/v1/requests")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="make run's settings (DEBUG on, log level INFO) instead of production's",
+    )
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--raw", help="keep py-spy's raw samples here")
     args = parser.parse_args()
@@ -79,7 +84,9 @@ def main() -> None:
     raw = Path(args.raw or Path(scratch.name) / "samples.txt")
     with (
         common.simulator_process(output_tokens=16) as (sim, _),
-        common.llmops_stack(sim.base_url, prefix="llmops-profile-") as (stack, pid),
+        common.llmops_stack(
+            sim.base_url, prefix="llmops-profile-", **(common.MAKE_RUN_ENV if args.debug else {})
+        ) as (stack, pid),
     ):
         for _ in range(50):  # warm: imports, the configuration memo, connections
             call(stack.base_url, stack.api_key, args.native)

@@ -153,6 +153,14 @@ else:
     # connections would pile up, so close them per request and health-check reuse.
     _db["CONN_MAX_AGE"] = 0
     _db["CONN_HEALTH_CHECKS"] = True
+# Django's own backends but for DEBUG's query log, kept only with LLMOPS_LOG_SQL (a cost
+# on every statement otherwise; llmops/backends).
+LLMOPS_LOG_SQL = env.bool("LLMOPS_LOG_SQL", False)
+_DJANGO_ENGINE = _db["ENGINE"]
+_db["ENGINE"] = {
+    "django.db.backends.sqlite3": "llmops.backends.sqlite3",
+    "django.db.backends.postgresql": "llmops.backends.postgresql",
+}[_DJANGO_ENGINE]
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -193,6 +201,10 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
         },
+        "responses": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+        },
     }
 else:
     Q_CLUSTER.update({"orm": "default", "poll": 0.5})
@@ -209,6 +221,13 @@ else:
         # Per-key rate counts, rewritten on every API call: one daphne process serves a
         # machine, so they live in its memory (a file write per call cost ~2 ms).
         "throttle": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        # The response cache, written on the serving path: a row in one SQLite file costs a
+        # few dozen microseconds where a file per entry cost a millisecond (llmops/cache.py).
+        "responses": {
+            "BACKEND": "llmops.cache.SQLiteCache",
+            "LOCATION": str(DATA_DIR / "responses.cache.sqlite3"),
+            "OPTIONS": {"MAX_ENTRIES": 10_000},
+        },
     }
 
 # --- Auth, i18n, static -----------------------------------------------------------
@@ -456,7 +475,7 @@ LLMOPS_BATCH_ADMIT_CHUNK = env.int("LLMOPS_BATCH_ADMIT_CHUNK", 100, min=1, max=1
 # locks rows, not the database: no pause unless asked for.
 LLMOPS_BATCH_WRITE_PAUSE_MS = env.int(
     "LLMOPS_BATCH_WRITE_PAUSE_MS",
-    110 if _db["ENGINE"] == "django.db.backends.sqlite3" else 0,
+    110 if _DJANGO_ENGINE == "django.db.backends.sqlite3" else 0,
     min=0,
     max=5_000,
 )

@@ -1,10 +1,11 @@
-"""The response cache: answers kept in Django's cache (a file cache on one machine, Redis when
-scaled out), so every process shares them and entries expire by themselves; a hit is answered
-at no cost, its ledger entry keeping the counterfactual of serving it for real."""
+"""The response cache: answers kept in Django's "responses" cache (one SQLite file on one
+machine, Redis when scaled out), so every process shares them and entries expire by
+themselves; a hit is answered at no cost, its ledger entry keeping the counterfactual of
+serving it for real."""
 
 from __future__ import annotations
 
-from django.core.cache import cache
+from django.core.cache import caches
 from django.db import transaction
 from django.utils import timezone
 
@@ -23,6 +24,10 @@ from routing.protocols import openai_chat
 # them was served another's answer. v4: the token limit left out of the key (an answer that
 # ended by itself serves any limit it fits in), so a repeat asking another max_tokens hits.
 CACHE_KEY_VERSION = "v4"
+
+# The answers' own cache (per thread, as Django hands caches out): written on the serving path,
+# so on one machine not the file cache (llmops/cache.py).
+CACHE = "responses"
 
 
 # The messages that instruct rather than converse; user_and_system_hash hashes them apart.
@@ -86,7 +91,7 @@ def response_cache_get(
     """A cached answer this request would have been given: one that ended by itself within
     this request's cap, else one cut by the very same cap. One cache round trip for both."""
     whole, cut = cache_keys(policy, params, fingerprint=fingerprint)
-    found = cache.get_many([whole, cut])
+    found = caches[CACHE].get_many([whole, cut])
     entry = found.get(whole)
     if entry is not None and entry.get("output_tokens", 0) <= params["max_tokens"]:
         return entry
@@ -104,7 +109,7 @@ def response_cache_put(*, policy: RoutingPolicy, params: dict, request: Request)
         key = cut
     else:
         return
-    cache.set(
+    caches[CACHE].set(
         key,
         {
             "text": request.output,

@@ -48,6 +48,7 @@ def _hermetic_environment(monkeypatch) -> None:
     monkeypatch.setattr(settings, "LLMOPS_BATCH_CANCEL_WAIT_SECONDS", 0)
     cache.clear()
     caches["throttle"].clear()
+    caches["responses"].clear()
     memo.reset()  # rows memoized by a previous test may have been rolled back
 
 

@@ -113,7 +113,7 @@ def test_database_and_redis_urls_switch_the_backends(tmp_path):
     assert scaled.returncode == 0, scaled.stderr
     got = json.loads(scaled.stdout.strip().splitlines()[-1])
     assert got == {
-        "db": "django.db.backends.postgresql",
+        "db": "llmops.backends.postgresql",
         "name": "llmops",
         "host": "db.internal",
         "layer": "channels_redis.core.RedisChannelLayer",
@@ -124,7 +124,7 @@ def test_database_and_redis_urls_switch_the_backends(tmp_path):
 
     embedded = manage("shell", "-c", probe, env={}, tmp_path=tmp_path)
     got = json.loads(embedded.stdout.strip().splitlines()[-1])
-    assert got["db"] == "django.db.backends.sqlite3"
+    assert got["db"] == "llmops.backends.sqlite3"
     assert got["name"] == str(tmp_path / "llmops.sqlite3")
     assert got["layer"] == "channels.layers.InMemoryChannelLayer"
     assert got["orm"] == "default"
