@@ -4,6 +4,7 @@ response cache."""
 from __future__ import annotations
 
 import itertools
+import os
 import pickle
 import sqlite3
 import threading
@@ -15,6 +16,7 @@ from django.core.cache.backends.filebased import FileBasedCache
 
 # One count for the process: Django makes a cache object per thread.
 _writes = itertools.count()
+_connections = threading.local()
 
 
 class FileCache(FileBasedCache):
@@ -44,10 +46,15 @@ class SQLiteCache(BaseCache):
     def __init__(self, location: str, params: dict) -> None:
         super().__init__(params)
         self.path = Path(location)
-        self._local = threading.local()
 
     def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
+        # One connection per thread and file, kept for the thread's life: Django makes a cache
+        # object per thread and, under ASGI, per request.
+        # Not one opened before a fork (django-q2 forks its workers): SQLite forbids that.
+        if getattr(_connections, "pid", None) != os.getpid():
+            _connections.pid, _connections.by_path = os.getpid(), {}
+        opened = _connections.by_path
+        db = opened.get(self.path)
         if db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=20, isolation_level=None)
@@ -57,7 +64,7 @@ class SQLiteCache(BaseCache):
                 "CREATE TABLE IF NOT EXISTS entries "
                 "(key TEXT PRIMARY KEY, expires REAL, value BLOB) WITHOUT ROWID"
             )
-            self._local.db = db
+            opened[self.path] = db
         return db
 
     def get_many(self, keys, version=None) -> dict:

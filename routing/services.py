@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import AbstractBaseUser
@@ -114,6 +115,9 @@ def _chain_failed(request: Request, message: str, failures: list) -> RequestFail
     return RequestFailed(request, text)
 
 
+NOT_BEGUN = object()  # Admitted.first_call before request_begin
+
+
 @dataclass
 class Admitted:
     request: Request
@@ -132,6 +136,18 @@ class Admitted:
     tier: str = ""
     # After a refused flex call: the same model at the standard tier first, or the chain.
     flex_fallback: str = RoutingPolicy.FlexFallback.STANDARD
+    # What _call_begin said of the first model, when request_begin asked it already.
+    first_call: Any = NOT_BEGUN
+
+
+def request_begin(admitted: Admitted) -> Admitted:
+    """Ask _call_begin about the first model of an admitted request that is to be called now,
+    in the unit that admitted it: each hop to a database thread and back costs more than the
+    work it carries. request_run takes the answer for its first attempt."""
+    request = admitted.request
+    if not admitted.replay and admitted.chain and request.status == Request.Status.RUNNING:
+        admitted.first_call = _call_begin(request, 0, admitted.chain[0])
+    return admitted
 
 
 def request_admit(
@@ -476,7 +492,10 @@ async def request_run(admitted: Admitted, *, stream: bool) -> AsyncIterator[Delt
                 refused = await db(_flex_refused, admitted, [m for m, _ in plan[position:]], stream)
                 if refused is not None:
                     raise refused
-            endpoint = await db(_call_begin, request, position, model)
+            if position == 0 and admitted.first_call is not NOT_BEGUN:
+                endpoint = admitted.first_call  # decided in the admission's unit
+            else:
+                endpoint = await db(_call_begin, request, position, model)
             if endpoint is None:
                 errors.append(f"{model.model_id}: circuit open")
                 continue

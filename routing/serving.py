@@ -101,7 +101,8 @@ def prepare(http_request, *, openai: bool, surface: str = "chat") -> services.Ad
             idempotency_key=data.get("idempotency_key")
             or http_request.headers.get("Idempotency-Key"),
         )
-        return services.request_admit(team=team, api_key=key, ask=ask, sync_only=False)
+        admitted = services.request_admit(team=team, api_key=key, ask=ask, sync_only=False)
+        return services.request_begin(admitted)
     extra = {"headers": message_asks.relayed_headers(http_request)} if surface == "messages" else {}
     ask = make_ask(
         asks.openai_workload(http_request, key),
@@ -110,7 +111,9 @@ def prepare(http_request, *, openai: bool, surface: str = "chat") -> services.Ad
         idempotency_key=http_request.headers.get("Idempotency-Key"),
         **extra,
     )
-    return services.request_admit(team=team, api_key=key, ask=ask, sync_only=True)
+    return services.request_begin(
+        services.request_admit(team=team, api_key=key, ask=ask, sync_only=True)
+    )
 
 
 async def admit(http_request, *, openai: bool, surface: str = "chat", fail=None):

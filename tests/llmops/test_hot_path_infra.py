@@ -1,0 +1,106 @@
+"""The pieces under the serving hot path: the response cache's SQLite file (llmops/cache.py),
+single-row writes in SQL (llmops/rows.py) and DEBUG without its query log (llmops/backends)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
+
+from llmops import rows
+from llmops.cache import SQLiteCache
+from routing.models import Request, RequestAttempt
+
+
+def sqlite_cache(path, **options) -> SQLiteCache:
+    return SQLiteCache(str(path), {"OPTIONS": options})
+
+
+def test_the_sqlite_cache_keeps_reads_expires_and_deletes_entries(tmp_path):
+    cache = sqlite_cache(tmp_path / "c.sqlite3")
+    answer = {"text": "hello", "usage": {"output_tokens": 2}, "cost": Decimal("0.25")}
+    cache.set("a", answer, timeout=60)
+
+    assert cache.get("a") == answer
+    assert cache.get_many(["a", "missing"]) == {"a": answer}
+    assert cache.add("a", "other") is False and cache.get("a") == answer
+    assert cache.add("b", 1) is True and cache.get("b") == 1
+    assert cache.delete("b") is True and cache.get("b", "gone") == "gone"
+
+    cache.set("short", 1, timeout=0.05)
+    time.sleep(0.1)
+    assert cache.get("short") is None
+    assert cache.add("short", 2) is True and cache.get("short") == 2  # expired: add wins
+
+    cache.clear()
+    assert cache.get("a") is None
+
+
+def test_another_instance_and_another_process_see_the_same_entries(tmp_path):
+    path = tmp_path / "shared.sqlite3"
+    sqlite_cache(path).set("k", {"v": 1}, timeout=60)
+    assert sqlite_cache(path).get("k") == {"v": 1}  # another object, as Django makes per request
+
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_write_from_child, args=(str(path),))
+    child.start()
+    child.join(20)
+    assert child.exitcode == 0
+    assert sqlite_cache(path).get("from-child") == "written after a fork"
+
+
+def _write_from_child(path: str) -> None:
+    # The parent's connection came across the fork: the cache must open its own.
+    SQLiteCache(path, {}).set("from-child", "written after a fork", timeout=60)
+
+
+def test_the_sqlite_cache_culls_beyond_max_entries(tmp_path):
+    cache = sqlite_cache(tmp_path / "cull.sqlite3", MAX_ENTRIES=50)
+    for i in range(SQLiteCache.CULL_EVERY * 2):
+        cache.set(f"k{i}", i, timeout=60 + i)  # later keys expire later
+    count = cache._db().execute("SELECT count(*) FROM entries").fetchone()[0]
+    assert count < SQLiteCache.CULL_EVERY * 2
+    assert cache.get(f"k{SQLiteCache.CULL_EVERY * 2 - 1}") is not None  # the newest stay
+
+
+@pytest.mark.django_db
+def test_rows_writes_what_the_orm_would(demo):
+    request = Request(
+        team=demo.acme,
+        workload=demo.workloads["product-search"],
+        params={"messages": [{"role": "user", "content": "héllo"}]},
+        status=Request.Status.RUNNING,
+    )
+    assert rows.insert(request) is True
+    attempt = RequestAttempt(
+        request=request, position=0, model=demo.models["gpt-4o-mini"], outcome="ok"
+    )
+    rows.insert(attempt)
+    assert attempt.pk is not None  # the database's key, RETURNed
+
+    request.output, request.status = "answer", Request.Status.COMPLETED
+    assert rows.update(request) == 1
+
+    stored = Request.objects.get(pk=request.pk)
+    assert stored.params == request.params and stored.output == "answer"
+    assert stored.status == Request.Status.COMPLETED
+    assert RequestAttempt.objects.get(pk=attempt.pk).request_id == request.pk
+    # A row already there under a unique value: nothing written, no IntegrityError.
+    again = Request(pk=request.pk, team=demo.acme, workload=request.workload)
+    assert rows.insert(again, unless_exists="id") is False
+
+
+@pytest.mark.django_db
+def test_debug_keeps_no_query_log_unless_asked(demo):
+    with override_settings(DEBUG=True, LLMOPS_LOG_SQL=False):
+        assert connection.queries_logged is False
+        with CaptureQueriesContext(connection) as captured:  # tests still count statements
+            Request.objects.count()
+        assert len(captured) == 1
+    with override_settings(DEBUG=True, LLMOPS_LOG_SQL=True):
+        assert connection.queries_logged is True
