@@ -16,6 +16,7 @@ in that thread and a pool thread could neither see its rows nor write beside it.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import threading
 import time
@@ -91,5 +92,10 @@ async def db(fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
     """Await `fn(*args, **kwargs)` (sync, using the ORM) run in a database thread."""
     if not settings.LLMOPS_DB_THREADS:
         return await sync_to_async(fn)(*args, **kwargs)
-    unit = _unit(fn, asyncio.get_running_loop())
-    return await sync_to_async(unit, thread_sensitive=False, executor=_executor())(*args, **kwargs)
+    loop = asyncio.get_running_loop()
+    # The executor straight from the loop, with the caller's context: asgiref's SyncToAsync,
+    # which adds thread-sensitivity and deadlock bookkeeping none of these units need, cost
+    # more than the hop itself.
+    context = contextvars.copy_context()
+    call = functools.partial(context.run, _unit(fn, loop), *args, **kwargs)
+    return await loop.run_in_executor(_executor(), call)
