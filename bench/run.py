@@ -42,7 +42,7 @@ class Module:
 
 MODULES = [
     Module("latency", "M1", "Added latency at concurrency 1", timeout_s=900),
-    Module("throughput", "M2", "Throughput"),
+    Module("throughput", "M2", "Throughput at 16 concurrent clients"),
     Module("streaming", "M3", "Streaming"),
     # 2,000 requests: the ingest runs at the same rate per result at 2,000 and 5,000, and the
     # module extrapolates each phase to the target's 50,000 through a second, small job

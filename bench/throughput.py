@@ -1,263 +1,420 @@
-"""M2: throughput. Open-loop load on llmops (daphne in production settings, the ledger and the
-budgets on) against the simulator: requests are sent on a fixed schedule whatever the answers
-do, and each latency is measured from the moment the request was due (no coordinated
-omission). The rate steps up until p99 passes 100 ms or errors appear.
+"""M2: throughput at 16 concurrent clients: the server CPU llmops spends per request, side by
+side with the LiteLLM proxy in the same run, both in front of the same simulator.
 
     .venv/bin/python bench/throughput.py [--quick] [--json OUT]
 
-Server CPU per request comes from the daphne process's user + system time (/proc/PID/stat)
-over each step; requests/s per core = 1000 / server CPU-ms per request.
+Closed loop: 16 clients (asyncio tasks sharing one httpx AsyncClient with keep-alive
+connections) each send a request, wait for its answer and send the next, for a fixed time. Each
+request is a non-streamed chat completion (`max_tokens` 8, model gpt-4o-mini) with a prompt
+never sent before, so llmops' response cache never hits: to llmops' `POST /v1/chat/completions`
+as the `product-search` workload (daphne in production settings, SQLite, the ledger and the
+budgets on), and to LiteLLM's `/v1/chat/completions` (bench/litellm_proxy.py, one uvicorn
+worker from its own virtual environment). The simulator, in a process of its own, answers at
+once.
 
-Two things keep the run short without changing what a step measures. The ladder starts at its
-highest rate at most half of what one core of daphne could serve at the CPU per request the
-warm-up measured (a lower rate could only do better), and steps down if that rate fails. A step
-stops sending as soon as more than 1 % of its requests are known to be later than 100 ms (or
-one failed): its p99 is past the limit whatever the rest would do, and waiting for an
-overloaded server to work off its backlog would only make the run longer.
+Each arm first gets a warm-up window (not measured), then the arms take turns, window by window
+(llmops, LiteLLM, llmops, LiteLLM, ...), for several rounds, so drift on the machine hits both
+alike. A window starts with no request in flight and ends when the last request sent before its
+deadline has been answered (plus a short settle for work a server does after it answers), so
+the CPU time measured in it belongs to the requests counted in it. Server CPU per request =
+user + system CPU time (/proc/PID/stat) of the server process and its child processes (LiteLLM's
+workers, if it has any) during the window / requests answered 200 in it; the rate per core it
+implies is 1000 / CPU-ms per request. The simulator's and the client's CPU per request are
+reported too. The figures are medians over rounds with their range; the target is llmops' CPU
+per request at most half of LiteLLM's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sys
 import time
 from pathlib import Path
 
-import aiohttp
+import httpx2 as httpx  # the httpx API, as the openai SDK ships it
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
-from llmops.stats import nearest_rank  # noqa: E402
-from tests.live.stack import API_KEY  # noqa: E402
+from bench.litellm_proxy import LiteLLMUnavailable, install, starting_litellm  # noqa: E402
 
 COMMAND = ".venv/bin/python bench/throughput.py"
-RATES = [10, 20, 40, 60, 80, 120, 160, 240, 320, 480, 640]
-P99_LIMIT_MS = 100.0
-TARGET_PER_CORE = 300
-WARMUP_RATE, WARMUP_S = 10, 3
+WORKLOAD = "product-search"  # acme's realtime workload: gpt-4o-mini first, response cache on
+MODEL = "gpt-4o-mini"
+MAX_TOKENS = 8
+CLIENTS = 16
+TARGET_RATIO = 0.5  # llmops' server CPU per request at most this times LiteLLM's
+SETTLE_S = 0.2  # after a window's last answer, before its CPU is read
+ARM_LABELS = {"llmops": "llmops `/v1/chat/completions`", "litellm": "LiteLLM proxy"}
+SERVER_NAMES = {"llmops": "daphne", "litellm": "LiteLLM (uvicorn)"}
 
 
-async def step(base_url: str, rate: int, seconds: float, first: int, stop_early: bool = True):
-    """Send rate x seconds requests on schedule; latencies from each one's due time. With
-    `stop_early`, stops sending once the step has certainly failed (an error, or more than 1 %
-    of its planned requests later than P99_LIMIT_MS)."""
+class Arm:
+    """One server: where to POST, with which headers, and the processes whose CPU is its own."""
+
+    def __init__(self, name: str, url: str, headers: dict[str, str], pid: int):
+        self.name, self.url, self.headers, self.pid = name, url, headers, pid
+
+
+# --- CPU ------------------------------------------------------------------------------------
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every live process below it (a server's workers), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its live descendants."""
+    total = 0.0
+    for each in descendants(pid):
+        with contextlib.suppress(OSError):  # a worker that exited meanwhile
+            total += common.cpu_seconds(each)
+    return total
+
+
+def own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+# --- the closed loop ------------------------------------------------------------------------
+
+
+class Prompts:
+    """Prompts never sent before: a counter shared by every arm and window of the run."""
+
+    def __init__(self) -> None:
+        self.serial = 0
+
+    def next(self, arm: str) -> str:
+        self.serial += 1
+        return f"Bench question {self.serial} ({arm}, M2): is the kettle in stock?"
+
+
+async def closed_loop(
+    client: httpx.AsyncClient, arm: Arm, seconds: float, prompts: Prompts
+) -> dict:
+    """CLIENTS tasks, each sending its next request as soon as the previous one is answered,
+    until `seconds` have passed; returns the latencies (ms) of the 200s, the errors and the
+    window's wall time (from the first send to the last answer)."""
     latencies: list[float] = []
-    errors = 0
-    count = int(rate * seconds)
-    allowed_late = int(count * 0.01)  # more late requests than this and p99 > the limit
-    in_flight: set[float] = set()  # due times of requests sent and not yet answered
-    late_done = 0
-    sent = 0
-    stopped: float | None = None  # when the step stopped sending, if it did
-    timeout = aiohttp.ClientTimeout(total=30)
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(
-        base_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=timeout,
-        connector=connector,
-    ) as session:  # fmt: skip
+    errors: list[str] = []
 
-        async def one(i: int, due: float) -> None:
-            nonlocal errors, late_done, sent
-            waiting.add(i)
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            waiting.discard(i)
-            sent += 1
-            in_flight.add(due)
+    async def client_task() -> None:
+        while time.perf_counter() < deadline:
             body = {
-                "workload": "product-search",
-                "messages": [{"role": "user", "content": f"Question {i}: in stock?"}],
-                "max_tokens": 8,
+                "model": MODEL,
+                "messages": [{"role": "user", "content": prompts.next(arm.name)}],
+                "max_tokens": MAX_TOKENS,
             }
+            started = time.perf_counter()
             try:
-                async with session.post("/api/v1/requests", json=body) as response:
-                    await response.read()
-                    ok = response.status == 200
-            except (aiohttp.ClientError, TimeoutError):
-                ok = False
-            in_flight.discard(due)
-            if ok:
-                ms = (time.perf_counter() - due) * 1000
-                latencies.append(ms)
-                late_done += ms > P99_LIMIT_MS
-            else:
-                errors += 1
+                response = await client.post(arm.url, json=body, headers=arm.headers)
+                elapsed = (time.perf_counter() - started) * 1000
+                if response.status_code != 200:
+                    errors.append(f"{response.status_code} {response.text[:200]}")
+                elif not response.json()["choices"][0]["message"]["content"]:
+                    errors.append(f"200 with an empty answer: {response.text[:200]}")
+                else:
+                    latencies.append(elapsed)
+            except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
+                errors.append(f"{type(exc).__name__}: {exc}"[:200])
 
-        async def watch() -> None:
-            nonlocal stopped
-            while stop_early and sent < count and stopped is None:
-                await asyncio.sleep(0.05)
-                overdue = time.perf_counter() - P99_LIMIT_MS / 1000
-                late = late_done + sum(due < overdue for due in in_flight)
-                if errors or late > allowed_late:
-                    stopped = time.perf_counter()
-                    for i in list(waiting):  # the requests not yet due are not sent
-                        tasks[i].cancel()
+    start = time.perf_counter()
+    deadline = start + seconds
+    await asyncio.gather(*(client_task() for _ in range(CLIENTS)))
+    return {"latencies": latencies, "errors": errors, "wall_s": time.perf_counter() - start}
 
-        start = time.perf_counter() + 0.2
-        waiting: set[int] = set()
-        tasks = {
-            first + i: asyncio.create_task(one(first + i, start + i / rate)) for i in range(count)
-        }
-        watcher = asyncio.create_task(watch())
-        outcomes = await asyncio.gather(*tasks.values(), return_exceptions=True)
-        watcher.cancel()
-        for outcome in outcomes:  # a cancelled request was never sent; anything else is a bug
-            if isinstance(outcome, BaseException) and not isinstance(
-                outcome, asyncio.CancelledError
-            ):
-                raise outcome
+
+async def window(
+    client: httpx.AsyncClient, arm: Arm, seconds: float, prompts: Prompts, sim_pid: int
+) -> dict:
+    """One measured window of one arm, with the CPU time of its server, the simulator and this
+    client over it."""
+    before = (tree_cpu_seconds(arm.pid), common.cpu_seconds(sim_pid), own_cpu_seconds())
+    result = await closed_loop(client, arm, seconds, prompts)
+    client_cpu = own_cpu_seconds() - before[2]  # before the settle: the client is done
+    await asyncio.sleep(SETTLE_S)
+    server_cpu = tree_cpu_seconds(arm.pid) - before[0]
+    sim_cpu = common.cpu_seconds(sim_pid) - before[1]
+    done = len(result["latencies"])
+    per = 1000 / max(1, done)
     return {
-        "rate": rate,
-        "planned": count,
-        "sent": sent,
-        "errors": errors,
-        "latencies": latencies,
-        "stopped_after_s": round(stopped - start, 1) if stopped else None,
+        "completed": done,
+        "errors": len(result["errors"]),
+        "error_examples": result["errors"][:3],
+        "wall_s": round(result["wall_s"], 2),
+        "achieved_per_s": round(done / result["wall_s"], 1),
+        "server_cpu_s": round(server_cpu, 3),
+        "server_cores_busy": round(server_cpu / result["wall_s"], 2),
+        "server_cpu_ms_per_request": round(server_cpu * per, 2),
+        "simulator_cpu_ms_per_request": round(sim_cpu * per, 2),
+        "client_cpu_ms_per_request": round(client_cpu * per, 2),
+        "latencies": result["latencies"],
     }
 
 
-def start_index(cpu_ms: float) -> int:
-    """The highest rate of the ladder at most half of one core's capacity at `cpu_ms`."""
-    half = 0.5 * 1000 / max(cpu_ms, 0.01)
-    fits = [i for i, rate in enumerate(RATES) if rate <= half]
-    return fits[-1] if fits else 0
+async def run_rounds(
+    arms: list[Arm], rounds: int, seconds: float, warmup_s: float, sim_pid: int
+) -> dict[str, list[dict]]:
+    """A warm-up window per arm, then `rounds` rounds of one window per arm, arms alternating."""
+    prompts = Prompts()
+    limits = httpx.Limits(
+        max_connections=CLIENTS * len(arms), max_keepalive_connections=CLIENTS * len(arms)
+    )
+    windows: dict[str, list[dict]] = {arm.name: [] for arm in arms}
+    async with httpx.AsyncClient(timeout=30, limits=limits, trust_env=False) as client:
+        for arm in arms:  # connections, imports, caches, the database's pages
+            warm = await closed_loop(client, arm, warmup_s, prompts)
+            if not warm["latencies"]:
+                raise RuntimeError(f"{arm.name}: no 200 in the warm-up: {warm['errors'][:3]}")
+        for _ in range(rounds):
+            for arm in arms:
+                windows[arm.name].append(await window(client, arm, seconds, prompts, sim_pid))
+    return windows
 
 
-def measure(seconds: float) -> dict:
-    rows: dict[int, dict] = {}
-    with (
-        common.simulator_process(output_tokens=8) as (sim, _sim_proc),
-        common.llmops_stack(sim.base_url, prefix="llmops-bench-m2-") as (stack, pid),
-    ):
-        cpu = common.cpu_seconds(pid)
-        warm = asyncio.run(step(stack.base_url, WARMUP_RATE, WARMUP_S, 0, stop_early=False))
-        warmup_cpu_ms = (common.cpu_seconds(pid) - cpu) * 1000 / max(1, len(warm["latencies"]))
-        first = 100
+# --- figures --------------------------------------------------------------------------------
 
-        def run(rate: int) -> dict:
-            nonlocal first
-            cpu, wall = common.cpu_seconds(pid), time.perf_counter()
-            result = asyncio.run(step(stack.base_url, rate, seconds, first))
-            cpu, wall = common.cpu_seconds(pid) - cpu, time.perf_counter() - wall
-            first += result["planned"]
-            done = len(result["latencies"])
-            row = {
-                "rate": rate,
-                "sent": result["sent"],
-                "planned": result["planned"],
-                "stopped_after_s": result["stopped_after_s"],
-                "errors": result["errors"],
-                "achieved_per_s": round(done / wall, 1),
-                "p50_ms": round(nearest_rank(result["latencies"], 0.5), 1) if done else None,
-                "p99_ms": round(nearest_rank(result["latencies"], 0.99), 1) if done else None,
-                "server_cpu_ms_per_request": round(cpu * 1000 / max(1, done), 2),
-            }
-            row["ok"] = (
-                not row["errors"]
-                and row["stopped_after_s"] is None
-                and row["p99_ms"] is not None
-                and row["p99_ms"] <= P99_LIMIT_MS
-            )
-            rows[rate] = row
-            return row
 
-        begin = start_index(warmup_cpu_ms)
-        i = begin
-        if run(RATES[i])["ok"]:  # up the ladder until a step fails
-            while i + 1 < len(RATES) and run(RATES[i + 1])["ok"]:
-                i += 1
-        else:  # down the ladder until one passes
-            while i > 0 and not run(RATES[i - 1])["ok"]:
-                i -= 1
-    steps = [rows[rate] for rate in sorted(rows)]
-    sustained = [s for s in steps if s["ok"]]
-    best = max(sustained, key=lambda s: s["rate"]) if sustained else None
-    cpu_ms = best["server_cpu_ms_per_request"] if best else None
+def analyse(windows: list[dict]) -> dict:
+    """An arm's figures: totals, pooled latencies, and per-window figures as median and range."""
+    pooled = [ms for w in windows for ms in w["latencies"]]
+    completed = sum(w["completed"] for w in windows)
+    cpu_ms = common.spread([w["server_cpu_ms_per_request"] for w in windows])
     return {
-        "steps": steps,
-        "step_seconds": seconds,
-        "warmup_cpu_ms_per_request": round(warmup_cpu_ms, 2),
-        "first_rate": RATES[begin],
-        "max_rate_within_p99": best["rate"] if best else 0,
+        "completed": completed,
+        "errors": sum(w["errors"] for w in windows),
+        "error_examples": [e for w in windows for e in w["error_examples"]][:3],
+        "seconds": round(sum(w["wall_s"] for w in windows), 1),
+        "latency_ms": common.summary(pooled),
+        "achieved_per_s": common.spread([w["achieved_per_s"] for w in windows], 1),
         "server_cpu_ms_per_request": cpu_ms,
-        "requests_per_s_per_core": round(1000 / cpu_ms, 1) if cpu_ms else None,
+        "server_cpu_ms_per_request_pooled": round(
+            1000 * sum(w["server_cpu_s"] for w in windows) / max(1, completed), 2
+        ),
+        "server_cores_busy": common.spread([w["server_cores_busy"] for w in windows]),
+        "requests_per_s_per_core": round(1000 / cpu_ms["median"], 1) if cpu_ms["median"] else None,
+        "simulator_cpu_ms_per_request": common.spread(
+            [w["simulator_cpu_ms_per_request"] for w in windows]
+        ),
+        "client_cpu_ms_per_request": common.spread(
+            [w["client_cpu_ms_per_request"] for w in windows]
+        ),
+        "windows": [{k: v for k, v in w.items() if k != "latencies"} for w in windows],
     }
+
+
+def measure(rounds: int, seconds: float, warmup_s: float) -> dict:
+    figures: dict = {
+        "clients": CLIENTS,
+        "rounds": rounds,
+        "window_seconds": seconds,
+        "warmup_seconds": warmup_s,
+        "max_tokens": MAX_TOKENS,
+        "workload": WORKLOAD,
+        "settle_seconds": SETTLE_S,
+        "litellm_error": None,
+    }
+    try:
+        figures["litellm_version"] = install()
+    except LiteLLMUnavailable as exc:
+        figures["litellm_error"] = str(exc)
+    with contextlib.ExitStack() as running:
+        sim, sim_proc = running.enter_context(common.simulator_process(output_tokens=MAX_TOKENS))
+        litellm = None
+        if figures["litellm_error"] is None:
+            # LiteLLM takes seconds to import: it starts while llmops is migrated and seeded
+            try:
+                litellm = running.enter_context(starting_litellm(sim.openai_base_url))
+            except LiteLLMUnavailable as exc:
+                figures["litellm_error"] = str(exc)
+        stack, daphne = running.enter_context(
+            common.llmops_stack(sim.base_url, prefix="llmops-bench-m2-")
+        )
+        arms = [
+            Arm(
+                "llmops",
+                f"{stack.base_url}/v1/chat/completions",
+                {"Authorization": f"Bearer {stack.api_key}", "X-Workload": WORKLOAD},
+                daphne,
+            )
+        ]
+        if litellm is not None:
+            try:
+                litellm.ready()
+                arms.append(
+                    Arm(
+                        "litellm",
+                        f"{litellm.base_url}/v1/chat/completions",
+                        {"Authorization": "x"},
+                        litellm.proc.pid,
+                    )
+                )
+                figures["litellm_processes"] = len(descendants(litellm.proc.pid))
+            except LiteLLMUnavailable as exc:
+                figures["litellm_error"] = str(exc)
+        wall = time.perf_counter()
+        windows = asyncio.run(run_rounds(arms, rounds, seconds, warmup_s, sim_proc.pid))
+        figures["seconds"] = round(time.perf_counter() - wall, 1)
+    figures["arms"] = {name: analyse(w) for name, w in windows.items()}
+    figures["ratio_to_litellm"] = None
+    if "litellm" in windows:
+        llm, lite = windows["llmops"], windows["litellm"]
+        figures["ratio_to_litellm"] = {
+            "median": round(
+                figures["arms"]["llmops"]["server_cpu_ms_per_request"]["median"]
+                / figures["arms"]["litellm"]["server_cpu_ms_per_request"]["median"],
+                2,
+            ),
+            # each llmops window against the LiteLLM window right after it
+            "per_round": common.spread(
+                [
+                    a["server_cpu_ms_per_request"] / b["server_cpu_ms_per_request"]
+                    for a, b in zip(llm, lite, strict=True)
+                ]
+            ),
+        }
+    return figures
+
+
+# --- the section ----------------------------------------------------------------------------
 
 
 def markdown(f: dict) -> str:
+    arms = f["arms"]
     lines = [
-        f"`{COMMAND}`: open-loop steps of {f['step_seconds']:g} s each, realtime requests with "
-        "distinct prompts to `product-search` (ledger and budgets on, daphne in production "
-        "settings, SQLite, the simulator in a process of its own), each latency from the "
-        "moment its request was due. The steps climb a ladder of rates "
-        f"({', '.join(str(r) for r in RATES)} requests/s) until one fails: its p99 passes "
-        f"{P99_LIMIT_MS:g} ms or it has errors. The first step is the ladder's highest rate at "
-        "most half of what one core of daphne serves at the CPU per request of the warm-up "
-        f"({f['warmup_cpu_ms_per_request']} ms here, so {f['first_rate']} requests/s; the "
-        "rates below it are not tried, and if it fails the ladder goes down instead). A step "
-        "stops sending as soon as more than 1 % of its requests are known to be later than "
-        f"{P99_LIMIT_MS:g} ms, or one fails: it has failed whatever the rest would do, and its "
-        "figures cover the requests it sent. Client, simulator and daphne share the two "
-        "cores, so the rate a step sustains is a lower bound of llmops alone; server CPU per "
-        "request is daphne's own.",
+        f"`{COMMAND}`: closed loop, {f['clients']} concurrent clients (asyncio tasks sharing one "
+        "httpx client with keep-alive connections), each sending its next request as soon as "
+        "the previous one is answered. Each request is a non-streamed chat completion "
+        f"(`max_tokens` {f['max_tokens']}, model gpt-4o-mini) with a prompt never sent before, "
+        "so llmops' response cache never hits; llmops serves it as the "
+        f"`{f['workload']}` workload (daphne in production settings, SQLite, the ledger and "
+        "the budgets on). The simulator, in a process of its own, answers at once. After a "
+        f"{f['warmup_seconds']:g} s warm-up per arm, {f['rounds']} rounds of one "
+        f"{f['window_seconds']:g} s window per arm, the arms alternating window by window. A "
+        "window starts with no request in flight and ends when its last request is answered; "
+        "the server CPU of a window (user + system time of the server process and its child "
+        f"processes, /proc, read {f['settle_seconds']:g} s after that last answer) is divided "
+        "by the requests it answered 200. Figures per window are medians over the rounds "
+        "(range in brackets); latencies are over all of an arm's requests. Client, simulator "
+        "and servers share the machine's cores, so the rates are lower bounds of a server's "
+        "own; CPU per request is each process's own.",
         "",
-        "| offered req/s | sent | achieved req/s | errors | p50 ms | p99 ms | "
-        "daphne CPU-ms/request |",
-        "|---|---|---|---|---|---|---|",
+        "| arm | requests | errors | achieved req/s | p50 | p99 | server CPU-ms/request | "
+        "server cores busy | requests/s per core | simulator CPU-ms/request | "
+        "client CPU-ms/request |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for s in f["steps"]:
-        sent = f"{s['sent']}"
-        if s["stopped_after_s"] is not None:
-            sent += f" of {s['planned']} (stopped after {s['stopped_after_s']:g} s)"
+    for name, a in arms.items():
+        lat = a["latency_ms"]
         lines.append(
-            f"| {s['rate']} | {sent} | {s['achieved_per_s']} | {s['errors']} | {s['p50_ms']} | "
-            f"{s['p99_ms']} | {s['server_cpu_ms_per_request']} |"
+            f"| {ARM_LABELS[name]} | {a['completed']:,} | {a['errors']} | "
+            f"{common.fmt_spread(a['achieved_per_s'], unit='')} | {lat['p50']:.1f} ms | "
+            f"{lat['p99']:.1f} ms | **{common.fmt_spread(a['server_cpu_ms_per_request'], '', 2)}**"
+            f" | {common.fmt_spread(a['server_cores_busy'], '', 2)} | "
+            f"**{a['requests_per_s_per_core']}** | "
+            f"{common.fmt_spread(a['simulator_cpu_ms_per_request'], '', 2)} | "
+            f"{common.fmt_spread(a['client_cpu_ms_per_request'], '', 2)} |"
         )
-    per_core = f["requests_per_s_per_core"]
-    verdict = (
-        "no step stayed within the limits"
-        if per_core is None
-        else (
-            f"met (≥ {TARGET_PER_CORE})"
-            if per_core >= TARGET_PER_CORE
-            else f"**missed**: {per_core} is {TARGET_PER_CORE - per_core:.0f} below "
-            f"the target of {TARGET_PER_CORE}"
-        )
+    lines.append("")
+    for name, a in arms.items():
+        if a["errors"]:
+            lines.append(
+                f"{ARM_LABELS[name]}: {a['errors']} requests not answered 200, e.g. "
+                + "; ".join(f"`{e}`" for e in a["error_examples"])
+                + "."
+            )
+            lines.append("")
+    lines.append(
+        "*Requests/s per core* is 1000 / the server's median CPU-ms per request: what one core "
+        "fully given to that server would serve. *Server cores busy* is its CPU time over the "
+        "window's wall time."
     )
-    lines += [
-        "",
-        f"Highest rate within p99 ≤ {P99_LIMIT_MS:g} ms and no errors: "
-        f"**{f['max_rate_within_p99']} requests/s**; daphne used "
-        f"{f['server_cpu_ms_per_request']} CPU-ms per request there, i.e. "
-        f"**{per_core} requests/s per core** ({verdict}).",
-    ]
-    if f["steps"] and f["steps"][-1]["ok"]:
-        lines += ["", f"Every rate of the ladder up to {RATES[-1]} requests/s passed."]
-    if per_core is not None and per_core < TARGET_PER_CORE:
+    lines.append("")
+    if f["litellm_error"]:
         lines += [
-            "",
-            "**What stands in the way**: daphne's CPU per request, the same path as M1's (about "
-            "25 SQL statements written and read through the Django ORM before each answer, the "
-            "outbound httpx call, JSON): at "
-            f"{f['server_cpu_ms_per_request']} CPU-ms per request one core serves {per_core} "
-            f"requests/s, and {TARGET_PER_CORE} would need about "
-            f"{1000 / TARGET_PER_CORE:.1f} ms. One daphne process runs Python on one core at a "
-            "time, and here it shares the two cores with the client and the simulator, so a step "
-            "can pass the p99 limit before daphne uses a full core. Scaling out (several daphne "
-            "processes on PostgreSQL) multiplies the rate, not the rate per core.",
+            f"**LiteLLM arm missing**: {f['litellm_error']}. The ratio to LiteLLM could not be "
+            "measured in this run.",
         ]
-    return "\n".join(lines)
+        return "\n".join(lines)
+    n = f.get("litellm_processes", 1)
+    processes = "one process" if n == 1 else f"{n} processes"
+    lines += [
+        f"LiteLLM {f.get('litellm_version')} runs as `litellm --config ... --num_workers 1` "
+        f"(uvicorn, one worker, its default: {processes}, all counted) from its own virtual "
+        "environment "
+        "(`var/bench/litellm-venv`), with one model `openai/gpt-4o-mini` whose `api_base` is the "
+        "simulator; telemetry, callbacks, spend logs and the database off, the model price map "
+        "read locally.",
+        "",
+        "| target | measured | verdict |",
+        "|---|---|---|",
+    ]
+    ratio = f["ratio_to_litellm"]
+    ours = arms["llmops"]["server_cpu_ms_per_request"]["median"]
+    lite = arms["litellm"]["server_cpu_ms_per_request"]["median"]
+    lines.append(
+        f"| llmops server CPU per request at {f['clients']} clients ≤ {TARGET_RATIO:g}x "
+        f"LiteLLM's | {ratio['median']:.2f}x ({ours:.2f} ms against "
+        f"{lite:.2f} ms; per round {ratio['per_round']['min']:.2f}x to "
+        f"{ratio['per_round']['max']:.2f}x), i.e. {arms['llmops']['requests_per_s_per_core']} "
+        f"against {arms['litellm']['requests_per_s_per_core']} requests/s per core | "
+        f"{common.verdict(ratio['median'], TARGET_RATIO, unit='x')} |"
+    )
+    return "\n".join(lines + in_the_way(f))
+
+
+def in_the_way(f: dict) -> list[str]:
+    """What stands between llmops and the target, from this run's own figures."""
+    ratio = f["ratio_to_litellm"]
+    if ratio is None or ratio["median"] <= TARGET_RATIO:
+        return []
+    llm, lite = f["arms"]["llmops"], f["arms"]["litellm"]
+    ours = llm["server_cpu_ms_per_request"]["median"]
+    theirs = lite["server_cpu_ms_per_request"]["median"]
+    needed = TARGET_RATIO * theirs
+    return [
+        "",
+        f"**What stands in the way**: daphne spent {ours:.2f} ms of CPU per request here and "
+        f"LiteLLM {theirs:.2f} ms, so one core serves about {llm['requests_per_s_per_core']} "
+        f"requests/s of llmops against {lite['requests_per_s_per_core']} of LiteLLM; the target "
+        f"needs at most {needed:.2f} ms, {ours - needed:.2f} ms less per request. It is the "
+        "same serving path as M1's: llmops writes the request, its budget hold and its ledger "
+        "entry to the database (through the Django ORM, on its database threads) before it "
+        "answers, besides parsing and validating the request, the outbound call, JSON and "
+        "daphne; LiteLLM, with spend logs and the database off, writes nothing. "
+        "`bench/profile.py` (py-spy) shows which functions hold daphne's CPU samples.",
+    ]
 
 
 def main() -> None:
     args = common.arguments(__doc__).parse_args()
-    figures = measure(4.0 if args.quick else 10.0)
+    # 4 rounds of 8 s per arm: about a minute of windows (~75 s with start-up and warm-ups)
+    rounds, seconds, warmup_s = (2, 2.0, 1.0) if args.quick else (4, 8.0, 3.0)
+    figures = measure(rounds, seconds, warmup_s)
     common.write_result(
         args.json,
         id="M2",
-        title="Throughput",
+        title="Throughput at 16 concurrent clients",
         command=COMMAND,
         figures=figures,
         markdown=markdown(figures),
