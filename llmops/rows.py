@@ -12,12 +12,38 @@ from __future__ import annotations
 
 from functools import cache
 
-from django.db import connection
+from django.db import connection, models
 from django.db.models import Field, Model
+
+# Fields whose value, when already of one of these types, reaches the database as it is: what
+# their get_db_prep_save would return. Values of other types, and every other field (dates,
+# JSON, money, UUIDs), go through the field.
+_AS_IS_FIELDS = (models.CharField, models.TextField, models.IntegerField, models.BooleanField)
+_AS_IS_TYPES = frozenset({str, int, bool, type(None)})
+
+
+def _as_is(field: Field) -> bool:
+    if type(field).pre_save is not Field.pre_save:
+        return False  # auto_now and the like
+    if field.is_relation:
+        return isinstance(field.target_field, models.IntegerField)
+    return isinstance(field, _AS_IS_FIELDS)
+
+
+def _values(obj: Model, fields: tuple[tuple[Field, bool], ...], add: bool) -> list:
+    values = []
+    for field, as_is in fields:
+        if as_is:
+            value = getattr(obj, field.attname)
+            if type(value) in _AS_IS_TYPES:
+                values.append(value)
+                continue
+        values.append(field.get_db_prep_save(field.pre_save(obj, add), connection))
+    return values
 
 
 @cache
-def _insert(model: type[Model], vendor: str, conflict: str) -> tuple[tuple[Field, ...], str, bool]:
+def _insert(model: type[Model], vendor: str, conflict: str) -> tuple[tuple, str, bool]:
     meta = model._meta
     quote = connection.ops.quote_name
     # An auto-increment key is the database's to choose (RETURNING gives it back); a UUID
@@ -31,7 +57,7 @@ def _insert(model: type[Model], vendor: str, conflict: str) -> tuple[tuple[Field
         sql += f" ON CONFLICT ({quote(meta.get_field(conflict).column)}) DO NOTHING"
     if generated:
         sql += f" RETURNING {quote(meta.pk.column)}"
-    return fields, sql, generated
+    return tuple((f, _as_is(f)) for f in fields), sql, generated
 
 
 def insert(obj: Model, *, unless_exists: str = "") -> bool:
@@ -39,9 +65,8 @@ def insert(obj: Model, *, unless_exists: str = "") -> bool:
     `unless_exists` (a unique field's name), a row already holding that value wins: nothing
     is written and False is returned — no IntegrityError, so no savepoint is needed."""
     fields, sql, generated = _insert(type(obj), connection.vendor, unless_exists)
-    params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, _values(obj, fields, True))
         if generated:
             row = cursor.fetchone()
             if row is None:
@@ -65,15 +90,53 @@ def _update(model: type[Model], vendor: str, names: tuple[str, ...]) -> tuple[tu
     assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
     table, key = quote(meta.db_table), quote(meta.pk.column)
     sql = f"UPDATE {table} SET {assignments} WHERE {key} = %s"  # noqa: S608 (as in _insert)
-    return fields, sql
+    return tuple((f, _as_is(f)) for f in fields), sql
 
 
 def update(obj: Model, fields: tuple[str, ...] = ()) -> int:
     """UPDATE `obj`'s row with its `fields` (every field, like obj.save(), when none are
     named): the number of rows changed (0 if the row is gone)."""
     columns, sql = _update(type(obj), connection.vendor, fields)
-    params = [f.get_db_prep_save(f.pre_save(obj, False), connection) for f in columns]
+    params = _values(obj, columns, False)
     params.append(obj._meta.pk.get_db_prep_value(obj.pk, connection))
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
+
+
+@cache
+def _select(model: type[Model], vendor: str, by: str) -> tuple[tuple, list, str]:
+    meta = model._meta
+    quote = connection.ops.quote_name
+    fields = tuple(meta.concrete_fields)
+    # What the ORM's compiler applies to each column read back (the backend's, the field's).
+    converters = []
+    for field in fields:
+        column = field.get_col(meta.db_table)
+        converters.append(
+            (
+                column,
+                connection.ops.get_db_converters(column) + column.get_db_converters(connection),
+            )
+        )
+    columns = ", ".join(quote(f.column) for f in fields)
+    where = quote(meta.get_field(by).column)
+    sql = f"SELECT {columns} FROM {quote(meta.db_table)} WHERE {where} = %s"  # noqa: S608
+    return fields, converters, sql
+
+
+def get(model: type[Model], by: str, value) -> Model | None:
+    """The one row of `model` whose unique field `by` holds `value`, as the ORM would read it
+    (None if there is none)."""
+    fields, converters, sql = _select(model, connection.vendor, by)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [model._meta.get_field(by).get_db_prep_value(value, connection)])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = []
+    for value_read, (column, convert) in zip(row, converters, strict=True):
+        for converter in convert:
+            value_read = converter(value_read, column, connection)
+        values.append(value_read)
+    return model.from_db(connection.alias, [f.attname for f in fields], values)

@@ -20,10 +20,19 @@ class RoutingConfig(AppConfig):
 
         from llmops import memo
         from routing import keys, socket_auth
-        from routing.models import ApiKey, LlmModel, PolicyModel, Provider, RoutingPolicy, Workload
+        from routing.models import (
+            ApiKey,
+            LlmModel,
+            PolicyModel,
+            Provider,
+            RoutingPolicy,
+            Team,
+            Workload,
+        )
 
-        # The configuration every request reads is memoized per process (llmops.memo).
-        memo.watch(Provider, LlmModel, RoutingPolicy, PolicyModel, Workload)
+        # The configuration every request reads is memoized per process (llmops.memo); a team
+        # too (its API keys name it).
+        memo.watch(Provider, LlmModel, RoutingPolicy, PolicyModel, Workload, Team)
 
         uid = "routing.socket_auth."
         post_save.connect(socket_auth.api_key_saved, sender=ApiKey, dispatch_uid=uid + "key")

@@ -12,6 +12,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from llmops import memo, rows
 from routing.models import ApiKey, Team
 
 # Sent (with `key`) once a revocation is committed. A revocation is a queryset update, which
@@ -79,14 +80,21 @@ def api_key_reset(*, team: Team, name: str, role: str, secret: str) -> ApiKey:
     return key
 
 
+def team_of(team_id: int) -> Team:
+    """A team by id, memoized (llmops.memo drops it on any save of a team)."""
+    return memo.memoized(("team", team_id), lambda: Team.objects.get(pk=team_id))
+
+
 def api_key_authenticate(*, raw: str) -> ApiKey | None:
     """The active key matching `raw`, or None. Refreshes last_used_at (throttled)."""
     key_hash = hash_api_key(raw)
-    key = ApiKey.objects.select_related("team").filter(key_hash=key_hash).first()
+    # Every API call: read in SQL built once (llmops.rows), not through the ORM's compiler.
+    key = rows.get(ApiKey, "key_hash", key_hash)
     # The lookup is by hash; compare again in constant time so that no code path
     # ever compares secrets with a short-circuiting ==.
     if key is None or not hmac.compare_digest(key.key_hash, key_hash) or not key.is_active:
         return None
+    key.team = team_of(key.team_id)
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)

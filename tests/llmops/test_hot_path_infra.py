@@ -104,3 +104,16 @@ def test_debug_keeps_no_query_log_unless_asked(demo):
         assert len(captured) == 1
     with override_settings(DEBUG=True, LLMOPS_LOG_SQL=True):
         assert connection.queries_logged is True
+
+
+@pytest.mark.django_db
+def test_rows_reads_a_row_as_the_orm_does(demo):
+    from routing.models import ApiKey
+
+    orm = ApiKey.objects.get(team=demo.acme, name="demo")
+    fast = rows.get(ApiKey, "key_hash", orm.key_hash)
+
+    for field in ApiKey._meta.concrete_fields:
+        assert getattr(fast, field.attname) == getattr(orm, field.attname), field.name
+    assert fast.pk == orm.pk and not fast._state.adding
+    assert rows.get(ApiKey, "key_hash", "0" * 64) is None
