@@ -14,13 +14,18 @@ llmops.dbthreads' pool). Every other URL and method goes through Django's usual 
 
 from __future__ import annotations
 
-from asgiref.sync import markcoroutinefunction
+import asyncio
+import contextlib
+
+from asgiref.sync import markcoroutinefunction, sync_to_async
 from django.conf import settings
-from django.core.exceptions import DisallowedHost
-from django.core.handlers.asgi import ASGIHandler
+from django.core import signals
+from django.core.exceptions import DisallowedHost, RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
+from django.urls import set_script_prefix
 
 from llmops import views
 
@@ -73,9 +78,65 @@ class ServingHandler(ASGIHandler):
             # Database work in the request's own thread, as Django does.
             await super().__call__(scope, receive, send)
             return
-        # Without ThreadSensitiveContext: what stays thread-sensitive here (the request
-        # signals, closing the response) shares Django's one sync thread, not a new one.
+        # Without ThreadSensitiveContext: what stays thread-sensitive here (closing a streamed
+        # response) shares Django's one sync thread, not a new one.
         await self.handle(scope, receive, send)
+
+    async def handle(self, scope, receive, send) -> None:
+        """Django's ASGIHandler.handle but for the request signals, sent here on the event loop
+        rather than through Django's sync thread: two hops there and back per API call, for
+        receivers (Django's own: the query log reset, a request thread's connections closed)
+        that find nothing to do on the loop's thread — this request's database work runs in
+        llmops.dbthreads' pool, which checks its connections itself. A streamed body still
+        closes in a thread: closing a StreamBody nobody read settles its request."""
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            body_file.close()
+            await self.send_response(error_response, send)
+            error_response.close()
+            return
+
+        async def process_request(request, send):
+            response = await self.run_get_response(request)
+            with contextlib.suppress(asyncio.CancelledError):  # the client left mid-send
+                await self.send_response(response, send)
+            return response
+
+        # As Django does: a disconnect while the response is made cancels making it.
+        tasks = [
+            asyncio.create_task(self.listen_for_disconnect(receive)),
+            asyncio.create_task(process_request(request, send)),
+        ]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                try:
+                    task.result()
+                except RequestAborted:
+                    pass
+                except AssertionError:
+                    body_file.close()
+                    raise
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        try:
+            response = tasks[1].result()
+        except asyncio.CancelledError:
+            signals.request_finished.send(sender=self.__class__)
+        else:
+            if response.streaming:
+                await sync_to_async(response.close)()
+            else:
+                response.close()  # request_finished, on this thread
+        body_file.close()
 
 
 class ServingRouter:
