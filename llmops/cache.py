@@ -1,5 +1,5 @@
-"""The caches of the embedded mode (one machine, no Redis): files, and one SQLite file for the
-response cache."""
+"""The cache of the embedded mode (one machine, no Redis): one SQLite file that every process
+on the machine shares."""
 
 from __future__ import annotations
 
@@ -12,34 +12,21 @@ import time
 from pathlib import Path
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
-from django.core.cache.backends.filebased import FileBasedCache
 
-# One count for the process: Django makes a cache object per thread.
+# One count for the process: Django makes a cache object per thread (per request under ASGI).
 _writes = itertools.count()
 _connections = threading.local()
 
 
-class FileCache(FileBasedCache):
-    """Django's file cache, counting its files only every CULL_EVERY writes of a process.
-    Django's lists the whole directory on every write to decide whether to cull, which was a
-    third of what storing a response cost a realtime request. Between two counts a process can
-    exceed MAX_ENTRIES by at most CULL_EVERY files."""
-
-    CULL_EVERY = 200
-
-    def _cull(self) -> None:
-        if next(_writes) % self.CULL_EVERY == 0:
-            super()._cull()
-
-
 class SQLiteCache(BaseCache):
-    """A cache in one SQLite file (WAL), for entries every process of one machine shares and
-    that are written on the serving path: the response cache. The file cache creates and
+    """A cache in one SQLite file (WAL) that every process of one machine shares: worker
+    heartbeats, the configuration's version token, circuit breakers, and (in a file of its
+    own) the response cache, written on the serving path. Django's file cache creates and
     renames a file per write, about a millisecond of system time here (more than the rest of
     a realtime request's database work); a row written in WAL mode costs a few dozen
-    microseconds. Losing the last writes to a power cut loses cached answers only, so commits
-    are not synced. Expired rows are dropped, and the oldest beyond MAX_ENTRIES, every
-    CULL_EVERY writes of a process."""
+    microseconds. What is lost to a power cut is cached only, so commits are not synced.
+    Expired rows are dropped, and beyond MAX_ENTRIES those expiring first (never the ones
+    that do not expire before every other), every CULL_EVERY writes of a process."""
 
     CULL_EVERY = 200
 
@@ -110,7 +97,7 @@ class SQLiteCache(BaseCache):
         db.execute("DELETE FROM entries WHERE expires <= ?", [time.time()])
         db.execute(
             "DELETE FROM entries WHERE key IN (SELECT key FROM entries "
-            "ORDER BY expires LIMIT max(0, (SELECT count(*) FROM entries) - ?))",
+            "ORDER BY expires IS NULL, expires LIMIT max(0, (SELECT count(*) FROM entries) - ?))",
             [self._max_entries],
         )
 

@@ -209,20 +209,21 @@ if REDIS_URL:
 else:
     Q_CLUSTER.update({"orm": "default", "poll": 0.5})
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    # django-q2 publishes cluster heartbeats through the cache; a file cache is
-    # shared by every process on this machine without writing to SQLite.
+    # django-q2 publishes cluster heartbeats through the cache, and every serving unit reads
+    # the configuration's version token from it: one SQLite file, shared by every process on
+    # this machine without writing to the main database (llmops/cache.py: a file per entry
+    # cost a millisecond per write and a file read per lookup).
     CACHES = {
         "default": {
-            "BACKEND": "llmops.cache.FileCache",  # culls every 200 writes, not on each
-            "LOCATION": str(DATA_DIR / "cache"),
-            # Response-cache entries and heartbeats; Django's default is 300.
+            "BACKEND": "llmops.cache.SQLiteCache",
+            "LOCATION": str(DATA_DIR / "cache.sqlite3"),
             "OPTIONS": {"MAX_ENTRIES": 10_000},
         },
         # Per-key rate counts, rewritten on every API call: one daphne process serves a
         # machine, so they live in its memory (a file write per call cost ~2 ms).
         "throttle": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        # The response cache, written on the serving path: a row in one SQLite file costs a
-        # few dozen microseconds where a file per entry cost a millisecond (llmops/cache.py).
+        # The response cache, in a file of its own: culling its thousands of answers never
+        # drops a heartbeat or the version token.
         "responses": {
             "BACKEND": "llmops.cache.SQLiteCache",
             "LOCATION": str(DATA_DIR / "responses.cache.sqlite3"),

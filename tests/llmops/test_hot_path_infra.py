@@ -59,13 +59,18 @@ def _write_from_child(path: str) -> None:
     SQLiteCache(path, {}).set("from-child", "written after a fork", timeout=60)
 
 
-def test_the_sqlite_cache_culls_beyond_max_entries(tmp_path):
+def test_the_sqlite_cache_culls_beyond_max_entries_every_so_many_writes(tmp_path):
     cache = sqlite_cache(tmp_path / "cull.sqlite3", MAX_ENTRIES=50)
+    cache.set("token", "kept", timeout=None)  # never expires: culled last
     for i in range(SQLiteCache.CULL_EVERY * 2):
         cache.set(f"k{i}", i, timeout=60 + i)  # later keys expire later
     count = cache._db().execute("SELECT count(*) FROM entries").fetchone()[0]
-    assert count < SQLiteCache.CULL_EVERY * 2
+    # Culled (400 writes left fewer than 400 rows), but not on every write (which would keep
+    # it at MAX_ENTRIES).
+    assert 50 < count < SQLiteCache.CULL_EVERY * 2
     assert cache.get(f"k{SQLiteCache.CULL_EVERY * 2 - 1}") is not None  # the newest stay
+    assert cache.get("k0") is None  # the first to expire went
+    assert cache.get("token") == "kept"
 
 
 @pytest.mark.django_db

@@ -178,19 +178,6 @@ def test_a_price_row_saved_anywhere_invalidates(admin_client, demo):
     assert cache.get(memo.VERSION_KEY) != token
 
 
-def test_the_file_cache_culls_every_so_many_writes_not_on_each(tmp_path):
-    from llmops.cache import FileCache
-
-    store = FileCache(str(tmp_path), {"OPTIONS": {"MAX_ENTRIES": 10, "CULL_FREQUENCY": 2}})
-    for n in range(FileCache.CULL_EVERY * 2):
-        store.set(f"k{n}", n)
-
-    # Culled (400 writes left fewer than 400 files), but not on every write (which would keep
-    # the directory at about MAX_ENTRIES).
-    files = len(store._list_cache_files())
-    assert 10 < files < 2 * FileCache.CULL_EVERY
-
-
 def test_a_unit_of_work_reads_the_version_token_once():
     calls = []
 
