@@ -79,7 +79,7 @@ def _schedule(groups: tuple[str, ...], message: dict) -> None:
 
 
 async def _publish_after(previous: asyncio.Task | None, groups, message: dict) -> None:
-    if previous is not None:
+    if previous is not None and not previous.done():
         await asyncio.wait([previous])
     try:
         await _publish(groups, message)
