@@ -592,7 +592,8 @@ def json_object(
 
 def team_workload(team_id: int, slug: str) -> Workload | None:
     """A team's enabled workload by slug: read on every API call and changed rarely, so
-    memoized (llmops.memo drops it on any save of a workload or its policy)."""
+    memoized (llmops.memo drops it on any save of a workload or its policy). An unknown slug
+    is not: a client naming new ones would grow the memo without end."""
     return memo.memoized(
         ("workload", team_id, slug),
         lambda: (
@@ -600,6 +601,7 @@ def team_workload(team_id: int, slug: str) -> Workload | None:
             .select_related("team", "policy")
             .first()
         ),
+        keep=lambda workload: workload is not None,
     )
 
 
