@@ -114,7 +114,10 @@ async def with_deadlines(
     while True:
         budget = min(first_byte, deadline - time.monotonic())
         try:
-            event = await asyncio.wait_for(iterator.__anext__(), timeout=max(budget, 0.001))
+            # asyncio.timeout, not wait_for: wait_for wraps every read in a task of its own,
+            # a cost per relayed event that a server of many streams pays many times a second.
+            async with asyncio.timeout(max(budget, 0.001)):
+                event = await iterator.__anext__()
         except StopAsyncIteration:
             return
         except TimeoutError:
