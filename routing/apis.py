@@ -205,6 +205,7 @@ async def request_create(http_request, surface: str = "chat"):
             content_type="text/event-stream",
             headers=SSE_HEADERS,
         )
+    admitted.render = outputs.request_json  # in the unit that completes it
     try:
         async for event in services.request_run(admitted, stream=False):
             request = event
@@ -215,7 +216,7 @@ async def request_create(http_request, surface: str = "chat"):
             body["id"],
             retry_after=exc.retry_after,
         )
-    return JsonResponse(await db(outputs.request_json, request))
+    return JsonResponse(admitted.rendered or await db(outputs.request_json, request))
 
 
 async def _native_stream(admitted: services.Admitted):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -138,6 +138,10 @@ class Admitted:
     flex_fallback: str = RoutingPolicy.FlexFallback.STANDARD
     # What _call_begin said of the first model, when request_begin asked it already.
     first_call: Any = NOT_BEGUN
+    # The completed request's answer body, made by `render` in the unit that completed it (a
+    # hop to a database thread fewer than making it after).
+    render: Callable[[Request], Any] | None = None
+    rendered: Any = None
 
 
 def request_begin(admitted: Admitted) -> Admitted:
@@ -697,9 +701,12 @@ def _call_succeeded(
     admitted: Admitted, position: int, model: LlmModel, *, completion: Completion, **timings
 ) -> Request:
     circuit.record_success(model.provider.slug)
-    return _request_complete(
+    request = _request_complete(
         admitted, model=model, completion=completion, attempt=(position, timings)
     )
+    if admitted.render is not None:
+        admitted.rendered = admitted.render(request)
+    return request
 
 
 def _ms_since(started: float) -> int:
