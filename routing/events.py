@@ -43,14 +43,49 @@ def request_touch(request: Request) -> None:
 
 def request_changed(request: Request) -> None:
     """Announce `request`'s new status to its subscribers once the transaction commits."""
+    groups, message = _change(request)
+    transaction.on_commit(lambda: _send(groups, message))
+
+
+def requests_changed(requests: list[Request]) -> None:
+    """request_changed for many requests (a batch's results): outside a serving thread the
+    messages leave after the commit in one go, where one at a time each ran the channel layer
+    in an event loop of its own (a thread and a loop per message: ~0.6 ms, half a minute for
+    50,000 answers). The same messages to the same groups, in the same order."""
+    if event_loop() is not None:
+        for request in requests:  # a serving unit: each is handed to its loop, no waiting
+            request_changed(request)
+        return
+    changes = [_change(request) for request in requests]
+    transaction.on_commit(lambda: _send_all(changes))
+
+
+def _change(request: Request) -> tuple[tuple[str, ...], dict]:
     message = {
         "type": EVENT_TYPE,
         "id": str(request.pk),
         "team": request.team_id,
         "status": request.status,
     }
-    groups = (request_group(request.pk), team_group(request.team_id))
-    transaction.on_commit(lambda: _send(groups, message))
+    return (request_group(request.pk), team_group(request.team_id)), message
+
+
+def _send_all(changes: list[tuple[tuple[str, ...], dict]]) -> None:
+    async def publish() -> int:
+        for sent, (groups, message) in enumerate(changes):
+            try:
+                await _publish(groups, message)
+            except Exception:
+                return sent
+        return len(changes)
+
+    try:
+        sent = async_to_sync(publish)()
+    except Exception:
+        sent = 0
+    if sent < len(changes):
+        # The changes are committed; subscribers catch up by updated_at.
+        log.warning("could not publish %d request status changes", len(changes) - sent)
 
 
 def _send(groups: tuple[str, ...], message: dict) -> None:

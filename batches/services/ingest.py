@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Hashable
+from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
+from functools import lru_cache, partial
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
@@ -28,17 +30,13 @@ from batches.services.common import (
     write_pause,
 )
 from batches.services.rules import batch_can_make
+from billing import ledger_bulk
 from billing.models import Hold
 from billing.pricing import PricingError, Usage
-from billing.services import (
-    hold_release,
-    hold_settle,
-    holds_release,
-    ledger_record_usage,
-)
+from billing.services import hold_release, holds_release
 from routing import conversations, providers
-from routing.events import request_changed, request_touch
-from routing.models import LlmModel, Mode, Request, RoutingPolicy
+from routing.events import request_changed, request_touch, requests_changed
+from routing.models import LlmModel, Mode, Request, RoutingPolicy, Team, Workload
 from routing.providers import (
     BatchInfo,
     BatchOutcome,
@@ -96,32 +94,18 @@ def job_ingest(job: BatchJob, *, now: datetime, deadline: float | None = None) -
     return job_finish(job, now=now)
 
 
-def _record_outcomes(
-    job: BatchJob, outcomes: list[BatchOutcome], pending: dict[str, int], *, now: datetime
-) -> None:
-    item_ids = [pending[o.custom_id] for o in outcomes]
-    items = {
-        item.custom_id: item
-        for item in BatchItem.objects.filter(pk__in=item_ids).select_related(
-            "request__team", "request__workload__policy"
-        )
-    }
-    holds = {
-        hold.request_id: hold
-        for hold in Hold.objects.filter(
-            request_id__in=[i.request_id for i in items.values()], status=Hold.Status.HELD
-        )
-    }
-    with transaction.atomic():
-        for outcome in outcomes:
-            item = items[outcome.custom_id]
-            _record_outcome(job, item, outcome, holds.get(item.request_id), now=now)
-            pending.pop(outcome.custom_id, None)
+@dataclass
+class _Line:
+    """A result line for a pending item, read: what the item becomes, and the usage to bill."""
+
+    item: BatchItem
+    outcome: BatchOutcome
+    status: str
+    error: str
+    usage: Usage | None
 
 
-def _record_outcome(
-    job: BatchJob, item: BatchItem, outcome: BatchOutcome, hold: Hold | None, *, now: datetime
-) -> None:
+def _line(item: BatchItem, outcome: BatchOutcome) -> _Line:
     status, error = outcome.outcome, outcome.error
     usage = None
     if status == "succeeded":
@@ -129,19 +113,149 @@ def _record_outcome(
             usage = Usage(**outcome.completion.usage.__dict__)
         except (PricingError, TypeError) as exc:
             status, error = "invalid", f"unusable usage: {exc}"
-    # The item changes once: a second ingest of the same line finds it no longer pending.
-    changed = BatchItem.objects.filter(pk=item.pk, status=BatchItem.Status.PENDING).update(
-        status=status, error=error[:500], ended_at=now
+    return _Line(item=item, outcome=outcome, status=status, error=error, usage=usage)
+
+
+def _record_outcomes(
+    job: BatchJob, outcomes: list[BatchOutcome], pending: dict[str, int], *, now: datetime
+) -> None:
+    """One transaction for the chunk, a few statements for all its lines (not a few per line):
+    the items that were still pending end, the ledger bills those that answered, settling
+    their holds, and their requests complete."""
+    # A custom_id twice in the chunk: its first line counts (recorded one at a time, the
+    # repeat found its item no longer pending).
+    firsts: dict[str, BatchOutcome] = {}
+    for outcome in outcomes:
+        firsts.setdefault(outcome.custom_id, outcome)
+    items = _items_read([pending[custom_id] for custom_id in firsts])
+    holds = {
+        hold.request_id: hold
+        for hold in Hold.objects.filter(
+            request_id__in=[i.request_id for i in items.values()], status=Hold.Status.HELD
+        ).only(*HOLD_FIELDS)
+    }
+    lines = [_line(items[custom_id], outcome) for custom_id, outcome in firsts.items()]
+    with transaction.atomic():
+        # Each item changes once: a second ingest of the same line finds it no longer pending
+        # and records nothing for it.
+        ended = _items_end(lines, now=now)
+        lines = [line for line in lines if line.item.pk in ended]
+        for line in lines:
+            line.item.status = line.status
+            if line.status == BatchItem.Status.INVALID:
+                log.error(
+                    "batch job %s item %s quarantined: %s", job.pk, line.item.custom_id, line.error
+                )
+        billed = [line for line in lines if line.usage is not None]
+        ledger_bulk.charges_record(
+            [_charge(line, holds.get(line.item.request_id)) for line in billed],
+            model=job.model,
+            mode=Mode.BATCH,
+        )
+        # Cancelled by its client while the batch ran: billed, not reopened.
+        _requests_complete(
+            job,
+            [line for line in billed if line.item.request.status == Request.Status.RUNNING],
+            now=now,
+        )
+    for outcome in outcomes:
+        pending.pop(outcome.custom_id, None)
+
+
+# What billing a line reads of its hold (ledger_bulk.charges_record).
+HOLD_FIELDS = ("id", "team_id", "workload_id", "request_id", "amount_usd", "status")
+
+
+# What recording a line reads of its request (the rest of a row is read at a cost per row
+# and not needed: what completing it writes is set first, see COMPLETED_FIELDS).
+REQUEST_FIELDS = (
+    "team",
+    "workload",
+    "source",
+    "params",
+    "status",
+    "prompt_fingerprint",  # the response cache's key
+    "created_at",  # a Responses answer's
+)
+
+
+def _items_read(pks: list[int]) -> dict[str, BatchItem]:
+    """The items by custom_id, each with its request, and the request's team and workload (with
+    its policy): the few teams and workloads of a chunk read once, not once per item."""
+    items = list(
+        BatchItem.objects.filter(pk__in=pks)
+        .order_by()
+        .select_related("request")
+        .only("custom_id", "request", *(f"request__{name}" for name in REQUEST_FIELDS))
     )
-    if changed != 1:
-        return
-    item.status = status
-    if status == BatchItem.Status.INVALID:
-        log.error("batch job %s item %s quarantined: %s", job.pk, item.custom_id, error)
-    if usage is None:
-        return
-    request = item.request
-    key = f"batch:{item.custom_id}"
+    requests = [item.request for item in items]
+    teams = Team.objects.order_by().in_bulk({r.team_id for r in requests})
+    workloads = (
+        Workload.objects.order_by()
+        .select_related("policy")
+        .in_bulk({r.workload_id for r in requests})
+    )
+    for request in requests:
+        request.team, request.workload = teams[request.team_id], workloads[request.workload_id]
+    return {item.custom_id: item for item in items}
+
+
+def _items_end(lines: list[_Line], *, now: datetime) -> set[int]:
+    """Give the still-pending items of `lines` their status, error and end: one UPDATE per
+    status. The ids of those that changed."""
+    by_status: dict[str, list[_Line]] = {}
+    for line in lines:
+        by_status.setdefault(line.status, []).append(line)
+    prep = partial(_prep, BatchItem)
+    ended_at = prep("ended_at", now)
+    changed: set[int] = set()
+    with connection.cursor() as cursor:
+        for status, group in sorted(by_status.items()):
+            for start in range(0, len(group), _PER_STATEMENT):
+                part = group[start : start + _PER_STATEMENT]
+                errors = {line.error[:500] for line in part}
+                # Lines of one status mostly share their error (none for answers); else a CASE.
+                case = len(errors) > 1
+                params = [prep("status", status)]
+                if case:
+                    for line in part:
+                        params += [line.item.pk, prep("error", line.error[:500])]
+                else:
+                    params.append(prep("error", errors.pop()))
+                params += [ended_at, *(line.item.pk for line in part)]
+                params.append(prep("status", BatchItem.Status.PENDING))
+                cursor.execute(_items_end_sql(connection.vendor, len(part), case), params)
+                changed.update(pk for (pk,) in cursor.fetchall())
+    return changed
+
+
+# Items per statement (up to 3 parameters each): well inside SQLite's 32,766 host parameters.
+_PER_STATEMENT = 5_000
+
+
+def _prep(model, name: str, value):
+    """`value` for `model`'s column `name`, as the ORM sends it."""
+    return model._meta.get_field(name).get_db_prep_save(value, connection)
+
+
+@lru_cache(maxsize=16)
+def _items_end_sql(vendor: str, items: int, case: bool) -> str:
+    quote = connection.ops.quote_name
+    marks = ", ".join(["%s"] * items)
+    error = f"CASE {quote('id')} {'WHEN %s THEN %s ' * items}END" if case else "%s"
+    # Identifiers from the model's metadata; every value is a parameter.
+    return (
+        f"UPDATE {quote(BatchItem._meta.db_table)} SET {quote('status')} = %s, "  # noqa: S608
+        f"{quote('error')} = {error}, {quote('ended_at')} = %s "
+        f"WHERE {quote('id')} IN ({marks}) AND {quote('status')} = %s RETURNING {quote('id')}"
+    )
+
+
+def _charge(line: _Line, hold: Hold | None) -> ledger_bulk.Charge:
+    """What the line bills: as hold_settle(hold=hold, ...) with a hold, as ledger_record_usage
+    against its request when its hold expired (a batch far past its deadline: the provider
+    still billed it)."""
+    request = line.item.request
     # A request cancelled while the provider had it: the provider still billed its answer,
     # and so do we, against the hold kept for exactly this.
     note = (
@@ -149,56 +263,110 @@ def _record_outcome(
         if request.status == Request.Status.CANCELLED
         else ""
     )
-    if hold is not None:
-        hold_settle(hold=hold, key=key, model=job.model, mode=Mode.BATCH, usage=usage, note=note)
-    else:  # its hold expired (a batch far past its deadline): the provider still billed it
-        ledger_record_usage(
+    key = f"batch:{line.item.custom_id}"
+    if hold is None:
+        return ledger_bulk.Charge(
             key=key,
             team=request.team,
             workload=request.workload,
-            request=request,
-            model=job.model,
-            mode=Mode.BATCH,
-            usage=usage,
+            request_id=request.pk,
+            usage=line.usage,
             note=note,
         )
-    if request.status != Request.Status.RUNNING:
-        return  # cancelled by its client while the batch ran: billed, not reopened
-    completion = outcome.completion
-    request.model = job.model
-    request.mode = Mode.BATCH
-    request.output = completion.text
-    request.finish_reason = completion.finish_reason
-    request.answer = conversations.recorded_answer(request, completion)
-    request.usage = usage.as_dict()
-    request.status = Request.Status.COMPLETED
-    request.completed_at = request.first_token_at = now
-    request_touch(request)
-    request.save(
-        update_fields=[
-            "model",
-            "mode",
-            "output",
-            "finish_reason",
-            "answer",
-            "usage",
-            "status",
-            "completed_at",
-            "first_token_at",
-            "updated_at",
-        ]
+    # The hold's team and workload (its request's, read already, but for a rare hold that
+    # names others).
+    return ledger_bulk.Charge(
+        key=key,
+        team=request.team if hold.team_id == request.team_id else hold.team,
+        workload=request.workload if hold.workload_id == request.workload_id else hold.workload,
+        request_id=hold.request_id,
+        usage=line.usage,
+        hold=hold,
+        note=note,
     )
-    request_changed(request)
-    if request.params.get("kind") == "responses":
-        conversations.response_store(request)
-    policy = request.workload.policy
-    if policy.cache_enabled and request.source != Request.Source.BATCH_API:
-        # A deferred answer serves later repeats too, once it is committed. Not a client's
-        # own batch file: tens of thousands of writes to the cache for answers its client
-        # asked for in bulk.
-        transaction.on_commit(
-            partial(response_cache_put, policy=policy, params=request.params, request=request)
-        )
+
+
+# What completing a request from its batch answer writes.
+COMPLETED_FIELDS = (
+    "model",
+    "mode",
+    "output",
+    "finish_reason",
+    "answer",
+    "usage",
+    "status",
+    "completed_at",
+    "first_token_at",
+    "updated_at",
+)
+
+
+def _requests_complete(job: BatchJob, lines: list[_Line], *, now: datetime) -> None:
+    """The answered requests completed: their rows written in one statement, then each told
+    to its subscribers, kept for a Responses client, and put in the response cache, as one
+    realtime answer is."""
+    requests = []
+    for line in lines:
+        request, completion = line.item.request, line.outcome.completion
+        request.model = job.model
+        request.mode = Mode.BATCH
+        request.output = completion.text
+        request.finish_reason = completion.finish_reason
+        request.answer = conversations.recorded_answer(request, completion)
+        request.usage = line.usage.as_dict()
+        request.status = Request.Status.COMPLETED
+        request.completed_at = request.first_token_at = now
+        request_touch(request)
+        requests.append(request)
+    if not requests:
+        return
+    _requests_write(requests)
+    requests_changed(requests)
+    for request in requests:
+        if request.params.get("kind") == "responses":
+            conversations.response_store(request)
+        policy = request.workload.policy
+        if policy.cache_enabled and request.source != Request.Source.BATCH_API:
+            # A deferred answer serves later repeats too, once it is committed. Not a client's
+            # own batch file: tens of thousands of writes to the cache for answers its client
+            # asked for in bulk.
+            transaction.on_commit(
+                partial(response_cache_put, policy=policy, params=request.params, request=request)
+            )
+
+
+@lru_cache(maxsize=4)
+def _requests_write_sql(vendor: str) -> tuple[tuple, str]:
+    meta = Request._meta
+    quote = connection.ops.quote_name
+    fields = tuple(meta.get_field(name) for name in COMPLETED_FIELDS)
+    assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
+    # Identifiers from the model's metadata; every value is a parameter.
+    sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote(meta.pk.column)} = %s"  # noqa: S608
+    return fields, sql
+
+
+def _requests_write(requests: list[Request]) -> None:
+    """UPDATE each request's COMPLETED_FIELDS as request.save(update_fields=...) would (each
+    value through its field's pre_save and get_db_prep_save), in one executemany."""
+    fields, sql = _requests_write_sql(connection.vendor)
+    pk = Request._meta.pk
+    prepared: dict[tuple[int, object], object] = {}  # the chunk's model, mode, status, time
+
+    def prep(index: int, value):
+        if not isinstance(value, Hashable):
+            return fields[index].get_db_prep_save(value, connection)
+        if (index, value) not in prepared:
+            prepared[index, value] = fields[index].get_db_prep_save(value, connection)
+        return prepared[index, value]
+
+    params = [
+        [prep(i, f.pre_save(request, False)) for i, f in enumerate(fields)]
+        + [pk.get_db_prep_value(request.pk, connection)]
+        for request in requests
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 def job_finish(job: BatchJob, *, now: datetime) -> list[str]:
