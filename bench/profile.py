@@ -1,9 +1,12 @@
 """Where daphne's CPU goes on the serving path: py-spy samples the llmops server while a client
 sends requests one after another; prints CPU-ms per request and the functions that hold the
-most samples (inclusive and self). Not a benchmark (no figure goes to BENCHMARKS.md): the tool
-that found what the hot path changes in llmops/serving.py, dbthreads.py and memo.py removed.
+most samples (inclusive and self). `make bench` runs it last (--json): its section of
+BENCHMARKS.md is the profile the other sections' "what stands in the way" points to, daphne's
+busy samples by area of the serving path. The tool that found what the hot path changes in
+llmops/serving.py, dbthreads.py, rows.py and memo.py removed.
 
     .venv/bin/python bench/profile.py [--seconds 15] [--native] [--debug] [--top 40] [--raw OUT]
+                                      [--json OUT]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from bench import common  # noqa: E402
 
 PY_SPY = Path(sys.executable).with_name("py-spy")
+COMMAND = ".venv/bin/python bench/profile.py"
 WORKLOAD = "product-search"
 
 
@@ -47,6 +51,64 @@ def call(base_url: str, api_key: str, native: bool) -> None:
     )
     with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
         response.read()
+
+
+# A sample whose innermost frame is one of these is a thread waiting, not working.
+IDLE = ("EpollSelector.select (", "_worker (concurrent/futures/thread.py")
+# The areas of the serving path, each by a frame its samples run under (the first that
+# matches, in this order); the last three by the library their innermost frames are in.
+AREAS = [
+    ("admission: API key, body (DRF), routing, the request row and budget hold", "prepare ("),
+    (
+        "completion: attempt, ledger entry, hold settled, budget counters, request row",
+        "_call_succeeded (",
+    ),
+    ("the native API's answer body", "request_json ("),
+    ("the database threads' own work (a unit's set-up, results handed back)", "_WorkItem.run ("),
+    ("the outbound call to the provider (httpx)", "httpx"),
+    ("daphne and twisted: HTTP parsing, socket reads and writes", "twisted"),
+    ("Django's request and response handling", "django/"),
+]
+
+
+def areas(raw: Path) -> tuple[int, list[tuple[str, int]]]:
+    """Busy samples (idle threads' waiting left out) by area of the serving path."""
+    counts: collections.Counter = collections.Counter()
+    busy = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if frames[-1].startswith(IDLE):
+            continue
+        busy += int(count)
+        for name, marker in AREAS:
+            if any(marker in frame for frame in frames):
+                counts[name] += int(count)
+                break
+        else:
+            counts["the event loop, thread hops and the rest"] += int(count)
+    return busy, counts.most_common()
+
+
+def section(n: int, seconds: float, cpu_ms: float, raw: Path, native: bool) -> str:
+    busy, by_area = areas(raw)
+    path = "/api/v1/requests" if native else "/v1/chat/completions"
+    lines = [
+        f"`{COMMAND}`: py-spy samples daphne (production settings, SQLite) at 500 Hz while one "
+        f"client posts non-streamed chat completions to `{path}` one after another, each with a "
+        f"new prompt (no response-cache hit): {n} requests in {seconds:g} s, "
+        f"**{cpu_ms:.1f} CPU-ms per request** (py-spy's sampling included). Daphne's busy "
+        f"samples ({busy}; threads waiting left out) by area of the serving path:",
+        "",
+        "| area | share of busy samples |",
+        "|---|---|",
+        *(f"| {name} | {count / busy:.0%} |" for name, count in by_area),
+        "",
+        "The two database units are what llmops does that a passthrough does not (they record "
+        "the request, its hold and its ledger entry before the answer leaves); the rest is what "
+        "any Python gateway on daphne pays per request.",
+    ]
+    return "\n".join(lines)
 
 
 def summarise(raw: Path, top: int) -> str:
@@ -77,7 +139,11 @@ def main() -> None:
     )
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--raw", help="keep py-spy's raw samples here")
+    parser.add_argument("--json", metavar="OUT", help="write make bench's section here")
+    parser.add_argument("--quick", action="store_true", help="5 seconds")
     args = parser.parse_args()
+    if args.quick:
+        args.seconds = 5
     if not PY_SPY.exists():
         sys.exit(f"{PY_SPY} is missing: `make install` installs it (a dev dependency)")
     scratch = tempfile.TemporaryDirectory(prefix="llmops-profile-")
@@ -108,6 +174,22 @@ def main() -> None:
         spy.wait()
     print(f"{n} requests in {args.seconds:g} s; daphne: {cpu * 1000 / n:.1f} CPU-ms per request\n")
     print(summarise(raw, args.top))
+    if args.json:
+        busy, by_area = areas(raw)
+        common.write_result(
+            args.json,
+            id="PROF",
+            title="Where daphne's CPU goes",
+            command=COMMAND,
+            figures={
+                "requests": n,
+                "seconds": args.seconds,
+                "cpu_ms_per_request": round(cpu * 1000 / n, 2),
+                "busy_samples": busy,
+                "areas": dict(by_area),
+            },
+            markdown=section(n, args.seconds, cpu * 1000 / n, raw, args.native),
+        )
     scratch.cleanup()
 
 

@@ -53,6 +53,8 @@ MODULES = [
     Module("memory_growth", "M6", "Memory growth", args=["--requests", "100000"], timeout_s=1800),
     Module("savings_replay", "M8", "Savings replay"),
     Module("sim_throughput", "SIM", "The provider simulator", timeout_s=120),
+    # Last: the profile the other sections' "what stands in the way" points to.
+    Module("profile", "PROF", "Where daphne's CPU goes", args=["--seconds", "15"], timeout_s=180),
 ]
 LOG_DIR = common.VAR / "logs"
 
