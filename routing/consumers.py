@@ -345,6 +345,7 @@ class StreamConsumer(JsonSocket):
             ask=ask,
             sync_only=False,
         )
+        services.request_begin(admitted)  # the first call's circuit and endpoint, same hop
         if admitted.request.status == Request.Status.QUEUED:
             return admitted, None
         return admitted, _started(admitted)
