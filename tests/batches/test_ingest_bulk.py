@@ -35,28 +35,10 @@ from routing.response_cache import response_cache_put
 
 pytestmark = pytest.mark.django_db
 
-ENTRY_FIELDS = (
-    "idempotency_key",
-    "kind",
-    "mode",
-    "team_id",
-    "workload_id",
-    "request_id",
-    "model_id",
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "price_id",
-    "cost_usd",
-    "counterfactual_price_id",
-    "counterfactual_cost_usd",
-    "standard_cost_usd",
-    "batch_cost_usd",
-    "flex_cost_usd",
-    "reverses_id",
-    "note",
+# Every column of an entry but its id and time: a field added to LedgerEntry and left out of
+# billing.ledger_bulk's rows (or of ledger_record_usage's) makes the two paths differ here.
+ENTRY_FIELDS = tuple(
+    f.attname for f in LedgerEntry._meta.concrete_fields if f.name not in ("id", "occurred_at")
 )
 
 
