@@ -140,3 +140,17 @@ def get(model: type[Model], by: str, value) -> Model | None:
             value_read = converter(value_read, column, connection)
         values.append(value_read)
     return model.from_db(connection.alias, [f.attname for f in fields], values)
+
+
+def update_many(objs: list[Model], fields: tuple[str, ...]) -> None:
+    """UPDATE each of `objs` (rows of one model) with its `fields`, in one executemany."""
+    if not objs:
+        return
+    model = type(objs[0])
+    columns, sql = _update(model, connection.vendor, fields)
+    pk = model._meta.pk
+    params = [
+        [*_values(obj, columns, False), pk.get_db_prep_value(obj.pk, connection)] for obj in objs
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)

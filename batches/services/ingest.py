@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache, partial
@@ -34,6 +33,7 @@ from billing import ledger_bulk
 from billing.models import Hold
 from billing.pricing import PricingError, Usage
 from billing.services import hold_release, holds_release
+from llmops import rows
 from routing import conversations, providers
 from routing.events import request_changed, request_touch, requests_changed
 from routing.models import LlmModel, Mode, Request, RoutingPolicy, Team, Workload
@@ -320,7 +320,7 @@ def _requests_complete(job: BatchJob, lines: list[_Line], *, now: datetime) -> N
         requests.append(request)
     if not requests:
         return
-    _requests_write(requests)
+    rows.update_many(requests, COMPLETED_FIELDS)
     requests_changed(requests)
     for request in requests:
         if request.params.get("kind") == "responses":
@@ -333,40 +333,6 @@ def _requests_complete(job: BatchJob, lines: list[_Line], *, now: datetime) -> N
             transaction.on_commit(
                 partial(response_cache_put, policy=policy, params=request.params, request=request)
             )
-
-
-@lru_cache(maxsize=4)
-def _requests_write_sql(vendor: str) -> tuple[tuple, str]:
-    meta = Request._meta
-    quote = connection.ops.quote_name
-    fields = tuple(meta.get_field(name) for name in COMPLETED_FIELDS)
-    assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
-    # Identifiers from the model's metadata; every value is a parameter.
-    sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote(meta.pk.column)} = %s"  # noqa: S608
-    return fields, sql
-
-
-def _requests_write(requests: list[Request]) -> None:
-    """UPDATE each request's COMPLETED_FIELDS as request.save(update_fields=...) would (each
-    value through its field's pre_save and get_db_prep_save), in one executemany."""
-    fields, sql = _requests_write_sql(connection.vendor)
-    pk = Request._meta.pk
-    prepared: dict[tuple[int, object], object] = {}  # the chunk's model, mode, status, time
-
-    def prep(index: int, value):
-        if not isinstance(value, Hashable):
-            return fields[index].get_db_prep_save(value, connection)
-        if (index, value) not in prepared:
-            prepared[index, value] = fields[index].get_db_prep_save(value, connection)
-        return prepared[index, value]
-
-    params = [
-        [prep(i, f.pre_save(request, False)) for i, f in enumerate(fields)]
-        + [pk.get_db_prep_value(request.pk, connection)]
-        for request in requests
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
 
 
 def job_finish(job: BatchJob, *, now: datetime) -> list[str]:
