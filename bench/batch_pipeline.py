@@ -74,7 +74,7 @@ class Pauses:
         module.write_pause = pause
 
 
-def run(size: int, sim) -> dict:
+def run(size: int, sim, profile: str | None = None) -> dict:
     from django.conf import settings
     from django.core.management import call_command
     from django.db import connection
@@ -137,8 +137,20 @@ def run(size: int, sim) -> dict:
         advance_until(jobs, built)
     sim.advance(3600)  # the provider finishes every job
     pauses = Pauses(ingest)
+    profiler = None
+    if profile:
+        # bench/profile.py, on sys.path as this script's folder, shadows the standard library's
+        # profile module, which cProfile imports
+        sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     with Phase() as ingested:
         ingest_steps = advance_until(jobs, lambda job: job.is_terminal)
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(profile)
     entries = LedgerEntry.objects.filter(request__workload=workload).count()
     with Phase() as again:
         for pk in jobs:
@@ -271,6 +283,11 @@ def main() -> None:
         "a SQLite file of its own",
     )
     parser.add_argument("--json", metavar="OUT")
+    parser.add_argument(
+        "--profile",
+        metavar="OUT",
+        help="write a cProfile of the ingest phase to OUT (its times are then not the target's)",
+    )
     args = parser.parse_args()
     size = QUICK_SIZE if args.quick else args.size
     if args.scaled and not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")):
@@ -293,7 +310,7 @@ def main() -> None:
         # the simulator in a process of its own, as a provider is: its CPU and its memory (the
         # uploaded file, the results it writes) are not this process's
         with common.simulator_process() as (sim, _sim_proc):
-            figures = run(size, sim)
+            figures = run(size, sim, args.profile)
     result = {
         "id": "M4",
         "title": "Batch pipeline",

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
-from bench.litellm_proxy import LiteLLMUnavailable, install, starting_litellm  # noqa: E402
+from bench.litellm_proxy import Comparison  # noqa: E402
 from bench.passthrough import running_passthrough  # noqa: E402
 
 COMMAND = ".venv/bin/python bench/latency.py"
@@ -130,29 +130,15 @@ def measure(rounds: int, per_round: int, warmup: int) -> dict:
         "workload": WORKLOAD,
         "litellm_error": None,
     }
-    try:
-        figures["litellm_version"] = install()
-    except LiteLLMUnavailable as exc:
-        figures["litellm_error"] = str(exc)
+    comparison = Comparison(figures)
     with contextlib.ExitStack() as running:
         sim, sim_proc = running.enter_context(common.simulator_process(output_tokens=MAX_TOKENS))
         floor_url, floor_proc = running.enter_context(running_passthrough(sim.base_url))
-        litellm = None
-        if figures["litellm_error"] is None:
-            # LiteLLM takes seconds to import: it starts while llmops is migrated and seeded
-            try:
-                litellm = running.enter_context(starting_litellm(sim.openai_base_url))
-            except LiteLLMUnavailable as exc:
-                figures["litellm_error"] = str(exc)
+        comparison.start(running, sim.openai_base_url)
         stack, daphne = running.enter_context(
             common.llmops_stack(sim.base_url, prefix="llmops-bench-m1-")
         )
-        if litellm is not None:
-            try:
-                litellm.ready()
-            except LiteLLMUnavailable as exc:
-                figures["litellm_error"] = str(exc)
-                litellm = None
+        proxy = comparison.ready()
         auth = {"Authorization": f"Bearer {stack.api_key}"}
         sim_auth = {"Authorization": "Bearer sim"}
         arms = [
@@ -166,10 +152,10 @@ def measure(rounds: int, per_round: int, warmup: int) -> dict:
             Arm("llmops_native", f"{stack.base_url}/api/v1/requests", auth, native=True),
         ]
         processes = {"simulator": sim_proc.pid, "floor": floor_proc.pid, "llmops": daphne}
-        if litellm is not None:
-            processes["litellm"] = litellm.proc.pid
+        if proxy is not None:
+            processes["litellm"] = proxy.proc.pid
             arms.append(
-                Arm("litellm", f"{litellm.base_url}/v1/chat/completions", {"Authorization": "x"})
+                Arm("litellm", f"{proxy.base_url}/v1/chat/completions", {"Authorization": "x"})
             )
         cpu = {name: common.cpu_seconds(pid) for name, pid in processes.items()}
         wall = time.perf_counter()

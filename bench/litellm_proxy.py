@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from bench.common import VAR, free_port, stop, wait_http
@@ -180,3 +180,39 @@ def running_litellm(openai_base_url: str) -> Iterator[tuple[str, subprocess.Pope
     with starting_litellm(openai_base_url) as proxy:
         proxy.ready()
         yield proxy.base_url, proxy.proc
+
+
+class Comparison:
+    """LiteLLM as a benchmark's comparison arm, in three steps: installed (on creation, before
+    anything runs: a first install takes minutes), started (`start`, before llmops is migrated
+    and seeded: it takes seconds to import, so the two overlap), then waited for (`ready`). A
+    step that fails records why in figures["litellm_error"] and leaves the arm out;
+    figures["litellm_version"] names the release installed."""
+
+    def __init__(self, figures: dict) -> None:
+        self.figures = figures
+        self.proxy: Starting | None = None
+        try:
+            figures["litellm_version"] = install()
+        except LiteLLMUnavailable as exc:
+            figures["litellm_error"] = str(exc)
+
+    def start(self, running: ExitStack, openai_base_url: str) -> None:
+        """The proxy started as `starting_litellm` starts it, stopped when `running` closes."""
+        if self.figures.get("litellm_error") is not None:
+            return
+        try:
+            self.proxy = running.enter_context(starting_litellm(openai_base_url))
+        except LiteLLMUnavailable as exc:
+            self.figures["litellm_error"] = str(exc)
+
+    def ready(self) -> Starting | None:
+        """The started proxy once it answers; None if it was not started or does not answer."""
+        if self.proxy is None:
+            return None
+        try:
+            self.proxy.ready()
+        except LiteLLMUnavailable as exc:
+            self.figures["litellm_error"] = str(exc)
+            self.proxy = None
+        return self.proxy

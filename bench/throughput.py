@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
-from bench.litellm_proxy import LiteLLMUnavailable, install, starting_litellm  # noqa: E402
+from bench.litellm_proxy import Comparison  # noqa: E402
 
 COMMAND = ".venv/bin/python bench/throughput.py"
 WORKLOAD = "product-search"  # acme's realtime workload: gpt-4o-mini first, response cache on
@@ -234,19 +234,10 @@ def measure(rounds: int, seconds: float, warmup_s: float) -> dict:
         "settle_seconds": SETTLE_S,
         "litellm_error": None,
     }
-    try:
-        figures["litellm_version"] = install()
-    except LiteLLMUnavailable as exc:
-        figures["litellm_error"] = str(exc)
+    comparison = Comparison(figures)
     with contextlib.ExitStack() as running:
         sim, sim_proc = running.enter_context(common.simulator_process(output_tokens=MAX_TOKENS))
-        litellm = None
-        if figures["litellm_error"] is None:
-            # LiteLLM takes seconds to import: it starts while llmops is migrated and seeded
-            try:
-                litellm = running.enter_context(starting_litellm(sim.openai_base_url))
-            except LiteLLMUnavailable as exc:
-                figures["litellm_error"] = str(exc)
+        comparison.start(running, sim.openai_base_url)
         stack, daphne = running.enter_context(
             common.llmops_stack(sim.base_url, prefix="llmops-bench-m2-")
         )
@@ -258,20 +249,16 @@ def measure(rounds: int, seconds: float, warmup_s: float) -> dict:
                 daphne,
             )
         ]
-        if litellm is not None:
-            try:
-                litellm.ready()
-                arms.append(
-                    Arm(
-                        "litellm",
-                        f"{litellm.base_url}/v1/chat/completions",
-                        {"Authorization": "x"},
-                        litellm.proc.pid,
-                    )
+        if (proxy := comparison.ready()) is not None:
+            arms.append(
+                Arm(
+                    "litellm",
+                    f"{proxy.base_url}/v1/chat/completions",
+                    {"Authorization": "x"},
+                    proxy.proc.pid,
                 )
-                figures["litellm_processes"] = len(descendants(litellm.proc.pid))
-            except LiteLLMUnavailable as exc:
-                figures["litellm_error"] = str(exc)
+            )
+            figures["litellm_processes"] = len(descendants(proxy.proc.pid))
         wall = time.perf_counter()
         windows = asyncio.run(run_rounds(arms, rounds, seconds, warmup_s, sim_proc.pid))
         figures["seconds"] = round(time.perf_counter() - wall, 1)

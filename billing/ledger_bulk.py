@@ -29,6 +29,7 @@ from billing.services import (
     Priced,
     _held_periods,
     _periods_for,
+    entry_values,
     usage_price,
 )
 from llmops import memo
@@ -226,9 +227,10 @@ def _entry_rows(
     kind: str,
     at: datetime,
 ) -> list[list]:
-    """The entries' column values, each as ledger_record_usage's LedgerEntry would be saved:
-    every value through its field's get_db_prep_save (money as integer picodollars). Values
-    repeated across the set (the team, the model, the prices, the time) are prepared once."""
+    """The entries' column values, each as ledger_record_usage's LedgerEntry would be saved
+    (the same entry_values): every value through its field's get_db_prep_save (money as integer
+    picodollars). Values repeated across the set (the team, the model, the prices, the time)
+    are prepared once."""
     prepared: dict[tuple[int, object], object] = {}
 
     def prep(index: int, value):
@@ -240,32 +242,19 @@ def _entry_rows(
 
     rows = []
     for charge in charges:
-        price = priced[charge.key]
-        cost, counterfactual, usage = price.cost, price.counterfactual, charge.usage
-        values = {
-            "idempotency_key": charge.key,
-            "kind": kind,
-            "mode": mode,
-            "team_id": charge.team.pk,
-            "workload_id": charge.workload.pk if charge.workload is not None else None,
-            "request_id": charge.request_id,
-            "model_id": model.pk,
-            "input_tokens": usage.input_tokens,
-            "cached_input_tokens": usage.cached_input_tokens,
-            "cache_write_tokens": usage.cache_write_tokens,
-            "output_tokens": usage.output_tokens,
-            "reasoning_tokens": usage.reasoning_tokens,
-            "price_id": cost.version.id if cost.version else None,
-            "cost_usd": cost.total,
-            "counterfactual_price_id": counterfactual.version.id,
-            "counterfactual_cost_usd": counterfactual.total,
-            "standard_cost_usd": price.standard.total,
-            "batch_cost_usd": price.batch.total if price.batch else None,
-            "flex_cost_usd": price.flex.total if price.flex else None,
-            "reverses_id": None,
-            "occurred_at": at,
-            "note": charge.note,
-        }
+        values = entry_values(
+            key=charge.key,
+            kind=kind,
+            mode=mode,
+            team=charge.team,
+            workload=charge.workload,
+            request_id=charge.request_id,
+            model=model,
+            usage=charge.usage,
+            priced=priced[charge.key],
+            at=at,
+            note=charge.note,
+        )
         rows.append([prep(i, values[f.attname]) for i, f in enumerate(fields)])
     return rows
 

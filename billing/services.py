@@ -235,6 +235,50 @@ def reservation_amount(
     )
 
 
+def entry_values(
+    *,
+    key: str,
+    kind: str,
+    mode: str,
+    team: Team,
+    workload: Workload | None,
+    request_id: object,
+    model: LlmModel,
+    usage: Usage,
+    priced: Priced,
+    at: datetime,
+    note: str,
+) -> dict[str, object]:
+    """The field values, by attribute name (ids for the related rows), of the LedgerEntry that
+    records one priced usage: what ledger_record_usage saves, and what billing.ledger_bulk
+    writes for each of many."""
+    cost, counterfactual = priced.cost, priced.counterfactual
+    return {
+        "idempotency_key": key,
+        "kind": kind,
+        "mode": mode,
+        "team_id": team.pk,
+        "workload_id": workload.pk if workload is not None else None,
+        "request_id": request_id,
+        "model_id": model.pk,
+        "input_tokens": usage.input_tokens,
+        "cached_input_tokens": usage.cached_input_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "price_id": cost.version.id if cost.version else None,
+        "cost_usd": cost.total,
+        "counterfactual_price_id": counterfactual.version.id,
+        "counterfactual_cost_usd": counterfactual.total,
+        "standard_cost_usd": priced.standard.total,
+        "batch_cost_usd": priced.batch.total if priced.batch else None,
+        "flex_cost_usd": priced.flex.total if priced.flex else None,
+        "reverses_id": None,
+        "occurred_at": at,
+        "note": note,
+    }
+
+
 def ledger_record_usage(
     *,
     key: str,
@@ -271,30 +315,24 @@ def ledger_record_usage(
         if (existing := LedgerEntry.objects.filter(idempotency_key=key).first()) is not None:
             return existing, False
         raise
-    cost, counterfactual = priced.cost, priced.counterfactual
     entry = LedgerEntry(
-        idempotency_key=key,
-        kind=kind,
-        mode=mode,
-        team=team,
-        workload=workload,
-        request=request,
-        model=model,
-        input_tokens=usage.input_tokens,
-        cached_input_tokens=usage.cached_input_tokens,
-        cache_write_tokens=usage.cache_write_tokens,
-        output_tokens=usage.output_tokens,
-        reasoning_tokens=usage.reasoning_tokens,
-        price_id=cost.version.id if cost.version else None,
-        cost_usd=cost.total,
-        counterfactual_price_id=counterfactual.version.id,
-        counterfactual_cost_usd=counterfactual.total,
-        standard_cost_usd=priced.standard.total,
-        batch_cost_usd=priced.batch.total if priced.batch else None,
-        flex_cost_usd=priced.flex.total if priced.flex else None,
-        occurred_at=at,
-        note=note,
+        **entry_values(
+            key=key,
+            kind=kind,
+            mode=mode,
+            team=team,
+            workload=workload,
+            request_id=request.pk if request is not None else None,
+            model=model,
+            usage=usage,
+            priced=priced,
+            at=at,
+            note=note,
+        )
     )
+    # The related rows as given, cached on the entry (as LedgerEntry(team=team, ...) would):
+    # the entry returned reads them without a query.
+    entry.team, entry.workload, entry.request, entry.model = team, workload, request, model
     # No savepoint: nothing in it is expected to fail (a conflict on the key is no error), and
     # inside the caller's transaction a savepoint is two more statements per entry.
     with transaction.atomic(savepoint=False):
@@ -307,7 +345,7 @@ def ledger_record_usage(
         released = hold is not None and _close_hold(hold, Hold.Status.SETTLED)
         _count(
             spent={p.pk for p in periods},
-            amount=cost.total,
+            amount=priced.cost.total,
             released=_hold_period_ids(hold) if released else (),
             hold=hold,
         )

@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP through Django (the serving endpoints through llmops.serving),
 websockets through Channels."""
 
+import gc
 import os
 
 from django.core.asgi import get_asgi_application
@@ -27,3 +28,12 @@ application = ProtocolTypeRouter(
         "websocket": HandshakeValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+# The start-up heap (Django, DRF, Channels, the provider SDKs and their pydantic types: about
+# 300,000 objects the cyclic collector tracks) lives as long as the process. Left in the
+# collector's oldest generation, every full collection walked all of it: 150-350 ms with the
+# GIL held, in which no stream's frame was relayed (M3: at 200 concurrent streams every one
+# stalled). Frozen, a full collection walks only what requests made (20-50 ms). Frozen objects
+# are still freed when their last reference goes; only the cycle search skips them.
+gc.collect()
+gc.freeze()

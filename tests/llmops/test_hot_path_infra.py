@@ -1,8 +1,10 @@
 """The pieces under the serving hot path: the response cache's SQLite file (llmops/cache.py),
-single-row writes in SQL (llmops/rows.py) and DEBUG without its query log (llmops/backends)."""
+single-row writes in SQL (llmops/rows.py), DEBUG without its query log (llmops/backends) and
+the frozen start-up heap (llmops/asgi.py)."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import time
 from decimal import Decimal
@@ -122,3 +124,27 @@ def test_rows_reads_a_row_as_the_orm_does(demo):
         assert getattr(fast, field.attname) == getattr(orm, field.attname), field.name
     assert fast.pk == orm.pk and not fast._state.adding
     assert rows.get(ApiKey, "key_hash", "0" * 64) is None
+
+
+def test_the_asgi_application_freezes_its_start_up_heap(tmp_path):
+    """What the server imports stays out of the cycle collector's full collections, whose walk
+    of it stalled every stream (M3)."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import gc, json, llmops.asgi; "
+        "print(json.dumps([gc.get_freeze_count(), len(gc.get_objects(2))]))"
+    )
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "llmops.settings",
+        "LLMOPS_DATA_DIR": str(tmp_path),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    frozen, oldest = json.loads(out.splitlines()[-1])
+    assert frozen > 100_000  # the frameworks and SDKs, frozen
+    assert oldest < frozen / 10  # and not left in the generation a full collection walks
