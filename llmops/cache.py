@@ -47,6 +47,9 @@ class SQLiteCache(BaseCache):
             db = sqlite3.connect(self.path, timeout=20, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=OFF")
+            # Lookups by key: a small page cache (SQLite's default, 2 MB per connection, grew
+            # a server's memory with every thread as the file grew).
+            db.execute("PRAGMA cache_size=-128")
             db.execute(
                 "CREATE TABLE IF NOT EXISTS entries "
                 "(key TEXT PRIMARY KEY, expires REAL, value BLOB) WITHOUT ROWID"

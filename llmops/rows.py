@@ -142,15 +142,27 @@ def get(model: type[Model], by: str, value) -> Model | None:
     return model.from_db(connection.alias, [f.attname for f in fields], values)
 
 
-def update_many(objs: list[Model], fields: tuple[str, ...]) -> None:
-    """UPDATE each of `objs` (rows of one model) with its `fields`, in one executemany."""
+def update_many(objs: list[Model], fields: tuple[str, ...], *, same: tuple[str, ...] = ()) -> None:
+    """UPDATE each of `objs` (rows of one model) with its `fields`, in one executemany. `same`:
+    those of `fields` that hold one value on every object (a status, a time), prepared once
+    from the first, not once per row."""
     if not objs:
         return
     model = type(objs[0])
     columns, sql = _update(model, connection.vendor, fields)
     pk = model._meta.pk
-    params = [
-        [*_values(obj, columns, False), pk.get_db_prep_value(obj.pk, connection)] for obj in objs
-    ]
+    first = objs[0]
+    shared = {
+        index: field.get_db_prep_save(field.pre_save(first, False), connection)
+        for index, (field, _) in enumerate(columns)
+        if field.name in same
+    }
+    varying = tuple(column for index, column in enumerate(columns) if index not in shared)
+    params = []
+    for obj in objs:
+        values = iter(_values(obj, varying, False))
+        row = [shared[i] if i in shared else next(values) for i in range(len(columns))]
+        row.append(pk.get_db_prep_value(obj.pk, connection))
+        params.append(row)
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)

@@ -29,7 +29,10 @@ EVENT_TYPE = "request.changed"  # the consumers' handler is request_changed()
 
 
 def request_group(request_id: uuid.UUID | str) -> str:
-    return f"llmops.request.{uuid.UUID(str(request_id)).hex}"
+    # A request's own key is a UUID already (50,000 of them for a batch's results): not parsed
+    # again from its text.
+    key = request_id if type(request_id) is uuid.UUID else uuid.UUID(str(request_id))
+    return f"llmops.request.{key.hex}"
 
 
 def team_group(team_id: int) -> str:

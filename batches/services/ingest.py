@@ -299,6 +299,8 @@ COMPLETED_FIELDS = (
     "first_token_at",
     "updated_at",
 )
+# Of those, what every request of a chunk gets alike (prepared once for the chunk).
+SAME_FOR_THE_CHUNK = ("model", "mode", "status", "completed_at", "first_token_at", "updated_at")
 
 
 def _requests_complete(job: BatchJob, lines: list[_Line], *, now: datetime) -> None:
@@ -306,6 +308,7 @@ def _requests_complete(job: BatchJob, lines: list[_Line], *, now: datetime) -> N
     to its subscribers, kept for a Responses client, and put in the response cache, as one
     realtime answer is."""
     requests = []
+    touched = timezone.now()  # one status change for the chunk, as its one transaction
     for line in lines:
         request, completion = line.item.request, line.outcome.completion
         request.model = job.model
@@ -316,11 +319,11 @@ def _requests_complete(job: BatchJob, lines: list[_Line], *, now: datetime) -> N
         request.usage = line.usage.as_dict()
         request.status = Request.Status.COMPLETED
         request.completed_at = request.first_token_at = now
-        request_touch(request)
+        request.updated_at = touched
         requests.append(request)
     if not requests:
         return
-    rows.update_many(requests, COMPLETED_FIELDS)
+    rows.update_many(requests, COMPLETED_FIELDS, same=SAME_FOR_THE_CHUNK)
     requests_changed(requests)
     for request in requests:
         if request.params.get("kind") == "responses":

@@ -13,6 +13,7 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from llmops import rows
 from llmops.cache import SQLiteCache
@@ -100,6 +101,30 @@ def test_rows_writes_what_the_orm_would(demo):
     # A row already there under a unique value: nothing written, no IntegrityError.
     again = Request(pk=request.pk, team=demo.acme, workload=request.workload)
     assert rows.insert(again, unless_exists="id") is False
+
+
+@pytest.mark.django_db
+def test_update_many_writes_each_row_with_the_shared_values_prepared_once(demo):
+    workload = demo.workloads["product-search"]
+    made = [
+        Request(team=demo.acme, workload=workload, params={"n": n}, status="running")
+        for n in range(3)
+    ]
+    for request in made:
+        rows.insert(request)
+    now = timezone.now()
+    for n, request in enumerate(made):
+        request.output, request.usage = f"answer {n}", {"output_tokens": n}
+        request.status, request.completed_at = Request.Status.COMPLETED, now
+        request.model = demo.models["gpt-4o-mini"]
+    fields = ("output", "usage", "status", "completed_at", "model")
+    rows.update_many(made, fields, same=("status", "completed_at", "model"))
+    for n, request in enumerate(made):
+        stored = Request.objects.get(pk=request.pk)
+        assert (stored.output, stored.usage) == (f"answer {n}", {"output_tokens": n})
+        assert stored.status == Request.Status.COMPLETED and stored.completed_at == now
+        assert stored.model_id == demo.models["gpt-4o-mini"].pk
+        assert stored.params == {"n": n}  # not a field it was asked to write
 
 
 @pytest.mark.django_db
