@@ -409,11 +409,14 @@ LLMOPS_MAX_MESSAGE_BATCH_BYTES = env.int(
 # so a deployment without them still starts, but never shows them to anyone.
 LLMOPS_METRICS_TOKEN = env.str("LLMOPS_METRICS_TOKEN", "")
 LLMOPS_METRICS_NEED_TOKEN = not DEBUG  # not settings.DEBUG: the test runner turns that off
-# Requests per API key (DRF rate syntax: N/second|minute|hour|day), counted in the cache.
 # Threads that run the serving endpoints' database work, each keeping its connection
 # (llmops/dbthreads.py); 0 runs it in each request's own thread, as Django does.
 LLMOPS_DB_THREADS = env.int("LLMOPS_DB_THREADS", 4, min=0, max=64)
-LLMOPS_API_RATE = env.str("LLMOPS_API_RATE", "1200/minute")
+# Requests per API key (DRF rate syntax: N/second|minute|hour|day), counted in the cache. It
+# stops a runaway client, not an application's own load: 100 a second is about half of what
+# one daphne process serves (BENCHMARKS.md, M2). At 1,200 a minute (a burst of 1,200) a
+# 16-client timing of `make run`, ~180 requests a second, was throttled after seven seconds.
+LLMOPS_API_RATE = env.str("LLMOPS_API_RATE", "6000/minute")
 if not re.fullmatch(r"[1-9][0-9]*/(second|minute|hour|day)", LLMOPS_API_RATE):
     raise ImproperlyConfigured(
         f"LLMOPS_API_RATE must look like 600/minute (per second|minute|hour|day), "
