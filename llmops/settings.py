@@ -415,7 +415,7 @@ LLMOPS_DB_THREADS = env.int("LLMOPS_DB_THREADS", 4, min=0, max=64)
 # Requests per API key (DRF rate syntax: N/second|minute|hour|day), counted in the cache. It
 # stops a runaway client, not an application's own load: 100 a second is about half of what
 # one daphne process serves (BENCHMARKS.md, M2). At 1,200 a minute (a burst of 1,200) a
-# 16-client timing of `make run`, ~180 requests a second, was throttled after seven seconds.
+# 16-client timing of `make run`, ~180 requests a second, is throttled after seven seconds.
 LLMOPS_API_RATE = env.str("LLMOPS_API_RATE", "6000/minute")
 if not re.fullmatch(r"[1-9][0-9]*/(second|minute|hour|day)", LLMOPS_API_RATE):
     raise ImproperlyConfigured(
