@@ -20,7 +20,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
-from llmops.dbthreads import event_loop
+from llmops.dbthreads import event_loop, on_loop
 from routing.models import Request
 
 log = logging.getLogger(__name__)
@@ -92,11 +92,10 @@ def _send_all(changes: list[tuple[tuple[str, ...], dict]]) -> None:
 
 
 def _send(groups: tuple[str, ...], message: dict) -> None:
-    loop = event_loop()
-    if loop is not None:
+    if event_loop() is not None:
         # Called from a serving database thread (llmops.dbthreads): hand the message to the
         # event loop and go on, instead of blocking this thread on a round trip per group.
-        loop.call_soon_threadsafe(_schedule, groups, message)
+        on_loop(_schedule, groups, message)
         return
     try:
         async_to_sync(_publish)(groups, message)
