@@ -31,6 +31,8 @@ import httpcore2
 import httpx2
 from django.conf import settings
 
+from llmops.netstream import AsyncioBackend
+
 log = logging.getLogger(__name__)
 
 # How long a name's checked addresses are reused: the serving path opens connections often and
@@ -284,7 +286,9 @@ class _GuardedAsyncBackend(httpcore2.AsyncNetworkBackend):
     verifies the name): a lookup per connection at most, from the cache, never per request."""
 
     def __init__(self) -> None:
-        self._inner = httpcore2.AnyIOBackend()
+        # asyncio's transports, not anyio's socket stream (llmops/netstream.py: a relayed
+        # stream's reads cost a quarter of daphne's CPU through anyio)
+        self._inner = AsyncioBackend()
 
     async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
         try:
