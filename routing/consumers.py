@@ -255,12 +255,14 @@ class JsonSocket(AsyncWebsocketConsumer):
                     code="unknown_type",
                 )
             # Who the caller is, read again: a key revoked in another process since the last
-            # re-read must not start a completion.
-            principal = await db(socket_auth.principal_for, self.credential)
-            if principal is None:
-                self.revoke()
-                return
-            self.caller = Caller(principal, self.credential)
+            # re-read must not start a completion. A handler in `rechecks_caller` does it
+            # itself, in the database hop it makes anyway (recheck_caller).
+            if handler not in self.rechecks_caller:
+                principal = await db(socket_auth.principal_for, self.credential)
+                if principal is None:
+                    self.revoke()
+                    return
+                self.caller = Caller(principal, self.credential)
             await getattr(self, handler)(message)
         except MessageError as exc:
             await self.send_error(str(exc), field=exc.field, code=exc.code)
@@ -283,8 +285,21 @@ class JsonSocket(AsyncWebsocketConsumer):
             {"type": "error", "message": message, **{k: v for k, v in fields.items() if v}}
         )
 
-    async def throttle(self) -> None:
-        wait = await db(throttle_wait, SimpleNamespace(user=self.caller.principal))
+    rechecks_caller: frozenset[str] = frozenset()
+
+    def recheck_caller(self) -> bool:
+        """receive()'s re-read of the caller, in a database thread: False if the credentials
+        ended (the socket is being closed)."""
+        principal = socket_auth.principal_for(self.credential)
+        if principal is None:
+            self.revoke()
+            return False
+        self.caller = Caller(principal, self.credential)
+        return True
+
+    def throttle(self) -> None:
+        """The caller's request rate (in a database thread: the counter is in the cache)."""
+        wait = throttle_wait(SimpleNamespace(user=self.caller.principal))
         if wait is not None:
             raise MessageError(
                 f"Too many requests for this caller; retry in {wait:.0f} s.", code="throttled"
@@ -309,6 +324,8 @@ class StreamConsumer(JsonSocket):
     and a disconnect are handled while tokens flow."""
 
     handlers = {"start": "start", "stop": "stop"}
+    # The first token waits for every hop to a database thread before it: one, not three.
+    rechecks_caller = frozenset({"start"})
     task: asyncio.Task | None = None
     request_id: str | None = None
 
@@ -319,19 +336,26 @@ class StreamConsumer(JsonSocket):
                 code="busy",
             )
         received = time.monotonic()
+        admitted_now = await db(self._admit, message)
+        if admitted_now is None:
+            return  # the credentials ended
+        admitted, started = admitted_now
+        self.request_id = str(admitted.request.pk)
+        self.task = asyncio.create_task(self._stream(admitted, started, received))
+
+    def _admit(self, message: dict) -> tuple[services.Admitted, dict | None] | None:
+        """The caller re-read, the message validated, the caller's rate taken, the request
+        admitted and its `started` message built (it reads prices), all in one database hop,
+        so nothing stands between the provider's first token and the client but the send.
+        None if the caller's credentials ended."""
+        if not self.recheck_caller():
+            return None
         serializer = StartSerializer(data=message)
         if not serializer.is_valid():
             field, text = asks.first_error(serializer.errors)
             raise MessageError(f"{field}: {text}", field=field)
-        await self.throttle()
-        admitted, started = await db(self._admit, serializer.validated_data)
-        self.request_id = str(admitted.request.pk)
-        self.task = asyncio.create_task(self._stream(admitted, started, received))
-
-    def _admit(self, data: dict) -> tuple[services.Admitted, dict | None]:
-        """The admitted request and its `started` message, built in the same database hop
-        (it reads prices), so nothing stands between the provider's first token and the
-        client but the send."""
+        self.throttle()
+        data = serializer.validated_data
         caller = self.caller
         ask = asks.native_ask(
             workloads=selectors.workload_list(user=caller.principal),

@@ -161,3 +161,41 @@ def test_a_key_of_team_a_hears_nothing_of_team_bs_requests(team, other_team, api
     assert b_heard[1]["type"] == "status" and b_heard[1]["request_id"] == str(theirs.pk)
     assert b_heard[1]["request"]["workload"] == "zq-their-workload"
     assert b_heard[1]["status"] == "cancelled"
+
+
+def test_a_start_from_a_key_revoked_elsewhere_admits_nothing_and_closes_the_socket(team, api_key):
+    """Revoked without a signal in this process (as another process's write is), before the
+    periodic re-read: the start's own re-read of the caller, in its admission's database hop,
+    refuses it."""
+    from django.utils import timezone
+
+    from routing.models import ApiKey
+
+    key, raw = api_key
+
+    async def scenario() -> tuple[dict, dict]:
+        socket = WebsocketCommunicator(
+            application, "/ws/stream/", headers=[HOST, (b"authorization", f"Bearer {raw}".encode())]
+        )
+        assert (await socket.connect())[0]
+        await socket.send_json_to({"type": "start"})  # the key still good: a validation error
+        invalid = await socket.receive_json_from(timeout=5)
+        await database_sync_to_async(ApiKey.objects.filter(pk=key.pk).update)(
+            revoked_at=timezone.now()
+        )
+        await socket.send_json_to(
+            {
+                "type": "start",
+                "workload": "anything",
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+        )
+        closed = await socket.receive_output(timeout=5)
+        await socket.disconnect()
+        return invalid, closed
+
+    invalid, closed = async_to_sync(scenario)()
+
+    assert invalid["type"] == "error" and invalid.get("field")
+    assert closed == {"type": "websocket.close", "code": 4401}
+    assert not Request.objects.filter(team=team).exists()
