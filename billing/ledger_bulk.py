@@ -34,6 +34,7 @@ from billing.services import (
 )
 from llmops import memo
 from llmops.dbthreads import event_loop
+from llmops.rows import Prepared
 from routing.models import LlmModel, Team, Workload
 
 # Host parameters per statement: SQLite allows 32,766 (3.32+), PostgreSQL 65,535.
@@ -231,15 +232,7 @@ def _entry_rows(
     (the same entry_values): every value through its field's get_db_prep_save (money as integer
     picodollars). Values repeated across the set (the team, the model, the prices, the time)
     are prepared once."""
-    prepared: dict[tuple[int, object], object] = {}
-
-    def prep(index: int, value):
-        try:
-            return prepared[index, value]
-        except KeyError:
-            result = prepared[index, value] = fields[index].get_db_prep_save(value, connection)
-            return result
-
+    prep = Prepared(fields)
     rows = []
     for charge in charges:
         values = entry_values(

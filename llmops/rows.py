@@ -30,15 +30,20 @@ def _as_is(field: Field) -> bool:
     return isinstance(field, _AS_IS_FIELDS)
 
 
-def _values(obj: Model, fields: tuple[tuple[Field, bool], ...], add: bool) -> list:
+def _values(
+    obj: Model, fields: tuple[tuple[Field, bool], ...], add: bool, prep: Prepared | None = None
+) -> list:
     values = []
-    for field, as_is in fields:
+    for index, (field, as_is) in enumerate(fields):
         if as_is:
             value = getattr(obj, field.attname)
             if type(value) in _AS_IS_TYPES:
                 values.append(value)
                 continue
-        values.append(field.get_db_prep_save(field.pre_save(obj, add), connection))
+        value = field.pre_save(obj, add)
+        values.append(
+            prep(index, value) if prep is not None else field.get_db_prep_save(value, connection)
+        )
     return values
 
 
@@ -142,27 +147,39 @@ def get(model: type[Model], by: str, value) -> Model | None:
     return model.from_db(connection.alias, [f.attname for f in fields], values)
 
 
-def update_many(objs: list[Model], fields: tuple[str, ...], *, same: tuple[str, ...] = ()) -> None:
-    """UPDATE each of `objs` (rows of one model) with its `fields`, in one executemany. `same`:
-    those of `fields` that hold one value on every object (a status, a time), prepared once
-    from the first, not once per row."""
+class Prepared:
+    """Values of many rows' `fields` (by index) through each field's get_db_prep_save, each
+    distinct value prepared once for the set: a batch chunk's one model, status, time and
+    prices, prepared for thousands of rows. Unhashable values (JSON) are prepared each time."""
+
+    def __init__(self, fields: tuple[Field, ...]) -> None:
+        self.fields = fields
+        self.done: dict[tuple[int, object], object] = {}
+
+    def __call__(self, index: int, value):
+        try:
+            return self.done[index, value]
+        except KeyError:
+            result = self.done[index, value] = self.fields[index].get_db_prep_save(
+                value, connection
+            )
+            return result
+        except TypeError:
+            return self.fields[index].get_db_prep_save(value, connection)
+
+
+def update_many(objs: list[Model], fields: tuple[str, ...]) -> None:
+    """UPDATE each of `objs` (rows of one model) with its `fields`, in one executemany (the
+    values repeated across them prepared once, see Prepared)."""
     if not objs:
         return
     model = type(objs[0])
     columns, sql = _update(model, connection.vendor, fields)
+    prep = Prepared(tuple(field for field, _ in columns))
     pk = model._meta.pk
-    first = objs[0]
-    shared = {
-        index: field.get_db_prep_save(field.pre_save(first, False), connection)
-        for index, (field, _) in enumerate(columns)
-        if field.name in same
-    }
-    varying = tuple(column for index, column in enumerate(columns) if index not in shared)
-    params = []
-    for obj in objs:
-        values = iter(_values(obj, varying, False))
-        row = [shared[i] if i in shared else next(values) for i in range(len(columns))]
-        row.append(pk.get_db_prep_value(obj.pk, connection))
-        params.append(row)
+    params = [
+        [*_values(obj, columns, False, prep), pk.get_db_prep_value(obj.pk, connection)]
+        for obj in objs
+    ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)

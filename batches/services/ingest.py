@@ -299,8 +299,6 @@ COMPLETED_FIELDS = (
     "first_token_at",
     "updated_at",
 )
-# Of those, what every request of a chunk gets alike (prepared once for the chunk).
-SAME_FOR_THE_CHUNK = ("model", "mode", "status", "completed_at", "first_token_at", "updated_at")
 
 
 def _requests_complete(job: BatchJob, lines: list[_Line], *, now: datetime) -> None:
@@ -308,7 +306,8 @@ def _requests_complete(job: BatchJob, lines: list[_Line], *, now: datetime) -> N
     to its subscribers, kept for a Responses client, and put in the response cache, as one
     realtime answer is."""
     requests = []
-    touched = timezone.now()  # one status change for the chunk, as its one transaction
+    # One status change for the chunk, as its one transaction: one time, prepared once.
+    touched = timezone.now()
     for line in lines:
         request, completion = line.item.request, line.outcome.completion
         request.model = job.model
@@ -323,7 +322,7 @@ def _requests_complete(job: BatchJob, lines: list[_Line], *, now: datetime) -> N
         requests.append(request)
     if not requests:
         return
-    rows.update_many(requests, COMPLETED_FIELDS, same=SAME_FOR_THE_CHUNK)
+    rows.update_many(requests, COMPLETED_FIELDS)
     requests_changed(requests)
     for request in requests:
         if request.params.get("kind") == "responses":

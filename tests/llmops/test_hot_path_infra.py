@@ -104,7 +104,7 @@ def test_rows_writes_what_the_orm_would(demo):
 
 
 @pytest.mark.django_db
-def test_update_many_writes_each_row_with_the_shared_values_prepared_once(demo):
+def test_update_many_writes_each_row_with_its_own_values_and_the_shared_ones(demo):
     workload = demo.workloads["product-search"]
     made = [
         Request(team=demo.acme, workload=workload, params={"n": n}, status="running")
@@ -118,7 +118,7 @@ def test_update_many_writes_each_row_with_the_shared_values_prepared_once(demo):
         request.status, request.completed_at = Request.Status.COMPLETED, now
         request.model = demo.models["gpt-4o-mini"]
     fields = ("output", "usage", "status", "completed_at", "model")
-    rows.update_many(made, fields, same=("status", "completed_at", "model"))
+    rows.update_many(made, fields)
     for n, request in enumerate(made):
         stored = Request.objects.get(pk=request.pk)
         assert (stored.output, stored.usage) == (f"answer {n}", {"output_tokens": n})
