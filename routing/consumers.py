@@ -26,6 +26,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from autobahn.exception import Disconnected
+from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -186,6 +187,16 @@ class JsonSocket(AsyncWebsocketConsumer):
             await self.shut(socket_auth.CLOSE_POLICY)
         elif self.revoked:
             await self.shut(socket_auth.CLOSE_CREDENTIALS_ENDED)
+
+    async def dispatch(self, message) -> None:
+        # channels' dispatch first runs close_old_connections in asgiref's thread, a hop
+        # there and back before every message: the first token of a stream waited for it.
+        # Nothing here uses that thread's connection; the database work runs in
+        # llmops.dbthreads, whose units close their own.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def disconnect(self, code) -> None:
         self.connected = False
@@ -358,7 +369,10 @@ class StreamConsumer(JsonSocket):
         data = serializer.validated_data
         caller = self.caller
         ask = asks.native_ask(
-            workloads=selectors.workload_list(user=caller.principal),
+            # A key's team's workloads are memoized; a session user's are read.
+            workloads=caller.api_key.team
+            if caller.api_key
+            else selectors.workload_list(user=caller.principal),
             data={**data, "stream": True},
             source=Request.Source.WEBSOCKET,
         )

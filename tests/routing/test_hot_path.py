@@ -190,3 +190,36 @@ def test_a_unit_of_work_reads_the_version_token_once():
         cache.set(memo.VERSION_KEY, "committed during the unit")
         assert memo.memoized("u", build) == 1  # the unit's token: no cache read per lookup
     assert memo.memoized("u", build) == 2  # the next read sees the change
+
+
+def test_a_websocket_start_by_a_key_reads_the_key_once_and_the_workload_from_the_memo(api, demo):
+    """/ws/stream/'s start re-reads its caller before admitting (a key revoked elsewhere must
+    start nothing): one statement for a key, as REST's authentication reads it; the key's
+    team's workloads come from the memo, as they do for REST."""
+    from routing.consumers import Caller, StreamConsumer
+    from routing.keys import hash_api_key
+    from routing.models import ApiKey
+    from routing.socket_auth import Credential
+
+    key = ApiKey.objects.get(key_hash=hash_api_key(demo.key))
+    consumer = StreamConsumer()
+    consumer.credential = Credential(key_id=key.pk)
+    consumer.caller = None
+    message = {
+        "type": "start",
+        "workload": "product-search",
+        "messages": [{"role": "user", "content": "counted, websocket"}],
+        "max_tokens": 16,
+    }
+    assert native(api, "warm the memo").status_code == 200
+    consumer._admit({**message, "messages": [{"role": "user", "content": "warm it too"}]})
+
+    _, sql = statements(lambda: consumer._admit(message))
+
+    keys = [s for s in sql if 'FROM "routing_apikey"' in s]
+    assert len(keys) == 1, "\n".join(sql)
+    for table in ("routing_workload", "routing_team", "routing_policymodel", "billing_price"):
+        assert not [s for s in sql if f'FROM "{table}"' in s], (table, sql)
+    assert isinstance(consumer.caller, Caller) and consumer.caller.api_key.pk == key.pk
+    request = Request.objects.get(params__messages__0__content="counted, websocket")
+    assert request.api_key_id == key.pk and request.status == Request.Status.RUNNING
