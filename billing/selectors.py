@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from django.db import connection
 from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
-from billing.fields import usd_value
+from billing.fields import from_units, usd_value
 from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry, Price, Processing
 from billing.pricing import ContextTier, PriceVersion, PricingError, Rates
 from llmops import memo
@@ -271,3 +273,29 @@ def unheld_charges() -> list[Request]:
         .filter(charges__gt=F("settled"))
         .order_by("created_at")
     )
+
+
+def request_cost_totals(request_id) -> tuple[Decimal | None, Decimal | None]:
+    """The cost and counterfactual cost of a request: the sums of its ledger entries (None
+    with none), in a statement built once (the native API reads it for every answer)."""
+    key = LedgerEntry._meta.get_field("request").get_db_prep_value(request_id, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(_cost_sql(connection.vendor), [key])
+        cost, counterfactual = cursor.fetchone()
+    return (
+        None if cost is None else from_units(cost),
+        None if counterfactual is None else from_units(counterfactual),
+    )
+
+
+@functools.cache
+def _cost_sql(vendor: str) -> str:
+    quote = connection.ops.quote_name
+    meta = LedgerEntry._meta
+    sums = ", ".join(
+        f"SUM({quote(meta.get_field(name).column)})"
+        for name in ("cost_usd", "counterfactual_cost_usd")
+    )
+    where = quote(meta.get_field("request").column)
+    # Identifiers from the model's metadata; the value is a parameter.
+    return f"SELECT {sums} FROM {quote(meta.db_table)} WHERE {where} = %s"  # noqa: S608

@@ -133,18 +133,27 @@ def _select(model: type[Model], vendor: str, by: str) -> tuple[tuple, list, str]
 def get(model: type[Model], by: str, value) -> Model | None:
     """The one row of `model` whose unique field `by` holds `value`, as the ORM would read it
     (None if there is none)."""
+    found = select(model, by, value)
+    return found[0] if found else None
+
+
+def select(model: type[Model], by: str, value) -> list[Model]:
+    """The rows of `model` whose field `by` holds `value`, as the ORM would read them, in no
+    particular order (related objects not loaded)."""
     fields, converters, sql = _select(model, connection.vendor, by)
     with connection.cursor() as cursor:
         cursor.execute(sql, [model._meta.get_field(by).get_db_prep_value(value, connection)])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    values = []
-    for value_read, (column, convert) in zip(row, converters, strict=True):
-        for converter in convert:
-            value_read = converter(value_read, column, connection)
-        values.append(value_read)
-    return model.from_db(connection.alias, [f.attname for f in fields], values)
+        found = cursor.fetchall()
+    names = [f.attname for f in fields]
+    objects = []
+    for row in found:
+        values = []
+        for value_read, (column, convert) in zip(row, converters, strict=True):
+            for converter in convert:
+                value_read = converter(value_read, column, connection)
+            values.append(value_read)
+        objects.append(model.from_db(connection.alias, names, values))
+    return objects
 
 
 class Prepared:

@@ -205,7 +205,7 @@ async def request_create(http_request, surface: str = "chat"):
             content_type="text/event-stream",
             headers=SSE_HEADERS,
         )
-    admitted.render = outputs.request_json  # in the unit that completes it
+    admitted.render = outputs.answered_json  # in the unit that completes it
     try:
         async for event in services.request_run(admitted, stream=False):
             request = event

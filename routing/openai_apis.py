@@ -36,6 +36,7 @@ async def chat_completions(http_request):
         body=_chat_body,
         replay=_openai_replay_stream,
         stream=_openai_stream,
+        render=_openai_body,
     )
 
 

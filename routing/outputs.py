@@ -93,3 +93,9 @@ class RequestOutputSerializer(serializers.Serializer):
 def request_json(request: Request) -> dict:
     """The request as GET /api/v1/requests/{id} shows it (with its cost)."""
     return RequestOutputSerializer(selectors.request_with_cost(request)).data
+
+
+def answered_json(request: Request) -> dict:
+    """request_json of a request completed in this thread's unit just now (the native API's
+    answer), read back only for what the unit did not hold: its cost and its attempts."""
+    return RequestOutputSerializer(selectors.request_cost_attached(request)).data

@@ -256,12 +256,14 @@ async def serve(
     body: Callable[[Request], Awaitable[dict]],
     replay: Callable[[Request], Any] | None = None,
     stream: Callable[[services.Admitted, Any, Any], AsyncIterator[bytes]] | None = None,
+    render: Callable[[Request], dict] | None = None,
 ):
     """A POST of a client protocol's serving endpoint, served: admitted, answered from the
     cache or an idempotent replay, else run (streamed or not), each outcome in the protocol's
     shape. `body` is a completed request's JSON answer; `replay` the events of a completed
     request asked as a stream; `stream` the events of a live one (surfaces that never stream
-    leave both out)."""
+    leave both out). `render`, when `body` needs the database, is its sync form: a live
+    answer is then rendered in the database unit that completes it, not in a hop of its own."""
     if http_request.method != "POST":
         return method_not_allowed("POST", fail=protocol.fail)
     admitted, error = await admit(http_request, openai=True, surface=surface, fail=protocol.fail)
@@ -287,12 +289,14 @@ async def serve(
             return protocol.failure(exc, rid)
         live = StreamBody(stream(admitted, events, first), admitted, events)
         return protocol.name(event_stream(live), rid)
+    admitted.render = render
     try:
         async for event in services.request_run(admitted, stream=False):
             request = event
     except services.RequestFailed as exc:
         return protocol.failure(exc, rid)
-    return protocol.name(JsonResponse(await body(request)), rid)
+    answer = admitted.rendered if admitted.rendered is not None else await body(request)
+    return protocol.name(JsonResponse(answer), rid)
 
 
 async def protocol_stream(events, first, *, rendered, sse, failed) -> AsyncIterator[bytes]:

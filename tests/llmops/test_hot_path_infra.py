@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
+import uuid
 from decimal import Decimal
 
 import pytest
@@ -149,6 +150,29 @@ def test_rows_reads_a_row_as_the_orm_does(demo):
         assert getattr(fast, field.attname) == getattr(orm, field.attname), field.name
     assert fast.pk == orm.pk and not fast._state.adding
     assert rows.get(ApiKey, "key_hash", "0" * 64) is None
+
+
+@pytest.mark.django_db
+def test_rows_selects_by_a_foreign_key_as_the_orm_does(api, sim):
+    """A request's attempts (a UUID foreign key; integers, text and times read back): every
+    row and every value as the ORM reads them."""
+    sim.fault(provider="openai", status=500, count=1)  # two attempts: a failure, an answer
+    response = api.post(
+        "/api/v1/requests",
+        {"workload": "product-search", "messages": [{"role": "user", "content": "hi"}]},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    request = Request.objects.get(pk=response.json()["id"])
+
+    orm = list(RequestAttempt.objects.filter(request=request).order_by("pk"))
+    fast = sorted(rows.select(RequestAttempt, "request", request.pk), key=lambda a: a.pk)
+
+    assert len(orm) == 2 and len(fast) == 2
+    for a, b in zip(orm, fast, strict=True):
+        for field in RequestAttempt._meta.concrete_fields:
+            assert getattr(b, field.attname) == getattr(a, field.attname), field.name
+    assert rows.select(RequestAttempt, "request", uuid.uuid4()) == []
 
 
 def test_the_asgi_application_freezes_its_start_up_heap(tmp_path):

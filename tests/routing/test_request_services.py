@@ -174,3 +174,19 @@ def test_the_admin_shows_a_requests_decision_attempts_and_the_circuits(admin_cli
     assert provider.status_code == 200 and "consecutive failure" in provider.content.decode()
     assert "cache hit rate" in workloads.lower()
     assert "Response cache" in policy and "soft_breach_action" in policy
+
+
+def test_the_native_answer_is_the_request_as_get_reads_it_back(api, sim):
+    """The native API renders its answer in the unit that completed the request, from the
+    request in memory plus its cost and attempts read then: it must say what a later GET
+    says, a fallback's failed attempt and the ledger's cost included."""
+    sim.fault(provider="openai", status=500, count=1)  # the primary fails once: a fallback
+
+    answered = post(api)
+    assert answered.status_code == 200, answered.content
+    body = answered.json()
+    read = api.get(f"/api/v1/requests/{body['id']}").json()
+
+    assert [a["outcome"] for a in body["attempts"]] == ["error", "ok"]
+    assert Decimal(body["cost_usd"]) > 0
+    assert body == read
