@@ -11,6 +11,7 @@ from rest_framework.exceptions import ValidationError
 
 from routing.asks import (
     Ask,
+    InputSerializer,
     StrictBoolean,
     StrictInteger,
     StrictNumber,
@@ -80,7 +81,7 @@ class SystemField(serializers.JSONField):
         raise ValidationError("Input should be a string or a list of text blocks.")
 
 
-class MessagesInputSerializer(serializers.Serializer):
+class MessagesInputSerializer(InputSerializer):
     """Anthropic's Messages body (provider-contract §3, §11): llmops checks what it routes,
     bounds and bills on; every other field (tools, tool_choice, thinking, output_config,
     cache_control, metadata and any it does not know) is relayed as sent, in `options`."""
