@@ -27,10 +27,10 @@ from billing.pricing import PricingError, Usage
 from billing.services import (
     COUNT_PERIOD,
     Priced,
+    UsagePrices,
     _held_periods,
     _periods_for,
     entry_values,
-    usage_price,
 )
 from llmops import memo
 from llmops.dbthreads import event_loop
@@ -126,24 +126,31 @@ def _price(
     """Each charge priced as ledger_record_usage prices it. A charge that cannot be priced is
     left out if its key is recorded already (a retry of an entry whose price went away since),
     and raises otherwise."""
-    counterfactual: dict[int | None, LlmModel | None] = {}
+    # The prices of each workload's counterfactual, looked up once for the set (or the
+    # PricingError that looking them up raised).
+    prices: dict[int | None, UsagePrices | PricingError] = {}
     priced: dict[str, Priced] = {}
     failed: dict[str, PricingError] = {}
     for charge in charges:
         workload = charge.workload
         workload_id = workload.pk if workload is not None else None
-        if workload_id not in counterfactual:
-            counterfactual[workload_id] = (
-                selectors.primary_model(workload) if workload is not None else None
-            )
+        if workload_id not in prices:
+            try:
+                prices[workload_id] = UsagePrices(
+                    model=model,
+                    mode=mode,
+                    counterfactual_model=(
+                        selectors.primary_model(workload) if workload is not None else None
+                    ),
+                    at=at,
+                )
+            except PricingError as exc:
+                prices[workload_id] = exc
         try:
-            priced[charge.key] = usage_price(
-                model=model,
-                usage=charge.usage,
-                mode=mode,
-                counterfactual_model=counterfactual[workload_id],
-                at=at,
-            )
+            found = prices[workload_id]
+            if isinstance(found, PricingError):
+                raise found
+            priced[charge.key] = found.price(charge.usage)
         except PricingError as exc:
             failed[charge.key] = exc
     if failed:

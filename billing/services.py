@@ -166,34 +166,51 @@ def usage_price(
     """Price `usage` as served and as it could have been. Raises PricingError, never returns
     a silent $0. Two price lookups, a third when the counterfactual model differs."""
     at = at or timezone.now()
-    standard = price_usage(usage, selectors.price_in_force(model, Processing.STANDARD, at))
-    # A model without batch or flex processing: nothing to compare with, unless served so.
-    batch = _priced_if_sold(model, Processing.BATCH, usage, at, required=mode == Mode.BATCH)
-    flex = _priced_if_sold(model, Processing.FLEX, usage, at, required=mode == Mode.FLEX)
-    if mode == Mode.CACHE:
-        cost = Cost(total=Decimal(0), breakdown={}, version=None)
-    else:
-        cost = {Mode.BATCH: batch, Mode.FLEX: flex}.get(mode, standard)
-    if counterfactual_model is None or counterfactual_model.pk == model.pk:
-        counterfactual = standard
-    else:
-        counterfactual = price_usage(
-            usage, selectors.price_in_force(counterfactual_model, Processing.STANDARD, at)
+    return UsagePrices(
+        model=model, mode=mode, counterfactual_model=counterfactual_model, at=at
+    ).price(usage)
+
+
+class UsagePrices:
+    """The prices usage_price applies for one model, mode, counterfactual model and time,
+    looked up once: a batch chunk prices thousands of usages with the same ones."""
+
+    def __init__(
+        self, *, model: LlmModel, mode: str, counterfactual_model: LlmModel | None, at: datetime
+    ) -> None:
+        self.mode = mode
+        self.standard = selectors.price_in_force(model, Processing.STANDARD, at)
+        # A model without batch or flex processing: nothing to compare with, unless served so.
+        self.batch = _version_if_sold(model, Processing.BATCH, at, required=mode == Mode.BATCH)
+        self.flex = _version_if_sold(model, Processing.FLEX, at, required=mode == Mode.FLEX)
+        self.counterfactual = (
+            None
+            if counterfactual_model is None or counterfactual_model.pk == model.pk
+            else selectors.price_in_force(counterfactual_model, Processing.STANDARD, at)
         )
-    return Priced(
-        cost=cost, counterfactual=counterfactual, standard=standard, batch=batch, flex=flex
-    )
+
+    def price(self, usage: Usage) -> Priced:
+        standard = price_usage(usage, self.standard)
+        batch = None if self.batch is None else price_usage(usage, self.batch)
+        flex = None if self.flex is None else price_usage(usage, self.flex)
+        if self.mode == Mode.CACHE:
+            cost = Cost(total=Decimal(0), breakdown={}, version=None)
+        else:
+            cost = {Mode.BATCH: batch, Mode.FLEX: flex}.get(self.mode, standard)
+        counterfactual = (
+            standard if self.counterfactual is None else price_usage(usage, self.counterfactual)
+        )
+        return Priced(
+            cost=cost, counterfactual=counterfactual, standard=standard, batch=batch, flex=flex
+        )
 
 
-def _priced_if_sold(
-    model: LlmModel, processing: str, usage: Usage, at: datetime, *, required: bool
-) -> Cost | None:
-    """`usage` at the model's `processing` price, None if it has none (PricingError if
-    `required`: what was served so must be priced so)."""
+def _version_if_sold(model: LlmModel, processing: str, at: datetime, *, required: bool):
+    """The model's `processing` price, None if it has none (PricingError if `required`: what
+    was served so must be priced so)."""
     if required:
-        return price_usage(usage, selectors.price_in_force(model, processing, at))
-    version = selectors.price_or_none(model, processing, at)
-    return None if version is None else price_usage(usage, version)
+        return selectors.price_in_force(model, processing, at)
+    return selectors.price_or_none(model, processing, at)
 
 
 def pricing_estimate(

@@ -433,13 +433,13 @@ def test_an_unpriceable_answer_fails_the_chunk_unless_it_was_billed_already(worl
     def unpriced(**kwargs):
         raise PricingError("no batch price")
 
-    monkeypatch.setattr(ledger_bulk, "usage_price", unpriced)
+    monkeypatch.setattr(ledger_bulk, "UsagePrices", unpriced)
     with pytest.raises(PricingError), transaction.atomic():
         ledger_bulk.charges_record([charge], model=job.model, mode=Mode.BATCH)
     monkeypatch.undo()
     with transaction.atomic():
         ledger_bulk.charges_record([charge], model=job.model, mode=Mode.BATCH)
-    monkeypatch.setattr(ledger_bulk, "usage_price", unpriced)
+    monkeypatch.setattr(ledger_bulk, "UsagePrices", unpriced)
 
     with transaction.atomic():  # its retry finds it recorded: nothing to price
         assert ledger_bulk.charges_record([charge], model=job.model, mode=Mode.BATCH) == set()
