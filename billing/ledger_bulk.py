@@ -146,10 +146,11 @@ def _price(
                 )
             except PricingError as exc:
                 prices[workload_id] = exc
+        found = prices[workload_id]
+        if isinstance(found, PricingError):
+            failed[charge.key] = found
+            continue
         try:
-            found = prices[workload_id]
-            if isinstance(found, PricingError):
-                raise found
             priced[charge.key] = found.price(charge.usage)
         except PricingError as exc:
             failed[charge.key] = exc

@@ -275,27 +275,29 @@ def unheld_charges() -> list[Request]:
     )
 
 
-def request_cost_totals(request_id) -> tuple[Decimal | None, Decimal | None]:
-    """The cost and counterfactual cost of a request: the sums of its ledger entries (None
-    with none), in a statement built once (the native API reads it for every answer)."""
+# What a request costs: the sums of these columns of its ledger entries.
+REQUEST_COST_FIELDS = ("cost_usd", "counterfactual_cost_usd")
+
+
+def request_cost_totals(request_id) -> dict[str, Decimal | None]:
+    """A request's cost and counterfactual cost, by field name: the sums of its ledger
+    entries (None with none), in a statement built once (the native API reads it for every
+    answer)."""
     key = LedgerEntry._meta.get_field("request").get_db_prep_value(request_id, connection)
     with connection.cursor() as cursor:
         cursor.execute(_cost_sql(connection.vendor), [key])
-        cost, counterfactual = cursor.fetchone()
-    return (
-        None if cost is None else from_units(cost),
-        None if counterfactual is None else from_units(counterfactual),
-    )
+        totals = cursor.fetchone()
+    return {
+        name: None if total is None else from_units(total)
+        for name, total in zip(REQUEST_COST_FIELDS, totals, strict=True)
+    }
 
 
 @functools.cache
 def _cost_sql(vendor: str) -> str:
     quote = connection.ops.quote_name
     meta = LedgerEntry._meta
-    sums = ", ".join(
-        f"SUM({quote(meta.get_field(name).column)})"
-        for name in ("cost_usd", "counterfactual_cost_usd")
-    )
+    sums = ", ".join(f"SUM({quote(meta.get_field(name).column)})" for name in REQUEST_COST_FIELDS)
     where = quote(meta.get_field("request").column)
     # Identifiers from the model's metadata; the value is a parameter.
     return f"SELECT {sums} FROM {quote(meta.db_table)} WHERE {where} = %s"  # noqa: S608

@@ -164,7 +164,8 @@ def usage_price(
     at: datetime | None = None,
 ) -> Priced:
     """Price `usage` as served and as it could have been. Raises PricingError, never returns
-    a silent $0. Two price lookups, a third when the counterfactual model differs."""
+    a silent $0. Three price lookups (standard, batch, flex), a fourth when the
+    counterfactual model differs."""
     at = at or timezone.now()
     return UsagePrices(
         model=model, mode=mode, counterfactual_model=counterfactual_model, at=at

@@ -102,6 +102,16 @@ def api_key_authenticate(*, raw: str) -> ApiKey | None:
     return key
 
 
+def api_key_active(*, key_id: int) -> ApiKey | None:
+    """The key with this id if it is still active, read as api_key_authenticate reads one (SQL
+    built once, the team memoized): a websocket re-reads its key before every message."""
+    key = rows.get(ApiKey, "id", key_id)
+    if key is None or not key.is_active:
+        return None
+    key.team = team_of(key.team_id)
+    return key
+
+
 def api_key_revoke(*, key: ApiKey) -> bool:
     """Revoke a key; returns False if it was already revoked."""
     changed = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(

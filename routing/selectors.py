@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from operator import attrgetter
 
 from django.core.cache import cache
 from django.db.models import Count, Prefetch, Q, QuerySet, Sum
@@ -134,8 +135,7 @@ def request_list(
 
 
 # A request's cost is the sum of its ledger entries (a charge, or an estimate, and reversals).
-_COST_FIELDS = ("cost_usd", "counterfactual_cost_usd")
-_COST = {name: Sum(f"ledger_entries__{name}") for name in _COST_FIELDS}
+_COST = {name: Sum(f"ledger_entries__{name}") for name in billing_selectors.REQUEST_COST_FIELDS}
 
 
 def request_with_cost(request: Request) -> Request:
@@ -155,10 +155,11 @@ def request_cost_attached(request: Request) -> Request:
     written whole (its fields and related objects are in memory already): only its cost and
     its attempts are read, each in a statement built once, not in one join grouped by every
     column of four tables (the ORM's compiling of that cost ~2 ms per native answer)."""
-    totals = billing_selectors.request_cost_totals(request.pk)
-    for name, total in zip(_COST_FIELDS, totals, strict=True):
+    for name, total in billing_selectors.request_cost_totals(request.pk).items():
         setattr(request, name, total)
-    attempts = sorted(rows.select(RequestAttempt, "request", request.pk), key=_position)
+    attempts = sorted(
+        rows.select(RequestAttempt, "request", request.pk), key=attrgetter("position")
+    )
     # Their models are the request's chain's (memoized, with providers); one that no longer
     # is (the chain changed since) is read.
     known = {m.pk: m for m in (request.model, *policy_chain(request.workload.policy_id)) if m}
@@ -176,10 +177,6 @@ def request_cost_attached(request: Request) -> Request:
         "attempts": found,
     }
     return request
-
-
-def _position(attempt: RequestAttempt) -> int:
-    return attempt.position
 
 
 def team_for_write(*, user, team_slug: str | None) -> Team:

@@ -61,10 +61,9 @@ from django.contrib.auth import get_user
 from django.core.cache import caches
 from django.db import transaction
 
-from llmops import rows
 from llmops.dbthreads import db
 from routing.auth import KeyPrincipal
-from routing.keys import team_of
+from routing.keys import api_key_active
 from routing.models import ApiKey
 
 log = logging.getLogger(__name__)
@@ -173,13 +172,8 @@ def principal_for(credential: Credential) -> Any | None:
     """The socket's principal read afresh (a KeyPrincipal or a User), or None if its key is
     revoked, or its session is gone, expired, of an inactive user or of an older password."""
     if credential.key_id is not None:
-        # Before every message a socket sends: the REST API's read of a key (SQL built once,
-        # the team memoized), not the ORM's compiler.
-        key = rows.get(ApiKey, "id", credential.key_id)
-        if key is None or not key.is_active:
-            return None
-        key.team = team_of(key.team_id)
-        return KeyPrincipal(key)
+        key = api_key_active(key_id=credential.key_id)
+        return None if key is None else KeyPrincipal(key)
     if credential.session_key is None:
         return None
     store = import_module(settings.SESSION_ENGINE).SessionStore(credential.session_key)

@@ -30,7 +30,8 @@ pytestmark = [
 # a soft budget's breach needs; the hold; its period link) in one transaction; then the
 # attempt, the ledger entry (INSERT … ON CONFLICT: no lookup of its key first), the hold
 # settled, each period's spent and reserved in one UPDATE, and the request row, in another.
-# The native API then reads the answer back (the request, its attempts). The workload and
+# The native API then reads back what its answer shows that the unit did not hold (the
+# request's cost from the ledger, its attempts). The workload and
 # the budget periods come from the memo.
 NATIVE_STATEMENTS = 16
 OPENAI_STATEMENTS = 14
