@@ -39,6 +39,7 @@ ARM_LABELS = {
     "floor": "floor: minimal aiohttp passthrough",
     "llmops_openai": "llmops `/v1/chat/completions`",
     "llmops_native": "llmops `/api/v1/requests`",
+    "llmops_make_run": "llmops `/v1/chat/completions`, `make run`'s settings",
     "litellm": "LiteLLM proxy",
 }
 
@@ -138,6 +139,11 @@ def measure(rounds: int, per_round: int, warmup: int) -> dict:
         stack, daphne = running.enter_context(
             common.llmops_stack(sim.base_url, prefix="llmops-bench-m1-")
         )
+        # How a newcomer times it: `make run`'s settings (DEBUG on, INFO logs), a stack of its
+        # own, the same path and body as the production-settings arm.
+        dev, dev_daphne = running.enter_context(
+            common.llmops_stack(sim.base_url, prefix="llmops-bench-m1-dev-", **common.MAKE_RUN_ENV)
+        )
         proxy = comparison.ready()
         auth = {"Authorization": f"Bearer {stack.api_key}"}
         sim_auth = {"Authorization": "Bearer sim"}
@@ -150,8 +156,18 @@ def measure(rounds: int, per_round: int, warmup: int) -> dict:
                 {**auth, "X-Workload": WORKLOAD},
             ),
             Arm("llmops_native", f"{stack.base_url}/api/v1/requests", auth, native=True),
+            Arm(
+                "llmops_make_run",
+                f"{dev.base_url}/v1/chat/completions",
+                {"Authorization": f"Bearer {dev.api_key}", "X-Workload": WORKLOAD},
+            ),
         ]
-        processes = {"simulator": sim_proc.pid, "floor": floor_proc.pid, "llmops": daphne}
+        processes = {
+            "simulator": sim_proc.pid,
+            "floor": floor_proc.pid,
+            "llmops": daphne,
+            "llmops_make_run": dev_daphne,
+        }
         if proxy is not None:
             processes["litellm"] = proxy.proc.pid
             arms.append(
@@ -161,7 +177,13 @@ def measure(rounds: int, per_round: int, warmup: int) -> dict:
         wall = time.perf_counter()
         samples = run_rounds(arms, rounds, per_round, warmup)
         figures["seconds"] = round(time.perf_counter() - wall, 1)
-        served = {"simulator": len(arms), "floor": 1, "llmops": 2, "litellm": 1}
+        served = {
+            "simulator": len(arms),
+            "floor": 1,
+            "llmops": 2,
+            "llmops_make_run": 1,
+            "litellm": 1,
+        }
         figures["server_cpu_ms_per_request"] = {
             name: round(
                 (common.cpu_seconds(pid) - cpu[name])
@@ -172,6 +194,16 @@ def measure(rounds: int, per_round: int, warmup: int) -> dict:
             for name, pid in processes.items()
         }
     figures["arms"] = analyse(samples)
+    if "llmops_make_run" in samples:
+        # Per round, make run's p50 less production's: drift between rounds cancels out.
+        figures["make_run_minus_production_p50_ms"] = common.spread(
+            [
+                statistics.median(dev) - statistics.median(prod)
+                for dev, prod in zip(
+                    samples["llmops_make_run"], samples["llmops_openai"], strict=True
+                )
+            ]
+        )
     litellm = figures["arms"].get("litellm")
     figures["ratio_to_litellm"] = None
     if litellm:
@@ -261,7 +293,31 @@ def markdown(f: dict) -> str:
                 f"{f['ratio_to_litellm'][name]['added_p99']:.2f}x) | "
                 f"{common.verdict(ratio, TARGET_RATIO, unit='x')} |"
             )
+    if "make_run_minus_production_p50_ms" in f:
+        lines.append(make_run_row(f))
     return "\n".join(lines + in_the_way(f))
+
+
+def make_run_row(f: dict) -> str:
+    """The target row for `make run`'s settings: nothing measurable added, i.e. its p50 is not
+    above production's in every round (8 rounds all above by chance: 1 in 256)."""
+    diff = f["make_run_minus_production_p50_ms"]
+    measurable = diff["min"] > 0
+    return (
+        f"| {ARM_LABELS['llmops_make_run']}: adds nothing measurable to production's | "
+        f"p50 {fmt_signed(diff['median'])} ms against production settings, median over rounds "
+        f"({fmt_signed(diff['min'])} to {fmt_signed(diff['max'])} ms) | "
+        + (
+            "**missed**: slower in every round"
+            if measurable
+            else "met (faster in some rounds, slower in others)"
+        )
+        + " |"
+    )
+
+
+def fmt_signed(ms: float) -> str:
+    return f"{ms:+.2f}"
 
 
 def in_the_way(f: dict) -> list[str]:

@@ -6,7 +6,8 @@ Each read also runs inside an anyio cancel scope for its timeout. A relayed stre
 per token: in daphne at 200 concurrent streams, anyio's read path was 27% of the process's busy
 samples (bench/profile.py on M3). Here the transport keeps reading into a buffer, and pauses
 only when the reader falls a megabyte behind. A read whose data is already buffered returns at
-once, and only a read that must wait arms a timer for its timeout.
+once, and a read that must wait moves the due time of one timer per connection (armed once,
+not once per read).
 
 The errors are httpcore's own, as its anyio backend raises them: ConnectError, ConnectTimeout,
 ReadError, ReadTimeout, WriteError, WriteTimeout. End of stream reads as b"".
@@ -40,6 +41,9 @@ class _Protocol(asyncio.Protocol):
         self.writing_paused = False
         self.reader: asyncio.Future | None = None
         self.drain: asyncio.Future | None = None
+        # Per slot ("reader", "drain"): when its wait times out, and the one timer for it.
+        self.due: dict[str, float] = {}
+        self.timers: dict[str, asyncio.TimerHandle] = {}
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -63,6 +67,14 @@ class _Protocol(asyncio.Protocol):
         self._wake_reader()
         if self.drain is not None and not self.drain.done():
             self.drain.set_result(None)
+        self.timers_cancel()
+
+    def timers_cancel(self) -> None:
+        """A pending timer holds the protocol (and its buffer) until it fires: not for a
+        closed connection's read timeout of minutes."""
+        for timer in self.timers.values():
+            timer.cancel()
+        self.timers.clear()
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -77,23 +89,36 @@ class _Protocol(asyncio.Protocol):
             self.reader.set_result(None)
 
 
-def _expire(waiter: asyncio.Future, error: Exception) -> None:
-    if not waiter.done():
-        waiter.set_exception(error)
-
-
-async def _wait(protocol: _Protocol, slot: str, timeout: float | None, error: Exception) -> None:
-    """Wait for the protocol to wake `slot` ("reader" or "drain"), `error` after `timeout`."""
+async def _wait(protocol: _Protocol, slot: str, timeout: float | None, error: type, message: str):
+    """Wait for the protocol to wake `slot` ("reader" or "drain"), error(message) after
+    `timeout`. A relayed stream waits once per token: rather than a timer per wait (a heap push
+    and a cancel each), a wait moves its slot's due time, and one timer, armed when none is,
+    re-arms itself for the due time it finds when it fires (see _timed_out)."""
     loop = asyncio.get_running_loop()
     waiter = loop.create_future()
     setattr(protocol, slot, waiter)
-    timer = None if timeout is None else loop.call_later(timeout, _expire, waiter, error)
+    if timeout is not None:
+        due = protocol.due[slot] = loop.time() + timeout
+        if slot not in protocol.timers:
+            protocol.timers[slot] = loop.call_at(
+                due, _timed_out, loop, protocol, slot, error, message
+            )
     try:
         await waiter
     finally:
-        if timer is not None:
-            timer.cancel()
         setattr(protocol, slot, None)
+
+
+def _timed_out(loop, protocol: _Protocol, slot: str, error: type, message: str) -> None:
+    del protocol.timers[slot]
+    waiter = getattr(protocol, slot)
+    if waiter is None or waiter.done():
+        return  # nothing waits: the next wait arms a timer again
+    due = protocol.due[slot]
+    if loop.time() < due:  # this wait started after the timer was armed
+        protocol.timers[slot] = loop.call_at(due, _timed_out, loop, protocol, slot, error, message)
+        return
+    waiter.set_exception(error(message))
 
 
 class _Stream(httpcore2.AsyncNetworkStream):
@@ -104,7 +129,7 @@ class _Stream(httpcore2.AsyncNetworkStream):
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         protocol = self._protocol
         if not protocol.chunks and not protocol.closed:
-            await _wait(protocol, "reader", timeout, httpcore2.ReadTimeout("read timed out"))
+            await _wait(protocol, "reader", timeout, httpcore2.ReadTimeout, "read timed out")
         if not protocol.chunks:
             if protocol.error is not None:
                 raise httpcore2.ReadError(str(protocol.error) or repr(protocol.error))
@@ -127,11 +152,12 @@ class _Stream(httpcore2.AsyncNetworkStream):
             raise httpcore2.WriteError("the connection is closed")
         self._transport.write(buffer)
         if protocol.writing_paused:
-            await _wait(protocol, "drain", timeout, httpcore2.WriteTimeout("write timed out"))
+            await _wait(protocol, "drain", timeout, httpcore2.WriteTimeout, "write timed out")
             if protocol.closed:
                 raise httpcore2.WriteError("the connection closed while writing")
 
     async def aclose(self) -> None:
+        self._protocol.timers_cancel()
         self._transport.close()
 
     async def start_tls(

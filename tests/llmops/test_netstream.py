@@ -58,11 +58,20 @@ def certificate(tmp_path_factory):
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Keep-alive HTTP/1.1: /small, /big, /slow (answers after 2 s), /drop (answers, then
-    closes the connection without saying so)."""
+    closes the connection without saying so), /trickle (six pieces 60 ms apart, then nothing
+    for 2 s of the body it announced)."""
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
             path = head.split(b" ", 2)[1]
+            if path == b"/trickle":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+                for _ in range(6):
+                    writer.write(b"piece")
+                    await writer.drain()
+                    await asyncio.sleep(0.06)
+                await asyncio.sleep(2)
+                break
             if path == b"/slow":
                 await asyncio.sleep(2)
             body = b"x" * BIG if path == b"/big" else b"hello " + path
@@ -127,6 +136,28 @@ def test_a_read_past_its_timeout_is_httpcores_read_timeout(certificate):
     async def client(pool, base) -> None:
         with pytest.raises(httpcore2.ReadTimeout):
             await pool.request("GET", f"{base}/slow", extensions={"timeout": {"read": 0.2}})
+
+    serve_and(certificate, client)
+
+
+def test_reads_each_within_the_timeout_go_on_past_it_and_a_stall_still_times_out(certificate):
+    """One timer per connection, moved by each read (not one per read): reads 60 ms apart go
+    on well past the 0.2 s read timeout the first one armed, and the stall after them is still
+    a ReadTimeout."""
+
+    async def client(pool, base) -> None:
+        received = b""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(httpcore2.ReadTimeout):
+            async with pool.stream(
+                "GET", f"{base}/trickle", extensions={"timeout": {"read": 0.2}}
+            ) as response:
+                async for chunk in response.aiter_stream():
+                    received += chunk
+        assert received == b"piece" * 6
+        # The stall began after the sixth piece (0.3 s in) and lasted its timeout.
+        assert 0.45 < loop.time() - started < 1.5
 
     serve_and(certificate, client)
 
