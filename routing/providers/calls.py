@@ -104,16 +104,20 @@ async def open_stream(coro, *, first_byte: float, label: str):
 
 class _Watchdog:
     """One timer for all of a stream's reads, moved lazily. asyncio.timeout around each read
-    made a timer per relayed event (a Timeout, a heap push, a cancel): a tenth of daphne's
-    CPU per frame at 100 streams, with httpx's read timer (bench/streaming.py, py-spy). Here a
-    read only moves the due time; the timer, armed once, fires at the time it was given, and if
-    the due time has moved on since, re-arms for it. It cancels the task only while the task
-    awaits a read (never in the consumer's code between reads)."""
+    made a timer per relayed event (a Timeout, a heap push, a cancel): with httpx's read timer,
+    a tenth of daphne's CPU per frame at 100 streams (bench/streaming.py, py-spy). Here a read
+    only moves the due time; the timer, armed once, fires at the time it was given, and if the
+    due time has moved on since, re-arms for it. It cancels the task only while the task awaits
+    a read (never in the consumer's code between reads), and a read's end takes its
+    cancellation back, as asyncio.timeout does."""
 
-    __slots__ = ("due", "expired", "handle", "loop", "task", "waiting")
+    __slots__ = ("cancelling", "due", "expired", "handle", "loop", "task", "waiting")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task) -> None:
-        self.loop, self.task = loop, task
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        # Cancellations asked before ours (by anyone else): ours is not theirs to keep.
+        self.cancelling = self.task.cancelling()
         self.due = 0.0
         self.waiting = self.expired = False
         self.handle: asyncio.TimerHandle | None = None
@@ -134,6 +138,15 @@ class _Watchdog:
         self.expired = True
         self.task.cancel()
 
+    def read_done(self) -> bool:
+        """The read ended: whether it timed out, i.e. this timer cancelled it and nobody else
+        asked to since (their cancellation stays a cancellation)."""
+        self.waiting = False
+        if not self.expired:
+            return False
+        self.expired = False
+        return self.task.uncancel() <= self.cancelling
+
     def close(self) -> None:
         if self.handle is not None:
             self.handle.cancel()
@@ -145,12 +158,8 @@ async def with_deadlines(
 ) -> AsyncIterator:
     """Yield `events`, failing if the first takes over `first_byte` seconds, any later gap over
     the same (a stall), or the whole over `total`."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    # What asyncio.timeout does: a cancellation of ours becomes the timeout, anyone else's
-    # (the client went away) stays a cancellation.
-    cancelling = task.cancelling()
-    watchdog = _Watchdog(loop, task)
+    watchdog = _Watchdog()
+    loop = watchdog.loop
     deadline = loop.time() + total
     iterator = events.__aiter__()
     first = True
@@ -159,10 +168,11 @@ async def with_deadlines(
             watchdog.wait(min(loop.time() + first_byte, deadline))
             try:
                 event = await iterator.__anext__()
-            except StopAsyncIteration:
-                return
-            except asyncio.CancelledError:
-                if not watchdog.expired or task.uncancel() > cancelling:
+            except BaseException as exc:
+                timed_out = watchdog.read_done()
+                if isinstance(exc, StopAsyncIteration):
+                    return
+                if not (timed_out and isinstance(exc, asyncio.CancelledError)):
                     raise
                 kind = (
                     "timeout_total"
@@ -179,8 +189,7 @@ async def with_deadlines(
                     after_first_byte=not first,
                     kind=kind,
                 ) from None
-            finally:
-                watchdog.waiting = False
+            watchdog.read_done()
             first = False
             yield event
     finally:

@@ -147,3 +147,35 @@ def test_no_timer_outlives_the_stream():
         return [h for h in loop._scheduled if not h.cancelled()]
 
     assert run(main()) == []
+
+
+class Swallowing:
+    """A source whose first read swallows a cancellation and answers late anyway."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        self.reads += 1
+        if self.reads == 1:
+            try:
+                await asyncio.sleep(1)
+            except asyncio.CancelledError:
+                return "late"
+        if self.reads > 2:
+            raise StopAsyncIteration
+        return "next"
+
+
+def test_a_timeout_the_source_swallowed_is_taken_back_and_the_stream_goes_on():
+    """As asyncio.timeout does: the timer's cancellation is withdrawn when the read ends,
+    whatever the read did with it, so the task is not left cancelling."""
+
+    async def main():
+        got = await collect(Swallowing(), first_byte=0.05, total=5)
+        return got, asyncio.current_task().cancelling()
+
+    assert run(main()) == (["late", "next"], 0)
