@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import sqlite3
 import time
 import uuid
 from decimal import Decimal
@@ -75,6 +76,57 @@ def test_the_sqlite_cache_culls_beyond_max_entries_every_so_many_writes(tmp_path
     assert cache.get(f"k{SQLiteCache.CULL_EVERY * 2 - 1}") is not None  # the newest stay
     assert cache.get("k0") is None  # the first to expire went
     assert cache.get("token") == "kept"
+
+
+class _Refused:
+    """A connection whose first statement SQLite refused: "database is locked" at once."""
+
+    def __init__(self, db, closed: list) -> None:
+        self.db, self.closed = db, closed
+
+    def execute(self, *args):
+        raise sqlite3.OperationalError(self.message)
+
+    def close(self) -> None:
+        self.closed.append(self.message)
+        self.db.close()
+
+
+def refusing(monkeypatch, times: int, message: str) -> list:
+    """The cache's first `times` connections refused with `message`: the refused ones, closed."""
+    real, closed = sqlite3.connect, []
+
+    def connect(*args, **kwargs):
+        db = real(*args, **kwargs)
+        if len(closed) >= times:
+            return db
+        refused = _Refused(db, closed)
+        refused.message = message
+        return refused
+
+    monkeypatch.setattr("llmops.cache.sqlite3.connect", connect)
+    return closed
+
+
+def test_a_new_connection_refused_as_locked_is_retried_not_failed(tmp_path, monkeypatch):
+    """Seen once on a fresh server: the first of 85 concurrent streams found the response
+    cache's file locked as its thread connected, and answered 500."""
+    closed = refusing(monkeypatch, 2, "database is locked")
+    cache = sqlite_cache(tmp_path / "locked.sqlite3")
+
+    cache.set("k", "v", timeout=60)
+
+    assert cache.get("k") == "v"
+    assert closed == ["database is locked"] * 2
+    assert cache._db().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_any_other_refusal_of_a_new_connection_is_raised_at_once(tmp_path, monkeypatch):
+    closed = refusing(monkeypatch, 5, "disk I/O error")
+
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        sqlite_cache(tmp_path / "broken.sqlite3").get("k")
+    assert closed == ["disk I/O error"]
 
 
 @pytest.mark.django_db
