@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpcore2
@@ -41,9 +42,8 @@ class _Protocol(asyncio.Protocol):
         self.writing_paused = False
         self.reader: asyncio.Future | None = None
         self.drain: asyncio.Future | None = None
-        # Per slot ("reader", "drain"): when its wait times out, and the one timer for it.
-        self.due: dict[str, float] = {}
-        self.timers: dict[str, asyncio.TimerHandle] = {}
+        # Per slot ("reader", "drain"): the one timer its waits' timeouts share.
+        self.deadlines: dict[str, MovingDeadline] = {}
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -72,9 +72,8 @@ class _Protocol(asyncio.Protocol):
     def timers_cancel(self) -> None:
         """A pending timer holds the protocol (and its buffer) until it fires: not for a
         closed connection's read timeout of minutes."""
-        for timer in self.timers.values():
-            timer.cancel()
-        self.timers.clear()
+        for deadline in self.deadlines.values():
+            deadline.close()
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -89,36 +88,73 @@ class _Protocol(asyncio.Protocol):
             self.reader.set_result(None)
 
 
+class MovingDeadline:
+    """One timer for a series of waits, each to be done by its own due time (never earlier
+    than the one before). A relayed stream waits once per token: a timer per wait (a heap push
+    and a cancel each) was several per cent of daphne's CPU per frame at 100 streams
+    (bench/streaming.py, py-spy). Here a wait only moves the due time; the timer, armed when
+    none is, fires at the time it was given and, if the due time has moved on since, re-arms
+    for it. `expire()` is called on the loop when a wait outlives its due time."""
+
+    __slots__ = ("due", "expire", "handle", "loop", "waiting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, expire: Callable[[], None]) -> None:
+        self.loop, self.expire = loop, expire
+        self.due = 0.0
+        self.waiting = False
+        self.handle: asyncio.TimerHandle | None = None
+
+    def start(self, due: float) -> None:
+        """A wait begins, to be over by `due` (the loop's time)."""
+        self.due, self.waiting = due, True
+        if self.handle is None:
+            self.handle = self.loop.call_at(due, self._fire)
+
+    def stop(self) -> None:
+        """The wait is over (the timer, when it fires, finds nothing to time)."""
+        self.waiting = False
+
+    def _fire(self) -> None:
+        self.handle = None
+        if not self.waiting:
+            return  # armed again by the next wait
+        if self.loop.time() < self.due:  # this wait began after the timer was armed
+            self.handle = self.loop.call_at(self.due, self._fire)
+            return
+        self.waiting = False
+        self.expire()
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+
 async def _wait(protocol: _Protocol, slot: str, timeout: float | None, error: type, message: str):
     """Wait for the protocol to wake `slot` ("reader" or "drain"), error(message) after
-    `timeout`. A relayed stream waits once per token: rather than a timer per wait (a heap push
-    and a cancel each), a wait moves its slot's due time, and one timer, armed when none is,
-    re-arms itself for the due time it finds when it fires (see _timed_out)."""
+    `timeout` (the slot's MovingDeadline)."""
     loop = asyncio.get_running_loop()
     waiter = loop.create_future()
     setattr(protocol, slot, waiter)
+    deadline = None
     if timeout is not None:
-        due = protocol.due[slot] = loop.time() + timeout
-        if slot not in protocol.timers:
-            protocol.timers[slot] = loop.call_at(
-                due, _timed_out, loop, protocol, slot, error, message
-            )
+        deadline = protocol.deadlines.get(slot)
+        if deadline is None:
+            expire = functools.partial(_expire, protocol, slot, error, message)
+            deadline = protocol.deadlines[slot] = MovingDeadline(loop, expire)
+        deadline.start(loop.time() + timeout)
     try:
         await waiter
     finally:
         setattr(protocol, slot, None)
+        if deadline is not None:
+            deadline.stop()
 
 
-def _timed_out(loop, protocol: _Protocol, slot: str, error: type, message: str) -> None:
-    del protocol.timers[slot]
+def _expire(protocol: _Protocol, slot: str, error: type, message: str) -> None:
     waiter = getattr(protocol, slot)
-    if waiter is None or waiter.done():
-        return  # nothing waits: the next wait arms a timer again
-    due = protocol.due[slot]
-    if loop.time() < due:  # this wait started after the timer was armed
-        protocol.timers[slot] = loop.call_at(due, _timed_out, loop, protocol, slot, error, message)
-        return
-    waiter.set_exception(error(message))
+    if waiter is not None and not waiter.done():
+        waiter.set_exception(error(message))
 
 
 class _Stream(httpcore2.AsyncNetworkStream):

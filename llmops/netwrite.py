@@ -74,10 +74,8 @@ def install() -> bool:
         loop.call_soon(flush, conn)
 
     def write(self, data: bytes) -> None:
-        if not buffered(self):
-            return twisted_write(self, data)
-        if not isinstance(data, bytes):
-            return twisted_write(self, data)  # twisted's TypeError
+        if not buffered(self) or not isinstance(data, bytes):
+            return twisted_write(self, data)  # TLS, closing, or twisted's TypeError
         if not data or not self.connected or self._writeDisconnected:
             return None
         self._tempDataBuffer.append(data)
@@ -89,16 +87,8 @@ def install() -> bool:
     def write_sequence(self, iovec) -> None:
         if not buffered(self):
             return twisted_write_sequence(self, iovec)
-        iovec = list(iovec)
-        if not all(isinstance(chunk, bytes) for chunk in iovec):
-            return twisted_write_sequence(self, iovec)  # twisted's TypeError
-        if not iovec or not self.connected or self._writeDisconnected:
-            return None
-        self._tempDataBuffer.extend(iovec)
-        self._tempDataLen += sum(map(len, iovec))
-        self._maybePauseProducer()
-        due(self)
-        return None
+        # One piece: doWrite joins the buffer before sending anyway.
+        return write(self, b"".join(iovec))
 
     connection.write, connection.writeSequence = write, write_sequence
     connection._llmops_next_turn = True

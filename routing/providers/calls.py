@@ -13,6 +13,7 @@ from typing import Any
 import httpx2
 
 from llmops import outbound
+from llmops.netstream import MovingDeadline
 from routing.protocols import openai_chat
 from routing.providers.errors import ProviderError, from_status, stream_cut
 from routing.providers.types import Delta, Endpoint
@@ -103,54 +104,32 @@ async def open_stream(coro, *, first_byte: float, label: str):
 
 
 class _Watchdog:
-    """One timer for all of a stream's reads, moved lazily. asyncio.timeout around each read
-    made a timer per relayed event (a Timeout, a heap push, a cancel): with httpx's read timer,
-    a tenth of daphne's CPU per frame at 100 streams (bench/streaming.py, py-spy). Here a read
-    only moves the due time; the timer, armed once, fires at the time it was given, and if the
-    due time has moved on since, re-arms for it. It cancels the task only while the task awaits
-    a read (never in the consumer's code between reads), and a read's end takes its
-    cancellation back, as asyncio.timeout does."""
+    """A stream's deadlines as one MovingDeadline for all its reads, not asyncio.timeout around
+    each (a Timeout, a heap push and a cancel per relayed event). It cancels the task only
+    while the task awaits a read (never in the consumer's code between reads), and a read's
+    end takes its cancellation back, as asyncio.timeout does."""
 
-    __slots__ = ("cancelling", "due", "expired", "handle", "loop", "task", "waiting")
+    __slots__ = ("cancelling", "deadline", "expired", "task")
 
     def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
         self.task = asyncio.current_task()
         # Cancellations asked before ours (by anyone else): ours is not theirs to keep.
         self.cancelling = self.task.cancelling()
-        self.due = 0.0
-        self.waiting = self.expired = False
-        self.handle: asyncio.TimerHandle | None = None
+        self.expired = False
+        self.deadline = MovingDeadline(asyncio.get_running_loop(), self._expire)
 
-    def wait(self, due: float) -> None:
-        """A read starts, to be done by `due` (loop time; never earlier than the last due)."""
-        self.due, self.waiting = due, True
-        if self.handle is None:
-            self.handle = self.loop.call_at(due, self._check)
-
-    def _check(self) -> None:
-        self.handle = None
-        if not self.waiting:
-            return  # armed again by the next read
-        if self.loop.time() < self.due:
-            self.handle = self.loop.call_at(self.due, self._check)
-            return
+    def _expire(self) -> None:
         self.expired = True
         self.task.cancel()
 
     def read_done(self) -> bool:
         """The read ended: whether it timed out, i.e. this timer cancelled it and nobody else
         asked to since (their cancellation stays a cancellation)."""
-        self.waiting = False
+        self.deadline.stop()
         if not self.expired:
             return False
         self.expired = False
         return self.task.uncancel() <= self.cancelling
-
-    def close(self) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
-            self.handle = None
 
 
 async def with_deadlines(
@@ -158,14 +137,14 @@ async def with_deadlines(
 ) -> AsyncIterator:
     """Yield `events`, failing if the first takes over `first_byte` seconds, any later gap over
     the same (a stall), or the whole over `total`."""
+    loop = asyncio.get_running_loop()
     watchdog = _Watchdog()
-    loop = watchdog.loop
     deadline = loop.time() + total
     iterator = events.__aiter__()
     first = True
     try:
         while True:
-            watchdog.wait(min(loop.time() + first_byte, deadline))
+            watchdog.deadline.start(min(loop.time() + first_byte, deadline))
             try:
                 event = await iterator.__anext__()
             except BaseException as exc:
@@ -193,7 +172,7 @@ async def with_deadlines(
             first = False
             yield event
     finally:
-        watchdog.close()
+        watchdog.deadline.close()
 
 
 # --- relays --------------------------------------------------------------------------------

@@ -81,8 +81,8 @@ def test_the_sqlite_cache_culls_beyond_max_entries_every_so_many_writes(tmp_path
 class _Refused:
     """A connection whose first statement SQLite refused: "database is locked" at once."""
 
-    def __init__(self, db, closed: list) -> None:
-        self.db, self.closed = db, closed
+    def __init__(self, db, message: str, closed: list) -> None:
+        self.db, self.message, self.closed = db, message, closed
 
     def execute(self, *args):
         raise sqlite3.OperationalError(self.message)
@@ -98,11 +98,7 @@ def refusing(monkeypatch, times: int, message: str) -> list:
 
     def connect(*args, **kwargs):
         db = real(*args, **kwargs)
-        if len(closed) >= times:
-            return db
-        refused = _Refused(db, closed)
-        refused.message = message
-        return refused
+        return db if len(closed) >= times else _Refused(db, message, closed)
 
     monkeypatch.setattr("llmops.cache.sqlite3.connect", connect)
     return closed

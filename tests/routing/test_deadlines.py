@@ -117,7 +117,7 @@ def test_one_timer_serves_every_read_of_a_stream(monkeypatch):
         call_at = loop.call_at
 
         def counting(when, callback, *args, **kwargs):
-            if getattr(callback, "__qualname__", "").startswith("_Watchdog"):
+            if getattr(callback, "__qualname__", "").startswith("MovingDeadline"):
                 armed.append(when)
             return call_at(when, callback, *args, **kwargs)
 
