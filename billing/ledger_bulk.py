@@ -32,7 +32,7 @@ from billing.services import (
     _periods_for,
     entry_values,
 )
-from llmops import memo
+from llmops import memo, rows
 from llmops.dbthreads import event_loop
 from llmops.rows import Prepared
 from routing.models import LlmModel, Team, Workload
@@ -306,11 +306,7 @@ def _hold_periods(holds: list[Hold]) -> dict[int, tuple[Hold, set[int]]]:
         periods[hold.pk] = (hold, {p.pk for p in known} if known is not None else set())
         if known is None:
             unknown.append(hold.pk)
-    links = Hold.periods.through.objects
-    for start in range(0, len(unknown), MAX_PARAMS):
-        part = unknown[start : start + MAX_PARAMS]
-        for hold_id, period_id in links.filter(hold_id__in=part).values_list(
-            "hold_id", "budgetperiod_id"
-        ):
-            periods[hold_id][1].add(period_id)
+    links = rows.values_in(Hold.periods.through, ("hold", "budgetperiod"), "hold", unknown)
+    for _, hold_id, period_id in links:
+        periods[hold_id][1].add(period_id)
     return periods

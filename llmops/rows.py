@@ -1,4 +1,5 @@
-"""One-row INSERTs and UPDATEs for the serving hot path, without the ORM's query machinery.
+"""Rows read and written without the ORM's query machinery: one-row INSERTs and UPDATEs for
+the serving hot path, and reads and writes of thousands of rows for a batch's ingest.
 
 Model.save() builds a Query, compiles it and walks the model's fields and signals on every
 call: on a realtime request that was most of the CPU its writes took (bench/profile.py), far
@@ -10,8 +11,11 @@ listens to (llmops.memo watches the configuration models; those are saved by the
 
 from __future__ import annotations
 
-from functools import cache
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache, lru_cache
 
+from django.conf import settings
 from django.db import connection, models
 from django.db.models import Field, Model
 
@@ -109,25 +113,55 @@ def update(obj: Model, fields: tuple[str, ...] = ()) -> int:
         return cursor.rowcount
 
 
-@cache
-def _select(model: type[Model], vendor: str, by: str) -> tuple[tuple, list, str]:
-    meta = model._meta
-    quote = connection.ops.quote_name
-    fields = tuple(meta.concrete_fields)
-    # What the ORM's compiler applies to each column read back (the backend's, the field's).
+def _converters(model: type[Model], fields: tuple[Field, ...]) -> list[tuple]:
+    """What the ORM's compiler applies to each column read back (the backend's, the field's)."""
     converters = []
     for field in fields:
-        column = field.get_col(meta.db_table)
+        column = field.get_col(model._meta.db_table)
         converters.append(
             (
                 column,
                 connection.ops.get_db_converters(column) + column.get_db_converters(connection),
             )
         )
+    return converters
+
+
+def _converted(converters: list[tuple], found) -> list[list]:
+    """The rows `found` with each column through its converters (most columns have none:
+    ids, text and numbers are read as they are)."""
+    converting = [
+        (index, column, convert) for index, (column, convert) in enumerate(converters) if convert
+    ]
+    converted = []
+    for row in found:
+        values = list(row)
+        for index, column, convert in converting:
+            value_read = values[index]
+            for converter in convert:
+                value_read = converter(value_read, column, connection)
+            values[index] = value_read
+        converted.append(values)
+    return converted
+
+
+def _instances(model: type[Model], fields, converters, found) -> list[Model]:
+    """The rows `found` (of `fields`' columns, in order) as the ORM would build them."""
+    names = [f.attname for f in fields]
+    return [
+        model.from_db(connection.alias, names, values) for values in _converted(converters, found)
+    ]
+
+
+@cache
+def _select(model: type[Model], vendor: str, by: str) -> tuple[tuple, list, str]:
+    meta = model._meta
+    quote = connection.ops.quote_name
+    fields = tuple(meta.concrete_fields)
     columns = ", ".join(quote(f.column) for f in fields)
     where = quote(meta.get_field(by).column)
     sql = f"SELECT {columns} FROM {quote(meta.db_table)} WHERE {where} = %s"  # noqa: S608
-    return fields, converters, sql
+    return fields, _converters(model, fields), sql
 
 
 def get(model: type[Model], by: str, value) -> Model | None:
@@ -144,16 +178,70 @@ def select(model: type[Model], by: str, value) -> list[Model]:
     with connection.cursor() as cursor:
         cursor.execute(sql, [model._meta.get_field(by).get_db_prep_value(value, connection)])
         found = cursor.fetchall()
-    names = [f.attname for f in fields]
-    objects = []
-    for row in found:
-        values = []
-        for value_read, (column, convert) in zip(row, converters, strict=True):
-            for converter in convert:
-                value_read = converter(value_read, column, connection)
-            values.append(value_read)
-        objects.append(model.from_db(connection.alias, names, values))
-    return objects
+    return _instances(model, fields, converters, found)
+
+
+# Values per statement: well inside SQLite's 32,766 host parameters (PostgreSQL's 65,535).
+_IN_PER_STATEMENT = 30_000
+
+
+@lru_cache(maxsize=64)
+def _select_in(
+    model: type[Model], vendor: str, names: tuple[str, ...], by: str, equal: tuple[str, ...]
+) -> tuple[tuple, list, str]:
+    meta = model._meta
+    quote = connection.ops.quote_name
+    # The primary key always: an instance without one cannot be saved or compared.
+    fields = tuple(
+        f for f in meta.concrete_fields if f.primary_key or f.name in names or f.attname in names
+    )
+    columns = ", ".join(quote(f.column) for f in fields)
+    where = "".join(f" AND {quote(meta.get_field(name).column)} = %s" for name in equal)
+    # The IN list's marks are added per statement (their number varies).
+    sql = (
+        f"SELECT {columns} FROM {quote(meta.db_table)} "  # noqa: S608 (as in _insert)
+        f"WHERE {quote(meta.get_field(by).column)} IN ({{marks}}){where}"
+    )
+    return fields, _converters(model, fields), sql
+
+
+def select_in(model: type[Model], names: tuple[str, ...], by: str, values, **equal) -> list[Model]:
+    """The rows of `model` whose field `by` holds one of `values` (and each field of `equal`
+    its value), with only the fields `names` (and the key) loaded, as
+    `model.objects.filter(by__in=values, **equal).only(*names)` reads them, in no particular
+    order. Thousands of values at a time: the ORM's IN lookup prepared each value through
+    several layers, and each row through its compiler (a batch ingest's chunk of 2,000)."""
+    fields, converters, found = _read_in(model, names, by, values, equal)
+    return _instances(model, fields, converters, found)
+
+
+def values_in(model: type[Model], names: tuple[str, ...], by: str, values) -> list[tuple]:
+    """As select_in, the rows as tuples of the key and `names`' values, in the model's field
+    order, with no instance built: for link tables and other rows read only for their ids."""
+    _, converters, found = _read_in(model, names, by, values, {})
+    if any(convert for _, convert in converters):
+        return [tuple(row) for row in _converted(converters, found)]
+    return found
+
+
+def _read_in(model: type[Model], names: tuple[str, ...], by: str, values, equal: dict):
+    fields, converters, sql = _select_in(
+        model, connection.vendor, tuple(sorted(names)), by, tuple(sorted(equal))
+    )
+    field = model._meta.get_field(by)
+    prepared = [
+        v if type(v) is int and _as_is(field) else field.get_db_prep_value(v, connection)
+        for v in values
+    ]
+    extra = [model._meta.get_field(name).get_db_prep_value(equal[name], connection)
+             for name in sorted(equal)]  # fmt: skip
+    found = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(prepared), _IN_PER_STATEMENT):
+            part = prepared[start : start + _IN_PER_STATEMENT]
+            cursor.execute(sql.replace("{marks}", ", ".join(["%s"] * len(part))), [*part, *extra])
+            found += cursor.fetchall()
+    return fields, converters, found
 
 
 class Prepared:
@@ -192,3 +280,23 @@ def update_many(objs: list[Model], fields: tuple[str, ...]) -> None:
     ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)
+
+
+@contextmanager
+def bulk_page_cache() -> Iterator[None]:
+    """SQLite's page cache at LLMOPS_SQLITE_BULK_CACHE_KIB for this connection while the block
+    runs, then back to LLMOPS_SQLITE_CACHE_KIB (the pages beyond it freed). A batch's ingest
+    updates rows spread over the whole request table and its indexes (a random UUID key): with
+    the serving path's small cache, each chunk read most pages back from the operating system,
+    one system call each (bench/batch_pipeline.py: a sixth of the ingest). PostgreSQL's buffers
+    are the server's: nothing to do."""
+    if connection.vendor != "sqlite" or not settings.LLMOPS_SQLITE_BULK_CACHE_KIB:
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(f"PRAGMA cache_size=-{settings.LLMOPS_SQLITE_BULK_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA cache_size=-{settings.LLMOPS_SQLITE_CACHE_KIB}")

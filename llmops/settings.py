@@ -137,6 +137,8 @@ except Exception as exc:  # the library raises several types; all mean "bad URL"
     ) from None
 
 LLMOPS_SQLITE_CACHE_KIB = env.int("LLMOPS_SQLITE_CACHE_KIB", 256, min=16, max=1_048_576)
+# While a batch's results are ingested (llmops.rows.bulk_page_cache); 0 keeps the one above.
+LLMOPS_SQLITE_BULK_CACHE_KIB = env.int("LLMOPS_SQLITE_BULK_CACHE_KIB", 32_768, min=0, max=1_048_576)
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Measured with the worker cluster: without WAL + IMMEDIATE + a busy timeout, a burst of
     # django-q2 tasks loses results to "database is locked".

@@ -33,7 +33,7 @@ from billing import ledger_bulk
 from billing.models import Hold
 from billing.pricing import PricingError, Usage
 from billing.services import hold_release, holds_release
-from llmops import rows
+from llmops import memory, rows
 from routing import conversations, providers
 from routing.events import request_changed, request_touch, requests_changed
 from routing.models import LlmModel, Mode, Request, RoutingPolicy, Team, Workload
@@ -52,11 +52,7 @@ def job_ingest(job: BatchJob, *, now: datetime, deadline: float | None = None) -
     item's custom_id. Long ingests yield after a slice of time and continue next step."""
     if job.ingest_started_at is None:
         job_save(job, ingest_started_at=now)
-    pending = dict(
-        BatchItem.objects.filter(job=job, status=BatchItem.Status.PENDING).values_list(
-            "custom_id", "pk"
-        )
-    )
+    pending = items_pending(job)
     if job.provider_batch_id and pending:
         endpoint = job.provider.endpoint()
         api = providers.batch_api(job.provider.kind)
@@ -68,56 +64,97 @@ def job_ingest(job: BatchJob, *, now: datetime, deadline: float | None = None) -
             error_file_id=job.error_file_id or None,
         )
         deadline = deadline or time.monotonic() + INGEST_SLICE_SECONDS
-        chunk: list[BatchOutcome] = []
-        unknown = 0
-        for outcome in api.batch_results(endpoint, info=info):
-            if outcome.custom_id not in pending:
-                if not outcome.custom_id.startswith(job.custom_id_prefix):
-                    unknown += 1  # not ours, or malformed: quarantined by not being recorded
-                continue
-            chunk.append(outcome)
-            # Items per transaction: one commit per item would make 50,000 results 50,000 fsyncs.
-            if len(chunk) >= settings.LLMOPS_BATCH_INGEST_CHUNK:
-                _record_outcomes(job, chunk, pending, now=now)
-                chunk = []
-                crash_point("mid_ingest")
-                write_pause()
-                if time.monotonic() > deadline:
-                    job_save(job, next_check_at=timezone.now())
-                    return []  # the next step goes on where this one stopped
-        if chunk:
-            _record_outcomes(job, chunk, pending, now=now)
-        if unknown:
-            log.error("batch job %s: %d result lines with unknown custom_ids", job.pk, unknown)
-            job_save(job, last_error=f"{unknown} result lines with unknown custom_ids ignored")
+        with rows.bulk_page_cache(), memory.collector_on_new_objects_only():
+            if not _outcomes_record(job, api.batch_results(endpoint, info=info), pending,
+                                    now=now, deadline=deadline):  # fmt: skip
+                job_save(job, next_check_at=timezone.now())
+                return []  # the next step goes on where this one stopped
     crash_point("after_ingest")
     return job_finish(job, now=now)
+
+
+def _outcomes_record(
+    job: BatchJob, outcomes, pending: dict[str, tuple[int, object]], *, now, deadline: float
+) -> bool:
+    """Record the outcomes of pending items a chunk per transaction, until the deadline:
+    whether every one was read."""
+    chunk: list[BatchOutcome] = []
+    unknown = 0
+    for outcome in outcomes:
+        if outcome.custom_id not in pending:
+            if not outcome.custom_id.startswith(job.custom_id_prefix):
+                unknown += 1  # not ours, or malformed: quarantined by not being recorded
+            continue
+        chunk.append(outcome)
+        # Items per transaction: one commit per item would make 50,000 results 50,000 fsyncs.
+        if len(chunk) >= settings.LLMOPS_BATCH_INGEST_CHUNK:
+            _record_outcomes(job, chunk, pending, now=now)
+            chunk = []
+            crash_point("mid_ingest")
+            write_pause()
+            if time.monotonic() > deadline:
+                return False
+    if chunk:
+        _record_outcomes(job, chunk, pending, now=now)
+    if unknown:
+        log.error("batch job %s: %d result lines with unknown custom_ids", job.pk, unknown)
+        job_save(job, last_error=f"{unknown} result lines with unknown custom_ids ignored")
+    return True
+
+
+def items_pending(job: BatchJob) -> dict[str, tuple[int, object]]:
+    """The job's items still waiting for a result: (the item's id, its request's) by
+    custom_id."""
+    found = BatchItem.objects.filter(job=job, status=BatchItem.Status.PENDING)
+    return {
+        custom_id: (pk, request_id)
+        for custom_id, pk, request_id in found.values_list("custom_id", "pk", "request_id")
+    }
+
+
+@dataclass(slots=True)
+class _Item:
+    """A pending item, as recording its line needs it."""
+
+    pk: int
+    custom_id: str
+    request: Request
+
+    @property
+    def request_id(self):
+        return self.request.pk
 
 
 @dataclass
 class _Line:
     """A result line for a pending item, read: what the item becomes, and the usage to bill."""
 
-    item: BatchItem
+    item: _Item
     outcome: BatchOutcome
     status: str
     error: str
     usage: Usage | None
 
 
-def _line(item: BatchItem, outcome: BatchOutcome) -> _Line:
+def _line(item: _Item, outcome: BatchOutcome) -> _Line:
     status, error = outcome.outcome, outcome.error
     usage = None
     if status == "succeeded":
-        try:
-            usage = Usage(**outcome.completion.usage.__dict__)
-        except (PricingError, TypeError) as exc:
-            status, error = "invalid", f"unusable usage: {exc}"
+        usage = outcome.completion.usage
+        if type(usage) is not Usage:  # a Usage checked its counts when it was made
+            try:
+                usage = Usage(**usage.__dict__)
+            except (PricingError, TypeError) as exc:
+                status, error, usage = "invalid", f"unusable usage: {exc}", None
     return _Line(item=item, outcome=outcome, status=status, error=error, usage=usage)
 
 
 def _record_outcomes(
-    job: BatchJob, outcomes: list[BatchOutcome], pending: dict[str, int], *, now: datetime
+    job: BatchJob,
+    outcomes: list[BatchOutcome],
+    pending: dict[str, tuple[int, object]],
+    *,
+    now: datetime,
 ) -> None:
     """One transaction for the chunk, a few statements for all its lines (not a few per line):
     the items that were still pending end, the ledger bills those that answered, settling
@@ -127,12 +164,16 @@ def _record_outcomes(
     firsts: dict[str, BatchOutcome] = {}
     for outcome in outcomes:
         firsts.setdefault(outcome.custom_id, outcome)
-    items = _items_read([pending[custom_id] for custom_id in firsts])
+    items = _items_read({custom_id: pending[custom_id] for custom_id in firsts})
     holds = {
         hold.request_id: hold
-        for hold in Hold.objects.filter(
-            request_id__in=[i.request_id for i in items.values()], status=Hold.Status.HELD
-        ).only(*HOLD_FIELDS)
+        for hold in rows.select_in(
+            Hold,
+            HOLD_FIELDS,
+            "request",
+            [i.request_id for i in items.values()],
+            status=Hold.Status.HELD,
+        )
     }
     lines = [_line(items[custom_id], outcome) for custom_id, outcome in firsts.items()]
     with transaction.atomic():
@@ -141,7 +182,6 @@ def _record_outcomes(
         ended = _items_end(lines, now=now)
         lines = [line for line in lines if line.item.pk in ended]
         for line in lines:
-            line.item.status = line.status
             if line.status == BatchItem.Status.INVALID:
                 log.error(
                     "batch job %s item %s quarantined: %s", job.pk, line.item.custom_id, line.error
@@ -179,25 +219,28 @@ REQUEST_FIELDS = (
 )
 
 
-def _items_read(pks: list[int]) -> dict[str, BatchItem]:
-    """The items by custom_id, each with its request, and the request's team and workload (with
-    its policy): the few teams and workloads of a chunk read once, not once per item."""
-    items = list(
-        BatchItem.objects.filter(pk__in=pks)
-        .order_by()
-        .select_related("request")
-        .only("custom_id", "request", *(f"request__{name}" for name in REQUEST_FIELDS))
-    )
-    requests = [item.request for item in items]
-    teams = Team.objects.order_by().in_bulk({r.team_id for r in requests})
+def _items_read(pending: dict[str, tuple[int, object]]) -> dict[str, _Item]:
+    """The pending items by custom_id, each with its request, and the request's team and
+    workload (with its policy): the few teams and workloads of a chunk read once, not once per
+    item."""
+    requests = {
+        request.pk: request
+        for request in rows.select_in(
+            Request, REQUEST_FIELDS, "id", [request_id for _, request_id in pending.values()]
+        )
+    }
+    teams = Team.objects.order_by().in_bulk({r.team_id for r in requests.values()})
     workloads = (
         Workload.objects.order_by()
         .select_related("policy")
-        .in_bulk({r.workload_id for r in requests})
+        .in_bulk({r.workload_id for r in requests.values()})
     )
-    for request in requests:
+    for request in requests.values():
         request.team, request.workload = teams[request.team_id], workloads[request.workload_id]
-    return {item.custom_id: item for item in items}
+    return {
+        custom_id: _Item(pk, custom_id, requests[request_id])
+        for custom_id, (pk, request_id) in pending.items()
+    }
 
 
 def _items_end(lines: list[_Line], *, now: datetime) -> set[int]:

@@ -265,7 +265,9 @@ def per_result_snapshot(job: BatchJob, outcomes, *, now) -> dict:
 
 
 def record(job: BatchJob, outcomes, *, now) -> None:
-    pending = dict(BatchItem.objects.filter(job=job).values_list("custom_id", "pk"))
+    # Every item of the job, pending or not (a stale list is what a second ingest may hold).
+    items = BatchItem.objects.filter(job=job).values_list("custom_id", "pk", "request_id")
+    pending = {custom_id: (pk, request_id) for custom_id, pk, request_id in items}
     ingest._record_outcomes(job, outcomes, pending, now=now)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import socket
 from datetime import timedelta
@@ -345,3 +346,13 @@ def test_a_chat_model_without_an_output_price_is_not_priced_as_free(demo_models)
     report = sync_prices()
     assert not Price.objects.filter(model=model).exists()
     assert "text-embedding-3-small" in report
+
+
+def test_a_usage_as_stored_names_every_count_it_has():
+    # as_dict is written out by hand (for speed): a count added to Usage must be added there.
+    usage = Usage(
+        input_tokens=1, cached_input_tokens=2, cache_write_tokens=3, output_tokens=5,
+        reasoning_tokens=4,
+    )  # fmt: skip
+    assert usage.as_dict() == dataclasses.asdict(usage)
+    assert Usage(**usage.as_dict()) == usage
