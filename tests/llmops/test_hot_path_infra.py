@@ -223,6 +223,68 @@ def test_rows_selects_by_a_foreign_key_as_the_orm_does(api, sim):
     assert rows.select(RequestAttempt, "request", uuid.uuid4()) == []
 
 
+@pytest.mark.django_db
+def test_rows_selects_many_rows_with_only_some_fields_as_the_orm_does(api, sim):
+    """select_in against filter(by__in=..., **equal).only(...): the same rows, the same values
+    loaded, the same fields deferred (and read from the database when touched); values_in
+    gives the ids alone."""
+    ids = []
+    for n in range(3):
+        response = api.post(
+            "/api/v1/requests",
+            {"workload": "product-search", "messages": [{"role": "user", "content": f"hi {n}"}]},
+            format="json",
+        )
+        assert response.status_code == 200, response.content
+        ids.append(uuid.UUID(response.json()["id"]))
+    names = ("team", "workload", "params", "status", "created_at")
+    wanted = [*ids[:2], uuid.uuid4()]  # one id that matches no row
+
+    orm = {r.pk: r for r in Request.objects.filter(pk__in=wanted).only(*names)}
+    fast = {r.pk: r for r in rows.select_in(Request, names, "id", wanted)}
+
+    assert set(fast) == set(orm) == set(ids[:2])
+    for pk, request in fast.items():
+        assert request.get_deferred_fields() == orm[pk].get_deferred_fields()
+        for name in ("id", "team_id", "workload_id", "params", "status", "created_at"):
+            assert getattr(request, name) == getattr(orm[pk], name), name
+        assert not request._state.adding and request._state.db == "default"
+        assert request.output == Request.objects.get(pk=pk).output  # a deferred field, loaded
+    # A condition besides the list: none of them is failed.
+    assert rows.select_in(Request, names, "id", ids, status=Request.Status.FAILED) == []
+    attempts = rows.values_in(RequestAttempt, ("request",), "request", ids)
+    assert sorted(r for _, r in attempts) == sorted(
+        RequestAttempt.objects.filter(request__in=ids).values_list("request_id", flat=True)
+    )
+
+
+@pytest.mark.django_db
+def test_rows_builds_instances_through_from_db_when_something_listens(demo):
+    """The shortcut past Model.__init__ is taken only where it leaves what __init__ would: for
+    a model with a post_init receiver, instances are built by from_db and the receiver runs."""
+    from django.db.models.signals import post_init
+
+    from routing.models import ApiKey
+
+    key_hash = ApiKey.objects.get(team=demo.acme, name="demo").key_hash
+    seen = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append(instance)
+
+    assert rows._plain(ApiKey)
+    post_init.connect(receiver, sender=ApiKey)
+    rows._plain.cache_clear()
+    try:
+        assert not rows._plain(ApiKey)
+        key = rows.get(ApiKey, "key_hash", key_hash)
+    finally:
+        post_init.disconnect(receiver, sender=ApiKey)
+        rows._plain.cache_clear()
+    assert seen == [key] and seen[0] is key
+    assert rows._plain(ApiKey)
+
+
 def test_the_asgi_application_freezes_its_start_up_heap(tmp_path):
     """What the server imports stays out of the cycle collector's full collections, whose walk
     of it stalled every stream (M3)."""
@@ -245,3 +307,46 @@ def test_the_asgi_application_freezes_its_start_up_heap(tmp_path):
     frozen, oldest = json.loads(out.splitlines()[-1])
     assert frozen > 100_000  # the frameworks and SDKs, frozen
     assert oldest < frozen / 10  # and not left in the generation a full collection walks
+
+
+@pytest.mark.django_db
+def test_a_bulk_write_has_a_large_page_cache_and_gives_it_back(settings):
+    """llmops.rows.bulk_page_cache: the ingest's SQLite connection caches
+    LLMOPS_SQLITE_BULK_CACHE_KIB while it runs, LLMOPS_SQLITE_CACHE_KIB after."""
+
+    def cache_kib() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA cache_size")
+            return -cursor.fetchone()[0]
+
+    settings.LLMOPS_SQLITE_BULK_CACHE_KIB = 8192
+    assert cache_kib() == settings.LLMOPS_SQLITE_CACHE_KIB
+    with rows.bulk_page_cache():
+        assert cache_kib() == 8192
+    assert cache_kib() == settings.LLMOPS_SQLITE_CACHE_KIB
+    settings.LLMOPS_SQLITE_BULK_CACHE_KIB = 0  # off: the cache is left as it is
+    with rows.bulk_page_cache():
+        assert cache_kib() == settings.LLMOPS_SQLITE_CACHE_KIB
+
+
+def test_the_collector_skips_older_objects_only_inside_the_block():
+    import gc
+
+    from llmops import memory
+
+    older = [[] for _ in range(10)]
+    assert gc.get_freeze_count() == 0
+    with memory.collector_on_new_objects_only():
+        assert gc.get_freeze_count() >= len(older)
+        newer = [[] for _ in range(10)]
+        assert gc.is_tracked(newer[0])
+    assert gc.get_freeze_count() == 0
+    # Objects frozen before (daphne's start-up heap) stay frozen.
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with memory.collector_on_new_objects_only():
+            pass
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()
