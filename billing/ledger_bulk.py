@@ -54,6 +54,19 @@ class Charge:
     note: str = ""
 
 
+@dataclass(frozen=True)
+class PricedCharges:
+    """Charges priced and their ledger rows built (charges_price), to be written with
+    charges_write: a batch's ingest prices a chunk before its transaction begins, so that the
+    write lock it takes on SQLite, the one every tenant's writes wait for, is held for the
+    statements alone."""
+
+    charges: tuple[Charge, ...]  # one per key, those priced
+    priced: dict[str, Priced]
+    rows: dict[str, list]  # each charge's entry row, by key
+    at: datetime
+
+
 def charges_record(
     charges: Sequence[Charge],
     *,
@@ -68,27 +81,58 @@ def charges_record(
     PricingError, as it does, for a usage that cannot be priced unless its key is recorded
     already. The entries, holds and counters change together: in the caller's transaction, or
     in one of its own."""
+    return charges_write(charges_price(charges, model=model, mode=mode, at=at, kind=kind))
+
+
+def charges_price(
+    charges: Sequence[Charge],
+    *,
+    model: LlmModel,
+    mode: str,
+    at: datetime | None = None,
+    kind: str = LedgerEntry.Kind.CHARGE,
+) -> PricedCharges:
+    """The first half of charges_record, which writes nothing: each charge priced (raising
+    PricingError as it does) and its entry's row built."""
     if kind == LedgerEntry.Kind.REVERSAL:
         raise ValueError("use ledger_reverse for reversals")
     # One charge per key: a repeat in the set is a retry of the first, as a second call would be.
     firsts: dict[str, Charge] = {}
     for charge in charges:
         firsts.setdefault(charge.key, charge)
-    charges = list(firsts.values())
+    at = at or timezone.now()
+    with _memo_pinned():
+        priced = _price(list(firsts.values()), model=model, mode=mode, at=at)
+    kept = tuple(c for c in firsts.values() if c.key in priced)
+    fields, _ = _insert_sql(connection.vendor, 1)
+    built = _entry_rows(kept, priced, fields, model, mode, kind, at)
+    return PricedCharges(
+        charges=kept,
+        priced=priced,
+        rows={c.key: row for c, row in zip(kept, built, strict=True)},
+        at=at,
+    )
+
+
+def charges_write(priced: PricedCharges, *, keys: set[str] | None = None) -> set[str]:
+    """The second half of charges_record: the priced charges (those of `keys` only, if given)
+    written, their holds settled and their periods counted, in the caller's transaction or in
+    one of its own. The keys of the entries written now."""
+    charges = [c for c in priced.charges if keys is None or c.key in keys]
     if not charges:
         return set()
-    at = at or timezone.now()
     # In the caller's transaction, without a savepoint (nothing here is expected to fail: a key
     # already recorded is no error), or in one of its own.
     with transaction.atomic(savepoint=False):
+        # Periods first (as one at a time): one opened now counts the ledger so far, which
+        # must not include these entries.
         with _memo_pinned():
-            priced = _price(charges, model=model, mode=mode, at=at)
-            # Periods first (as one at a time): one opened now counts the ledger so far, which
-            # must not include these entries.
-            spent_in = _entry_periods([c for c in charges if c.key in priced], at=at)
-        inserted = _entries_insert(charges, priced, model=model, mode=mode, kind=kind, at=at)
+            spent_in = _entry_periods(charges, at=priced.at)
+        inserted = _entries_insert([priced.rows[c.key] for c in charges])
         if inserted:
-            _count([c for c in charges if c.key in inserted], priced=priced, spent_in=spent_in)
+            _count(
+                [c for c in charges if c.key in inserted], priced=priced.priced, spent_in=spent_in
+            )
     return inserted
 
 
@@ -201,22 +245,11 @@ def _insert_sql(vendor: str, rows: int) -> tuple[tuple, str]:
     return fields, sql
 
 
-def _entries_insert(
-    charges: Sequence[Charge],
-    priced: dict[str, Priced],
-    *,
-    model: LlmModel,
-    mode: str,
-    kind: str,
-    at: datetime,
-) -> set[str]:
-    """INSERT the entries of the priced charges, a key already recorded winning (no error, so
-    no savepoint): the keys written."""
+def _entries_insert(rows: list[list]) -> set[str]:
+    """INSERT the entries' rows, a key already recorded winning (no error, so no savepoint):
+    the keys written."""
     fields, _ = _insert_sql(connection.vendor, 1)
     per_statement = max(1, MAX_PARAMS // len(fields))
-    rows = _entry_rows(
-        [c for c in charges if c.key in priced], priced, fields, model, mode, kind, at
-    )
     inserted: set[str] = set()
     with connection.cursor() as cursor:
         for start in range(0, len(rows), per_statement):

@@ -289,8 +289,14 @@ class Prepared:
     def __init__(self, fields: tuple[Field, ...]) -> None:
         self.fields = fields
         self.done: dict[tuple[int, object], object] = {}
+        # A JSON field's values are dicts and lists: not looked up (an exception each time).
+        self.each_time = frozenset(
+            index for index, field in enumerate(fields) if isinstance(field, models.JSONField)
+        )
 
     def __call__(self, index: int, value):
+        if index in self.each_time:
+            return self.fields[index].get_db_prep_save(value, connection)
         try:
             return self.done[index, value]
         except KeyError:
@@ -305,18 +311,31 @@ class Prepared:
 def update_many(objs: list[Model], fields: tuple[str, ...]) -> None:
     """UPDATE each of `objs` (rows of one model) with its `fields`, in one executemany (the
     values repeated across them prepared once, see Prepared)."""
+    if objs:
+        update_rows(type(objs[0]), fields, update_params(objs, fields))
+
+
+def update_params(objs: list[Model], fields: tuple[str, ...]) -> list[list]:
+    """What update_many sends for each of `objs` (of one model), its key last: prepared
+    before a transaction, executed by update_rows inside it."""
     if not objs:
-        return
+        return []
     model = type(objs[0])
-    columns, sql = _update(model, connection.vendor, fields)
+    columns, _ = _update(model, connection.vendor, fields)
     prep = Prepared(tuple(field for field, _ in columns))
     pk = model._meta.pk
-    params = [
+    return [
         [*_values(obj, columns, False, prep), pk.get_db_prep_value(obj.pk, connection)]
         for obj in objs
     ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+
+
+def update_rows(model: type[Model], fields: tuple[str, ...], params: list[list]) -> None:
+    """UPDATE `model`'s rows with update_params' `params`, in one executemany."""
+    if params:
+        _, sql = _update(model, connection.vendor, fields)
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, params)
 
 
 @contextmanager

@@ -80,6 +80,7 @@ def _outcomes_record(
     whether every one was read."""
     chunk: list[BatchOutcome] = []
     unknown = 0
+    written = False
     for outcome in outcomes:
         if outcome.custom_id not in pending:
             if not outcome.custom_id.startswith(job.custom_id_prefix):
@@ -88,13 +89,16 @@ def _outcomes_record(
         chunk.append(outcome)
         # Items per transaction: one commit per item would make 50,000 results 50,000 fsyncs.
         if len(chunk) >= settings.LLMOPS_BATCH_INGEST_CHUNK:
+            if written:
+                write_pause()  # between two transactions, not after the last
             _record_outcomes(job, chunk, pending, now=now)
-            chunk = []
+            chunk, written = [], True
             crash_point("mid_ingest")
-            write_pause()
             if time.monotonic() > deadline:
                 return False
     if chunk:
+        if written:
+            write_pause()
         _record_outcomes(job, chunk, pending, now=now)
     if unknown:
         log.error("batch job %s: %d result lines with unknown custom_ids", job.pk, unknown)
@@ -176,6 +180,20 @@ def _record_outcomes(
         )
     }
     lines = [_line(items[custom_id], outcome) for custom_id, outcome in firsts.items()]
+    billed = [line for line in lines if line.usage is not None]
+    # What the statements write is worked out before the transaction: on SQLite its write
+    # lock, which every tenant's writes wait for, is held from its BEGIN to its COMMIT.
+    charges = ledger_bulk.charges_price(
+        [_charge(line, holds.get(line.item.request_id)) for line in billed],
+        model=job.model,
+        mode=Mode.BATCH,
+    )
+    # Cancelled by its client while the batch ran: billed, not reopened.
+    completed = _requests_completed(
+        job,
+        [line for line in billed if line.item.request.status == Request.Status.RUNNING],
+        now=now,
+    )
     with transaction.atomic():
         # Each item changes once: a second ingest of the same line finds it no longer pending
         # and records nothing for it.
@@ -186,18 +204,8 @@ def _record_outcomes(
                 log.error(
                     "batch job %s item %s quarantined: %s", job.pk, line.item.custom_id, line.error
                 )
-        billed = [line for line in lines if line.usage is not None]
-        ledger_bulk.charges_record(
-            [_charge(line, holds.get(line.item.request_id)) for line in billed],
-            model=job.model,
-            mode=Mode.BATCH,
-        )
-        # Cancelled by its client while the batch ran: billed, not reopened.
-        _requests_complete(
-            job,
-            [line for line in billed if line.item.request.status == Request.Status.RUNNING],
-            now=now,
-        )
+        ledger_bulk.charges_write(charges, keys={_charge_key(line) for line in lines})
+        _requests_complete(completed, ended)
     for outcome in outcomes:
         pending.pop(outcome.custom_id, None)
 
@@ -294,6 +302,11 @@ def _items_end_sql(vendor: str, items: int, case: bool) -> str:
     )
 
 
+def _charge_key(line: _Line) -> str:
+    """The line's ledger entry's idempotency key: a result billed once, however often read."""
+    return f"batch:{line.item.custom_id}"
+
+
 def _charge(line: _Line, hold: Hold | None) -> ledger_bulk.Charge:
     """What the line bills: as hold_settle(hold=hold, ...) with a hold, as ledger_record_usage
     against its request when its hold expired (a batch far past its deadline: the provider
@@ -306,7 +319,7 @@ def _charge(line: _Line, hold: Hold | None) -> ledger_bulk.Charge:
         if request.status == Request.Status.CANCELLED
         else ""
     )
-    key = f"batch:{line.item.custom_id}"
+    key = _charge_key(line)
     if hold is None:
         return ledger_bulk.Charge(
             key=key,
@@ -344,10 +357,19 @@ COMPLETED_FIELDS = (
 )
 
 
-def _requests_complete(job: BatchJob, lines: list[_Line], *, now: datetime) -> None:
-    """The answered requests completed: their rows written in one statement, then each told
-    to its subscribers, kept for a Responses client, and put in the response cache, as one
-    realtime answer is."""
+@dataclass
+class _Completed:
+    """Requests answered by a chunk, their rows' new values prepared (their items' ids by
+    request)."""
+
+    requests: list[Request]
+    params: list[list]
+    items: dict[object, int]
+
+
+def _requests_completed(job: BatchJob, lines: list[_Line], *, now: datetime) -> _Completed:
+    """The answered requests as they complete, each with its row's new values: what
+    _requests_complete writes of them."""
     requests = []
     # One status change for the chunk, as its one transaction: one time, prepared once.
     touched = timezone.now()
@@ -363,9 +385,25 @@ def _requests_complete(job: BatchJob, lines: list[_Line], *, now: datetime) -> N
         request.completed_at = request.first_token_at = now
         request.updated_at = touched
         requests.append(request)
+    return _Completed(
+        requests=requests,
+        params=rows.update_params(requests, COMPLETED_FIELDS),
+        items={line.item.request_id: line.item.pk for line in lines},
+    )
+
+
+def _requests_complete(completed: _Completed, ended: set[int]) -> None:
+    """The requests of the items that ended now completed: their rows written in one
+    statement, then each told to its subscribers, kept for a Responses client, and put in the
+    response cache, as one realtime answer is."""
+    requests, params = [], []
+    for request, values in zip(completed.requests, completed.params, strict=True):
+        if completed.items[request.pk] in ended:
+            requests.append(request)
+            params.append(values)
     if not requests:
         return
-    rows.update_many(requests, COMPLETED_FIELDS)
+    rows.update_rows(Request, COMPLETED_FIELDS, params)
     requests_changed(requests)
     for request in requests:
         if request.params.get("kind") == "responses":
