@@ -13,6 +13,8 @@ from pathlib import Path
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
+from llmops import sqlite
+
 # One count for the process: Django makes a cache object per thread (per request under ASGI).
 _writes = itertools.count()
 _connections = threading.local()
@@ -48,33 +50,24 @@ class SQLiteCache(BaseCache):
         return db
 
     def _connect(self) -> sqlite3.Connection:
-        # A new connection to the file while other processes and threads write it was once
-        # refused at once, "database is locked" without waiting out the busy timeout (the
-        # first of 85 concurrent streams on a fresh server, tests/faults/test_streams.py), and
-        # that request answered 500. The journal mode is set only on a file not in WAL mode
-        # yet (the mode is the file's, kept across connections), and a refusal is retried for
-        # a moment.
-        delay = 0.005
-        while True:
-            db = sqlite3.connect(self.path, timeout=20, isolation_level=None)
-            try:
-                if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=OFF")
-                # Lookups by key: a small page cache (SQLite's default, 2 MB per connection,
-                # grew a server's memory with every thread as the file grew).
-                db.execute("PRAGMA cache_size=-128")
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS entries "
-                    "(key TEXT PRIMARY KEY, expires REAL, value BLOB) WITHOUT ROWID"
-                )
-                return db
-            except sqlite3.OperationalError as exc:
-                db.close()
-                if "locked" not in str(exc) or delay > 0.4:
-                    raise
-                time.sleep(delay)  # 5 ms doubling: 0.6 s in all before giving up
-                delay *= 2
+        return sqlite.connect_retrying(self._open)
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=20, isolation_level=None)
+        try:
+            sqlite.write_ahead_log(db)
+            db.execute("PRAGMA synchronous=OFF")
+            # Lookups by key: a small page cache (SQLite's default, 2 MB per connection, grew a
+            # server's memory with every thread as the file grew).
+            db.execute("PRAGMA cache_size=-128")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS entries "
+                "(key TEXT PRIMARY KEY, expires REAL, value BLOB) WITHOUT ROWID"
+            )
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def get_many(self, keys, version=None) -> dict:
         if not keys:

@@ -150,7 +150,8 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
         "init_command": (
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000; "
+            # WAL mode: set by the backend (llmops.backends.sqlite3), only if not set yet.
+            "PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000; "
             f"PRAGMA cache_size=-{LLMOPS_SQLITE_CACHE_KIB};"
         ),
     }

@@ -54,6 +54,12 @@ CACHE_LOOKUPS = Counter(
     ["workload", "result"],
     registry=REGISTRY,
 )
+CACHE_ERRORS = Counter(
+    "llmops_cache_errors",
+    "Response-cache lookups (served as misses) and stores (answers not kept) that failed.",
+    ["operation"],
+    registry=REGISTRY,
+)
 ATTEMPTS = Counter(
     "llmops_provider_attempts",
     "Provider calls by provider, model and outcome.",

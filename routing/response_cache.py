@@ -5,6 +5,8 @@ serving it for real."""
 
 from __future__ import annotations
 
+import logging
+
 from django.core.cache import caches
 from django.db import transaction
 from django.utils import timezone
@@ -15,6 +17,8 @@ from routing import conversations, metrics
 from routing.events import request_changed, request_touch
 from routing.models import LlmModel, Mode, Request, RoutingPolicy
 from routing.protocols import openai_chat
+
+log = logging.getLogger(__name__)
 
 # Bumped whenever what goes into a key changes: entries keyed the old way are never read again
 # (they expire by their TTL). v2: every role counts in user_and_system_hash (in v1 a
@@ -91,7 +95,13 @@ def response_cache_get(
     """A cached answer this request would have been given: one that ended by itself within
     this request's cap, else one cut by the very same cap. One cache round trip for both."""
     whole, cut = cache_keys(policy, params, fingerprint=fingerprint)
-    found = caches[CACHE].get_many([whole, cut])
+    try:
+        found = caches[CACHE].get_many([whole, cut])
+    except Exception:  # any backend's (SQLite, Redis, an entry that no longer unpickles)
+        # The cache saves money; it is never a reason to fail a request: served as a miss.
+        log.warning("response cache lookup failed; served as a miss", exc_info=True)
+        metrics.CACHE_ERRORS.labels("lookup").inc()
+        return None
     entry = found.get(whole)
     if entry is not None and entry.get("output_tokens", 0) <= params["max_tokens"]:
         return entry
@@ -109,20 +119,21 @@ def response_cache_put(*, policy: RoutingPolicy, params: dict, request: Request)
         key = cut
     else:
         return
-    caches[CACHE].set(
-        key,
-        {
-            "text": request.output,
-            "answer": request.answer,
-            "finish_reason": request.finish_reason,
-            "usage": request.usage,
-            # Every choice's output together: within a repeat's cap, so is each choice's.
-            "output_tokens": (request.usage or {}).get("output_tokens", 0),
-            "model": request.model_id,
-            "from_request": str(request.pk),
-        },
-        timeout=policy.cache_ttl.total_seconds(),
-    )
+    entry = {
+        "text": request.output,
+        "answer": request.answer,
+        "finish_reason": request.finish_reason,
+        "usage": request.usage,
+        # Every choice's output together: within a repeat's cap, so is each choice's.
+        "output_tokens": (request.usage or {}).get("output_tokens", 0),
+        "model": request.model_id,
+        "from_request": str(request.pk),
+    }
+    try:
+        caches[CACHE].set(key, entry, timeout=policy.cache_ttl.total_seconds())
+    except Exception:  # as a lookup's: the answer is recorded and goes out, only not kept
+        log.warning("response cache store failed; answer %s not kept", request.pk, exc_info=True)
+        metrics.CACHE_ERRORS.labels("store").inc()
 
 
 def request_answer_from_cache(request: Request, *, cached: dict, primary: LlmModel) -> None:

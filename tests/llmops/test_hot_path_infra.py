@@ -79,17 +79,23 @@ def test_the_sqlite_cache_culls_beyond_max_entries_every_so_many_writes(tmp_path
 
 
 class _Refused:
-    """A connection whose first statement SQLite refused: "database is locked" at once."""
+    """A connection whose first statement reading the file SQLite refused: "database is
+    locked" at once (statements that only set the connection up read nothing)."""
 
     def __init__(self, db, message: str, closed: list) -> None:
         self.db, self.message, self.closed = db, message, closed
 
-    def execute(self, *args):
-        raise sqlite3.OperationalError(self.message)
+    def execute(self, sql, *args):
+        if sql.startswith("PRAGMA journal_mode"):
+            raise sqlite3.OperationalError(self.message)
+        return self.db.execute(sql, *args)
 
     def close(self) -> None:
         self.closed.append(self.message)
         self.db.close()
+
+    def __getattr__(self, name):  # what Django does to a new connection before its first query
+        return getattr(self.db, name)
 
 
 def refusing(monkeypatch, times: int, message: str) -> list:
@@ -115,6 +121,30 @@ def test_a_new_connection_refused_as_locked_is_retried_not_failed(tmp_path, monk
     assert cache.get("k") == "v"
     assert closed == ["database is locked"] * 2
     assert cache._db().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_database_connection_refused_as_locked_is_retried_not_failed(monkeypatch):
+    """Django's connections (llmops.backends.sqlite3) as the cache's: retried, in WAL mode."""
+    from django.db import connections
+
+    real, closed = sqlite3.dbapi2.connect, []
+
+    def connect(*args, **kwargs):
+        db = real(*args, **kwargs)
+        return db if len(closed) >= 2 else _Refused(db, "database is locked", closed)
+
+    monkeypatch.setattr("django.db.backends.sqlite3.base.Database.connect", connect)
+    fresh = connections.create_connection("default")
+    try:
+        with fresh.cursor() as cursor:
+            cursor.execute("PRAGMA journal_mode")
+            assert cursor.fetchone()[0] == "wal"
+            cursor.execute("SELECT COUNT(*) FROM routing_request")
+            assert cursor.fetchone()[0] >= 0
+    finally:
+        fresh.close()
+    assert closed == ["database is locked"] * 2
 
 
 def test_any_other_refusal_of_a_new_connection_is_raised_at_once(tmp_path, monkeypatch):

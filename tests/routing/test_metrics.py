@@ -42,3 +42,46 @@ def test_the_cache_hit_rate_per_workload_is_hits_over_eligible_lookups(
     # The workload admin gives the same rate (over 30 days).
     workloads = admin_client.get("/admin/routing/workload/?q=product-search").content.decode()
     assert "50.0%" in workloads
+
+
+def test_a_response_cache_that_fails_costs_a_saving_never_a_request(
+    client, settings, api, monkeypatch
+):
+    """The cache's file unreadable (or Redis down): the lookup is a miss and the provider
+    answers; the store fails and the answer still goes out, recorded. Both are counted."""
+    import sqlite3
+
+    from django.core.cache import caches
+
+    from routing.models import Request
+    from routing.response_cache import CACHE
+
+    settings.LLMOPS_METRICS_NEED_TOKEN = False
+
+    responses = caches[CACHE]  # a file of its own, in the class of the other caches
+    backend = type(responses)
+
+    def broken(method):
+        def call(self, *args, **kwargs):
+            if self.path == responses.path:
+                raise sqlite3.OperationalError("database is locked")
+            return method(self, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(backend, "get_many", broken(backend.get_many))
+    monkeypatch.setattr(backend, "set", broken(backend.set))
+    ask = {"messages": [{"role": "user", "content": "Is the lamp in stock?"}], "max_tokens": 20}
+    answers = [
+        api.post("/api/v1/requests", {"workload": "product-search", **ask}, format="json")
+        for _ in range(2)
+    ]
+
+    assert [a.status_code for a in answers] == [200, 200], answers[0].content
+    for answer in answers:  # neither served from the cache: each asked the provider
+        request = Request.objects.get(pk=answer.json()["id"])
+        assert request.status == Request.Status.COMPLETED and request.output
+        assert request.mode != "cached"
+    text = client.get("/metrics").content.decode()
+    assert 'llmops_cache_errors_total{operation="lookup"} 2.0' in text
+    assert 'llmops_cache_errors_total{operation="store"} 2.0' in text
