@@ -550,6 +550,7 @@ def test_a_failing_channel_layer_is_logged_not_raised(
     settings.CHANNEL_LAYERS = IN_MEMORY
     job, items = world(2)
     layer = get_channel_layer()
+    async_to_sync(layer.group_add)(events.team_group(job.team_id), "watcher")  # someone hears
 
     async def down(group, message):
         raise ConnectionError("redis is down")
@@ -564,3 +565,35 @@ def test_a_failing_channel_layer_is_logged_not_raised(
 
     assert "could not publish 2 request status changes" in caplog.text
     assert Request.objects.filter(status=Request.Status.COMPLETED).count() == 2
+
+
+def test_groups_nobody_joined_in_this_process_are_not_sent_to(
+    world, django_capture_on_commit_callbacks, monkeypatch, settings
+):
+    """The in-memory layer of a worker process: no websocket is connected to it, so the
+    ingest sends nothing (it once cost a loop in a thread and a pass per message); a group
+    someone joined still hears every change."""
+    settings.CHANNEL_LAYERS = IN_MEMORY
+    job, items = world(3)
+    layer = get_channel_layer()
+    sent = []
+    real = layer.group_send
+
+    async def counted(group, message):
+        sent.append(group)
+        await real(group, message)
+
+    monkeypatch.setattr(layer, "group_send", counted)
+    with django_capture_on_commit_callbacks(execute=True):
+        record(job, [answered(items[0].custom_id, 0)], now=timezone.now())
+    assert sent == []
+
+    watched = events.request_group(items[1].request_id)
+    async_to_sync(layer.group_add)(watched, async_to_sync(layer.new_channel)())
+    with django_capture_on_commit_callbacks(execute=True):
+        record(
+            job,
+            [answered(item.custom_id, n) for n, item in enumerate(items[1:])],
+            now=timezone.now(),
+        )
+    assert sent == [watched]
