@@ -32,9 +32,9 @@ from billing.services import (
     _periods_for,
     entry_values,
 )
-from llmops import memo, rows
+from llmops import memo
 from llmops.dbthreads import event_loop
-from llmops.rows import Prepared
+from llmops.rows import Prepared, values_in
 from routing.models import LlmModel, Team, Workload
 
 # Host parameters per statement: SQLite allows 32,766 (3.32+), PostgreSQL 65,535.
@@ -339,7 +339,7 @@ def _hold_periods(holds: list[Hold]) -> dict[int, tuple[Hold, set[int]]]:
         periods[hold.pk] = (hold, {p.pk for p in known} if known is not None else set())
         if known is None:
             unknown.append(hold.pk)
-    links = rows.values_in(Hold.periods.through, ("hold", "budgetperiod"), "hold", unknown)
+    links = values_in(Hold.periods.through, ("hold", "budgetperiod"), "hold", unknown)
     for _, hold_id, period_id in links:
         periods[hold_id][1].add(period_id)
     return periods

@@ -52,7 +52,7 @@ def job_ingest(job: BatchJob, *, now: datetime, deadline: float | None = None) -
     item's custom_id. Long ingests yield after a slice of time and continue next step."""
     if job.ingest_started_at is None:
         job_save(job, ingest_started_at=now)
-    pending = items_pending(job)
+    pending = _items_pending(job)
     if job.provider_batch_id and pending:
         endpoint = job.provider.endpoint()
         api = providers.batch_api(job.provider.kind)
@@ -106,7 +106,7 @@ def _outcomes_record(
     return True
 
 
-def items_pending(job: BatchJob) -> dict[str, tuple[int, object]]:
+def _items_pending(job: BatchJob) -> dict[str, tuple[int, object]]:
     """The job's items still waiting for a result: (the item's id, its request's) by
     custom_id."""
     found = BatchItem.objects.filter(job=job, status=BatchItem.Status.PENDING)

@@ -285,6 +285,21 @@ def test_a_mixed_chunk_leaves_what_recording_each_line_in_turn_left(world):
     assert snapshot(job) == reference
 
 
+def test_a_chunk_partly_recorded_already_records_only_the_rest(world):
+    """Prices and rows are worked out before the chunk's transaction, for every line read as
+    pending; what the transaction writes is only what its items' UPDATE found still pending
+    (another ingest of the same job recorded the first lines meanwhile)."""
+    job, items = world(7)
+    outcomes = mixed_chunk(items)
+    now = timezone.now()
+    reference = per_result_snapshot(job, outcomes, now=now)
+
+    record(job, outcomes[:3], now=now)
+    record(job, outcomes, now=now)  # all seven read as pending: three were not any more
+
+    assert snapshot(job) == reference
+
+
 def test_a_mixed_chunk_bills_each_answer_once_and_gives_back_each_settled_reservation(world):
     job, items = world(7)
     outcomes = mixed_chunk(items)
