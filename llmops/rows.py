@@ -271,8 +271,10 @@ def _read_in(model: type[Model], names: tuple[str, ...], by: str, values, equal:
         v if type(v) is int and _as_is(field) else field.get_db_prep_value(v, connection)
         for v in values
     ]
-    extra = [model._meta.get_field(name).get_db_prep_value(equal[name], connection)
-             for name in sorted(equal)]  # fmt: skip
+    extra = [
+        model._meta.get_field(name).get_db_prep_value(equal[name], connection)
+        for name in sorted(equal)
+    ]
     found = []
     with connection.cursor() as cursor:
         for start in range(0, len(prepared), _IN_PER_STATEMENT):

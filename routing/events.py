@@ -117,8 +117,10 @@ def _send(groups: tuple[str, ...], message: dict) -> None:
         # event loop and go on, instead of blocking this thread on a round trip per group.
         on_loop(_schedule, groups, message)
         return
+    if not (heard := _heard([(groups, message)])):
+        return  # nobody in this process listens (a worker's in-memory layer)
     try:
-        async_to_sync(_publish)(groups, message)
+        async_to_sync(_publish)(heard[0][0], message)
     except Exception:
         # The change is committed; a subscriber catches up by updated_at. Failing here would
         # turn a completed request into an error for its client.

@@ -64,11 +64,12 @@ def job_ingest(job: BatchJob, *, now: datetime, deadline: float | None = None) -
             error_file_id=job.error_file_id or None,
         )
         deadline = deadline or time.monotonic() + INGEST_SLICE_SECONDS
+        outcomes = api.batch_results(endpoint, info=info)
         with rows.bulk_page_cache(), memory.collector_on_new_objects_only():
-            if not _outcomes_record(job, api.batch_results(endpoint, info=info), pending,
-                                    now=now, deadline=deadline):  # fmt: skip
-                job_save(job, next_check_at=timezone.now())
-                return []  # the next step goes on where this one stopped
+            read_all = _outcomes_record(job, outcomes, pending, now=now, deadline=deadline)
+        if not read_all:
+            job_save(job, next_check_at=timezone.now())
+            return []  # the next step goes on where this one stopped
     crash_point("after_ingest")
     return job_finish(job, now=now)
 
@@ -359,18 +360,16 @@ COMPLETED_FIELDS = (
 
 @dataclass
 class _Completed:
-    """Requests answered by a chunk, their rows' new values prepared (their items' ids by
-    request)."""
+    """The items whose requests a chunk answered, each request's row's new values prepared
+    (in the same order)."""
 
-    requests: list[Request]
+    items: list[_Item]
     params: list[list]
-    items: dict[object, int]
 
 
 def _requests_completed(job: BatchJob, lines: list[_Line], *, now: datetime) -> _Completed:
     """The answered requests as they complete, each with its row's new values: what
     _requests_complete writes of them."""
-    requests = []
     # One status change for the chunk, as its one transaction: one time, prepared once.
     touched = timezone.now()
     for line in lines:
@@ -384,11 +383,9 @@ def _requests_completed(job: BatchJob, lines: list[_Line], *, now: datetime) -> 
         request.status = Request.Status.COMPLETED
         request.completed_at = request.first_token_at = now
         request.updated_at = touched
-        requests.append(request)
+    items = [line.item for line in lines]
     return _Completed(
-        requests=requests,
-        params=rows.update_params(requests, COMPLETED_FIELDS),
-        items={line.item.request_id: line.item.pk for line in lines},
+        items=items, params=rows.update_params([i.request for i in items], COMPLETED_FIELDS)
     )
 
 
@@ -397,9 +394,9 @@ def _requests_complete(completed: _Completed, ended: set[int]) -> None:
     statement, then each told to its subscribers, kept for a Responses client, and put in the
     response cache, as one realtime answer is."""
     requests, params = [], []
-    for request, values in zip(completed.requests, completed.params, strict=True):
-        if completed.items[request.pk] in ended:
-            requests.append(request)
+    for item, values in zip(completed.items, completed.params, strict=True):
+        if item.pk in ended:
+            requests.append(item.request)
             params.append(values)
     if not requests:
         return
@@ -471,10 +468,8 @@ def job_finish(job: BatchJob, *, now: datetime) -> list[str]:
         )
         # The few workloads with a webhook first: most have none, and then the job's 50,000
         # items need not be joined to their requests to find out.
-        hooked = Workload.objects.exclude(batch_webhook_url="").values_list("pk", flat=True)
-        if (hooked := list(hooked)) and Request.objects.filter(
-            batch_items__job=job, workload__in=hooked
-        ).exists():
+        hooked = list(Workload.objects.exclude(batch_webhook_url="").values_list("pk", flat=True))
+        if hooked and Request.objects.filter(batch_items__job=job, workload__in=hooked).exists():
             enqueue("batches.tasks.notify", job.pk)
         if job.client_batch_id:
             # The client's batch may be whole now: its output files are written by a worker,

@@ -54,6 +54,7 @@ def test_a_failing_channel_layer_is_logged_not_raised(
     queued, django_capture_on_commit_callbacks, monkeypatch, caplog
 ):
     layer = get_channel_layer()
+    async_to_sync(layer.group_add)(events.team_group(queued.team_id), "watcher")  # someone hears
 
     async def down(group, message):
         raise ConnectionError("redis is down")
