@@ -23,6 +23,8 @@ from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttrib
 from django.db.models.query_utils import DeferredAttribute
 from django.db.models.signals import post_init, pre_init
 
+from llmops import sqlite
+
 # Fields whose value, when already of one of these types, reaches the database as it is: what
 # their get_db_prep_save would return. Values of other types, and every other field (dates,
 # JSON, money, UUIDs), go through the field.
@@ -359,3 +361,30 @@ def bulk_page_cache() -> Iterator[None]:
     finally:
         with connection.cursor() as cursor:
             cursor.execute(f"PRAGMA cache_size=-{settings.LLMOPS_SQLITE_CACHE_KIB}")
+
+
+@contextmanager
+def checkpoints_aside() -> Iterator[None]:
+    """While the block runs, this connection's commits leave SQLite's checkpoints (copying the
+    write-ahead log into the database file, and syncing both) to a thread of their own
+    (llmops.sqlite.Checkpointer), which runs them while this thread prepares its next
+    transaction. For a bulk write on a file database in WAL mode; otherwise nothing changes
+    (PostgreSQL checkpoints in the server)."""
+    if connection.vendor != "sqlite" or connection.is_in_memory_db():
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        if cursor.fetchone()[0] != "wal":
+            yield
+            return
+        cursor.execute("PRAGMA wal_autocheckpoint")
+        (threshold,) = cursor.fetchone()
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
+    checkpointer = sqlite.Checkpointer(connection.settings_dict["NAME"])
+    try:
+        yield
+    finally:
+        checkpointer.close()
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA wal_autocheckpoint={int(threshold)}")

@@ -483,8 +483,9 @@ LLMOPS_BATCH_FILE_MAX_LINES = env.int("LLMOPS_BATCH_FILE_MAX_LINES", 200_000, mi
 # each transaction holds SQLite's one write lock, which every realtime request waits for
 # (100 lines: about 40 ms on this machine).
 LLMOPS_BATCH_ADMIT_CHUNK = env.int("LLMOPS_BATCH_ADMIT_CHUNK", 100, min=1, max=10_000)
-# Milliseconds a long batch write (admission, ingest, cancellation) steps back between two of
-# its transactions so that waiting writers get SQLite's lock. SQLite's busy handler retries at
+# Milliseconds a long batch write (admission, ingest, cancellation) leaves at least between two
+# of its transactions so that waiting writers get SQLite's lock (the work it does in between
+# counts: batches.services.common.WriteGaps). SQLite's busy handler retries at
 # growing intervals, every 100 ms once a writer has waited about a quarter of a second, so a
 # shorter pause can fall between two tries and the long write wins the lock again and again
 # (seen: realtime p99 0.68 s with 40 ms pauses during a 50,000-line admission). PostgreSQL

@@ -30,7 +30,7 @@ from batches.services.client_batches import (
     client_batch_cancel,
     client_batch_create,
 )
-from batches.services.common import StepResult, enqueue, write_pause
+from batches.services.common import StepResult, enqueue
 from batches.services.files import (
     COMPLETION_WINDOW,
     SurfaceError,
@@ -99,5 +99,4 @@ __all__ = [
     "poll_backoff",
     "request_cancel",
     "webhook_signature",
-    "write_pause",
 ]

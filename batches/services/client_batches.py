@@ -42,7 +42,7 @@ from rest_framework.exceptions import ValidationError
 
 from batches import jsonl
 from batches.models import BatchJob, ClientBatch, ClientBatchLine, StoredFile
-from batches.services.common import enqueue, write_pause
+from batches.services.common import WriteGaps, enqueue
 from batches.services.files import (
     COMPLETION_WINDOW,
     ClientBatchJobs,
@@ -224,20 +224,20 @@ def _admit(batch: ClientBatch, *, token: str, step: AdmitStep, deadline: float) 
     if hold is None:
         return  # refused: the batch failed, naming the budget
     jobs = ClientBatchJobs(batch)
+    gaps = WriteGaps()
     chunk: list[tuple[Ask, Decimal]] = []
     for number, ask in _asks(batch, after=batch.admitted):
         chunk.append((ask, _worst_case(batch, ask)))
         if len(chunk) >= settings.LLMOPS_BATCH_ADMIT_CHUNK or number == batch.total:
-            _admit_chunk(batch, chunk, hold=hold, jobs=jobs, token=token)
+            _admit_chunk(batch, chunk, hold=hold, jobs=jobs, token=token, gaps=gaps)
             chunk = []
-            write_pause()
             if time.monotonic() > deadline and number < batch.total:
                 step.more = True
                 return
     if chunk:
-        _admit_chunk(batch, chunk, hold=hold, jobs=jobs, token=token)
+        _admit_chunk(batch, chunk, hold=hold, jobs=jobs, token=token, gaps=gaps)
     now = timezone.now()
-    with transaction.atomic():
+    with gaps.kept(), transaction.atomic():
         won = ClientBatch.objects.filter(
             pk=batch.pk,
             lease_token=token,
@@ -463,6 +463,7 @@ def _admit_chunk(
     hold: Hold,
     jobs: ClientBatchJobs,
     token: str,
+    gaps: WriteGaps,
 ) -> None:
     """Admit a chunk of lines in one transaction of set-based inserts: their requests, their
     holds (out of the file's), the client's lines and the jobs' items. The admitted counter
@@ -501,8 +502,8 @@ def _admit_chunk(
             )
         )
     items = jobs.prepare(requests, now=now)
-    started = time.monotonic()
-    with transaction.atomic():
+    with gaps.kept(), transaction.atomic():
+        started = time.monotonic()
         moved = ClientBatch.objects.filter(
             pk=batch.pk, lease_token=token, admitted=batch.admitted, cancelling_at__isnull=True
         ).update(admitted=batch.admitted + len(chunk), lease_until=now + LEASE)

@@ -22,11 +22,11 @@ from batches.services.buffer import requests_escalate
 from batches.services.common import (
     INGEST_SLICE_SECONDS,
     MAX_ITEM_ATTEMPTS,
+    WriteGaps,
     crash_point,
     enqueue,
     job_items,
     job_save,
-    write_pause,
 )
 from batches.services.rules import batch_can_make
 from billing import ledger_bulk
@@ -65,7 +65,11 @@ def job_ingest(job: BatchJob, *, now: datetime, deadline: float | None = None) -
         )
         deadline = deadline or time.monotonic() + INGEST_SLICE_SECONDS
         outcomes = api.batch_results(endpoint, info=info)
-        with rows.bulk_page_cache(), memory.collector_on_new_objects_only():
+        with (
+            rows.bulk_page_cache(),
+            rows.checkpoints_aside(),
+            memory.collector_on_new_objects_only(),
+        ):
             read_all = _outcomes_record(job, outcomes, pending, now=now, deadline=deadline)
         if not read_all:
             job_save(job, next_check_at=timezone.now())
@@ -81,7 +85,7 @@ def _outcomes_record(
     whether every one was read."""
     chunk: list[BatchOutcome] = []
     unknown = 0
-    written = False
+    gaps = WriteGaps()
     for outcome in outcomes:
         if outcome.custom_id not in pending:
             if not outcome.custom_id.startswith(job.custom_id_prefix):
@@ -90,17 +94,13 @@ def _outcomes_record(
         chunk.append(outcome)
         # Items per transaction: one commit per item would make 50,000 results 50,000 fsyncs.
         if len(chunk) >= settings.LLMOPS_BATCH_INGEST_CHUNK:
-            if written:
-                write_pause()  # between two transactions, not after the last
-            _record_outcomes(job, chunk, pending, now=now)
-            chunk, written = [], True
+            _record_outcomes(job, chunk, pending, now=now, gaps=gaps)
+            chunk = []
             crash_point("mid_ingest")
             if time.monotonic() > deadline:
                 return False
     if chunk:
-        if written:
-            write_pause()
-        _record_outcomes(job, chunk, pending, now=now)
+        _record_outcomes(job, chunk, pending, now=now, gaps=gaps)
     if unknown:
         log.error("batch job %s: %d result lines with unknown custom_ids", job.pk, unknown)
         job_save(job, last_error=f"{unknown} result lines with unknown custom_ids ignored")
@@ -160,6 +160,7 @@ def _record_outcomes(
     pending: dict[str, tuple[int, object]],
     *,
     now: datetime,
+    gaps: WriteGaps,
 ) -> None:
     """One transaction for the chunk, a few statements for all its lines (not a few per line):
     the items that were still pending end, the ledger bills those that answered, settling
@@ -195,7 +196,7 @@ def _record_outcomes(
         [line for line in billed if line.item.request.status == Request.Status.RUNNING],
         now=now,
     )
-    with transaction.atomic():
+    with gaps.kept(), transaction.atomic():
         # Each item changes once: a second ingest of the same line finds it no longer pending
         # and records nothing for it.
         ended = _items_end(lines, now=now)
@@ -437,14 +438,14 @@ def job_finish(job: BatchJob, *, now: datetime) -> list[str]:
         .select_related("request__workload__policy")
     )
     escalate = []
+    gaps = WriteGaps()
     while chunk := list(leftovers[:FINISH_CHUNK]):
-        with transaction.atomic():
+        with gaps.kept(), transaction.atomic():
             if job.cancel_reason in BatchJob.STOPPED:
                 _items_stop(job, chunk, now=now)
             else:
                 escalate.extend(_items_decide(job, chunk, now=now))
-        write_pause()
-    with transaction.atomic():
+    with gaps.kept(), transaction.atomic():
         counts = item_counts(job)
         errored = counts[BatchItem.Status.ERRORED] + counts[BatchItem.Status.INVALID]
         succeeded = counts[BatchItem.Status.SUCCEEDED]

@@ -22,6 +22,7 @@ from django.utils import timezone
 from batches import services
 from batches.models import BatchItem, BatchJob
 from batches.services import ingest
+from batches.services.common import WriteGaps
 from billing import ledger_bulk, selectors
 from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry
 from billing.pricing import PricingError, Usage, price_usage
@@ -268,7 +269,7 @@ def record(job: BatchJob, outcomes, *, now) -> None:
     # Every item of the job, pending or not (a stale list is what a second ingest may hold).
     items = BatchItem.objects.filter(job=job).values_list("custom_id", "pk", "request_id")
     pending = {custom_id: (pk, request_id) for custom_id, pk, request_id in items}
-    ingest._record_outcomes(job, outcomes, pending, now=now)
+    ingest._record_outcomes(job, outcomes, pending, now=now, gaps=WriteGaps())
 
 
 # --- the tests -------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import sqlite3
 import time
 import uuid
@@ -17,7 +18,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from llmops import rows
+from llmops import rows, sqlite
 from llmops.cache import SQLiteCache
 from routing.models import Request, RequestAttempt
 
@@ -406,3 +407,57 @@ def test_the_collector_skips_older_objects_only_inside_the_block():
         gc.unfreeze()
         if frozen_by_others:
             gc.freeze()
+
+
+def test_a_checkpointer_copies_the_log_into_the_file_while_the_writer_does_not(tmp_path):
+    """llmops.sqlite.Checkpointer: a writer whose commits do not checkpoint
+    (wal_autocheckpoint=0, as in rows.checkpoints_aside) leaves its pages in the write-ahead
+    log; the checkpointer's thread copies them into the database file."""
+    path = tmp_path / "bulk.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    db.execute("CREATE TABLE t (x BLOB)")
+    written = 0
+    checkpointer = sqlite.Checkpointer(str(path), every=0.01)
+    for _ in range(20):
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO t VALUES (?)", [(os.urandom(1000),) for _ in range(100)])
+        db.execute("COMMIT")
+        written += 100_000
+    checkpointer.close()
+    assert checkpointer.checkpoints >= 1
+    assert path.stat().st_size > written  # in the database file, not only in the log
+    busy, logged, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert (busy, copied) == (0, logged)  # nothing was left to copy
+    db.close()
+
+
+def test_a_checkpointer_that_cannot_open_its_file_leaves_the_checkpoints_to_commits(
+    tmp_path, caplog
+):
+    checkpointer = sqlite.Checkpointer(str(tmp_path / "missing" / "db.sqlite3"))
+    checkpointer.close()
+    assert checkpointer.checkpoints == 0
+    assert "not opened" in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_bulk_write_leaves_checkpoints_to_the_checkpointer_and_gives_them_back():
+    """llmops.rows.checkpoints_aside: on a SQLite file in WAL mode (the test database is one)
+    the connection's commits do not checkpoint while the block runs, and do after it."""
+    if connection.vendor != "sqlite":  # PostgreSQL checkpoints in the server
+        with rows.checkpoints_aside():
+            assert Request.objects.count() >= 0
+        return
+
+    def threshold() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA wal_autocheckpoint")
+            return cursor.fetchone()[0]
+
+    before = threshold()
+    assert before > 0
+    with rows.checkpoints_aside():
+        assert threshold() == 0
+    assert threshold() == before
