@@ -69,6 +69,12 @@ class SQLiteCache(BaseCache):
             raise
         return db
 
+    def validate_key(self, key) -> None:
+        """Any key is a TEXT value here. Django's default warns of keys memcached would refuse,
+        walking every key character by character on every read and write (the serving path
+        reads and writes this cache several times a request); no deployment of llmops uses
+        memcached."""
+
     def get_many(self, keys, version=None) -> dict:
         if not keys:
             return {}

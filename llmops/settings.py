@@ -413,8 +413,15 @@ LLMOPS_MAX_MESSAGE_BATCH_BYTES = env.int(
 LLMOPS_METRICS_TOKEN = env.str("LLMOPS_METRICS_TOKEN", "")
 LLMOPS_METRICS_NEED_TOKEN = not DEBUG  # not settings.DEBUG: the test runner turns that off
 # Threads that run the serving endpoints' database work, each keeping its connection
-# (llmops/dbthreads.py); 0 runs it in each request's own thread, as Django does.
-LLMOPS_DB_THREADS = env.int("LLMOPS_DB_THREADS", 4, min=0, max=64)
+# (llmops/dbthreads.py); 0 runs it in each request's own thread, as Django does. On SQLite one:
+# every unit of the serving path writes, and SQLite lets one connection write at a time, so
+# more threads only wait for its lock in its busy handler (sleeping and polling) and for
+# Python's lock, where one thread takes the units in turn (bench/throughput.py's arms with 1
+# and 4 threads, alternating: 5 to 8% less CPU per request with one). PostgreSQL writes rows in
+# parallel, and its statements wait on the network: four.
+LLMOPS_DB_THREADS = env.int(
+    "LLMOPS_DB_THREADS", 1 if _DJANGO_ENGINE == "django.db.backends.sqlite3" else 4, min=0, max=64
+)
 # Requests per API key (DRF rate syntax: N/second|minute|hour|day), counted in the cache. It
 # stops a runaway client, not an application's own load: 100 a second is about half of what
 # one daphne process serves (BENCHMARKS.md, M2). At 1,200 a minute (a burst of 1,200) a

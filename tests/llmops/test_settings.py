@@ -98,7 +98,7 @@ def test_database_and_redis_urls_switch_the_backends(tmp_path):
         "'db': s.DATABASES['default']['ENGINE'], 'name': s.DATABASES['default']['NAME'],"
         "'host': s.DATABASES['default']['HOST'], 'layer': s.CHANNEL_LAYERS['default']['BACKEND'],"
         "'broker': s.Q_CLUSTER.get('redis'), 'orm': s.Q_CLUSTER.get('orm'),"
-        "'cache': s.CACHES['default']['BACKEND']}))"
+        "'cache': s.CACHES['default']['BACKEND'], 'db_threads': s.LLMOPS_DB_THREADS}))"
     )
     scaled = manage(
         "shell",
@@ -120,6 +120,7 @@ def test_database_and_redis_urls_switch_the_backends(tmp_path):
         "broker": "redis://cache:6379/0",
         "orm": None,
         "cache": "django.core.cache.backends.redis.RedisCache",
+        "db_threads": 4,  # PostgreSQL writes rows in parallel
     }
 
     embedded = manage("shell", "-c", probe, env={}, tmp_path=tmp_path)
@@ -128,6 +129,7 @@ def test_database_and_redis_urls_switch_the_backends(tmp_path):
     assert got["name"] == str(tmp_path / "llmops.sqlite3")
     assert got["layer"] == "channels.layers.InMemoryChannelLayer"
     assert got["orm"] == "default"
+    assert got["db_threads"] == 1  # SQLite writes one connection at a time
 
 
 def test_database_connection_has_the_documented_options(db):
