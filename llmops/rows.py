@@ -380,9 +380,10 @@ def checkpoints_aside() -> Iterator[None]:
             return
         cursor.execute("PRAGMA wal_autocheckpoint")
         (threshold,) = cursor.fetchone()
-        cursor.execute("PRAGMA wal_autocheckpoint=0")
     checkpointer = sqlite.Checkpointer(connection.settings_dict["NAME"])
     try:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         yield
     finally:
         checkpointer.close()

@@ -51,8 +51,10 @@ class WriteGaps:
     (admission, ingest, a cancelled job's items), so that waiting writers get SQLite's one
     lock. What the write does between two transactions (reading and pricing the next chunk)
     counts towards the gap: the lock was free meanwhile, so only the rest is slept. A fixed
-    sleep on top of that work cost a 50,000-line admission about 55 s and its ingest 2.6 s,
-    and left the lock no freer. Slept time is counted (`slept`, `count`) for the bench."""
+    sleep on top of that work left the lock no freer and made long writes longer: 50,000
+    results' ingest by 2.6 s, and tests/live/test_batch_admission_scale.py's 50,000-line
+    admission took 164 s with it, 106 s without. Slept time is counted (`slept`, `count`) for
+    the bench."""
 
     def __init__(self) -> None:
         self._ended: float | None = None  # when the last transaction ended (monotonic)
