@@ -374,7 +374,7 @@ def in_the_way(f: dict) -> list[str]:
         "completion (the attempt, the ledger entry settling the hold, the budget counters, "
         "the request row: another), 14 SQL statements in all, two SQLite commits, DRF's "
         "validation of the body — and the rest in daphne (twisted), Django's request and "
-        "response objects, the hops to the database threads and back, and the outbound call "
+        "response objects, the hops to the database thread and back, and the outbound call "
         "(httpx). A gateway that adds ~1 ms writes nothing on the request path; llmops "
         "records the request, its hold and its ledger entry before it answers, so that no "
         "answer goes out unbilled. The upstream call itself is a small part: the floor, "

@@ -686,7 +686,7 @@ def in_the_way(f: dict, added_sse: float, added_ws: float, streams: int) -> list
             "**What stands in the way of the TTFT target**: the first token waits for "
             "admission, which runs before llmops calls the provider (API key, per-key rate "
             "limit, workload, model chain and prices, the budget hold, the request row: a "
-            "unit of ORM statements on SQLite in llmops' database threads), and the simulator "
+            "unit of ORM statements on SQLite in llmops' database thread), and the simulator "
             "answers in about a millisecond, so what is added is llmops' own CPU time: daphne "
             f"spent {f['daphne_cpu_ms_per_short_stream']} ms of CPU per short stream in this "
             "part (admission, the stream, and completion after the last frame: ledger entries, "

@@ -386,11 +386,12 @@ def in_the_way(f: dict) -> list[str]:
         f"requests/s of llmops against {lite['requests_per_s_per_core']} of LiteLLM; the target "
         f"needs at most {needed:.2f} ms, {ours - needed:.2f} ms less per request. It is the "
         "same serving path as M1's: llmops writes the request, its budget hold and its ledger "
-        "entry to the database (14 SQL statements in two transactions, on its database "
-        "threads) before it answers, besides parsing and validating the request, the outbound "
+        "entry to the database (14 SQL statements in two transactions, in its database "
+        "thread: one on SQLite, LLMOPS_DB_THREADS) before it answers, besides parsing and "
+        "validating the request, the outbound "
         "call, JSON and daphne; LiteLLM, with spend logs and the database off, writes nothing. "
-        "Each llmops request pays its own two commits and thread hops however many are in "
-        "flight. The profile section below "
+        "Each llmops request pays its own two commits and two hops to that thread and back, "
+        "however many are in flight. The profile section below "
         "(`bench/profile.py`) shows where daphne's CPU goes.",
     ]
 
