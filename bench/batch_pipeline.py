@@ -313,7 +313,8 @@ def _obstacles(f: dict) -> str:
         left = target - f["ingest_pause_s"] - database_s
         parts.append(
             f"The work alone took {f['ingest_work_s']} s ({work_ms:g} ms per result, "
-            f"{f['ingest_cpu_ms_per_result']:g} ms of it this process's CPU), above the "
+            f"and {f['ingest_cpu_ms_per_result']:g} ms of this process's CPU, its checkpoint "
+            "thread's included), above the "
             f"{target * 1000 / size:.2f} ms per result that {target:g} s for {size:,} allows: "
             f"{per_result(f['ingest_statement_s'])} per result in the database's statements (each "
             "result updates its item, its request and its hold and inserts a ledger entry, "
