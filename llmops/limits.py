@@ -18,6 +18,8 @@ from django.conf import settings
 from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import JSONParser
 
+from llmops import fastjson
+
 # Headers whose value a client chooses and llmops stores or looks up by. X-Request-Id is not
 # read today but proxies and SDKs forward it, and a log line would carry it.
 KEY_HEADERS = ("Idempotency-Key", "X-Request-Id", "X-Workload")
@@ -49,6 +51,12 @@ class _NotFinite:
 def loads(raw: bytes | str) -> Any:
     """JSON as RFC 8259 has it: no NaN or Infinity, no float that overflows to infinity (1e999),
     no integer past 64 bits. Raises Refused (400) naming the field, e.g. `metadata.a`."""
+    # orjson refuses what is refused here but for integers past 64 bits, which fastjson leaves to
+    # json.loads: what it reads is what the hooks below would let through, several times
+    # faster (a 50,000-line batch file is parsed line by line).
+    done, value = fastjson.fast(raw)
+    if done:
+        return value
     bad: list[_NotFinite] = []
 
     def constant(text: str) -> _NotFinite:

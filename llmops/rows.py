@@ -11,6 +11,7 @@ listens to (llmops.memo watches the configuration models; those are saved by the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache, lru_cache
@@ -19,11 +20,12 @@ from django.conf import settings
 from django.db import connection, models
 from django.db.models import Field, Model
 from django.db.models.base import ModelState
+from django.db.models.fields.json import JSONField
 from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
 from django.db.models.query_utils import DeferredAttribute
 from django.db.models.signals import post_init, pre_init
 
-from llmops import sqlite
+from llmops import fastjson, sqlite
 
 # Fields whose value, when already of one of these types, reaches the database as it is: what
 # their get_db_prep_save would return. Values of other types, and every other field (dates,
@@ -124,13 +126,30 @@ def _converters(model: type[Model], fields: tuple[Field, ...]) -> list[tuple]:
     converters = []
     for field in fields:
         column = field.get_col(model._meta.db_table)
-        converters.append(
-            (
-                column,
-                connection.ops.get_db_converters(column) + column.get_db_converters(connection),
-            )
-        )
+        convert = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        converters.append((column, [_json_read if _plain_json(c) else c for c in convert]))
     return converters
+
+
+def _plain_json(converter) -> bool:
+    """Whether `converter` is a JSONField's own from_db_value with json's decoder."""
+    field = getattr(converter, "__self__", None)
+    return (
+        getattr(converter, "__func__", None) is JSONField.from_db_value
+        and isinstance(field, JSONField)
+        and field.decoder is None
+    )
+
+
+def _json_read(value, expression, connection):
+    """JSONField.from_db_value for a column read whole (no key transform), through fastjson:
+    the same value, faster (a batch chunk's 2,000 requests' params)."""
+    if value is None:
+        return value
+    try:
+        return fastjson.loads(value)
+    except json.JSONDecodeError:  # as JSONField's: text that is no JSON is returned as it is
+        return value
 
 
 def _converted(converters: list[tuple], found) -> list[list]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import httpx2
 
-from llmops import outbound
+from llmops import fastjson, outbound
 from routing.protocols import anthropic_messages, gemini, openai_responses
 from routing.providers.errors import ProviderError, from_status
 from routing.providers.types import BatchInfo, BatchOutcome, ChatRequest, Completion, Endpoint
@@ -338,7 +338,7 @@ def _lines(lines: Iterator[str]) -> Iterator[BatchOutcome]:
         if not raw.strip():
             continue
         try:
-            line = json.loads(raw)
+            line = fastjson.loads(raw)
         except ValueError:
             yield BatchOutcome("", "invalid", error="a result line is not JSON")
             continue

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import replace
@@ -11,7 +10,7 @@ from typing import BinaryIO
 import httpx2
 import openai
 
-from llmops import outbound
+from llmops import fastjson, outbound
 from routing.protocols import anthropic_messages, openai_chat, openai_embeddings, openai_responses
 from routing.providers import entra
 from routing.providers.calls import (
@@ -532,7 +531,7 @@ def batch_results(endpoint: Endpoint, *, info: BatchInfo) -> Iterator[BatchOutco
                     if not raw.strip():
                         continue
                     try:
-                        line = json.loads(raw)
+                        line = fastjson.loads(raw)
                     except ValueError:
                         yield BatchOutcome("", "invalid", error="a result line is not JSON")
                         continue

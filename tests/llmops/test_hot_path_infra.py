@@ -307,6 +307,30 @@ def test_rows_selects_many_rows_with_only_some_fields_as_the_orm_does(api, sim):
 
 
 @pytest.mark.django_db
+def test_rows_reads_json_columns_as_the_orm_does(api, sim):
+    """JSON columns read through fastjson (orjson where it reads as json.loads does): a value
+    orjson would read differently (an integer past 64 bits), text with a run of digits and
+    non-ASCII come back as the ORM gives them."""
+    response = api.post(
+        "/api/v1/requests",
+        {"workload": "product-search", "messages": [{"role": "user", "content": "hi"}]},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    pk = uuid.UUID(response.json()["id"])
+    odd = {"n": 2**70, "f": 0.1, "s": "é 12345678901234567890", "nested": [{"a": None}]}
+    Request.objects.filter(pk=pk).update(metadata=odd, answer=[1.5, {"b": True}])
+    names = ("metadata", "usage", "answer", "params")
+
+    orm = Request.objects.only(*names).get(pk=pk)
+    (fast,) = rows.select_in(Request, names, "id", [pk])
+
+    for name in names:
+        assert getattr(fast, name) == getattr(orm, name), name
+    assert fast.metadata == odd and type(fast.metadata["n"]) is int
+
+
+@pytest.mark.django_db
 def test_rows_builds_instances_through_from_db_when_something_listens(demo):
     """The shortcut past Model.__init__ is taken only where it leaves what __init__ would: for
     a model with a post_init receiver, instances are built by from_db and the receiver runs."""

@@ -1,0 +1,117 @@
+"""llmops.fastjson reads what json.loads reads, the same values and the same errors, and
+llmops.limits' loads refuses what it refused before its orjson path."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import struct
+
+import pytest
+
+from llmops import fastjson, limits
+
+
+def _same(text):
+    """fastjson.loads(text) against json.loads(text): the same value (NaN compared as NaN),
+    or the same error type."""
+    try:
+        expected = json.loads(text)
+    except Exception as exc:  # the type is what is compared
+        with pytest.raises(type(exc)):
+            fastjson.loads(text)
+        return
+    got = fastjson.loads(text)
+    assert repr(got) == repr(expected)
+    assert _types(got) == _types(expected)
+
+
+def _types(value):
+    if isinstance(value, dict):
+        return {key: _types(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_types(item) for item in value]
+    return type(value).__name__
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": 1, "b": [1.5, -0.0, 1e-7, 2E3], "c": null, "d": true, "e": "\\u00e9\\ud83d\\ude00"}',
+        '{"a": 1, "a": 2}',  # the last of a repeated key
+        '{"b": 1, "a": 2}',  # the keys' order
+        '{"a": NaN}',
+        "[Infinity, -Infinity]",
+        '{"a": 1e999}',
+        '{"n": 123456789012345678901234567890}',  # past 64 bits: orjson reads a float
+        '{"n": 9223372036854775808}',  # 2**63: an int for json.loads
+        '{"n": -9223372036854775809}',
+        '{"n": 9223372036854775807}',
+        '{"s": "a run of 1234567890123456789012 digits in a string"}',
+        '"\\ud800"',  # a lone surrogate
+        "[" * 2000 + "]" * 2000,  # deeper than orjson's 1,024 levels
+        "",
+        "{",
+        '{"a": 1} x',
+        " [1, 2] ",
+        '"\x00"',
+    ],
+)
+def test_the_same_as_json_loads_str(text):
+    _same(text)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a": "\xc3\xa9"}',
+        '{"a": "é"}'.encode("utf-16"),  # json.loads detects UTF-16; orjson does not
+        b'{"a": "\xff"}',  # not UTF-8
+        b'{"n": 99999999999999999999}',
+        b"\xef\xbb\xbf{}",  # a BOM
+    ],
+)
+def test_the_same_as_json_loads_bytes(raw):
+    _same(raw)
+
+
+def test_random_doubles_read_as_json_loads_reads_them():
+    rng = random.Random(7)
+    for _ in range(20_000):
+        value = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+        if not math.isfinite(value):
+            continue
+        for text in (repr(value), f"{value:.17g}", f"{value:.6e}"):
+            _same(f"[{text}]")
+
+
+def test_fast_says_when_only_json_loads_can_read_it():
+    assert fastjson.fast('{"a": [1, 2]}') == (True, {"a": [1, 2]})
+    assert fastjson.fast('{"a": NaN}') == (False, None)
+    assert fastjson.fast('{"n": 1234567890123456789}') == (False, None)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('{"metadata": {"a": NaN}}', "metadata.a: NaN is not a finite number"),
+        ('{"x": [1, 1e999]}', "x.1: 1e999 is not a finite number"),
+        ('{"n": 9223372036854775808}', "n: 9223372036854775808 is not a finite number"),
+        ('{"n": 18446744073709551615}', "n: 18446744073709551615 is not a finite number"),
+        ("{", "The body is not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "The body is nested too deeply"),
+    ],
+)
+def test_limits_refuses_as_before(body, message):
+    with pytest.raises(limits.Refused) as refused:
+        limits.loads(body)
+    assert refused.value.status == 400
+    assert message in refused.value.message
+
+
+def test_limits_reads_the_largest_64_bit_integers():
+    assert limits.loads(b'{"n": 9223372036854775807, "m": -9223372036854775808}') == {
+        "n": 2**63 - 1,
+        "m": -(2**63),
+    }
