@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from functools import cache, lru_cache
 
 from django.conf import settings
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from django.db.models import Field, Model
 from django.db.models.base import ModelState
 from django.db.models.fields.json import JSONField
@@ -34,6 +34,13 @@ _AS_IS_FIELDS = (models.CharField, models.TextField, models.IntegerField, models
 _AS_IS_TYPES = frozenset({str, int, bool, type(None)})
 
 
+def _db():
+    """This thread's default connection itself: `connection` is a proxy that looks it up in a
+    thread-local on every attribute, and a field preparing a value reads several (a batch
+    chunk's thousands of values: a twentieth of its Python)."""
+    return connections[DEFAULT_DB_ALIAS]
+
+
 def _as_is(field: Field) -> bool:
     if type(field).pre_save is not Field.pre_save:
         return False  # auto_now and the like
@@ -46,6 +53,7 @@ def _values(
     obj: Model, fields: tuple[tuple[Field, bool], ...], add: bool, prep: Prepared | None = None
 ) -> list:
     values = []
+    db = _db()
     for index, (field, as_is) in enumerate(fields):
         if as_is:
             value = getattr(obj, field.attname)
@@ -53,9 +61,7 @@ def _values(
                 values.append(value)
                 continue
         value = field.pre_save(obj, add)
-        values.append(
-            prep(index, value) if prep is not None else field.get_db_prep_save(value, connection)
-        )
+        values.append(prep(index, value) if prep is not None else field.get_db_prep_save(value, db))
     return values
 
 
@@ -115,7 +121,7 @@ def update(obj: Model, fields: tuple[str, ...] = ()) -> int:
     named): the number of rows changed (0 if the row is gone)."""
     columns, sql = _update(type(obj), connection.vendor, fields)
     params = _values(obj, columns, False)
-    params.append(obj._meta.pk.get_db_prep_value(obj.pk, connection))
+    params.append(obj._meta.pk.get_db_prep_value(obj.pk, _db()))
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
@@ -159,12 +165,13 @@ def _converted(converters: list[tuple], found) -> list[list]:
         (index, column, convert) for index, (column, convert) in enumerate(converters) if convert
     ]
     converted = []
+    db = _db()
     for row in found:
         values = list(row)
         for index, column, convert in converting:
             value_read = values[index]
             for converter in convert:
-                value_read = converter(value_read, column, connection)
+                value_read = converter(value_read, column, db)
             values[index] = value_read
         converted.append(values)
     return converted
@@ -287,14 +294,12 @@ def _read_in(model: type[Model], names: tuple[str, ...], by: str, values, equal:
     fields, converters, sql = _select_in(
         model, connection.vendor, tuple(sorted(names)), by, tuple(sorted(equal))
     )
-    field = model._meta.get_field(by)
+    field, db = model._meta.get_field(by), _db()
     prepared = [
-        v if type(v) is int and _as_is(field) else field.get_db_prep_value(v, connection)
-        for v in values
+        v if type(v) is int and _as_is(field) else field.get_db_prep_value(v, db) for v in values
     ]
     extra = [
-        model._meta.get_field(name).get_db_prep_value(equal[name], connection)
-        for name in sorted(equal)
+        model._meta.get_field(name).get_db_prep_value(equal[name], db) for name in sorted(equal)
     ]
     found = []
     with connection.cursor() as cursor:
@@ -312,6 +317,7 @@ class Prepared:
 
     def __init__(self, fields: tuple[Field, ...]) -> None:
         self.fields = fields
+        self.db = _db()
         self.done: dict[tuple[int, object], object] = {}
         # A JSON field's values are dicts and lists: not looked up (an exception each time).
         self.each_time = frozenset(
@@ -320,16 +326,14 @@ class Prepared:
 
     def __call__(self, index: int, value):
         if index in self.each_time:
-            return self.fields[index].get_db_prep_save(value, connection)
+            return self.fields[index].get_db_prep_save(value, self.db)
         try:
             return self.done[index, value]
         except KeyError:
-            result = self.done[index, value] = self.fields[index].get_db_prep_save(
-                value, connection
-            )
+            result = self.done[index, value] = self.fields[index].get_db_prep_save(value, self.db)
             return result
         except TypeError:
-            return self.fields[index].get_db_prep_save(value, connection)
+            return self.fields[index].get_db_prep_save(value, self.db)
 
 
 def update_many(objs: list[Model], fields: tuple[str, ...]) -> None:
@@ -347,11 +351,8 @@ def update_params(objs: list[Model], fields: tuple[str, ...]) -> list[list]:
     model = type(objs[0])
     columns, _ = _update(model, connection.vendor, fields)
     prep = Prepared(tuple(field for field, _ in columns))
-    pk = model._meta.pk
-    return [
-        [*_values(obj, columns, False, prep), pk.get_db_prep_value(obj.pk, connection)]
-        for obj in objs
-    ]
+    pk, db = model._meta.pk, _db()
+    return [[*_values(obj, columns, False, prep), pk.get_db_prep_value(obj.pk, db)] for obj in objs]
 
 
 def update_rows(model: type[Model], fields: tuple[str, ...], params: list[list]) -> None:
