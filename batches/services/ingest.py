@@ -226,6 +226,7 @@ REQUEST_FIELDS = (
     "status",
     "prompt_fingerprint",  # the response cache's key
     "created_at",  # a Responses answer's
+    "model",  # left out of the UPDATE when it is the job's already (see _requests_completed)
 )
 
 
@@ -365,6 +366,7 @@ class _Completed:
     (in the same order)."""
 
     items: list[_Item]
+    fields: tuple[str, ...]  # the columns written, in the order of each row's params
     params: list[list]
 
 
@@ -373,6 +375,12 @@ def _requests_completed(job: BatchJob, lines: list[_Line], *, now: datetime) -> 
     _requests_complete writes of them."""
     # One status change for the chunk, as its one transaction: one time, prepared once.
     touched = timezone.now()
+    # A column named in an UPDATE moves the row's entry in each index on it, changed or not
+    # (SQLite does not compare): the model, indexed, is mostly the job's already (chosen when
+    # the request was deferred), and is then left out.
+    fields = COMPLETED_FIELDS
+    if all(line.item.request.model_id == job.model_id for line in lines):
+        fields = tuple(name for name in COMPLETED_FIELDS if name != "model")
     for line in lines:
         request, completion = line.item.request, line.outcome.completion
         request.model = job.model
@@ -386,7 +394,7 @@ def _requests_completed(job: BatchJob, lines: list[_Line], *, now: datetime) -> 
         request.updated_at = touched
     items = [line.item for line in lines]
     return _Completed(
-        items=items, params=rows.update_params([i.request for i in items], COMPLETED_FIELDS)
+        items=items, fields=fields, params=rows.update_params([i.request for i in items], fields)
     )
 
 
@@ -401,7 +409,7 @@ def _requests_complete(completed: _Completed, ended: set[int]) -> None:
             params.append(values)
     if not requests:
         return
-    rows.update_rows(Request, COMPLETED_FIELDS, params)
+    rows.update_rows(Request, completed.fields, params)
     requests_changed(requests)
     for request in requests:
         if request.params.get("kind") == "responses":

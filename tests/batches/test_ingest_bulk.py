@@ -30,7 +30,7 @@ from billing.services import budget_create, hold_settle, holds_sweep, ledger_rec
 from llmops import memo
 from routing import conversations, events
 from routing.events import request_changed, request_touch
-from routing.models import Mode, Request
+from routing.models import LlmModel, Mode, Request
 from routing.providers import BatchOutcome, Completion
 from routing.response_cache import response_cache_put
 
@@ -284,6 +284,35 @@ def test_a_mixed_chunk_leaves_what_recording_each_line_in_turn_left(world):
     record(job, outcomes, now=now)
 
     assert snapshot(job) == reference
+
+
+def test_a_request_deferred_on_another_model_completes_on_the_jobs(world, demo):
+    """The model is written only when some request of the chunk has another (an UPDATE naming
+    it moves every row's index entry): one request on another model, and the chunk leaves
+    what recording each line in turn left, that request on the job's model."""
+    job, items = world(7)
+    other = LlmModel.objects.exclude(pk=job.model_id).first()
+    Request.objects.filter(pk=items[0].request_id).update(model=other)
+    outcomes = mixed_chunk(items)
+    now = timezone.now()
+    reference = per_result_snapshot(job, outcomes, now=now)
+
+    record(job, outcomes, now=now)
+
+    assert snapshot(job) == reference
+    assert Request.objects.get(pk=items[0].request_id).model_id == job.model_id
+
+
+def test_the_model_is_written_only_when_a_request_has_another(world):
+    job, items = world(7)
+    outcomes = mixed_chunk(items)
+
+    with CaptureQueriesContext(connection) as queries:
+        record(job, outcomes, now=timezone.now())
+
+    (update,) = [q["sql"] for q in queries if 'UPDATE "routing_request"' in q["sql"]]
+    assert '"model_id"' not in update.split("WHERE")[0]
+    assert '"status"' in update and '"answer"' in update
 
 
 def test_a_chunk_partly_recorded_already_records_only_the_rest(world):
