@@ -17,13 +17,15 @@ orjson differs from json.loads in three ways, all sent to json.loads here:
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
-_LONG_DIGITS = re.compile(r"[0-9]{19}")
-_LONG_DIGITS_BYTES = re.compile(rb"[0-9]{19}")
+# Every ASCII digit as b"9", every other byte as a space: a run of 19 digits is then a plain
+# substring search, a few times faster than the regular expression [0-9]{19} (which cost
+# more than orjson's whole parse of a result line).
+_DIGITS_AS_NINES = bytes(0x39 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_NINETEEN_DIGITS = b"9" * 19
 
 
 def loads(text: str | bytes | bytearray) -> Any:
@@ -48,5 +50,7 @@ def fast(text: str | bytes | bytearray) -> tuple[bool, Any]:
 
 
 def _has_long_digits(text: str | bytes | bytearray) -> bool:
-    pattern = _LONG_DIGITS if isinstance(text, str) else _LONG_DIGITS_BYTES
-    return pattern.search(text) is not None
+    if isinstance(text, str):
+        # (a lone surrogate encoded as it is: orjson refuses the text, json.loads decides)
+        text = text.encode("utf-8", "surrogatepass")
+    return _NINETEEN_DIGITS in text.translate(_DIGITS_AS_NINES)

@@ -115,3 +115,19 @@ def test_limits_reads_the_largest_64_bit_integers():
         "n": 2**63 - 1,
         "m": -(2**63),
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "long"),
+    [
+        ("1" * 18, False),
+        ("1" * 19, True),
+        ('{"a": 123456789, "b": 1234567890}', False),  # 19 digits, not in one run
+        ('{"a": "x' + "7" * 25 + '"}', True),
+        ("é\ud800" + "5" * 19, True),  # a lone surrogate does not stop the search
+        (("1" * 19).encode(), True),
+        (bytearray(b"12345678901234567.8"), False),
+    ],
+)
+def test_a_run_of_19_digits_is_found_wherever_it_is(text, long):
+    assert fastjson._has_long_digits(text) is long
