@@ -3,15 +3,15 @@ where it might not: the same values, the same errors, several times faster on th
 reads most (a batch's result lines, a client batch's request lines, every stored JSON column
 read back by llmops.rows; bench/batch_pipeline.py: a tenth of a 50,000-result ingest).
 
-orjson differs from json.loads in three ways, all sent to json.loads here:
+orjson differs from json.loads in two ways, both sent to json.loads here:
 - it refuses what json.loads reads (NaN, Infinity, 1e999, lone surrogates, UTF-16 bytes,
   nesting past 1,024 levels): any orjson error is retried by json.loads, which reads it or
   raises its own error;
 - it reads an integer past 64 bits as a float, silently (json.loads: the exact int), and one
   between 2**63 and 2**64 as an int llmops.limits must refuse: text with a run of 19 or more
   digits anywhere (a string's included: a cheap, conservative test) is read by json.loads;
-- nothing else: the same floats (correctly rounded, checked against json.loads on random
-  doubles in tests/llmops/test_fastjson.py), the last of a repeated key, the keys' order.
+otherwise they agree: the same floats (correctly rounded, checked against json.loads on random
+doubles in tests/llmops/test_fastjson.py), the last of a repeated key, the keys' order.
 """
 
 from __future__ import annotations
