@@ -323,8 +323,14 @@ class Prepared:
         self.each_time = frozenset(
             index for index, field in enumerate(fields) if isinstance(field, models.JSONField)
         )
+        # What a field sends as it is when given the type it holds (a key, a count, a note):
+        # neither prepared nor looked up, where most are distinct per row.
+        self.as_is = {index: _held_type(field) for index, field in enumerate(fields)}
 
     def __call__(self, index: int, value):
+        held = self.as_is[index]
+        if held is not None and (type(value) is held or value is None):
+            return value
         if index in self.each_time:
             return self.fields[index].get_db_prep_save(value, self.db)
         try:
@@ -334,6 +340,21 @@ class Prepared:
             return result
         except TypeError:
             return self.fields[index].get_db_prep_save(value, self.db)
+
+
+def _held_type(field: Field) -> type | None:
+    """The type whose values `field`'s get_db_prep_save returns unchanged (None as well), if
+    any: text for a text field, int for an integer field or a key to one, bool for a
+    boolean."""
+    if not _as_is(field):
+        return None
+    if field.is_relation:
+        field = field.target_field
+    if isinstance(field, models.BooleanField):
+        return bool
+    if isinstance(field, models.IntegerField):
+        return int
+    return str
 
 
 def update_many(objs: list[Model], fields: tuple[str, ...]) -> None:
