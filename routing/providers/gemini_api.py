@@ -328,17 +328,17 @@ def _file_results(endpoint: Endpoint, file_name: str) -> Iterator[BatchOutcome]:
                     f"{LABEL} error {response.status_code} downloading {file_name}",
                     response.status_code,
                 )
-            yield from _lines(response.iter_lines())
+            yield from _lines(fastjson.lines(response.iter_bytes()))
     except (httpx2.HTTPError, TimeoutError) as exc:
         raise _failed(exc) from exc
 
 
-def _lines(lines: Iterator[str]) -> Iterator[BatchOutcome]:
+def _lines(lines: Iterator[bytes]) -> Iterator[BatchOutcome]:
     for raw in lines:
         if not raw.strip():
             continue
         try:
-            line = fastjson.loads(raw)
+            line = fastjson.line_loads(raw)
         except ValueError:
             yield BatchOutcome("", "invalid", error="a result line is not JSON")
             continue

@@ -527,11 +527,11 @@ def batch_results(endpoint: Endpoint, *, info: BatchInfo) -> Iterator[BatchOutco
             if not file_id:
                 continue
             with client.files.with_streaming_response.content(file_id) as response:
-                for raw in response.iter_lines():
+                for raw in fastjson.lines(response.iter_bytes()):
                     if not raw.strip():
                         continue
                     try:
-                        line = fastjson.loads(raw)
+                        line = fastjson.line_loads(raw)
                     except ValueError:
                         yield BatchOutcome("", "invalid", error="a result line is not JSON")
                         continue

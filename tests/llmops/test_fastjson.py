@@ -131,3 +131,21 @@ def test_limits_reads_the_largest_64_bit_integers():
 )
 def test_a_run_of_19_digits_is_found_wherever_it_is(text, long):
     assert fastjson._has_long_digits(text) is long
+
+
+def test_lines_are_split_wherever_the_chunks_end():
+    text = b'{"a": 1}\r\n{"b": "x\\ny"}\n\n{"c": [1,\n'
+    for size in (1, 2, 3, 7, len(text)):
+        chunks = [text[i : i + size] for i in range(0, len(text), size)]
+        assert list(fastjson.lines(chunks)) == [b'{"a": 1}\r', b'{"b": "x\\ny"}', b"", b'{"c": [1,']
+    assert list(fastjson.lines([b'{"a": 1}', b'\n{"b": 2}'])) == [b'{"a": 1}', b'{"b": 2}']
+    assert list(fastjson.lines([])) == []
+
+
+def test_a_line_is_read_as_a_replacing_text_decoder_gives_it():
+    assert fastjson.line_loads(b'{"a": 1}\r') == {"a": 1}
+    assert fastjson.line_loads(b'{"a": "\xff"}') == {"a": "\ufffd"}
+    big = 123456789012345678901234567890
+    assert fastjson.line_loads(b"[%d]" % big) == [big]
+    with pytest.raises(ValueError):
+        fastjson.line_loads(b'{"a": ')
