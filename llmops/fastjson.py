@@ -31,12 +31,8 @@ _NINETEEN_DIGITS = b"9" * 19
 
 def loads(text: str | bytes | bytearray) -> Any:
     """json.loads(text), the same value or the same error."""
-    if _has_long_digits(text):
-        return json.loads(text)
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
+    done, value = fast(text)
+    return value if done else json.loads(text)
 
 
 def lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
