@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from llmops import limits
+from llmops import fastjson, limits
 from llmops.text import unstorable_text
 
 CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -87,20 +87,12 @@ class Scan:
 
 def raw_lines(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
     """(line number, line without its newline) from a stream of byte chunks of any size.
-    A final line without a newline counts; a trailing newline does not add an empty line."""
-    pending = b""
-    number = 0
-    for chunk in chunks:
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for line in complete:
-            number += 1
-            yield number, line.removesuffix(b"\r")
-        if len(pending) > MAX_LINE_BYTES:
-            yield number + 1, pending  # parse_line refuses it by its size
-            return
-    if pending:
-        yield number + 1, pending.removesuffix(b"\r")
+    A final line without a newline counts; a trailing newline does not add an empty line. A
+    line past MAX_LINE_BYTES ends the stream (parse_line refuses it by its size); the limit
+    leaves room for the carriage return of a line of exactly MAX_LINE_BYTES whose newline is
+    in the next chunk."""
+    for number, line in enumerate(fastjson.lines(chunks, limit=MAX_LINE_BYTES + 1), start=1):
+        yield number, line.removesuffix(b"\r")
 
 
 def parse_line(number: int, raw: bytes, *, endpoint: str | None = None) -> BatchLine:

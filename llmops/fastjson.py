@@ -17,6 +17,7 @@ doubles in tests/llmops/test_fastjson.py), the last of a repeated key, the keys'
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -35,16 +36,21 @@ def loads(text: str | bytes | bytearray) -> Any:
     return value if done else json.loads(text)
 
 
-def lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+def lines(chunks: Iterable[bytes], *, limit: int | None = None) -> Iterator[bytes]:
     """The lines of JSON Lines arriving as byte chunks of any size, without their newlines (a
     final line without one counts). A JSON text holds no raw newline, so each is one value; a
     carriage return before it is whitespace to the parser. (httpx's iter_lines decodes the
-    text and looks for three kinds of line end, at several times the cost per line.)"""
+    text and looks for three kinds of line end, at several times the cost per line.)
+    With a `limit`, a line found longer than it is yielded as far as it was read, and nothing
+    after it: the caller refuses it by its size, without the whole of it in memory."""
     pending = b""
     for chunk in chunks:
         pending += chunk
         *complete, pending = pending.split(b"\n")
         yield from complete
+        if limit is not None and len(pending) > limit:
+            yield pending
+            return
     if pending:
         yield pending
 
@@ -56,6 +62,35 @@ def line_loads(raw: bytes) -> Any:
         return loads(raw)
     except ValueError:
         return loads(raw.decode("utf-8", "replace"))
+
+
+def stored_line_loads(raw: bytes) -> tuple[Any, str]:
+    """line_loads(raw) for a line whose value will be kept in a JSON column, and the first
+    number in it that no such column can hold, as JSON text would spell it ("NaN", "Infinity",
+    "-Infinity"; 1e999 reads as Infinity), "" if none. json.loads reads them and json.dumps
+    writes them back, but they are no JSON: PostgreSQL refuses the text, and a client's JSON
+    parser would refuse the answer. orjson refuses them all, so only a line it could not
+    read is searched."""
+    done, value = fast(raw)
+    if done:
+        return value, ""
+    value = line_loads(raw)
+    return value, not_finite(value)
+
+
+def not_finite(value: Any) -> str:
+    """The first NaN or infinity in `value` (dicts and lists walked), as JSON text would spell
+    it; "" if none."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if type(item) is float and not math.isfinite(item):
+            return json.dumps(item)
+        if isinstance(item, dict):
+            pending.extend(reversed(item.values()))
+        elif isinstance(item, list):
+            pending.extend(reversed(item))
+    return ""
 
 
 def fast(text: str | bytes | bytearray) -> tuple[bool, Any]:

@@ -9,7 +9,7 @@ from dataclasses import replace
 import anthropic
 
 from billing.pricing import Usage
-from llmops import outbound
+from llmops import fastjson, outbound
 from routing.protocols import anthropic_messages, openai_chat, openai_responses, translation
 from routing.providers.calls import (
     Relay,
@@ -28,6 +28,7 @@ from routing.providers.types import (
     Completion,
     Delta,
     Endpoint,
+    stored,
 )
 
 LABEL = "Anthropic API"
@@ -433,7 +434,12 @@ def _outcome(item) -> BatchOutcome:
         # The Message as the provider sent it too: an Anthropic client's batch returns it.
         native = message.model_dump(mode="json", exclude_unset=True)
         completion = replace(_completion(message, usage=usage), native=native)
-        return BatchOutcome(item.custom_id, "succeeded", completion)
+        # The SDK's decoder reads NaN and its JSON dump writes it as null: a tool's input (the
+        # one free-form object of a Message) is checked before either is kept.
+        inputs = [getattr(block, "input", None) for block in message.content]
+        return stored(
+            BatchOutcome(item.custom_id, "succeeded", completion), fastjson.not_finite(inputs)
+        )
     if result.type == "errored":
         error = getattr(getattr(result.error, "error", None), "message", "") or str(result.error)
         return BatchOutcome(item.custom_id, "errored", error=error[:500])

@@ -24,7 +24,14 @@ import httpx2
 from llmops import fastjson, outbound
 from routing.protocols import anthropic_messages, gemini, openai_responses
 from routing.providers.errors import ProviderError, from_status
-from routing.providers.types import BatchInfo, BatchOutcome, ChatRequest, Completion, Endpoint
+from routing.providers.types import (
+    BatchInfo,
+    BatchOutcome,
+    ChatRequest,
+    Completion,
+    Endpoint,
+    stored,
+)
 
 if TYPE_CHECKING:
     from google import genai
@@ -338,11 +345,12 @@ def _lines(lines: Iterator[bytes]) -> Iterator[BatchOutcome]:
         if not raw.strip():
             continue
         try:
-            line = fastjson.line_loads(raw)
+            line, unstorable = fastjson.stored_line_loads(raw)
         except ValueError:
             yield BatchOutcome("", "invalid", error="a result line is not JSON")
             continue
         if not isinstance(line, dict):
             yield BatchOutcome("", "invalid", error="a result line is not an object")
             continue
-        yield _outcome(str(line.get("key", "")), line.get("response"), line.get("error"))
+        outcome = _outcome(str(line.get("key", "")), line.get("response"), line.get("error"))
+        yield stored(outcome, unstorable)

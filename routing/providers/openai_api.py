@@ -30,6 +30,7 @@ from routing.providers.types import (
     Completion,
     Delta,
     Endpoint,
+    stored,
 )
 
 LABEL = "OpenAI API"
@@ -531,8 +532,8 @@ def batch_results(endpoint: Endpoint, *, info: BatchInfo) -> Iterator[BatchOutco
                     if not raw.strip():
                         continue
                     try:
-                        line = fastjson.line_loads(raw)
+                        line, unstorable = fastjson.stored_line_loads(raw)
                     except ValueError:
                         yield BatchOutcome("", "invalid", error="a result line is not JSON")
                         continue
-                    yield _outcome(line if isinstance(line, dict) else {})
+                    yield stored(_outcome(line if isinstance(line, dict) else {}), unstorable)

@@ -127,3 +127,14 @@ class BatchOutcome:
     outcome: str
     completion: Completion | None = None
     error: str = ""
+
+
+def stored(outcome: BatchOutcome, unstorable: str) -> BatchOutcome:
+    """`outcome`, quarantined as invalid if it answered and its line held `unstorable` (a
+    NaN or an infinity, see llmops.fastjson.stored_line_loads): its answer can be neither
+    kept (PostgreSQL refuses the row, and so the chunk's transaction on every retry) nor
+    returned as JSON, and is not silently changed either."""
+    if not unstorable or outcome.outcome != "succeeded":
+        return outcome
+    error = f"unreadable result: {unstorable} is not a number JSON can carry"
+    return BatchOutcome(outcome.custom_id, "invalid", error=error)

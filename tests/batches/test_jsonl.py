@@ -171,3 +171,30 @@ def test_split_keeps_order_and_every_part_within_both_limits():
         part.file.close()
     with pytest.raises(ValueError, match="over the limit"):
         list(jsonl.split([("big", b"y" * 101)], max_lines=9, max_bytes=100))
+
+
+def test_a_line_past_the_limit_ends_the_stream_without_reading_the_rest(monkeypatch):
+    monkeypatch.setattr(jsonl, "MAX_LINE_BYTES", 16)
+    read = []
+
+    def stream():
+        for chunk in (b'{"a": 1}\n', b"x" * 10, b"x" * 10, b"never read", b"\n{}\n"):
+            read.append(chunk)
+            yield chunk
+
+    found = list(jsonl.raw_lines(stream()))
+
+    assert found == [(1, b'{"a": 1}'), (2, b"x" * 20)]
+    assert b"never read" not in read
+    with pytest.raises(jsonl.BatchFileError, match="longer than 16 bytes"):
+        jsonl.parse_line(*found[1])
+
+
+def test_a_line_of_the_limit_whose_newline_is_in_the_next_chunk_is_whole(monkeypatch):
+    monkeypatch.setattr(jsonl, "MAX_LINE_BYTES", 16)
+    line = b'{"a": "' + b"y" * 7 + b'"}'  # 16 bytes
+    assert len(line) == 16
+
+    found = list(jsonl.raw_lines([line + b"\r", b'\n{"b": 2}\r\n']))
+
+    assert found == [(1, line), (2, b'{"b": 2}')]

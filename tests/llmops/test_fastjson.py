@@ -149,3 +149,37 @@ def test_a_line_is_read_as_a_replacing_text_decoder_gives_it():
     assert fastjson.line_loads(b"[%d]" % big) == [big]
     with pytest.raises(ValueError):
         fastjson.line_loads(b'{"a": ')
+
+
+@pytest.mark.parametrize(
+    ("raw", "unstorable"),
+    [
+        (b'{"a": [1, 2.5, "NaN"]}', ""),  # orjson read it: nothing to search
+        (b'{"a": 12345678901234567890123}', ""),  # json.loads read it: searched, finite
+        (b'{"a": NaN}', "NaN"),
+        (b'{"a": {"b": [0, Infinity]}}', "Infinity"),
+        (b"[-Infinity, NaN]", "-Infinity"),  # the first, in reading order
+        (b'{"a": -1e400}', "-Infinity"),
+        (b'{"a": "\xff", "b": NaN}', "NaN"),  # no UTF-8: read as line_loads reads it
+    ],
+)
+def test_stored_line_loads_names_the_first_number_no_json_column_holds(raw, unstorable):
+    value, found = fastjson.stored_line_loads(raw)
+
+    assert found == unstorable
+    expected = fastjson.line_loads(raw)
+    assert json.dumps(value) == json.dumps(expected)  # the same value as line_loads'
+
+
+def test_stored_line_loads_refuses_what_line_loads_refuses():
+    with pytest.raises(ValueError):
+        fastjson.stored_line_loads(b'{"a": ')
+
+
+def test_not_finite_walks_deep_values_without_recursing():
+    deep: list = [math.inf]
+    for _ in range(100_000):
+        deep = [deep]
+
+    assert fastjson.not_finite(deep) == "Infinity"
+    assert fastjson.not_finite({"a": [1.0, {"b": "x"}], "c": None}) == ""
