@@ -64,18 +64,26 @@ def line_loads(raw: bytes) -> Any:
         return loads(raw.decode("utf-8", "replace"))
 
 
-def stored_line_loads(raw: bytes) -> tuple[Any, str]:
-    """line_loads(raw) for a line whose value will be kept in a JSON column, and the first
-    number in it that no such column can hold, as JSON text would spell it ("NaN", "Infinity",
-    "-Infinity"; 1e999 reads as Infinity), "" if none. json.loads reads them and json.dumps
-    writes them back, but they are no JSON: PostgreSQL refuses the text, and a client's JSON
-    parser would refuse the answer. orjson refuses them all, so only a line it could not
-    read is searched."""
-    done, value = fast(raw)
+def stored_loads(text: str | bytes | bytearray) -> tuple[Any, str]:
+    """json.loads(text) for a value that will be kept in a JSON column or passed on as JSON,
+    and the first number in it that neither can carry, as JSON text would spell it ("NaN",
+    "Infinity", "-Infinity"; 1e999 reads as Infinity), "" if none. json.loads reads them and
+    json.dumps writes them back, but they are no JSON: PostgreSQL refuses the text, and so
+    would a client's parser. orjson refuses them all, so only text it could not read is
+    searched."""
+    done, value = fast(text)
     if done:
         return value, ""
-    value = line_loads(raw)
+    value = json.loads(text)
     return value, not_finite(value)
+
+
+def stored_line_loads(raw: bytes) -> tuple[Any, str]:
+    """stored_loads of one JSON line, read as line_loads reads it."""
+    try:
+        return stored_loads(raw)
+    except ValueError:
+        return stored_loads(raw.decode("utf-8", "replace"))
 
 
 def not_finite(value: Any) -> str:

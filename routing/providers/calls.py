@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx2
 
-from llmops import outbound
+from llmops import fastjson, outbound
 from llmops.netstream import MovingDeadline
 from routing.protocols import openai_chat
 from routing.providers.errors import ProviderError, from_status, stream_cut
@@ -218,9 +218,19 @@ async def post_json(
         response = await client.post(url, json=body, headers=headers)
         if response.status_code >= 300:
             raise await refused(response, label)
-        return response.json()
+        answer, unstorable = fastjson.stored_loads(response.content)  # as response.json()
     except (httpx2.HTTPError, TimeoutError, ValueError) as exc:
         raise classify(exc, sdk, label, after_first_byte=False) from exc
+    if unstorable:
+        # Neither kept (PostgreSQL refuses the row) nor passed on (the client's parser would
+        # refuse it), nor changed: the provider answered, so it may have billed.
+        raise ProviderError(
+            f"{label} answered with {unstorable}, which is not a number JSON can carry",
+            retryable=False,
+            maybe_billed=True,
+            kind="bad_answer",
+        )
+    return answer
 
 
 class Relay:
