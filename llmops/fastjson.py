@@ -12,6 +12,9 @@ orjson differs from json.loads in two ways, both sent to json.loads here:
   digits anywhere (a string's included: a cheap, conservative test) is read by json.loads;
 otherwise they agree: the same floats (correctly rounded, checked against json.loads on random
 doubles in tests/llmops/test_fastjson.py), the last of a repeated key, the keys' order.
+
+A provider's answers (realtime bodies, batch result lines) are read by stored_loads, which also
+names a NaN or infinity in the value: no JSON column or client can take one.
 """
 
 from __future__ import annotations
@@ -55,15 +58,6 @@ def lines(chunks: Iterable[bytes], *, limit: int | None = None) -> Iterator[byte
         yield pending
 
 
-def line_loads(raw: bytes) -> Any:
-    """One JSON line's value, read as `loads` reads it; bytes that are no UTF-8 read as a text
-    decoder with errors="replace" (httpx's) would have given them to it."""
-    try:
-        return loads(raw)
-    except ValueError:
-        return loads(raw.decode("utf-8", "replace"))
-
-
 def stored_loads(text: str | bytes | bytearray) -> tuple[Any, str]:
     """json.loads(text) for a value that will be kept in a JSON column or passed on as JSON,
     and the first number in it that neither can carry, as JSON text would spell it ("NaN",
@@ -79,7 +73,8 @@ def stored_loads(text: str | bytes | bytearray) -> tuple[Any, str]:
 
 
 def stored_line_loads(raw: bytes) -> tuple[Any, str]:
-    """stored_loads of one JSON line, read as line_loads reads it."""
+    """stored_loads of one JSON line; bytes that are no UTF-8 read as a text decoder with
+    errors="replace" (httpx's) would have given them to it."""
     try:
         return stored_loads(raw)
     except ValueError:
