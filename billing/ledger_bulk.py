@@ -173,6 +173,9 @@ def _price(
     # The prices of each workload's counterfactual, looked up once for the set (or the
     # PricingError that looking them up raised).
     prices: dict[int | None, UsagePrices | PricingError] = {}
+    # Usages repeat within a set (a classification batch's answers are a few token counts):
+    # each distinct one priced once per workload. Priced is immutable, so sharing it is safe.
+    done: dict[tuple[int | None, Usage], Priced] = {}
     priced: dict[str, Priced] = {}
     failed: dict[str, PricingError] = {}
     for charge in charges:
@@ -194,8 +197,12 @@ def _price(
         if isinstance(found, PricingError):
             failed[charge.key] = found
             continue
+        seen = (workload_id, charge.usage)
+        if seen in done:
+            priced[charge.key] = done[seen]
+            continue
         try:
-            priced[charge.key] = found.price(charge.usage)
+            priced[charge.key] = done[seen] = found.price(charge.usage)
         except PricingError as exc:
             failed[charge.key] = exc
     if failed:

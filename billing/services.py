@@ -189,18 +189,8 @@ class UsagePrices:
             if counterfactual_model is None or counterfactual_model.pk == model.pk
             else selectors.price_in_force(counterfactual_model, Processing.STANDARD, at)
         )
-        # Usages repeat within a set (a classification batch's answers are a few token
-        # counts): each distinct one priced once. Priced is immutable, so sharing it is safe.
-        self._priced: dict[Usage, Priced] = {}
 
     def price(self, usage: Usage) -> Priced:
-        try:
-            return self._priced[usage]
-        except KeyError:
-            priced = self._priced[usage] = self._price(usage)
-            return priced
-
-    def _price(self, usage: Usage) -> Priced:
         standard = price_usage(usage, self.standard)
         batch = None if self.batch is None else price_usage(usage, self.batch)
         flex = None if self.flex is None else price_usage(usage, self.flex)

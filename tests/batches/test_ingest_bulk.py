@@ -24,6 +24,7 @@ from batches.models import BatchItem, BatchJob
 from batches.services import ingest
 from batches.services.common import WriteGaps
 from billing import ledger_bulk, selectors
+from billing import services as billing_services
 from billing.models import Budget, BudgetPeriod, Hold, LedgerEntry
 from billing.pricing import PricingError, Usage, price_usage
 from billing.services import budget_create, hold_settle, holds_sweep, ledger_record_usage
@@ -464,6 +465,44 @@ def test_a_charge_recorded_twice_is_written_counted_and_settled_once(world):
     assert sorted(BudgetPeriod.objects.values_list("pk", "spent_usd", "reserved_usd")) == counters
     hold.refresh_from_db()
     assert hold.status == Hold.Status.SETTLED
+
+
+def test_a_usage_repeated_in_a_set_is_priced_once_and_alike(world, monkeypatch):
+    job, items = world(3)
+    calls = []
+    real = billing_services.UsagePrices.price
+    monkeypatch.setattr(
+        billing_services.UsagePrices,
+        "price",
+        lambda self, usage: calls.append(usage) or real(self, usage),
+    )
+    same, other = (
+        Usage(input_tokens=900, output_tokens=40),
+        Usage(input_tokens=901, output_tokens=40),
+    )
+    charges = [
+        ledger_bulk.Charge(
+            key=f"batch:memo-{n}",
+            team=item.request.team,
+            workload=item.request.workload,
+            request_id=item.request.pk,
+            usage=usage,
+        )
+        for n, (item, usage) in enumerate(zip(items, (same, other, same), strict=True))
+    ]
+
+    priced = ledger_bulk.charges_price(charges, model=job.model, mode=Mode.BATCH)
+
+    assert calls == [same, other]
+    for charge in charges:
+        alone = billing_services.usage_price(
+            model=job.model,
+            usage=charge.usage,
+            mode=Mode.BATCH,
+            counterfactual_model=selectors.primary_model(charge.workload),
+            at=priced.at,
+        )
+        assert priced.priced[charge.key] == alone
 
 
 def test_an_unpriceable_answer_fails_the_chunk_unless_it_was_billed_already(world, monkeypatch):
