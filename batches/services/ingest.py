@@ -110,11 +110,11 @@ def _outcomes_record(
 def _items_pending(job: BatchJob) -> dict[str, tuple[int, object]]:
     """The job's items still waiting for a result: (the item's id, its request's) by
     custom_id."""
-    found = BatchItem.objects.filter(job=job, status=BatchItem.Status.PENDING)
-    return {
-        custom_id: (pk, request_id)
-        for custom_id, pk, request_id in found.values_list("custom_id", "pk", "request_id")
-    }
+    # Without the ORM's compiler per row (a 50,000-line job's items: a thirtieth of its ingest).
+    found = rows.values_in(
+        BatchItem, ("request", "custom_id"), "job", [job.pk], status=BatchItem.Status.PENDING
+    )
+    return {custom_id: (pk, request_id) for pk, request_id, custom_id in found}
 
 
 @dataclass(slots=True)

@@ -183,3 +183,32 @@ def test_not_finite_walks_deep_values_without_recursing():
 
     assert fastjson.not_finite(deep) == "Infinity"
     assert fastjson.not_finite({"a": [1.0, {"b": "x"}], "c": None}) == ""
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": 1, "b": [1.5, -0.0, 1e-7, 2e3], "c": None, "d": True, "e": "é😀 \u2028"},
+        {"b": 1, "a": 2},  # the keys' order kept
+        {"n": 2**70, "m": -(2**63) - 1, "k": 2**64 - 1},  # past 64 bits: json.dumps writes it
+        {1: "one", None: "none", 2.5: "x"},  # keys that are not text: json.dumps makes them text
+        ["\ud800"],  # a lone surrogate, which orjson refuses to write
+        [[[[{"deep": ["list"]}]]]],
+        "text",
+        12,
+    ],
+)
+def test_dumps_writes_what_json_dumps_writes_read_back(value):
+    text = fastjson.dumps(value)
+    assert isinstance(text, str)
+    assert json.loads(text) == json.loads(json.dumps(value))
+    assert _types(json.loads(text)) == _types(json.loads(json.dumps(value)))
+
+
+def test_random_doubles_are_written_as_the_same_number():
+    rng = random.Random(11)
+    values = [
+        struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))[0] for _ in range(20_000)
+    ]
+    values = [value for value in values if math.isfinite(value)]
+    assert json.loads(fastjson.dumps(values)) == values

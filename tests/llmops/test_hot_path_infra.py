@@ -210,15 +210,21 @@ def test_update_many_writes_each_row_with_its_own_values_and_the_shared_ones(dem
     for request in made:
         rows.insert(request)
     now = timezone.now()
+    # JSON written by orjson where it can (keys that are not text and integers past 64 bits
+    # by json.dumps): the same values read back, and found by the database's JSON lookups.
+    answers = [{"text": "héllo ☃", "n": 2**70}, {1: "one", "f": 0.1}, {"deep": [[{"a": None}]]}]
     for n, request in enumerate(made):
         request.output, request.usage = f"answer {n}", {"output_tokens": n}
+        request.answer = answers[n]
         request.status, request.completed_at = Request.Status.COMPLETED, now
         request.model = demo.models["gpt-4o-mini"]
-    fields = ("output", "usage", "status", "completed_at", "model")
+    fields = ("output", "usage", "answer", "status", "completed_at", "model")
     rows.update_many(made, fields)
     for n, request in enumerate(made):
         stored = Request.objects.get(pk=request.pk)
         assert (stored.output, stored.usage) == (f"answer {n}", {"output_tokens": n})
+        assert stored.answer == json.loads(json.dumps(answers[n]))
+        assert Request.objects.filter(pk=request.pk, usage__output_tokens=n).exists()
         assert stored.status == Request.Status.COMPLETED and stored.completed_at == now
         assert stored.model_id == demo.models["gpt-4o-mini"].pk
         assert stored.params == {"n": n}  # not a field it was asked to write
@@ -304,6 +310,16 @@ def test_rows_selects_many_rows_with_only_some_fields_as_the_orm_does(api, sim):
     assert sorted(r for _, r in attempts) == sorted(
         RequestAttempt.objects.filter(request__in=ids).values_list("request_id", flat=True)
     )
+    # UUIDs read as uuid.UUID's own: equal, alike in every form, hashed alike.
+    for pk, request in fast.items():
+        assert type(request.pk) is uuid.UUID and request.pk.int == orm[pk].pk.int
+        assert (str(request.pk), request.pk.hex, hash(request.pk)) == (
+            str(orm[pk].pk),
+            orm[pk].pk.hex,
+            hash(orm[pk].pk),
+        )
+    # values_in with a condition besides the list.
+    assert rows.values_in(RequestAttempt, ("request",), "request", ids, outcome="no such") == []
 
 
 @pytest.mark.django_db
