@@ -296,7 +296,7 @@ def _entry_rows(
             at=at,
             note=charge.note,
         )
-        rows.append([prep(i, values[f.attname]) for i, f in enumerate(fields)])
+        rows.append(prep.row([values[f.attname] for f in fields]))
     return rows
 
 

@@ -347,8 +347,13 @@ class Prepared:
         self.db = _db()
         self.done: dict[tuple[int, object], object] = {}
         # A JSON field's values are dicts and lists: not looked up (an exception each time).
+        # A UUID is mostly one row's own (its request's key): looked up, each a miss and an
+        # entry kept for nothing.
         self.each_time = frozenset(
-            index for index, field in enumerate(fields) if isinstance(field, models.JSONField)
+            index
+            for index, field in enumerate(fields)
+            if isinstance(field, models.JSONField)
+            or isinstance(field.target_field if field.is_relation else field, models.UUIDField)
         )
         # Those a JSON field would write as json.dumps' text (SQLite's column is text): written
         # by fastjson.dumps, the same value. The values of a set are answers read by
@@ -359,6 +364,19 @@ class Prepared:
         # What a field sends as it is when given the type it holds (a key, a count, a note):
         # neither prepared nor looked up, where most are distinct per row.
         self.as_is = {index: _held_type(field) for index, field in enumerate(fields)}
+        self.held = tuple(self.as_is[index] for index in range(len(fields)))
+
+    def row(self, values: list) -> list:
+        """`values` (one per field, in order), each as __call__ prepares it: those a field sends
+        as they are picked out here, without a call each (a ledger entry's twenty columns,
+        most of them text, counts and keys)."""
+        held = self.held
+        return [
+            value
+            if (kind := held[index]) is not None and (type(value) is kind or value is None)
+            else self(index, value)
+            for index, value in enumerate(values)
+        ]
 
     def __call__(self, index: int, value):
         held = self.as_is[index]

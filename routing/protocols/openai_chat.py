@@ -8,10 +8,10 @@ field through, known to it or not."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from billing.pricing import Usage
+from llmops import fastjson
 
 # The fields llmops reads itself; everything else of a body is the request's `options`,
 # relayed untouched.
@@ -264,12 +264,14 @@ def sse_data(event: bytes) -> str | None:
     return b"\n".join(lines).decode() if lines else None
 
 
-def chunk_of(data: str) -> dict | None:
-    """A chunk's JSON, or None for `[DONE]` and anything not an object."""
+def chunk_of(data: str) -> tuple[dict | None, str]:
+    """A chunk's JSON (None for `[DONE]` and anything not an object), and the first number in
+    it no JSON column or client parser takes (NaN, Infinity; fastjson.stored_loads), "" if
+    none."""
     if data == "[DONE]":
-        return None
+        return None, ""
     try:
-        value = json.loads(data)
+        value, unstorable = fastjson.stored_loads(data)
     except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+        return None, ""
+    return (value, unstorable) if isinstance(value, dict) else (None, "")

@@ -222,15 +222,21 @@ async def post_json(
     except (httpx2.HTTPError, TimeoutError, ValueError) as exc:
         raise classify(exc, sdk, label, after_first_byte=False) from exc
     if unstorable:
-        # Neither kept (PostgreSQL refuses the row) nor passed on (the client's parser would
-        # refuse it), nor changed: the provider answered, so it may have billed.
-        raise ProviderError(
-            f"{label} answered with {unstorable}, which is not a number JSON can carry",
-            retryable=False,
-            maybe_billed=True,
-            kind="bad_answer",
-        )
+        raise _unstorable(label, unstorable, after_first_byte=False)
     return answer
+
+
+def _unstorable(label: str, number: str, *, after_first_byte: bool) -> ProviderError:
+    """An answer (or a streamed event of one) holding `number` (NaN, Infinity): neither kept
+    (PostgreSQL refuses the row) nor passed on (the client's parser would refuse it), nor
+    changed. The provider answered, so it may have billed; mid-stream it is a cut stream."""
+    return ProviderError(
+        f"{label} answered with {number}, which is not a number JSON can carry",
+        retryable=False,
+        maybe_billed=True,
+        after_first_byte=after_first_byte,
+        kind="bad_answer",
+    )
 
 
 class Relay:
@@ -272,7 +278,11 @@ class Relay:
                     events, buffer = openai_chat.sse_events(buffer + data)
                     for event in events:
                         # [DONE]: the view ends a chat stream itself, after billing.
-                        payload = openai_chat.chunk_of(openai_chat.sse_data(event) or "[DONE]")
+                        payload, unstorable = openai_chat.chunk_of(
+                            openai_chat.sse_data(event) or "[DONE]"
+                        )
+                        if unstorable:
+                            raise _unstorable(label, unstorable, after_first_byte=self.produced)
                         if payload is not None and (delta := take(event, payload)) is not None:
                             yield delta
             finally:

@@ -503,3 +503,37 @@ def test_a_bulk_write_leaves_checkpoints_to_the_checkpointer_and_gives_them_back
     with rows.checkpoints_aside():
         assert threshold() == 0
     assert threshold() == before
+
+
+def test_sqlite_statements_are_converted_as_django_converts_them_once_per_text():
+    from django.db.backends.sqlite3.base import SQLiteCursorWrapper
+
+    from llmops.backends.sqlite3 import base
+
+    ours = sqlite3.connect(":memory:").cursor(factory=base.CursorWrapper)
+    theirs = sqlite3.connect(":memory:").cursor(factory=SQLiteCursorWrapper)
+    long_in = "SELECT 1 WHERE x IN (" + ", ".join(["%s"] * 3000) + ")"
+    for query in (
+        "SELECT %s, '%%s', %s",
+        "UPDATE t SET a = %s WHERE b LIKE '50%%' AND c = %s",
+        long_in,
+    ):
+        assert ours.convert_query(query) == theirs.convert_query(query)
+    # Named parameters go Django's way.
+    named = ours.convert_query("SELECT %(a)s", param_names=["a"])
+    assert named == theirs.convert_query("SELECT %(a)s", param_names=["a"]) == "SELECT :a"
+    hits = base._converted_long.cache_info().hits
+    ours.convert_query(long_in)
+    assert base._converted_long.cache_info().hits == hits + 1  # converted once, then kept
+
+
+@pytest.mark.django_db
+def test_statements_run_through_the_converting_cursor(demo):
+    from llmops.backends.sqlite3.base import CursorWrapper
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's cursor")
+    with connection.cursor() as cursor:
+        assert type(cursor.cursor) is CursorWrapper
+        cursor.execute("SELECT %s || '%%', %s", ["50", 2])
+        assert cursor.fetchone() == ("50%", 2)

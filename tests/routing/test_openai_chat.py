@@ -100,7 +100,7 @@ def test_sse_events_split_at_blank_lines_whatever_the_reads():
     assert rest == b""
     assert b"".join(events) == raw  # byte for byte: what is relayed is what came
     payloads = [openai_chat.sse_data(e) for e in events]
-    assert payloads[-1] == "[DONE]" and openai_chat.chunk_of(payloads[0]) == STREAM[0]
+    assert payloads[-1] == "[DONE]" and openai_chat.chunk_of(payloads[0]) == (STREAM[0], "")
 
 
 def test_the_body_goes_up_as_sent_and_the_cache_ignores_only_transport_fields():

@@ -1,9 +1,11 @@
-"""A realtime answer holding a number JSON cannot carry (NaN, Infinity) is a bad answer the
-provider may have billed, never stored (PostgreSQL refuses it) nor passed on changed. The
-simulator sends only JSON, so a provider that does not is a small HTTP server here."""
+"""A realtime answer, whole or streamed, holding a number JSON cannot carry (NaN, Infinity) is
+a bad answer the provider may have billed, never stored (PostgreSQL refuses it) nor passed on
+changed. The simulator sends only JSON, so a provider that does not is a small HTTP server
+here."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from routing import providers
-from routing.providers import ChatRequest, Endpoint, ProviderError
+from routing.providers import ChatRequest, Completion, Delta, Endpoint, ProviderError
 
 ANSWER = {
     "id": "chatcmpl-1",
@@ -38,8 +40,11 @@ def provider():
         def do_POST(self):
             self.rfile.read(int(self.headers["Content-Length"]))
             body = server.answers[0]
+            streamed = body.startswith(b"data:")
             self.send_response(200)
-            self.send_header("Content-Type", "application/json")
+            self.send_header(
+                "Content-Type", "text/event-stream" if streamed else "application/json"
+            )
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -56,14 +61,59 @@ def provider():
     server.server_close()
 
 
-def ask(server) -> object:
-    endpoint = Endpoint(
+def _endpoint(server) -> Endpoint:
+    return Endpoint(
         kind="openai", base_url=f"http://127.0.0.1:{server.server_port}/v1", api_key="k"
     )
-    request = ChatRequest(
+
+
+def _request() -> ChatRequest:
+    return ChatRequest(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=5
     )
-    return providers.complete_sync(endpoint, request)
+
+
+def ask(server) -> object:
+    return providers.complete_sync(_endpoint(server), _request())
+
+
+def ask_streamed(server) -> tuple[list, ProviderError | None]:
+    """What providers.stream yielded, and the error it ended with (None if none)."""
+
+    async def read():
+        got = []
+        try:
+            async for event in providers.stream(_endpoint(server), _request()):
+                got.append(event)
+        except ProviderError as exc:
+            return got, exc
+        return got, None
+
+    return asyncio.run(read())
+
+
+def _chunk(delta: dict, *, finish=None, usage=None, choices=True) -> dict:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        if choices
+        else [],
+        **({"usage": usage} if usage else {}),
+    }
+
+
+def _sse(*chunks: str) -> bytes:
+    return b"".join(f"data: {chunk}\n\n".encode() for chunk in [*chunks, "[DONE]"])
+
+
+STREAM = [
+    _chunk({"role": "assistant", "content": "hi"}),
+    _chunk({}, finish="stop"),
+    _chunk({}, choices=False, usage=ANSWER["usage"]),
+]
 
 
 def test_a_plain_answer_is_read_as_before(provider):
@@ -87,3 +137,42 @@ def test_a_nan_in_an_answer_is_a_bad_answer_that_may_be_billed(provider, number)
     assert (error.kind, error.retryable, error.maybe_billed) == ("bad_answer", False, True)
     spelled = "Infinity" if number == "1e999" else number
     assert f"answered with {spelled}, which is not a number JSON can carry" in str(error)
+
+
+def test_a_plain_stream_is_read_as_before(provider):
+    provider.answers.append(_sse(*(json.dumps(chunk) for chunk in STREAM)))
+
+    got, error = ask_streamed(provider)
+
+    assert error is None
+    assert [e.text for e in got if isinstance(e, Delta)][0] == "hi"
+    (completion,) = [e for e in got if isinstance(e, Completion)]
+    assert completion.text == "hi" and completion.usage.output_tokens == 1
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-1e999"])
+def test_a_nan_in_a_streamed_chunk_cuts_the_stream_as_a_bad_answer(provider, number):
+    """After output went to the client: a cut stream the provider may have billed; the chunk
+    with the NaN is never passed on, nor anything after it."""
+    hostile = json.dumps(_chunk({}, finish="stop") | {"logprobs_score": "NUMBER"})
+    hostile = hostile.replace('"NUMBER"', number)
+    provider.answers.append(_sse(json.dumps(STREAM[0]), hostile, json.dumps(STREAM[2])))
+
+    got, error = ask_streamed(provider)
+
+    assert [e.text for e in got] == ["hi"]  # the first chunk only; no Completion
+    assert error is not None
+    assert (error.kind, error.retryable, error.maybe_billed) == ("bad_answer", False, True)
+    assert error.after_first_byte is True
+    spelled = "-Infinity" if number == "-1e999" else number
+    assert f"answered with {spelled}, which is not a number JSON can carry" in str(error)
+
+
+def test_a_nan_in_the_first_chunk_is_a_bad_answer_before_any_output(provider):
+    hostile = json.dumps(STREAM[0] | {"score": "NUMBER"}).replace('"NUMBER"', "NaN")
+    provider.answers.append(_sse(hostile, json.dumps(STREAM[1]), json.dumps(STREAM[2])))
+
+    got, error = ask_streamed(provider)
+
+    assert got == [] and error is not None
+    assert (error.kind, error.after_first_byte, error.maybe_billed) == ("bad_answer", False, True)
