@@ -13,8 +13,9 @@ orjson differs from json.loads in two ways, both sent to json.loads here:
 otherwise they agree: the same floats (correctly rounded, checked against json.loads on random
 doubles in tests/llmops/test_fastjson.py), the last of a repeated key, the keys' order.
 
-A provider's answers (realtime bodies, batch result lines) are read by stored_loads, which also
-names a NaN or infinity in the value: no JSON column or client can take one.
+A provider's answers (realtime bodies, streamed events, batch result lines) are read by
+stored_loads, which also names a NaN or infinity in the value: no JSON column or client can
+take one. dumps writes JSON text by orjson where it can (a batch's answers, to their column).
 """
 
 from __future__ import annotations
