@@ -179,8 +179,8 @@ def run(size: int, sim, profile: str | None = None) -> dict:
     sim.advance(3600)  # the provider finishes every job
     # ... and has written its output files, as a provider has when it says a batch completed.
     # The simulator writes them when first asked (its usage report asks): left to the worker's
-    # poll, the simulator's own work (about 1.8 s for 50,000 results, in its process) would be
-    # timed as the ingest's. Timed apart, and reported, instead.
+    # poll, the simulator's own work (about a second for 50,000 results, in its process) would
+    # be timed as the ingest's. Timed apart, and reported, instead.
     started = time.perf_counter()
     sim.usage()
     provider_s = time.perf_counter() - started

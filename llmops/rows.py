@@ -174,8 +174,10 @@ def _uuid_read(value, expression, connection):
     """SQLite's UUID converter (uuid.UUID(value)) for the 32 hexadecimal digits a UUIDField
     stores, without UUID.__init__'s parsing of every form a UUID is written in: the same UUID
     at a third of the cost (a batch chunk's requests and holds, three per result)."""
-    if value is None or len(value) != 32:
-        return value if value is None else UUID(value)
+    if value is None:
+        return None
+    if len(value) != 32:
+        return UUID(value)  # as the ORM reads it, or its error
     uuid = _new_object(UUID)
     _set_attribute(uuid, "int", int(value, 16))  # ValueError on a non-digit, as UUID's
     _set_attribute(uuid, "is_safe", SafeUUID.unknown)
