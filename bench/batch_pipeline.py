@@ -15,7 +15,9 @@ into the pauses it takes between its transactions (what is left of LLMOPS_BATCH_
 so that other writers get SQLite's lock, once the work between two transactions is counted)
 and the rest; the settings it ran with (LLMOPS_BATCH_INGEST_CHUNK
 results per transaction, the pause) are reported with it, and are read from the environment
-like a deployment's.
+like a deployment's. The ingest starts from a provider that has its results written, as a
+provider has when it reports a batch completed: the simulator writes a finished batch's files
+when first asked, and that (its own work, in its own process) is timed and reported apart.
 """
 
 from __future__ import annotations
