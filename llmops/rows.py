@@ -20,7 +20,7 @@ from uuid import UUID, SafeUUID
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from django.db.backends.base.operations import BaseDatabaseOperations
-from django.db.backends.sqlite3.operations import DatabaseOperations as SQLiteOperations
+from django.db.backends.sqlite3 import base as sqlite_backend  # (its operations: circular alone)
 from django.db.models import Field, Model
 from django.db.models.base import ModelState
 from django.db.models.fields.json import JSONField
@@ -144,7 +144,8 @@ def _faster(converter):
     """`converter`, or one that returns the same values faster."""
     if _plain_json(converter):
         return _json_read
-    if getattr(converter, "__func__", None) is SQLiteOperations.convert_uuidfield_value:
+    uuid_read = sqlite_backend.DatabaseOperations.convert_uuidfield_value
+    if getattr(converter, "__func__", None) is uuid_read:
         return _uuid_read
     return converter
 
