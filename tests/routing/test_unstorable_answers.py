@@ -176,3 +176,47 @@ def test_a_nan_in_the_first_chunk_is_a_bad_answer_before_any_output(provider):
 
     assert got == [] and error is not None
     assert (error.kind, error.after_first_byte, error.maybe_billed) == ("bad_answer", False, True)
+
+
+@pytest.mark.django_db
+def test_a_client_stream_cut_by_a_nan_is_failed_and_billed_once_as_an_estimate(api, provider):
+    """Through the front door (the native stream; the OpenAI-compatible one relays the same
+    Relay): the client has the first text and then an error, never the chunk with the NaN;
+    its request fails, billed once as a flagged estimate (the provider produced output), its
+    hold settled; nothing with the NaN is stored."""
+    from asgiref.sync import async_to_sync
+
+    from billing.models import Hold, LedgerEntry
+    from routing.models import Provider, Request
+
+    hostile = json.dumps(STREAM[1] | {"score": "NUMBER"}).replace('"NUMBER"', "NaN")
+    provider.answers.append(_sse(json.dumps(STREAM[0]), hostile, json.dumps(STREAM[2])))
+    openai_provider = Provider.objects.get(kind="openai")
+    openai_provider.base_url = f"http://127.0.0.1:{provider.server_port}/v1"
+    openai_provider.save()
+
+    response = api.post(
+        "/api/v1/requests",
+        {
+            "workload": "product-search",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+        },
+        format="json",
+    )
+    assert response.status_code == 200
+    body = async_to_sync(_drain)(response)
+
+    assert '"hi"' in body  # the first chunk's text went out
+    assert "score" not in body  # the chunk with the NaN did not
+    assert "event: error" in body and "not a number JSON can carry" in body
+    request = Request.objects.get()
+    assert request.status == Request.Status.FAILED
+    entry = LedgerEntry.objects.get(request=request)
+    assert entry.kind == LedgerEntry.Kind.ESTIMATE
+    assert Hold.objects.get(request=request).status == Hold.Status.SETTLED
+    assert "score" not in json.dumps(request.answer)
+
+
+async def _drain(response) -> str:
+    return b"".join([chunk async for chunk in response.streaming_content]).decode()
