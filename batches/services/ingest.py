@@ -248,8 +248,7 @@ def _items_read(pending: dict[str, tuple[int, object]]) -> dict[str, _Item]:
     )
     # Their ids are the rows' already: only the related objects are set (as assigning them
     # would, without the descriptor's checks: three per result, a twentieth of an ingest).
-    team_field = Request._meta.get_field("team")
-    workload_field = Request._meta.get_field("workload")
+    team_field, workload_field = Request.team.field, Request.workload.field
     for request in requests.values():
         team_field.set_cached_value(request, teams[request.team_id])
         workload_field.set_cached_value(request, workloads[request.workload_id])
@@ -386,7 +385,7 @@ def _requests_completed(job: BatchJob, lines: list[_Line], *, now: datetime) -> 
     fields = COMPLETED_FIELDS
     if all(line.item.request.model_id == job.model_id for line in lines):
         fields = tuple(name for name in COMPLETED_FIELDS if name != "model")
-    model, model_field = job.model, Request._meta.get_field("model")
+    model, model_field = job.model, Request.model.field
     for line in lines:
         request, completion = line.item.request, line.outcome.completion
         request.model_id = model.pk  # and the object, as `request.model = model` sets both
