@@ -100,6 +100,10 @@ def _client(endpoint: Endpoint) -> Iterator[genai.Client]:
             # Connects only where the outbound policy allows; no retries (as for the others: a
             # retried create could make a second batch; the job's state machine retries).
             httpx_client=outbound.sync_http_client(),
+            # The SDK builds an async client and two more TLS contexts (aiohttp, websockets)
+            # besides, each loading the CA bundle unless given one: the process's own.
+            client_args={"verify": outbound.ssl_context()},
+            async_client_args={"verify": outbound.ssl_context(), "ssl": outbound.ssl_context()},
         ),
     )
     try:
