@@ -368,9 +368,7 @@ def async_http_client() -> httpx2.AsyncClient:
     from the environment (a proxy would connect to a name we could not check)."""
     # The transport's own pool, replaced at once, is given the shared context too: not a
     # bundle loaded for nothing.
-    transport = httpx2.AsyncHTTPTransport(
-        verify=ssl_context(), limits=POOL_LIMITS, trust_env=False
-    )
+    transport = httpx2.AsyncHTTPTransport(verify=ssl_context(), limits=POOL_LIMITS, trust_env=False)
     transport._pool = _guarded_pool(httpcore2.AsyncConnectionPool, _GuardedAsyncBackend())
     return httpx2.AsyncClient(transport=transport, follow_redirects=False, trust_env=False)
 
