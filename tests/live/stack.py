@@ -253,23 +253,28 @@ def running_llmops(
     daphne on a free port, stop it on exit. `settings` are extra LLMOPS_* environment
     variables. More daphne processes on the same database: `serving(stack.env, log_path)`."""
     env = _prepared_env(data_dir, database_url, settings)
-    manage = [sys.executable, "manage.py"]
-    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    subprocess.run(
-        [
-            *manage,
-            "seed_demo",
-            "--simulator-url",
-            simulator_url,
-            "--api-key",
-            API_KEY,
-            "--admin-password",
-            ADMIN_PASSWORD,
-        ],
+    # Both in one process: each manage.py spends seconds importing Django and the SDKs first.
+    seed = [
+        "seed_demo",
+        "--simulator-url",
+        simulator_url,
+        "--api-key",
+        API_KEY,
+        "--admin-password",
+        ADMIN_PASSWORD,
+    ]
+    code = (
+        "import io; from django.core.management import call_command; "
+        "call_command('migrate', verbosity=0); "
+        f"call_command(*{seed!r}, stdout=io.StringIO())"
+    )
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
         cwd=ROOT,
         env=env,
-        check=True,
         capture_output=True,
+        text=True,
     )
+    assert done.returncode == 0, f"migrate and seed_demo failed:\n{done.stdout}{done.stderr}"
     with serving(env, data_dir / "daphne.log") as base_url:
         yield Llmops(base_url=base_url, api_key=API_KEY, data_dir=data_dir, env=env)
