@@ -4,6 +4,7 @@ live tests (tests/live/conftest.py) and the benchmarks (bench/)."""
 
 from __future__ import annotations
 
+import atexit
 import http.cookiejar
 import json
 import os
@@ -11,6 +12,8 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -30,6 +33,112 @@ API_KEY = "llm_live-test-key-0123456789abcdef"
 ADMIN_USERNAME = "admin"  # seed_demo's
 ADMIN_PASSWORD = "live-test-admin-password"
 START_TIMEOUT_S = 60
+
+# A process with Django set up that forks a child per `Llmops.shell` call: each child is what a
+# fresh `manage.py shell -c` is (its own process and database connection, the shell's
+# namespace), less the ~5 s every manage.py spends importing Django and the SDKs first (the live
+# batch tests run the worker's steps through it once a second). No connection is open at a fork.
+SHELL_SERVER = r"""
+import json, os, sys, traceback
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmops.settings")
+import django
+django.setup()
+from django.core.management.commands import shell
+from django.db import connections
+
+def child(request):
+    for fd, path in ((1, request["out"]), (2, request["err"])):
+        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
+    status = 0
+    try:
+        exec(request["code"], {**vars(shell), **shell.Command().get_namespace(verbosity=0)})
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    try:
+        connections.close_all()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+replies = os.fdopen(os.dup(1), "w")
+for line in sys.stdin:
+    request = json.loads(line)
+    connections.close_all()
+    pid = os.fork()
+    if pid == 0:
+        child(request)
+    _, status = os.waitpid(pid, 0)
+    replies.write(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}) + "\n")
+    replies.flush()
+"""
+
+
+class _ShellServer:
+    def __init__(self, env: dict) -> None:
+        self.lock = threading.Lock()
+        self.dir = Path(tempfile.mkdtemp(prefix="llmops-shell-"))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SHELL_SERVER],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, code: str) -> subprocess.CompletedProcess | None:
+        """The call's outcome as subprocess.run's; None while another call runs (then the
+        caller starts a process of its own: concurrent calls stay concurrent)."""
+        if not self.lock.acquire(blocking=False):
+            return None
+        try:
+            out, err = self.dir / "out", self.dir / "err"
+            request = {"code": code, "out": str(out), "err": str(err)}
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+            reply = self.proc.stdout.readline()
+            if not reply:
+                raise RuntimeError(f"the shell server exited ({self.proc.wait()})")
+            returncode = json.loads(reply)["returncode"]
+            return subprocess.CompletedProcess(
+                "shell",
+                returncode,
+                out.read_text(errors="replace"),
+                err.read_text(errors="replace"),
+            )
+        finally:
+            self.lock.release()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=20)
+        for path in self.dir.iterdir():
+            path.unlink()
+        self.dir.rmdir()
+
+
+_shell_servers: dict[tuple, _ShellServer] = {}
+
+
+def _shell_server(env: dict) -> _ShellServer:
+    key = tuple(sorted(env.items()))
+    if key not in _shell_servers:
+        _shell_servers[key] = _ShellServer(env)
+    return _shell_servers[key]
+
+
+def _shell_servers_close(env: dict | None = None) -> None:
+    """The shell servers of `env` (all of them when None)."""
+    for key in list(_shell_servers):
+        if env is None or key == tuple(sorted(env.items())):
+            _shell_servers.pop(key).close()
+
+
+atexit.register(_shell_servers_close)
 
 
 def free_port() -> int:
@@ -86,16 +195,16 @@ class Llmops:
         return ids
 
     def shell(self, code: str) -> str:
-        """Run Python in `manage.py shell` against the server's database (another process, as
-        a worker is); returns the last line it printed."""
-        out = subprocess.run(
+        """Run Python as `manage.py shell -c` does against the server's database (another
+        process, as a worker is: forked from SHELL_SERVER); returns the last line it printed."""
+        out = _shell_server(self.env).run(code) or subprocess.run(
             [sys.executable, "manage.py", "shell", "-c", code],
             cwd=ROOT,
             env=self.env,
             capture_output=True,
             text=True,
-            check=True,
         )
+        out.check_returncode()
         return (out.stdout.strip().splitlines() or [""])[-1]
 
     def request_of(self, answer) -> dict:
@@ -276,5 +385,8 @@ def running_llmops(
         text=True,
     )
     assert done.returncode == 0, f"migrate and seed_demo failed:\n{done.stdout}{done.stderr}"
-    with serving(env, data_dir / "daphne.log") as base_url:
-        yield Llmops(base_url=base_url, api_key=API_KEY, data_dir=data_dir, env=env)
+    try:
+        with serving(env, data_dir / "daphne.log") as base_url:
+            yield Llmops(base_url=base_url, api_key=API_KEY, data_dir=data_dir, env=env)
+    finally:
+        _shell_servers_close(env)
