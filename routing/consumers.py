@@ -678,6 +678,11 @@ class RequestsConsumer(JsonSocket):
 
     def _changed(self, ids: list[uuid.UUID]) -> list[dict]:
         """Those of `ids` this caller may read whose current state it was not told yet."""
+        # Who the caller is, read again in this hop: credentials another process ended (a key
+        # revoked, a session deleted by a command) reach this daphne by the periodic re-read,
+        # up to LLMOPS_WS_AUTH_RECHECK_SECONDS later; no push goes out meanwhile.
+        if not self.recheck_caller():
+            return []
         qs = selectors.request_list(user=self.caller.principal).filter(pk__in=ids)
         bodies = []
         limit = settings.LLMOPS_WS_MAX_SUBSCRIPTIONS

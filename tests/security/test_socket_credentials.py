@@ -179,3 +179,43 @@ def test_a_change_made_by_another_process_closes_the_socket_within_the_recheck(
     assert closed and socket.close_code == CLOSE_CREDENTIALS_ENDED
     assert socket.closed_at - changed < RECHECK_BOUND_S
     assert socket.after(changed) == []
+
+
+def test_a_socket_whose_key_another_process_revoked_is_pushed_nothing_before_it_closes(
+    llmops, figures, enter
+):
+    """Between another process's revocation and the periodic re-read that closes the socket
+    (up to LLMOPS_WS_AUTH_RECHECK_SECONDS), its team's requests keep changing: each push reads
+    the caller again first, so none of them reaches it."""
+    key_id, raw = new_key(llmops, "revoked-then-pushed")
+    socket = subscribed_to_all(enter, llmops, raw)
+    revoke = (
+        "from routing.models import ApiKey; from routing.keys import api_key_revoke; "
+        f"print(api_key_revoke(key=ApiKey.objects.get(pk={key_id})))"
+    )
+    assert llmops.shell(revoke) == "True"
+    changed = time.monotonic()
+    # At once, before the re-read comes round: three requests of the same team (another key).
+    for i in range(3):
+        status, body = llmops.api(
+            "POST",
+            "/api/v1/requests",
+            {
+                "workload": "product-search",
+                "messages": [{"role": "user", "content": f"Find a tent, try {i}."}],
+                "max_tokens": 20,
+            },
+        )
+        assert status == 200, body
+    pushed_until = time.monotonic()
+    closed = socket.wait_closed(RECHECK_BOUND_S + 3)
+    figures.record(
+        "T8",
+        "websocket: pushes after another process revoked the key",
+        requests_changed_meanwhile_s=round(pushed_until - changed, 3),
+        closed_after_s=round(socket.closed_at - changed, 3) if closed else None,
+        messages_after=len(socket.after(changed)),
+    )
+
+    assert closed and socket.close_code == CLOSE_CREDENTIALS_ENDED
+    assert socket.after(changed) == []
