@@ -91,7 +91,7 @@ def _client(endpoint: Endpoint) -> Iterator[genai.Client]:
     from google.genai import errors as genai_errors
     from google.genai import types
 
-    t = endpoint.timeouts
+    t, tls = endpoint.timeouts, outbound.ssl_context()
     client = genai.Client(
         api_key=endpoint.api_key or "unset",
         http_options=types.HttpOptions(
@@ -102,8 +102,8 @@ def _client(endpoint: Endpoint) -> Iterator[genai.Client]:
             httpx_client=outbound.sync_http_client(),
             # The SDK builds an async client and two more TLS contexts (aiohttp, websockets)
             # besides, each loading the CA bundle unless given one: the process's own.
-            client_args={"verify": outbound.ssl_context()},
-            async_client_args={"verify": outbound.ssl_context(), "ssl": outbound.ssl_context()},
+            client_args={"verify": tls},
+            async_client_args={"verify": tls, "ssl": tls},
         ),
     )
     try:

@@ -132,10 +132,11 @@ def _shell_server(env: dict) -> _ShellServer:
 
 
 def _shell_servers_close(env: dict | None = None) -> None:
-    """The shell servers of `env` (all of them when None)."""
-    for key in list(_shell_servers):
-        if env is None or key == tuple(sorted(env.items())):
-            _shell_servers.pop(key).close()
+    """The shell server of `env` (all of them when None)."""
+    keys = list(_shell_servers) if env is None else [tuple(sorted(env.items()))]
+    for key in keys:
+        if server := _shell_servers.pop(key, None):
+            server.close()
 
 
 atexit.register(_shell_servers_close)

@@ -47,6 +47,14 @@ def subscribed_to_all(enter, llmops, key: str | None, **kwargs) -> Reader:
     return reader
 
 
+def revoke_command(key_id: int) -> str:
+    """The code that revokes key `key_id` in another process (`Llmops.shell`); prints True."""
+    return (
+        "from routing.models import ApiKey; from routing.keys import api_key_revoke; "
+        f"print(api_key_revoke(key=ApiKey.objects.get(pk={key_id})))"
+    )
+
+
 def test_a_key_revoked_in_the_admin_closes_its_sockets_at_once_and_settles_the_stream(
     llmops, sim, figures, enter
 ):
@@ -142,10 +150,7 @@ def test_a_change_made_by_another_process_closes_the_socket_within_the_recheck(
     if change == "key revoked":
         key_id, raw = new_key(llmops, "revoked-by-command")
         socket = subscribed_to_all(enter, llmops, raw)
-        code = (
-            "from routing.models import ApiKey; from routing.keys import api_key_revoke; "
-            f"print(api_key_revoke(key=ApiKey.objects.get(pk={key_id})))"
-        )
+        code = revoke_command(key_id)
     else:
         new_user(llmops, user, "sock-other-process-pw-7d2q")
         cookie = llmops.login(user, "sock-other-process-pw-7d2q")
@@ -189,11 +194,7 @@ def test_a_socket_whose_key_another_process_revoked_is_pushed_nothing_before_it_
     the caller again first, so none of them reaches it."""
     key_id, raw = new_key(llmops, "revoked-then-pushed")
     socket = subscribed_to_all(enter, llmops, raw)
-    revoke = (
-        "from routing.models import ApiKey; from routing.keys import api_key_revoke; "
-        f"print(api_key_revoke(key=ApiKey.objects.get(pk={key_id})))"
-    )
-    assert llmops.shell(revoke) == "True"
+    assert llmops.shell(revoke_command(key_id)) == "True"
     changed = time.monotonic()
     # At once, before the re-read comes round: three requests of the same team (another key).
     for i in range(3):
