@@ -15,7 +15,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from llmops import netwrite  # noqa: E402
+from llmops import netread, netwrite  # noqa: E402
 from llmops.routing import websocket_urlpatterns  # noqa: E402
 from llmops.serving import ServingRouter  # noqa: E402
 from llmops.websocket import HandshakeValidator, bound_daphne_sockets  # noqa: E402
@@ -25,6 +25,8 @@ bound_daphne_sockets(max_message_bytes=settings.LLMOPS_WS_MAX_MESSAGE_BYTES)
 # Its writes sent on the loop's next turn, not after a round trip through epoll (a stream's
 # every token is one).
 netwrite.install()
+# Request bodies parsed once, by Django, not first by twisted for nothing.
+netread.install()
 
 application = ProtocolTypeRouter(
     {

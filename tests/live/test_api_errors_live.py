@@ -78,6 +78,25 @@ def test_a_wrong_content_type_on_the_batch_api_answers_openai_json(llmops):
     assert headers["x-request-id"].startswith("req_")
 
 
+def test_a_multipart_upload_without_a_boundary_answers_openai_json(llmops):
+    # daphne's HTTP server (twisted) parsed every form and multipart body itself before Django
+    # did, for nothing, and answered one it could not parse with a bare 400, no body, the
+    # connection dropped: an SDK could not say why.
+    status, headers, body = call(
+        llmops,
+        "POST",
+        "/v1/files",
+        data=b"purpose=batch",
+        headers={"Content-Type": "multipart/form-data"},
+    )
+
+    assert status == 400
+    assert headers["Content-Type"] == "application/json"
+    error = json.loads(body)["error"]
+    assert error["type"] == "invalid_request_error"
+    assert "boundary" in error["message"].lower(), error
+
+
 def test_an_unknown_native_api_path_answers_drf_json(llmops):
     status, headers, body = call(llmops, "GET", "/api/v1/nope", headers={"Accept": "text/html"})
 

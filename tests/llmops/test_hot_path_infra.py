@@ -174,6 +174,28 @@ def test_any_other_refusal_of_a_new_connection_is_raised_at_once(tmp_path, monke
 
 
 @pytest.mark.django_db
+def test_a_thread_keeps_one_cache_object_whatever_async_context_it_runs_in():
+    # The serving path's database units run each under its request's context: Django's own
+    # per-context cache objects were built anew, settings parsed, in every unit.
+    import contextvars
+    import threading
+
+    from django.core.cache import caches
+
+    def two_contexts(out: list) -> None:
+        for _ in range(2):
+            out.append(contextvars.copy_context().run(lambda: caches["default"]))
+
+    here, there = [], []
+    two_contexts(here)
+    thread = threading.Thread(target=two_contexts, args=(there,))
+    thread.start()
+    thread.join()
+
+    assert here[0] is here[1] and there[0] is there[1]
+    assert here[0] is not there[0]  # still one per thread, as before ASGI
+
+
 def test_rows_writes_what_the_orm_would(demo):
     request = Request(
         team=demo.acme,
