@@ -3,11 +3,12 @@
 twisted's HTTP request parses every POST body that says it is a form (urlencoded or
 multipart) into `request.args`, with the standard library's email parser, before daphne
 sees the request. daphne never reads `args`: it passes the raw body to Django, which parses
-it again. The first parse was pure cost (the Content-Type header alone, through an email
-message object, was ~2% of a realtime request's CPU; a multipart upload of a batch file was
-parsed whole, line by line, and held twice in memory), and a body twisted could not parse
-(a multipart without a boundary) was answered with a bare 400 and a dropped connection,
-not the API's own error: Django's parser, the one that counts, never saw it.
+it again. The first parse was pure cost (the Content-Type header alone, read through an
+email message object, was ~2% of a realtime request's CPU; a batch file's multipart upload
+was parsed twice, its file copied into `args` for as long as the request lived), and a body
+twisted could not parse (a multipart without a boundary) was answered with a bare 400 and a
+dropped connection, not the API's own error: Django's parser, the one that counts, never
+saw it.
 
 Installed by llmops.asgi in daphne's process only; elsewhere nothing changes.
 """
