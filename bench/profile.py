@@ -22,6 +22,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,45 +73,47 @@ AREAS = [
 ]
 
 
-def areas(raw: Path) -> tuple[int, list[tuple[str, int]]]:
-    """Busy samples (idle threads' waiting left out) by area of the serving path."""
-    counts: collections.Counter = collections.Counter()
-    busy = 0
+def busy_stacks(raw: Path) -> Iterator[tuple[list[str], int]]:
+    """(frames, samples) of py-spy's raw output, idle threads' waiting left out."""
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
-        if frames[-1].startswith(IDLE):
-            continue
-        busy += int(count)
+        if not frames[-1].startswith(IDLE):
+            yield frames, int(count)
+
+
+def areas(raw: Path) -> tuple[int, list[tuple[str, int]]]:
+    """Busy samples by area of the serving path."""
+    counts: collections.Counter = collections.Counter()
+    busy = 0
+    for frames, count in busy_stacks(raw):
+        busy += count
         for name, marker in AREAS:
             if any(marker in frame for frame in frames):
-                counts[name] += int(count)
+                counts[name] += count
                 break
         else:
-            counts["the event loop, thread hops and the rest"] += int(count)
+            counts["the event loop, thread hops and the rest"] += count
     return busy, counts.most_common()
 
 
 def share_under(raw: Path, marker: str) -> float:
     """The share of busy samples with `marker` on their stack."""
     busy = under = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        frames = stack.split(";")
-        if frames[-1].startswith(IDLE):
-            continue
-        busy += int(count)
-        under += int(count) if any(marker in frame for frame in frames) else 0
+    for frames, count in busy_stacks(raw):
+        busy += count
+        under += count if any(marker in frame for frame in frames) else 0
     return under / max(1, busy)
 
 
-def section(n: int, seconds: float, cpu_ms: float, raw: Path, native: bool) -> str:
+def section(n: int, seconds: float, cpu_ms: float, raw: Path, native: bool, clients: int) -> str:
     busy, by_area = areas(raw)
     commits = share_under(raw, "Atomic.__exit__ (")
     path = "/api/v1/requests" if native else "/v1/chat/completions"
     lines = [
-        f"`{COMMAND}`: py-spy samples daphne (production settings, SQLite) at 500 Hz while one "
-        f"client posts non-streamed chat completions to `{path}` one after another, each with a "
+        f"`{COMMAND}`: py-spy samples daphne (production settings, SQLite) at 500 Hz while "
+        f"{'one client posts' if clients == 1 else f'{clients} clients post'} non-streamed "
+        f"chat completions to `{path}`, each one after another and with a "
         f"new prompt (no response-cache hit): {n} requests in {seconds:g} s, "
         f"**{cpu_ms:.1f} CPU-ms per request** (py-spy's sampling included). Daphne's busy "
         f"samples ({busy}; threads waiting left out) by area of the serving path:",
@@ -218,7 +221,7 @@ def main() -> None:
                 "areas": dict(by_area),
                 "commit_share": round(share_under(raw, "Atomic.__exit__ ("), 3),
             },
-            markdown=section(n, args.seconds, cpu * 1000 / n, raw, args.native),
+            markdown=section(n, args.seconds, cpu * 1000 / n, raw, args.native, args.clients),
         )
     scratch.cleanup()
 
