@@ -204,6 +204,10 @@ def render(results: list[dict], skipped: list[Module], info: dict) -> str:
         f"| OS | {m['os']} |",
         f"| load average (1, 5, 15 min) | {info['load_before']} before the run, "
         f"{info['load_after']} after |",
+        f"| speed gauge: a fixed piece of Python (JSON, SHA-256, SQLite in memory); lower is "
+        f"faster, and absolute figures compare between runs only at like gauges "
+        f"(`bench/common.py` `speed_gauge`) | {info['gauge_before']} ms before the run, "
+        f"{info['gauge_after']} ms after |",
         f"| command | `make bench`, i.e. `.venv/bin/python bench/run.py"
         f"{' --quick' if info['quick'] else ''}` |",
     ]
@@ -214,19 +218,19 @@ def render(results: list[dict], skipped: list[Module], info: dict) -> str:
         "used while the module ran, in cores; anything above a few hundredths took CPU from "
         "the module's client and servers and makes its figures worse than the code's own.",
         "",
-        "| section | module | took | others' CPU | status |",
-        "|---|---|---|---|---|",
+        "| section | module | took | others' CPU | speed gauge before it | status |",
+        "|---|---|---|---|---|---|",
     ]
     for r in results:
         status = "failed" if r.get("failed") else "ok"
         anchor = f"{r['id']}: {r['title']}"
         lines.append(
             f"| {anchor} | `{r['command']}` | {r['seconds']:.0f} s | "
-            f"{r['others_cpu_share']:.2f} | {status} |"
+            f"{r['others_cpu_share']:.2f} | {r['gauge_ms']} ms | {status} |"
         )
     for module in skipped:
         lines.append(
-            f"| {module.id}: {module.title} | `bench/{module.name}.py` | — | — | skipped |"
+            f"| {module.id}: {module.title} | `bench/{module.name}.py` | — | — | — | skipped |"
         )
     for r in results:
         lines += [
@@ -261,11 +265,16 @@ def main() -> None:
         "quick": args.quick,
         "machine": common.machine(),
         "load_before": loadavg(),
+        "gauge_before": common.speed_gauge(),
     }
     started = time.monotonic()
-    results = [run_module(module, args.quick) for module in present]
+    results = []
+    for module in present:
+        gauge = common.speed_gauge()
+        results.append({**run_module(module, args.quick), "gauge_ms": gauge})
     info["seconds"] = time.monotonic() - started
     info["load_after"] = loadavg()
+    info["gauge_after"] = common.speed_gauge()
     info["versions"] = common.versions()
     Path(args.out).write_text(render(results, skipped, info))
     failed = [r["id"] for r in results if r.get("failed")]
