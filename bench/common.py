@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -150,12 +151,6 @@ def speed_gauge(repeats: int = 7) -> float:
     SQLite table: what a request's CPU is made of), the median of `repeats`. The same code has
     run 1.8 times slower here from one hour to the next with nothing else running, so absolute
     figures compare between runs only at like gauges; ratios within a run always do."""
-    import hashlib
-    import json
-    import sqlite3
-    import statistics
-    import time
-
     row = {"id": 1, "messages": [{"role": "user", "content": "x" * 200}], "max_tokens": 8}
 
     def once() -> float:

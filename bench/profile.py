@@ -73,6 +73,10 @@ AREAS = [
 ]
 
 
+# A transaction's end: its commit (SQLite writing its log).
+COMMIT_FRAME = "Atomic.__exit__ ("
+
+
 def busy_stacks(raw: Path) -> Iterator[tuple[list[str], int]]:
     """(frames, samples) of py-spy's raw output, idle threads' waiting left out."""
     for line in raw.read_text().splitlines():
@@ -106,9 +110,10 @@ def share_under(raw: Path, marker: str) -> float:
     return under / max(1, busy)
 
 
-def section(n: int, seconds: float, cpu_ms: float, raw: Path, native: bool, clients: int) -> str:
+def section(
+    n: int, seconds: float, cpu_ms: float, raw: Path, native: bool, clients: int, commits: float
+) -> str:
     busy, by_area = areas(raw)
-    commits = share_under(raw, "Atomic.__exit__ (")
     path = "/api/v1/requests" if native else "/v1/chat/completions"
     lines = [
         f"`{COMMAND}`: py-spy samples daphne (production settings, SQLite) at 500 Hz while "
@@ -208,6 +213,7 @@ def main() -> None:
     print(summarise(raw, args.top))
     if args.json:
         busy, by_area = areas(raw)
+        commits = share_under(raw, COMMIT_FRAME)
         common.write_result(
             args.json,
             id="PROF",
@@ -219,9 +225,11 @@ def main() -> None:
                 "cpu_ms_per_request": round(cpu * 1000 / n, 2),
                 "busy_samples": busy,
                 "areas": dict(by_area),
-                "commit_share": round(share_under(raw, "Atomic.__exit__ ("), 3),
+                "commit_share": round(commits, 3),
             },
-            markdown=section(n, args.seconds, cpu * 1000 / n, raw, args.native, args.clients),
+            markdown=section(
+                n, args.seconds, cpu * 1000 / n, raw, args.native, args.clients, commits
+            ),
         )
     scratch.cleanup()
 
