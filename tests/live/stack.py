@@ -9,6 +9,7 @@ import http.cookiejar
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -278,10 +279,12 @@ class Llmops:
         )
 
 
+# The environment variables llmops' settings read.
+SETTINGS_PREFIXES = ("LLMOPS_", "DATABASE_", "REDIS_")
+
+
 def _prepared_env(data_dir: Path, database_url: str | None, settings: dict) -> dict:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("LLMOPS_", "DATABASE_", "REDIS_"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SETTINGS_PREFIXES)}
     env.update(
         {
             "LLMOPS_DATA_DIR": str(data_dir),
@@ -301,6 +304,65 @@ def _prepared_env(data_dir: Path, database_url: str | None, settings: dict) -> d
         # A fresh server starts with fresh state: no circuit or cache left by the last one.
         redis.Redis.from_url(env["REDIS_URL"]).flushdb()
     return env
+
+
+def _migrate_and_seed(env: dict, simulator_url: str) -> None:
+    """Migrate the database of `env` and seed the demo into it, pointed at `simulator_url`."""
+    # Both in one process: each manage.py spends seconds importing Django and the SDKs first.
+    seed = [
+        "seed_demo",
+        "--simulator-url",
+        simulator_url,
+        "--api-key",
+        API_KEY,
+        "--admin-password",
+        ADMIN_PASSWORD,
+    ]
+    code = (
+        "import io; from django.core.management import call_command; "
+        "call_command('migrate', verbosity=0); "
+        f"call_command(*{seed!r}, stdout=io.StringIO())"
+    )
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, f"migrate and seed_demo failed:\n{done.stdout}{done.stderr}"
+
+
+# Migrated and seeded data directories, one per simulator and settings (the secret key and
+# the encryption keys are in it: they decide what the seeded provider keys decrypt with).
+# Every SQLite stack of a test session starts from a copy of one: migrating and seeding a
+# fresh one takes ~9 s (most of it migrate's ~3 s and a manage.py's imports), copying it a
+# few milliseconds, and nearly every live test module starts a stack.
+_seeded: dict[tuple, Path] = {}
+
+
+def _seeded_copy(env: dict, simulator_url: str, data_dir: Path) -> None:
+    """Fill the empty `data_dir` with a migrated, seeded SQLite database (and its cache) for
+    `env`: what `_migrate_and_seed` would write there."""
+    # What the settings are made of (not the rest of the environment: pytest names the test
+    # running in it).
+    key = (
+        simulator_url,
+        tuple(
+            sorted(
+                (name, value)
+                for name, value in env.items()
+                if name.startswith(SETTINGS_PREFIXES) and name != "LLMOPS_DATA_DIR"
+            )
+        ),
+    )
+    if key not in _seeded:
+        template = Path(tempfile.mkdtemp(prefix="llmops-seeded-"))
+        atexit.register(shutil.rmtree, template, ignore_errors=True)
+        _migrate_and_seed({**env, "LLMOPS_DATA_DIR": str(template)}, simulator_url)
+        _seeded[key] = template
+    # The seeding process has exited: its write-ahead log is in the file (copied too if not).
+    shutil.copytree(_seeded[key], data_dir, dirs_exist_ok=True)
 
 
 @contextmanager
@@ -359,33 +421,15 @@ def serving(env: dict, log_path: Path) -> Iterator[str]:
 def running_llmops(
     simulator_url: str, data_dir: Path, *, database_url: str | None = None, **settings: str
 ) -> Iterator[Llmops]:
-    """Migrate and seed `data_dir` (or `database_url`: an empty database of its own), start
-    daphne on a free port, stop it on exit. `settings` are extra LLMOPS_* environment
+    """Migrate and seed `data_dir` (a copy of the session's migrated, seeded SQLite database
+    for this simulator and these settings) or `database_url` (an empty database of its own),
+    start daphne on a free port, stop it on exit. `settings` are extra LLMOPS_* environment
     variables. More daphne processes on the same database: `serving(stack.env, log_path)`."""
     env = _prepared_env(data_dir, database_url, settings)
-    # Both in one process: each manage.py spends seconds importing Django and the SDKs first.
-    seed = [
-        "seed_demo",
-        "--simulator-url",
-        simulator_url,
-        "--api-key",
-        API_KEY,
-        "--admin-password",
-        ADMIN_PASSWORD,
-    ]
-    code = (
-        "import io; from django.core.management import call_command; "
-        "call_command('migrate', verbosity=0); "
-        f"call_command(*{seed!r}, stdout=io.StringIO())"
-    )
-    done = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, f"migrate and seed_demo failed:\n{done.stdout}{done.stderr}"
+    if database_url:
+        _migrate_and_seed(env, simulator_url)
+    else:
+        _seeded_copy(env, simulator_url, data_dir)
     try:
         with serving(env, data_dir / "daphne.log") as base_url:
             yield Llmops(base_url=base_url, api_key=API_KEY, data_dir=data_dir, env=env)
