@@ -336,7 +336,7 @@ def _migrate_and_seed(env: dict, simulator_url: str) -> None:
 # Migrated and seeded data directories, one per simulator and settings (the secret key and
 # the encryption keys are in it: they decide what the seeded provider keys decrypt with).
 # Every SQLite stack of a test session starts from a copy of one: migrating and seeding a
-# fresh one takes ~9 s (most of it migrate's ~3 s and a manage.py's imports), copying it a
+# fresh one takes 9-16 s here (migrate's ~3 s, a manage.py's imports), copying it a
 # few milliseconds, and nearly every live test module starts a stack.
 _seeded: dict[tuple, Path] = {}
 
