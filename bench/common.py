@@ -150,7 +150,9 @@ def speed_gauge(repeats: int = 7) -> float:
     """Milliseconds this machine takes for a fixed piece of Python (JSON, hashing, an in-memory
     SQLite table: what a request's CPU is made of), the median of `repeats`. The same code has
     run 1.8 times slower here from one hour to the next with nothing else running, so absolute
-    figures compare between runs only at like gauges; ratios within a run always do."""
+    figures compare between runs only at like gauges; ratios within a run always do. Socket-bound
+    work (every served request) has slowed more than this gauge shows: the simulator's CPU per
+    request (SIM) is the yardstick for it."""
     row = {"id": 1, "messages": [{"role": "user", "content": "x" * 200}], "max_tokens": 8}
 
     def once() -> float:

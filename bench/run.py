@@ -205,7 +205,8 @@ def render(results: list[dict], skipped: list[Module], info: dict) -> str:
         f"| load average (1, 5, 15 min) | {info['load_before']} before the run, "
         f"{info['load_after']} after |",
         f"| speed gauge: a fixed piece of Python (JSON, SHA-256, SQLite in memory); lower is "
-        f"faster, and absolute figures compare between runs only at like gauges "
+        f"faster, and absolute figures compare between runs only at like gauges and like SIM "
+        f"figures (pure Python, the gauge understates a slowdown of socket-bound work) "
         f"(`bench/common.py` `speed_gauge`) | {info['gauge_before']} ms before the run, "
         f"{info['gauge_after']} ms after |",
         f"| command | `make bench`, i.e. `.venv/bin/python bench/run.py"
