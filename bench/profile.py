@@ -5,8 +5,14 @@ BENCHMARKS.md is the profile the other sections' "what stands in the way" points
 busy samples by area of the serving path. The tool that found what the hot path changes in
 llmops/serving.py, dbthreads.py, rows.py and memo.py removed.
 
+Then, where Linux's `perf` is installed (Debian: linux-perf), the layers: perf samples daphne,
+and the LiteLLM proxy under the same load, by the code each instruction is in (the Python
+interpreter, SQLite, the kernel, the C library, compiled extensions). py-spy sees only Python
+frames, so it cannot say how much of a request is interpreting Python and how much is the
+database engine or the system calls under it; perf can, for both servers alike.
+
     .venv/bin/python bench/profile.py [--seconds 15] [--native] [--debug] [--top 40] [--raw OUT]
-                                      [--clients 1] [--json OUT]
+                                      [--clients 1] [--layers 600] [--json OUT]
 """
 
 from __future__ import annotations
@@ -14,21 +20,24 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import contextlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import common  # noqa: E402
+from bench.litellm_proxy import Comparison  # noqa: E402
 
 PY_SPY = Path(sys.executable).with_name("py-spy")
 COMMAND = ".venv/bin/python bench/profile.py"
@@ -42,7 +51,7 @@ def call(base_url: str, api_key: str, native: bool) -> None:
     else:
         path, body = "/v1/chat/completions", {"model": "gpt-4o-mini"}
     body.update(messages=[{"role": "user", "content": content}], max_tokens=16)
-    request = urllib.request.Request(  # noqa: S310 (http to the stack this script started)
+    request = urllib.request.Request(  # noqa: S310 (http to servers this script started)
         base_url + path,
         data=json.dumps(body).encode(),
         headers={
@@ -138,6 +147,126 @@ def section(
     return "\n".join(lines)
 
 
+# The layers a server's CPU time is in, by the file (perf's "shared object") of the instruction
+# sampled: the first whose name starts with one of the prefixes; the rest are compiled
+# extensions (JSON, decimal, datetime, pickle; LiteLLM's pydantic-core, uvloop, httptools).
+LAYERS = [
+    ("the Python interpreter (bytecode, objects, dicts, calls)", ("libpython", "python3")),
+    ("SQLite (the engine and Python's sqlite3 module)", ("libsqlite3", "_sqlite3.")),
+    ("the kernel (system calls: sockets, files, thread wake-ups)", ("[kernel", "[vdso]")),
+    ("the C library (memory, copies, locks)", ("libc.so", "libm.so", "ld-linux")),
+]
+EXTENSIONS = "compiled extensions (JSON, decimal, pydantic-core, uvloop, ...)"
+PERF_LINE = re.compile(r"^\s*([\d.]+)%\s+(\S.*?)\s*$")
+
+
+def perf_layers(pid: int, load: Callable[[], None], requests: int, scratch: Path) -> dict:
+    """perf samples process `pid` (its threads, at 999 Hz) while `load` is called `requests`
+    times: {"cpu_ms": CPU-ms per request, "layers": {layer: share of the samples}}, or
+    {"error": why}."""
+    data = scratch / f"perf-{pid}.data"
+    for _ in range(50):  # warm, as the py-spy phase is
+        load()
+    perf = subprocess.Popen(  # noqa: S603
+        [shutil.which("perf") or "perf", "record", "-F", "999", "-p", str(pid), "-o", str(data)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(1)  # attached
+    cpu = common.cpu_seconds(pid)
+    for _ in range(requests):
+        load()
+    cpu = common.cpu_seconds(pid) - cpu
+    perf.send_signal(2)  # perf writes its data on SIGINT
+    _, err = perf.communicate(timeout=60)
+    report = subprocess.run(  # noqa: S603
+        [
+            *(shutil.which("perf") or "perf", "report", "-i", str(data), "--stdio"),
+            *("--sort", "dso", "-g", "none"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    shares: collections.Counter = collections.Counter()
+    for line in report.stdout.splitlines():
+        if line.startswith("#") or not (found := PERF_LINE.match(line)):
+            continue
+        share, dso = float(found[1]) / 100, found[2]
+        layer = next((name for name, pre in LAYERS if dso.startswith(pre)), EXTENSIONS)
+        shares[layer] += share
+    if not shares:
+        why = (err or b"").decode(errors="replace").strip() or report.stderr.strip()
+        return {"error": f"perf recorded nothing: {why[-300:]}"}
+    return {"cpu_ms": round(cpu * 1000 / requests, 2), "layers": dict(shares)}
+
+
+def layers_section(found: dict[str, dict], requests: int) -> str:
+    """The layers table: a column per server measured."""
+    if not found:
+        return ""
+    names = [name for name, _ in LAYERS] + [EXTENSIONS]
+    servers = list(found)
+    head = " | ".join(servers)
+    rows = [
+        f"| {name} | "
+        + " | ".join(
+            f"{found[s]['layers'].get(name, 0):.0%} "
+            f"({found[s]['layers'].get(name, 0) * found[s]['cpu_ms']:.2f} ms)"
+            for s in servers
+        )
+        + " |"
+        for name in names
+    ]
+    rows.append(
+        "| **CPU-ms per request** | "
+        + " | ".join(f"**{found[s]['cpu_ms']:.2f}**" for s in servers)
+        + " |"
+    )
+    lines = [
+        "",
+        "",
+        f"**By layer** (`perf record -F 999 -p PID`, then `perf report --sort dso`): {requests} "
+        "more requests one after another to each server, the same body and prompts never sent "
+        "before, sampled by Linux's perf by the code each instruction is in; each share with "
+        "the CPU-ms per request it makes of that server's CPU time measured over the same "
+        "requests (/proc).",
+        "",
+        f"| layer | {head} |",
+        "|---|" + "---|" * len(servers),
+        *rows,
+    ]
+    ours, theirs = found.get("llmops (daphne)"), found.get("LiteLLM proxy")
+    if ours and theirs:
+        python, sqlite, kernel = (name for name, _ in LAYERS[:3])
+
+        def ms(server: dict, layer: str) -> float:
+            return server["layers"].get(layer, 0) * server["cpu_ms"]
+
+        half = theirs["cpu_ms"] / 2
+        cut = ours["cpu_ms"] - half
+        lines += [
+            "",
+            "Both servers spend most of their CPU interpreting Python: llmops "
+            f"{ms(ours, python):.2f} ms per request, LiteLLM {ms(theirs, python):.2f} ms. Below "
+            f"Python, llmops' SQLite takes {ms(ours, sqlite):.2f} ms and its kernel time (the "
+            f"database's file writes, the sockets, the hops between threads) "
+            f"{ms(ours, kernel):.2f} ms, against LiteLLM's {ms(theirs, kernel):.2f} ms in the "
+            "kernel: the database engine and its writes are not where a request's time goes. "
+            + (
+                f"Half of LiteLLM's CPU per request here (M1 and M2 ask for 0.5x) is {half:.2f} "
+                f"ms: reaching it "
+                f"takes {cut:.2f} ms off llmops' {ours['cpu_ms']:.2f}, "
+                f"{cut / max(ms(ours, python), 0.01):.0%} of its interpreter time if it all "
+                "came from Python, and that Python is spread over the areas above, none a "
+                "large part on its own."
+                if cut > 0
+                else f"llmops' CPU per request is within half of LiteLLM's ({half:.2f} ms)."
+            ),
+        ]
+    return "\n".join(lines)
+
+
 def summarise(raw: Path, top: int) -> str:
     """py-spy's raw output (one `frame;frame;... count` line per stack) as two top lists."""
     inclusive, own, total = collections.Counter(), collections.Counter(), 0
@@ -169,6 +298,14 @@ def main() -> None:
         "--clients", type=int, default=1, help="this many clients at once (M2 runs 16)"
     )
     parser.add_argument("--raw", help="keep py-spy's raw samples here")
+    parser.add_argument(
+        "--layers",
+        type=int,
+        default=600,
+        metavar="N",
+        help="then N requests to each of llmops and the LiteLLM proxy under perf, by layer "
+        "(0: not; skipped where perf is not installed)",
+    )
     parser.add_argument("--json", metavar="OUT", help="write make bench's section here")
     parser.add_argument("--quick", action="store_true", help="5 seconds")
     args = parser.parse_args()
@@ -178,12 +315,26 @@ def main() -> None:
         sys.exit(f"{PY_SPY} is missing: `make install` installs it (a dev dependency)")
     scratch = tempfile.TemporaryDirectory(prefix="llmops-profile-")
     raw = Path(args.raw or Path(scratch.name) / "samples.txt")
-    with (
-        common.simulator_process(output_tokens=16) as (sim, _),
-        common.llmops_stack(
-            sim.base_url, prefix="llmops-profile-", **(common.MAKE_RUN_ENV if args.debug else {})
-        ) as (stack, pid),
-    ):
+    layers_skipped = (
+        "not measured (--layers 0)"
+        if not args.layers
+        else None
+        if shutil.which("perf")
+        else "not measured: Linux's perf is not installed (Debian: apt install linux-perf)"
+    )
+    figures: dict = {}
+    with contextlib.ExitStack() as running:
+        sim, _ = running.enter_context(common.simulator_process(output_tokens=16))
+        comparison = Comparison(figures) if layers_skipped is None else None
+        if comparison is not None:
+            comparison.start(running, sim.openai_base_url)  # it imports while llmops starts
+        stack, pid = running.enter_context(
+            common.llmops_stack(
+                sim.base_url,
+                prefix="llmops-profile-",
+                **(common.MAKE_RUN_ENV if args.debug else {}),
+            )
+        )
         for _ in range(50):  # warm: imports, the configuration memo, connections
             call(stack.base_url, stack.api_key, args.native)
         spy = subprocess.Popen(  # noqa: S603
@@ -209,8 +360,16 @@ def main() -> None:
             n = sum(clients.map(lambda _: client(), range(args.clients)))
         cpu = common.cpu_seconds(pid) - cpu
         spy.wait()
+        layers: dict[str, dict] = {}
+        if comparison is not None:
+            layers = _layers(args, stack, pid, comparison, Path(scratch.name))
     print(f"{n} requests in {args.seconds:g} s; daphne: {cpu * 1000 / n:.1f} CPU-ms per request\n")
     print(summarise(raw, args.top))
+    for server, found in layers.items():
+        print(f"\n{server}: {found}")
+    measured = {server: found for server, found in layers.items() if "error" not in found}
+    errors = [f"{server}: {found['error']}" for server, found in layers.items() if "error" in found]
+    layers_note = layers_skipped or "; ".join(errors) or None
     if args.json:
         busy, by_area = areas(raw)
         commits = share_under(raw, COMMIT_FRAME)
@@ -226,12 +385,35 @@ def main() -> None:
                 "busy_samples": busy,
                 "areas": dict(by_area),
                 "commit_share": round(commits, 3),
+                "layers": measured,
+                "layers_requests": args.layers,
+                "layers_note": layers_note,
+                "litellm_version": figures.get("litellm_version"),
             },
             markdown=section(
                 n, args.seconds, cpu * 1000 / n, raw, args.native, args.clients, commits
-            ),
+            )
+            + layers_section(measured, args.layers)
+            + (f"\n\nBy layer: {layers_note}." if layers_note else ""),
         )
     scratch.cleanup()
+
+
+def _layers(args, stack, pid: int, comparison: Comparison, scratch: Path) -> dict[str, dict]:
+    """perf_layers of daphne, then of the LiteLLM proxy (when it started), the same body."""
+    found = {
+        "llmops (daphne)": perf_layers(
+            pid, lambda: call(stack.base_url, stack.api_key, args.native), args.layers, scratch
+        )
+    }
+    proxy = comparison.ready()
+    if proxy is None:
+        found["LiteLLM proxy"] = {"error": str(comparison.figures.get("litellm_error"))}
+    elif not args.native:  # LiteLLM has no native API: its column is for the chat path only
+        found["LiteLLM proxy"] = perf_layers(
+            proxy.proc.pid, lambda: call(proxy.base_url, "unused", False), args.layers, scratch
+        )
+    return found
 
 
 if __name__ == "__main__":

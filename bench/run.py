@@ -54,7 +54,7 @@ MODULES = [
     Module("savings_replay", "M8", "Savings replay"),
     Module("sim_throughput", "SIM", "The provider simulator", timeout_s=120),
     # Last: the profile the other sections' "what stands in the way" points to.
-    Module("profile", "PROF", "Where daphne's CPU goes", args=["--seconds", "15"], timeout_s=180),
+    Module("profile", "PROF", "Where daphne's CPU goes", args=["--seconds", "15"], timeout_s=300),
 ]
 LOG_DIR = common.VAR / "logs"
 
