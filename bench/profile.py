@@ -41,6 +41,8 @@ from bench.litellm_proxy import Comparison  # noqa: E402
 
 PY_SPY = Path(sys.executable).with_name("py-spy")
 COMMAND = ".venv/bin/python bench/profile.py"
+# The native API names it; the chat path bills the key's default (the same), with no
+# X-Workload header, as the OpenAI SDK sends its requests.
 WORKLOAD = "product-search"
 
 
@@ -57,7 +59,6 @@ def call(base_url: str, api_key: str, native: bool) -> None:
         headers={
             "Authorization": f"Bearer {api_key}",
             "Content-Type": "application/json",
-            "X-Workload": WORKLOAD,
         },
     )
     with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310

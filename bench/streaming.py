@@ -408,9 +408,8 @@ def measure(quick: bool) -> dict:
         sim_auth = {"Authorization": "Bearer sim"}
         direct = SseArm("direct", f"{sim.openai_base_url}/chat/completions", sim_auth)
         floor = SseArm("floor", f"{floor_url}/openai/v1/chat/completions", sim_auth)
-        llmops_sse = SseArm(
-            "llmops_sse", f"{stack.base_url}/v1/chat/completions", {**auth, "X-Workload": WORKLOAD}
-        )
+        # No X-Workload header, as the OpenAI SDK sends none: the key's default (WORKLOAD).
+        llmops_sse = SseArm("llmops_sse", f"{stack.base_url}/v1/chat/completions", auth)
         native = SseArm("llmops_native", f"{stack.base_url}/api/v1/requests", auth, native=True)
         websocket = WsArm(ws)
 
@@ -485,7 +484,9 @@ def markdown(f: dict) -> str:
     ttft, frames = f["ttft"], f["frames"]
     n = f["rounds"] * f["requests_per_round_per_arm"]
     lines = [
-        f"`{command(f['quick'])}`; llmops serves the `{WORKLOAD}` workload (gpt-4o-mini) in "
+        f"`{command(f['quick'])}`; llmops serves the `{WORKLOAD}` workload (gpt-4o-mini; on "
+        "`/v1/chat/completions` as the key's default, with no X-Workload header, as the OpenAI "
+        "SDK sends it) in "
         "production settings on SQLite, every stream with a prompt never sent before (no cache "
         "hits). The SSE arms are read by one httpx client with keep-alive connections, the "
         "websocket arm by a `websockets` client on one open socket (its per-socket message "

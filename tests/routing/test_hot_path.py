@@ -42,12 +42,14 @@ def native(api, text: str, workload: str = "product-search"):
     return api.post("/api/v1/requests", {**body, "max_tokens": 20}, format="json")
 
 
-def openai(api, text: str):
+def openai(api, text: str, *, workload_header: bool = True):
+    """A chat completion naming its workload in X-Workload, or (as the OpenAI SDKs send one)
+    billing the key's default workload."""
     return api.post(
         "/v1/chat/completions",
         {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]},
         format="json",
-        headers={"X-Workload": "product-search"},
+        headers={"X-Workload": "product-search"} if workload_header else {},
     )
 
 
@@ -71,6 +73,33 @@ def test_a_realtime_request_runs_a_bounded_number_of_statements(api):
     response, sql = statements(lambda: openai(api, "counted, openai"))
     assert response.status_code == 200, response.content
     assert len(sql) <= OPENAI_STATEMENTS, "\n".join(sql)
+
+
+def test_a_request_billing_the_keys_default_workload_reads_it_from_the_memo(api, demo):
+    """What the SDKs send (no X-Workload): the key's default workload and its policy come from
+    the memo, as a named one does; loaded through the key they were two reads a request."""
+    # Twice, as above: the first request of a budget period creates it (not kept in the memo).
+    for text in ("warm the memo", "warm it again"):
+        assert openai(api, text, workload_header=False).status_code == 200
+
+    response, sql = statements(lambda: openai(api, "counted, default", workload_header=False))
+    assert response.status_code == 200, response.content
+    assert len(sql) <= OPENAI_STATEMENTS, "\n".join(sql)
+    for table in ("routing_workload", "routing_routingpolicy", "routing_team"):
+        assert not [s for s in sql if f'FROM "{table}"' in s], (table, sql)
+    request = Request.objects.get(params__messages__0__content="counted, default")
+    assert request.workload_id == demo.workloads["product-search"].pk
+
+    # A new default for the key reaches its next request; the old workload is not billed.
+    from routing.keys import hash_api_key
+    from routing.models import ApiKey
+
+    key = ApiKey.objects.get(key_hash=hash_api_key(demo.key))
+    key.default_workload = demo.workloads["support-triage"]
+    key.save(update_fields=["default_workload"])
+    assert openai(api, "after the change", workload_header=False).status_code == 200
+    request = Request.objects.get(params__messages__0__content="after the change")
+    assert request.workload_id == demo.workloads["support-triage"].pk
 
 
 def test_a_new_price_version_prices_the_next_request(api):
