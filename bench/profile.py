@@ -246,18 +246,29 @@ def layers_section(found: dict[str, dict], requests: int) -> str:
 
         half = theirs["cpu_ms"] / 2
         cut = ours["cpu_ms"] - half
+        shares = ours["layers"].get(python, 0), theirs["layers"].get(python, 0)
+        below = ours["layers"].get(sqlite, 0) + ours["layers"].get(kernel, 0)
         lines += [
             "",
-            "Both servers spend most of their CPU interpreting Python: llmops "
-            f"{ms(ours, python):.2f} ms per request, LiteLLM {ms(theirs, python):.2f} ms. Below "
-            f"Python, llmops' SQLite takes {ms(ours, sqlite):.2f} ms and its kernel time (the "
-            f"database's file writes, the sockets, the hops between threads) "
-            f"{ms(ours, kernel):.2f} ms, against LiteLLM's {ms(theirs, kernel):.2f} ms in the "
-            "kernel: the database engine and its writes are not where a request's time goes. "
+            (
+                "Both servers spend most of their CPU interpreting Python"
+                if min(shares) > 0.5
+                else f"llmops spends {shares[0]:.0%} of its CPU interpreting Python and LiteLLM "
+                f"{shares[1]:.0%}"
+            )
+            + f": llmops {ms(ours, python):.2f} ms per request, LiteLLM "
+            f"{ms(theirs, python):.2f} ms. Below Python, llmops' SQLite takes "
+            f"{ms(ours, sqlite):.2f} ms and its kernel time (the database's file writes, the "
+            f"sockets, the hops between threads) {ms(ours, kernel):.2f} ms, against LiteLLM's "
+            f"{ms(theirs, kernel):.2f} ms in the kernel"
+            + (
+                ": the database engine and its writes are not where a request's time goes. "
+                if below < 0.25
+                else f": {below:.0%} of llmops' CPU together. "
+            )
             + (
                 f"Half of LiteLLM's CPU per request here (M1 and M2 ask for 0.5x) is {half:.2f} "
-                f"ms: reaching it "
-                f"takes {cut:.2f} ms off llmops' {ours['cpu_ms']:.2f}, "
+                f"ms: reaching it takes {cut:.2f} ms off llmops' {ours['cpu_ms']:.2f}, "
                 f"{cut / max(ms(ours, python), 0.01):.0%} of its interpreter time if it all "
                 "came from Python, and that Python is spread over the areas above, none a "
                 "large part on its own."
