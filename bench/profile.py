@@ -161,45 +161,62 @@ EXTENSIONS = "compiled extensions (JSON, decimal, pydantic-core, uvloop, ...)"
 PERF_LINE = re.compile(r"^\s*([\d.]+)%\s+(\S.*?)\s*$")
 
 
-def perf_layers(pid: int, load: Callable[[], None], requests: int, scratch: Path) -> dict:
-    """perf samples process `pid` (its threads, at 999 Hz) while `load` is called `requests`
-    times: {"cpu_ms": CPU-ms per request, "layers": {layer: share of the samples}}, or
-    {"error": why}."""
-    data = scratch / f"perf-{pid}.data"
-    for _ in range(50):  # warm, as the py-spy phase is
-        load()
-    perf = subprocess.Popen(  # noqa: S603
-        [shutil.which("perf") or "perf", "record", "-F", "999", "-p", str(pid), "-o", str(data)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+def perf_layers(servers: dict[str, tuple[int, Callable[[], None]]], requests: int, scratch: Path):
+    """perf samples each server's process (name: (pid, load), its threads at 999 Hz) while
+    each `load` is called `requests` times, the servers taking turns request by request (so
+    that a host speeding up or slowing down meets both alike): {name: {"cpu_ms": CPU-ms per
+    request, "layers": {layer: share of its samples}}, or {"error": why}}."""
+    for _, load in servers.values():
+        for _ in range(50):  # warm, as the py-spy phase is
+            load()
+    perf = shutil.which("perf") or "perf"
+    recording = {
+        name: subprocess.Popen(  # noqa: S603
+            [perf, "record", "-F", "999", "-p", str(pid), "-o", str(scratch / f"{pid}.data")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for name, (pid, _) in servers.items()
+    }
     time.sleep(1)  # attached
-    cpu = common.cpu_seconds(pid)
+    cpu = {name: common.cpu_seconds(pid) for name, (pid, _) in servers.items()}
     for _ in range(requests):
-        load()
-    cpu = common.cpu_seconds(pid) - cpu
-    perf.send_signal(2)  # perf writes its data on SIGINT
-    _, err = perf.communicate(timeout=60)
-    report = subprocess.run(  # noqa: S603
-        [
-            *(shutil.which("perf") or "perf", "report", "-i", str(data), "--stdio"),
-            *("--sort", "dso", "-g", "none"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    shares: collections.Counter = collections.Counter()
-    for line in report.stdout.splitlines():
-        if line.startswith("#") or not (found := PERF_LINE.match(line)):
-            continue
-        share, dso = float(found[1]) / 100, found[2]
-        layer = next((name for name, pre in LAYERS if dso.startswith(pre)), EXTENSIONS)
-        shares[layer] += share
-    if not shares:
-        why = (err or b"").decode(errors="replace").strip() or report.stderr.strip()
-        return {"error": f"perf recorded nothing: {why[-300:]}"}
-    return {"cpu_ms": round(cpu * 1000 / requests, 2), "layers": dict(shares)}
+        for _, load in servers.values():
+            load()
+    cpu = {name: common.cpu_seconds(pid) - cpu[name] for name, (pid, _) in servers.items()}
+    for perf_run in recording.values():
+        perf_run.send_signal(2)  # perf writes its data on SIGINT
+    found = {}
+    for name, (pid, _) in servers.items():
+        _, err = recording[name].communicate(timeout=60)
+        report = subprocess.run(  # noqa: S603
+            [
+                perf,
+                "report",
+                "--stdio",
+                "--sort",
+                "dso",
+                "-g",
+                "none",
+                "-i",
+                f"{scratch}/{pid}.data",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        shares: collections.Counter = collections.Counter()
+        for line in report.stdout.splitlines():
+            if line.startswith("#") or not (row := PERF_LINE.match(line)):
+                continue
+            share, dso = float(row[1]) / 100, row[2]
+            shares[next((n for n, pre in LAYERS if dso.startswith(pre)), EXTENSIONS)] += share
+        if shares:
+            found[name] = {"cpu_ms": round(cpu[name] * 1000 / requests, 2), "layers": dict(shares)}
+        else:
+            why = (err or b"").decode(errors="replace").strip() or report.stderr.strip()
+            found[name] = {"error": f"perf recorded nothing: {why[-300:]}"}
+    return found
 
 
 def layers_section(found: dict[str, dict], requests: int) -> str:
@@ -228,10 +245,10 @@ def layers_section(found: dict[str, dict], requests: int) -> str:
         "",
         "",
         f"**By layer** (`perf record -F 999 -p PID`, then `perf report --sort dso`): {requests} "
-        "more requests one after another to each server, the same body and prompts never sent "
-        "before, sampled by Linux's perf by the code each instruction is in; each share with "
-        "the CPU-ms per request it makes of that server's CPU time measured over the same "
-        "requests (/proc).",
+        "more requests one after another to each server, the servers taking turns request by "
+        "request, the same body and prompts never sent before, sampled by Linux's perf by the "
+        "code each instruction is in; each share with the CPU-ms per request it makes of that "
+        "server's CPU time measured over the same requests (/proc).",
         "",
         f"| layer | {head} |",
         "|---|" + "---|" * len(servers),
@@ -412,19 +429,17 @@ def main() -> None:
 
 
 def _layers(args, stack, pid: int, comparison: Comparison, scratch: Path) -> dict[str, dict]:
-    """perf_layers of daphne, then of the LiteLLM proxy (when it started), the same body."""
-    found = {
-        "llmops (daphne)": perf_layers(
-            pid, lambda: call(stack.base_url, stack.api_key, args.native), args.layers, scratch
-        )
-    }
+    """perf_layers of daphne and of the LiteLLM proxy (when it started), the same body."""
+    servers = {"llmops (daphne)": (pid, lambda: call(stack.base_url, stack.api_key, args.native))}
     proxy = comparison.ready()
+    if proxy is not None and not args.native:  # LiteLLM has no native API: chat only
+        servers["LiteLLM proxy"] = (
+            proxy.proc.pid,
+            lambda: call(proxy.base_url, "unused", False),
+        )
+    found = perf_layers(servers, args.layers, scratch)
     if proxy is None:
         found["LiteLLM proxy"] = {"error": str(comparison.figures.get("litellm_error"))}
-    elif not args.native:  # LiteLLM has no native API: its column is for the chat path only
-        found["LiteLLM proxy"] = perf_layers(
-            proxy.proc.pid, lambda: call(proxy.base_url, "unused", False), args.layers, scratch
-        )
     return found
 
 
