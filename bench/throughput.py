@@ -396,8 +396,8 @@ def in_the_way(f: dict) -> list[str]:
         "Each llmops request pays its own two commits and two hops to that thread and back, "
         "however many are in flight. The profile section below "
         "(`bench/profile.py`) shows where daphne's CPU goes: by area of the serving path, and "
-        "by layer (Linux's perf), where most of llmops' CPU, as of LiteLLM's, is the Python "
-        "interpreter and the database engine a small part.",
+        "(where Linux's perf is installed) by layer, where most of llmops' CPU, as of "
+        "LiteLLM's, is the Python interpreter and the database engine a small part.",
     ]
 
 
