@@ -45,7 +45,7 @@ test: install browser clients
 
 ## faults: the fault suite (tests/faults, tests/security) on SQLite, then on PostgreSQL + Redis
 ## (throwaway servers unless DATABASE_URL/REDIS_URL are set; installs them from Debian when
-## missing), and RELIABILITY.md rewritten from what it measured. About 25 minutes.
+## missing), and RELIABILITY.md rewritten from what it measured. 15 to 25 minutes here.
 faults: install browser
 	$(PY) tests/faults/run.py
 
