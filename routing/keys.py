@@ -101,9 +101,10 @@ def _with_relations(key: ApiKey) -> ApiKey:
     """The key with its team and default workload set from the memo, not read per request."""
     key.team = team_of(key.team_id)
     if key.default_workload_id is not None:
+        # None if deleted since the key was read: the key has no default then (its column is
+        # set null with the delete), a 400 naming X-Workload rather than a DoesNotExist.
         workload = workload_of(key.default_workload_id)
-        if workload is not None:  # deleted meanwhile: the key's own read finds it gone
-            ApiKey.default_workload.field.set_cached_value(key, workload)
+        ApiKey.default_workload.field.set_cached_value(key, workload)
     return key
 
 

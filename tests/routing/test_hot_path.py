@@ -43,8 +43,8 @@ def native(api, text: str, workload: str = "product-search"):
 
 
 def openai(api, text: str, *, workload_header: bool = True):
-    """A chat completion naming its workload in X-Workload, or (as the OpenAI SDKs send one)
-    billing the key's default workload."""
+    """A chat completion naming its workload in X-Workload or, sent as the OpenAI SDKs send
+    one (no such header), billing the key's default workload."""
     return api.post(
         "/v1/chat/completions",
         {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]},
@@ -100,6 +100,23 @@ def test_a_request_billing_the_keys_default_workload_reads_it_from_the_memo(api,
     assert openai(api, "after the change", workload_header=False).status_code == 200
     request = Request.objects.get(params__messages__0__content="after the change")
     assert request.workload_id == demo.workloads["support-triage"].pk
+
+
+def test_a_default_workload_deleted_since_its_key_was_read_is_no_default(demo):
+    """The race between reading a key and reading its default workload: a workload deleted in
+    between leaves the key with no default (a 400 naming X-Workload), not a DoesNotExist."""
+    from django.test import RequestFactory
+
+    from routing.asks import RequestRejected, openai_workload
+    from routing.keys import _with_relations
+    from routing.models import ApiKey
+
+    gone = Workload.objects.order_by("-pk").first().pk + 1000
+    key = _with_relations(ApiKey(team=demo.acme, name="stale", default_workload_id=gone))
+    assert key.default_workload is None
+    with pytest.raises(RequestRejected) as refused:
+        openai_workload(RequestFactory().post("/v1/chat/completions"), key)
+    assert refused.value.status == 400 and refused.value.field == "X-Workload"
 
 
 def test_a_new_price_version_prices_the_next_request(api):
