@@ -625,11 +625,29 @@ def team_workload(team_id: int, slug: str) -> Workload | None:
     )
 
 
+def default_workload(key: ApiKey) -> Workload | None:
+    """The workload a key bills when a call names none (as the SDKs send them), memoized with
+    its team and policy as team_workload is: read through the key it cost two queries a request
+    (the workload, then its policy), 8% of a stream's CPU. None if the key has none, or if it
+    was deleted since the key was read."""
+    if key.default_workload_id is None:
+        return None
+    return memo.memoized(
+        ("workload-by-id", key.default_workload_id),
+        lambda: (
+            Workload.objects.filter(pk=key.default_workload_id)
+            .select_related("team", "policy")
+            .first()
+        ),
+        keep=lambda workload: workload is not None,
+    )
+
+
 def openai_workload(http_request, key: ApiKey) -> Workload:
     """The workload an OpenAI-compatible call bills: its X-Workload header, else the key's
     default. Raises RequestRejected naming the header."""
     slug = http_request.headers.get("X-Workload") or ""
-    workload = team_workload(key.team_id, slug) if slug else key.default_workload
+    workload = team_workload(key.team_id, slug) if slug else default_workload(key)
     if workload is None:
         raise RequestRejected(
             404 if slug else 400,

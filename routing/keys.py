@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from llmops import memo, rows
-from routing.models import ApiKey, Team, Workload
+from routing.models import ApiKey, Team
 
 # Sent (with `key`) once a revocation is committed. A revocation is a queryset update, which
 # sends no post_save; the websocket registry (routing.socket_auth, connected in
@@ -85,29 +85,6 @@ def team_of(team_id: int) -> Team:
     return memo.memoized(("team", team_id), lambda: Team.objects.get(pk=team_id))
 
 
-def workload_of(workload_id: int) -> Workload | None:
-    """A workload by id with its team and policy, memoized (llmops.memo drops it on any save of
-    a workload, a policy or a team): a key's default workload, which every OpenAI-compatible
-    call that names none bills (as the SDKs send them). Loaded through the key's descriptor it
-    cost two queries a request, the workload and then its policy: 8% of a stream's CPU."""
-    return memo.memoized(
-        ("workload-by-id", workload_id),
-        lambda: Workload.objects.select_related("team", "policy").filter(pk=workload_id).first(),
-        keep=lambda workload: workload is not None,
-    )
-
-
-def _with_relations(key: ApiKey) -> ApiKey:
-    """The key with its team and default workload set from the memo, not read per request."""
-    key.team = team_of(key.team_id)
-    if key.default_workload_id is not None:
-        # None if deleted since the key was read: the key has no default then (its column is
-        # set null with the delete), a 400 naming X-Workload rather than a DoesNotExist.
-        workload = workload_of(key.default_workload_id)
-        ApiKey.default_workload.field.set_cached_value(key, workload)
-    return key
-
-
 def api_key_authenticate(*, raw: str) -> ApiKey | None:
     """The active key matching `raw`, or None. Refreshes last_used_at (throttled)."""
     key_hash = hash_api_key(raw)
@@ -117,7 +94,7 @@ def api_key_authenticate(*, raw: str) -> ApiKey | None:
     # ever compares secrets with a short-circuiting ==.
     if key is None or not hmac.compare_digest(key.key_hash, key_hash) or not key.is_active:
         return None
-    _with_relations(key)
+    key.team = team_of(key.team_id)
     now = timezone.now()
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
@@ -131,7 +108,8 @@ def api_key_active(*, key_id: int) -> ApiKey | None:
     key = rows.get(ApiKey, "id", key_id)
     if key is None or not key.is_active:
         return None
-    return _with_relations(key)
+    key.team = team_of(key.team_id)
+    return key
 
 
 def api_key_revoke(*, key: ApiKey) -> bool:
