@@ -219,6 +219,11 @@ def perf_layers(servers: dict[str, tuple[int, Callable[[], None]]], requests: in
     return found
 
 
+def _ms(server: dict, layer: str) -> float:
+    """A layer's CPU-ms per request: its share of the server's CPU per request."""
+    return server["layers"].get(layer, 0) * server["cpu_ms"]
+
+
 def layers_section(found: dict[str, dict], requests: int) -> str:
     """The layers table: a column per server measured."""
     if not found:
@@ -229,9 +234,7 @@ def layers_section(found: dict[str, dict], requests: int) -> str:
     rows = [
         f"| {name} | "
         + " | ".join(
-            f"{found[s]['layers'].get(name, 0):.0%} "
-            f"({found[s]['layers'].get(name, 0) * found[s]['cpu_ms']:.2f} ms)"
-            for s in servers
+            f"{found[s]['layers'].get(name, 0):.0%} ({_ms(found[s], name):.2f} ms)" for s in servers
         )
         + " |"
         for name in names
@@ -257,10 +260,6 @@ def layers_section(found: dict[str, dict], requests: int) -> str:
     ours, theirs = found.get("llmops (daphne)"), found.get("LiteLLM proxy")
     if ours and theirs:
         python, sqlite, kernel = (name for name, _ in LAYERS[:3])
-
-        def ms(server: dict, layer: str) -> float:
-            return server["layers"].get(layer, 0) * server["cpu_ms"]
-
         half = theirs["cpu_ms"] / 2
         cut = ours["cpu_ms"] - half
         shares = ours["layers"].get(python, 0), theirs["layers"].get(python, 0)
@@ -273,11 +272,11 @@ def layers_section(found: dict[str, dict], requests: int) -> str:
                 else f"llmops spends {shares[0]:.0%} of its CPU interpreting Python and LiteLLM "
                 f"{shares[1]:.0%}"
             )
-            + f": llmops {ms(ours, python):.2f} ms per request, LiteLLM "
-            f"{ms(theirs, python):.2f} ms. Below Python, llmops' SQLite takes "
-            f"{ms(ours, sqlite):.2f} ms and its kernel time (the database's file writes, the "
-            f"sockets, the hops between threads) {ms(ours, kernel):.2f} ms, against LiteLLM's "
-            f"{ms(theirs, kernel):.2f} ms in the kernel"
+            + f": llmops {_ms(ours, python):.2f} ms per request, LiteLLM "
+            f"{_ms(theirs, python):.2f} ms. Below Python, llmops' SQLite takes "
+            f"{_ms(ours, sqlite):.2f} ms and its kernel time (the database's file writes, the "
+            f"sockets, the hops between threads) {_ms(ours, kernel):.2f} ms, against LiteLLM's "
+            f"{_ms(theirs, kernel):.2f} ms in the kernel"
             + (
                 ": the database engine and its writes are not where a request's time goes. "
                 if below < 0.25
@@ -286,7 +285,7 @@ def layers_section(found: dict[str, dict], requests: int) -> str:
             + (
                 f"Half of LiteLLM's CPU per request here (M1 and M2 ask for 0.5x) is {half:.2f} "
                 f"ms: reaching it takes {cut:.2f} ms off llmops' {ours['cpu_ms']:.2f}, "
-                f"{cut / max(ms(ours, python), 0.01):.0%} of its interpreter time if it all "
+                f"{cut / max(_ms(ours, python), 0.01):.0%} of its interpreter time if it all "
                 "came from Python, and that Python is spread over the areas above, none a "
                 "large part on its own."
                 if cut > 0
@@ -344,13 +343,13 @@ def main() -> None:
         sys.exit(f"{PY_SPY} is missing: `make install` installs it (a dev dependency)")
     scratch = tempfile.TemporaryDirectory(prefix="llmops-profile-")
     raw = Path(args.raw or Path(scratch.name) / "samples.txt")
-    layers_skipped = (
-        "not measured (--layers 0)"
-        if not args.layers
-        else None
-        if shutil.which("perf")
-        else "not measured: Linux's perf is not installed (Debian: apt install linux-perf)"
-    )
+    layers_skipped = None
+    if not args.layers:
+        layers_skipped = "not measured (--layers 0)"
+    elif not shutil.which("perf"):
+        layers_skipped = (
+            "not measured: Linux's perf is not installed (Debian: apt install linux-perf)"
+        )
     figures: dict = {}
     with contextlib.ExitStack() as running:
         sim, _ = running.enter_context(common.simulator_process(output_tokens=16))
