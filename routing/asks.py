@@ -19,7 +19,7 @@ from rest_framework.exceptions import ValidationError
 from llmops import limits, memo
 from llmops.text import unstorable_text
 from routing import conversations, selectors
-from routing.config import policy_chain
+from routing.config import default_workload, policy_chain
 from routing.models import ApiKey, LlmModel, Request, Team, Workload
 from routing.protocols import (
     anthropic_messages,
@@ -618,24 +618,6 @@ def team_workload(team_id: int, slug: str) -> Workload | None:
         ("workload", team_id, slug),
         lambda: (
             Workload.objects.filter(team_id=team_id, slug=slug, enabled=True)
-            .select_related("team", "policy")
-            .first()
-        ),
-        keep=lambda workload: workload is not None,
-    )
-
-
-def default_workload(key: ApiKey) -> Workload | None:
-    """The workload a key bills when a call names none (as the SDKs send them), memoized with
-    its team and policy as team_workload is: read through the key it cost two queries a request
-    (the workload, then its policy), 8% of a stream's CPU. None if the key has none, or if it
-    was deleted since the key was read."""
-    if key.default_workload_id is None:
-        return None
-    return memo.memoized(
-        ("workload-by-id", key.default_workload_id),
-        lambda: (
-            Workload.objects.filter(pk=key.default_workload_id)
             .select_related("team", "policy")
             .first()
         ),
